@@ -1,0 +1,271 @@
+"""The agent loop: register, long-poll for work, run it, ship output and results, heartbeat.
+
+Reports are buffered and sent in batches. An execution stays in the agent's ``known`` set until the
+coordinator has acknowledged its final report, so that a poll never hands the same work out twice, and a
+coordinator that is briefly unreachable loses nothing: the buffer is sent again once it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral import __version__
+from corral.agent import capacity
+from corral.agent.transport import Transport, UnknownNode
+from corral.runtime.base import RunRequest, RunResult, Runtime
+
+log = logging.getLogger("corral.agent")
+MAX_BUFFERED_LINES = 200_000
+
+
+@dataclass
+class AgentConfig:
+    name: str = field(default_factory=socket.gethostname)
+    data_dir: str = ".corral/worker"
+    runtimes: list[str] = field(default_factory=lambda: ["docker"])
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None  # override what is detected
+    memory: int | None = None
+    gpus: list[dict[str, Any]] | None = None  # override detection (None: ask nvidia-smi)
+    poll_wait: float = 20.0
+
+
+def make_runtimes(names: list[str]) -> dict[str, Runtime]:
+    out: dict[str, Runtime] = {}
+    for name in names:
+        if name == "process":
+            from corral.runtime.process import ProcessRuntime
+            out["process"] = ProcessRuntime()
+        elif name == "docker":
+            from corral.runtime.docker import DockerRuntime
+            if DockerRuntime.available():
+                out["docker"] = DockerRuntime()
+            else:
+                log.warning("the Docker Engine does not answer: this worker offers no docker runtime")
+        else:
+            raise ValueError(f"unknown runtime '{name}': use docker or process")
+    return out
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, transport: Transport,
+                 runtimes: dict[str, Runtime] | None = None) -> None:
+        self.config = config
+        self.transport = transport
+        self.runtimes = runtimes if runtimes is not None else make_runtimes(config.runtimes)
+        self.node_id: str | None = None
+        self.heartbeat_interval = 3.0
+        self.known: set[str] = set()  # started here, final report not yet acknowledged
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._stopped_by_coordinator: set[str] = set()
+        self._updates: list[dict[str, Any]] = []
+        self._logs: list[dict[str, Any]] = []
+        self._final: set[str] = set()  # executions whose final update sits in the buffer
+        self._flush_now = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def id_file(self) -> Path:
+        return Path(self.config.data_dir) / "node-id"
+
+    def _info(self) -> dict[str, Any]:
+        cap = capacity.detect(self.config.data_dir)
+        gpus = self.config.gpus if self.config.gpus is not None else cap["gpus"]
+        info = {"name": self.config.name, "hostname": socket.gethostname(), "version": __version__,
+                "cpu": self.config.cpus if self.config.cpus is not None else cap["cpu"],
+                "memory": self.config.memory if self.config.memory is not None else cap["memory"],
+                "disk": cap["disk"], "gpus": gpus, "labels": self.config.labels,
+                "runtimes": sorted(self.runtimes), "queues": self.config.queues}
+        if self.id_file.exists():
+            info["id"] = self.id_file.read_text().strip() or None
+        return info
+
+    async def start(self) -> None:
+        info = await asyncio.to_thread(self._info)
+        if info.get("id"):
+            # A previous run of this worker may have left containers behind: nothing of it is running
+            # any more from the coordinator's point of view once we register with an empty list.
+            for rt in self.runtimes.values():
+                removed = await rt.reap(info["id"], set())
+                if removed:
+                    log.info("removed %d container(s) left from a previous run", len(removed))
+        await self._register(info)
+        self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
+                       asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
+                       asyncio.create_task(self._flush_loop(), name="agent-flush")]
+
+    async def _register(self, info: dict[str, Any] | None = None) -> None:
+        info = info or await asyncio.to_thread(self._info)
+        delay = 0.2
+        while True:
+            try:
+                out = await self.transport.register(info, sorted(self.known))
+                break
+            except Exception as e:  # the coordinator is not up yet, or restarting
+                log.warning("cannot register with the coordinator (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.node_id = out["node_id"]
+        self.heartbeat_interval = float(out.get("heartbeat_interval", 3.0))
+        self.id_file.parent.mkdir(parents=True, exist_ok=True)
+        self.id_file.write_text(str(self.node_id))
+        log.info("registered as node %s (%s) with runtimes %s", self.node_id, self.config.name,
+                 ", ".join(sorted(self.runtimes)) or "none")
+
+    async def stop(self) -> None:
+        """Stop taking work and kill what runs; the coordinator reschedules it."""
+        self._closing = True
+        for t in self._loops:
+            t.cancel()
+        for t in list(self.running.values()):
+            t.cancel()
+        await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
+        await self.transport.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        await asyncio.gather(*self._loops)
+
+    # -- loops --------------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        delay = 0.2
+        while True:
+            assert self.node_id is not None
+            try:
+                work, stop = await self.transport.poll(self.node_id, sorted(self.known), self.config.poll_wait)
+                delay = 0.2
+            except UnknownNode:
+                await self._register()
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("poll failed (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._stop(stop)
+            for w in work:
+                if w["execution_id"] not in self.known:
+                    self.known.add(w["execution_id"])
+                    self.running[w["execution_id"]] = asyncio.create_task(self._execute(w))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            assert self.node_id is not None
+            try:
+                stop = await self.transport.heartbeat(self.node_id, sorted(self.known), capacity.usage())
+                self._stop(stop)
+            except UnknownNode:
+                await self._register()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("heartbeat failed: %s", e)
+
+    def _stop(self, ids: list[str]) -> None:
+        for ex_id in ids:
+            task = self.running.get(ex_id)
+            if task is not None:
+                self._stopped_by_coordinator.add(ex_id)
+                task.cancel()
+            elif ex_id not in self._final:
+                self.known.discard(ex_id)  # nothing runs and nothing is owed: forget it
+
+    async def _flush_loop(self) -> None:
+        delay = 0.1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), 0.1)
+            self._flush_now.clear()
+            if not self._updates and not self._logs:
+                continue
+            updates, logs, finals = self._updates, self._logs, self._final
+            self._updates, self._logs, self._final = [], [], set()
+            try:
+                assert self.node_id is not None
+                await self.transport.report(self.node_id, updates, logs)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Keep everything, oldest first, and send it again.
+                self._updates = updates + self._updates
+                self._logs = (logs + self._logs)[-MAX_BUFFERED_LINES:]
+                self._final |= finals
+                if isinstance(e, UnknownNode):
+                    await self._register()
+                else:
+                    log.warning("report failed (%s); retrying in %.1fs", e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                continue
+            self.known -= finals
+
+    # -- one execution ------------------------------------------------------------------------
+    def _update(self, ex_id: str, state: str, **fields: Any) -> None:
+        self._updates.append({"execution_id": ex_id, "state": state, "ts": time.time(), **fields})
+        if state != "running":
+            self._final.add(ex_id)
+        self._flush_now.set()
+
+    async def _execute(self, w: dict[str, Any]) -> None:
+        ex_id = w["execution_id"]
+        runtime_name = "docker" if w.get("image") else "process"
+        rt = self.runtimes.get(runtime_name)
+        container: list[str | None] = [None]
+
+        def on_output(stream: str, line: str) -> None:
+            self._logs.append({"execution_id": ex_id, "stream": stream, "line": line, "ts": time.time()})
+            if len(self._logs) >= 500:
+                self._flush_now.set()
+
+        def on_started(cid: str | None) -> None:
+            container[0] = cid
+            self._update(ex_id, "running", container_id=cid)
+
+        try:
+            if rt is None:
+                self._update(ex_id, "failed", error=f"this node has no {runtime_name} runtime")
+                return
+            req = RunRequest(execution_id=ex_id, job_id=w["job_id"], task_id=w["task_id"],
+                             task_name=w["task_name"], node_id=self.node_id or "", argv=w["argv"],
+                             image=w.get("image"), entrypoint=w.get("entrypoint"), env=w.get("env") or {},
+                             workdir=w.get("workdir"), cpu_limit=w.get("cpu_limit"),
+                             memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()))
+            timeout = w.get("timeout")
+            try:
+                async with asyncio.timeout(timeout):
+                    result: RunResult = await rt.run(req, on_output, on_started)
+            except TimeoutError:
+                self._update(ex_id, "failed", error=f"timed out after {timeout:g}s",
+                             container_id=container[0])
+                return
+            if result.error:
+                self._update(ex_id, "failed", error=result.error, exit_code=result.exit_code,
+                             container_id=container[0])
+            else:
+                self._update(ex_id, "completed" if result.exit_code == 0 else "failed",
+                             exit_code=result.exit_code, container_id=container[0])
+        except asyncio.CancelledError:
+            if ex_id in self._stopped_by_coordinator:
+                self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
+            elif not self._closing:
+                raise
+        except Exception as e:
+            log.exception("execution %s failed in the agent", ex_id)
+            self._update(ex_id, "failed", error=f"the worker failed to run it: {e}")
+        finally:
+            self.running.pop(ex_id, None)
+            self._stopped_by_coordinator.discard(ex_id)

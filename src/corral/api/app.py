@@ -1,0 +1,69 @@
+"""The app factory: one coordinator, its background loops, the routers, and (standalone) a local worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from corral import __version__
+from corral.api import errors, health
+from corral.api.deps import Services
+from corral.api.native import agent, cluster, jobs
+from corral.coordinator.loops import BackgroundLoops
+from corral.coordinator.service import Coordinator, Settings
+from corral.coordinator.wakeups import NodeWakeups
+from corral.store.sql import Store
+
+log = logging.getLogger("corral")
+
+
+@dataclass
+class ServerConfig:
+    database_url: str
+    agent_token: str | None = None
+    settings: Settings = field(default_factory=Settings)
+    # Standalone: run a worker inside this process, talking to the coordinator without HTTP.
+    local_worker: dict[str, object] | None = None
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    store = Store(config.database_url)
+    coord = Coordinator(store, config.settings)
+    wakeups = NodeWakeups()
+    coord.on_nodes_changed = wakeups.notify
+    loops = BackgroundLoops(coord)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        wakeups.bind(asyncio.get_running_loop())
+        loops.start()
+        local = None
+        if config.local_worker is not None:
+            from corral.agent.transport import LocalTransport
+            from corral.agent.worker import Agent, AgentConfig
+            local = Agent(AgentConfig(**config.local_worker),  # type: ignore[arg-type]
+                          LocalTransport(coord, wakeups))
+            await local.start()
+        try:
+            yield
+        finally:
+            if local is not None:
+                await local.stop()
+            loops.stop()
+            store.close()
+
+    app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
+                  description="Runs jobs of container and host-process tasks across worker machines.")
+    app.state.services = Services(coord, wakeups, config.agent_token)
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(cluster.router)
+    app.include_router(agent.router)
+    app.include_router(health.router)
+    app.include_router(health.metrics_router(coord))
+    return app

@@ -1,0 +1,70 @@
+"""/healthz, /readyz and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from corral import __version__
+from corral.api.deps import Services, services
+from corral.coordinator.service import Coordinator
+
+router = APIRouter(tags=["health"])
+Svc = Annotated[Services, Depends(services)]
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz", summary="The store answers")
+def readyz(svc: Svc) -> Response:
+    if svc.coord.store.ping():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "store unreachable"}, status_code=503)
+
+
+class CorralCollector(Collector):
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+
+    def collect(self) -> Iterator[Any]:
+        for key, value in self.coord.stats.items():
+            c = CounterMetricFamily(f"corral_{key}", f"Count of {key.replace('_', ' ')} since start")
+            c.add_metric([], value)
+            yield c
+        with self.coord.store.read() as tx:
+            jobs = tx.count_jobs_by_state()
+            tasks = tx.count_tasks_by_queue_state()
+            nodes = tx.nodes()
+        g = GaugeMetricFamily("corral_jobs", "Jobs stored, by state", labels=["state"])
+        for state, n in sorted(jobs.items()):
+            g.add_metric([state], n)
+        yield g
+        t = GaugeMetricFamily("corral_tasks", "Unfinished tasks, by queue and state", labels=["queue", "state"])
+        for q, state, n in tasks:
+            t.add_metric([q, state], n)
+        yield t
+        nd = GaugeMetricFamily("corral_nodes", "Worker nodes, by state", labels=["state"])
+        for state in ("ready", "down"):
+            nd.add_metric([state], sum(1 for n in nodes if n["state"] == state))
+        yield nd
+
+
+def metrics_router(coord: Coordinator) -> APIRouter:
+    registry = CollectorRegistry()
+    registry.register(CorralCollector(coord))
+    r = APIRouter(tags=["health"])
+
+    @r.get("/metrics", summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return r

@@ -1,0 +1,1 @@
+"""Corral's own API, version 1."""

@@ -1,0 +1,50 @@
+"""/v1/nodes and /v1/queues: what the cluster has and what waits on it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from corral.api.deps import Services, services
+from corral.api.native.views import node_view
+from corral.coordinator.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["cluster"])
+Svc = Annotated[Services, Depends(services)]
+
+
+@router.get("/nodes", summary="Every worker node, with capacity and what is allocated on it")
+def list_nodes(svc: Svc) -> dict[str, Any]:
+    with svc.coord.store.read() as tx:
+        alloc = {a["node_id"]: a for a in tx.allocations()}
+        return {"items": [node_view(n, alloc.get(n["id"])) for n in tx.nodes()]}
+
+
+@router.get("/nodes/{node_id}", summary="One node")
+def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
+    with svc.coord.store.read() as tx:
+        n = tx.node(node_id)
+        if n is None:
+            raise NotFound(f"no node with id '{node_id}'")
+        alloc = {a["node_id"]: a for a in tx.allocations()}
+        return node_view(n, alloc.get(node_id))
+
+
+@router.get("/queues", summary="Queues: tasks pending and running, and the workers that serve each")
+def list_queues(svc: Svc) -> dict[str, Any]:
+    with svc.coord.store.read() as tx:
+        counts = tx.count_tasks_by_queue_state()
+        nodes = tx.nodes("ready")
+    queues: dict[str, dict[str, Any]] = {}
+
+    def q(name: str) -> dict[str, Any]:
+        return queues.setdefault(name, {"name": name, "pending": 0, "running": 0, "workers": 0})
+
+    q("default")
+    for name, state, n in counts:
+        q(name)["pending" if state == "pending" else "running"] += n
+    for node in nodes:
+        for name in node["queues"] or []:
+            q(name)["workers"] += 1
+    return {"items": sorted(queues.values(), key=lambda x: x["name"])}

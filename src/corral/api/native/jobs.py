@@ -1,0 +1,167 @@
+"""/v1/jobs: submit, list, inspect, cancel, restart, delete, and read or follow logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from corral.api.deps import Services, services
+from corral.api.errors import BadInput, field_errors, parse_body
+from corral.api.native.views import job_view
+from corral.api.timefmt import parse_time
+from corral.domain.spec import JobSpec
+from corral.domain.states import TERMINAL_JOB_STATES, JobState
+from corral.store.sql import decode_cursor, encode_cursor
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+Svc = Annotated[Services, Depends(services)]
+MAX_LIMIT = 1000
+MAX_BATCH = 1000
+
+
+def _spec(data: Any, where: str = "") -> JobSpec:
+    if not isinstance(data, dict):
+        raise BadInput("a job is an object with at least 'tasks'")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        errs = field_errors(e)
+        if where:
+            errs = [{**x, "field": f"{where}.{x['field']}"} for x in errs]
+        raise BadInput("; ".join(f"{x['field']}: {x['message']}" for x in errs), errs) from e
+
+
+async def _body(request: Request) -> Any:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > 10 * 1024 * 1024:
+        raise BadInput(f"the body is {length} bytes; at most 10485760 are accepted", status=413)
+    return parse_body(await request.body(), request.headers.get("content-type"))
+
+
+@router.post("", status_code=201, summary="Submit a job (JSON or YAML)")
+async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
+    spec = _spec(await _body(request))
+    job = await asyncio.to_thread(svc.coord.submit, spec)
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return job_view(job)
+
+
+@router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
+async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
+    data = await _body(request)
+    items = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise BadInput("send {\"jobs\": [ ...job objects... ]}")
+    if len(items) > MAX_BATCH:
+        raise BadInput(f"{len(items)} jobs in one batch; at most {MAX_BATCH}")
+    specs = [_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
+    jobs = await asyncio.to_thread(svc.coord.submit_many, specs)
+    return {"items": [job_view(j) for j in jobs]}
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    svc: Svc,
+    state: Annotated[str | None, Query(description="One state, or several separated by commas")] = None,
+    queue: str | None = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(description="Text to find in the name or tags")] = None,
+    created_after: Annotated[str | None, Query(description="RFC 3339 time or UNIX seconds")] = None,
+    created_before: str | None = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    if limit > MAX_LIMIT:
+        raise BadInput(f"limit is at most {MAX_LIMIT}", [{"field": "limit", "message": f"at most {MAX_LIMIT}"}])
+    if state:
+        bad = [s for s in state.split(",") if s not in {x.value for x in JobState}]
+        if bad:
+            raise BadInput(f"unknown state '{bad[0]}': one of " + ", ".join(x.value for x in JobState),
+                           [{"field": "state", "message": "unknown state"}])
+    try:
+        after = parse_time(created_after) if created_after else None
+        before = parse_time(created_before) if created_before else None
+        before_seq = decode_cursor(cursor) if cursor else None
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    with svc.coord.store.read() as tx:
+        rows, total = tx.list_jobs(state=state, queue=queue, tag=tag, q=q, created_after=after,
+                                   created_before=before, before_seq=before_seq, limit=limit)
+    nxt = encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
+    return {"items": [job_view(r) for r in rows], "next_cursor": nxt, "total": total}
+
+
+@router.get("/{job_id}", summary="A job with its tasks and their executions")
+def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
+    job, tasks, execs = svc.coord.get_job(job_id)
+    return job_view(job, tasks, execs)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel an unfinished job; its running containers are stopped")
+def cancel(job_id: str, svc: Svc) -> dict[str, Any]:
+    return job_view(svc.coord.cancel(job_id))
+
+
+@router.post("/{job_id}/restart", summary="Run a failed or cancelled job again from its unfinished task")
+def restart(job_id: str, svc: Svc) -> dict[str, Any]:
+    return job_view(svc.coord.restart(job_id))
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete a finished job, its tasks and its logs")
+def delete(job_id: str, svc: Svc) -> Response:
+    svc.coord.delete(job_id)
+    return Response(status_code=204)
+
+
+def _line(r: dict[str, Any], fmt: str, names: dict[str, str]) -> str:
+    if fmt == "ndjson":
+        return json.dumps({"seq": r["seq"], "task": names.get(r["task_id"], r["task_id"]),
+                           "task_id": r["task_id"], "execution_id": r["execution_id"],
+                           "stream": r["stream"], "line": r["line"], "ts": r["ts"]}) + "\n"
+    return r["line"] + "\n"
+
+
+@router.get("/{job_id}/logs", summary="The job's output; follow=true streams it until the job ends")
+async def logs(
+    job_id: str, svc: Svc,
+    tail: Annotated[int | None, Query(ge=0, le=100000)] = None,
+    follow: bool = False,
+    after: Annotated[int, Query(ge=0, description="Only lines after this sequence number")] = 0,
+    format: Annotated[str, Query(pattern="^(text|ndjson)$")] = "text",
+) -> Response:
+    store = svc.coord.store
+
+    def read(after_seq: int, tail_n: int | None) -> tuple[list[dict[str, Any]], str, dict[str, str]]:
+        with store.read() as tx:
+            job = tx.job(job_id)
+            rows = tx.logs(job_id, after_seq=after_seq, tail=tail_n) if job else []
+            names = {t["id"]: t["name"] for t in tx.tasks_of(job_id)} if job and format == "ndjson" else {}
+        return rows, (job["state"] if job else ""), names
+
+    rows, state, names = await asyncio.to_thread(read, after, tail)
+    if not state:
+        svc.coord.job_row(job_id)  # raises the 404
+    media = "application/x-ndjson" if format == "ndjson" else "text/plain; charset=utf-8"
+    if not follow:
+        return Response("".join(_line(r, format, names) for r in rows), media_type=media)
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal rows, state, names
+        last = after
+        while True:
+            if rows:
+                last = rows[-1]["seq"]
+                yield "".join(_line(r, format, names) for r in rows)
+            if state in {s.value for s in TERMINAL_JOB_STATES}:
+                # Lines and the final state arrive in one transaction: nothing is left to read.
+                return
+            await asyncio.sleep(0.2)
+            rows, state, names = await asyncio.to_thread(read, last, None)
+
+    return StreamingResponse(stream(), media_type=media)

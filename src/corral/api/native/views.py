@@ -1,0 +1,66 @@
+"""How jobs, tasks, executions and nodes look in the native API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.api.timefmt import rfc3339
+from corral.domain.resources import format_size
+from corral.store.sql import Row
+
+
+def execution_view(e: Row) -> dict[str, Any]:
+    return {"id": e["id"], "attempt": e["attempt"], "node_id": e["node_id"], "state": e["state"],
+            "container_id": e["container_id"], "exit_code": e["exit_code"], "error": e["error"],
+            "gpus": e["gpus"], "scheduled_at": rfc3339(e["scheduled_at"]),
+            "started_at": rfc3339(e["started_at"]), "finished_at": rfc3339(e["finished_at"])}
+
+
+def task_view(t: Row, executions: list[Row] | None = None) -> dict[str, Any]:
+    spec = t["spec"]
+    out: dict[str, Any] = {
+        "id": t["id"], "name": t["name"], "position": t["position"], "state": t["state"],
+        "image": spec.get("image"), "run": spec.get("run"), "command": spec.get("command"),
+        "entrypoint": spec.get("entrypoint"), "env": spec.get("env", {}), "workdir": spec.get("workdir"),
+        "queue": t["queue"], "runtime": t["runtime"], "node_selector": t["node_selector"],
+        "resources": {"cpu": t["cpu"], "memory": format_size(t["memory"]), "disk": format_size(t["disk"]),
+                      "gpu": t["gpu"]},
+        "timeout": spec.get("timeout"), "retry": spec.get("retry"),
+        "attempts": t["attempts"], "node_id": t["node_id"], "exit_code": t["exit_code"], "error": t["error"],
+        "reason": t["reason"] or ("waiting in queue" if t["state"] == "pending" and t["ready_at"] else None),
+        "created_at": rfc3339(t["created_at"]), "started_at": rfc3339(t["started_at"]),
+        "finished_at": rfc3339(t["finished_at"]),
+    }
+    if t["state"] == "pending" and t["ready_at"] is None and t["position"] > 0:
+        out["reason"] = "waiting for the task before it"
+    if executions is not None:
+        out["executions"] = [execution_view(e) for e in executions if e["task_id"] == t["id"]]
+    return out
+
+
+def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | None = None) -> dict[str, Any]:
+    spec = j["spec"]
+    out: dict[str, Any] = {
+        "id": j["id"], "name": j["name"], "state": j["state"], "queue": j["queue"],
+        "priority": j["priority"], "tags": j["tags"], "env": spec.get("env", {}), "error": j["error"],
+        "task_count": j["task_count"], "created_at": rfc3339(j["created_at"]),
+        "started_at": rfc3339(j["started_at"]), "finished_at": rfc3339(j["finished_at"]),
+    }
+    if tasks is not None:
+        out["tasks"] = [task_view(t, executions) for t in tasks]
+    return out
+
+
+def node_view(n: Row, alloc: Row | None = None) -> dict[str, Any]:
+    a = alloc or {}
+    return {
+        "id": n["id"], "name": n["name"], "hostname": n["hostname"], "version": n["version"],
+        "state": n["state"],
+        "capacity": {"cpu": n["cpu"], "memory": n["memory"], "disk": n["disk"], "gpu": len(n["gpus"] or [])},
+        "allocated": {"cpu": round(float(a.get("cpu") or 0), 3), "memory": int(a.get("memory") or 0),
+                      "disk": int(a.get("disk") or 0), "gpu": int(a.get("gpu") or 0)},
+        "running": int(a.get("n") or 0),
+        "gpus": n["gpus"], "labels": n["labels"], "runtimes": n["runtimes"], "queues": n["queues"],
+        "usage": n["usage"], "registered_at": rfc3339(n["registered_at"]),
+        "last_heartbeat": rfc3339(n["last_heartbeat"]),
+    }

@@ -1,0 +1,34 @@
+"""The `corral` command: run the system (up, server, worker) and drive it (run, submit, jobs, ...)."""
+
+from __future__ import annotations
+
+import click
+
+from corral import __version__
+from corral.cli import serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="corral")
+def cli() -> None:
+    """Corral runs jobs of container and host-process tasks across worker machines.
+
+    \b
+    Start:   corral up                      (standalone, http://127.0.0.1:8000)
+    Run:     corral run --image IMG -- CMD  (streams output, exits with its code)
+    Inspect: corral jobs ls | corral jobs get ID | corral jobs logs ID -f
+    """
+
+
+cli.add_command(serve.up)
+cli.add_command(serve.server)
+cli.add_command(serve.worker)
+
+
+def main() -> None:
+    try:
+        from corral.cli import client
+        client.register(cli)
+    except ImportError:
+        pass
+    cli()

@@ -1,0 +1,26 @@
+"""Errors the services raise; the API turns each into a 4xx problem response."""
+
+
+class ServiceError(Exception):
+    status = 400
+    title = "Bad request"
+
+
+class NotFound(ServiceError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    title = "Conflict"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Overloaded(ServiceError):
+    status = 503
+    title = "Overloaded"

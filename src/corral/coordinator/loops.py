@@ -1,0 +1,51 @@
+"""The coordinator's background work: the scheduling loop and the reaper of dead nodes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from corral.coordinator.service import Coordinator
+
+log = logging.getLogger("corral.coordinator")
+
+
+class BackgroundLoops:
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._schedule, name="corral-scheduler", daemon=True),
+                         threading.Thread(target=self._reap, name="corral-reaper", daemon=True)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.coord.kick()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _schedule(self) -> None:
+        timeout = 0.0
+        while not self._stop.is_set():
+            self.coord.wait_for_kick(timeout)
+            if self._stop.is_set():
+                return
+            try:
+                self.coord.schedule_once()
+                nxt = self.coord.next_retry_in()
+                timeout = 1.0 if nxt is None else min(max(nxt, 0.01), 1.0)
+            except Exception:
+                log.exception("scheduling pass failed; trying again")
+                timeout = 1.0
+
+    def _reap(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                n = self.coord.reap_once()
+                if n:
+                    log.warning("marked %d node(s) down; their tasks are rescheduled", n)
+            except Exception:
+                log.exception("reaper pass failed; trying again")

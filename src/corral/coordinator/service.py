@@ -1,0 +1,457 @@
+"""The coordinator's services. Each public method is one transaction over the store.
+
+Nothing here speaks HTTP: the API routers, the in-process agent transport and the background loops all
+call these methods. Every state change is a compare-and-set through the store, so a late or duplicate
+report (a completion after a cancel, a stale heartbeat) never changes a finished task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.coordinator.errors import Conflict, NotFound
+from corral.domain.resources import Resources
+from corral.domain.spec import JobSpec, TaskSpec, dump_spec
+from corral.domain.states import (
+    TERMINAL_JOB_STATES,
+    JobState,
+    TaskState,
+    job_sources,
+    task_sources,
+)
+from corral.scheduler import NodeView, TaskView, plan
+from corral.scheduler.placement import Strategy
+from corral.store.sql import ACTIVE, Row, Store, Tx
+
+MAX_LOST_RESCHEDULES = 3
+NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
+TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Settings:
+    strategy: Strategy = "spread"
+    heartbeat_interval: float = 3.0
+    node_ttl: float = 15.0  # a node that misses heartbeats this long is down
+    schedule_batch: int = 512
+    max_pending_tasks: int = 1_000_000  # backpressure: submissions beyond this are refused (503)
+
+
+@dataclass
+class NodeInfo:
+    """What a worker tells about itself when it registers."""
+
+    name: str
+    hostname: str
+    version: str
+    cpu: float
+    memory: int
+    disk: int
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    runtimes: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    id: str | None = None
+
+
+@dataclass
+class Update:
+    """One report from an agent about one execution."""
+
+    execution_id: str
+    state: str  # running | completed | failed | cancelled
+    ts: float
+    exit_code: int | None = None
+    error: str | None = None
+    container_id: str | None = None
+
+
+@dataclass
+class LogLine:
+    execution_id: str
+    stream: str
+    line: str
+    ts: float
+
+
+def _search_text(name: str, tags: Sequence[str]) -> str:
+    return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
+
+
+def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float) -> Row:
+    res = t.resources.resolve()
+    return {
+        "id": new_id(), "job_id": job_id, "position": pos, "name": t.name, "spec": dump_spec(t),
+        "queue": t.queue or spec.queue, "priority": spec.priority,
+        "runtime": "docker" if t.image else "process",
+        "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
+        "node_selector": t.node_selector, "state": TaskState.PENDING.value,
+        "ready_at": now if pos == 0 else None, "attempts": 0, "lost_count": 0, "created_at": now,
+    }
+
+
+class Coordinator:
+    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.started_at = time.time()
+        self._kick = threading.Event()
+        # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
+        self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
+        self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
+                      "tasks_retried": 0, "schedule_passes": 0}
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> Row:
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[Row]:
+        now = time.time()
+        items = []
+        for spec in specs:
+            job_id = new_id()
+            job = {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
+                   "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
+                   "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
+                   "error": None, "started_at": None, "finished_at": None}
+            tasks = [_task_row(job_id, i, t, spec, now) for i, t in enumerate(spec.tasks)]
+            items.append((job, tasks))
+        with self.store.transaction() as tx:
+            tx.insert_jobs(items)
+        self.stats["jobs_submitted"] += len(items)
+        self.kick()
+        return [job for job, _ in items]
+
+    def get_job(self, job_id: str) -> tuple[Row, list[Row], list[Row]]:
+        with self.store.read() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            return job, tx.tasks_of(job_id), tx.executions_of_job(job_id)
+
+    def job_row(self, job_id: str) -> Row:
+        with self.store.read() as tx:
+            job = tx.job(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'")
+        return job
+
+    def cancel(self, job_id: str, reason: str = "cancelled by user") -> Row:
+        now = time.time()
+        with self.store.transaction() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            if not tx.cas_job(job_id, job_sources(JobState.CANCELLED), state=JobState.CANCELLED.value,
+                              finished_at=now, error=reason):
+                raise Conflict(f"job '{job_id}' is already {job['state']}; only an unfinished job can be "
+                               "cancelled")
+            nodes = self._cancel_tasks(tx, job_id, now, reason)
+            job = tx.job(job_id)
+        self.on_nodes_changed(nodes)
+        self.kick()
+        assert job is not None
+        return job
+
+    def _cancel_tasks(self, tx: Tx, job_id: str, now: float, reason: str) -> set[str]:
+        tx.cas_tasks_of_job(job_id, ["pending", "scheduled", "running"], state=TaskState.CANCELLED.value,
+                            finished_at=now, error=reason)
+        nodes: set[str] = set()
+        for ex in tx.executions_of_job(job_id):
+            if ex["state"] in ACTIVE and tx.cas_execution(ex["id"], ACTIVE, state="cancelled",
+                                                          finished_at=now, error=reason):
+                nodes.add(ex["node_id"])
+        return nodes
+
+    def restart(self, job_id: str) -> Row:
+        """Run a failed or cancelled job again, from the first task that did not complete."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            if not tx.cas_job(job_id, ["failed", "cancelled"],
+                              state=JobState.PENDING.value, error=None, finished_at=None):
+                raise Conflict(f"job '{job_id}' is {job['state']}; only a failed or cancelled job can be "
+                               "restarted")
+            first = True
+            for t in tx.tasks_of(job_id):
+                if t["state"] == TaskState.COMPLETED.value and first:
+                    continue
+                tx.cas_task(t["id"], task_sources(TaskState.PENDING) + ["pending"],
+                            state=TaskState.PENDING.value, ready_at=now if first else None, attempts=0,
+                            lost_count=0, reason=None, node_id=None, execution_id=None, exit_code=None,
+                            error=None, started_at=None, finished_at=None)
+                first = False
+            job = tx.job(job_id)
+        self.kick()
+        assert job is not None
+        return job
+
+    def delete(self, job_id: str) -> None:
+        with self.store.transaction() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            if not tx.delete_job(job_id, TERMINAL_JOB):
+                raise Conflict(f"job '{job_id}' is {job['state']}; cancel it or let it finish before "
+                               "deleting it")
+
+    # -- agents -------------------------------------------------------------------------------
+    def register(self, info: NodeInfo, running: Iterable[str] = ()) -> Row:
+        """Add a node, or bring back one that restarted. Work the coordinator believes is on the node
+        but that the node no longer has is lost, and is rescheduled."""
+        now = time.time()
+        node_id = info.id or new_id()
+        row = {"id": node_id, "name": info.name, "hostname": info.hostname, "version": info.version,
+               "state": "ready", "cpu": info.cpu, "memory": info.memory, "disk": info.disk,
+               "gpus": info.gpus, "labels": info.labels, "runtimes": info.runtimes, "queues": info.queues,
+               "usage": {}, "registered_at": now, "last_heartbeat": now}
+        keep = set(running)
+        with self.store.transaction() as tx:
+            tx.upsert_node(row)
+            for ex in tx.active_executions(node_id):
+                if ex["id"] not in keep:
+                    self._lose(tx, ex, now, f"node {info.name} restarted without it")
+        self.kick()
+        return row
+
+    def heartbeat(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None = None) -> list[str]:
+        """Renew the node's lease; returns the executions it runs that it must stop."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            if not tx.touch_node(node_id, now, usage):
+                node = tx.node(node_id)
+                if node is None:
+                    raise NotFound(f"no node with id '{node_id}': register again")
+                # A node marked down that speaks again is back; its old work was already rescheduled.
+                tx.cas_node(node_id, "down", state="ready", last_heartbeat=now, usage=usage or {})
+                self.kick()
+            return self._to_stop(tx, node_id, running)
+
+    def _to_stop(self, tx: Tx, node_id: str, known: Sequence[str]) -> list[str]:
+        if not known:
+            return []
+        alive = {ex["id"] for ex in tx.executions_by_ids(known)
+                 if ex["state"] in ACTIVE and ex["node_id"] == node_id}
+        return [k for k in known if k not in alive]
+
+    def poll(self, node_id: str, known: Sequence[str]) -> tuple[list[Row], list[str]]:
+        """New assignments for the node (scheduled, and not yet known to it) and executions to stop."""
+        with self.store.read() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            known_set = set(known)
+            fresh = [ex for ex in tx.active_executions(node_id, "scheduled") if ex["id"] not in known_set]
+            work = self._assignments(tx, fresh) if fresh else []
+            return work, self._to_stop(tx, node_id, known)
+
+    def _assignments(self, tx: Tx, execs: list[Row]) -> list[Row]:
+        tasks = {t["id"]: t for t in tx.tasks_by_ids({e["task_id"] for e in execs})}
+        jobs = {j["id"]: j for j in tx.jobs_by_ids({e["job_id"] for e in execs})}
+        out = []
+        for ex in execs:
+            t, j = tasks.get(ex["task_id"]), jobs.get(ex["job_id"])
+            if t is None or j is None:
+                continue
+            spec = TaskSpec.model_validate(t["spec"])
+            env = {**j["spec"].get("env", {}), **spec.env,
+                   "CORRAL_JOB_ID": j["id"], "CORRAL_TASK_ID": t["id"], "CORRAL_TASK_NAME": t["name"],
+                   "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
+            out.append({
+                "execution_id": ex["id"], "job_id": j["id"], "task_id": t["id"], "task_name": t["name"],
+                "attempt": ex["attempt"], "image": spec.image, "argv": spec.argv(),
+                "entrypoint": spec.entrypoint, "env": env, "workdir": spec.workdir,
+                "timeout": spec.timeout_seconds(),
+                "cpu_limit": spec.resources.cpu, "memory_limit": spec.resources.resolve().memory
+                if spec.resources.memory is not None else None,
+                "gpus": ex["gpus"],
+            })
+        return out
+
+    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> None:
+        """Apply an agent's batch of state changes and output lines, in one transaction."""
+        if not updates and not logs:
+            return
+        now = time.time()
+        freed = False
+        with self.store.transaction() as tx:
+            execs = {e["id"]: e for e in tx.executions_by_ids(
+                {u.execution_id for u in updates} | {ln.execution_id for ln in logs})}
+            if logs:
+                tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
+                                 "task_id": execs[ln.execution_id]["task_id"],
+                                 "execution_id": ln.execution_id, "stream": ln.stream,
+                                 "line": ln.line, "ts": ln.ts}
+                                for ln in logs if ln.execution_id in execs])
+            for u in updates:
+                ex = execs.get(u.execution_id)
+                if ex is None or ex["node_id"] != node_id:
+                    continue
+                if u.state == "running":
+                    self._started(tx, ex, u)
+                elif u.state in ("completed", "failed", "cancelled"):
+                    freed = self._finished(tx, ex, u, now) or freed
+        if freed:
+            self.kick()
+
+    def _started(self, tx: Tx, ex: Row, u: Update) -> None:
+        if not tx.cas_execution(ex["id"], ["scheduled"], state="running", started_at=u.ts,
+                                container_id=u.container_id):
+            return
+        ex["state"] = "running"
+        if tx.cas_task(ex["task_id"], ["scheduled"], on_execution=ex["id"], state="running", started_at=u.ts):
+            if tx.cas_job(ex["job_id"], ["pending", "scheduled"], state=JobState.RUNNING.value):
+                tx.set_job_started(ex["job_id"], u.ts)
+
+    def _finished(self, tx: Tx, ex: Row, u: Update, now: float) -> bool:
+        ok = u.state == "completed" and u.exit_code == 0
+        state = "completed" if ok else ("cancelled" if u.state == "cancelled" else "failed")
+        error = None if ok else (u.error or (f"exit code {u.exit_code}" if u.exit_code is not None
+                                             else "the attempt ended without an exit code"))
+        if not tx.cas_execution(ex["id"], ACTIVE, state=state, exit_code=u.exit_code, error=error,
+                                finished_at=u.ts, container_id=u.container_id or ex["container_id"]):
+            return False  # already finished, cancelled or lost: a late report changes nothing
+        task = tx.task(ex["task_id"])
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return True
+        if ok:
+            if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="completed", exit_code=0,
+                           error=None, finished_at=u.ts, reason=None):
+                self.stats["tasks_completed"] += 1
+                self._advance(tx, task, now)
+            return True
+        spec = TaskSpec.model_validate(task["spec"])
+        # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
+        failures = task["attempts"] - task["lost_count"]
+        if state == "failed" and failures <= spec.retry.limit:
+            delay = spec.retry.delay(failures)
+            if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now + delay,
+                           node_id=None, execution_id=None, exit_code=u.exit_code, error=error,
+                           reason=f"retrying in {delay:g}s after attempt {failures} failed: {error}"):
+                self.stats["tasks_retried"] += 1
+            return True
+        if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state=state, exit_code=u.exit_code,
+                       error=error, finished_at=u.ts):
+            self.stats["tasks_failed"] += 1
+            self._fail_job(tx, task, f"task '{task['name']}' {state}: {error}", now, state)
+        return True
+
+    def _advance(self, tx: Tx, task: Row, now: float) -> None:
+        nxt = tx.next_task(task["job_id"], task["position"])
+        if nxt is not None:
+            tx.cas_task(nxt["id"], ["pending"], ready_at=now)
+        else:
+            tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+
+    def _fail_job(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
+        final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
+        tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error)
+
+    def _lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
+        """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
+        if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=why):
+            return
+        task = tx.task(ex["task_id"])
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return
+        self.stats["tasks_lost"] += 1
+        if task["lost_count"] < MAX_LOST_RESCHEDULES:
+            tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now,
+                        node_id=None, execution_id=None, lost_count=task["lost_count"] + 1,
+                        reason=f"rescheduling: {why}")
+        elif tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="lost", error=why, finished_at=now):
+            self._fail_job(tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now)
+
+    # -- background work ----------------------------------------------------------------------
+    def kick(self) -> None:
+        """Ask for a scheduling pass soon."""
+        self._kick.set()
+
+    def wait_for_kick(self, timeout: float) -> None:
+        self._kick.wait(timeout)
+        self._kick.clear()
+
+    def schedule_once(self) -> int:
+        """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
+        self.stats["schedule_passes"] += 1
+        placed_total = 0
+        while True:
+            now = time.time()
+            with self.store.read() as tx:
+                ready = tx.ready_tasks(now, self.settings.schedule_batch)
+                if not ready:
+                    return placed_total
+                node_rows = tx.nodes("ready")
+                alloc = {a["node_id"]: a for a in tx.allocations()}
+            views = [self._node_view(n, alloc.get(n["id"])) for n in node_rows]
+            tviews = [TaskView(t["id"], t["job_id"], t["queue"], t["priority"], t["job_seq"],
+                               Resources(t["cpu"], t["memory"], t["disk"], t["gpu"]), t["runtime"],
+                               t["node_selector"] or {}) for t in ready]
+            result = plan(views, tviews, self.settings.strategy)
+            by_id = {t["id"]: t for t in ready}
+            woken: set[str] = set()
+            with self.store.transaction() as tx:
+                new_execs = []
+                for p in result.placements:
+                    ex_id = new_id()
+                    attempt = tx.assign_task(p.task_id, ex_id, p.node_id)
+                    if attempt is None:
+                        continue
+                    t = by_id[p.task_id]
+                    new_execs.append({"id": ex_id, "task_id": t["id"], "job_id": t["job_id"],
+                                      "attempt": attempt, "node_id": p.node_id, "state": "scheduled",
+                                      "cpu": t["cpu"], "memory": t["memory"], "disk": t["disk"],
+                                      "gpu": t["gpu"], "gpus": list(p.gpus), "scheduled_at": now})
+                    tx.cas_job(t["job_id"], ["pending"], state=JobState.SCHEDULED.value)
+                    woken.add(p.node_id)
+                tx.insert_executions(new_execs)
+                tx.set_reasons({tid: r for tid, r in result.reasons.items() if by_id[tid]["reason"] != r})
+            placed_total += len(new_execs)
+            if woken:
+                self.on_nodes_changed(woken)
+            # Go on only while everything fitted and more may be waiting.
+            if result.reasons or len(ready) < self.settings.schedule_batch:
+                return placed_total
+
+    @staticmethod
+    def _node_view(n: Row, a: Row | None) -> NodeView:
+        allocated = Resources(float(a["cpu"] or 0), int(a["memory"] or 0), int(a["disk"] or 0),
+                              int(a["gpu"] or 0)) if a else Resources()
+        used = set(a["gpus_used"]) if a else set()
+        gpu_idx = [int(g["index"]) for g in n["gpus"] or []]
+        return NodeView(n["id"], n["name"], Resources(n["cpu"], n["memory"], n["disk"], len(gpu_idx)),
+                        allocated, n["labels"] or {}, frozenset(n["runtimes"] or []),
+                        frozenset(n["queues"] or []), [g for g in gpu_idx if g not in used])
+
+    def next_retry_in(self) -> float | None:
+        now = time.time()
+        with self.store.read() as tx:
+            at = tx.next_ready_at(now)
+        return None if at is None else max(at - now, 0.0)
+
+    def reap_once(self) -> int:
+        """Mark nodes that stopped heartbeating as down and reschedule their work. Returns how many."""
+        now = time.time()
+        ttl = self.settings.node_ttl
+        if now - self.started_at < ttl:
+            return 0  # after a coordinator restart, give every node one full lease to check in
+        with self.store.transaction() as tx:
+            stale = tx.stale_nodes(now - ttl)
+            for n in stale:
+                if tx.cas_node(n["id"], "ready", state="down"):
+                    for ex in tx.active_executions(n["id"]):
+                        self._lose(tx, ex, now, f"node {n['name']} missed its heartbeats for {ttl:g}s")
+        if stale:
+            self.kick()
+        return len(stale)

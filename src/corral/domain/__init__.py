@@ -1,0 +1,1 @@
+"""Plain types and rules: jobs, tasks, nodes, states and resources. No I/O here."""

@@ -1,0 +1,1 @@
+"""Runtimes run one task attempt: a container through the Docker Engine, or a host process."""

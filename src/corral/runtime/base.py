@@ -1,0 +1,58 @@
+"""The Runtime interface every way of running a task implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Called with (stream, line) for each line of output; stream is "stdout" or "stderr".
+# The line has no trailing newline.
+OutputSink = Callable[[str, str], None]
+# Called once the attempt has started, with the container id (None for a host process: its pid as str).
+StartedSink = Callable[[str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    execution_id: str
+    job_id: str
+    task_id: str
+    task_name: str
+    node_id: str
+    argv: list[str]
+    image: str | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    cpu_limit: float | None = None  # cores; None: no limit
+    memory_limit: int | None = None  # bytes; None: no limit
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    exit_code: int | None
+    error: str | None = None  # set when the attempt could not run at all (bad image, spawn failure)
+
+
+class RuntimeError_(Exception):
+    """An attempt that could not be started; the message is shown to the user as the task's error."""
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def run(self, req: RunRequest, on_output: OutputSink, on_started: StartedSink) -> RunResult:
+        """Run the attempt to its end and return how it ended.
+
+        Output lines are passed to ``on_output`` as they appear, and every line is delivered before this
+        returns. If the calling asyncio task is cancelled (a cancel or a timeout), the runtime kills
+        what it started (the container, or the process group), removes it, and re-raises.
+        """
+        ...
+
+    async def reap(self, node_id: str, keep: set[str]) -> list[str]:
+        """Kill and remove what this runtime left behind for ``node_id`` (say, after a crash), except
+        the executions in ``keep``. Returns the execution ids it removed."""
+        ...

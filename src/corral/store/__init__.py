@@ -1,0 +1,1 @@
+"""Durable state: the Store interface and its SQLAlchemy implementation (SQLite or PostgreSQL)."""

@@ -1,0 +1,125 @@
+"""The one schema, shared by SQLite and PostgreSQL. Migrations in ``migrations/`` create it.
+
+Times are UNIX seconds (floats) so that both engines compare them the same way; the API formats them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ID = sa.String(32)
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("search", sa.Text, nullable=False),  # lower-cased name and tags, for ?q=
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("task_count", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_jobs_state", "state"),
+    sa.Index("ix_jobs_created", "created_at"),
+)
+
+tasks = sa.Table(
+    "tasks", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("job_seq", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("runtime", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("disk", sa.BigInteger, nullable=False),
+    sa.Column("gpu", sa.Integer, nullable=False),
+    sa.Column("node_selector", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    # When a pending task may be placed: NULL while it waits for the task before it, in the future
+    # during a retry's backoff.
+    sa.Column("ready_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("lost_count", sa.Integer, nullable=False, default=0),
+    sa.Column("reason", sa.Text),  # why a pending task is not placed yet
+    sa.Column("node_id", ID),
+    sa.Column("execution_id", ID),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_tasks_job", "job_id", "position"),
+    sa.Index("ix_tasks_ready", "state", "ready_at"),
+)
+
+executions = sa.Table(
+    "executions", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("node_id", ID, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("disk", sa.BigInteger, nullable=False),
+    sa.Column("gpu", sa.Integer, nullable=False),
+    sa.Column("gpus", sa.JSON, nullable=False),
+    sa.Column("container_id", sa.String(100)),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("scheduled_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_exec_task", "task_id"),
+    sa.Index("ix_exec_node_state", "node_id", "state"),
+    sa.Index("ix_exec_state", "state"),
+)
+
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(50), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("disk", sa.BigInteger, nullable=False),
+    sa.Column("gpus", sa.JSON, nullable=False),  # [{"index", "name", "memory"}]
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("runtimes", sa.JSON, nullable=False),
+    sa.Column("queues", sa.JSON, nullable=False),
+    sa.Column("usage", sa.JSON, nullable=False),  # last measured {"cpu_percent", "memory_percent"}
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("last_heartbeat", sa.Float, nullable=False),
+    sa.Index("ix_nodes_state", "state"),
+)
+
+logs = sa.Table(
+    "logs", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("execution_id", ID, nullable=False),
+    sa.Column("stream", sa.String(6), nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Index("ix_logs_job", "job_id", "seq"),
+)

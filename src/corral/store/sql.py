@@ -1,0 +1,340 @@
+"""The store on SQLAlchemy Core: SQLite (embedded, WAL) or PostgreSQL, one schema, readable SQL.
+
+Every write goes through ``Store.transaction()``, which yields a ``Tx``. State changes are
+compare-and-set: ``UPDATE ... WHERE id = :id AND state IN (:expected)``, and the caller learns from the
+row count whether it won.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from corral.store import schema as s
+
+Row = dict[str, Any]
+ACTIVE = ("scheduled", "running")
+
+
+def _rows(result: sa.CursorResult[Any]) -> list[Row]:
+    return [dict(r) for r in result.mappings()]
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        return int(json.loads(base64.urlsafe_b64decode(cursor + pad))["s"])
+    except Exception as e:
+        raise ValueError("cursor is not one this server handed out") from e
+
+
+class Tx:
+    """One transaction. Methods return plain dicts; CAS methods return whether the row changed."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.c = conn
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def insert_job(self, job: Row, tasks: Sequence[Row]) -> int:
+        seq = self.c.execute(sa.insert(s.jobs).values(**job)).inserted_primary_key
+        assert seq is not None
+        job_seq = int(seq[0])
+        if tasks:
+            self.c.execute(sa.insert(s.tasks), [{**t, "job_seq": job_seq} for t in tasks])
+        return job_seq
+
+    def insert_jobs(self, items: Sequence[tuple[Row, Sequence[Row]]]) -> None:
+        for job, tasks in items:
+            self.insert_job(job, tasks)
+
+    def job(self, job_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.id == job_id)).mappings().first()
+        return dict(r) if r else None
+
+    def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
+        ids = list(ids)
+        return _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.id.in_(ids)))) if ids else []
+
+    def cas_job(self, job_id: str, expected: Sequence[str], **values: Any) -> bool:
+        q = sa.update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(expected)).values(**values)
+        return self.c.execute(q).rowcount == 1
+
+    def set_job_started(self, job_id: str, now: float) -> None:
+        self.c.execute(sa.update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.started_at.is_(None))
+                       .values(started_at=now))
+
+    def delete_job(self, job_id: str, terminal: Sequence[str]) -> bool:
+        gone = self.c.execute(sa.delete(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(terminal)))
+        if gone.rowcount != 1:
+            return False
+        for t in (s.tasks, s.executions, s.logs):
+            self.c.execute(sa.delete(t).where(t.c.job_id == job_id))
+        return True
+
+    def list_jobs(self, *, state: str | None = None, queue: str | None = None, tag: str | None = None,
+                  q: str | None = None, created_after: float | None = None,
+                  created_before: float | None = None, before_seq: int | None = None,
+                  limit: int = 50) -> tuple[list[Row], int]:
+        conds: list[Any] = []
+        if state:
+            conds.append(s.jobs.c.state.in_(state.split(",")))
+        if queue:
+            conds.append(s.jobs.c.queue == queue)
+        if tag:
+            conds.append(s.jobs.c.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
+        if q:
+            conds.append(s.jobs.c.search.contains(q.lower(), autoescape=True))
+        if created_after is not None:
+            conds.append(s.jobs.c.created_at >= created_after)
+        if created_before is not None:
+            conds.append(s.jobs.c.created_at < created_before)
+        total = self.c.execute(sa.select(sa.func.count()).select_from(s.jobs).where(*conds)).scalar_one()
+        page = list(conds)
+        if before_seq is not None:
+            page.append(s.jobs.c.seq < before_seq)
+        rows = _rows(self.c.execute(
+            sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc()).limit(limit)))
+        return rows, int(total)
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        q = sa.select(s.jobs.c.state, sa.func.count()).group_by(s.jobs.c.state)
+        return {st: int(n) for st, n in self.c.execute(q).all()}
+
+    # -- tasks --------------------------------------------------------------------------------
+    def tasks_of(self, job_id: str) -> list[Row]:
+        return _rows(self.c.execute(
+            sa.select(s.tasks).where(s.tasks.c.job_id == job_id).order_by(s.tasks.c.position)))
+
+    def task(self, task_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
+        return dict(r) if r else None
+
+    def tasks_by_ids(self, ids: Iterable[str]) -> list[Row]:
+        ids = list(ids)
+        return _rows(self.c.execute(sa.select(s.tasks).where(s.tasks.c.id.in_(ids)))) if ids else []
+
+    def cas_task(self, task_id: str, expected: Sequence[str], on_execution: str | None = None,
+                 **values: Any) -> bool:
+        """Move a task if it is in one of ``expected`` (and, when given, still on ``on_execution``)."""
+        conds = [s.tasks.c.id == task_id, s.tasks.c.state.in_(expected)]
+        if on_execution is not None:
+            conds.append(s.tasks.c.execution_id == on_execution)
+        return self.c.execute(sa.update(s.tasks).where(*conds).values(**values)).rowcount == 1
+
+    def cas_tasks_of_job(self, job_id: str, expected: Sequence[str], **values: Any) -> list[str]:
+        ids = [r[0] for r in self.c.execute(sa.select(s.tasks.c.id).where(
+            s.tasks.c.job_id == job_id, s.tasks.c.state.in_(expected))).all()]
+        if ids:
+            self.c.execute(sa.update(s.tasks).where(s.tasks.c.id.in_(ids), s.tasks.c.state.in_(expected))
+                           .values(**values))
+        return ids
+
+    def assign_task(self, task_id: str, execution_id: str, node_id: str) -> int | None:
+        """pending -> scheduled on ``node_id``; returns the attempt number, or None if it lost the race."""
+        t = s.tasks.c
+        q = (sa.update(s.tasks).where(t.id == task_id, t.state == "pending")
+             .values(state="scheduled", node_id=node_id, execution_id=execution_id, reason=None,
+                     attempts=t.attempts + 1)
+             .returning(t.attempts))
+        row = self.c.execute(q).first()
+        return None if row is None else int(row[0])
+
+    def next_task(self, job_id: str, position: int) -> Row | None:
+        r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.job_id == job_id,
+                                                    s.tasks.c.position == position + 1)).mappings().first()
+        return dict(r) if r else None
+
+    def ready_tasks(self, now: float, limit: int) -> list[Row]:
+        cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
+                s.tasks.c.runtime, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
+                s.tasks.c.node_selector, s.tasks.c.reason]
+        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now)
+             .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def next_ready_at(self, now: float) -> float | None:
+        v = self.c.execute(sa.select(sa.func.min(s.tasks.c.ready_at)).where(
+            s.tasks.c.state == "pending", s.tasks.c.ready_at > now)).scalar()
+        return None if v is None else float(v)
+
+    def set_reasons(self, reasons: dict[str, str | None]) -> None:
+        if reasons:
+            self.c.execute(sa.update(s.tasks).where(s.tasks.c.id == sa.bindparam("tid"),
+                                                    s.tasks.c.state == "pending")
+                           .values(reason=sa.bindparam("r")),
+                           [{"tid": k, "r": v} for k, v in reasons.items()])
+
+    def count_tasks_by_queue_state(self) -> list[tuple[str, str, int]]:
+        q = (sa.select(s.tasks.c.queue, s.tasks.c.state, sa.func.count())
+             .where(s.tasks.c.state.in_(("pending", "scheduled", "running")))
+             .group_by(s.tasks.c.queue, s.tasks.c.state))
+        return [(qn, st, int(n)) for qn, st, n in self.c.execute(q).all()]
+
+    # -- executions ---------------------------------------------------------------------------
+    def insert_executions(self, rows: Sequence[Row]) -> None:
+        if rows:
+            self.c.execute(sa.insert(s.executions), list(rows))
+
+    def executions_of_job(self, job_id: str) -> list[Row]:
+        return _rows(self.c.execute(sa.select(s.executions).where(s.executions.c.job_id == job_id)
+                                    .order_by(s.executions.c.scheduled_at)))
+
+    def executions_by_ids(self, ids: Iterable[str]) -> list[Row]:
+        ids = list(ids)
+        if not ids:
+            return []
+        return _rows(self.c.execute(sa.select(s.executions).where(s.executions.c.id.in_(ids))))
+
+    def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
+        conds = [s.executions.c.state.in_([state] if state else ACTIVE)]
+        if node_id is not None:
+            conds.append(s.executions.c.node_id == node_id)
+        return _rows(self.c.execute(sa.select(s.executions).where(*conds)))
+
+    def cas_execution(self, exec_id: str, expected: Sequence[str], **values: Any) -> bool:
+        q = (sa.update(s.executions).where(s.executions.c.id == exec_id, s.executions.c.state.in_(expected))
+             .values(**values))
+        return self.c.execute(q).rowcount == 1
+
+    def allocations(self) -> list[Row]:
+        """Per node: resources held by its scheduled and running executions, and the GPUs in use."""
+        e = s.executions.c
+        q = (sa.select(e.node_id, sa.func.sum(e.cpu).label("cpu"), sa.func.sum(e.memory).label("memory"),
+                       sa.func.sum(e.disk).label("disk"), sa.func.sum(e.gpu).label("gpu"),
+                       sa.func.count().label("n"))
+             .where(e.state.in_(ACTIVE)).group_by(e.node_id))
+        out = _rows(self.c.execute(q))
+        gpu_rows = self.c.execute(sa.select(e.node_id, e.gpus).where(e.state.in_(ACTIVE), e.gpu > 0)).all()
+        used: dict[str, list[int]] = {}
+        for nid, gl in gpu_rows:
+            used.setdefault(nid, []).extend(gl or [])
+        for r in out:
+            r["gpus_used"] = used.get(r["node_id"], [])
+        return out
+
+    # -- nodes --------------------------------------------------------------------------------
+    def upsert_node(self, row: Row) -> None:
+        if self.c.execute(sa.select(s.nodes.c.id).where(s.nodes.c.id == row["id"])).first():
+            self.c.execute(sa.update(s.nodes).where(s.nodes.c.id == row["id"]).values(**row))
+        else:
+            self.c.execute(sa.insert(s.nodes).values(**row))
+
+    def node(self, node_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.nodes).where(s.nodes.c.id == node_id)).mappings().first()
+        return dict(r) if r else None
+
+    def nodes(self, state: str | None = None) -> list[Row]:
+        q = sa.select(s.nodes).order_by(s.nodes.c.name, s.nodes.c.id)
+        if state:
+            q = q.where(s.nodes.c.state == state)
+        return _rows(self.c.execute(q))
+
+    def touch_node(self, node_id: str, now: float, usage: dict[str, Any] | None = None) -> bool:
+        values: dict[str, Any] = {"last_heartbeat": now}
+        if usage is not None:
+            values["usage"] = usage
+        q = sa.update(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state == "ready").values(**values)
+        return self.c.execute(q).rowcount == 1
+
+    def stale_nodes(self, cutoff: float) -> list[Row]:
+        return _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.state == "ready",
+                                                             s.nodes.c.last_heartbeat < cutoff)))
+
+    def cas_node(self, node_id: str, expected: str, **values: Any) -> bool:
+        q = sa.update(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state == expected).values(**values)
+        return self.c.execute(q).rowcount == 1
+
+    # -- logs ---------------------------------------------------------------------------------
+    def append_logs(self, rows: Sequence[Row]) -> None:
+        if rows:
+            self.c.execute(sa.insert(s.logs), list(rows))
+
+    def logs(self, job_id: str, *, after_seq: int = 0, tail: int | None = None,
+             limit: int = 10000) -> list[Row]:
+        cols = [s.logs.c.seq, s.logs.c.task_id, s.logs.c.execution_id, s.logs.c.stream, s.logs.c.line,
+                s.logs.c.ts]
+        if tail is not None:
+            q = (sa.select(*cols).where(s.logs.c.job_id == job_id, s.logs.c.seq > after_seq)
+                 .order_by(s.logs.c.seq.desc()).limit(tail))
+            return list(reversed(_rows(self.c.execute(q))))
+        q = (sa.select(*cols).where(s.logs.c.job_id == job_id, s.logs.c.seq > after_seq)
+             .order_by(s.logs.c.seq).limit(limit))
+        return _rows(self.c.execute(q))
+
+
+class Store:
+    """Opens the database, brings its schema up to date, and hands out transactions."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(url, connect_args={"check_same_thread": False,
+                                                                      "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(_pg_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # SQLite allows one writer at a time: take turns in-process instead of spinning on SQLITE_BUSY.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        if migrate:
+            from corral.store.migrate import upgrade
+            upgrade(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        if self._write_lock is not None:
+            with self._write_lock, self.engine.begin() as conn:
+                yield Tx(conn)
+        else:
+            with self.engine.begin() as conn:
+                yield Tx(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only view; on SQLite it does not wait for writers (WAL)."""
+        with self.engine.connect() as conn:
+            yield Tx(conn)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _pg_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL keeps every committed transaction through a crash of the process
+    # (kill -9); only a power loss may drop the last few. CORRAL_SQLITE_SYNC=FULL for that too.
+    import os
+    cur.execute(f"PRAGMA synchronous={os.environ.get('CORRAL_SQLITE_SYNC', 'NORMAL')}")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
