@@ -14,6 +14,8 @@ import docker
 import docker.errors
 import pytest
 
+from tests.harness import Cluster
+
 BUSYBOX_IMAGE = "corral-test/busybox:latest"
 BUSYBOX_LABEL = "corral.test.applets"
 BUSYBOX_APPLETS = (
@@ -72,3 +74,17 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
         )
     client.images.get(BUSYBOX_IMAGE)
     return BUSYBOX_IMAGE
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """An empty cluster: call .up() for standalone, or .start_server() and .add_worker()."""
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def standalone(cluster: Cluster) -> Cluster:
+    """`corral up` with its local worker (process runtime, and docker when the engine answers)."""
+    return cluster.up()

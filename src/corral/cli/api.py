@@ -1,0 +1,185 @@
+"""A small synchronous client for Corral's native HTTP API, used by the `corral` commands.
+
+Every failure a user can cause or meet (a problem response, a server that is not there, a stream that
+breaks) becomes a ``CliError`` with a readable message and the exit status the command should use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from corral import __version__
+
+Json = dict[str, Any]
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# HTTP statuses that mean "what you sent is wrong": the command exits 2, like a usage error.
+INPUT_ERRORS = frozenset({400, 413, 415, 422})
+
+
+class CliError(Exception):
+    """An expected failure: printed as `error: <message>` without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.details = details or []
+
+
+class ApiError(CliError):
+    """The server answered with an error (RFC 9457 problem details)."""
+
+    def __init__(self, status: int, detail: str, errors: list[Json] | None = None) -> None:
+        fields = [f"{e.get('field', '?')}: {e.get('message', 'invalid')}" for e in errors or []]
+        # The detail of a validation problem repeats its field errors; show them one per line instead.
+        message = "the server rejected the request" if fields and ";" in detail else detail
+        super().__init__(message, 2 if status in INPUT_ERRORS else 1, fields)
+        self.status = status
+
+
+def normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url:
+        raise CliError("--server is empty: give a URL such as http://127.0.0.1:8000", 2)
+    return url if "://" in url else f"http://{url}"
+
+
+def _problem(r: httpx.Response) -> ApiError:
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("detail" in body or "title" in body):
+        detail = str(body.get("detail") or body.get("title"))
+        errors = body.get("errors") if isinstance(body.get("errors"), list) else None
+        return ApiError(r.status_code, detail, errors)
+    text = " ".join(r.text.split())[:200] or r.reason_phrase
+    return ApiError(r.status_code, f"HTTP {r.status_code} from {r.request.url}: {text}")
+
+
+class Client:
+    def __init__(self, server: str, timeout: float = 30.0) -> None:
+        self.server = normalize_url(server)
+        try:
+            self.http = httpx.Client(base_url=self.server, timeout=timeout,
+                                     headers={"User-Agent": f"corral-cli/{__version__}"})
+        except (httpx.InvalidURL, ValueError) as e:
+            raise CliError(f"'{server}' is not a server URL: {e}", 2) from e
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def _unreachable(self, e: Exception) -> CliError:
+        if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+            return CliError(f"cannot reach the Corral server at {self.server} ({e or type(e).__name__})",
+                            details=["start one with `corral up`, or point --server / CORRAL_SERVER at yours"])
+        return CliError(f"the Corral server at {self.server} did not answer properly: "
+                        f"{e or type(e).__name__}")
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.InvalidURL as e:
+            raise CliError(f"'{self.server}' is not a server URL: {e}", 2) from e
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+        if r.status_code >= 400:
+            raise _problem(r)
+        return r
+
+    def _json(self, method: str, path: str, **kw: Any) -> Json:
+        r = self.request(method, path, **kw)
+        try:
+            data = r.json()
+        except ValueError as e:
+            raise CliError(f"{self.server}{path} did not answer with JSON: is this a Corral server?") from e
+        if not isinstance(data, dict):
+            raise CliError(f"{self.server}{path} answered with unexpected JSON: is this a Corral server?")
+        return data
+
+    # -- jobs ---------------------------------------------------------------------------------------
+
+    def submit(self, spec: Json) -> Json:
+        return self._json("POST", "/v1/jobs", json=spec)
+
+    def list_jobs(self, **params: Any) -> Json:
+        return self._json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
+
+    def job(self, job_id: str) -> Json:
+        return self._json("GET", _job_path(job_id))
+
+    def cancel(self, job_id: str) -> Json:
+        return self._json("POST", _job_path(job_id, "/cancel"))
+
+    def restart(self, job_id: str) -> Json:
+        return self._json("POST", _job_path(job_id, "/restart"))
+
+    def delete(self, job_id: str) -> None:
+        self.request("DELETE", _job_path(job_id))
+
+    def logs(self, job_id: str, tail: int | None = None, follow: bool = False,
+             reconnect_for: float = 30.0) -> Iterator[Json]:
+        """Log lines as dicts (seq, task, task_id, execution_id, stream, line, ts).
+
+        With ``follow`` the lines stream until the job ends. A stream that breaks (a server restart, a
+        proxy timeout) is opened again after the last line seen, for up to ``reconnect_for`` seconds.
+        """
+        params: dict[str, Any] = {"format": "ndjson"}
+        if tail is not None:
+            params["tail"] = tail
+        if not follow:
+            yield from _ndjson(self.request("GET", _job_path(job_id, "/logs"), params=params).iter_lines())
+            return
+        params["follow"] = "true"
+        timeout = httpx.Timeout(10.0, read=None)
+        broken_since: float | None = None
+        while True:
+            try:
+                with self.http.stream("GET", _job_path(job_id, "/logs"), params=params, timeout=timeout) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise _problem(r)
+                    broken_since = None
+                    for line in _ndjson(r.iter_lines()):
+                        params["after"] = line.get("seq", params.get("after", 0))
+                        params.pop("tail", None)
+                        yield line
+                return
+            except httpx.TransportError as e:
+                now = time.monotonic()
+                broken_since = broken_since or now
+                if now - broken_since > reconnect_for:
+                    raise self._unreachable(e) from e
+                time.sleep(1.0)
+
+    # -- cluster ------------------------------------------------------------------------------------
+
+    def nodes(self) -> Json:
+        return self._json("GET", "/v1/nodes")
+
+    def queues(self) -> Json:
+        return self._json("GET", "/v1/queues")
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _ndjson(lines: Iterator[str]) -> Iterator[Json]:
+    for raw in lines:
+        if raw.strip():
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj

@@ -1,0 +1,154 @@
+"""Starts real Corral processes (`corral up`, `corral server`, `corral worker`) for tests.
+
+Every process is a real subprocess speaking HTTP on a free loopback port; tests talk to it with httpx
+exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CORRAL = [sys.executable, "-m", "corral"]
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    args: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        fh = self.log.open("ab")
+        self.popen = subprocess.Popen(CORRAL + self.args, stdout=fh, stderr=subprocess.STDOUT,
+                                      env={**os.environ, **self.env}, start_new_session=True)
+        return self
+
+    def kill9(self) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(8)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}: last={last!r}")
+
+
+class Cluster:
+    """A coordinator (standalone or not) plus any number of workers, all real processes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Proc | None = None
+        self.workers: list[Proc] = []
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def _wait_ready(self) -> None:
+        def ok() -> bool:
+            assert self.server and self.server.popen
+            if self.server.popen.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.server.output()}")
+            try:
+                return self.client.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(ok, 30, what="the server to answer")
+
+    def up(self, *extra: str, env: dict[str, str] | None = None) -> Cluster:
+        self.server = Proc(["up", "--port", str(self.port), "--data-dir", str(self.tmp / "data"),
+                            "--log-level", "warning", *extra], self.tmp / "server.log", env or {}).start()
+        self._wait_ready()
+        wait_until(lambda: self.nodes(), 20, what="the local worker")
+        return self
+
+    def start_server(self, *extra: str, database_url: str | None = None, env: dict[str, str] | None = None
+                     ) -> Cluster:
+        db = database_url or f"sqlite:///{self.tmp / 'server.db'}"
+        self.server = Proc(["server", "--port", str(self.port), "--database-url", db, "--log-level", "warning",
+                            *extra], self.tmp / "server.log", env or {}).start()
+        self._wait_ready()
+        return self
+
+    def add_worker(self, name: str, *extra: str, wait: bool = True) -> Proc:
+        w = Proc(["worker", "--server", self.url, "--name", name, "--data-dir", str(self.tmp / f"w-{name}"),
+                  "--log-level", "warning", *extra], self.tmp / f"worker-{name}.log").start()
+        self.workers.append(w)
+        if wait:
+            wait_until(lambda: any(n["name"] == name and n["state"] == "ready" for n in self.nodes()), 20,
+                       what=f"worker {name} to register")
+        return w
+
+    def nodes(self) -> list[dict[str, Any]]:
+        try:
+            r = self.client.get("/v1/nodes")
+        except httpx.HTTPError:
+            return []
+        return list(r.json()["items"]) if r.status_code == 200 else []
+
+    def submit(self, job: dict[str, Any]) -> dict[str, Any]:
+        r = self.client.post("/v1/jobs", json=job)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def wait_job(self, job_id: str, states: set[str] | None = None, timeout: float = 30) -> dict[str, Any]:
+        want = states or TERMINAL
+        return dict(wait_until(lambda: (j := self.job(job_id))["state"] in want and j, timeout,
+                               what=f"job {job_id} to reach {sorted(want)}"))
+
+    def logs(self, job_id: str) -> str:
+        return self.client.get(f"/v1/jobs/{job_id}/logs").text
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.server:
+            self.server.stop()
+        self.client.close()
