@@ -88,3 +88,36 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def standalone(cluster: Cluster) -> Cluster:
     """`corral up` with its local worker (process runtime, and docker when the engine answers)."""
     return cluster.up()
+
+
+PG_URL = os.environ.get("CORRAL_TEST_PG_URL", "postgresql://corral:corral@127.0.0.1:5432/corral_test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
+    except Exception as e:
+        reason = f"NO POSTGRESQL at {PG_URL.split('@')[-1]} ({type(e).__name__}: {e})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"corral_t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'corral.db'}"
+    return str(request.getfixturevalue("pg_url"))

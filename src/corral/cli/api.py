@@ -37,8 +37,8 @@ class ApiError(CliError):
 
     def __init__(self, status: int, detail: str, errors: list[Json] | None = None) -> None:
         fields = [f"{e.get('field', '?')}: {e.get('message', 'invalid')}" for e in errors or []]
-        # The detail of a validation problem repeats its field errors; show them one per line instead.
-        message = "the server rejected the request" if fields and ";" in detail else detail
+        # The detail of a validation problem repeats its field errors: show those one per line instead.
+        message = "invalid input" if fields and detail == "; ".join(fields) else detail
         super().__init__(message, 2 if status in INPUT_ERRORS else 1, fields)
         self.status = status
 
@@ -142,13 +142,14 @@ class Client:
         params["follow"] = "true"
         timeout = httpx.Timeout(10.0, read=None)
         broken_since: float | None = None
+        connected = False
         while True:
             try:
                 with self.http.stream("GET", _job_path(job_id, "/logs"), params=params, timeout=timeout) as r:
                     if r.status_code >= 400:
                         r.read()
                         raise _problem(r)
-                    broken_since = None
+                    broken_since, connected = None, True
                     for line in _ndjson(r.iter_lines()):
                         params["after"] = line.get("seq", params.get("after", 0))
                         params.pop("tail", None)
@@ -157,7 +158,7 @@ class Client:
             except httpx.TransportError as e:
                 now = time.monotonic()
                 broken_since = broken_since or now
-                if now - broken_since > reconnect_for:
+                if not connected or now - broken_since > reconnect_for:
                     raise self._unreachable(e) from e
                 time.sleep(1.0)
 

@@ -1,0 +1,202 @@
+"""How the `corral` commands show things: rich tables for people, raw JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from corral.cli.api import Json
+from corral.domain.resources import format_size
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+STATE_STYLE = {
+    "pending": "yellow", "scheduled": "cyan", "running": "bold blue", "completed": "green",
+    "failed": "bold red", "cancelled": "magenta", "skipped": "dim", "lost": "red",
+    "ready": "green", "down": "bold red",
+}
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def state(s: str | None) -> Text:
+    return Text(s or "-", style=STATE_STYLE.get(s or "", ""))
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def human_seconds(s: float) -> str:
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{s:.0f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h{m:02d}m"
+    return f"{h // 24}d{h % 24:02d}h"
+
+
+def age(value: str | None) -> str:
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    s = max((datetime.now(UTC) - t).total_seconds(), 0.0)
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s // 60:.0f}m ago"
+    if s < 86400 * 2:
+        return f"{s // 3600:.0f}h ago"
+    return f"{s // 86400:.0f}d ago"
+
+
+def duration(start: str | None, end: str | None) -> str:
+    """How long something ran, or has been running (with a trailing '+') when it has not ended."""
+    t0 = parse_time(start)
+    if t0 is None:
+        return "-"
+    t1 = parse_time(end)
+    running = t1 is None
+    s = max(((t1 or datetime.now(UTC)) - t0).total_seconds(), 0.0)
+    return human_seconds(s) + ("+" if running else "")
+
+
+def when(value: str | None) -> str:
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    return f"{t.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({age(value)})"
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    return table
+
+
+def jobs_table(page: Json) -> None:
+    items: list[Json] = page.get("items") or []
+    if not items:
+        err.print("no jobs match", style="dim")
+        return
+    t = _table("ID", "NAME", "STATE", "QUEUE", "TASKS", "CREATED", "DURATION")
+    t.columns[0].no_wrap = True
+    for j in items:
+        t.add_row(j["id"][:12], j.get("name") or "", state(j.get("state")), j.get("queue") or "",
+                  str(j.get("task_count", "")), age(j.get("created_at")),
+                  duration(j.get("started_at"), j.get("finished_at")))
+    out.print(t)
+    total = page.get("total")
+    if page.get("next_cursor") or (isinstance(total, int) and total > len(items)):
+        more = f"showing {len(items)} of {total} jobs"
+        if page.get("next_cursor"):
+            more += f"; next page: --cursor {page['next_cursor']}"
+        err.print(more, style="dim")
+
+
+def _task_detail(task: Json) -> Text:
+    if task.get("state") == "pending" and task.get("reason"):
+        return Text(str(task["reason"]), style="yellow")
+    if task.get("error"):
+        return Text(str(task["error"]), style="red")
+    return Text("")
+
+
+def _task_runtime(task: Json) -> str:
+    return str(task.get("image") or f"host {task.get('runtime') or 'process'}")
+
+
+def job_detail(job: Json, node_names: dict[str, str]) -> None:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column(overflow="fold")
+    head.add_row("ID", job["id"])
+    head.add_row("Name", job.get("name") or "")
+    head.add_row("State", state(job.get("state")))
+    head.add_row("Queue", f"{job.get('queue')}  (priority {job.get('priority', 0)})")
+    if job.get("tags"):
+        head.add_row("Tags", ", ".join(job["tags"]))
+    head.add_row("Created", when(job.get("created_at")))
+    if job.get("started_at"):
+        head.add_row("Started", when(job.get("started_at")))
+    if job.get("finished_at"):
+        head.add_row("Finished", when(job.get("finished_at")))
+    head.add_row("Duration", duration(job.get("started_at"), job.get("finished_at")))
+    if job.get("error"):
+        head.add_row("Error", Text(str(job["error"]), style="red"))
+    out.print(head)
+    tasks: list[Json] = job.get("tasks") or []
+    if not tasks:
+        return
+    out.print()
+    t = _table("#", "TASK", "STATE", "RUNS ON", "NODE", "ATTEMPTS", "EXIT", "DURATION", "REASON / ERROR")
+    for task in sorted(tasks, key=lambda x: x.get("position", 0)):
+        node_id = task.get("node_id") or next(
+            (e.get("node_id") for e in reversed(task.get("executions") or []) if e.get("node_id")), None)
+        node = node_names.get(node_id, node_id[:12]) if node_id else "-"
+        code = task.get("exit_code")
+        t.add_row(str(task.get("position", 0) + 1), task.get("name") or "", state(task.get("state")),
+                  _task_runtime(task), node, str(task.get("attempts", 0)), "-" if code is None else str(code),
+                  duration(task.get("started_at"), task.get("finished_at")), _task_detail(task))
+    out.print(t)
+
+
+def _size(n: Any) -> str:
+    return format_size(int(n)) if isinstance(n, int | float) else "-"
+
+
+def nodes_table(data: Json) -> None:
+    items: list[Json] = data.get("items") or []
+    if not items:
+        err.print("no nodes have registered: start one with `corral worker` or `corral up`", style="dim")
+        return
+    t = _table("ID", "NAME", "STATE", "CPU", "MEMORY", "GPU", "RUNNING", "RUNTIMES", "QUEUES", "HEARTBEAT")
+    t.columns[0].no_wrap = True
+    for n in items:
+        cap, used = n.get("capacity") or {}, n.get("allocated") or {}
+        t.add_row(n["id"][:12], n.get("name") or "", state(n.get("state")),
+                  f"{used.get('cpu', 0):g}/{cap.get('cpu', 0):g}",
+                  f"{_size(used.get('memory'))}/{_size(cap.get('memory'))}",
+                  f"{used.get('gpu', 0)}/{cap.get('gpu', 0)}", str(n.get("running", 0)),
+                  ",".join(n.get("runtimes") or []), ",".join(n.get("queues") or []),
+                  age(n.get("last_heartbeat")))
+    out.print(t)
+
+
+def queues_table(data: Json) -> None:
+    t = _table("QUEUE", "PENDING", "RUNNING", "WORKERS")
+    for q in data.get("items") or []:
+        workers = int(q.get("workers", 0))
+        starved = workers == 0 and int(q.get("pending", 0)) > 0
+        t.add_row(q.get("name") or "", str(q.get("pending", 0)), str(q.get("running", 0)),
+                  Text(str(workers), style="bold red" if starved else ""))
+    out.print(t)
+
+
+def write_line(line: Json) -> None:
+    """One log line to stdout or stderr, as the task wrote it, flushed at once."""
+    stream = sys.stderr if line.get("stream") == "stderr" else sys.stdout
+    stream.write(f"{line.get('line', '')}\n")
+    stream.flush()
