@@ -18,7 +18,13 @@ def _logging(level: str) -> None:
 
 
 def _serve(app: object, bind: str, port: int, log_level: str) -> None:
+    import sys
+
     import uvicorn
+
+    # The event loop, the scheduler and the store hand work to each other across threads many times per
+    # task; with the default 5 ms GIL switch interval every hand-over can stall that long.
+    sys.setswitchinterval(0.0005)
     uvicorn.run(app, host=bind, port=port, log_level=log_level.lower(), access_log=False,
                 loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
 

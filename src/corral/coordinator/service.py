@@ -7,6 +7,7 @@ report (a completion after a cancel, a stale heartbeat) never changes a finished
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Strategy
 from corral.store.sql import ACTIVE, Row, Store, Tx
 
+log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
 NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
@@ -42,7 +44,7 @@ class Settings:
     strategy: Strategy = "spread"
     heartbeat_interval: float = 3.0
     node_ttl: float = 15.0  # a node that misses heartbeats this long is down
-    schedule_batch: int = 512
+    schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 1_000_000  # backpressure: submissions beyond this are refused (503)
 
 
@@ -81,6 +83,28 @@ class LogLine:
     stream: str
     line: str
     ts: float
+
+
+@dataclass
+class _Changes:
+    """What one report batch changes, gathered so that it is written in bulk."""
+
+    started: list[Row] = field(default_factory=list)  # executions scheduled -> running
+    tasks_started: list[Row] = field(default_factory=list)
+    execs: list[Row] = field(default_factory=list)  # executions that ended
+    tasks: list[Row] = field(default_factory=list)  # tasks that ended
+    retries: list[Row] = field(default_factory=list)  # tasks back to pending for another attempt
+    advance: list[Row] = field(default_factory=list)  # completed tasks whose next task may start
+    jobs_started: dict[str, float] = field(default_factory=dict)
+    job_ends: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def start(self, ex: Row, task: Row | None, u: Update) -> None:
+        self.started.append({"id": ex["id"], "state": "running", "started_at": u.ts,
+                             "container_id": u.container_id})
+        if task is not None and task["execution_id"] == ex["id"] and task["state"] == "scheduled":
+            self.tasks_started.append({"id": task["id"], "_exec": ex["id"], "state": "running",
+                                       "started_at": u.ts})
+            self.jobs_started[task["job_id"]] = u.ts
 
 
 def _search_text(name: str, tags: Sequence[str]) -> str:
@@ -280,79 +304,109 @@ class Coordinator:
         return out
 
     def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> None:
-        """Apply an agent's batch of state changes and output lines, in one transaction."""
+        """Apply an agent's batch of state changes and output lines, in one transaction.
+
+        The rows involved are read (and on PostgreSQL locked) once, the decisions are made here, and
+        the changes are written back in a few bulk compare-and-set statements, whatever the batch size.
+        """
         if not updates and not logs:
             return
         now = time.time()
-        freed = False
         with self.store.transaction() as tx:
             execs = {e["id"]: e for e in tx.executions_by_ids(
-                {u.execution_id for u in updates} | {ln.execution_id for ln in logs})}
+                {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True)}
             if logs:
                 tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
                                  "task_id": execs[ln.execution_id]["task_id"],
                                  "execution_id": ln.execution_id, "stream": ln.stream,
                                  "line": ln.line, "ts": ln.ts}
                                 for ln in logs if ln.execution_id in execs])
+            # Per execution: when it started, and how it ended (if it did). A start and an end in one
+            # batch (a quick task) become one change.
+            started: dict[str, Update] = {}
+            ended: dict[str, Update] = {}
             for u in updates:
                 ex = execs.get(u.execution_id)
-                if ex is None or ex["node_id"] != node_id:
-                    continue
-                if u.state == "running":
-                    self._started(tx, ex, u)
-                elif u.state in ("completed", "failed", "cancelled"):
-                    freed = self._finished(tx, ex, u, now) or freed
-        if freed:
+                if ex is None or ex["node_id"] != node_id or ex["state"] not in ACTIVE:
+                    continue  # unknown, someone else's, or already finished: a late report changes nothing
+                (started if u.state == "running" else ended)[u.execution_id] = u
+            if not started and not ended:
+                return
+            tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
+                                                         lock=True)}
+            ch = _Changes()
+            for ex_id, u in started.items():
+                if ex_id not in ended and execs[ex_id]["state"] == "scheduled":
+                    ch.start(execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u)
+            for ex_id, u in ended.items():
+                self._end(ch, execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u, started.get(ex_id), now)
+            self._apply(tx, ch, now)
+        if ended:
             self.kick()
 
-    def _started(self, tx: Tx, ex: Row, u: Update) -> None:
-        if not tx.cas_execution(ex["id"], ["scheduled"], state="running", started_at=u.ts,
-                                container_id=u.container_id):
-            return
-        ex["state"] = "running"
-        if tx.cas_task(ex["task_id"], ["scheduled"], on_execution=ex["id"], state="running", started_at=u.ts):
-            if tx.cas_job(ex["job_id"], ["pending", "scheduled"], state=JobState.RUNNING.value):
-                tx.set_job_started(ex["job_id"], u.ts)
-
-    def _finished(self, tx: Tx, ex: Row, u: Update, now: float) -> bool:
+    def _end(self, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
+             now: float) -> None:
         ok = u.state == "completed" and u.exit_code == 0
         state = "completed" if ok else ("cancelled" if u.state == "cancelled" else "failed")
         error = None if ok else (u.error or (f"exit code {u.exit_code}" if u.exit_code is not None
                                              else "the attempt ended without an exit code"))
-        if not tx.cas_execution(ex["id"], ACTIVE, state=state, exit_code=u.exit_code, error=error,
-                                finished_at=u.ts, container_id=u.container_id or ex["container_id"]):
-            return False  # already finished, cancelled or lost: a late report changes nothing
-        task = tx.task(ex["task_id"])
+        started_at = start.ts if start else ex["started_at"]
+        ch.execs.append({"id": ex["id"], "state": state, "exit_code": u.exit_code, "error": error,
+                         "finished_at": u.ts, "started_at": started_at,
+                         "container_id": u.container_id or (start.container_id if start else None)
+                         or ex["container_id"]})
         if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
-            return True
+            return
+        if started_at is not None:
+            ch.jobs_started[task["job_id"]] = started_at
         if ok:
-            if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="completed", exit_code=0,
-                           error=None, finished_at=u.ts, reason=None):
-                self.stats["tasks_completed"] += 1
-                self._advance(tx, task, now)
-            return True
+            self.stats["tasks_completed"] += 1
+            ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": "completed", "exit_code": 0,
+                             "error": None, "finished_at": u.ts, "reason": None,
+                             "started_at": started_at})
+            ch.advance.append(task)
+            return
         spec = TaskSpec.model_validate(task["spec"])
         # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
         failures = task["attempts"] - task["lost_count"]
         if state == "failed" and failures <= spec.retry.limit:
             delay = spec.retry.delay(failures)
-            if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now + delay,
-                           node_id=None, execution_id=None, exit_code=u.exit_code, error=error,
-                           reason=f"retrying in {delay:g}s after attempt {failures} failed: {error}"):
-                self.stats["tasks_retried"] += 1
-            return True
-        if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state=state, exit_code=u.exit_code,
-                       error=error, finished_at=u.ts):
-            self.stats["tasks_failed"] += 1
-            self._fail_job(tx, task, f"task '{task['name']}' {state}: {error}", now, state)
-        return True
+            self.stats["tasks_retried"] += 1
+            ch.retries.append({"id": task["id"], "_exec": ex["id"], "state": "pending", "ready_at": now + delay,
+                               "node_id": None, "execution_id": None, "exit_code": u.exit_code, "error": error,
+                               "reason": f"retrying in {delay:g}s after attempt {failures} failed: {error}"})
+            return
+        self.stats["tasks_failed"] += 1
+        ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": state, "exit_code": u.exit_code,
+                         "error": error, "finished_at": u.ts, "reason": None, "started_at": started_at})
+        final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
+        ch.job_ends[task["job_id"]] = (final, f"task '{task['name']}' {state}: {error}")
 
-    def _advance(self, tx: Tx, task: Row, now: float) -> None:
-        nxt = tx.next_task(task["job_id"], task["position"])
-        if nxt is not None:
-            tx.cas_task(nxt["id"], ["pending"], ready_at=now)
-        else:
-            tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+    def _apply(self, tx: Tx, ch: _Changes, now: float) -> None:
+        expected = len(ch.started) + len(ch.execs)
+        changed = tx.cas_many("executions", ["scheduled"], ch.started)
+        changed += tx.cas_many("executions", ACTIVE, ch.execs)
+        changed += tx.cas_many("tasks", ["scheduled"], ch.tasks_started, on_execution=True)
+        changed += tx.cas_many("tasks", ACTIVE, ch.tasks + ch.retries, on_execution=True)
+        expected += len(ch.tasks_started) + len(ch.tasks) + len(ch.retries)
+        if changed != expected:  # the rows were read under lock: this would be a bug, not a race
+            log.warning("report: %d of %d compare-and-set changes applied", changed, expected)
+        tx.jobs_to_state(ch.jobs_started, ["pending", "scheduled"], state=JobState.RUNNING.value)
+        tx.jobs_started(ch.jobs_started)
+        if ch.advance:
+            waiting = {(t["job_id"], t["position"]): t["id"]
+                       for t in tx.waiting_tasks_of_jobs({t["job_id"] for t in ch.advance})}
+            nxt, done = [], []
+            for t in ch.advance:
+                n = waiting.get((t["job_id"], t["position"] + 1))
+                if n is not None:
+                    nxt.append({"id": n, "ready_at": now})
+                else:
+                    done.append(t["job_id"])
+            tx.cas_many("tasks", ["pending"], nxt)
+            tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+        for job_id, (state, error) in ch.job_ends.items():
+            tx.cas_job(job_id, NON_TERMINAL_JOB, state=state, finished_at=now, error=error)
 
     def _fail_job(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
         final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
@@ -402,20 +456,21 @@ class Coordinator:
             by_id = {t["id"]: t for t in ready}
             woken: set[str] = set()
             with self.store.transaction() as tx:
+                rows = [{"id": p.task_id, "node_id": p.node_id, "execution_id": new_id(), "gpus": list(p.gpus)}
+                        for p in result.placements]
+                won = tx.assign_tasks(rows)
                 new_execs = []
-                for p in result.placements:
-                    ex_id = new_id()
-                    attempt = tx.assign_task(p.task_id, ex_id, p.node_id)
-                    if attempt is None:
-                        continue
-                    t = by_id[p.task_id]
-                    new_execs.append({"id": ex_id, "task_id": t["id"], "job_id": t["job_id"],
-                                      "attempt": attempt, "node_id": p.node_id, "state": "scheduled",
-                                      "cpu": t["cpu"], "memory": t["memory"], "disk": t["disk"],
-                                      "gpu": t["gpu"], "gpus": list(p.gpus), "scheduled_at": now})
-                    tx.cas_job(t["job_id"], ["pending"], state=JobState.SCHEDULED.value)
-                    woken.add(p.node_id)
+                for r in rows:
+                    if r["id"] not in won:
+                        continue  # cancelled since the snapshot
+                    t = by_id[r["id"]]
+                    new_execs.append({"id": r["execution_id"], "task_id": t["id"], "job_id": t["job_id"],
+                                      "attempt": t["attempts"] + 1, "node_id": r["node_id"],
+                                      "state": "scheduled", "cpu": t["cpu"], "memory": t["memory"],
+                                      "disk": t["disk"], "gpu": t["gpu"], "gpus": r["gpus"], "scheduled_at": now})
+                    woken.add(r["node_id"])
                 tx.insert_executions(new_execs)
+                tx.jobs_to_state({e["job_id"] for e in new_execs}, ["pending"], state=JobState.SCHEDULED.value)
                 tx.set_reasons({tid: r for tid, r in result.reasons.items() if by_id[tid]["reason"] != r})
             placed_total += len(new_execs)
             if woken:

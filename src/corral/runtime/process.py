@@ -1,4 +1,8 @@
-"""Host processes: each attempt runs in its own process group, killed whole on cancel or timeout."""
+"""Host processes: each attempt runs in its own process group, killed whole on cancel or timeout.
+
+Processes are started with ``subprocess.Popen`` (vfork + exec: cheap even from a large server process)
+and then watched from the event loop: their pipes through stream readers, their exit through a pidfd.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,44 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 
 from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 MAX_LINE = 64 * 1024
 
 
-async def _pump(stream: asyncio.StreamReader, name: str, sink: OutputSink) -> None:
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line longer than the limit: take what is buffered
-            line = await stream.read(MAX_LINE)
-        if not line:
-            return
-        sink(name, line.decode("utf-8", "replace").rstrip("\n"))
+async def _pump(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> None:
+    reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                                os.fdopen(fd, "rb", buffering=0))
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # a line longer than the limit: take what is buffered
+                line = await reader.read(MAX_LINE)
+            if not line:
+                return
+            sink(name, line.decode("utf-8", "replace").rstrip("\n"))
+    finally:
+        transport.close()
+
+
+async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> int:
+    """The exit status, learnt from a pidfd becoming readable (no thread, no SIGCHLD handler)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(proc.wait)
+    done = loop.create_future()
+    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()
 
 
 def _kill_group(pid: int) -> None:
@@ -37,29 +64,36 @@ class ProcessRuntime:
         self.base_dir = base_dir
 
     async def run(self, req: RunRequest, on_output: OutputSink, on_started: StartedSink) -> RunResult:
+        loop = asyncio.get_running_loop()
         env = dict(os.environ)
         env.update(req.env)
         if req.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpus)
         argv = list(req.entrypoint or []) + list(req.argv)
-        cwd = req.workdir or self.base_dir
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd, start_new_session=True, limit=MAX_LINE,
-            )
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+                                    cwd=req.workdir or self.base_dir, start_new_session=True)
         except (OSError, ValueError) as e:
+            for fd in (out_r, err_r):
+                os.close(fd)
             return RunResult(None, f"could not start {argv[0]!r}: {e}")
+        finally:
+            os.close(out_w)
+            os.close(err_w)
         on_started(str(proc.pid))
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = asyncio.gather(_pump(proc.stdout, "stdout", on_output), _pump(proc.stderr, "stderr", on_output))
+        pumps = asyncio.gather(_pump(loop, out_r, "stdout", on_output), _pump(loop, err_r, "stderr", on_output))
         try:
-            code = await proc.wait()
+            code = await _wait_exit(loop, proc)
+            # As in a container, the attempt ends with its main process: what it left running in its
+            # group goes too. Output already in the pipes is still read to the end.
+            _kill_group(proc.pid)
             await pumps
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
+                await asyncio.shield(asyncio.to_thread(proc.wait))
             pumps.cancel()
             raise
         finally:
@@ -68,6 +102,5 @@ class ProcessRuntime:
         return RunResult(code)
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
-        # Process groups die with a killed worker only if they were its children; there is no
-        # record of them to find after a restart, so nothing to reap here.
+        # Process groups leave no record to find after a worker restart, so nothing to reap here.
         return []

@@ -121,6 +121,7 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
     views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, n.queues,
                       list(n.free_gpus)) for n in nodes]
     result = Plan()
+    why: dict[tuple[object, ...], str] = {}
     # Index nodes by queue so a pass over many tasks does not scan every node each time.
     by_queue: dict[str, list[NodeView]] = {}
     for n in views:
@@ -141,7 +142,12 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
             if best is None or s > best_score:
                 best, best_score = n, s
         if best is None:
-            result.reasons[task.id] = _why_not(task, views)
+            # Tasks that ask for the same thing wait for the same reason: work it out once per pass.
+            key = (task.queue, task.runtime, need, tuple(sorted(task.node_selector.items())))
+            reason = why.get(key)
+            if reason is None:
+                reason = why[key] = _why_not(task, views)
+            result.reasons[task.id] = reason
             continue
         gpus = tuple(best.free_gpus[: need.gpu])
         del best.free_gpus[: need.gpu]

@@ -68,6 +68,44 @@ class Tx:
         ids = list(ids)
         return _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.id.in_(ids)))) if ids else []
 
+    def cas_many(self, table: str, expected: Sequence[str], rows: Sequence[Row],
+                 on_execution: bool = False) -> int:
+        """Compare-and-set many rows of ``table`` at once: each row is ``{"id": ..., column: value}``,
+        changed only while its state is in ``expected`` (and, for tasks with ``on_execution``, while it
+        is still on the execution given as ``"_exec"``). Returns how many rows changed."""
+        t = s.metadata.tables[table]
+        groups: dict[tuple[str, ...], list[Row]] = {}
+        for r in rows:
+            groups.setdefault(tuple(sorted(k for k in r if k not in ("id", "_exec"))), []).append(r)
+        changed = 0
+        for keys, group in groups.items():
+            # executemany cannot expand IN (...): spell the expected states out.
+            conds = [t.c.id == sa.bindparam("b_id"), sa.or_(*(t.c.state == sa.literal(e) for e in expected))]
+            if on_execution:
+                conds.append(t.c.execution_id == sa.bindparam("b_exec"))
+            q = sa.update(t).where(*conds).values({k: sa.bindparam(f"v_{k}") for k in keys})
+            params = [{"b_id": r["id"], **({"b_exec": r["_exec"]} if on_execution else {}),
+                       **{f"v_{k}": r[k] for k in keys}} for r in group]
+            changed += self.c.execute(q, params).rowcount
+        return changed
+
+    def jobs_to_state(self, ids: Iterable[str], expected: Sequence[str], **values: Any) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        q = sa.update(s.jobs).where(s.jobs.c.id.in_(ids), s.jobs.c.state.in_(expected)).values(**values)
+        return self.c.execute(q).rowcount
+
+    def jobs_started(self, started: dict[str, float]) -> None:
+        if started:
+            q = (sa.update(s.jobs).where(s.jobs.c.id == sa.bindparam("b_id"), s.jobs.c.started_at.is_(None))
+                 .values(started_at=sa.bindparam("v_ts")))
+            self.c.execute(q, [{"b_id": k, "v_ts": v} for k, v in started.items()])
+
+    def _locked(self, q: Any, lock: bool) -> Any:
+        # SQLite has one writer at a time already (the store's write lock); PostgreSQL locks the rows.
+        return q.with_for_update() if lock and self.c.dialect.name == "postgresql" else q
+
     def cas_job(self, job_id: str, expected: Sequence[str], **values: Any) -> bool:
         q = sa.update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(expected)).values(**values)
         return self.c.execute(q).rowcount == 1
@@ -122,9 +160,20 @@ class Tx:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
         return dict(r) if r else None
 
-    def tasks_by_ids(self, ids: Iterable[str]) -> list[Row]:
+    def tasks_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
         ids = list(ids)
-        return _rows(self.c.execute(sa.select(s.tasks).where(s.tasks.c.id.in_(ids)))) if ids else []
+        if not ids:
+            return []
+        return _rows(self.c.execute(self._locked(sa.select(s.tasks).where(s.tasks.c.id.in_(ids)), lock)))
+
+    def waiting_tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
+        """Pending tasks that wait for the task before them, in these jobs."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        q = sa.select(s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.position).where(
+            s.tasks.c.job_id.in_(ids), s.tasks.c.state == "pending", s.tasks.c.ready_at.is_(None))
+        return _rows(self.c.execute(q))
 
     def cas_task(self, task_id: str, expected: Sequence[str], on_execution: str | None = None,
                  **values: Any) -> bool:
@@ -141,6 +190,23 @@ class Tx:
             self.c.execute(sa.update(s.tasks).where(s.tasks.c.id.in_(ids), s.tasks.c.state.in_(expected))
                            .values(**values))
         return ids
+
+    def assign_tasks(self, rows: Sequence[Row]) -> set[str]:
+        """pending -> scheduled for many tasks (``{"id", "node_id", "execution_id"}``); returns the ids
+        of the tasks that were still pending and so were assigned."""
+        if not rows:
+            return set()
+        t = s.tasks.c
+        q = (sa.update(s.tasks).where(t.id == sa.bindparam("b_id"), t.state == "pending")
+             .values(state="scheduled", node_id=sa.bindparam("v_node"), execution_id=sa.bindparam("v_exec"),
+                     reason=None, attempts=t.attempts + 1))
+        n = self.c.execute(q, [{"b_id": r["id"], "v_node": r["node_id"], "v_exec": r["execution_id"]}
+                               for r in rows]).rowcount
+        if n == len(rows):
+            return {r["id"] for r in rows}
+        mine = {r["id"]: r["execution_id"] for r in rows}
+        got = self.c.execute(sa.select(t.id, t.execution_id).where(t.id.in_(list(mine)))).all()
+        return {tid for tid, ex in got if mine[tid] == ex}
 
     def assign_task(self, task_id: str, execution_id: str, node_id: str) -> int | None:
         """pending -> scheduled on ``node_id``; returns the attempt number, or None if it lost the race."""
@@ -159,7 +225,7 @@ class Tx:
 
     def ready_tasks(self, now: float, limit: int) -> list[Row]:
         cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
-                s.tasks.c.runtime, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
+                s.tasks.c.runtime, s.tasks.c.attempts, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
                 s.tasks.c.node_selector, s.tasks.c.reason]
         q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now)
              .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
@@ -192,11 +258,13 @@ class Tx:
         return _rows(self.c.execute(sa.select(s.executions).where(s.executions.c.job_id == job_id)
                                     .order_by(s.executions.c.scheduled_at)))
 
-    def executions_by_ids(self, ids: Iterable[str]) -> list[Row]:
+    def executions_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
+        """The executions; with ``lock``, their rows stay locked until the transaction ends."""
         ids = list(ids)
         if not ids:
             return []
-        return _rows(self.c.execute(sa.select(s.executions).where(s.executions.c.id.in_(ids))))
+        return _rows(self.c.execute(self._locked(sa.select(s.executions).where(s.executions.c.id.in_(ids)),
+                                                 lock)))
 
     def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
         conds = [s.executions.c.state.in_([state] if state else ACTIVE)]

@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmarks: start a real `corral up`, wait for jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def corral_up(*extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real standalone Corral in a fresh data dir; yields (url, process)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "--port", str(port), "--data-dir", data,
+                                 "--log-level", "warning", *extra], start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/v1/nodes").json()["items"]:
+                        break
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("corral up did not start")
+                time.sleep(0.05)
+            yield url, proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+
+
+def count_state(client: httpx.Client, state: str) -> int:
+    return int(client.get("/v1/jobs", params={"state": state, "limit": 1}).json()["total"])

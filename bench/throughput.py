@@ -1,0 +1,54 @@
+"""Throughput: N one-task jobs of `sh -c 'echo hi'` on the process runtime, standalone.
+
+Measures from the first submit to the last completion, in tasks per second. Submissions go over the
+native HTTP API (batches of 250 per request, as a client with many jobs would send them). With --celery,
+runs the same work through Celery with Redis and two prefork workers, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import httpx
+
+from bench.common import corral_up, count_state
+
+TASK = {"run": "echo hi"}
+
+
+def run_corral(n: int, batch: int) -> dict[str, float]:
+    with corral_up("--runtime", "process") as (url, _proc), httpx.Client(base_url=url, timeout=60) as c:
+        t0 = time.monotonic()
+        for i in range(0, n, batch):
+            jobs = [{"name": f"t{j}", "tasks": [TASK]} for j in range(i, min(i + batch, n))]
+            r = c.post("/v1/jobs/batch", json={"jobs": jobs})
+            r.raise_for_status()
+        t_submitted = time.monotonic() - t0
+        while True:
+            done = count_state(c, "completed")
+            failed = count_state(c, "failed")
+            if done + failed >= n:
+                break
+            time.sleep(0.02)
+        elapsed = time.monotonic() - t0
+        return {"tasks": n, "completed": done, "failed": failed, "submit_s": round(t_submitted, 3),
+                "elapsed_s": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--celery", action="store_true", help="also run Celery+Redis side by side")
+    args = ap.parse_args()
+    out = {"corral": run_corral(args.n, args.batch)}
+    if args.celery:
+        from bench.celery_side import run_celery
+        out["celery"] = run_celery(args.n)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
