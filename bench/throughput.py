@@ -15,7 +15,7 @@ import httpx
 
 from bench.common import corral_up, count_state
 
-TASK = {"run": "echo hi"}
+TASK: dict[str, object] = {"run": "echo hi"}
 
 
 def run_corral(n: int, batch: int) -> dict[str, float]:

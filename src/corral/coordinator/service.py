@@ -265,7 +265,7 @@ class Coordinator:
     def _to_stop(self, tx: Tx, node_id: str, known: Sequence[str]) -> list[str]:
         if not known:
             return []
-        alive = {ex["id"] for ex in tx.executions_by_ids(known)
+        alive = {ex["id"] for ex in tx.executions_by_ids(known, brief=True)
                  if ex["state"] in ACTIVE and ex["node_id"] == node_id}
         return [k for k in known if k not in alive]
 
@@ -282,18 +282,18 @@ class Coordinator:
 
     def _assignments(self, tx: Tx, execs: list[Row]) -> list[Row]:
         tasks = {t["id"]: t for t in tx.tasks_by_ids({e["task_id"] for e in execs})}
-        jobs = {j["id"]: j for j in tx.jobs_by_ids({e["job_id"] for e in execs})}
+        envs = tx.job_envs({e["job_id"] for e in execs})
         out = []
         for ex in execs:
-            t, j = tasks.get(ex["task_id"]), jobs.get(ex["job_id"])
-            if t is None or j is None:
+            t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
+            if t is None or job_env is None:
                 continue
             spec = TaskSpec.model_validate(t["spec"])
-            env = {**j["spec"].get("env", {}), **spec.env,
-                   "CORRAL_JOB_ID": j["id"], "CORRAL_TASK_ID": t["id"], "CORRAL_TASK_NAME": t["name"],
+            env = {**job_env, **spec.env, "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
+                   "CORRAL_TASK_NAME": t["name"],
                    "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
             out.append({
-                "execution_id": ex["id"], "job_id": j["id"], "task_id": t["id"], "task_name": t["name"],
+                "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
                 "attempt": ex["attempt"], "image": spec.image, "argv": spec.argv(),
                 "entrypoint": spec.entrypoint, "env": env, "workdir": spec.workdir,
                 "timeout": spec.timeout_seconds(),
@@ -314,7 +314,7 @@ class Coordinator:
         now = time.time()
         with self.store.transaction() as tx:
             execs = {e["id"]: e for e in tx.executions_by_ids(
-                {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True)}
+                {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True, brief=True)}
             if logs:
                 tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
                                  "task_id": execs[ln.execution_id]["task_id"],
@@ -333,18 +333,18 @@ class Coordinator:
             if not started and not ended:
                 return
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
-                                                         lock=True)}
+                                                         lock=True, brief=True)}
             ch = _Changes()
             for ex_id, u in started.items():
                 if ex_id not in ended and execs[ex_id]["state"] == "scheduled":
                     ch.start(execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u)
             for ex_id, u in ended.items():
-                self._end(ch, execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u, started.get(ex_id), now)
+                self._end(tx, ch, execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u, started.get(ex_id), now)
             self._apply(tx, ch, now)
         if ended:
             self.kick()
 
-    def _end(self, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
+    def _end(self, tx: Tx, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
              now: float) -> None:
         ok = u.state == "completed" and u.exit_code == 0
         state = "completed" if ok else ("cancelled" if u.state == "cancelled" else "failed")
@@ -366,7 +366,7 @@ class Coordinator:
                              "started_at": started_at})
             ch.advance.append(task)
             return
-        spec = TaskSpec.model_validate(task["spec"])
+        spec = TaskSpec.model_validate(tx.task_spec(task["id"]))
         # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
         failures = task["attempts"] - task["lost_count"]
         if state == "failed" and failures <= spec.retry.limit:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 
@@ -62,14 +63,30 @@ class ProcessRuntime:
 
     def __init__(self, base_dir: str | None = None) -> None:
         self.base_dir = base_dir
+        # Read once: copying os.environ and searching PATH cost more than the spawn itself.
+        self._env = dict(os.environ)
+        self._env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in self._env.items()}
+        self._which: dict[str, str] = {}
+
+    def _resolve(self, exe: str) -> str:
+        if "/" in exe:
+            return exe
+        found = self._which.get(exe)
+        if found is None:
+            found = shutil.which(exe, path=self._env.get("PATH")) or exe
+            self._which[exe] = found
+        return found
 
     async def run(self, req: RunRequest, on_output: OutputSink, on_started: StartedSink) -> RunResult:
         loop = asyncio.get_running_loop()
-        env = dict(os.environ)
-        env.update(req.env)
+        extra = dict(req.env)
         if req.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpus)
+            extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpus)
+        # Popen encodes every variable on every spawn; hand it bytes encoded once.
+        env = {**self._env_bytes, **{os.fsencode(k): os.fsencode(v) for k, v in extra.items()}}
         argv = list(req.entrypoint or []) + list(req.argv)
+        if argv and "PATH" not in req.env:
+            argv[0] = self._resolve(argv[0])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:

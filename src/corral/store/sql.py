@@ -8,6 +8,7 @@ row count whether it won.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,20 @@ ACTIVE = ("scheduled", "running")
 
 def _rows(result: sa.CursorResult[Any]) -> list[Row]:
     return [dict(r) for r in result.mappings()]
+
+
+_INSERT_TASKS = sa.insert(s.tasks)
+
+
+@functools.lru_cache(maxsize=256)
+def _cas_statement(table: str, expected: tuple[str, ...], keys: tuple[str, ...], on_execution: bool) -> Any:
+    """Built once per shape: constructing statements costs more than running them on SQLite."""
+    t = s.metadata.tables[table]
+    # executemany cannot expand IN (...): spell the expected states out.
+    conds = [t.c.id == sa.bindparam("b_id"), sa.or_(*(t.c.state == sa.literal(e) for e in expected))]
+    if on_execution:
+        conds.append(t.c.execution_id == sa.bindparam("b_exec"))
+    return sa.update(t).where(*conds).values({k: sa.bindparam(f"v_{k}") for k in keys})
 
 
 def encode_cursor(seq: int) -> str:
@@ -57,8 +72,13 @@ class Tx:
         return job_seq
 
     def insert_jobs(self, items: Sequence[tuple[Row, Sequence[Row]]]) -> None:
-        for job, tasks in items:
-            self.insert_job(job, tasks)
+        """Many jobs and their tasks in two bulk statements."""
+        if not items:
+            return
+        q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
+        seqs = dict(self.c.execute(q, [job for job, _ in items]).tuples().all())
+        tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
+        self.c.execute(_INSERT_TASKS, tasks)
 
     def job(self, job_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.id == job_id)).mappings().first()
@@ -73,17 +93,12 @@ class Tx:
         """Compare-and-set many rows of ``table`` at once: each row is ``{"id": ..., column: value}``,
         changed only while its state is in ``expected`` (and, for tasks with ``on_execution``, while it
         is still on the execution given as ``"_exec"``). Returns how many rows changed."""
-        t = s.metadata.tables[table]
         groups: dict[tuple[str, ...], list[Row]] = {}
         for r in rows:
             groups.setdefault(tuple(sorted(k for k in r if k not in ("id", "_exec"))), []).append(r)
         changed = 0
         for keys, group in groups.items():
-            # executemany cannot expand IN (...): spell the expected states out.
-            conds = [t.c.id == sa.bindparam("b_id"), sa.or_(*(t.c.state == sa.literal(e) for e in expected))]
-            if on_execution:
-                conds.append(t.c.execution_id == sa.bindparam("b_exec"))
-            q = sa.update(t).where(*conds).values({k: sa.bindparam(f"v_{k}") for k in keys})
+            q = _cas_statement(table, tuple(expected), keys, on_execution)
             params = [{"b_id": r["id"], **({"b_exec": r["_exec"]} if on_execution else {}),
                        **{f"v_{k}": r[k] for k in keys}} for r in group]
             changed += self.c.execute(q, params).rowcount
@@ -160,11 +175,25 @@ class Tx:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
         return dict(r) if r else None
 
-    def tasks_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
+    def tasks_by_ids(self, ids: Iterable[str], lock: bool = False, brief: bool = False) -> list[Row]:
         ids = list(ids)
         if not ids:
             return []
-        return _rows(self.c.execute(self._locked(sa.select(s.tasks).where(s.tasks.c.id.in_(ids)), lock)))
+        t = s.tasks.c
+        cols = ([t.id, t.job_id, t.position, t.name, t.state, t.execution_id, t.attempts, t.lost_count]
+                if brief else [s.tasks])
+        return _rows(self.c.execute(self._locked(sa.select(*cols).where(t.id.in_(ids)), lock)))
+
+    def task_spec(self, task_id: str) -> dict[str, Any]:
+        spec = self.c.execute(sa.select(s.tasks.c.spec).where(s.tasks.c.id == task_id)).scalar_one()
+        return dict(spec)
+
+    def job_envs(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.c.execute(sa.select(s.jobs.c.id, s.jobs.c.spec).where(s.jobs.c.id.in_(ids))).all()
+        return {jid: dict(spec.get("env") or {}) for jid, spec in rows}
 
     def waiting_tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
         """Pending tasks that wait for the task before them, in these jobs."""
@@ -258,13 +287,16 @@ class Tx:
         return _rows(self.c.execute(sa.select(s.executions).where(s.executions.c.job_id == job_id)
                                     .order_by(s.executions.c.scheduled_at)))
 
-    def executions_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
-        """The executions; with ``lock``, their rows stay locked until the transaction ends."""
+    def executions_by_ids(self, ids: Iterable[str], lock: bool = False, brief: bool = False) -> list[Row]:
+        """The executions; with ``lock``, their rows stay locked until the transaction ends; ``brief``
+        leaves out what a state change does not need."""
         ids = list(ids)
         if not ids:
             return []
-        return _rows(self.c.execute(self._locked(sa.select(s.executions).where(s.executions.c.id.in_(ids)),
-                                                 lock)))
+        e = s.executions.c
+        cols = ([e.id, e.task_id, e.job_id, e.node_id, e.state, e.started_at, e.container_id] if brief
+                else [s.executions])
+        return _rows(self.c.execute(self._locked(sa.select(*cols).where(e.id.in_(ids)), lock)))
 
     def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
         conds = [s.executions.c.state.in_([state] if state else ACTIVE)]
