@@ -12,6 +12,7 @@ import json
 import time
 
 import httpx
+import psutil
 
 from bench.common import corral_up, count_state
 
@@ -19,7 +20,9 @@ TASK: dict[str, object] = {"run": "echo hi"}
 
 
 def run_corral(n: int, batch: int) -> dict[str, float]:
-    with corral_up("--runtime", "process") as (url, _proc), httpx.Client(base_url=url, timeout=60) as c:
+    with corral_up("--runtime", "process") as (url, proc), httpx.Client(base_url=url, timeout=60) as c:
+        server = psutil.Process(proc.pid)
+        cpu0 = sum(server.cpu_times()[:2])
         t0 = time.monotonic()
         for i in range(0, n, batch):
             jobs = [{"name": f"t{j}", "tasks": [TASK]} for j in range(i, min(i + batch, n))]
@@ -33,8 +36,10 @@ def run_corral(n: int, batch: int) -> dict[str, float]:
                 break
             time.sleep(0.02)
         elapsed = time.monotonic() - t0
+        cpu = sum(server.cpu_times()[:2]) - cpu0
         return {"tasks": n, "completed": done, "failed": failed, "submit_s": round(t_submitted, 3),
-                "elapsed_s": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1)}
+                "elapsed_s": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1),
+                "server_cpu_s": round(cpu, 2), "server_cores_busy": round(cpu / elapsed, 2)}
 
 
 def main() -> None:

@@ -80,8 +80,9 @@ class Client:
 
     def _unreachable(self, e: Exception) -> CliError:
         if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+            hint = "start one with `corral up`, or point --server / CORRAL_SERVER at yours"
             return CliError(f"cannot reach the Corral server at {self.server} ({e or type(e).__name__})",
-                            details=["start one with `corral up`, or point --server / CORRAL_SERVER at yours"])
+                            details=[hint])
         return CliError(f"the Corral server at {self.server} did not answer properly: "
                         f"{e or type(e).__name__}")
 

@@ -15,8 +15,8 @@ from rich.text import Text
 from corral.cli.api import Json
 from corral.domain.resources import format_size
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 STATE_STYLE = {
     "pending": "yellow", "scheduled": "cyan", "running": "bold blue", "completed": "green",

@@ -27,7 +27,33 @@ ACTIVE = ("scheduled", "running")
 
 
 def _rows(result: sa.CursorResult[Any]) -> list[Row]:
-    return [dict(r) for r in result.mappings()]
+    keys = list(result.keys())
+    return [dict(zip(keys, r, strict=True)) for r in result]
+
+
+def _by_ids(table: sa.Table, cols: Sequence[Any] | None = None) -> Any:
+    """SELECT ... WHERE id IN (:ids), with the list bound as one expanding parameter: cheaper than
+    building an IN clause value by value on every call."""
+    return sa.select(*(cols or [table])).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+_E, _T = s.executions.c, s.tasks.c
+_EXECS = _by_ids(s.executions)
+_EXECS_BRIEF = _by_ids(s.executions, [_E.id, _E.task_id, _E.job_id, _E.node_id, _E.state, _E.started_at,
+                                      _E.container_id])
+_TASKS = _by_ids(s.tasks)
+_TASKS_BRIEF = _by_ids(s.tasks, [_T.id, _T.job_id, _T.position, _T.name, _T.state, _T.execution_id,
+                                 _T.attempts, _T.lost_count])
+_JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
+_WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
+    _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None))
+
+
+@functools.lru_cache(maxsize=64)
+def _jobs_to_state_statement(expected: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    j = s.jobs.c
+    return (sa.update(s.jobs).where(j.id.in_(sa.bindparam("ids", expanding=True)), j.state.in_(expected))
+            .values({k: sa.bindparam(f"v_{k}") for k in keys}))
 
 
 _INSERT_TASKS = sa.insert(s.tasks)
@@ -108,8 +134,8 @@ class Tx:
         ids = list(ids)
         if not ids:
             return 0
-        q = sa.update(s.jobs).where(s.jobs.c.id.in_(ids), s.jobs.c.state.in_(expected)).values(**values)
-        return self.c.execute(q).rowcount
+        q = _jobs_to_state_statement(tuple(expected), tuple(sorted(values)))
+        return self.c.execute(q, {"ids": ids, **{f"v_{k}": v for k, v in values.items()}}).rowcount
 
     def jobs_started(self, started: dict[str, float]) -> None:
         if started:
@@ -179,10 +205,7 @@ class Tx:
         ids = list(ids)
         if not ids:
             return []
-        t = s.tasks.c
-        cols = ([t.id, t.job_id, t.position, t.name, t.state, t.execution_id, t.attempts, t.lost_count]
-                if brief else [s.tasks])
-        return _rows(self.c.execute(self._locked(sa.select(*cols).where(t.id.in_(ids)), lock)))
+        return _rows(self.c.execute(self._locked(_TASKS_BRIEF if brief else _TASKS, lock), {"ids": ids}))
 
     def task_spec(self, task_id: str) -> dict[str, Any]:
         spec = self.c.execute(sa.select(s.tasks.c.spec).where(s.tasks.c.id == task_id)).scalar_one()
@@ -192,7 +215,7 @@ class Tx:
         ids = list(ids)
         if not ids:
             return {}
-        rows = self.c.execute(sa.select(s.jobs.c.id, s.jobs.c.spec).where(s.jobs.c.id.in_(ids))).all()
+        rows = self.c.execute(_JOB_SPECS, {"ids": ids}).all()
         return {jid: dict(spec.get("env") or {}) for jid, spec in rows}
 
     def waiting_tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
@@ -200,9 +223,7 @@ class Tx:
         ids = list(job_ids)
         if not ids:
             return []
-        q = sa.select(s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.position).where(
-            s.tasks.c.job_id.in_(ids), s.tasks.c.state == "pending", s.tasks.c.ready_at.is_(None))
-        return _rows(self.c.execute(q))
+        return _rows(self.c.execute(_WAITING, {"ids": ids}))
 
     def cas_task(self, task_id: str, expected: Sequence[str], on_execution: str | None = None,
                  **values: Any) -> bool:
@@ -293,10 +314,8 @@ class Tx:
         ids = list(ids)
         if not ids:
             return []
-        e = s.executions.c
-        cols = ([e.id, e.task_id, e.job_id, e.node_id, e.state, e.started_at, e.container_id] if brief
-                else [s.executions])
-        return _rows(self.c.execute(self._locked(sa.select(*cols).where(e.id.in_(ids)), lock)))
+        q = self._locked(_EXECS_BRIEF if brief else _EXECS, lock)
+        return _rows(self.c.execute(q, {"ids": ids}))
 
     def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
         conds = [s.executions.c.state.in_([state] if state else ACTIVE)]

@@ -1,0 +1,483 @@
+"""The commands that drive a Corral server: run, submit, jobs ..., nodes and queues.
+
+They speak the native HTTP API (see corral.cli.api); `register` adds them to the `corral` group.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, ParamSpec, TypeVar
+
+import click
+import yaml
+
+from corral.cli import output
+from corral.cli.api import DEFAULT_SERVER, TERMINAL, ApiError, Client, CliError, Json
+from corral.domain.resources import parse_duration, parse_size
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+server_option = click.option(
+    "--server", "-s", envvar="CORRAL_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
+    help="The Corral server to talk to [env CORRAL_SERVER].")
+output_option = click.option(
+    "--output", "-o", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="A table for people, or the server's raw JSON for programs.")
+
+
+def fail(e: CliError) -> None:
+    click.echo(f"{click.style('error:', fg='red', bold=True)} {e}", err=True)
+    for line in e.details:
+        click.echo(f"  {line}", err=True)
+
+
+def guarded(f: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures end the command with a message and an exit status, never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return f(*args, **kwargs)
+        except CliError as e:
+            fail(e)
+            raise SystemExit(e.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`corral jobs logs ID | head`): stop quietly, as `cat` would.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None
+
+    return wrapper
+
+
+# -- watching a job --------------------------------------------------------------------------------
+
+
+def progress(job: Json) -> str:
+    """One line on where a job is: 'running task 2/3 (build)', 'task 1/1 (x) pending: no node has ...'."""
+    tasks = sorted(job.get("tasks") or [], key=lambda t: t.get("position", 0))
+    n = len(tasks)
+    for i, t in enumerate(tasks, 1):
+        st = t.get("state")
+        where = f"task {i}/{n} ({t.get('name')})"
+        if st == "running":
+            return f"running {where}"
+        if st == "scheduled":
+            return f"starting {where}"
+        if st == "pending":
+            return f"{where} pending: {t.get('reason') or 'waiting to be placed'}"
+    return f"job {job.get('name')} is {job.get('state')}"
+
+
+def watch(c: Client, job_id: str, done: Callable[[Json], bool], show_after: float = 0.5) -> Json:
+    """Poll the job until ``done(job)``, showing where it is on stderr, and return it.
+
+    On a terminal a transient spinner appears after ``show_after`` seconds; otherwise each change is
+    printed as a line, so that CI logs say why a job waits.
+    """
+    start, interval, last = time.monotonic(), 0.05, ""
+    status = output.err.status("") if output.err.is_terminal else None
+    shown = False
+    try:
+        while True:
+            job = c.job(job_id)
+            if done(job):
+                return job
+            text, elapsed = progress(job), time.monotonic() - start
+            if status is not None:
+                status.update(f"{text} · {output.human_seconds(elapsed)}")
+                if not shown and elapsed >= show_after:
+                    status.start()
+                    shown = True
+            elif text != last and elapsed >= show_after:
+                output.err.print(text, style="dim")
+                last = text
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+    finally:
+        if status is not None and shown:
+            status.stop()
+
+
+def stream(c: Client, job: Json, follow: bool, tail: int | None = None) -> None:
+    """Write the job's log lines to stdout and stderr as the tasks wrote them."""
+    headers = output.err.is_terminal and int(job.get("task_count") or 0) > 1
+    current: str | None = None
+    for line in c.logs(job["id"], tail=tail, follow=follow):
+        if headers and line.get("task_id") != current:
+            current = line.get("task_id")
+            output.err.print(f"==> task {line.get('task')} <==", style="dim")
+        output.write_line(line)
+
+
+def attach(c: Client, job: Json, cancel_on_interrupt: bool) -> Json:
+    """Follow a job's output until it ends and return the finished job. Ctrl-C exits 130."""
+    job_id = job["id"]
+    try:
+        watch(c, job_id, lambda j: j["state"] not in ("pending", "scheduled"), show_after=0.5)
+        stream(c, job, follow=True)
+        return watch(c, job_id, lambda j: j["state"] in TERMINAL, show_after=2.0)
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            output.err.print(f"\ninterrupted: cancelling job {job_id}", style="yellow")
+            try:
+                c.cancel(job_id)
+            except CliError as e:
+                fail(e)
+        else:
+            output.err.print(f"\nstopped following; the job goes on: corral jobs logs -f {job_id}",
+                             style="yellow")
+        raise SystemExit(130) from None
+
+
+def shell_status(code: int) -> int:
+    """A task's exit code as a process exit status: signals as 128+N, never 0 for a failure."""
+    if code < 0:
+        return min(128 - code, 255)
+    return code % 256 or 1
+
+
+def run_status(job: Json) -> int:
+    """The exit status of `corral run`: the task's own exit code, 1 for other failures, 130 if cancelled."""
+    if job["state"] == "completed":
+        return 0
+    if job["state"] == "cancelled":
+        output.err.print(f"job {job['id']} was cancelled", style="magenta")
+        return 130
+    tasks = job.get("tasks") or []
+    task = next((t for t in tasks if t.get("state") in ("failed", "lost")), tasks[-1] if tasks else {})
+    code, error = task.get("exit_code"), task.get("error") or job.get("error") or "the job failed"
+    if code is None or code == 0 or error != f"exit code {code}":
+        fail(CliError(str(job.get("error") or error)))
+    return 1 if code is None else shell_status(int(code))
+
+
+def summary(job: Json) -> int:
+    """A last line on stderr for `submit --wait/--follow`; 0 if the job completed, else 1."""
+    took = output.duration(job.get("started_at"), job.get("finished_at"))
+    if job["state"] == "completed":
+        output.err.print(f"job {job['id']} completed in {took}", style="green")
+        return 0
+    why = f": {job['error']}" if job.get("error") else ""
+    output.err.print(f"job {job['id']} {job['state']}{why}", style=output.STATE_STYLE.get(job["state"], ""))
+    return 1
+
+
+# -- run and submit --------------------------------------------------------------------------------
+
+
+def _env(values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for v in values:
+        key, eq, val = v.partition("=")
+        if not eq:
+            if key not in os.environ:
+                raise click.BadParameter(f"'{key}' is not KEY=VALUE and is not set here", param_hint="--env")
+            val = os.environ[key]
+        env[key] = val
+    return env
+
+
+def _checked(value: str | None, parse: Callable[[str], object], hint: str) -> str | None:
+    if value is not None:
+        try:
+            parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=hint) from e
+    return value
+
+
+def _default_name(argv: tuple[str, ...]) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "-", os.path.basename(argv[0]))[:100].strip("-.")
+    return name if name and name[0].isalnum() else "run"
+
+
+RUN_HELP = """Run one command as a job, stream its output, and exit with its exit code.
+
+\b
+The command runs in a container of IMAGE, or as a host process on the worker when no --image is
+given. Its stdout and stderr come back on yours. Ctrl-C cancels the job (exit 130).
+
+\b
+Examples:
+  corral run --image python:3.12 -- python -c 'print(42)'
+  corral run --cpu 2 --memory 1Gi --timeout 10m --image alpine -- sh -c 'make test'
+  corral run -e MODE=fast --retry 2 -- ./script.sh
+  JOB=$(corral run --detach --image alpine -- sleep 60)
+"""
+
+
+@click.command(help=RUN_HELP, context_settings={"allow_interspersed_args": False})
+@click.option("--image", "-i", metavar="IMAGE", help="Container image [default: none, a host process].")
+@click.option("--name", "-n", help="Job name [default: the command's name].")
+@click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]",
+              help="An environment variable; KEY alone passes this shell's value. Repeatable.")
+@click.option("--workdir", "-w", metavar="DIR", help="Working directory of the command.")
+@click.option("--cpu", type=click.FloatRange(0, 1024), help="CPU cores to reserve, such as 0.5 or 2.")
+@click.option("--memory", "-m", metavar="SIZE", help="Memory to reserve, such as 256Mi or 2Gi.")
+@click.option("--gpu", type=click.IntRange(0, 64), help="Whole GPUs to reserve.")
+@click.option("--timeout", metavar="DURATION", help="Stop and fail it after this long, such as 30s or 2h.")
+@click.option("--retry", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Times a failed attempt is tried again.")
+@click.option("--queue", metavar="QUEUE", help="Queue to submit to [default: default].")
+@click.option("--priority", type=click.IntRange(0, 9), help="0-9; higher runs first.")
+@click.option("--tag", "tags", multiple=True, help="A tag to find the job by later. Repeatable.")
+@click.option("--detach", "-d", is_flag=True, help="Print the job id and return at once.")
+@server_option
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
+@guarded
+def run(image: str | None, name: str | None, env: tuple[str, ...], workdir: str | None, cpu: float | None,
+        memory: str | None, gpu: int | None, timeout: str | None, retry: int, queue: str | None,
+        priority: int | None, tags: tuple[str, ...], detach: bool, server: str,
+        command: tuple[str, ...]) -> None:
+    task: Json = {"command": list(command)}
+    resources = {k: v for k, v in {"cpu": cpu, "memory": _checked(memory, parse_size, "--memory"),
+                                   "gpu": gpu}.items() if v is not None}
+    extra = {"image": image, "env": _env(env) or None, "workdir": workdir, "resources": resources or None,
+             "timeout": _checked(timeout, parse_duration, "--timeout"),
+             "retry": {"limit": retry} if retry else None}
+    task.update({k: v for k, v in extra.items() if v is not None})
+    spec: Json = {"name": name or _default_name(command), "tasks": [task]}
+    spec.update({k: v for k, v in {"queue": queue, "priority": priority, "tags": list(tags) or None}.items()
+                 if v is not None})
+    with Client(server) as c:
+        job = c.submit(spec)
+        if detach:
+            click.echo(job["id"])
+            return
+        if output.err.is_terminal:
+            output.err.print(f"job {job['id']}", style="dim")
+        raise SystemExit(run_status(attach(c, job, cancel_on_interrupt=True)))
+
+
+def load_job(fh: IO[bytes]) -> Json:
+    """A job from a YAML or JSON file (JSON is YAML), checked to be a mapping."""
+    label = "stdin" if fh.name in ("<stdin>", "-") else str(fh.name)
+    try:
+        data = yaml.safe_load(fh.read())
+    except yaml.YAMLError as e:
+        raise CliError(f"{label} is not valid YAML or JSON", 2, [str(e).replace("\n", " ")]) from e
+    if not isinstance(data, dict):
+        raise CliError(f"{label} does not hold a job: expected a mapping with 'name' and 'tasks'", 2)
+    # YAML may hold dates and other non-JSON values; the server reads them as strings.
+    return dict(json.loads(json.dumps(data, default=str)))
+
+
+SUBMIT_HELP = """Submit the job in FILE (YAML or JSON; - reads stdin) and print its id.
+
+\b
+Example job.yaml:
+  name: build
+  tasks:
+    - name: test
+      image: python:3.12
+      run: pip install -e . && pytest
+      resources: {cpu: 2, memory: 2Gi}
+    - name: package
+      image: python:3.12
+      command: [python, -m, build]
+
+\b
+Examples:
+  corral submit job.yaml
+  corral submit job.yaml --wait        # progress on stderr; exit 0 if it completed
+  corral submit job.yaml --follow      # stream its output, then exit like --wait
+"""
+
+
+@click.command(help=SUBMIT_HELP)
+@click.argument("file", type=click.File("rb"))
+@click.option("--wait", "-w", is_flag=True, help="Show progress until the job ends; exit 0 if it completed.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the job's output until it ends; exit like --wait.")
+@server_option
+@guarded
+def submit(file: IO[bytes], wait: bool, follow: bool, server: str) -> None:
+    spec = load_job(file)
+    with Client(server) as c:
+        try:
+            job = c.submit(spec)
+        except ApiError as e:
+            if e.exit_code != 2:
+                raise
+            label = "stdin" if file.name in ("<stdin>", "-") else file.name
+            msg = f"{label} is not a valid job" if e.details else f"{label}: {e}"
+            raise CliError(msg, 2, e.details) from e
+        click.echo(job["id"])
+        if follow:
+            raise SystemExit(summary(attach(c, job, cancel_on_interrupt=False)))
+        if wait:
+            try:
+                done = watch(c, job["id"], lambda j: j["state"] in TERMINAL, show_after=0.0)
+            except KeyboardInterrupt:
+                output.err.print(f"\nstopped waiting; the job goes on: corral jobs get {job['id']}",
+                                 style="yellow")
+                raise SystemExit(130) from None
+            raise SystemExit(summary(done))
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """List, inspect, follow, cancel, restart and delete jobs.
+
+    \b
+    Examples:
+      corral jobs ls --state running,pending
+      corral jobs get 3f2a9c...
+      corral jobs logs 3f2a9c... -f
+      corral jobs ls -o json | jq -r '.items[].id'
+    """
+
+
+@jobs.command("ls")
+@click.option("--state", metavar="STATE[,STATE]",
+              help="pending, scheduled, running, completed, failed or cancelled; several with commas.")
+@click.option("--queue", metavar="QUEUE", help="Only jobs in this queue.")
+@click.option("--tag", metavar="TAG", help="Only jobs with this tag.")
+@click.option("-q", "--search", "query", metavar="TEXT", help="Text to find in the name or tags.")
+@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="At most this many jobs, newest first.")
+@click.option("--cursor", metavar="CURSOR", help="Start after the page that returned this next_cursor.")
+@output_option
+@server_option
+@guarded
+def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | None, limit: int,
+            cursor: str | None, fmt: str, server: str) -> None:
+    """List jobs, newest first. Full ids and every field: -o json."""
+    with Client(server) as c:
+        page = c.list_jobs(state=state, queue=queue, tag=tag, q=query, limit=limit, cursor=cursor)
+    if fmt == "json":
+        output.print_json(page)
+    else:
+        output.jobs_table(page)
+
+
+@jobs.command("get")
+@click.argument("job_id", metavar="ID")
+@output_option
+@server_option
+@guarded
+def jobs_get(job_id: str, fmt: str, server: str) -> None:
+    """Show a job and its tasks: state, node, attempts, exit code, and why a task waits or failed."""
+    with Client(server) as c:
+        job = c.job(job_id)
+        if fmt == "json":
+            output.print_json(job)
+            return
+        try:
+            names = {n["id"]: n["name"] for n in c.nodes().get("items") or []}
+        except CliError:
+            names = {}
+    output.job_detail(job, names)
+
+
+@jobs.command("logs")
+@click.argument("job_id", metavar="ID")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming new lines until the job ends.")
+@click.option("--tail", "-t", type=click.IntRange(0, 100000), metavar="N", help="Only the last N lines.")
+@server_option
+@guarded
+def jobs_logs(job_id: str, follow: bool, tail: int | None, server: str) -> None:
+    """Print a job's output: the tasks' stdout on stdout, their stderr on stderr.
+
+    \b
+    Examples:
+      corral jobs logs ID --tail 20
+      corral jobs logs ID -f
+    """
+    with Client(server) as c:
+        job = c.job(job_id)
+        try:
+            stream(c, job, follow=follow, tail=tail)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+def _each(ids: tuple[str, ...], server: str, act: Callable[[Client, str], str]) -> None:
+    """Apply ``act`` to every id, report each, and exit with the worst status."""
+    worst = 0
+    with Client(server) as c:
+        for job_id in ids:
+            try:
+                click.echo(act(c, job_id))
+            except ApiError as e:
+                fail(e)
+                worst = max(worst, e.exit_code)
+    if worst:
+        raise SystemExit(worst)
+
+
+@jobs.command("cancel")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@server_option
+@guarded
+def jobs_cancel(ids: tuple[str, ...], server: str) -> None:
+    """Cancel unfinished jobs; their running tasks are stopped."""
+    _each(ids, server, lambda c, i: f"{i} {c.cancel(i)['state']}")
+
+
+@jobs.command("restart")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@server_option
+@guarded
+def jobs_restart(ids: tuple[str, ...], server: str) -> None:
+    """Run failed or cancelled jobs again, from their first unfinished task."""
+    _each(ids, server, lambda c, i: f"{i} {c.restart(i)['state']}")
+
+
+@jobs.command("rm")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@server_option
+@guarded
+def jobs_rm(ids: tuple[str, ...], server: str) -> None:
+    """Delete finished jobs with their tasks and logs (cancel a running one first)."""
+
+    def rm(c: Client, job_id: str) -> str:
+        c.delete(job_id)
+        return f"{job_id} deleted"
+
+    _each(ids, server, rm)
+
+
+# -- cluster ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@output_option
+@server_option
+@guarded
+def nodes(fmt: str, server: str) -> None:
+    """List worker nodes: state, CPU/memory/GPU allocated of capacity, runtimes, queues, last heartbeat."""
+    with Client(server) as c:
+        data = c.nodes()
+    if fmt == "json":
+        output.print_json(data)
+    else:
+        output.nodes_table(data)
+
+
+@click.command()
+@output_option
+@server_option
+@guarded
+def queues(fmt: str, server: str) -> None:
+    """List queues with their pending and running tasks and the ready workers serving each."""
+    with Client(server) as c:
+        data = c.queues()
+    if fmt == "json":
+        output.print_json(data)
+    else:
+        output.queues_table(data)
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (run, submit, jobs, nodes, queues):
+        cli.add_command(cmd)
