@@ -10,7 +10,7 @@ from tests.harness import Cluster, wait_until
 
 def test_happy_path_runs_tasks_in_order_with_logs(standalone: Cluster) -> None:
     job = standalone.submit({"name": "hello", "tags": ["demo"], "env": {"WHO": "world"}, "tasks": [
-        {"name": "greet", "run": "echo hello $WHO; echo oops >&2"},
+        {"name": "greet", "run": "echo hello $WHO; sleep 0.1; echo oops >&2"},
         {"name": "argv", "command": ["sh", "-c", "echo second $CORRAL_TASK_NAME"]},
     ]})
     assert job["state"] == "pending" and len(job["id"]) == 32

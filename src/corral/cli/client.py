@@ -213,7 +213,7 @@ Examples:
 """
 
 
-@click.command(help=RUN_HELP, context_settings={"allow_interspersed_args": False})
+@click.command(help=RUN_HELP, short_help="Run a command as a job; stream its output.", context_settings={"allow_interspersed_args": False})
 @click.option("--image", "-i", metavar="IMAGE", help="Container image [default: none, a host process].")
 @click.option("--name", "-n", help="Job name [default: the command's name].")
 @click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]",
@@ -262,7 +262,9 @@ def load_job(fh: IO[bytes]) -> Json:
     try:
         data = yaml.safe_load(fh.read())
     except yaml.YAMLError as e:
-        raise CliError(f"{label} is not valid YAML or JSON", 2, [str(e).replace("\n", " ")]) from e
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise CliError(f"{label} is not valid YAML or JSON", 2, [f"{where}{problem or e}"]) from e
     if not isinstance(data, dict):
         raise CliError(f"{label} does not hold a job: expected a mapping with 'name' and 'tasks'", 2)
     # YAML may hold dates and other non-JSON values; the server reads them as strings.
@@ -291,7 +293,7 @@ Examples:
 """
 
 
-@click.command(help=SUBMIT_HELP)
+@click.command(help=SUBMIT_HELP, short_help="Submit a job file (YAML or JSON).")
 @click.argument("file", type=click.File("rb"))
 @click.option("--wait", "-w", is_flag=True, help="Show progress until the job ends; exit 0 if it completed.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the job's output until it ends; exit like --wait.")
@@ -366,7 +368,10 @@ def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | 
 @server_option
 @guarded
 def jobs_get(job_id: str, fmt: str, server: str) -> None:
-    """Show a job and its tasks: state, node, attempts, exit code, and why a task waits or failed."""
+    """Show a job and its tasks.
+
+    Each task has its state, node, attempts, exit code, and why it waits or failed.
+    """
     with Client(server) as c:
         job = c.job(job_id)
         if fmt == "json":
@@ -386,7 +391,9 @@ def jobs_get(job_id: str, fmt: str, server: str) -> None:
 @server_option
 @guarded
 def jobs_logs(job_id: str, follow: bool, tail: int | None, server: str) -> None:
-    """Print a job's output: the tasks' stdout on stdout, their stderr on stderr.
+    """Print a job's output.
+
+    The tasks' stdout goes to stdout and their stderr to stderr.
 
     \b
     Examples:
@@ -429,7 +436,10 @@ def jobs_cancel(ids: tuple[str, ...], server: str) -> None:
 @server_option
 @guarded
 def jobs_restart(ids: tuple[str, ...], server: str) -> None:
-    """Run failed or cancelled jobs again, from their first unfinished task."""
+    """Run failed or cancelled jobs again.
+
+    Each starts again from its first unfinished task.
+    """
     _each(ids, server, lambda c, i: f"{i} {c.restart(i)['state']}")
 
 
@@ -438,7 +448,10 @@ def jobs_restart(ids: tuple[str, ...], server: str) -> None:
 @server_option
 @guarded
 def jobs_rm(ids: tuple[str, ...], server: str) -> None:
-    """Delete finished jobs with their tasks and logs (cancel a running one first)."""
+    """Delete finished jobs and their logs.
+
+    An unfinished job must be cancelled first.
+    """
 
     def rm(c: Client, job_id: str) -> str:
         c.delete(job_id)
@@ -455,7 +468,10 @@ def jobs_rm(ids: tuple[str, ...], server: str) -> None:
 @server_option
 @guarded
 def nodes(fmt: str, server: str) -> None:
-    """List worker nodes: state, CPU/memory/GPU allocated of capacity, runtimes, queues, last heartbeat."""
+    """List worker nodes and what is allocated on them.
+
+    CPU, MEMORY and GPU show allocated/capacity; TASKS the tasks running there.
+    """
     with Client(server) as c:
         data = c.nodes()
     if fmt == "json":
@@ -469,7 +485,10 @@ def nodes(fmt: str, server: str) -> None:
 @server_option
 @guarded
 def queues(fmt: str, server: str) -> None:
-    """List queues with their pending and running tasks and the ready workers serving each."""
+    """List queues with their pending and running tasks.
+
+    WORKERS counts the ready nodes serving each queue; 0 with tasks pending is shown in red.
+    """
     with Client(server) as c:
         data = c.queues()
     if fmt == "json":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.cli.api import Json
-from corral.domain.resources import format_size
 
-out = Console(highlight=False, markup=False, emoji=False)
+# Piped output is not cut to 80 columns: a table is as wide as its content (COLUMNS still wins).
+_WIDE = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 250
+out = Console(highlight=False, markup=False, emoji=False, width=_WIDE)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 STATE_STYLE = {
@@ -164,7 +166,13 @@ def job_detail(job: Json, node_names: dict[str, str]) -> None:
 
 
 def _size(n: Any) -> str:
-    return format_size(int(n)) if isinstance(n, int | float) else "-"
+    if not isinstance(n, int | float):
+        return "-"
+    for unit, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= factor:
+            v = n / factor
+            return f"{v:.0f}{unit}" if v >= 100 or v == int(v) else f"{v:.1f}{unit}"
+    return str(int(n))
 
 
 def nodes_table(data: Json) -> None:
@@ -172,8 +180,9 @@ def nodes_table(data: Json) -> None:
     if not items:
         err.print("no nodes have registered: start one with `corral worker` or `corral up`", style="dim")
         return
-    t = _table("ID", "NAME", "STATE", "CPU", "MEMORY", "GPU", "RUNNING", "RUNTIMES", "QUEUES", "HEARTBEAT")
-    t.columns[0].no_wrap = True
+    t = _table("ID", "NAME", "STATE", "CPU", "MEMORY", "GPU", "TASKS", "RUNTIMES", "QUEUES", "SEEN")
+    for i in (0, 3, 4, 9):
+        t.columns[i].no_wrap = True
     for n in items:
         cap, used = n.get("capacity") or {}, n.get("allocated") or {}
         t.add_row(n["id"][:12], n.get("name") or "", state(n.get("state")),

@@ -1,0 +1,195 @@
+"""The `corral` client commands, run as real subprocesses against a real standalone server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def corral(*args: str, server: str | None, stdin: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `corral ARGS` with CORRAL_SERVER set to ``server`` (None: unset)."""
+    e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
+    if server is not None:
+        e["CORRAL_SERVER"] = server
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
+                       input=stdin, env=e, timeout=45)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def running(cluster: Cluster, job_id: str) -> dict[str, object]:
+    return cluster.wait_job(job_id, {"running"}, timeout=15)
+
+
+def test_run_host_process_streams_both_streams_and_exits_with_the_task_code(standalone: Cluster) -> None:
+    r = corral("run", "--", "sh", "-c", "echo out; echo err >&2; exit 3", server=standalone.url)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.splitlines() == ["out"]
+    assert "err" in r.stderr.splitlines()
+    # The job is a real one-task job with the argv as its command.
+    job = standalone.client.get("/v1/jobs").json()["items"][0]
+    task = standalone.job(job["id"])["tasks"][0]
+    assert task["command"] == ["sh", "-c", "echo out; echo err >&2; exit 3"] and task["image"] is None
+
+
+@pytest.mark.docker
+def test_run_with_an_image_prints_the_container_output(standalone: Cluster, busybox_image: str) -> None:
+    r = corral("run", "--image", busybox_image, "-e", "GREETING=hello", "--name", "greet", "--",
+               "sh", "-c", "echo $GREETING from the container", server=standalone.url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hello from the container"
+    job = standalone.client.get("/v1/jobs", params={"q": "greet"}).json()["items"][0]
+    assert standalone.job(job["id"])["tasks"][0]["runtime"] == "docker"
+
+
+def test_run_failure_without_an_exit_code_prints_the_error(standalone: Cluster) -> None:
+    r = corral("run", "--timeout", "0.5s", "--", "sleep", "10", server=standalone.url)
+    assert r.returncode == 1
+    assert "error:" in r.stderr and "timed out" in r.stderr
+    bad = corral("run", "--memory", "lots", "--", "true", server=standalone.url)
+    assert bad.returncode == 2 and "--memory" in bad.stderr
+
+
+def test_submit_wait_then_ls_get_and_logs(standalone: Cluster, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        "name: pipeline\n"
+        "tags: [cli-test]\n"
+        "tasks:\n"
+        "  - name: first\n"
+        "    run: echo one; echo two\n"
+        "  - name: second\n"
+        "    command: [sh, -c, 'echo three; echo four']\n"
+    )
+    r = corral("submit", str(job_file), "--wait", server=standalone.url)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert len(job_id) == 32
+    assert "completed" in r.stderr
+
+    listing = corral("jobs", "ls", "-o", "json", "--tag", "cli-test", server=standalone.url)
+    assert listing.returncode == 0, listing.stderr
+    items = json.loads(listing.stdout)["items"]
+    assert [(j["id"], j["state"], j["task_count"]) for j in items] == [(job_id, "completed", 2)]
+
+    table = corral("jobs", "ls", server=standalone.url)
+    assert job_id[:12] in table.stdout and "pipeline" in table.stdout and "completed" in table.stdout
+
+    get = corral("jobs", "get", job_id, server=standalone.url)
+    assert get.returncode == 0, get.stderr
+    for text in (job_id, "pipeline", "first", "second", "local"):
+        assert text in get.stdout
+    assert json.loads(corral("jobs", "get", job_id, "-o", "json", server=standalone.url).stdout)["id"] == job_id
+
+    logs = corral("jobs", "logs", job_id, server=standalone.url)
+    assert logs.stdout.splitlines() == ["one", "two", "three", "four"]
+    tail = corral("jobs", "logs", job_id, "--tail", "1", server=standalone.url)
+    assert tail.returncode == 0 and tail.stdout.splitlines() == ["four"]
+
+
+def test_submit_follow_streams_output_and_fails_like_wait(standalone: Cluster) -> None:
+    job = json.dumps({"name": "follow", "tasks": [{"run": "echo before; echo oops >&2; exit 4"}]})
+    r = corral("submit", "-", "--follow", stdin=job, server=standalone.url)
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert len(lines[0]) == 32 and lines[1:] == ["before"]
+    assert "oops" in r.stderr and "failed" in r.stderr
+
+
+def test_cancel_restart_and_rm(standalone: Cluster) -> None:
+    r = corral("run", "--detach", "--", "sh", "-c", "echo started; sleep 30", server=standalone.url)
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    running(standalone, job_id)
+
+    busy = corral("jobs", "rm", job_id, server=standalone.url)
+    assert busy.returncode == 1 and "cancel it" in busy.stderr
+
+    cancel = corral("jobs", "cancel", job_id, server=standalone.url)
+    assert cancel.returncode == 0, cancel.stderr
+    assert standalone.wait_job(job_id, timeout=15)["state"] == "cancelled"
+    again = corral("jobs", "cancel", job_id, server=standalone.url)
+    assert again.returncode == 1 and "already cancelled" in again.stderr
+
+    restart = corral("jobs", "restart", job_id, server=standalone.url)
+    assert restart.returncode == 0, restart.stderr
+    running(standalone, job_id)
+    corral("jobs", "cancel", job_id, server=standalone.url)
+    standalone.wait_job(job_id, timeout=15)
+
+    rm = corral("jobs", "rm", job_id, server=standalone.url)
+    assert rm.returncode == 0, rm.stderr
+    gone = corral("jobs", "get", job_id, server=standalone.url)
+    assert gone.returncode == 1 and f"no job with id '{job_id}'" in gone.stderr
+
+
+def test_run_reports_a_cancelled_job_with_130(standalone: Cluster) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "run", "--server", standalone.url, "--",
+                             "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job_id = wait_until(lambda: [j["id"] for j in standalone.client.get("/v1/jobs").json()["items"]
+                                     if j["state"] == "running"], 15, what="the job to run")[0]
+        assert standalone.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "cancelled" in err
+
+
+def test_nodes_and_queues(standalone: Cluster) -> None:
+    nodes = corral("nodes", server=standalone.url)
+    assert nodes.returncode == 0, nodes.stderr
+    assert "local" in nodes.stdout and "ready" in nodes.stdout
+    raw = json.loads(corral("nodes", "-o", "json", server=standalone.url).stdout)
+    assert raw["items"][0]["name"] == "local"
+
+    queues = corral("queues", server=standalone.url)
+    assert queues.returncode == 0 and "default" in queues.stdout
+    assert json.loads(corral("queues", "-o", "json", server=standalone.url).stdout)["items"][0]["workers"] == 1
+
+
+def test_server_flag_wins_over_the_environment(standalone: Cluster) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = corral("jobs", "ls", "--server", standalone.url, server=dead)
+    assert r.returncode == 0, r.stderr
+    r = corral("run", "--server", standalone.url, "--", "echo", "flag", server=dead)
+    assert r.returncode == 0 and r.stdout.strip() == "flag"
+
+
+def test_a_bad_job_file_exits_2_naming_the_bad_field(standalone: Cluster, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntasks:\n  - run: echo hi\n    resources: {memory: lots}\n    colour: red\n")
+    r = corral("submit", str(bad), server=standalone.url)
+    assert r.returncode == 2
+    assert "not a valid job" in r.stderr
+    assert "tasks.0.resources.memory" in r.stderr and "tasks.0.colour: unknown field" in r.stderr
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    r = corral("submit", str(broken), server=standalone.url)
+    assert r.returncode == 2 and "not valid YAML" in r.stderr and "line 2" in r.stderr
+
+    r = corral("jobs", "ls", "--state", "sleeping", server=standalone.url)
+    assert r.returncode == 2 and "unknown state 'sleeping'" in r.stderr
+    assert standalone.client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_an_unreachable_server_gives_a_clear_error() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs", "ls"], ["nodes"], ["run", "--", "true"], ["jobs", "logs", "x", "-f"]):
+        r = corral(*args, server=dead)
+        assert r.returncode == 1, (args, r.stderr)
+        assert f"cannot reach the Corral server at {dead}" in r.stderr
+        assert "corral up" in r.stderr
