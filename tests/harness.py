@@ -6,6 +6,7 @@ exactly as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,10 +55,8 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(8)
         except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait(5)
 
     def output(self) -> str:

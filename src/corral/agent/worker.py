@@ -104,8 +104,8 @@ class Agent:
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush")]
 
-    async def _register(self, info: dict[str, Any] | None = None) -> None:
-        info = info or await asyncio.to_thread(self._info)
+    async def _register(self, given: dict[str, Any] | None = None) -> None:
+        info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
         delay = 0.2
         while True:
             try:

@@ -6,18 +6,24 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from corral.coordinator.service import Settings
 from corral.domain.resources import parse_size
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _serve(app: object, bind: str, port: int, log_level: str) -> None:
+def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:
     import sys
 
     import uvicorn
@@ -48,7 +54,9 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(e), param_hint="--memory") from e
 
 
-common_server = [
+_Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+common_server: list[_Deco] = [
     click.option("--token", envvar="CORRAL_TOKEN", default=None,
                  help="Workers must present this token [env CORRAL_TOKEN]."),
     click.option("--strategy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
@@ -60,17 +68,16 @@ common_server = [
 ]
 
 
-def _with(options: list) -> object:  # type: ignore[type-arg]
-    def deco(f: object) -> object:
+def _with(options: list[_Deco]) -> _Deco:
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         for o in reversed(options):
             f = o(f)
         return f
     return deco
 
 
-def _settings(strategy: str, node_ttl: float) -> object:
-    from corral.coordinator.service import Settings
-    return Settings(strategy=strategy, node_ttl=node_ttl,  # type: ignore[arg-type]
+def _settings(strategy: str, node_ttl: float) -> Settings:
+    return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2))
 
 
@@ -81,7 +88,7 @@ def _settings(strategy: str, node_ttl: float) -> object:
               help="Where the SQLite database and the local worker's state live.")
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["docker", "process"]),
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
-@_with(common_server)  # type: ignore[misc]
+@_with(common_server)
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
        node_ttl: float, log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
@@ -91,7 +98,7 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
     data.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl),  # type: ignore[arg-type]
+        settings=_settings(strategy, node_ttl),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
     )
@@ -104,14 +111,14 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
 @click.option("--port", "-p", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--database-url", envvar="CORRAL_DATABASE_URL", default="sqlite:///.corral/corral.db",
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
-@_with(common_server)  # type: ignore[misc]
+@_with(common_server)
 def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
            log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl))  # type: ignore[arg-type]
+                          settings=_settings(strategy, node_ttl))
     _serve(create_app(config), bind, port, log_level)
 
 

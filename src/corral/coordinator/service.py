@@ -456,8 +456,9 @@ class Coordinator:
             by_id = {t["id"]: t for t in ready}
             woken: set[str] = set()
             with self.store.transaction() as tx:
-                rows = [{"id": p.task_id, "node_id": p.node_id, "execution_id": new_id(), "gpus": list(p.gpus)}
-                        for p in result.placements]
+                rows: list[dict[str, Any]] = [
+                    {"id": p.task_id, "node_id": p.node_id, "execution_id": new_id(), "gpus": list(p.gpus)}
+                    for p in result.placements]
                 won = tx.assign_tasks(rows)
                 new_execs = []
                 for r in rows:

@@ -84,9 +84,9 @@ class TaskSpec(Strict):
     entrypoint: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
     timeout: Duration | None = None
-    retry: RetrySpec = Field(default_factory=RetrySpec)
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
     queue: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
 

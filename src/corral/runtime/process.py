@@ -42,7 +42,11 @@ async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[byt
     except (AttributeError, OSError):
         return await asyncio.to_thread(proc.wait)
     done = loop.create_future()
-    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, exited)
     try:
         await done
     finally:

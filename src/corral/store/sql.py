@@ -102,7 +102,7 @@ class Tx:
         if not items:
             return
         q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
-        seqs = dict(self.c.execute(q, [job for job, _ in items]).tuples().all())
+        seqs: dict[str, int] = dict(self.c.execute(q, [job for job, _ in items]).tuples().all())
         tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
         self.c.execute(_INSERT_TASKS, tasks)
 
@@ -318,7 +318,7 @@ class Tx:
         return _rows(self.c.execute(q, {"ids": ids}))
 
     def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
-        conds = [s.executions.c.state.in_([state] if state else ACTIVE)]
+        conds: list[Any] = [s.executions.c.state.in_([state] if state else ACTIVE)]
         if node_id is not None:
             conds.append(s.executions.c.node_id == node_id)
         return _rows(self.c.execute(sa.select(s.executions).where(*conds)))

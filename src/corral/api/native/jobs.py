@@ -124,7 +124,7 @@ def _line(r: dict[str, Any], fmt: str, names: dict[str, str]) -> str:
         return json.dumps({"seq": r["seq"], "task": names.get(r["task_id"], r["task_id"]),
                            "task_id": r["task_id"], "execution_id": r["execution_id"],
                            "stream": r["stream"], "line": r["line"], "ts": r["ts"]}) + "\n"
-    return r["line"] + "\n"
+    return str(r["line"]) + "\n"
 
 
 @router.get("/{job_id}/logs", summary="The job's output; follow=true streams it until the job ends")
