@@ -90,7 +90,8 @@ def test_submit_wait_then_ls_get_and_logs(standalone: Cluster, tmp_path: Path) -
     assert get.returncode == 0, get.stderr
     for text in (job_id, "pipeline", "first", "second", "local"):
         assert text in get.stdout
-    assert json.loads(corral("jobs", "get", job_id, "-o", "json", server=standalone.url).stdout)["id"] == job_id
+    raw = corral("jobs", "get", job_id, "-o", "json", server=standalone.url)
+    assert json.loads(raw.stdout)["id"] == job_id
 
     logs = corral("jobs", "logs", job_id, server=standalone.url)
     assert logs.stdout.splitlines() == ["one", "two", "three", "four"]
@@ -157,7 +158,8 @@ def test_nodes_and_queues(standalone: Cluster) -> None:
 
     queues = corral("queues", server=standalone.url)
     assert queues.returncode == 0 and "default" in queues.stdout
-    assert json.loads(corral("queues", "-o", "json", server=standalone.url).stdout)["items"][0]["workers"] == 1
+    raw = json.loads(corral("queues", "-o", "json", server=standalone.url).stdout)
+    assert raw["items"][0]["workers"] == 1
 
 
 def test_server_flag_wins_over_the_environment(standalone: Cluster) -> None:

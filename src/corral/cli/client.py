@@ -213,7 +213,8 @@ Examples:
 """
 
 
-@click.command(help=RUN_HELP, short_help="Run a command as a job; stream its output.", context_settings={"allow_interspersed_args": False})
+@click.command(help=RUN_HELP, short_help="Run a command as a job; stream its output.",
+               context_settings={"allow_interspersed_args": False})
 @click.option("--image", "-i", metavar="IMAGE", help="Container image [default: none, a host process].")
 @click.option("--name", "-n", help="Job name [default: the command's name].")
 @click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]",

@@ -111,7 +111,9 @@ def jobs_table(page: Json) -> None:
                   duration(j.get("started_at"), j.get("finished_at")))
     out.print(t)
     total = page.get("total")
-    if page.get("next_cursor") or (isinstance(total, int) and total > len(items)):
+    # The server sends a cursor whenever a page is full, even the last one: trust the total first.
+    more_exist = total > len(items) if isinstance(total, int) else bool(page.get("next_cursor"))
+    if more_exist:
         more = f"showing {len(items)} of {total} jobs"
         if page.get("next_cursor"):
             more += f"; next page: --cursor {page['next_cursor']}"
