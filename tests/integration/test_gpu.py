@@ -5,15 +5,16 @@ These run only on a machine with an NVIDIA GPU and nvidia-smi (CI has none: they
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.harness import Cluster, wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("nvidia-smi") is None,
-                                reason="NO GPU: nvidia-smi is not on this machine")
+needs_gpu = pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="NO GPU: nvidia-smi is not on this machine")
 
 
 def _gpu_count() -> int:
@@ -21,6 +22,7 @@ def _gpu_count() -> int:
     return len([ln for ln in out.splitlines() if ln.startswith("GPU ")])
 
 
+@needs_gpu
 def test_worker_detects_gpus_and_places_whole_gpus(cluster: Cluster) -> None:
     cluster.up("--runtime", "process")
     count = _gpu_count()
@@ -37,3 +39,39 @@ def test_worker_detects_gpus_and_places_whole_gpus(cluster: Cluster) -> None:
     too_many = cluster.submit({"tasks": [{"run": "true", "resources": {"gpu": count + 1}}]})
     want = f"needs {count + 1} GPUs; the largest node has {count}"
     wait_until(lambda: cluster.job(too_many["id"])["tasks"][0]["reason"] == want, 15, what="a GPU reason")
+
+
+FAKE_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi: this machine has no GPU. It answers the one query the worker makes.
+echo "0, NVIDIA H100 80GB HBM3, 81559, GPU-aaaa"
+echo "1, NVIDIA H100 80GB HBM3, 81559, GPU-bbbb"
+"""
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a real GPU is here: the test above runs")
+def test_gpu_placement_with_a_stand_in_nvidia_smi(cluster: Cluster, tmp_path: Path) -> None:
+    """Test double, said plainly: no GPU exists here, so a script named nvidia-smi reports two. What is
+    real: the worker's detection through it, the coordinator's whole-GPU accounting and the
+    CUDA_VISIBLE_DEVICES each task gets."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    cluster.up("--runtime", "process", env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    node = cluster.nodes()[0]
+    assert node["capacity"]["gpu"] == 2
+    assert [g["index"] for g in node["gpus"]] == [0, 1] and node["gpus"][0]["memory"] == 81559 * 2**20
+    jobs = [cluster.submit({"tasks": [{"run": "echo $CUDA_VISIBLE_DEVICES; sleep 1", "resources": {"gpu": 1}}]})
+            for _ in range(3)]
+    both = cluster.submit({"tasks": [{"run": "echo $CUDA_VISIBLE_DEVICES", "resources": {"gpu": 2}}]})
+    done = [cluster.wait_job(j["id"], timeout=30) for j in [*jobs, both]]
+    assert all(d["state"] == "completed" for d in done)
+    seen = [cluster.logs(j["id"]).strip() for j in jobs]
+    given = [",".join(str(g) for g in d["tasks"][0]["executions"][0]["gpus"]) for d in done[:3]]
+    assert seen == given  # each process saw exactly the GPU it was given
+    assert set(seen) == {"0", "1"}  # two at a time, on distinct GPUs
+    assert cluster.logs(both["id"]).strip() == "0,1"
+    too_many = cluster.submit({"tasks": [{"run": "true", "resources": {"gpu": 3}}]})
+    wait_until(lambda: cluster.job(too_many["id"])["tasks"][0]["reason"] == "needs 3 GPUs; the largest node has 2",
+               15, what="a GPU reason")
