@@ -26,9 +26,7 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    try:
-        from corral.cli import client
-        client.register(cli)
-    except ImportError:
-        pass
-    cli()
+    from corral.cli import client
+
+    client.register(cli)
+    cli(prog_name="corral")

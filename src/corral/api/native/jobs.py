@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors, parse_body
 from corral.api.native.views import job_view
-from corral.api.timefmt import parse_time
+from corral.api.timefmt import parse_time, rfc3339
 from corral.domain.spec import JobSpec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState
 from corral.store.sql import decode_cursor, encode_cursor
@@ -92,8 +92,11 @@ def list_jobs(
         raise BadInput(str(e)) from e
     with svc.coord.store.read() as tx:
         rows, total = tx.list_jobs(state=state, queue=queue, tag=tag, q=q, created_after=after,
-                                   created_before=before, before_seq=before_seq, limit=limit)
-    nxt = encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
+                                   created_before=before, before_seq=before_seq, limit=limit + 1)
+    # One row more than asked tells whether another page exists.
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(rows[-1]["seq"]) if more else None
     return {"items": [job_view(r) for r in rows], "next_cursor": nxt, "total": total}
 
 
@@ -123,7 +126,7 @@ def _line(r: dict[str, Any], fmt: str, names: dict[str, str]) -> str:
     if fmt == "ndjson":
         return json.dumps({"seq": r["seq"], "task": names.get(r["task_id"], r["task_id"]),
                            "task_id": r["task_id"], "execution_id": r["execution_id"],
-                           "stream": r["stream"], "line": r["line"], "ts": r["ts"]}) + "\n"
+                           "stream": r["stream"], "line": r["line"], "time": rfc3339(r["ts"])}) + "\n"
     return str(r["line"]) + "\n"
 
 
