@@ -63,3 +63,12 @@ def test_agent_routes_require_the_token_when_set(cluster: Cluster) -> None:
     cluster.up("--token", "s3cret")
     r = cluster.client.post("/v1/agent/register", json={"name": "x", "cpu": 1, "memory": 1})
     assert r.status_code == 401 and "s3cret" not in r.text
+
+
+def test_backpressure_refuses_what_cannot_be_held(cluster: Cluster) -> None:
+    cluster.up("--max-pending", "3")
+    held = cluster.submit({"queue": "nobody", "tasks": [{"run": "true"}, {"run": "true"}, {"run": "true"}]})
+    r = cluster.client.post("/v1/jobs", json={"queue": "nobody", "tasks": [{"run": "true"}]})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "at most 3" in r.json()["detail"]
+    cluster.client.post(f"/v1/jobs/{held['id']}/cancel")

@@ -69,3 +69,22 @@ def test_separate_worker_runs_containers_not_processes(cluster: Cluster, busybox
     reason = wait_until(lambda: cluster.job(p["id"])["tasks"][0]["reason"] == "no node offers runtime process"
                         and True, 10, what="a runtime reason")
     assert reason
+
+
+def test_restarted_worker_reaps_its_containers_and_work_is_rescheduled(
+        cluster: Cluster, busybox_image: str, docker_client: docker.DockerClient) -> None:
+    cluster.start_server()  # default node TTL: the worker comes back long before it would be declared dead
+    w = cluster.add_worker("phoenix")
+    job = cluster.submit({"tasks": [{"image": busybox_image, "run": "echo attempt $CORRAL_ATTEMPT; sleep 3"}]})
+    wait_until(lambda: _containers_of(docker_client, job["id"]), 20, what="the container")
+    first = _containers_of(docker_client, job["id"])[0].id  # type: ignore[attr-defined]
+    w.kill9()
+    cluster.add_worker("phoenix")  # same data dir: same node id
+    done = cluster.wait_job(job["id"], timeout=40)
+    assert done["state"] == "completed", done
+    execs = done["tasks"][0]["executions"]
+    assert [e["state"] for e in execs] == ["lost", "completed"]
+    assert "restarted without it" in execs[0]["error"]
+    assert len({n["id"] for n in cluster.nodes()}) == 1
+    ids = {c.id for c in docker_client.containers.list(all=True)}  # type: ignore[attr-defined]
+    assert first not in ids

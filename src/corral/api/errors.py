@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from corral.coordinator.errors import ServiceError
+from corral.coordinator.errors import Overloaded, ServiceError
 
 log = logging.getLogger("corral.api")
 PROBLEM = "application/problem+json"
@@ -79,7 +79,8 @@ def parse_body(raw: bytes, content_type: str | None) -> Any:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(request: Request, e: ServiceError) -> JSONResponse:
-        return problem(e.status, e.title, str(e), request.url.path, getattr(e, "errors", None))
+        headers = {"Retry-After": "1"} if isinstance(e, Overloaded) else None
+        return problem(e.status, e.title, str(e), request.url.path, getattr(e, "errors", None), headers)
 
     @app.exception_handler(ValidationError)
     async def _pydantic(request: Request, e: ValidationError) -> JSONResponse:

@@ -63,6 +63,8 @@ common_server: list[_Deco] = [
                  help="Spread tasks over nodes, or pack them onto as few as possible."),
     click.option("--node-ttl", type=float, default=15.0, show_default=True,
                  help="Seconds without a heartbeat before a node is down and its tasks are rescheduled."),
+    click.option("--max-pending", type=int, default=100_000, show_default=True,
+                 help="Refuse submissions (503, Retry-After) while this many tasks wait."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -76,9 +78,9 @@ def _with(options: list[_Deco]) -> _Deco:
     return deco
 
 
-def _settings(strategy: str, node_ttl: float) -> Settings:
+def _settings(strategy: str, node_ttl: float, max_pending: int) -> Settings:
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
-                    heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2))
+                    heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending)
 
 
 @click.command()
@@ -90,7 +92,7 @@ def _settings(strategy: str, node_ttl: float) -> Settings:
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
-       node_ttl: float, log_level: str) -> None:
+       node_ttl: float, max_pending: int, log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
@@ -98,7 +100,7 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
     data.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl),
+        settings=_settings(strategy, node_ttl, max_pending),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
     )
@@ -113,12 +115,12 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
-           log_level: str) -> None:
+           max_pending: int, log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl))
+                          settings=_settings(strategy, node_ttl, max_pending))
     _serve(create_app(config), bind, port, log_level)
 
 

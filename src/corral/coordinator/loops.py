@@ -44,6 +44,7 @@ class BackgroundLoops:
     def _reap(self) -> None:
         while not self._stop.wait(1.0):
             try:
+                self.coord.refresh_pending()
                 n = self.coord.reap_once()
                 if n:
                     log.warning("marked %d node(s) down; their tasks are rescheduled", n)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.errors import Conflict, NotFound, Overloaded
 from corral.domain.resources import Resources
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
 from corral.domain.states import (
@@ -45,7 +45,7 @@ class Settings:
     heartbeat_interval: float = 3.0
     node_ttl: float = 15.0  # a node that misses heartbeats this long is down
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
-    max_pending_tasks: int = 1_000_000  # backpressure: submissions beyond this are refused (503)
+    max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
 
 
 @dataclass
@@ -131,6 +131,7 @@ class Coordinator:
         self._kick = threading.Event()
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
+        self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
                       "tasks_retried": 0, "schedule_passes": 0}
 
@@ -140,6 +141,12 @@ class Coordinator:
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[Row]:
         now = time.time()
+        adding = sum(len(spec.tasks) for spec in specs)
+        limit = self.settings.max_pending_tasks
+        if self.pending_tasks + adding > limit:
+            # Backpressure: refuse before accepting what cannot be held, rather than after.
+            raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
+                             "try again shortly")
         items = []
         for spec in specs:
             job_id = new_id()
@@ -152,6 +159,7 @@ class Coordinator:
         with self.store.transaction() as tx:
             tx.insert_jobs(items)
         self.stats["jobs_submitted"] += len(items)
+        self.pending_tasks += adding
         self.kick()
         return [job for job, _ in items]
 
@@ -495,6 +503,10 @@ class Coordinator:
         with self.store.read() as tx:
             at = tx.next_ready_at(now)
         return None if at is None else max(at - now, 0.0)
+
+    def refresh_pending(self) -> None:
+        with self.store.read() as tx:
+            self.pending_tasks = tx.count_pending_tasks()
 
     def reap_once(self) -> int:
         """Mark nodes that stopped heartbeating as down and reschedule their work. Returns how many."""

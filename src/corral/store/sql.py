@@ -281,6 +281,10 @@ class Tx:
              .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
         return _rows(self.c.execute(q))
 
+    def count_pending_tasks(self) -> int:
+        q = sa.select(sa.func.count()).select_from(s.tasks).where(s.tasks.c.state == "pending")
+        return int(self.c.execute(q).scalar_one())
+
     def next_ready_at(self, now: float) -> float | None:
         v = self.c.execute(sa.select(sa.func.min(s.tasks.c.ready_at)).where(
             s.tasks.c.state == "pending", s.tasks.c.ready_at > now)).scalar()
