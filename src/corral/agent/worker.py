@@ -23,6 +23,7 @@ from corral.runtime.base import RunRequest, RunResult, Runtime
 
 log = logging.getLogger("corral.agent")
 MAX_BUFFERED_LINES = 200_000
+COALESCE_S = 0.005
 
 
 @dataclass
@@ -188,9 +189,13 @@ class Agent:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), 0.1)
-            self._flush_now.clear()
             if not self._updates and not self._logs:
+                self._flush_now.clear()
                 continue
+            # A moment to gather more: a quick task's start and end then travel (and are applied)
+            # together, and many tasks share one transaction.
+            await asyncio.sleep(COALESCE_S)
+            self._flush_now.clear()
             updates, logs, finals = self._updates, self._logs, self._final
             self._updates, self._logs, self._final = [], [], set()
             try:

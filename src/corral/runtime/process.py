@@ -18,21 +18,37 @@ from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 MAX_LINE = 64 * 1024
 
 
-async def _pump(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> None:
-    reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                                                os.fdopen(fd, "rb", buffering=0))
-    try:
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:  # a line longer than the limit: take what is buffered
-                line = await reader.read(MAX_LINE)
-            if not line:
-                return
-            sink(name, line.decode("utf-8", "replace").rstrip("\n"))
-    finally:
-        transport.close()
+class _Lines(asyncio.Protocol):
+    """Reads one pipe, hands its output on line by line, and resolves ``done`` at end of file.
+
+    A protocol rather than a StreamReader and a task per pipe: this runs for every line of every task.
+    """
+
+    def __init__(self, name: str, sink: OutputSink, done: asyncio.Future[None]) -> None:
+        self.name, self.sink, self.done = name, sink, done
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        *lines, self.buf = buf.split(b"\n")
+        for line in lines:
+            self.sink(self.name, line.decode("utf-8", "replace"))
+        while len(self.buf) > MAX_LINE:  # a very long line: hand it on in pieces
+            piece, self.buf = self.buf[:MAX_LINE], self.buf[MAX_LINE:]
+            self.sink(self.name, piece.decode("utf-8", "replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.buf:
+            self.sink(self.name, self.buf.decode("utf-8", "replace"))
+            self.buf = b""
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> asyncio.Future[None]:
+    done: asyncio.Future[None] = loop.create_future()
+    await loop.connect_read_pipe(lambda: _Lines(name, sink, done), os.fdopen(fd, "rb", buffering=0))
+    return done
 
 
 async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> int:
@@ -104,18 +120,17 @@ class ProcessRuntime:
             os.close(out_w)
             os.close(err_w)
         on_started(str(proc.pid))
-        pumps = asyncio.gather(_pump(loop, out_r, "stdout", on_output), _pump(loop, err_r, "stderr", on_output))
+        pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
         try:
             code = await _wait_exit(loop, proc)
             # As in a container, the attempt ends with its main process: what it left running in its
             # group goes too. Output already in the pipes is still read to the end.
             _kill_group(proc.pid)
-            await pumps
+            await asyncio.gather(*pipes)
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(proc.wait))
-            pumps.cancel()
             raise
         finally:
             # Whatever the main process left running in its group goes with it.
