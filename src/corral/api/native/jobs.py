@@ -44,7 +44,21 @@ async def _body(request: Request) -> Any:
     return parse_body(await request.body(), request.headers.get("content-type"))
 
 
-@router.post("", status_code=201, summary="Submit a job (JSON or YAML)")
+_JOB_SCHEMA = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+_JOB_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
+    "application/yaml": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}}}
+
+
+def job_schemas() -> dict[str, Any]:
+    """The job specification's schemas, for the OpenAPI document (the body is parsed by hand, since it
+    may be YAML)."""
+    defs = dict(_JOB_SCHEMA.get("$defs", {}))
+    defs["JobSpec"] = {k: v for k, v in _JOB_SCHEMA.items() if k != "$defs"}
+    return defs
+
+
+@router.post("", status_code=201, summary="Submit a job (JSON or YAML)", openapi_extra=_JOB_BODY)
 async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
     spec = _spec(await _body(request))
     job = await asyncio.to_thread(svc.coord.submit, spec)
