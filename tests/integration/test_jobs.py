@@ -167,3 +167,12 @@ def test_node_and_health_endpoints(standalone: Cluster) -> None:
     assert "corral_nodes{state=\"ready\"} 1.0" in metrics
     assert standalone.client.get("/openapi.json").json()["info"]["title"] == "Corral"
     assert standalone.client.get("/docs").status_code == 200
+
+
+def test_the_readme_example_runs(standalone: Cluster) -> None:
+    body = (Path(__file__).parents[2] / "examples" / "hello.yaml").read_bytes()
+    r = standalone.client.post("/v1/jobs", content=body, headers={"content-type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    done = standalone.wait_job(r.json()["id"])
+    assert done["state"] == "completed"
+    assert standalone.logs(done["id"]).splitlines() == ["hello from greet", "done", "1", "2", "3"]
