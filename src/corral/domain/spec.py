@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
 
@@ -32,10 +32,14 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _check_queue(q: str | None) -> str | None:
-    if q is not None and not QUEUE_RE.match(q):
+def _check_queue(q: str) -> str:
+    if not QUEUE_RE.match(q):
         raise ValueError("a queue name is 1-100 letters, digits, '_', '-' or '.'")
     return q
+
+
+Env = Annotated[dict[str, str], AfterValidator(_check_env)]
+QueueName = Annotated[str, AfterValidator(_check_queue)]
 
 
 class ResourcesSpec(Strict):
@@ -82,23 +86,13 @@ class TaskSpec(Strict):
     run: str | None = Field(None, description="A script run with 'sh -c'.")
     command: list[str] | None = Field(None, description="An argv list, run as is.")
     entrypoint: list[str] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
     workdir: str | None = None
     resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
     timeout: Duration | None = None
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
-    queue: str | None = None
+    queue: QueueName | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_env(v)
-
-    @field_validator("queue")
-    @classmethod
-    def _queue(cls, v: str | None) -> str | None:
-        return _check_queue(v)
 
     @field_validator("timeout")
     @classmethod
@@ -137,10 +131,10 @@ class TaskSpec(Strict):
 class JobSpec(Strict):
     name: str = Field("job", description="A label for people; need not be unique.")
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
-    queue: str = "default"
+    queue: QueueName = "default"
     priority: int = Field(0, ge=0, le=9, description="0-9; higher runs first.")
     tags: list[str] = Field(default_factory=list, max_length=50)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -148,17 +142,6 @@ class JobSpec(Strict):
         if not NAME_RE.match(v):
             raise ValueError("a name is 1-200 letters, digits, spaces, '_', '-' or '.'")
         return v
-
-    @field_validator("queue")
-    @classmethod
-    def _queue(cls, v: str) -> str:
-        _check_queue(v)
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_env(v)
 
     @field_validator("tags")
     @classmethod
