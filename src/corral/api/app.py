@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from corral import __version__
 from corral.api import errors, health
 from corral.api.deps import Services
+from corral.api.dialects import install as install_dialects
 from corral.api.native import agent, cluster, jobs
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
@@ -67,6 +68,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(health.router)
+    install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
 
     def openapi() -> dict[str, Any]:

@@ -397,6 +397,76 @@ class Tx:
              .order_by(s.logs.c.seq).limit(limit))
         return _rows(self.c.execute(q))
 
+    # -- reads for the API dialects (nomad-lite, CloudAI) -----------------------------------------
+    def job_by_seq(self, seq: int) -> Row | None:
+        r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq == seq)).mappings().first()
+        return dict(r) if r else None
+
+    def jobs_by_seqs(self, seqs: Iterable[int]) -> list[Row]:
+        seqs = sorted(set(seqs))
+        out: list[Row] = []
+        for i in range(0, len(seqs), 500):
+            out += _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq.in_(seqs[i:i + 500]))))
+        return out
+
+    def tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
+        """Every task of these jobs, by job then position."""
+        ids = sorted(set(job_ids))
+        out: list[Row] = []
+        for i in range(0, len(ids), 500):
+            out += _rows(self.c.execute(sa.select(s.tasks).where(s.tasks.c.job_id.in_(ids[i:i + 500]))
+                                        .order_by(s.tasks.c.job_id, s.tasks.c.position)))
+        return out
+
+    def find_jobs(self, *, states: Sequence[str] | None = None, tag: str | None = None,
+                  node_prefix: str | None = None, command: str | None = None,
+                  created_from: float | None = None, created_to: float | None = None,
+                  before_seq: int | None = None, offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
+        """Jobs, newest first, and how many match in all. ``node_prefix``: an attempt of the job was placed
+        on a node whose id starts so. ``command``: a case-insensitive substring of the first task's script
+        (or of its argv list, as JSON). ``created_from`` and ``created_to`` are both inclusive."""
+        j, t, e = s.jobs.c, s.tasks.c, s.executions.c
+        conds: list[Any] = []
+        if states:
+            conds.append(j.state.in_(list(states)))
+        if tag:
+            conds.append(j.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
+        if node_prefix:
+            conds.append(sa.exists().where(e.job_id == j.id, e.node_id.startswith(node_prefix, autoescape=True)))
+        if command:
+            text = sa.func.lower(sa.func.coalesce(t.spec["run"].as_string(), t.spec["command"].as_string()))
+            conds.append(sa.exists().where(t.job_id == j.id, t.position == 0,
+                                           text.contains(command.lower(), autoescape=True)))
+        if created_from is not None:
+            conds.append(j.created_at >= created_from)
+        if created_to is not None:
+            conds.append(j.created_at <= created_to)
+        total = self.c.execute(sa.select(sa.func.count()).select_from(s.jobs).where(*conds)).scalar_one()
+        if before_seq is not None:
+            conds.append(j.seq < before_seq)
+        rows = _rows(self.c.execute(sa.select(s.jobs).where(*conds).order_by(j.seq.desc())
+                                    .offset(offset).limit(limit)))
+        return rows, int(total)
+
+    def max_job_seq(self) -> int:
+        return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
+
+    def job_states(self, states: Sequence[str], after_seq: int) -> list[tuple[int, str]]:
+        """``(seq, state)`` of every job in one of ``states`` and of every job after ``after_seq``."""
+        j = s.jobs.c
+        q = sa.select(j.seq, j.state).where(sa.or_(j.state.in_(list(states)), j.seq > after_seq))
+        return [(int(a), str(b)) for a, b in self.c.execute(q).all()]
+
+    def state_change_count(self) -> int:
+        """The state changes the store keeps a trace of: job submissions (the highest job sequence number)
+        and job ends, and each execution's placement, start and end."""
+        j, e = s.jobs.c, s.executions.c
+        submitted, ended = self.c.execute(sa.select(sa.func.coalesce(sa.func.max(j.seq), 0),
+                                                    sa.func.count(j.finished_at))).one()
+        placed, started, done = self.c.execute(sa.select(sa.func.count(), sa.func.count(e.started_at),
+                                                         sa.func.count(e.finished_at))).one()
+        return int(submitted) + int(ended) + int(placed) + int(started) + int(done)
+
 
 class Store:
     """Opens the database, brings its schema up to date, and hands out transactions."""
