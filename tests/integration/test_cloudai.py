@@ -6,6 +6,8 @@ Each curl example of the CloudAI document is sent as written; the WebSocket is r
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -247,6 +249,33 @@ def test_telemetry_websocket(server: Cluster, busybox_image: str) -> None:
         fin = _until(ws, lambda m: m["type"] == "task_completed", 5, "a quick job's end")
         assert fin["data"]["task_id"] == quick["data"]["task_id"]
         assert server.client.get(f"/api/tasks/{seq_id}").json()["task_id"] == fin["data"]["task_id"]
+
+
+JS_SNIPPET = """const ws = new WebSocket('ws://localhost:PORT/ws/telemetry');
+
+ws.onmessage = (event) => {
+  const data = JSON.parse(event.data);
+  console.log('Telemetry:', data);
+};
+"""
+
+
+def test_javascript_snippet_in_node(server: Cluster, tmp_path: Path) -> None:
+    """The document's JavaScript, verbatim but for the port, in Node's WebSocket (the browsers' API)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node here to run the JavaScript snippet")
+    has_ws = subprocess.run([node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"]).returncode == 0
+    flags = [] if has_ws else ["--experimental-websocket"]
+    if subprocess.run([node, *flags, "-e", "new WebSocket('ws://127.0.0.1:1')"], capture_output=True).returncode:
+        pytest.skip("this node has no WebSocket")
+    script = tmp_path / "snippet.js"
+    script.write_text(JS_SNIPPET.replace("PORT", str(server.port)))
+    with pytest.raises(subprocess.TimeoutExpired) as ran:  # it listens until stopped
+        subprocess.run([node, *flags, str(script)], capture_output=True, text=True, timeout=2.5)
+    out = ran.value.stdout
+    text = out.decode() if isinstance(out, bytes) else (out or "")
+    assert text.count("Telemetry:") >= 2 and "type: 'telemetry_update'" in text, text
 
 
 def test_worker_events(server: Cluster) -> None:
