@@ -84,7 +84,8 @@ class Cpu:
 
     def percent(self) -> float:
         t = self.p.cpu_times()
-        return round((t.user + t.system - self.t0) / (time.monotonic() - self.w0) * 100, 1)
+        used: float = t.user + t.system - self.t0
+        return round(used / (time.monotonic() - self.w0) * 100, 1)
 
 
 async def load(c: httpx.AsyncClient, rate: float, duration: float) -> int:

@@ -137,8 +137,10 @@ def test_validation_errors_name_the_field(server: Cluster) -> None:
     err = _error(server.client.post("/api/tasks", content=b"{oops", headers={"Content-Type": "application/json"}),
                  400, "INVALID_REQUEST")
     assert "not valid JSON" in err["message"]
-    for params, field in [({"status": "sleeping"}, "status"), ({"limit": 0}, "limit"), ({"limit": 5000}, "limit"),
-                          ({"offset": -1}, "offset"), ({"limit": "many"}, "limit")]:
+    bad: list[tuple[dict[str, str | int], str]] = [
+        ({"status": "sleeping"}, "status"), ({"limit": 0}, "limit"), ({"limit": 5000}, "limit"),
+        ({"offset": -1}, "offset"), ({"limit": "many"}, "limit")]
+    for params, field in bad:
         err = _error(server.client.get("/api/tasks", params=params), 400, "INVALID_REQUEST")
         assert err["details"]["field"] == field, (params, err)
     _error(server.client.get("/api/tasks/task-999999"), 404, "NOT_FOUND")

@@ -13,7 +13,6 @@ Reading the store (not hooks in the coordinator) sees changes made through every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -244,9 +243,3 @@ class Hub:
     def _baseline(self, watcher: Watcher) -> None:
         with self.store.read() as tx:
             watcher.baseline(tx)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
