@@ -22,13 +22,14 @@ TASK: dict[str, object] = {"run": "echo hi"}
 POLL_S = 0.05
 
 
-def run_corral(n: int, batch: int) -> dict[str, float]:
+def run_corral(n: int, batch: int, cpu: float | None = None) -> dict[str, float]:
     with corral_up("--runtime", "process") as (url, proc), httpx.Client(base_url=url, timeout=60) as c:
         server = psutil.Process(proc.pid)
         cpu0 = sum(server.cpu_times()[:2])
         t0 = time.monotonic()
         for i in range(0, n, batch):
-            jobs = [{"name": f"t{j}", "tasks": [TASK]} for j in range(i, min(i + batch, n))]
+            task = {**TASK, "resources": {"cpu": cpu}} if cpu is not None else TASK
+            jobs = [{"name": f"t{j}", "tasks": [task]} for j in range(i, min(i + batch, n))]
             r = c.post("/v1/jobs/batch", json={"jobs": jobs})
             r.raise_for_status()
         t_submitted = time.monotonic() - t0
@@ -47,8 +48,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--celery", action="store_true", help="also run Celery+Redis side by side")
+    ap.add_argument("--cpu", type=float, default=None,
+                    help="CPU each task reserves (default: Corral's 0.1 core, 20 at a time on 2 cores)")
     args = ap.parse_args()
-    out: dict[str, object] = {"corral": run_corral(args.n, args.batch)}
+    out: dict[str, object] = {"corral": run_corral(args.n, args.batch, args.cpu)}
     if args.celery:
         from bench.celery_side import run_celery
         out["celery"] = run_celery(args.n)
