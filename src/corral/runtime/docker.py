@@ -29,6 +29,10 @@ MAX_LINE = 64 * 1024
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 
 
+class _ImageMissing(Exception):
+    """The image is not here and could not be pulled; the message is for the user."""
+
+
 def _short(e: BaseException) -> str:
     text = getattr(e, "explanation", None) or str(e) or type(e).__name__
     return str(text).strip().splitlines()[0][:300]
@@ -104,41 +108,55 @@ class DockerRuntime:
         finally:
             client.close()
 
-    def _image_error(self, image: str) -> str | None:
-        try:
-            self.client.images.get(image)
-            return None
-        except docker.errors.ImageNotFound:
-            if not self.pull:
-                return f"image {image!r} is not present and pulling is off"
-        except docker.errors.DockerException as e:
-            return f"image {image!r} could not be looked up: {_short(e)}"
+    def _pull(self, image: str) -> str | None:
+        """Pull a missing image; the error to show the user, or None."""
+        if not self.pull:
+            return f"image {image!r} is not present and pulling is off"
         try:
             self.client.images.pull(image)
             return None
         except docker.errors.DockerException as e:
             return f"image {image!r} could not be pulled: {_short(e)}"
 
-    def _create(self, req: RunRequest, name: str) -> Any:
-        self._remove(name)  # a leftover from a crash
+    def _create(self, req: RunRequest, name: str) -> str:
+        """Create the container and return its id, with as few Engine calls as `docker run` makes: the
+        image is pulled only when the create says it is missing, and a leftover of the same name (after
+        a crash) is removed only when the create says the name is taken."""
+        api = self.client.api
         gpus = [docker.types.DeviceRequest(device_ids=[str(g) for g in req.gpus], capabilities=[["gpu"]])]
-        return self.client.containers.create(
-            req.image, command=list(req.argv), entrypoint=req.entrypoint, environment=dict(req.env),
-            working_dir=req.workdir, name=name, detach=True, tty=False, stdin_open=False,
-            labels={
-                "corral.execution": req.execution_id, "corral.job": req.job_id, "corral.task": req.task_id,
-                "corral.node": req.node_id, "corral.task_name": req.task_name,
-            },
+        host = api.create_host_config(
             nano_cpus=int(req.cpu_limit * 1e9) if req.cpu_limit is not None else None,
             mem_limit=req.memory_limit, privileged=False, cap_drop=["ALL"],
             security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
             device_requests=gpus if req.gpus else None,
         )
+        labels = {"corral.execution": req.execution_id, "corral.job": req.job_id, "corral.task": req.task_id,
+                  "corral.node": req.node_id, "corral.task_name": req.task_name}
+
+        def create() -> str:
+            out = api.create_container(
+                req.image, command=list(req.argv), entrypoint=req.entrypoint, environment=dict(req.env),
+                working_dir=req.workdir, name=name, detach=True, tty=False, stdin_open=False, labels=labels,
+                host_config=host)
+            return str(out["Id"])
+
+        for _ in range(3):
+            try:
+                return create()
+            except docker.errors.ImageNotFound:
+                error = self._pull(str(req.image))
+                if error:
+                    raise _ImageMissing(error) from None
+            except docker.errors.APIError as e:
+                if e.status_code != 409:
+                    raise
+                self._remove(name)  # the name is taken: a leftover from a crash
+        return create()
 
     def _remove(self, name: str) -> bool:
-        """Kill and remove the container called ``name``; whether there was one."""
+        """Kill and remove the container called ``name`` (or with this id); whether there was one."""
         try:
-            self.client.containers.get(name).remove(force=True)  # force: SIGKILL first if it runs
+            self.client.api.remove_container(name, force=True)  # force: SIGKILL first if it runs
         except docker.errors.NotFound:
             return False
         return True
@@ -148,9 +166,7 @@ class DockerRuntime:
             return RunResult(None, "the docker runtime needs an image")
         name = f"corral-{req.execution_id}"
         loop = asyncio.get_running_loop()
-        error = await _in_thread(lambda: self._image_error(str(req.image)))
-        if error:
-            return RunResult(None, error)
+        api = self.client.api
 
         live = True  # cleared on cancel: output that comes after is dropped, as ProcessRuntime does
         gate = threading.Event()  # no output before on_started
@@ -178,22 +194,24 @@ class DockerRuntime:
         chunks: Any = None
         try:
             try:
-                container = await loop.run_in_executor(serial, self._create, req, name)
-                chunks = await loop.run_in_executor(serial, lambda: container.attach(
-                    stdout=True, stderr=True, stream=True, logs=True, demux=True))
+                cid = await loop.run_in_executor(serial, self._create, req, name)
+                chunks = await loop.run_in_executor(serial, lambda: api.attach(
+                    cid, stdout=True, stderr=True, stream=True, logs=True, demux=True))
+            except _ImageMissing as e:
+                return RunResult(None, str(e))
             except docker.errors.DockerException as e:
                 await loop.run_in_executor(serial, self._remove, name)
                 return RunResult(None, f"could not create container: {_short(e)}")
             reader = _in_thread(lambda: read(chunks))
             try:
-                await loop.run_in_executor(serial, container.start)
+                await loop.run_in_executor(serial, api.start, cid)
             except docker.errors.DockerException as e:
                 await loop.run_in_executor(serial, self._remove, name)
                 return RunResult(None, f"could not start container: {_short(e)}")
-            on_started(container.id)
+            on_started(cid)
             gate.set()
             try:
-                status = await _in_thread(container.wait)
+                status = await _in_thread(lambda: api.wait(cid))
             except docker.errors.DockerException as e:
                 await loop.run_in_executor(serial, self._remove, name)
                 return RunResult(None, f"lost track of the container: {_short(e)}")
