@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 
 import httpx
 
@@ -54,3 +57,23 @@ def count_state(client: httpx.Client, state: str) -> int:
 def count_finished(client: httpx.Client) -> int:
     """Jobs that completed or failed, in one request (polling must cost the server little: it shares the CPUs)."""
     return int(client.get("/v1/jobs", params={"state": "completed,failed", "limit": 1}).json()["total"])
+
+
+def ts(text: str) -> float:
+    """UNIX seconds from the API's RFC 3339 times."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(xs)
+    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
+
+
+def summary(xs: Sequence[float], digits: int = 2) -> dict[str, float]:
+    """n, p50, p90, p99, min and max of some durations."""
+    if not xs:
+        return {}
+    return {"n": len(xs), "p50": round(statistics.median(xs), digits), "p90": round(percentile(xs, 90), digits),
+            "p99": round(percentile(xs, 99), digits), "min": round(min(xs), digits),
+            "max": round(max(xs), digits)}

@@ -18,12 +18,11 @@ import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 
-from bench.common import corral_up, count_finished
+from bench.common import corral_up, count_finished, ts
 
 IMAGE = "corral-test/busybox:latest"
 
@@ -55,10 +54,6 @@ def ensure_image() -> None:
             t.add(root, arcname=".")
         subprocess.run(["docker", "import", "--change", f'LABEL {LABEL}="{" ".join(APPLETS)}"', str(tar), IMAGE],
                        check=True, capture_output=True)
-
-
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
 def run_direct(n: int, parallel: int) -> dict[str, float]:
@@ -93,20 +88,20 @@ def run_corral(n: int, parallel: int) -> dict[str, object]:
     failed = sum(1 for j in jobs if j["state"] != "completed")
     # Submit -> last completion: the last finished_at (stamped by the worker on this machine's clock when the
     # container had exited and was removed), not when a poll noticed it.
-    elapsed = max(_ts(j["finished_at"]) for j in jobs if j["finished_at"]) - wall0
+    elapsed = max(ts(j["finished_at"]) for j in jobs if j["finished_at"]) - wall0
     # Phases per container, from the server's timestamps: created -> scheduled (placement), scheduled ->
     # started (the worker creates and starts the container), started -> finished (runs, exits, is reported).
     execs = [(j, j["tasks"][0]["executions"][-1]) for j in jobs if j["tasks"][0]["executions"]]
-    phases = {"queued_ms": [(_ts(e["scheduled_at"]) - _ts(j["created_at"])) * 1000 for j, e in execs],
-              "start_ms": [(_ts(e["started_at"]) - _ts(e["scheduled_at"])) * 1000 for _, e in execs
+    phases = {"queued_ms": [(ts(e["scheduled_at"]) - ts(j["created_at"])) * 1000 for j, e in execs],
+              "start_ms": [(ts(e["started_at"]) - ts(e["scheduled_at"])) * 1000 for _, e in execs
                            if e["started_at"]],
-              "run_ms": [(_ts(e["finished_at"]) - _ts(e["started_at"])) * 1000 for _, e in execs
+              "run_ms": [(ts(e["finished_at"]) - ts(e["started_at"])) * 1000 for _, e in execs
                          if e["started_at"] and e["finished_at"]]}
     # The most containers ever placed at once (scheduled -> finished: holding their CPU on the node), and the
     # most ever between started and finished.
     def peak(start: str) -> int:
-        edges = sorted([(_ts(e[start]), 1) for _, e in execs if e[start] and e["finished_at"]]
-                       + [(_ts(e["finished_at"]), -1) for _, e in execs if e[start] and e["finished_at"]])
+        edges = sorted([(ts(e[start]), 1) for _, e in execs if e[start] and e["finished_at"]]
+                       + [(ts(e["finished_at"]), -1) for _, e in execs if e[start] and e["finished_at"]])
         now = top = 0
         for _, d in edges:
             now += d

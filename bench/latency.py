@@ -11,30 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import time
-from collections.abc import Sequence
-from datetime import datetime
 
 import httpx
 
-from bench.common import corral_up
-
-
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
-def _pct(xs: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(xs)
-    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
-
-
-def summary(xs: Sequence[float]) -> dict[str, float]:
-    return {"p50": round(statistics.median(xs), 2), "p90": round(_pct(xs, 90), 2), "p99": round(_pct(xs, 99), 2),
-            "max": round(max(xs), 2), "min": round(min(xs), 2)}
+from bench.common import corral_up, summary, ts
 
 
 def run(n: int = 100, sleep: float = 0.5) -> dict[str, object]:
@@ -61,7 +42,7 @@ def run(n: int = 100, sleep: float = 0.5) -> dict[str, object]:
             if j["state"] != "completed":
                 raise RuntimeError(f"job {jid} ended {j['state']}: {j.get('error')}")
             ex = j["tasks"][0]["executions"][0]
-            latency.append((_ts(ex["started_at"]) - _ts(j["created_at"])) * 1000)
+            latency.append((ts(ex["started_at"]) - ts(j["created_at"])) * 1000)
     return {"submissions": n, "task": job["tasks"][0], "submit_to_running_ms": summary(latency),
             "submit_round_trip_ms": summary(rtt), "target_p50_ms": 50}
 

@@ -20,36 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
-import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import corral_up
-
-
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
-def _pct(xs: Sequence[float], p: float) -> float:
-    s = sorted(xs)
-    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
-
-
-def summary(xs: Sequence[float]) -> dict[str, float]:
-    if not xs:
-        return {}
-    return {"n": len(xs), "p50": round(statistics.median(xs), 1), "p99": round(_pct(xs, 99), 1),
-            "max": round(max(xs), 1)}
+from bench.common import corral_up, summary, ts
 
 
 @dataclass
@@ -67,11 +47,11 @@ class Subscriber:
             m = json.loads(raw)
             d = m["data"]
             if m["type"] == "task_started":
-                self.events[("started", d["task_id"])] = (now - _ts(d["started_at"])) * 1000
+                self.events[("started", d["task_id"])] = (now - ts(d["started_at"])) * 1000
             elif m["type"] == "task_completed":
-                self.events[("completed", d["task_id"])] = (now - _ts(d["completed_at"])) * 1000
+                self.events[("completed", d["task_id"])] = (now - ts(d["completed_at"])) * 1000
             elif m["type"] == "telemetry_update":
-                self.updates.append((now - _ts(m["timestamp"])) * 1000)
+                self.updates.append((now - ts(m["timestamp"])) * 1000)
 
 
 class Cpu:
@@ -144,8 +124,8 @@ async def bench(url: str, pid: int, subscribers: int, rate: float, duration: flo
         "subscribers": subscribers, "jobs_per_second": rate, "phase_seconds": duration,
         "connect_all_seconds": connect_s,
         "jobs_with_subscribers": jobs_with, "events_per_subscriber_expected": expected, "missing": missing,
-        "task_started_delay_ms": summary(started), "task_completed_delay_ms": summary(completed),
-        "telemetry_update_fanout_ms": summary(updates),
+        "task_started_delay_ms": summary(started, 1), "task_completed_delay_ms": summary(completed, 1),
+        "telemetry_update_fanout_ms": summary(updates, 1),
         "server_cpu_percent_of_one_core": {
             "load_alone": cpu_alone, "load_with_subscribers": cpu_with,
             "telemetry_cost": round(cpu_with - cpu_alone, 1), "subscribers_idle": cpu_idle_subscribers},
