@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--celery", action="store_true", help="also run Celery+Redis side by side")
     ap.add_argument("--cpu", type=float, default=None,
-                    help="CPU each task reserves (default: Corral's 0.1 core, 20 at a time on 2 cores)")
+                    help="CPU each task reserves (default: Corral's 0.05 core, 40 at a time on 2 cores)")
     args = ap.parse_args()
     out: dict[str, object] = {"corral": run_corral(args.n, args.batch, args.cpu)}
     if args.celery:

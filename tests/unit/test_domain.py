@@ -70,7 +70,7 @@ def test_spec_defaults_and_names() -> None:
     assert [t.name for t in spec.tasks] == ["task-1", "b"]
     assert spec.queue == "default" and spec.priority == 0
     assert spec.tasks[0].argv() == ["sh", "-c", "echo a"]
-    assert spec.tasks[0].resources.resolve().cpu == 0.1
+    assert spec.tasks[0].resources.resolve().cpu == 0.05
 
 
 @pytest.mark.parametrize(("job", "field", "words"), [

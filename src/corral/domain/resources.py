@@ -100,6 +100,7 @@ class Resources:
                    int(d.get("gpu", 0)))
 
 
-# What a task reserves when it asks for nothing: small, so many light tasks share a node,
-# yet never zero, so no node takes unbounded work.
-DEFAULT_TASK_RESOURCES = Resources(cpu=0.1, memory=64 * 2**20, disk=0, gpu=0)
+# What a task reserves when it asks for nothing: small, so many light tasks share a node (Nomad's
+# default of 100 MHz is about 0.04 of a core), yet never zero, so no node takes unbounded work: 20 such
+# tasks per core.
+DEFAULT_TASK_RESOURCES = Resources(cpu=0.05, memory=64 * 2**20, disk=0, gpu=0)
