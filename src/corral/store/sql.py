@@ -89,14 +89,6 @@ class Tx:
         self.c = conn
 
     # -- jobs ---------------------------------------------------------------------------------
-    def insert_job(self, job: Row, tasks: Sequence[Row]) -> int:
-        seq = self.c.execute(sa.insert(s.jobs).values(**job)).inserted_primary_key
-        assert seq is not None
-        job_seq = int(seq[0])
-        if tasks:
-            self.c.execute(sa.insert(s.tasks), [{**t, "job_seq": job_seq} for t in tasks])
-        return job_seq
-
     def insert_jobs(self, items: Sequence[tuple[Row, Sequence[Row]]]) -> None:
         """Many jobs and their tasks in two bulk statements."""
         if not items:
@@ -150,10 +142,6 @@ class Tx:
     def cas_job(self, job_id: str, expected: Sequence[str], **values: Any) -> bool:
         q = sa.update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(expected)).values(**values)
         return self.c.execute(q).rowcount == 1
-
-    def set_job_started(self, job_id: str, now: float) -> None:
-        self.c.execute(sa.update(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.started_at.is_(None))
-                       .values(started_at=now))
 
     def delete_job(self, job_id: str, terminal: Sequence[str]) -> bool:
         gone = self.c.execute(sa.delete(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(terminal)))
@@ -257,21 +245,6 @@ class Tx:
         mine = {r["id"]: r["execution_id"] for r in rows}
         got = self.c.execute(sa.select(t.id, t.execution_id).where(t.id.in_(list(mine)))).all()
         return {tid for tid, ex in got if mine[tid] == ex}
-
-    def assign_task(self, task_id: str, execution_id: str, node_id: str) -> int | None:
-        """pending -> scheduled on ``node_id``; returns the attempt number, or None if it lost the race."""
-        t = s.tasks.c
-        q = (sa.update(s.tasks).where(t.id == task_id, t.state == "pending")
-             .values(state="scheduled", node_id=node_id, execution_id=execution_id, reason=None,
-                     attempts=t.attempts + 1)
-             .returning(t.attempts))
-        row = self.c.execute(q).first()
-        return None if row is None else int(row[0])
-
-    def next_task(self, job_id: str, position: int) -> Row | None:
-        r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.job_id == job_id,
-                                                    s.tasks.c.position == position + 1)).mappings().first()
-        return dict(r) if r else None
 
     def ready_tasks(self, now: float, limit: int) -> list[Row]:
         cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
