@@ -94,7 +94,7 @@ class Tx:
         if not items:
             return
         q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
-        seqs: dict[str, int] = dict(self.c.execute(q, [job for job, _ in items]).tuples().all())
+        seqs: dict[str, int] = {jid: seq for jid, seq in self.c.execute(q, [job for job, _ in items])}
         tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
         self.c.execute(_INSERT_TASKS, tasks)
 

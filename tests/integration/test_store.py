@@ -1,0 +1,112 @@
+"""The coordinator's services straight over the store, on SQLite and on PostgreSQL: compare-and-set rules.
+
+No HTTP here: these drive `Coordinator` the way the agent protocol does, to pin down what late,
+duplicate and stale reports may and may not change.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from corral.coordinator.service import Coordinator, NodeInfo, Update
+from corral.domain.spec import JobSpec
+from corral.store.sql import Store
+
+
+@pytest.fixture
+def coord(database_url: str) -> Iterator[Coordinator]:
+    store = Store(database_url)
+    yield Coordinator(store)
+    store.close()
+
+
+def _node(coord: Coordinator, name: str = "n1") -> str:
+    row = coord.register(NodeInfo(name=name, hostname=name, version="t", cpu=2, memory=2**32, disk=0,
+                                  runtimes=["process"]))
+    return str(row["id"])
+
+
+def _assigned(coord: Coordinator, node: str) -> list[str]:
+    coord.schedule_once()
+    work, _ = coord.poll(node, [])
+    return [w["execution_id"] for w in work]
+
+
+def _report(coord: Coordinator, node: str, ex: str, state: str, code: int | None = None) -> None:
+    coord.report(node, [Update(ex, state, time.time(), exit_code=code)], [])
+
+
+def test_a_completion_after_a_cancel_changes_nothing(coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "sleep 9"}]}))
+    [ex] = _assigned(coord, node)
+    _report(coord, node, ex, "running")
+    coord.cancel(job["id"])
+    _report(coord, node, ex, "completed", 0)  # the agent finished just as the cancel landed
+    j, tasks, execs = coord.get_job(job["id"])
+    assert j["state"] == "cancelled"
+    assert tasks[0]["state"] == "cancelled" and execs[0]["state"] == "cancelled"
+    # ...and the node is told to stop it, and holds nothing any more.
+    assert coord.heartbeat(node, [ex]) == [ex]
+    assert coord.poll(node, [ex]) == ([], [ex])
+
+
+def test_duplicate_and_stale_reports_are_no_ops(coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "a"}, {"run": "b"}]}))
+    [ex1] = _assigned(coord, node)
+    _report(coord, node, ex1, "completed", 0)
+    _report(coord, node, ex1, "completed", 0)  # sent twice (the first reply was lost)
+    _report(coord, node, ex1, "failed", 1)  # a stale report that contradicts it
+    [ex2] = _assigned(coord, node)
+    _report(coord, node, ex2, "completed", 0)
+    j, tasks, execs = coord.get_job(job["id"])
+    assert j["state"] == "completed"
+    assert [t["state"] for t in tasks] == ["completed", "completed"]
+    assert len(execs) == 2 and all(e["state"] == "completed" for e in execs)
+
+
+def test_a_report_from_another_node_is_ignored(coord: Coordinator) -> None:
+    n1, n2 = _node(coord, "n1"), _node(coord, "n2")
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "a"}]}))
+    coord.schedule_once()
+    owner, other = (n1, n2) if coord.poll(n1, [])[0] else (n2, n1)
+    [ex] = [w["execution_id"] for w in coord.poll(owner, [])[0]]
+    _report(coord, other, ex, "completed", 0)
+    assert coord.get_job(job["id"])[0]["state"] == "scheduled"
+    _report(coord, owner, ex, "completed", 0)
+    assert coord.get_job(job["id"])[0]["state"] == "completed"
+
+
+def test_a_node_that_restarts_loses_its_work_which_is_rescheduled(coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "a"}]}))
+    [ex] = _assigned(coord, node)
+    _report(coord, node, ex, "running")
+    coord.register(NodeInfo(id=node, name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
+                            runtimes=["process"]), running=[])
+    _report(coord, node, ex, "completed", 0)  # the old attempt's last word comes too late
+    [ex2] = _assigned(coord, node)
+    assert ex2 != ex
+    _, tasks, execs = coord.get_job(job["id"])
+    assert tasks[0]["state"] == "scheduled" and tasks[0]["attempts"] == 2
+    assert [e["state"] for e in execs] == ["lost", "scheduled"]
+
+
+def test_capacity_is_released_on_every_terminal_state(coord: Coordinator) -> None:
+    node = _node(coord)
+    specs = [JobSpec.model_validate({"tasks": [{"run": "x", "resources": {"cpu": 1}}]}) for _ in range(3)]
+    jobs = coord.submit_many(specs)
+    first = _assigned(coord, node)
+    assert len(first) == 2  # 2 cores, 1 each
+    job_of = {e["id"]: j["id"] for j in jobs for e in coord.get_job(j["id"])[2]}
+    _report(coord, node, first[0], "failed", 3)
+    coord.cancel(job_of[first[1]])
+    second = _assigned(coord, node)
+    assert len(second) == 1  # both slots came back; one job was left to place
+    with coord.store.read() as tx:
+        alloc = {a["node_id"]: a for a in tx.allocations()}
+    assert alloc[node]["cpu"] == 1
