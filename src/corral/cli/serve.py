@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every plugin and step; only a migration that actually runs is worth a line.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
+log = logging.getLogger("corral.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -23,4 +26,8 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(cfg, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    if before != after:
+        log.info("database schema migrated from %s to %s", before or "empty", after)
