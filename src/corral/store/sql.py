@@ -440,6 +440,12 @@ class Tx:
                                                          sa.func.count(e.finished_at))).one()
         return int(submitted) + int(ended) + int(placed) + int(started) + int(done)
 
+    def queued_jobs_of_queue(self, queue: str) -> list[str]:
+        """Jobs with a task waiting in ``queue`` for a node (pending and ready), for the Tork dialect."""
+        t = s.tasks.c
+        q = sa.select(t.job_id).where(t.queue == queue, t.state == "pending", t.ready_at.is_not(None)).distinct()
+        return [str(r[0]) for r in self.c.execute(q).all()]
+
 
 class Store:
     """Opens the database, brings its schema up to date, and hands out transactions."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from corral.api import ratelimit
-from corral.api.dialects import cloudai, nomadlite
+from corral.api.dialects import cloudai, nomadlite, tork
 
 CLOUDAI_RULES = [
     ratelimit.Rule("POST", "/api/tasks", "submit"),
@@ -23,6 +23,7 @@ CLOUDAI_RULES = [
 
 def install(app: FastAPI) -> None:
     app.include_router(nomadlite.router)
+    app.include_router(tork.router)
     app.include_router(cloudai.router)
     app.include_router(cloudai.ws_router)
     renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
