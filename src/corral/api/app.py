@@ -16,7 +16,7 @@ from corral import __version__
 from corral.api import errors, health
 from corral.api.deps import Services
 from corral.api.dialects import install as install_dialects
-from corral.api.native import agent, cluster, jobs
+from corral.api.native import agent, cluster, jobs, schedules
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
 from corral.coordinator.wakeups import NodeWakeups
@@ -65,6 +65,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.services = Services(coord, wakeups, config.agent_token)
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(health.router)

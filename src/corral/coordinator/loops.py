@@ -1,10 +1,12 @@
-"""The coordinator's background work: the scheduling loop and the reaper of dead nodes."""
+"""The coordinator's background work: the scheduling loop, the reaper of dead nodes, and the firing of
+scheduled (cron) jobs."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from corral.coordinator.schedules import Schedules
 from corral.coordinator.service import Coordinator
 
 log = logging.getLogger("corral.coordinator")
@@ -13,9 +15,11 @@ log = logging.getLogger("corral.coordinator")
 class BackgroundLoops:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
+        self.schedules = Schedules(coord)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._schedule, name="corral-scheduler", daemon=True),
-                         threading.Thread(target=self._reap, name="corral-reaper", daemon=True)]
+                         threading.Thread(target=self._reap, name="corral-reaper", daemon=True),
+                         threading.Thread(target=self._fire, name="corral-cron", daemon=True)]
 
     def start(self) -> None:
         for t in self._threads:
@@ -50,3 +54,11 @@ class BackgroundLoops:
                     log.warning("marked %d node(s) down; their tasks are rescheduled", n)
             except Exception:
                 log.exception("reaper pass failed; trying again")
+
+    def _fire(self) -> None:
+        """Every second: a job for each due tick of an active schedule (exactly once, see schedules.py)."""
+        while not self._stop.wait(1.0):
+            try:
+                self.schedules.fire_due()
+            except Exception:
+                log.exception("schedule pass failed; trying again")

@@ -123,6 +123,16 @@ def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float) -> 
     }
 
 
+def job_rows(spec: JobSpec, now: float, job_id: str | None = None) -> tuple[Row, list[Row]]:
+    """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
+    job_id = job_id or new_id()
+    job = {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
+           "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
+           "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
+           "error": None, "started_at": None, "finished_at": None}
+    return job, [_task_row(job_id, i, t, spec, now) for i, t in enumerate(spec.tasks)]
+
+
 class Coordinator:
     def __init__(self, store: Store, settings: Settings | None = None) -> None:
         self.store = store
@@ -147,15 +157,7 @@ class Coordinator:
             # Backpressure: refuse before accepting what cannot be held, rather than after.
             raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
                              "try again shortly")
-        items = []
-        for spec in specs:
-            job_id = new_id()
-            job = {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
-                   "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
-                   "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
-                   "error": None, "started_at": None, "finished_at": None}
-            tasks = [_task_row(job_id, i, t, spec, now) for i, t in enumerate(spec.tasks)]
-            items.append((job, tasks))
+        items = [job_rows(spec, now) for spec in specs]
         with self.store.transaction() as tx:
             tx.insert_jobs(items)
         self.stats["jobs_submitted"] += len(items)

@@ -123,3 +123,17 @@ logs = sa.Table(
     sa.Column("ts", sa.Float, nullable=False),
     sa.Index("ix_logs_job", "job_id", "seq"),
 )
+
+schedules = sa.Table(
+    "schedules", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),  # the job created at each tick (a JobSpec)
+    sa.Column("state", sa.String(16), nullable=False),  # active | paused
+    sa.Column("next_run_at", sa.Float, nullable=False),
+    sa.Column("last_run_at", sa.Float),
+    sa.Column("last_job_id", ID),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_schedules_due", "state", "next_run_at"),
+)

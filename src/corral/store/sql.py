@@ -446,6 +446,41 @@ class Tx:
         q = sa.select(t.job_id).where(t.queue == queue, t.state == "pending", t.ready_at.is_not(None)).distinct()
         return [str(r[0]) for r in self.c.execute(q).all()]
 
+    # -- schedules ----------------------------------------------------------------------------
+    def insert_schedule(self, row: Row) -> None:
+        self.c.execute(sa.insert(s.schedules).values(**row))
+
+    def schedule(self, schedule_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.schedules).where(s.schedules.c.id == schedule_id)).mappings().first()
+        return dict(r) if r else None
+
+    def schedules(self) -> list[Row]:
+        return _rows(self.c.execute(sa.select(s.schedules).order_by(s.schedules.c.created_at,
+                                                                    s.schedules.c.id)))
+
+    def due_schedules(self, now: float, limit: int = 100) -> list[Row]:
+        sc = s.schedules.c
+        q = (sa.select(sc.id, sc.cron, sc.spec, sc.next_run_at)
+             .where(sc.state == "active", sc.next_run_at <= now).order_by(sc.next_run_at).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def claim_tick(self, schedule_id: str, due: float, fired: float, next_run_at: float, job_id: str) -> bool:
+        """Compare-and-set: move an active schedule's ``next_run_at`` off ``due``. Exactly one caller
+        wins a tick; only the winner creates its job, in the same transaction."""
+        sc = s.schedules.c
+        q = (sa.update(s.schedules).where(sc.id == schedule_id, sc.next_run_at == due, sc.state == "active")
+             .values(next_run_at=next_run_at, last_run_at=fired, last_job_id=job_id))
+        return self.c.execute(q).rowcount == 1
+
+    def cas_schedule(self, schedule_id: str, expected: str, **values: Any) -> bool:
+        sc = s.schedules.c
+        q = sa.update(s.schedules).where(sc.id == schedule_id, sc.state == expected).values(**values)
+        return self.c.execute(q).rowcount == 1
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        q = sa.delete(s.schedules).where(s.schedules.c.id == schedule_id)
+        return self.c.execute(q).rowcount == 1
+
 
 class Store:
     """Opens the database, brings its schema up to date, and hands out transactions."""

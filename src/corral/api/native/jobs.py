@@ -25,7 +25,7 @@ MAX_LIMIT = 1000
 MAX_BATCH = 1000
 
 
-def _spec(data: Any, where: str = "") -> JobSpec:
+def validate_spec(data: Any, where: str = "") -> JobSpec:
     if not isinstance(data, dict):
         raise BadInput("a job is an object with at least 'tasks'")
     try:
@@ -37,7 +37,7 @@ def _spec(data: Any, where: str = "") -> JobSpec:
         raise BadInput("; ".join(f"{x['field']}: {x['message']}" for x in errs), errs) from e
 
 
-async def _body(request: Request) -> Any:
+async def read_body(request: Request) -> Any:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > 10 * 1024 * 1024:
         raise BadInput(f"the body is {length} bytes; at most 10485760 are accepted", status=413)
@@ -60,7 +60,16 @@ def job_schemas() -> dict[str, Any]:
 
 @router.post("", status_code=201, summary="Submit a job (JSON or YAML)", openapi_extra=_JOB_BODY)
 async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
-    spec = _spec(await _body(request))
+    data = await read_body(request)
+    if isinstance(data, dict) and "schedule" in data:
+        # A job with `schedule: {cron: ...}` is a scheduled job: create the schedule instead.
+        from corral.api.native.schedules import checked_cron, create_schedule
+        data = dict(data)
+        sched = data.pop("schedule")
+        if not isinstance(sched, dict) or set(sched) - {"cron"}:
+            raise BadInput("schedule: an object with 'cron'", [{"field": "schedule", "message": "only 'cron'"}])
+        return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None)
+    spec = validate_spec(data)
     job = await asyncio.to_thread(svc.coord.submit, spec)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job_view(job)
@@ -68,13 +77,13 @@ async def submit(request: Request, svc: Svc, response: Response) -> dict[str, An
 
 @router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
 async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
-    data = await _body(request)
+    data = await read_body(request)
     items = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise BadInput("send {\"jobs\": [ ...job objects... ]}")
     if len(items) > MAX_BATCH:
         raise BadInput(f"{len(items)} jobs in one batch; at most {MAX_BATCH}")
-    specs = [_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
+    specs = [validate_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
     jobs = await asyncio.to_thread(svc.coord.submit_many, specs)
     return {"items": [job_view(j) for j in jobs]}
 

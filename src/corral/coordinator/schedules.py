@@ -1,0 +1,110 @@
+"""Scheduled (cron) jobs: create, list, pause, resume, delete, and the firing pass.
+
+Exactly once per tick, with any number of coordinators on one database: a tick is claimed by a
+compare-and-set on the schedule's ``next_run_at`` (``WHERE next_run_at = :due AND state = 'active'``),
+and the job is inserted in the same transaction as that claim. A coordinator that loses the race changes
+no row and creates nothing; one that fails after the claim rolls the claim back with the job.
+
+Missed ticks (every coordinator down, or a schedule paused and resumed) are not replayed in a burst: the
+pass fires once, for the latest tick that is due, and moves ``next_run_at`` to the first tick after now.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.service import Coordinator, job_rows, new_id
+from corral.domain import schedule as cron
+from corral.domain.spec import JobSpec, dump_spec
+from corral.store.sql import Row
+
+log = logging.getLogger("corral.coordinator")
+ACTIVE, PAUSED = "active", "paused"
+
+
+class Schedules:
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.store = coord.store
+
+    def create(self, expr: str, spec: JobSpec, name: str | None = None) -> Row:
+        """``expr`` must be valid (``corral.domain.schedule.validate``); the API checks it first."""
+        now = time.time()
+        expr = cron.validate(expr)
+        row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
+               "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
+               "last_job_id": None, "created_at": now}
+        with self.store.transaction() as tx:
+            tx.insert_schedule(row)
+        return row
+
+    def all(self) -> list[Row]:
+        with self.store.read() as tx:
+            return tx.schedules()
+
+    def get(self, schedule_id: str) -> Row:
+        with self.store.read() as tx:
+            row = tx.schedule(schedule_id)
+        if row is None:
+            raise NotFound(f"no schedule with id '{schedule_id}'")
+        return row
+
+    def pause(self, schedule_id: str) -> Row:
+        return self._move(schedule_id, ACTIVE, PAUSED, {})
+
+    def resume(self, schedule_id: str) -> Row:
+        """Back to active; the next tick is counted from now, so ticks missed while paused never fire."""
+        row = self.get(schedule_id)
+        return self._move(schedule_id, PAUSED, ACTIVE, {"next_run_at": cron.next_after(row["cron"], time.time())})
+
+    def _move(self, schedule_id: str, expected: str, to: str, values: dict[str, Any]) -> Row:
+        with self.store.transaction() as tx:
+            if not tx.cas_schedule(schedule_id, expected, state=to, **values):
+                row = tx.schedule(schedule_id)
+                if row is None:
+                    raise NotFound(f"no schedule with id '{schedule_id}'")
+                raise Conflict(f"schedule '{schedule_id}' is {row['state']}, not {expected}")
+            row = tx.schedule(schedule_id)
+        assert row is not None
+        return row
+
+    def delete(self, schedule_id: str) -> None:
+        """Remove the schedule; the jobs it created stay."""
+        with self.store.transaction() as tx:
+            if not tx.delete_schedule(schedule_id):
+                raise NotFound(f"no schedule with id '{schedule_id}'")
+
+    def fire_due(self, now: float | None = None) -> list[str]:
+        """One firing pass: a job for each due tick this coordinator wins. Returns the new jobs' ids."""
+        now = time.time() if now is None else now
+        with self.store.read() as tx:
+            due = tx.due_schedules(now)
+        fired: list[str] = []
+        for sch in due:
+            try:
+                job_id = self._fire(sch, now)
+            except Exception:
+                log.exception("schedule %s: firing failed; trying again on the next pass", sch["id"])
+                continue
+            if job_id is not None:
+                fired.append(job_id)
+        if fired:
+            self.coord.stats["jobs_submitted"] += len(fired)
+            self.coord.kick()
+        return fired
+
+    def _fire(self, sch: Row, now: float) -> str | None:
+        tick, nxt = cron.catch_up(sch["cron"], float(sch["next_run_at"]), now)
+        spec = JobSpec.model_validate(sch["spec"])
+        job, tasks = job_rows(spec, now)
+        with self.store.transaction() as tx:
+            # The claim comes first: on SQLite it takes the write lock before anything is read.
+            if not tx.claim_tick(sch["id"], sch["next_run_at"], tick, nxt, job["id"]):
+                return None  # another coordinator fired this tick, or it was paused or deleted
+            tx.insert_jobs([(job, tasks)])
+        self.coord.pending_tasks += len(tasks)
+        log.info("schedule %s fired for %s: job %s", sch["id"], tick, job["id"])
+        return str(job["id"])
