@@ -176,3 +176,28 @@ def test_the_readme_example_runs(standalone: Cluster) -> None:
     done = standalone.wait_job(r.json()["id"])
     assert done["state"] == "completed"
     assert standalone.logs(done["id"]).splitlines() == ["hello from greet", "done", "1", "2", "3"]
+
+
+def test_depends_on_runs_a_diamond_with_b_and_c_in_parallel(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [
+        {"name": "d", "run": "echo d", "depends_on": ["b", "c"]},  # list order implies nothing in a graph
+        {"name": "a", "run": "echo a"},
+        {"name": "b", "run": "sleep 1", "depends_on": ["a"]},
+        {"name": "c", "run": "sleep 1", "depends_on": ["a"]},
+    ]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    ex = {t["name"]: t["executions"][0] for t in done["tasks"]}
+    assert ex["a"]["finished_at"] <= min(ex["b"]["started_at"], ex["c"]["started_at"])
+    assert ex["b"]["started_at"] < ex["c"]["finished_at"] and ex["c"]["started_at"] < ex["b"]["finished_at"]
+    assert ex["d"]["started_at"] >= max(ex["b"]["finished_at"], ex["c"]["finished_at"])
+
+
+def test_depends_on_unknown_name_and_cycle_are_400s_that_name_them(standalone: Cluster) -> None:
+    r = standalone.client.post("/v1/jobs", json={"tasks": [{"name": "a", "run": "true", "depends_on": ["nope"]}]})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    assert "task 'a' depends on 'nope', which is not a task of this job" in r.json()["detail"]
+    r = standalone.client.post("/v1/jobs", json={"tasks": [
+        {"name": "a", "run": "true", "depends_on": ["b"]}, {"name": "b", "run": "true", "depends_on": ["a"]}]})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    assert "cycle" in r.json()["detail"] and "'a'" in r.json()["detail"] and "'b'" in r.json()["detail"]

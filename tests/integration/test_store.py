@@ -110,3 +110,88 @@ def test_capacity_is_released_on_every_terminal_state(coord: Coordinator) -> Non
     with coord.store.read() as tx:
         alloc = {a["node_id"]: a for a in tx.allocations()}
     assert alloc[node]["cpu"] == 1
+
+
+# -- task dependencies (depends_on) ---------------------------------------------------------------
+DIAMOND = {"tasks": [{"name": "a", "run": "a"}, {"name": "b", "run": "b", "depends_on": ["a"]},
+                     {"name": "c", "run": "c", "depends_on": ["a"]},
+                     {"name": "d", "run": "d", "depends_on": ["b", "c"]}]}
+
+
+def _work(coord: Coordinator, node: str, known: list[str] | None = None) -> dict[str, str]:
+    """Task name -> execution id of what was just handed to the node."""
+    coord.schedule_once()
+    work, _ = coord.poll(node, known or [])
+    return {w["task_name"]: w["execution_id"] for w in work}
+
+
+def _states(coord: Coordinator, job_id: str) -> tuple[str, dict[str, str]]:
+    j, tasks, _ = coord.get_job(job_id)
+    return j["state"], {t["name"]: t["state"] for t in tasks}
+
+
+def test_a_diamond_runs_b_and_c_together_and_d_after_both(coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate(DIAMOND))
+    first = _work(coord, node)
+    assert list(first) == ["a"]
+    _report(coord, node, first["a"], "completed", 0)
+    both = _work(coord, node, list(first.values()))
+    assert sorted(both) == ["b", "c"]  # scheduled together, in one pass
+    for ex in both.values():
+        _report(coord, node, ex, "running")
+    assert _states(coord, job["id"]) == ("running", {"a": "completed", "b": "running", "c": "running",
+                                                     "d": "pending"})
+    _report(coord, node, both["b"], "completed", 0)
+    assert _work(coord, node, list(both.values())) == {}  # d still waits for c
+    _report(coord, node, both["c"], "completed", 0)
+    last = _work(coord, node)
+    assert list(last) == ["d"]
+    _report(coord, node, last["d"], "completed", 0)
+    assert _states(coord, job["id"])[0] == "completed"
+
+
+def test_a_failure_in_a_diamond_cancels_the_rest_and_a_restart_reruns_what_did_not_complete(
+        coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate(DIAMOND))
+    a = _work(coord, node)["a"]
+    _report(coord, node, a, "completed", 0)
+    both = _work(coord, node, [a])
+    _report(coord, node, both["c"], "running")
+    _report(coord, node, both["b"], "failed", 3)
+    state, tasks = _states(coord, job["id"])
+    assert state == "failed"
+    assert tasks == {"a": "completed", "b": "failed", "c": "cancelled", "d": "pending"}
+    assert coord.heartbeat(node, [both["c"]]) == [both["c"]]  # the node is told to stop c
+    _report(coord, node, both["c"], "completed", 0)  # a late completion changes nothing
+    assert _states(coord, job["id"])[1]["c"] == "cancelled"
+
+    coord.restart(job["id"])
+    again = _work(coord, node)
+    assert sorted(again) == ["b", "c"]  # not a: it completed
+    for ex in again.values():
+        _report(coord, node, ex, "completed", 0)
+    d = _work(coord, node, list(again.values()))
+    assert list(d) == ["d"]
+    _report(coord, node, d["d"], "completed", 0)
+    state, tasks = _states(coord, job["id"])
+    assert state == "completed" and set(tasks.values()) == {"completed"}
+    _, _, execs = coord.get_job(job["id"])
+    assert sum(1 for e in execs if e["task_id"] == coord.get_job(job["id"])[1][0]["id"]) == 1
+
+
+def test_tasks_without_depends_on_in_a_graph_job_start_at_once(coord: Coordinator) -> None:
+    node = _node(coord)
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"name": "x", "run": "x"}, {"name": "y", "run": "y"},
+                                                         {"name": "z", "run": "z", "depends_on": ["x"]}]}))
+    first = _work(coord, node)
+    assert sorted(first) == ["x", "y"]
+    _report(coord, node, first["x"], "completed", 0)
+    assert _states(coord, job["id"])[0] != "completed"  # y has not finished
+    z = _work(coord, node, list(first.values()))
+    assert list(z) == ["z"]
+    _report(coord, node, z["z"], "completed", 0)
+    assert _states(coord, job["id"])[0] != "completed"
+    _report(coord, node, first["y"], "completed", 0)
+    assert _states(coord, job["id"])[0] == "completed"

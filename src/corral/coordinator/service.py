@@ -33,6 +33,7 @@ log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
 NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
+DONE_TASK = (TaskState.COMPLETED.value, TaskState.SKIPPED.value)
 
 
 def new_id() -> str:
@@ -95,6 +96,8 @@ class _Changes:
     tasks: list[Row] = field(default_factory=list)  # tasks that ended
     retries: list[Row] = field(default_factory=list)  # tasks back to pending for another attempt
     advance: list[Row] = field(default_factory=list)  # completed tasks whose next task may start
+    dag_advance: set[str] = field(default_factory=set)  # graph jobs in which a task completed
+    dag_failed: dict[str, str] = field(default_factory=dict)  # graph jobs to stop: their other tasks
     jobs_started: dict[str, float] = field(default_factory=dict)
     job_ends: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -111,7 +114,7 @@ def _search_text(name: str, tags: Sequence[str]) -> str:
     return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
 
 
-def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float) -> Row:
+def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float, ready: bool) -> Row:
     res = t.resources.resolve()
     return {
         "id": new_id(), "job_id": job_id, "position": pos, "name": t.name, "spec": dump_spec(t),
@@ -119,7 +122,7 @@ def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float) -> 
         "runtime": "docker" if t.image else "process",
         "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
         "node_selector": t.node_selector, "state": TaskState.PENDING.value,
-        "ready_at": now if pos == 0 else None, "attempts": 0, "lost_count": 0, "created_at": now,
+        "ready_at": now if ready else None, "attempts": 0, "lost_count": 0, "created_at": now,
     }
 
 
@@ -130,7 +133,19 @@ def job_rows(spec: JobSpec, now: float, job_id: str | None = None) -> tuple[Row,
            "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
            "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
            "error": None, "started_at": None, "finished_at": None}
-    return job, [_task_row(job_id, i, t, spec, now) for i, t in enumerate(spec.tasks)]
+    # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
+    dag = spec.is_dag()
+    return job, [_task_row(job_id, i, t, spec, now, not t.depends_on if dag else i == 0)
+                 for i, t in enumerate(spec.tasks)]
+
+
+def _dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
+    """For the tasks of one graph job: the ids of the waiting tasks whose dependencies have all
+    completed, and whether every task has completed (or was skipped)."""
+    done = {t["name"] for t in tasks if t["state"] in DONE_TASK}
+    ready = [t["id"] for t in tasks if t["state"] == TaskState.PENDING.value and t["ready_at"] is None
+             and all(d in done for d in (t["spec"] or {}).get("depends_on") or ())]
+    return ready, len(done) == len(tasks)
 
 
 class Coordinator:
@@ -217,8 +232,12 @@ class Coordinator:
                               state=JobState.PENDING.value, error=None, finished_at=None):
                 raise Conflict(f"job '{job_id}' is {job['state']}; only a failed or cancelled job can be "
                                "restarted")
+            tasks = tx.tasks_of(job_id)
+            if any("depends_on" in (t["spec"] or {}) for t in tasks):
+                self._restart_dag(tx, tasks, now)
+                tasks = []
             first = True
-            for t in tx.tasks_of(job_id):
+            for t in tasks:
                 if t["state"] == TaskState.COMPLETED.value and first:
                     continue
                 tx.cas_task(t["id"], task_sources(TaskState.PENDING) + ["pending"],
@@ -230,6 +249,20 @@ class Coordinator:
         self.kick()
         assert job is not None
         return job
+
+    @staticmethod
+    def _restart_dag(tx: Tx, tasks: list[Row], now: float) -> None:
+        """Every task that did not complete waits again; those whose dependencies completed are ready."""
+        for t in tasks:
+            if t["state"] in DONE_TASK:
+                continue
+            tx.cas_task(t["id"], task_sources(TaskState.PENDING) + ["pending"],
+                        state=TaskState.PENDING.value, ready_at=None, attempts=0,
+                        lost_count=0, reason=None, node_id=None, execution_id=None, exit_code=None,
+                        error=None, started_at=None, finished_at=None)
+            t.update(state=TaskState.PENDING.value, ready_at=None)
+        ready, _ = _dag_ready(tasks)
+        tx.cas_many("tasks", ["pending"], [{"id": i, "ready_at": now} for i in ready])
 
     def delete(self, job_id: str) -> None:
         with self.store.transaction() as tx:
@@ -350,7 +383,9 @@ class Coordinator:
                     ch.start(execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u)
             for ex_id, u in ended.items():
                 self._end(tx, ch, execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u, started.get(ex_id), now)
-            self._apply(tx, ch, now)
+            nodes = self._apply(tx, ch, now)
+        if nodes:
+            self.on_nodes_changed(nodes)
         if ended:
             self.kick()
 
@@ -374,7 +409,10 @@ class Coordinator:
             ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": "completed", "exit_code": 0,
                              "error": None, "finished_at": u.ts, "reason": None,
                              "started_at": started_at})
-            ch.advance.append(task)
+            if task.get("dag"):
+                ch.dag_advance.add(task["job_id"])
+            else:
+                ch.advance.append(task)
             return
         spec = TaskSpec.model_validate(tx.task_spec(task["id"]))
         # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
@@ -391,8 +429,11 @@ class Coordinator:
                          "error": error, "finished_at": u.ts, "reason": None, "started_at": started_at})
         final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
         ch.job_ends[task["job_id"]] = (final, f"task '{task['name']}' {state}: {error}")
+        if task.get("dag"):
+            ch.dag_failed[task["job_id"]] = f"stopped: task '{task['name']}' {state}: {error}"
 
-    def _apply(self, tx: Tx, ch: _Changes, now: float) -> None:
+    def _apply(self, tx: Tx, ch: _Changes, now: float) -> set[str]:
+        """Write the batch's changes; returns the nodes that have executions to stop."""
         expected = len(ch.started) + len(ch.execs)
         changed = tx.cas_many("executions", ["scheduled"], ch.started)
         changed += tx.cas_many("executions", ACTIVE, ch.execs)
@@ -415,12 +456,48 @@ class Coordinator:
                     done.append(t["job_id"])
             tx.cas_many("tasks", ["pending"], nxt)
             tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+        if ch.dag_advance.difference(ch.job_ends):
+            self._advance_dags(tx, ch.dag_advance.difference(ch.job_ends), now)
         for job_id, (state, error) in ch.job_ends.items():
             tx.cas_job(job_id, NON_TERMINAL_JOB, state=state, finished_at=now, error=error)
+        nodes: set[str] = set()
+        for job_id, reason in ch.dag_failed.items():
+            nodes |= self._stop_active_tasks(tx, job_id, now, reason)
+        return nodes
+
+    @staticmethod
+    def _advance_dags(tx: Tx, job_ids: set[str], now: float) -> None:
+        """Graph jobs in which tasks completed: ready each waiting task whose dependencies have all
+        completed; complete the jobs whose tasks all have. One read for all the jobs."""
+        by_job: dict[str, list[Row]] = {j: [] for j in job_ids}
+        for t in tx.tasks_of_jobs(job_ids):
+            by_job[t["job_id"]].append(t)
+        nxt, done = [], []
+        for job_id, tasks in by_job.items():
+            ready, complete = _dag_ready(tasks)
+            nxt += [{"id": i, "ready_at": now} for i in ready]
+            if complete:
+                done.append(job_id)
+        tx.cas_many("tasks", ["pending"], nxt)
+        tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+
+    def _stop_active_tasks(self, tx: Tx, job_id: str, now: float, reason: str) -> set[str]:
+        """A task of a graph job failed for good: cancel its other scheduled and running tasks (their
+        nodes are told to stop them); pending tasks stay pending, for a restart."""
+        ids = set(tx.cas_tasks_of_job(job_id, ["scheduled", "running"], state=TaskState.CANCELLED.value,
+                                      finished_at=now, error=reason))
+        nodes: set[str] = set()
+        for ex in tx.executions_of_job(job_id):
+            if ex["task_id"] in ids and ex["state"] in ACTIVE and tx.cas_execution(
+                    ex["id"], ACTIVE, state="cancelled", finished_at=now, error=reason):
+                nodes.add(ex["node_id"])
+        return nodes
 
     def _fail_job(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
         final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
         tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error)
+        if "depends_on" in (task.get("spec") or {}):
+            self.on_nodes_changed(self._stop_active_tasks(tx, task["job_id"], now, f"stopped: {error}"))
 
     def _lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
         """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""

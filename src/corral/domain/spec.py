@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.domain import dag
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
@@ -93,6 +94,10 @@ class TaskSpec(Strict):
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
     queue: QueueName | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
+    depends_on: list[str] | None = Field(
+        None, max_length=1000,
+        description="Names of tasks of this job that must complete first. Once any task of a job names "
+                    "depends_on, the job is a graph: a task without it waits for nothing.")
 
     @field_validator("timeout")
     @classmethod
@@ -160,7 +165,19 @@ class JobSpec(Strict):
             if t.name in seen:
                 raise ValueError(f"two tasks are named '{t.name}': task names must be unique in a job")
             seen.add(t.name)
+        if self.is_dag():
+            for t in self.tasks:
+                if t.depends_on is None:
+                    t.depends_on = []  # stored, so that every task of the job says it is in a graph
+            dag.check(self.dependencies())
         return self
+
+    def is_dag(self) -> bool:
+        """Whether any task names ``depends_on``; if none does, the tasks run one after the other."""
+        return any(t.depends_on is not None for t in self.tasks)
+
+    def dependencies(self) -> dict[str, list[str]]:
+        return {str(t.name): list(t.depends_on or []) for t in self.tasks}
 
 
 def dump_spec(model: BaseModel) -> dict[str, Any]:

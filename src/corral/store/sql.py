@@ -42,8 +42,10 @@ _EXECS = _by_ids(s.executions)
 _EXECS_BRIEF = _by_ids(s.executions, [_E.id, _E.task_id, _E.job_id, _E.node_id, _E.state, _E.started_at,
                                       _E.container_id])
 _TASKS = _by_ids(s.tasks)
+# "dag": the task is part of a job whose tasks name depends_on (every such task stores the key).
+_DAG = _T.spec["depends_on"].as_string().is_not(None).label("dag")
 _TASKS_BRIEF = _by_ids(s.tasks, [_T.id, _T.job_id, _T.position, _T.name, _T.state, _T.execution_id,
-                                 _T.attempts, _T.lost_count])
+                                 _T.attempts, _T.lost_count, _DAG])
 _JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
 _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
     _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None))
