@@ -31,6 +31,9 @@ from corral.store.sql import ACTIVE, Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
+# When a task of a graph job fails for good, the job's other running work stops; pending tasks stay
+# pending, for a restart.
+DAG_STOP = ("scheduled", "running")
 NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
 DONE_TASK = (TaskState.COMPLETED.value, TaskState.SKIPPED.value)
@@ -211,9 +214,12 @@ class Coordinator:
         assert job is not None
         return job
 
-    def _cancel_tasks(self, tx: Tx, job_id: str, now: float, reason: str) -> set[str]:
-        tx.cas_tasks_of_job(job_id, ["pending", "scheduled", "running"], state=TaskState.CANCELLED.value,
-                            finished_at=now, error=reason)
+    @staticmethod
+    def _cancel_tasks(tx: Tx, job_id: str, now: float, reason: str,
+                      states: Sequence[str] = ("pending", "scheduled", "running")) -> set[str]:
+        """Cancel the job's tasks in ``states`` and its active executions; returns the nodes that must
+        stop them. (An active execution always belongs to a scheduled or running task.)"""
+        tx.cas_tasks_of_job(job_id, list(states), state=TaskState.CANCELLED.value, finished_at=now, error=reason)
         nodes: set[str] = set()
         for ex in tx.executions_of_job(job_id):
             if ex["state"] in ACTIVE and tx.cas_execution(ex["id"], ACTIVE, state="cancelled",
@@ -462,7 +468,7 @@ class Coordinator:
             tx.cas_job(job_id, NON_TERMINAL_JOB, state=state, finished_at=now, error=error)
         nodes: set[str] = set()
         for job_id, reason in ch.dag_failed.items():
-            nodes |= self._stop_active_tasks(tx, job_id, now, reason)
+            nodes |= self._cancel_tasks(tx, job_id, now, reason, DAG_STOP)
         return nodes
 
     @staticmethod
@@ -481,23 +487,11 @@ class Coordinator:
         tx.cas_many("tasks", ["pending"], nxt)
         tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
 
-    def _stop_active_tasks(self, tx: Tx, job_id: str, now: float, reason: str) -> set[str]:
-        """A task of a graph job failed for good: cancel its other scheduled and running tasks (their
-        nodes are told to stop them); pending tasks stay pending, for a restart."""
-        ids = set(tx.cas_tasks_of_job(job_id, ["scheduled", "running"], state=TaskState.CANCELLED.value,
-                                      finished_at=now, error=reason))
-        nodes: set[str] = set()
-        for ex in tx.executions_of_job(job_id):
-            if ex["task_id"] in ids and ex["state"] in ACTIVE and tx.cas_execution(
-                    ex["id"], ACTIVE, state="cancelled", finished_at=now, error=reason):
-                nodes.add(ex["node_id"])
-        return nodes
-
     def _fail_job(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
         final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
         tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error)
         if "depends_on" in (task.get("spec") or {}):
-            self.on_nodes_changed(self._stop_active_tasks(tx, task["job_id"], now, f"stopped: {error}"))
+            self.on_nodes_changed(self._cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", DAG_STOP))
 
     def _lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
         """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
