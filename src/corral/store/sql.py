@@ -170,12 +170,16 @@ class Tx:
             conds.append(s.jobs.c.created_at >= created_after)
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
+        return self._page_of_jobs(conds, before_seq, 0, limit)
+
+    def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int,
+                      limit: int) -> tuple[list[Row], int]:
+        """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
+        match in all."""
         total = self.c.execute(sa.select(sa.func.count()).select_from(s.jobs).where(*conds)).scalar_one()
-        page = list(conds)
-        if before_seq is not None:
-            page.append(s.jobs.c.seq < before_seq)
-        rows = _rows(self.c.execute(
-            sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc()).limit(limit)))
+        page = [*conds, s.jobs.c.seq < before_seq] if before_seq is not None else conds
+        rows = _rows(self.c.execute(sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc())
+                                    .offset(offset).limit(limit)))
         return rows, int(total)
 
     def count_jobs_by_state(self) -> dict[str, int]:
@@ -416,12 +420,7 @@ class Tx:
             conds.append(j.created_at >= created_from)
         if created_to is not None:
             conds.append(j.created_at <= created_to)
-        total = self.c.execute(sa.select(sa.func.count()).select_from(s.jobs).where(*conds)).scalar_one()
-        if before_seq is not None:
-            conds.append(j.seq < before_seq)
-        rows = _rows(self.c.execute(sa.select(s.jobs).where(*conds).order_by(j.seq.desc())
-                                    .offset(offset).limit(limit)))
-        return rows, int(total)
+        return self._page_of_jobs(conds, before_seq, offset, limit)
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
