@@ -15,6 +15,7 @@ from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors, parse_body
 from corral.api.native.views import job_view
 from corral.api.timefmt import parse_time, rfc3339
+from corral.coordinator.errors import NotFound
 from corral.domain.spec import JobSpec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState
 from corral.store.sql import decode_cursor, encode_cursor
@@ -163,22 +164,26 @@ async def logs(
 ) -> Response:
     store = svc.coord.store
 
-    def read(after_seq: int, tail_n: int | None) -> tuple[list[dict[str, Any]], str, dict[str, str]]:
+    def read(after_seq: int, tail_n: int | None) -> tuple[list[dict[str, Any]], str]:
         with store.read() as tx:
             job = tx.job(job_id)
-            rows = tx.logs(job_id, after_seq=after_seq, tail=tail_n) if job else []
-            names = {t["id"]: t["name"] for t in tx.tasks_of(job_id)} if job and format == "ndjson" else {}
-        return rows, (job["state"] if job else ""), names
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            return tx.logs(job_id, after_seq=after_seq, tail=tail_n), job["state"]
 
-    rows, state, names = await asyncio.to_thread(read, after, tail)
-    if not state:
-        svc.coord.job_row(job_id)  # raises the 404
+    def task_names() -> dict[str, str]:
+        # A job's tasks are fixed when it is submitted: read their names once, not on every poll.
+        with store.read() as tx:
+            return {t["id"]: t["name"] for t in tx.tasks_of(job_id)}
+
+    rows, state = await asyncio.to_thread(read, after, tail)
+    names = await asyncio.to_thread(task_names) if format == "ndjson" else {}
     media = "application/x-ndjson" if format == "ndjson" else "text/plain; charset=utf-8"
     if not follow:
         return Response("".join(_line(r, format, names) for r in rows), media_type=media)
 
     async def stream() -> AsyncIterator[str]:
-        nonlocal rows, state, names
+        nonlocal rows, state
         last = after
         while True:
             if rows:
@@ -188,6 +193,6 @@ async def logs(
                 # Lines and the final state arrive in one transaction: nothing is left to read.
                 return
             await asyncio.sleep(0.2)
-            rows, state, names = await asyncio.to_thread(read, last, None)
+            rows, state = await asyncio.to_thread(read, last, None)
 
     return StreamingResponse(stream(), media_type=media)
