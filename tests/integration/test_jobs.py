@@ -185,6 +185,8 @@ def test_depends_on_runs_a_diamond_with_b_and_c_in_parallel(standalone: Cluster)
         {"name": "b", "run": "sleep 1", "depends_on": ["a"]},
         {"name": "c", "run": "sleep 1", "depends_on": ["a"]},
     ]})
+    # While it waits, d says what for: its dependencies, not the task listed before it.
+    assert standalone.job(job["id"])["tasks"][0]["reason"] == "waiting for 'b', 'c'"
     done = standalone.wait_job(job["id"])
     assert done["state"] == "completed", done
     ex = {t["name"]: t["executions"][0] for t in done["tasks"]}

@@ -31,8 +31,12 @@ def task_view(t: Row, executions: list[Row] | None = None) -> dict[str, Any]:
         "created_at": rfc3339(t["created_at"]), "started_at": rfc3339(t["started_at"]),
         "finished_at": rfc3339(t["finished_at"]),
     }
-    if t["state"] == "pending" and t["ready_at"] is None and t["position"] > 0:
-        out["reason"] = "waiting for the task before it"
+    if t["state"] == "pending" and t["ready_at"] is None:
+        deps = spec.get("depends_on")
+        if deps:  # a task of a graph job waits for its dependencies, not for the task listed before it
+            out["reason"] = "waiting for " + ", ".join(f"'{d}'" for d in deps)
+        elif t["position"] > 0:
+            out["reason"] = "waiting for the task before it"
     if executions is not None:
         out["executions"] = [execution_view(e) for e in executions if e["task_id"] == t["id"]]
     return out
