@@ -132,15 +132,22 @@ class Cluster:
         assert r.status_code == 201, r.text
         return dict(r.json())
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        r = self.client.get(f"/v1/jobs/{job_id}")
+    def get(self, path: str) -> dict[str, Any]:
+        """GET a JSON object that must be there (any API: native or a dialect)."""
+        r = self.client.get(path)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
+    def wait_for(self, path: str, states: set[str], field: str = "state", timeout: float = 30) -> dict[str, Any]:
+        """GET ``path`` until its ``field`` is one of ``states``; returns the object."""
+        return dict(wait_until(lambda: (o := self.get(path))[field] in states and o, timeout,
+                               what=f"{path} to reach {sorted(states)}"))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.get(f"/v1/jobs/{job_id}")
+
     def wait_job(self, job_id: str, states: set[str] | None = None, timeout: float = 30) -> dict[str, Any]:
-        want = states or TERMINAL
-        return dict(wait_until(lambda: (j := self.job(job_id))["state"] in want and j, timeout,
-                               what=f"job {job_id} to reach {sorted(want)}"))
+        return self.wait_for(f"/v1/jobs/{job_id}", states or TERMINAL, timeout=timeout)
 
     def logs(self, job_id: str) -> str:
         return self.client.get(f"/v1/jobs/{job_id}/logs").text

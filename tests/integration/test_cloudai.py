@@ -41,14 +41,11 @@ def _ws(c: Cluster) -> ClientConnection:
 
 
 def _task(c: Cluster, task_id: str) -> dict[str, Any]:
-    r = c.client.get(f"/api/tasks/{task_id}")
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+    return c.get(f"/api/tasks/{task_id}")
 
 
 def _wait(c: Cluster, task_id: str, states: set[str] = TERMINAL, timeout: float = 30) -> dict[str, Any]:
-    return dict(wait_until(lambda: (t := _task(c, task_id))["status"] in states and t, timeout,
-                           what=f"{task_id} in {sorted(states)}"))
+    return c.wait_for(f"/api/tasks/{task_id}", states, "status", timeout)
 
 
 def _submit(c: Cluster, **fields: Any) -> str:

@@ -31,14 +31,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _job(c: Cluster, job_id: str) -> dict[str, Any]:
-    r = c.client.get(f"/api/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+    return c.get(f"/api/jobs/{job_id}")
 
 
 def _wait(c: Cluster, job_id: str, states: set[str] = TERMINAL, timeout: float = 30) -> dict[str, Any]:
-    return dict(wait_until(lambda: (j := _job(c, job_id))["status"] in states and j, timeout,
-                           what=f"job {job_id} in {sorted(states)}"))
+    return c.wait_for(f"/api/jobs/{job_id}", states, "status", timeout)
 
 
 def _submit(c: Cluster, body: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Cluster, wait_until
+from tests.harness import Cluster
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -29,14 +29,11 @@ def _post(c: Cluster, body: str, ctype: str = "text/yaml", wait: bool = False) -
 
 
 def _job(c: Cluster, job_id: str) -> dict[str, Any]:
-    r = c.client.get(f"/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    return dict(r.json())
+    return c.get(f"/jobs/{job_id}")
 
 
 def _wait(c: Cluster, job_id: str, states: set[str] = DONE) -> dict[str, Any]:
-    return dict(wait_until(lambda: (j := _job(c, job_id))["state"] in states and j, 30,
-                           what=f"job {job_id} in {states}"))
+    return c.wait_for(f"/jobs/{job_id}", states)
 
 
 def test_seed_example_and_a_container(standalone: Cluster, busybox_image: str) -> None:
