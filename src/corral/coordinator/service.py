@@ -79,6 +79,8 @@ class Update:
     exit_code: int | None = None
     error: str | None = None
     container_id: str | None = None
+    output: str | None = None  # what the task wrote to $CORRAL_OUTPUT / $TORK_OUTPUT (with its end)
+    progress: float | None = None  # 0-100, from $CORRAL_PROGRESS / $TORK_PROGRESS (while it runs)
 
 
 @dataclass

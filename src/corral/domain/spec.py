@@ -6,12 +6,13 @@ parsing and the OpenAPI schema. They hold no I/O.
 
 from __future__ import annotations
 
+import posixpath
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from corral.domain import dag
+from corral.domain import dag, expr
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
@@ -81,8 +82,77 @@ class RetrySpec(Strict):
         return float(min(parse_duration(self.backoff) * (2 ** max(attempt - 1, 0)), 300.0))
 
 
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
+VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+MAX_FILES_BYTES = 1 << 20
+# Where a mount may not go: over the root, or over the kernel's own file systems.
+FORBIDDEN_TARGETS = ("/proc", "/sys", "/dev")
+
+
+def _clean_path(p: str, what: str) -> str:
+    """An absolute path with nothing that climbs out of it: '..', '.', '//' and a trailing '/' are refused
+    rather than normalized, so what is stored is what is mounted."""
+    if not p.startswith("/") or posixpath.normpath(p) != p or "/.." in p or p.startswith("//"):
+        raise ValueError(f"{what} '{p}' must be an absolute path without '..', '.' or '//'")
+    return p
+
+
+class MountSpec(Strict):
+    type: Literal["volume", "bind", "tmpfs"]
+    target: str = Field(description="Where it appears in the container: an absolute path.")
+    source: str | None = Field(None, description="bind: an absolute host path; volume: a volume name "
+                                                 "(omitted: a fresh volume, removed with the task).")
+    readonly: bool = False
+
+    @model_validator(mode="after")
+    def _paths(self) -> MountSpec:
+        _clean_path(self.target, "mount target")
+        if self.target == "/" or any(self.target == f or self.target.startswith(f + "/") for f in FORBIDDEN_TARGETS):
+            raise ValueError(f"mount target '{self.target}' is not allowed: not over /, /proc, /sys or /dev")
+        if self.type == "bind":
+            if not self.source:
+                raise ValueError("a bind mount needs 'source', an absolute host path")
+            _clean_path(self.source, "bind source")
+        elif self.type == "volume":
+            if self.source is not None and not FILE_NAME_RE.match(self.source):
+                raise ValueError(f"volume name '{self.source}' may hold only letters, digits, '_', '-' and '.'")
+        elif self.source is not None:
+            raise ValueError("a tmpfs mount takes no 'source'")
+        return self
+
+
+class ParallelSpec(Strict):
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
+
+
+class EachSpec(Strict):
+    list: str = Field(description="An expression giving the items, e.g. '{{ sequence(1, 5) }}'.")
+    var: str = Field("item", description="The name each item has in the task's expressions.")
+    concurrency: int | None = Field(None, ge=1, le=10_000, description="At most this many at once; "
+                                                                        "omitted: all at once.")
+    task: TaskSpec
+
+    @field_validator("var")
+    @classmethod
+    def _var(cls, v: str) -> str:
+        if not VAR_RE.match(v):
+            raise ValueError("a variable name is letters, digits and '_', not starting with a digit")
+        return v
+
+
+class SubjobSpec(Strict):
+    name: str = "subjob"
+    description: str | None = None
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    output: str | None = None
+    detached: bool = Field(False, description="true: the task completes as soon as the subjob is created.")
+
+
 class TaskSpec(Strict):
     name: str | None = Field(None, description="Unique within the job; defaults to task-<n>.")
+    description: str | None = None
     image: str | None = Field(None, description="Container image; omitted: a host process.")
     run: str | None = Field(None, description="A script run with 'sh -c'.")
     command: list[str] | None = Field(None, description="An argv list, run as is.")
@@ -98,6 +168,39 @@ class TaskSpec(Strict):
         None, max_length=1000,
         description="Names of tasks of this job that must complete first. Once any task of a job names "
                     "depends_on, the job is a graph: a task without it waits for nothing.")
+    if_: str | None = Field(None, alias="if", description="An expression; when it is false the task is skipped.")
+    var: str | None = Field(None, description="Keep the task's output under this name: tasks.<var>.")
+    parallel: ParallelSpec | None = None
+    each: EachSpec | None = None
+    subjob: SubjobSpec | None = None
+    pre: list[TaskSpec] = Field(default_factory=list, max_length=100)
+    post: list[TaskSpec] = Field(default_factory=list, max_length=100)
+    sidecars: list[TaskSpec] = Field(default_factory=list, max_length=20)
+    mounts: list[MountSpec] = Field(default_factory=list, max_length=50)
+    files: dict[str, str] = Field(default_factory=dict, description="File name -> content, written into "
+                                                                    "the task's working directory.")
+
+    @field_validator("var")
+    @classmethod
+    def _var(cls, v: str | None) -> str | None:
+        if v is not None and not VAR_RE.match(v):
+            raise ValueError("a variable name is letters, digits and '_', not starting with a digit")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not FILE_NAME_RE.match(name) or name in (".", ".."):
+                raise ValueError(f"file name '{name}' must be a plain name: letters, digits, '_', '-', '.'")
+        if sum(len(c.encode()) for c in v.values()) > MAX_FILES_BYTES:
+            raise ValueError("files may hold at most 1 MiB in all")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None) -> str | None:
+        return v if v is None else _clean_path(v, "workdir")
 
     @field_validator("timeout")
     @classmethod
@@ -113,8 +216,23 @@ class TaskSpec(Strict):
             raise ValueError("an image reference cannot be empty or contain spaces")
         return v
 
+    def composite(self) -> str | None:
+        """'parallel', 'each' or 'subjob' for a task made of other tasks; None for one that runs."""
+        return "parallel" if self.parallel else "each" if self.each else "subjob" if self.subjob else None
+
     @model_validator(mode="after")
     def _what_to_run(self) -> TaskSpec:
+        kinds = [k for k in ("parallel", "each", "subjob") if getattr(self, k) is not None]
+        if kinds:
+            if len(kinds) > 1:
+                raise ValueError(f"a task is one of parallel, each or subjob, not {' and '.join(kinds)}")
+            leaf = [k for k in ("run", "command", "image", "entrypoint", "pre", "post", "sidecars", "mounts",
+                                "files") if getattr(self, k)]
+            if leaf:
+                raise ValueError(f"a {kinds[0]} task runs other tasks: it takes no {', '.join(leaf)}")
+            return self
+        if (self.mounts or self.sidecars) and not self.image:
+            raise ValueError("mounts and sidecars need an image: they are for container tasks")
         if self.run is not None and self.command is not None:
             raise ValueError("give either 'run' (a script) or 'command' (an argv list), not both")
         if self.run is None and not self.command and not (self.image and self.entrypoint):
@@ -133,8 +251,44 @@ class TaskSpec(Strict):
         return list(self.command or [])
 
 
+class DefaultsSpec(Strict):
+    """What a task of the job gets when it does not say."""
+
+    retry: RetrySpec | None = None
+    resources: ResourcesSpec | None = None
+    timeout: Duration | None = None
+    queue: QueueName | None = None
+    priority: int | None = Field(None, ge=0, le=9)
+
+
+class WebhookSpec(Strict):
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    headers: dict[str, str] = Field(default_factory=dict)
+    event: Literal["job.StateChange", "task.StateChange"] = "job.StateChange"
+    if_: str | None = Field(None, alias="if", description="An expression over job (and task); false: not sent.")
+
+
+class AutoDeleteSpec(Strict):
+    after: Duration = Field(description="Delete the job this long after it finished.")
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: str | int | float) -> str | int | float:
+        if parse_duration(v) <= 0:
+            raise ValueError("autoDelete.after must be longer than zero")
+        return v
+
+
 class JobSpec(Strict):
     name: str = Field("job", description="A label for people; need not be unique.")
+    description: str | None = Field(None, max_length=10_000)
+    inputs: dict[str, str] = Field(default_factory=dict, description="Values the expressions see as inputs.<k>.")
+    secrets: dict[str, str] = Field(default_factory=dict, description="Like inputs (secrets.<k>), and redacted "
+                                                                      "from logs and every API response.")
+    defaults: DefaultsSpec | None = None
+    output: str | None = Field(None, description="An expression: the job's result, e.g. '{{ tasks.sum }}'.")
+    webhooks: list[WebhookSpec] = Field(default_factory=list, max_length=20)
+    auto_delete: AutoDeleteSpec | None = Field(None, alias="autoDelete")
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
     queue: QueueName = "default"
     priority: int = Field(0, ge=0, le=9, description="0-9; higher runs first.")
@@ -170,6 +324,18 @@ class JobSpec(Strict):
                 if t.depends_on is None:
                     t.depends_on = []  # stored, so that every task of the job says it is in a graph
             dag.check(self.dependencies())
+        if self.defaults is not None and self.defaults.priority is not None and "priority" not in self.model_fields_set:
+            self.priority = self.defaults.priority
+        for t in self.tasks:
+            _prepare(t, self.defaults, str(t.name), top=True)
+        for k in ("output",):
+            if self.output is not None:
+                expr.check(self.output, k)
+        for i, w in enumerate(self.webhooks):
+            for where, v in [(f"webhooks[{i}].if", w.if_), *((f"webhooks[{i}].headers.{k}", h)
+                                                              for k, h in w.headers.items())]:
+                if v is not None:
+                    expr.check(v, where)
         return self
 
     def is_dag(self) -> bool:
@@ -180,5 +346,64 @@ class JobSpec(Strict):
         return {str(t.name): list(t.depends_on or []) for t in self.tasks}
 
 
+def children(t: TaskSpec) -> list[tuple[str, TaskSpec]]:
+    """The tasks inside ``t``, each with where it sits (for error messages)."""
+    out: list[tuple[str, TaskSpec]] = []
+    if t.parallel:
+        out += [(f"parallel.tasks[{i}]", c) for i, c in enumerate(t.parallel.tasks)]
+    if t.each:
+        out.append(("each.task", t.each.task))
+    out += [(f"pre[{i}]", c) for i, c in enumerate(t.pre)]
+    out += [(f"post[{i}]", c) for i, c in enumerate(t.post)]
+    out += [(f"sidecars[{i}]", c) for i, c in enumerate(t.sidecars)]
+    return out
+
+
+def _prepare(t: TaskSpec, defaults: DefaultsSpec | None, where: str, top: bool) -> None:
+    """Fill a task (and those inside it) from the job's defaults, name the unnamed ones inside, and check
+    that each expression parses. A subjob is a job of its own: the defaults stop at it."""
+    if not top and t.depends_on is not None:
+        raise ValueError(f"{where}: depends_on is for a job's top-level tasks")
+    if defaults is not None:
+        given = t.model_fields_set
+        if defaults.retry is not None and "retry" not in given:
+            t.retry = defaults.retry.model_copy()
+        if defaults.resources is not None and "resources" not in given:
+            t.resources = defaults.resources.model_copy()
+        if defaults.timeout is not None and t.timeout is None and t.composite() is None:
+            t.timeout = defaults.timeout
+        if defaults.queue is not None and t.queue is None:
+            t.queue = defaults.queue
+    fields = [("run", t.run), ("image", t.image), ("if", t.if_), ("each.list", t.each.list if t.each else None)]
+    fields += [(f"env.{k}", v) for k, v in t.env.items()]
+    fields += [(f"command[{i}]", v) for i, v in enumerate(t.command or [])]
+    for name, value in fields:
+        if value is not None:
+            expr.check(value, f"{where}.{name}")
+    for i, (at, c) in enumerate(children(t)):
+        if c.name is None:
+            c.name = f"{t.name}.{at.split('[')[0].split('.')[0]}-{i + 1}" if not t.each else f"{t.name}.item"
+        _prepare(c, defaults, f"{where}.{at}", top=False)
+    if t.subjob is not None:
+        for j, c in enumerate(t.subjob.tasks):
+            if c.name is None:
+                c.name = f"task-{j + 1}"
+            _prepare(c, None, f"{where}.subjob.tasks[{j}]", top=True)
+
+
+# Left out of a stored spec when empty: they are the defaults, and most tasks have none of them.
+_EMPTY_DROPPED = frozenset({"pre", "post", "sidecars", "mounts", "files", "webhooks", "inputs", "secrets",
+                            "node_selector", "resources", "tags"})
+
+
+def _prune(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _prune(x) for k, x in v.items() if not (k in _EMPTY_DROPPED and x in ({}, []))}
+    if isinstance(v, list):
+        return [_prune(x) for x in v]
+    return v
+
+
 def dump_spec(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", exclude_none=True)
+    """The stored form of a spec: JSON types, Tork's spelling of 'if' and 'autoDelete', no empty extras."""
+    return dict(_prune(model.model_dump(mode="json", exclude_none=True, by_alias=True)))

@@ -29,7 +29,19 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # Workflows (0003): a subjob names the task that started it; output is the job's 'output' expression,
+    # evaluated when it completes; auto_delete_after (seconds) comes from autoDelete.after.
+    sa.Column("parent_job_id", ID),
+    sa.Column("parent_task_id", ID),
+    sa.Column("output", sa.Text),
+    sa.Column("auto_delete_after", sa.Float),
+    # Webhooks: NULL when the job has none; else what was delivered so far ({"job": state, "tasks": {id: state}})
+    # and whether delivery is over (the job finished and its last change went out).
+    sa.Column("hook_marks", sa.JSON),
+    sa.Column("hooks_done", sa.Boolean),
     sa.Index("ix_jobs_state", "state"),
+    sa.Index("ix_jobs_parent", "parent_job_id"),
+    sa.Index("ix_jobs_hooks", "hooks_done"),
     sa.Index("ix_jobs_created", "created_at"),
 )
 
@@ -64,7 +76,18 @@ tasks = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # Workflows (0003). kind: 'run' (placed on a node), 'template' (a 'run' whose expressions or 'if' are
+    # evaluated first), 'parallel', 'each', 'subjob', 'steps' (pre, the task, post). parent_id: the composite
+    # task this one belongs to (NULL at the top of the job). template: the spec as submitted, when 'spec'
+    # holds its evaluated form. output: what the task wrote to $CORRAL_OUTPUT. progress: 0-100.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="run"),
+    sa.Column("parent_id", ID),
+    sa.Column("template", sa.JSON),
+    sa.Column("output", sa.Text),
+    sa.Column("progress", sa.Float),
+    sa.Column("subjob_id", ID),
     sa.Index("ix_tasks_job", "job_id", "position"),
+    sa.Index("ix_tasks_parent", "parent_id", "state", "position"),
     sa.Index("ix_tasks_ready", "state", "ready_at"),
 )
 

@@ -64,6 +64,8 @@ class UpdateBody(BaseModel):
     exit_code: int | None = None
     error: str | None = None
     container_id: str | None = None
+    output: str | None = Field(None, max_length=1 << 20)
+    progress: float | None = Field(None, ge=0, le=100)
 
 
 class LogBody(BaseModel):
