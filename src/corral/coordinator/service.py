@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.coordinator.errors import Conflict, NotFound, Overloaded
-from corral.domain.resources import Resources
+from corral.domain.resources import Resources, parse_duration
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
@@ -137,7 +137,9 @@ def job_rows(spec: JobSpec, now: float, job_id: str | None = None) -> tuple[Row,
     job = {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
            "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
            "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
-           "error": None, "started_at": None, "finished_at": None}
+           "error": None, "started_at": None, "finished_at": None,
+           "auto_delete_after": parse_duration(spec.auto_delete.after) if spec.auto_delete else None,
+           "hook_marks": {} if spec.webhooks else None, "hooks_done": False if spec.webhooks else None}
     # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
     dag = spec.is_dag()
     return job, [_task_row(job_id, i, t, spec, now, not t.depends_on if dag else i == 0)
