@@ -24,3 +24,10 @@ class Unauthorized(ServiceError):
 class Overloaded(ServiceError):
     status = 503
     title = "Overloaded"
+
+
+class Invalid(ServiceError):
+    """Well-formed input that this server refuses (a bind mount it does not allow, say)."""
+
+    status = 400
+    title = "Bad request"

@@ -10,20 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.coordinator.errors import Conflict, NotFound, Overloaded
-from corral.domain.resources import Resources, parse_duration
-from corral.domain.spec import JobSpec, TaskSpec, dump_spec
+from corral.coordinator import flow
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
+from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
+from corral.domain import workflow
+from corral.domain.resources import Resources
+from corral.domain.spec import JobSpec, TaskSpec, children
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
     JobState,
-    TaskState,
     job_sources,
-    task_sources,
 )
 from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Strategy
@@ -31,16 +32,10 @@ from corral.store.sql import ACTIVE, Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
-# When a task of a graph job fails for good, the job's other running work stops; pending tasks stay
-# pending, for a restart.
-DAG_STOP = ("scheduled", "running")
-NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
-DONE_TASK = (TaskState.COMPLETED.value, TaskState.SKIPPED.value)
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+new_id = flow.new_id
 
 
 @dataclass
@@ -50,6 +45,7 @@ class Settings:
     node_ttl: float = 15.0  # a node that misses heartbeats this long is down
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
+    bind_roots: list[str] = field(default_factory=list)  # host directories bind mounts may use; none: refused
 
 
 @dataclass
@@ -100,11 +96,10 @@ class _Changes:
     execs: list[Row] = field(default_factory=list)  # executions that ended
     tasks: list[Row] = field(default_factory=list)  # tasks that ended
     retries: list[Row] = field(default_factory=list)  # tasks back to pending for another attempt
-    advance: list[Row] = field(default_factory=list)  # completed tasks whose next task may start
-    dag_advance: set[str] = field(default_factory=set)  # graph jobs in which a task completed
-    dag_failed: dict[str, str] = field(default_factory=dict)  # graph jobs to stop: their other tasks
+    done: list[Row] = field(default_factory=list)  # completed tasks: what waited for them may start
+    failures: list[tuple[Row, str, str]] = field(default_factory=list)  # (task, state, error): ended for good
+    progress: list[Row] = field(default_factory=list)  # {"id", "_exec", "progress"} of running tasks
     jobs_started: dict[str, float] = field(default_factory=dict)
-    job_ends: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def start(self, ex: Row, task: Row | None, u: Update) -> None:
         self.started.append({"id": ex["id"], "state": "running", "started_at": u.ts,
@@ -115,44 +110,7 @@ class _Changes:
             self.jobs_started[task["job_id"]] = u.ts
 
 
-def _search_text(name: str, tags: Sequence[str]) -> str:
-    return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
-
-
-def _task_row(job_id: str, pos: int, t: TaskSpec, spec: JobSpec, now: float, ready: bool) -> Row:
-    res = t.resources.resolve()
-    return {
-        "id": new_id(), "job_id": job_id, "position": pos, "name": t.name, "spec": dump_spec(t),
-        "queue": t.queue or spec.queue, "priority": spec.priority,
-        "runtime": "docker" if t.image else "process",
-        "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
-        "node_selector": t.node_selector, "state": TaskState.PENDING.value,
-        "ready_at": now if ready else None, "attempts": 0, "lost_count": 0, "created_at": now,
-    }
-
-
-def job_rows(spec: JobSpec, now: float, job_id: str | None = None) -> tuple[Row, list[Row]]:
-    """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
-    job_id = job_id or new_id()
-    job = {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
-           "tags": spec.tags, "search": _search_text(spec.name, spec.tags), "spec": dump_spec(spec),
-           "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
-           "error": None, "started_at": None, "finished_at": None,
-           "auto_delete_after": parse_duration(spec.auto_delete.after) if spec.auto_delete else None,
-           "hook_marks": {} if spec.webhooks else None, "hooks_done": False if spec.webhooks else None}
-    # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
-    dag = spec.is_dag()
-    return job, [_task_row(job_id, i, t, spec, now, not t.depends_on if dag else i == 0)
-                 for i, t in enumerate(spec.tasks)]
-
-
-def _dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
-    """For the tasks of one graph job: the ids of the waiting tasks whose dependencies have all
-    completed, and whether every task has completed (or was skipped)."""
-    done = {t["name"] for t in tasks if t["state"] in DONE_TASK}
-    ready = [t["id"] for t in tasks if t["state"] == TaskState.PENDING.value and t["ready_at"] is None
-             and all(d in done for d in (t["spec"] or {}).get("depends_on") or ())]
-    return ready, len(done) == len(tasks)
+job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
 
 
 class Coordinator:
@@ -164,6 +122,9 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
+        self.flow = Flow()
+        # Secret values by job, so that output lines are redacted before they are stored (bounded).
+        self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
                       "tasks_retried": 0, "schedule_passes": 0}
 
@@ -179,6 +140,8 @@ class Coordinator:
             # Backpressure: refuse before accepting what cannot be held, rather than after.
             raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
                              "try again shortly")
+        for spec in specs:
+            self._check_mounts(spec)
         items = [job_rows(spec, now) for spec in specs]
         with self.store.transaction() as tx:
             tx.insert_jobs(items)
@@ -186,6 +149,29 @@ class Coordinator:
         self.pending_tasks += adding
         self.kick()
         return [job for job, _ in items]
+
+    def _check_mounts(self, spec: JobSpec) -> None:
+        """Bind mounts reach the worker's file system: refused unless the server allows them, and then
+        only under the roots it names."""
+        def walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:
+            for t in tasks:
+                yield t
+                yield from walk([c for _, c in children(t)])
+                if t.subjob:
+                    yield from walk(t.subjob.tasks)
+
+        for t in walk(spec.tasks):
+            for m in t.mounts:
+                if m.type != "bind":
+                    continue
+                roots = self.settings.bind_roots
+                if not roots:
+                    raise Invalid(f"task '{t.name}': bind mounts are not allowed on this server "
+                                  "(corral server --allow-bind-mount DIR allows them under DIR)")
+                src = str(m.source)
+                if not any(src == r or src.startswith(r.rstrip("/") + "/") for r in roots):
+                    raise Invalid(f"task '{t.name}': bind mount source '{src}' is outside the allowed "
+                                  f"directories: {', '.join(roots)}")
 
     def get_job(self, job_id: str) -> tuple[Row, list[Row], list[Row]]:
         with self.store.read() as tx:
@@ -211,25 +197,13 @@ class Coordinator:
                               finished_at=now, error=reason):
                 raise Conflict(f"job '{job_id}' is already {job['state']}; only an unfinished job can be "
                                "cancelled")
-            nodes = self._cancel_tasks(tx, job_id, now, reason)
+            nodes = self.flow.cancel_tasks(tx, job_id, now, reason)
+            self.flow.jobs_ended(tx, [job_id], now)
             job = tx.job(job_id)
         self.on_nodes_changed(nodes)
         self.kick()
         assert job is not None
         return job
-
-    @staticmethod
-    def _cancel_tasks(tx: Tx, job_id: str, now: float, reason: str,
-                      states: Sequence[str] = ("pending", "scheduled", "running")) -> set[str]:
-        """Cancel the job's tasks in ``states`` and its active executions; returns the nodes that must
-        stop them. (An active execution always belongs to a scheduled or running task.)"""
-        tx.cas_tasks_of_job(job_id, list(states), state=TaskState.CANCELLED.value, finished_at=now, error=reason)
-        nodes: set[str] = set()
-        for ex in tx.executions_of_job(job_id):
-            if ex["state"] in ACTIVE and tx.cas_execution(ex["id"], ACTIVE, state="cancelled",
-                                                          finished_at=now, error=reason):
-                nodes.add(ex["node_id"])
-        return nodes
 
     def restart(self, job_id: str) -> Row:
         """Run a failed or cancelled job again, from the first task that did not complete."""
@@ -242,37 +216,16 @@ class Coordinator:
                               state=JobState.PENDING.value, error=None, finished_at=None):
                 raise Conflict(f"job '{job_id}' is {job['state']}; only a failed or cancelled job can be "
                                "restarted")
-            tasks = tx.tasks_of(job_id)
+            tasks = self.flow.reset_for_restart(tx, tx.tasks_of(job_id), now)
             if any("depends_on" in (t["spec"] or {}) for t in tasks):
-                self._restart_dag(tx, tasks, now)
-                tasks = []
-            first = True
-            for t in tasks:
-                if t["state"] == TaskState.COMPLETED.value and first:
-                    continue
-                tx.cas_task(t["id"], task_sources(TaskState.PENDING) + ["pending"],
-                            state=TaskState.PENDING.value, ready_at=now if first else None, attempts=0,
-                            lost_count=0, reason=None, node_id=None, execution_id=None, exit_code=None,
-                            error=None, started_at=None, finished_at=None)
-                first = False
+                ready, _ = dag_ready(tasks)
+            else:  # a chain resumes at its first task that did not complete
+                ready = [t["id"] for t in tasks if t["state"] not in DONE_TASK][:1]
+            tx.cas_many("tasks", ["pending"], [{"id": i, "ready_at": now} for i in ready])
             job = tx.job(job_id)
         self.kick()
         assert job is not None
         return job
-
-    @staticmethod
-    def _restart_dag(tx: Tx, tasks: list[Row], now: float) -> None:
-        """Every task that did not complete waits again; those whose dependencies completed are ready."""
-        for t in tasks:
-            if t["state"] in DONE_TASK:
-                continue
-            tx.cas_task(t["id"], task_sources(TaskState.PENDING) + ["pending"],
-                        state=TaskState.PENDING.value, ready_at=None, attempts=0,
-                        lost_count=0, reason=None, node_id=None, execution_id=None, exit_code=None,
-                        error=None, started_at=None, finished_at=None)
-            t.update(state=TaskState.PENDING.value, ready_at=None)
-        ready, _ = _dag_ready(tasks)
-        tx.cas_many("tasks", ["pending"], [{"id": i, "ready_at": now} for i in ready])
 
     def delete(self, job_id: str) -> None:
         with self.store.transaction() as tx:
@@ -333,9 +286,26 @@ class Coordinator:
             work = self._assignments(tx, fresh) if fresh else []
             return work, self._to_stop(tx, node_id, known)
 
+    def _secrets_of(self, tx: Tx, job_ids: set[str]) -> dict[str, tuple[str, ...]]:
+        missing = [j for j in job_ids if j not in self._secrets]
+        if missing:
+            for jid, spec in tx.job_specs(missing).items():
+                self._remember_secrets(jid, spec)
+        return {j: self._secrets.get(j, ()) for j in job_ids}
+
+    def _remember_secrets(self, job_id: str, spec: dict[str, Any]) -> None:
+        self._secrets[job_id] = tuple(v for v in (spec.get("secrets") or {}).values() if v)
+        self._secrets.move_to_end(job_id)
+        while len(self._secrets) > 10_000:
+            self._secrets.popitem(last=False)
+
     def _assignments(self, tx: Tx, execs: list[Row]) -> list[Row]:
         tasks = {t["id"]: t for t in tx.tasks_by_ids({e["task_id"] for e in execs})}
-        envs = tx.job_envs({e["job_id"] for e in execs})
+        specs = tx.job_specs({e["job_id"] for e in execs})
+        envs = {}
+        for jid, job_spec in specs.items():
+            envs[jid] = dict(job_spec.get("env") or {})
+            self._remember_secrets(jid, job_spec)
         out = []
         for ex in execs:
             t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
@@ -352,7 +322,10 @@ class Coordinator:
                 "timeout": spec.timeout_seconds(),
                 "cpu_limit": spec.resources.cpu, "memory_limit": spec.resources.resolve().memory
                 if spec.resources.memory is not None else None,
-                "gpus": ex["gpus"],
+                "gpus": ex["gpus"], "files": spec.files,
+                "mounts": [m.model_dump() for m in spec.mounts],
+                "sidecars": [{"name": c.name, "image": c.image, "argv": c.argv(), "entrypoint": c.entrypoint,
+                              "env": {**job_env, **c.env}} for c in spec.sidecars],
             })
         return out
 
@@ -369,20 +342,31 @@ class Coordinator:
             execs = {e["id"]: e for e in tx.executions_by_ids(
                 {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True, brief=True)}
             if logs:
+                secrets = self._secrets_of(tx, {e["job_id"] for e in execs.values()})
                 tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
                                  "task_id": execs[ln.execution_id]["task_id"],
                                  "execution_id": ln.execution_id, "stream": ln.stream,
-                                 "line": ln.line, "ts": ln.ts}
+                                 "line": workflow.redact(ln.line, secrets[execs[ln.execution_id]["job_id"]])
+                                 if secrets.get(execs[ln.execution_id]["job_id"]) else ln.line, "ts": ln.ts}
                                 for ln in logs if ln.execution_id in execs])
             # Per execution: when it started, and how it ended (if it did). A start and an end in one
             # batch (a quick task) become one change.
             started: dict[str, Update] = {}
             ended: dict[str, Update] = {}
+            progress: dict[str, float] = {}
             for u in updates:
                 ex = execs.get(u.execution_id)
                 if ex is None or ex["node_id"] != node_id or ex["state"] not in ACTIVE:
                     continue  # unknown, someone else's, or already finished: a late report changes nothing
-                (started if u.state == "running" else ended)[u.execution_id] = u
+                if u.state != "running":
+                    ended[u.execution_id] = u
+                elif u.progress is not None:
+                    progress[u.execution_id] = u.progress
+                else:
+                    started.setdefault(u.execution_id, u)
+            if progress:
+                tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
+                                 for i, p in progress.items() if i not in ended])
             if not started and not ended:
                 return
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
@@ -418,11 +402,8 @@ class Coordinator:
             self.stats["tasks_completed"] += 1
             ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": "completed", "exit_code": 0,
                              "error": None, "finished_at": u.ts, "reason": None,
-                             "started_at": started_at})
-            if task.get("dag"):
-                ch.dag_advance.add(task["job_id"])
-            else:
-                ch.advance.append(task)
+                             "started_at": started_at, "output": u.output})
+            ch.done.append(task)
             return
         spec = TaskSpec.model_validate(tx.task_spec(task["id"]))
         # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
@@ -436,11 +417,9 @@ class Coordinator:
             return
         self.stats["tasks_failed"] += 1
         ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": state, "exit_code": u.exit_code,
-                         "error": error, "finished_at": u.ts, "reason": None, "started_at": started_at})
-        final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
-        ch.job_ends[task["job_id"]] = (final, f"task '{task['name']}' {state}: {error}")
-        if task.get("dag"):
-            ch.dag_failed[task["job_id"]] = f"stopped: task '{task['name']}' {state}: {error}"
+                         "error": error, "finished_at": u.ts, "reason": None, "started_at": started_at,
+                         "output": u.output})
+        ch.failures.append((task, state, f"task '{task['name']}' {state}: {error}"))
 
     def _apply(self, tx: Tx, ch: _Changes, now: float) -> set[str]:
         """Write the batch's changes; returns the nodes that have executions to stop."""
@@ -454,48 +433,15 @@ class Coordinator:
             log.warning("report: %d of %d compare-and-set changes applied", changed, expected)
         tx.jobs_to_state(ch.jobs_started, ["pending", "scheduled"], state=JobState.RUNNING.value)
         tx.jobs_started(ch.jobs_started)
-        if ch.advance:
-            waiting = {(t["job_id"], t["position"]): t["id"]
-                       for t in tx.waiting_tasks_of_jobs({t["job_id"] for t in ch.advance})}
-            nxt, done = [], []
-            for t in ch.advance:
-                n = waiting.get((t["job_id"], t["position"] + 1))
-                if n is not None:
-                    nxt.append({"id": n, "ready_at": now})
-                else:
-                    done.append(t["job_id"])
-            tx.cas_many("tasks", ["pending"], nxt)
-            tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
-        if ch.dag_advance.difference(ch.job_ends):
-            self._advance_dags(tx, ch.dag_advance.difference(ch.job_ends), now)
-        for job_id, (state, error) in ch.job_ends.items():
-            tx.cas_job(job_id, NON_TERMINAL_JOB, state=state, finished_at=now, error=error)
-        nodes: set[str] = set()
-        for job_id, reason in ch.dag_failed.items():
-            nodes |= self._cancel_tasks(tx, job_id, now, reason, DAG_STOP)
+        tx.set_progress(ch.progress)
+        failed_jobs = {t["job_id"] for t, _, _ in ch.failures}
+        if ch.done:
+            self.flow.advance(tx, [t for t in ch.done if t["job_id"] not in failed_jobs], now)
+        self.flow.nodes_to_stop.clear()
+        for task, state, error in ch.failures:
+            self.flow.fail(tx, task, error, now, state)
+        nodes, self.flow.nodes_to_stop = self.flow.nodes_to_stop, set()
         return nodes
-
-    @staticmethod
-    def _advance_dags(tx: Tx, job_ids: set[str], now: float) -> None:
-        """Graph jobs in which tasks completed: ready each waiting task whose dependencies have all
-        completed; complete the jobs whose tasks all have. One read for all the jobs."""
-        by_job: dict[str, list[Row]] = {j: [] for j in job_ids}
-        for t in tx.tasks_of_jobs(job_ids):
-            by_job[t["job_id"]].append(t)
-        nxt, done = [], []
-        for job_id, tasks in by_job.items():
-            ready, complete = _dag_ready(tasks)
-            nxt += [{"id": i, "ready_at": now} for i in ready]
-            if complete:
-                done.append(job_id)
-        tx.cas_many("tasks", ["pending"], nxt)
-        tx.jobs_to_state(done, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
-
-    def _fail_job(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
-        final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
-        tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error)
-        if "depends_on" in (task.get("spec") or {}):
-            self.on_nodes_changed(self._cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", DAG_STOP))
 
     def _lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
         """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
@@ -510,7 +456,9 @@ class Coordinator:
                         node_id=None, execution_id=None, lost_count=task["lost_count"] + 1,
                         reason=f"rescheduling: {why}")
         elif tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="lost", error=why, finished_at=now):
-            self._fail_job(tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now)
+            self.flow.fail(tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now)
+            self.on_nodes_changed(self.flow.nodes_to_stop)
+            self.flow.nodes_to_stop = set()
 
     # -- background work ----------------------------------------------------------------------
     def kick(self) -> None:
@@ -524,6 +472,7 @@ class Coordinator:
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
         self.stats["schedule_passes"] += 1
+        self.open_composites()
         placed_total = 0
         while True:
             now = time.time()
@@ -564,6 +513,21 @@ class Coordinator:
             # Go on only while everything fitted and more may be waiting.
             if result.reasons or len(ready) < self.settings.schedule_batch:
                 return placed_total
+
+    def open_composites(self, rounds: int = 20) -> None:
+        """Evaluate and open the ready tasks that are not placed as they are (templates, parallel, each,
+        subjob, pre/post). A skip can ready the next such task, so this goes on while there is work."""
+        for _ in range(rounds):
+            now = time.time()
+            with self.store.read() as tx:
+                if not tx.ready_composites(now, 1):
+                    return
+            with self.store.transaction() as tx:
+                self.flow.nodes_to_stop = set()
+                self.flow.open_ready(tx, now)
+                nodes = self.flow.nodes_to_stop
+            if nodes:
+                self.on_nodes_changed(nodes)
 
     @staticmethod
     def _node_view(n: Row, a: Row | None) -> NodeView:

@@ -39,7 +39,10 @@ ACTIVE_TASK_STATES = frozenset({TaskState.SCHEDULED, TaskState.RUNNING})
 # Which state may follow which. "running -> pending" and "scheduled -> pending" are a retry
 # (or a reschedule after the node was lost); everything terminal is final.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.PENDING: frozenset({TaskState.SCHEDULED, TaskState.CANCELLED, TaskState.SKIPPED}),
+    # A task made of others (parallel, each, subjob, pre/post) is never placed: the coordinator opens it
+    # (pending -> running), or it ends at once (an empty each, a detached subjob, an expression that fails).
+    TaskState.PENDING: frozenset({TaskState.SCHEDULED, TaskState.CANCELLED, TaskState.SKIPPED, TaskState.RUNNING,
+                                  TaskState.COMPLETED, TaskState.FAILED}),
     TaskState.SCHEDULED: frozenset(
         {TaskState.RUNNING, TaskState.PENDING, TaskState.COMPLETED, TaskState.FAILED,
          TaskState.CANCELLED, TaskState.LOST}

@@ -88,6 +88,7 @@ tasks = sa.Table(
     sa.Column("subjob_id", ID),
     sa.Index("ix_tasks_job", "job_id", "position"),
     sa.Index("ix_tasks_parent", "parent_id", "state", "position"),
+    sa.Index("ix_tasks_kind", "kind", "state", "ready_at"),
     sa.Index("ix_tasks_ready", "state", "ready_at"),
 )
 

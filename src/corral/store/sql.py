@@ -24,6 +24,7 @@ from corral.store import schema as s
 
 Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
+COMPOSITE_KINDS = ("template", "parallel", "each", "subjob", "steps")  # tasks the coordinator opens itself
 
 
 def _rows(result: sa.CursorResult[Any]) -> list[Row]:
@@ -45,10 +46,15 @@ _TASKS = _by_ids(s.tasks)
 # "dag": the task is part of a job whose tasks name depends_on (every such task stores the key).
 _DAG = _T.spec["depends_on"].as_string().is_not(None).label("dag")
 _TASKS_BRIEF = _by_ids(s.tasks, [_T.id, _T.job_id, _T.position, _T.name, _T.state, _T.execution_id,
-                                 _T.attempts, _T.lost_count, _DAG])
+                                 _T.attempts, _T.lost_count, _T.parent_id, _DAG])
 _JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
 _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
-    _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None))
+    _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None),
+    _T.parent_id.is_(None))
+# Jobs that need more than a state change when they complete: an output to evaluate, or a parent task.
+_JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s.jobs.c.name, s.jobs.c.state).where(
+    s.jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+    sa.or_(s.jobs.c.parent_task_id.is_not(None), s.jobs.c.spec["output"].as_string().is_not(None)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,12 +211,11 @@ class Tx:
         spec = self.c.execute(sa.select(s.tasks.c.spec).where(s.tasks.c.id == task_id)).scalar_one()
         return dict(spec)
 
-    def job_envs(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    def job_specs(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(ids)
         if not ids:
             return {}
-        rows = self.c.execute(_JOB_SPECS, {"ids": ids}).all()
-        return {jid: dict(spec.get("env") or {}) for jid, spec in rows}
+        return {jid: dict(spec) for jid, spec in self.c.execute(_JOB_SPECS, {"ids": ids}).all()}
 
     def waiting_tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
         """Pending tasks that wait for the task before them, in these jobs."""
@@ -252,11 +257,66 @@ class Tx:
         got = self.c.execute(sa.select(t.id, t.execution_id).where(t.id.in_(list(mine)))).all()
         return {tid for tid, ex in got if mine[tid] == ex}
 
+    # -- workflows ----------------------------------------------------------------------------
+    def ready_composites(self, now: float, limit: int) -> list[Row]:
+        """Ready tasks that the coordinator opens or evaluates itself (kind other than 'run')."""
+        q = (sa.select(s.tasks).where(_T.kind.in_(COMPOSITE_KINDS), _T.state == "pending",
+                                           _T.ready_at <= now)
+             .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def next_waiting(self, job_id: str, parent_id: str | None, n: int) -> list[str]:
+        """Up to ``n`` tasks of one scope (the job's top, or a composite's children) that wait their turn."""
+        where = _T.parent_id == parent_id if parent_id is not None else sa.and_(_T.job_id == job_id,
+                                                                                 _T.parent_id.is_(None))
+        q = (sa.select(_T.id).where(where, _T.state == "pending", _T.ready_at.is_(None))
+             .order_by(_T.position).limit(n))
+        return [r[0] for r in self.c.execute(q)]
+
+    def count_unfinished(self, job_id: str, parent_id: str | None) -> int:
+        where = _T.parent_id == parent_id if parent_id is not None else sa.and_(_T.job_id == job_id,
+                                                                                 _T.parent_id.is_(None))
+        q = sa.select(sa.func.count()).select_from(s.tasks).where(where, _T.state.not_in(("completed", "skipped")))
+        return int(self.c.execute(q).scalar_one())
+
+    def outputs_of_job(self, job_id: str) -> list[tuple[dict[str, Any], str | None]]:
+        """(spec, output) of the job's completed tasks that keep their output under a name (``var``)."""
+        q = sa.select(_T.spec, _T.output).where(_T.job_id == job_id, _T.state == "completed",
+                                                _T.spec["var"].as_string().is_not(None))
+        return [(dict(sp), out) for sp, out in self.c.execute(q)]
+
+    def insert_tasks(self, rows: Sequence[Row]) -> None:
+        if rows:
+            self.c.execute(_INSERT_TASKS, list(rows))
+
+    def delete_tasks(self, ids: Sequence[str]) -> None:
+        """Tasks opened from a composite that runs again: they go, with their attempts and output."""
+        for i in range(0, len(ids), 500):
+            part = list(ids[i:i + 500])
+            self.c.execute(sa.delete(s.logs).where(s.logs.c.task_id.in_(part)))
+            self.c.execute(sa.delete(s.executions).where(s.executions.c.task_id.in_(part)))
+            self.c.execute(sa.delete(s.tasks).where(_T.id.in_(part)))
+
+    def jobs_with_followup(self, ids: Iterable[str]) -> list[Row]:
+        ids = list(ids)
+        return _rows(self.c.execute(_JOB_FOLLOWUP, {"ids": ids})) if ids else []
+
+    def child_jobs(self, job_id: str, states: Sequence[str]) -> list[str]:
+        q = sa.select(s.jobs.c.id).where(s.jobs.c.parent_job_id == job_id, s.jobs.c.state.in_(states))
+        return [r[0] for r in self.c.execute(q)]
+
+    def set_progress(self, rows: Sequence[Row]) -> None:
+        """``{"id", "_exec", "progress"}``: only while the task is still on that execution."""
+        if rows:
+            q = (sa.update(s.tasks).where(_T.id == sa.bindparam("b_id"), _T.execution_id == sa.bindparam("b_exec"))
+                 .values(progress=sa.bindparam("v")))
+            self.c.execute(q, [{"b_id": r["id"], "b_exec": r["_exec"], "v": r["progress"]} for r in rows])
+
     def ready_tasks(self, now: float, limit: int) -> list[Row]:
         cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
                 s.tasks.c.runtime, s.tasks.c.attempts, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
                 s.tasks.c.node_selector, s.tasks.c.reason]
-        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now)
+        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now, s.tasks.c.kind == "run")
              .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
         return _rows(self.c.execute(q))
 

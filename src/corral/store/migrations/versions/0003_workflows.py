@@ -31,10 +31,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('progress', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('subjob_id', sa.String(length=32), nullable=True))
         batch_op.create_index('ix_tasks_parent', ['parent_id', 'state', 'position'], unique=False)
+        batch_op.create_index('ix_tasks_kind', ['kind', 'state', 'ready_at'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.drop_index('ix_tasks_kind')
         batch_op.drop_index('ix_tasks_parent')
         for c in ('subjob_id', 'progress', 'output', 'template', 'parent_id', 'kind'):
             batch_op.drop_column(c)

@@ -1,0 +1,337 @@
+"""Workflows over the store: opening composite tasks, advancing a scope when its tasks end, finishing and
+failing jobs, and the propagation of both through subjobs. Every change is a compare-and-set.
+
+A *scope* is the list of tasks one level holds: a job's top-level tasks, or a composite task's children.
+Tasks of a scope start in order; a scope lets ``width`` of them run at once (1 for a job's tasks and for
+pre/post steps, the concurrency for ``each``, all for ``parallel``). When one ends, the next that waits
+starts. When none is left unfinished, the composite completes (or, at the top, the job) and that, in turn,
+advances the scope above it. A job whose tasks name ``depends_on`` advances by its graph instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from corral.domain import expr, workflow
+from corral.domain.resources import parse_duration
+from corral.domain.spec import JobSpec, TaskSpec, dump_spec
+from corral.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
+from corral.store.sql import ACTIVE, Row, Tx
+
+log = logging.getLogger("corral.coordinator")
+DONE_TASK = (TaskState.COMPLETED.value, TaskState.SKIPPED.value)
+NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
+# When a task fails for good, the job's other running work stops; pending tasks stay pending, for a restart.
+STOP = ("scheduled", "running")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now: float, ready: bool,
+             parent_id: str | None = None, scope: dict[str, Any] | None = None) -> Row:
+    res = t.resources.resolve()
+    kind = workflow.kind_of(t)
+    spec = dump_spec(t)
+    return {
+        "id": new_id(), "job_id": job_id, "position": pos, "name": t.name, "spec": spec,
+        "queue": t.queue or queue, "priority": priority,
+        "runtime": "docker" if t.image else "process",
+        "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
+        "node_selector": t.node_selector, "state": TaskState.PENDING.value,
+        "ready_at": now if ready else None, "attempts": 0, "lost_count": 0, "created_at": now,
+        "kind": kind, "parent_id": parent_id,
+        # Evaluated tasks keep what was submitted, so that a restart evaluates it again.
+        "template": {"spec": spec, "scope": scope} if kind == "template" or scope else None,
+    }
+
+
+def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None) -> Row:
+    return {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
+            "tags": spec.tags, "search": search_text(spec.name, spec.tags), "spec": dump_spec(spec),
+            "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
+            "error": None, "started_at": None, "finished_at": None,
+            "parent_job_id": parent["job_id"] if parent else None, "parent_task_id": parent["id"] if parent else None,
+            "auto_delete_after": None if spec.auto_delete is None else parse_duration(spec.auto_delete.after),
+            "hook_marks": {} if spec.webhooks else None, "hooks_done": False if spec.webhooks else None}
+
+
+def search_text(name: str, tags: Sequence[str]) -> str:
+    return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
+
+
+def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None) -> tuple[Row, list[Row]]:
+    """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
+    job_id = job_id or new_id()
+    job = job_row(spec, now, job_id, parent)
+    # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
+    dag = spec.is_dag()
+    return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0)
+                 for i, t in enumerate(spec.tasks)]
+
+
+def dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
+    """For the top-level tasks of one graph job: the ids of the waiting tasks whose dependencies have all
+    completed, and whether every task has completed (or was skipped)."""
+    done = {t["name"] for t in tasks if t["state"] in DONE_TASK}
+    ready = [t["id"] for t in tasks if t["state"] == TaskState.PENDING.value and t["ready_at"] is None
+             and all(d in done for d in (t["spec"] or {}).get("depends_on") or ())]
+    return ready, len(done) == len(tasks)
+
+
+class Flow:
+    """The workflow steps the coordinator runs inside its transactions."""
+
+    def __init__(self) -> None:
+        self.nodes_to_stop: set[str] = set()  # gathered by cancels; the coordinator wakes those nodes
+
+    # -- context --------------------------------------------------------------------------------
+    @staticmethod
+    def context(tx: Tx, job: Row, scope: dict[str, Any] | None) -> dict[str, Any]:
+        outputs = {sp["var"]: out or "" for sp, out in tx.outputs_of_job(job["id"]) if sp.get("var")}
+        return workflow.context(job["spec"], job, outputs, scope)
+
+    # -- opening ready composite and template tasks ---------------------------------------------
+    def open_ready(self, tx: Tx, now: float, limit: int = 500) -> int:
+        """Evaluate or open every ready task that is not a plain 'run'. Returns how many were handled."""
+        rows = tx.ready_composites(now, limit)
+        if not rows:
+            return 0
+        jobs = {j["id"]: j for j in tx.jobs_by_ids({r["job_id"] for r in rows})}
+        contexts: dict[str, dict[str, Any]] = {}
+        done: list[Row] = []
+        for r in rows:
+            job = jobs.get(r["job_id"])
+            if job is None or job["state"] in (s.value for s in TERMINAL_JOB_STATES):
+                continue
+            if r["job_id"] not in contexts:
+                contexts[r["job_id"]] = self.context(tx, job, None)
+            scope = (r["template"] or {}).get("scope")
+            ctx = {**contexts[r["job_id"]], **(scope or {})}
+            spec = (r["template"] or {}).get("spec") or r["spec"]
+            try:
+                if spec.get("if") is not None and not workflow.is_true(spec["if"], ctx, f"{r['name']}.if"):
+                    if tx.cas_task(r["id"], ["pending"], state=TaskState.SKIPPED.value, finished_at=now,
+                                   reason=None, error=None):
+                        done.append(r)
+                    continue
+                if r["kind"] == "template":
+                    self._evaluate(tx, r, spec, ctx)
+                else:
+                    done += self._open(tx, r, job, spec, ctx, scope, now)
+            except expr.ExprError as e:
+                if tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
+                               error=str(e), reason=None):
+                    self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
+                contexts.pop(r["job_id"], None)
+        if done:
+            self.advance(tx, done, now)
+        return len(rows)
+
+    @staticmethod
+    def _evaluate(tx: Tx, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> None:
+        rendered = workflow.render_task(spec, ctx, str(r["name"]))
+        TaskSpec.model_validate(rendered)  # a rendered image with a space, say, fails here
+        tx.cas_task(r["id"], ["pending"], kind="run", spec=rendered,
+                    runtime="docker" if rendered.get("image") else "process")
+
+    def _open(self, tx: Tx, r: Row, job: Row, spec: dict[str, Any], ctx: dict[str, Any],
+              scope: dict[str, Any] | None, now: float) -> list[Row]:
+        """Open a composite; returns it when it finished at once (an empty each, a detached subjob)."""
+        if r["kind"] == "subjob":
+            return self._open_subjob(tx, r, job, spec, now)
+        kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
+        rows = []
+        for i, (child, child_scope) in enumerate(kids):
+            t = TaskSpec.model_validate(child)
+            if t.name is None:
+                t.name = f"{r['name']}[{i}]"
+            rows.append(task_row(r["job_id"], i, t, r["queue"], r["priority"], now, i < width, r["id"], child_scope))
+        for row in rows:
+            row["job_seq"] = r["job_seq"]
+        if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None):
+            return []
+        tx.jobs_to_state([r["job_id"]], ["pending", "scheduled"], state=JobState.RUNNING.value)
+        tx.jobs_started({r["job_id"]: now})
+        if not rows:  # each over an empty list
+            tx.cas_task(r["id"], ["running"], state=TaskState.COMPLETED.value, finished_at=now)
+            return [r]
+        tx.insert_tasks(rows)
+        return []
+
+    @staticmethod
+    def _open_subjob(tx: Tx, r: Row, job: Row, spec: dict[str, Any], now: float) -> list[Row]:
+        sub = dict(spec["subjob"])
+        detached = bool(sub.pop("detached", False))
+        parent_spec = job["spec"]
+        sub.setdefault("queue", parent_spec.get("queue", "default"))
+        sub.setdefault("priority", parent_spec.get("priority", 0))
+        sub_spec = JobSpec.model_validate(sub)
+        sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
+        if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None,
+                           subjob_id=sub_job["id"]):
+            return []
+        tx.insert_jobs([(sub_job, sub_tasks)])
+        tx.jobs_to_state([r["job_id"]], ["pending", "scheduled"], state=JobState.RUNNING.value)
+        tx.jobs_started({r["job_id"]: now})
+        if detached:
+            tx.cas_task(r["id"], ["running"], state=TaskState.COMPLETED.value, finished_at=now)
+            return [r]
+        return []
+
+    # -- advancing ------------------------------------------------------------------------------
+    def advance(self, tx: Tx, done: Sequence[Row], now: float) -> None:
+        """Tasks completed or were skipped: start what waited for them, and finish every scope (and job)
+        that has nothing left. ``done`` rows need id, job_id, parent_id, position and dag."""
+        queue = list(done)
+        while queue:
+            batch, queue = queue, []
+            finished_jobs: list[str] = []
+            chain = [t for t in batch if t.get("parent_id") is None and not t.get("dag")]
+            if chain:
+                waiting = {(w["job_id"], w["position"]): w["id"]
+                           for w in tx.waiting_tasks_of_jobs({t["job_id"] for t in chain})}
+                nxt = []
+                for t in chain:
+                    n = waiting.get((t["job_id"], t["position"] + 1))
+                    if n is not None:
+                        nxt.append({"id": n, "ready_at": now})
+                    else:
+                        finished_jobs.append(t["job_id"])
+                tx.cas_many("tasks", ["pending"], nxt)
+            graphs = {t["job_id"] for t in batch if t.get("parent_id") is None and t.get("dag")}
+            if graphs:
+                by_job: dict[str, list[Row]] = {j: [] for j in graphs}
+                for t in tx.tasks_of_jobs(graphs):
+                    if t["parent_id"] is None:
+                        by_job[t["job_id"]].append(t)
+                nxt = []
+                for job_id, tasks in by_job.items():
+                    ready, complete = dag_ready(tasks)
+                    nxt += [{"id": i, "ready_at": now} for i in ready]
+                    if complete:
+                        finished_jobs.append(job_id)
+                tx.cas_many("tasks", ["pending"], nxt)
+            scopes = Counter((t["job_id"], t["parent_id"]) for t in batch if t.get("parent_id") is not None)
+            for (job_id, parent_id), k in scopes.items():
+                nxt_ids = tx.next_waiting(job_id, parent_id, k)
+                tx.cas_many("tasks", ["pending"], [{"id": i, "ready_at": now} for i in nxt_ids])
+                if len(nxt_ids) < k and tx.count_unfinished(job_id, parent_id) == 0:
+                    queue += self._complete_task(tx, parent_id, now, None)
+            if finished_jobs:
+                tx.jobs_to_state(finished_jobs, NON_TERMINAL_JOB, state=JobState.COMPLETED.value, finished_at=now)
+                queue += self._after_jobs_completed(tx, finished_jobs, now)
+
+    @staticmethod
+    def _complete_task(tx: Tx, task_id: str, now: float, output: str | None) -> list[Row]:
+        values: dict[str, Any] = {"state": TaskState.COMPLETED.value, "finished_at": now, "progress": 100.0}
+        if output is not None:
+            values["output"] = output
+        if not tx.cas_task(task_id, ["running"], **values):
+            return []
+        return tx.tasks_by_ids([task_id], brief=True)
+
+    def _after_jobs_completed(self, tx: Tx, job_ids: list[str], now: float) -> list[Row]:
+        """Evaluate completed jobs' outputs, and complete the tasks that ran them as subjobs."""
+        out: list[Row] = []
+        for j in tx.jobs_with_followup(job_ids):
+            if j["state"] != JobState.COMPLETED.value:
+                continue
+            value = None
+            if j["spec"].get("output"):
+                try:
+                    value = expr.render(j["spec"]["output"], self.context(tx, j, None), "output")
+                except expr.ExprError as e:
+                    value = None
+                    tx.cas_job(j["id"], [JobState.COMPLETED.value], state=JobState.FAILED.value,
+                               error=f"the job's output could not be evaluated: {e}")
+                    out += self._subjob_ended(tx, j["id"], now)
+                    continue
+                tx.cas_job(j["id"], [JobState.COMPLETED.value], output=value)
+            if j["parent_task_id"]:
+                out += self._complete_task(tx, j["parent_task_id"], now, value)
+        return out
+
+    # -- failing and cancelling -----------------------------------------------------------------
+    def fail(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
+        """A task of the job failed (or was cancelled or lost) for good: the composites above it fail,
+        the job fails, its other running work stops, and a job that is a subjob fails its parent task."""
+        final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
+        parent_id = task.get("parent_id")
+        while parent_id is not None:
+            tx.cas_task(parent_id, ["running"], state=TaskState.FAILED.value, finished_at=now, error=error)
+            parent = tx.task(parent_id)
+            parent_id = parent["parent_id"] if parent else None
+        if tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error):
+            self.cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", STOP)
+            self._subjob_ended(tx, task["job_id"], now)
+
+    def jobs_ended(self, tx: Tx, job_ids: Sequence[str], now: float) -> None:
+        """Jobs that just failed or were cancelled: if any is a subjob, its parent task fails."""
+        for j in tx.jobs_with_followup(job_ids):
+            self._subjob_ended(tx, j["id"], now)
+
+    def _subjob_ended(self, tx: Tx, job_id: str, now: float) -> list[Row]:
+        job = tx.job(job_id)
+        if job is None or not job["parent_task_id"] or job["state"] == JobState.COMPLETED.value:
+            return []
+        parent = tx.task(job["parent_task_id"])
+        if parent is None:
+            return []
+        error = f"subjob '{job['name']}' {job['state']}: {job['error'] or ''}".rstrip(": ")
+        if tx.cas_task(parent["id"], ["running"], state=TaskState.FAILED.value, finished_at=now, error=error):
+            self.fail(tx, parent, f"task '{parent['name']}' failed: {error}", now)
+        return []
+
+    def cancel_tasks(self, tx: Tx, job_id: str, now: float, reason: str,
+                     states: Sequence[str] = ("pending", "scheduled", "running")) -> set[str]:
+        """Cancel the job's tasks in ``states``, their active executions, and the job's attached subjobs;
+        returns the nodes that must stop them (also kept in ``nodes_to_stop``)."""
+        tx.cas_tasks_of_job(job_id, list(states), state=TaskState.CANCELLED.value, finished_at=now, error=reason)
+        nodes: set[str] = set()
+        for ex in tx.executions_of_job(job_id):
+            if ex["state"] in ACTIVE and tx.cas_execution(ex["id"], ACTIVE, state="cancelled",
+                                                          finished_at=now, error=reason):
+                nodes.add(ex["node_id"])
+        for sub in tx.child_jobs(job_id, NON_TERMINAL_JOB):
+            if tx.cas_job(sub, NON_TERMINAL_JOB, state=JobState.CANCELLED.value, finished_at=now,
+                          error=f"its parent job stopped: {reason}"):
+                nodes |= self.cancel_tasks(tx, sub, now, reason)
+        self.nodes_to_stop |= nodes
+        return nodes
+
+    # -- restart --------------------------------------------------------------------------------
+    @staticmethod
+    def reset_for_restart(tx: Tx, tasks: list[Row], now: float) -> list[Row]:
+        """Tasks opened by composites that did not complete go (they open again); evaluated tasks go back
+        to what was submitted. Returns the job's top-level tasks, reset where they did not complete."""
+        parent = {t["id"]: t["parent_id"] for t in tasks}
+        by_id = {t["id"]: t for t in tasks}
+
+        def root(tid: str) -> Row:
+            while parent[tid] is not None:
+                tid = parent[tid]
+            return by_id[tid]
+
+        drop = [t["id"] for t in tasks if t["parent_id"] is not None and root(t["id"])["state"] not in DONE_TASK]
+        tx.delete_tasks(drop)
+        top = [t for t in tasks if t["parent_id"] is None]
+        for t in top:
+            if t["state"] in DONE_TASK:
+                continue
+            values: dict[str, Any] = {}
+            if t["template"]:
+                values = {"spec": t["template"]["spec"], "kind": "template" if t["kind"] in ("run", "template")
+                          else t["kind"]}
+            tx.cas_task(t["id"], [s for s in (TaskState.FAILED, TaskState.CANCELLED, TaskState.LOST,
+                                              TaskState.PENDING, TaskState.SKIPPED, TaskState.RUNNING)],
+                        state=TaskState.PENDING.value, ready_at=None, attempts=0, lost_count=0, reason=None,
+                        node_id=None, execution_id=None, exit_code=None, error=None, started_at=None,
+                        finished_at=None, output=None, progress=None, subjob_id=None, **values)
+            t.update(state=TaskState.PENDING.value, ready_at=None)
+        return top

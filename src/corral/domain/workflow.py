@@ -1,0 +1,144 @@
+"""Workflow rules that need no I/O: what kind of task a spec is, how a composite task opens into the tasks
+inside it, how a task's expressions are evaluated, and how secrets are kept out of what is shown.
+
+A task row's ``kind`` says what the coordinator does when the task becomes ready:
+
+- ``run``: place it on a node (the common case, and the only one the scheduler sees);
+- ``template``: evaluate its ``if`` and ``{{ }}`` expressions, then place it (or skip it);
+- ``parallel``, ``each``, ``steps`` (pre, the task, post), ``subjob``: open it into other tasks (or a job)
+  and finish it when they have all finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from corral.domain import expr
+from corral.domain.spec import TaskSpec
+
+REDACTED = "[REDACTED]"
+COMPOSITE = ("parallel", "each", "subjob", "steps")
+
+
+def needs_eval(t: TaskSpec) -> bool:
+    if t.if_ is not None:
+        return True
+    texts = [t.run, t.image, *t.env.values(), *(t.command or []), *t.files.values()]
+    for s in t.sidecars:
+        texts += [s.run, s.image, *s.env.values(), *(s.command or [])]
+    return any(expr.has_expr(x) for x in texts)
+
+
+def kind_of(t: TaskSpec) -> str:
+    c = t.composite()
+    if c is not None:
+        return c
+    if t.pre or t.post:
+        return "steps"
+    return "template" if needs_eval(t) else "run"
+
+
+def context(spec: Mapping[str, Any], job: Mapping[str, Any], outputs: Mapping[str, str],
+            scope: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What expressions see: inputs, secrets, tasks (outputs by var), job, and the each item in scope."""
+    return {"inputs": dict(spec.get("inputs") or {}), "secrets": dict(spec.get("secrets") or {}),
+            "tasks": dict(outputs), "job": {"id": job["id"], "name": job["name"], "state": job["state"].upper()},
+            **(scope or {})}
+
+
+def is_true(cond: str, ctx: Mapping[str, Any], where: str) -> bool:
+    return expr.truthy(expr.evaluate(cond, ctx, where))
+
+
+def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The task with its run, command, image, env, files and sidecars evaluated, and 'if' dropped (it was
+    decided). Raises ``expr.ExprError`` naming the field that failed."""
+    out = dict(spec)
+    out.pop("if", None)
+
+    def one(d: dict[str, Any], at: str) -> None:
+        for k in ("run", "image"):
+            if isinstance(d.get(k), str):
+                d[k] = expr.render(d[k], ctx, f"{at}.{k}")
+        if d.get("command"):
+            d["command"] = [expr.render(c, ctx, f"{at}.command[{i}]") for i, c in enumerate(d["command"])]
+        for k in ("env", "files"):
+            if d.get(k):
+                d[k] = {n: expr.render(v, ctx, f"{at}.{k}.{n}") for n, v in d[k].items()}
+
+    one(out, where)
+    if out.get("sidecars"):
+        out["sidecars"] = [dict(s) for s in out["sidecars"]]
+        for i, s in enumerate(out["sidecars"]):
+            one(s, f"{where}.sidecars[{i}]")
+    return out
+
+
+def each_items(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> list[Any]:
+    value = expr.evaluate(spec["each"]["list"], ctx, f"{where}.each.list")
+    if isinstance(value, str):
+        raise expr.ExprError(f"{where}.each.list must give a list, not the text '{value[:80]}'")
+    try:
+        items = list(value)
+    except TypeError:
+        raise expr.ExprError(f"{where}.each.list must give a list, not {type(value).__name__}") from None
+    if len(items) > expr.MAX_SEQUENCE:
+        raise expr.ExprError(f"{where}.each.list gives {len(items):,} items; at most {expr.MAX_SEQUENCE:,}")
+    return items
+
+
+def children(spec: Mapping[str, Any], kind: str, name: str, ctx: Mapping[str, Any],
+             scope: Mapping[str, Any] | None) -> tuple[list[tuple[dict[str, Any], dict[str, Any] | None]], int]:
+    """The tasks a composite opens into, each with the scope (each's item) its expressions see, and how
+    many of them start at once (the rest start one by one as others finish)."""
+    kids: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    if kind == "parallel":
+        kids = [(dict(c), dict(scope) if scope else None) for c in spec["parallel"]["tasks"]]
+        return kids, len(kids)
+    if kind == "each":
+        each = spec["each"]
+        items = each_items(spec, ctx, name)
+        var = each.get("var") or "item"
+        for i, v in enumerate(items):
+            child = dict(each["task"])
+            child["name"] = f"{name}[{i}]"
+            kids.append((child, {**(scope or {}), var: {"index": i, "value": v}}))
+        return kids, min(int(each.get("concurrency") or len(kids) or 1), max(len(kids), 1))
+    if kind == "steps":
+        main = {k: v for k, v in spec.items() if k not in ("pre", "post", "if", "depends_on")}
+        steps: list[dict[str, Any]] = [*(dict(c) for c in spec.get("pre") or []), main,
+                                       *(dict(c) for c in spec.get("post") or [])]
+        return [(k, dict(scope) if scope else None) for k in steps], 1
+    raise ValueError(f"a {kind} task has no child tasks")
+
+
+def redact(value: Any, secrets: Mapping[str, str] | list[str] | tuple[str, ...]) -> Any:
+    """``value`` with every secret's text replaced by [REDACTED], in strings at any depth."""
+    texts = sorted({s for s in (secrets.values() if isinstance(secrets, Mapping) else secrets) if s},
+                   key=len, reverse=True)
+    if not texts:
+        return value
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            for s in texts:
+                if s in v:
+                    v = v.replace(s, REDACTED)
+            return v
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A job spec as the API shows it: secret values masked, and their text masked wherever it appears."""
+    secrets = dict(spec.get("secrets") or {})
+    out = redact(dict(spec), secrets)
+    if secrets:
+        out["secrets"] = {k: REDACTED for k in secrets}
+    return dict(out)
