@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from corral.api.timefmt import rfc3339
+from corral.domain import workflow
 from corral.domain.resources import format_size
 from corral.store.sql import Row
 
@@ -16,10 +17,11 @@ def execution_view(e: Row) -> dict[str, Any]:
             "started_at": rfc3339(e["started_at"]), "finished_at": rfc3339(e["finished_at"])}
 
 
-def task_view(t: Row, executions: list[Row] | None = None) -> dict[str, Any]:
+def task_view(t: Row, executions: list[Row] | None = None, secrets: dict[str, str] | None = None) -> dict[str, Any]:
     spec = t["spec"]
     out: dict[str, Any] = {
         "id": t["id"], "name": t["name"], "position": t["position"], "state": t["state"],
+        "kind": t["kind"], "parent_id": t["parent_id"], "output": t["output"], "progress": _progress(t),
         "image": spec.get("image"), "run": spec.get("run"), "command": spec.get("command"),
         "entrypoint": spec.get("entrypoint"), "env": spec.get("env", {}), "workdir": spec.get("workdir"),
         "queue": t["queue"], "runtime": t["runtime"], "node_selector": t["node_selector"],
@@ -31,27 +33,47 @@ def task_view(t: Row, executions: list[Row] | None = None) -> dict[str, Any]:
         "created_at": rfc3339(t["created_at"]), "started_at": rfc3339(t["started_at"]),
         "finished_at": rfc3339(t["finished_at"]),
     }
+    for k in ("if", "var", "depends_on", "parallel", "each", "subjob", "pre", "post", "sidecars", "mounts", "files"):
+        if k in spec:
+            out[k] = spec[k]
+    if t["subjob_id"]:
+        out["subjob_id"] = t["subjob_id"]
     if t["state"] == "pending" and t["ready_at"] is None:
         deps = spec.get("depends_on")
         if deps:  # a task of a graph job waits for its dependencies, not for the task listed before it
             out["reason"] = "waiting for " + ", ".join(f"'{d}'" for d in deps)
         elif t["position"] > 0:
-            out["reason"] = "waiting for the task before it"
+            out["reason"] = "waiting for its turn" if t["parent_id"] else "waiting for the task before it"
     if executions is not None:
         out["executions"] = [execution_view(e) for e in executions if e["task_id"] == t["id"]]
-    return out
+    return dict(workflow.redact(out, secrets)) if secrets else out
+
+
+def _progress(t: Row) -> float:
+    """0-100: what the task reported while it ran; 100 once it completed."""
+    if t["state"] == "completed":
+        return 100.0
+    return float(t["progress"] or 0.0)
 
 
 def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | None = None) -> dict[str, Any]:
     spec = j["spec"]
+    secrets = dict(spec.get("secrets") or {})
     out: dict[str, Any] = {
         "id": j["id"], "name": j["name"], "state": j["state"], "queue": j["queue"],
         "priority": j["priority"], "tags": j["tags"], "env": spec.get("env", {}), "error": j["error"],
         "task_count": j["task_count"], "created_at": rfc3339(j["created_at"]),
         "started_at": rfc3339(j["started_at"]), "finished_at": rfc3339(j["finished_at"]),
+        "output": j.get("output"), "parent_job_id": j["parent_job_id"], "parent_task_id": j["parent_task_id"],
     }
+    for k in ("description", "inputs", "secrets", "defaults", "webhooks", "autoDelete"):
+        if spec.get(k):
+            out[k] = spec[k]
+    if secrets:
+        out = dict(workflow.redact(out, secrets))
+        out["secrets"] = {k: workflow.REDACTED for k in secrets}
     if tasks is not None:
-        out["tasks"] = [task_view(t, executions) for t in tasks]
+        out["tasks"] = [task_view(t, executions, secrets) for t in tasks]
     return out
 
 

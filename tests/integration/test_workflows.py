@@ -1,0 +1,219 @@
+"""Workflows end to end through the native API against a real `corral up` (host-process tasks): parallel,
+each, pre/post, if, outputs between tasks, subjobs, inputs, secrets, defaults, cancel and restart."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness import Cluster, wait_until
+
+
+def _intervals(tasks: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    from datetime import datetime
+
+    def ts(s: str) -> float:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    return [(ts(t["started_at"]), ts(t["finished_at"])) for t in tasks]
+
+
+def _max_overlap(iv: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in iv] + [(b, -1) for _, b in iv])
+    cur = best = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _children(job: dict[str, Any], parent: str) -> list[dict[str, Any]]:
+    pid = next(t["id"] for t in job["tasks"] if t["name"] == parent)
+    return sorted((t for t in job["tasks"] if t["parent_id"] == pid), key=lambda t: t["position"])
+
+
+def test_parallel_tasks_overlap_and_the_job_goes_on_after_them(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [
+        {"name": "fan", "parallel": {"tasks": [{"run": "sleep 0.6; echo a"}, {"run": "sleep 0.6; echo b"},
+                                                {"run": "sleep 0.6; echo c"}]}},
+        {"name": "after", "run": "echo after"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    kids = _children(done, "fan")
+    assert [k["state"] for k in kids] == ["completed"] * 3
+    assert _max_overlap(_intervals(kids)) == 3
+    fan = next(t for t in done["tasks"] if t["name"] == "fan")
+    assert fan["kind"] == "parallel" and fan["state"] == "completed"
+    logs = standalone.logs(job["id"]).splitlines()
+    assert sorted(logs[:3]) == ["a", "b", "c"] and logs[3] == "after"
+
+
+def test_each_runs_every_item_with_at_most_concurrency_at_once(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [{"name": "fan", "each": {
+        "list": "{{ sequence(0, 6) }}", "var": "n", "concurrency": 2,
+        "task": {"run": "sleep 0.3; echo item {{ n.value }} at {{ n.index }}"}}}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    kids = _children(done, "fan")
+    assert len(kids) == 6 and all(k["state"] == "completed" for k in kids)
+    assert _max_overlap(_intervals(kids)) <= 2
+    assert sorted(standalone.logs(job["id"]).splitlines()) == [f"item {i} at {i}" for i in range(6)]
+
+
+def test_each_over_json_from_inputs_and_an_empty_list(standalone: Cluster) -> None:
+    job = standalone.submit({"inputs": {"fruits": '["apple", "pear"]', "none": "[]"}, "tasks": [
+        {"name": "fruits", "each": {"list": "{{ fromJSON(inputs.fruits) }}", "task": {"run": "echo {{ item.value }}"}}},
+        {"name": "nothing", "each": {"list": "{{ fromJSON(inputs.none) }}", "task": {"run": "echo never"}}},
+        {"name": "end", "run": "echo end"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    logs = standalone.logs(job["id"]).splitlines()
+    assert sorted(logs[:2]) == ["apple", "pear"] and logs[2:] == ["end"]
+
+
+def test_pre_and_post_run_around_the_task(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [{"name": "main", "run": "echo main",
+                                        "pre": [{"run": "echo pre"}], "post": [{"run": "echo post"}]}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert standalone.logs(job["id"]).splitlines() == ["pre", "main", "post"]
+
+
+def test_if_skips_a_task_and_inputs_reach_run(standalone: Cluster) -> None:
+    job = standalone.submit({"inputs": {"mode": "fast", "who": "world"}, "tasks": [
+        {"name": "slow", "if": "{{ inputs.mode == 'slow' }}", "run": "echo slow"},
+        {"name": "fast", "if": "{{ inputs.mode == 'fast' }}", "run": "echo hello {{ inputs.who }}"},
+        {"name": "never", "if": "false", "parallel": {"tasks": [{"run": "echo nope"}]}}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert [t["state"] for t in done["tasks"]] == ["skipped", "completed", "skipped"]
+    assert standalone.logs(job["id"]) == "hello world\n"
+    fast = done["tasks"][1]
+    assert fast["run"] == "echo hello world"  # what ran, evaluated
+
+
+def test_outputs_flow_between_tasks_and_into_the_job_output(standalone: Cluster) -> None:
+    job = standalone.submit({"output": "{{ tasks.total }}", "tasks": [
+        {"name": "a", "var": "a", "run": "printf 20 > $TORK_OUTPUT"},
+        {"name": "b", "var": "b", "run": "printf 22 > $CORRAL_OUTPUT"},
+        {"name": "sum", "var": "total", "run": "echo $(({{ tasks.a }} + {{ tasks.b }})) > $TORK_OUTPUT"},
+        {"name": "show", "if": "{{ tasks.total | trim | int > 40 }}", "run": "echo big {{ tasks.total | trim }}"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert [t["output"] for t in done["tasks"][:3]] == ["20", "22", "42\n"]
+    assert done["output"] == "42\n"
+    assert standalone.logs(job["id"]) == "big 42\n"
+
+
+def test_progress_is_reported_while_a_task_runs(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [{"run": "echo 40 > $TORK_PROGRESS; sleep 3"}]})
+    wait_until(lambda: standalone.job(job["id"])["tasks"][0]["progress"] == 40.0, timeout=10, what="progress 40")
+    assert standalone.wait_job(job["id"])["tasks"][0]["progress"] == 100.0
+
+
+def test_subjob_runs_as_its_own_job_and_completes_its_task(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [
+        {"name": "inner", "var": "inner", "subjob": {"name": "child", "inputs": {"x": "7"},
+                                                     "output": "{{ inputs.x }}",
+                                                     "tasks": [{"run": "echo in child {{ inputs.x }}"}]}},
+        {"name": "after", "run": "echo parent got {{ tasks.inner }}"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    inner = done["tasks"][0]
+    sub = standalone.job(inner["subjob_id"])
+    assert sub["state"] == "completed" and sub["parent_task_id"] == inner["id"] and sub["output"] == "7"
+    assert standalone.logs(sub["id"]) == "in child 7\n"
+    assert standalone.logs(job["id"]) == "parent got 7\n"
+
+
+def test_a_failing_subjob_fails_its_parent_and_a_detached_one_does_not(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [{"name": "inner", "subjob": {"tasks": [{"run": "exit 3"}]}},
+                                       {"run": "echo never"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "failed" and "subjob" in done["error"], done
+    assert done["tasks"][0]["state"] == "failed" and done["tasks"][1]["state"] == "pending"
+    job = standalone.submit({"tasks": [{"name": "bg", "subjob": {"detached": True, "tasks": [
+        {"run": "sleep 0.5; exit 3"}]}}, {"run": "echo parent done"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert standalone.wait_job(done["tasks"][0]["subjob_id"])["state"] == "failed"
+
+
+def test_secrets_reach_the_task_but_never_the_api_or_logs(standalone: Cluster) -> None:
+    secret = "s3cr3t-value-xyz"
+    job = standalone.submit({"secrets": {"pw": secret}, "tasks": [
+        {"name": "use", "env": {"PW": "{{ secrets.pw }}"}, "run": "echo pw=$PW; test \"$PW\" = " + secret}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert secret not in json.dumps(done) and done["secrets"] == {"pw": "[REDACTED]"}
+    assert done["tasks"][0]["env"]["PW"] == "[REDACTED]"
+    assert standalone.logs(job["id"]) == "pw=[REDACTED]\n"
+    assert secret not in standalone.client.get("/v1/jobs").text
+
+
+def test_an_expression_that_fails_when_evaluated_fails_the_task_with_the_reason(standalone: Cluster) -> None:
+    job = standalone.submit({"tasks": [{"name": "bad", "run": "echo {{ inputs.missing }}"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "failed", done
+    assert "bad.run" in done["tasks"][0]["error"] and "missing" in done["tasks"][0]["error"]
+
+
+def test_defaults_fill_what_tasks_leave_out(standalone: Cluster) -> None:
+    job = standalone.submit({"defaults": {"retry": {"limit": 1, "backoff": "0.1s"}, "timeout": "1s"}, "tasks": [
+        {"name": "flaky", "run": "exit 1"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "failed" and done["tasks"][0]["attempts"] == 2, done
+    job = standalone.submit({"defaults": {"timeout": "1s"}, "tasks": [{"name": "slow", "run": "sleep 5"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "failed" and "timed out" in done["tasks"][0]["error"], done
+
+
+def test_cancel_stops_every_running_task_of_a_parallel_and_each(standalone: Cluster, tmp_path: Path) -> None:
+    mark = tmp_path / "marks"
+    mark.mkdir()
+    job = standalone.submit({"tasks": [{"name": "fan", "parallel": {"tasks": [
+        {"run": f"sleep 2; touch {mark}/p1"}, {"run": f"sleep 2; touch {mark}/p2"},
+        {"name": "loop", "each": {"list": "{{ sequence(0, 3) }}", "task": {"run": f"sleep 2; touch {mark}/e"}}}]}}]})
+    wait_until(lambda: sum(t["state"] == "running" for t in standalone.job(job["id"])["tasks"]) >= 5,
+               what="the parallel and each children running")
+    r = standalone.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200, r.text
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "cancelled"
+    assert all(t["state"] in ("cancelled", "pending") for t in done["tasks"]), [t["state"] for t in done["tasks"]]
+    time.sleep(2.5)
+    assert list(mark.iterdir()) == []  # the processes were killed, not left to finish
+
+
+def test_restart_runs_a_failed_each_again(standalone: Cluster, tmp_path: Path) -> None:
+    flag = tmp_path / "ok"
+    job = standalone.submit({"tasks": [
+        {"name": "first", "run": "echo first"},
+        {"name": "fan", "each": {"list": "{{ sequence(0, 3) }}", "task": {"run": f"test -e {flag}"}}}]})
+    assert standalone.wait_job(job["id"])["state"] == "failed"
+    flag.write_text("")
+    r = standalone.client.post(f"/v1/jobs/{job['id']}/restart")
+    assert r.status_code == 200, r.text
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert len(_children(done, "fan")) == 3
+    assert standalone.logs(job["id"]) == "first\n"  # the completed first task did not run again
+
+
+def test_workflow_input_errors_are_400s_that_name_the_field(standalone: Cluster) -> None:
+    cases = [
+        ({"tasks": [{"run": "echo {{ a + }}"}]}, "does not parse"),
+        ({"tasks": [{"parallel": {"tasks": [{"run": "x", "depends_on": []}]}}]}, "depends_on"),
+        ({"tasks": [{"run": "x", "parallel": {"tasks": [{"run": "y"}]}}]}, "takes no run"),
+        ({"tasks": [{"image": "busybox", "run": "x", "mounts": [{"type": "tmpfs", "target": "/a/../etc"}]}]}, ".."),
+        ({"tasks": [{"image": "busybox", "run": "x", "mounts": [{"type": "bind", "source": "/etc",
+                                                                  "target": "/data"}]}]}, "bind mounts"),
+        ({"tasks": [{"run": "x", "files": {"../evil": "x"}}]}, "plain name"),
+        ({"tasks": [{"run": "x", "mounts": [{"type": "tmpfs", "target": "/t"}]}]}, "need an image"),
+    ]
+    for body, words in cases:
+        r = standalone.client.post("/v1/jobs", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert words in r.text, (words, r.text)
