@@ -163,6 +163,29 @@ class Client:
                     raise self._unreachable(e) from e
                 time.sleep(1.0)
 
+    # -- schedules ----------------------------------------------------------------------------------
+
+    def create_schedule(self, cron: str, job: Json, name: str | None = None) -> Json:
+        body: Json = {"cron": cron, "job": job}
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", "/v1/schedules", json=body)
+
+    def schedules(self) -> Json:
+        return self._json("GET", "/v1/schedules")
+
+    def schedule(self, schedule_id: str) -> Json:
+        return self._json("GET", _schedule_path(schedule_id))
+
+    def pause_schedule(self, schedule_id: str) -> Json:
+        return self._json("POST", _schedule_path(schedule_id, "/pause"))
+
+    def resume_schedule(self, schedule_id: str) -> Json:
+        return self._json("POST", _schedule_path(schedule_id, "/resume"))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.request("DELETE", _schedule_path(schedule_id))
+
     # -- cluster ------------------------------------------------------------------------------------
 
     def nodes(self) -> Json:
@@ -174,6 +197,10 @@ class Client:
 
 def _job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _schedule_path(schedule_id: str, suffix: str = "") -> str:
+    return f"/v1/schedules/{quote(schedule_id, safe='')}{suffix}"
 
 
 def _ndjson(lines: Iterator[str]) -> Iterator[Json]:

@@ -1,4 +1,4 @@
-"""The commands that drive a Corral server: run, submit, jobs ..., nodes and queues.
+"""The commands that drive a Corral server: run, submit, jobs ..., schedules ..., nodes and queues.
 
 They speak the native HTTP API (see corral.cli.api); `register` adds them to the `corral` group.
 """
@@ -461,6 +461,152 @@ def jobs_rm(ids: tuple[str, ...], server: str) -> None:
     _each(ids, server, rm)
 
 
+# -- schedules -------------------------------------------------------------------------------------
+
+
+@click.group()
+def schedules() -> None:
+    """Create, list, pause, resume and delete scheduled (cron) jobs.
+
+    A schedule creates a new job from its job file at each tick of a cron expression (UTC).
+
+    \b
+    Examples:
+      corral schedules create --cron "*/5 * * * *" job.yaml
+      corral schedules ls
+      corral schedules pause ID
+      corral schedules ls -o json | jq -r '.items[].id'
+    """
+
+
+@schedules.command("ls")
+@output_option
+@server_option
+@guarded
+def schedules_ls(fmt: str, server: str) -> None:
+    """List schedules, oldest first. Full ids and every field: -o json."""
+    with Client(server) as c:
+        data = c.schedules()
+    if fmt == "json":
+        output.print_json(data)
+    else:
+        output.schedules_table(data)
+
+
+@schedules.command("get", short_help="Show a schedule.")
+@click.argument("schedule_id", metavar="ID")
+@output_option
+@server_option
+@guarded
+def schedules_get(schedule_id: str, fmt: str, server: str) -> None:
+    """Show a schedule: its cron, state, next and last run, and the job it creates."""
+    with Client(server) as c:
+        sch = c.schedule(schedule_id)
+    if fmt == "json":
+        output.print_json(sch)
+    else:
+        output.schedule_detail(sch)
+
+
+SCHEDULE_CREATE_HELP = """Create a schedule for the job in FILE (YAML or JSON, as `corral submit` takes; - reads
+stdin) and print its id.
+
+CRON is five fields, minute hour day-of-month month day-of-week, in UTC (`*/5 * * * *`,
+`0 3 * * MON-FRI`), or @hourly, @daily, @weekly, @monthly or @yearly. A FILE with
+`schedule: {cron: ...}` needs no --cron.
+
+\b
+Examples:
+  corral schedules create --cron "*/5 * * * *" job.yaml
+  corral schedules create --cron @daily --name nightly-build build.yaml
+"""
+
+
+@schedules.command("create", help=SCHEDULE_CREATE_HELP, short_help="Create a schedule from a job file.")
+@click.option("--cron", "-c", "expr", metavar="CRON", help="When to create a job: a cron expression, in UTC.")
+@click.option("--name", "-n", help="The schedule's name [default: the job's name].")
+@click.argument("file", type=click.File("rb"))
+@output_option
+@server_option
+@guarded
+def schedules_create(expr: str | None, name: str | None, file: IO[bytes], fmt: str, server: str) -> None:
+    spec = load_job(file)
+    label = "stdin" if file.name in ("<stdin>", "-") else str(file.name)
+    inline = spec.pop("schedule", None)
+    if expr is None:
+        expr = inline.get("cron") if isinstance(inline, dict) else None
+        if not isinstance(expr, str):
+            raise CliError(f"no cron expression: give --cron, or `schedule: {{cron: ...}}` in {label}", 2)
+    with Client(server) as c:
+        try:
+            sch = c.create_schedule(expr, spec, name)
+        except ApiError as e:
+            if e.exit_code != 2:
+                raise
+            cron_errors = [d.removeprefix("cron: ") for d in e.details if d.startswith("cron:")]
+            if cron_errors:
+                raise CliError(f"'{expr}' is not a cron expression", 2, cron_errors) from e
+            job_errors = [d.removeprefix("job.") for d in e.details if d.startswith("job")]
+            if job_errors:
+                raise CliError(f"{label} is not a valid job", 2, job_errors) from e
+            raise CliError(f"{label}: {e}", 2, e.details) from e
+    if fmt == "json":
+        output.print_json(sch)
+        return
+    click.echo(sch["id"])
+    output.err.print(f"schedule {sch['name']}: {sch['cron']} (UTC); next run {output.relative(sch['next_run_at'])}",
+                     style="dim")
+
+
+@schedules.command("pause")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@output_option
+@server_option
+@guarded
+def schedules_pause(ids: tuple[str, ...], fmt: str, server: str) -> None:
+    """Stop schedules from creating jobs until they are resumed."""
+
+    def pause(c: Client, schedule_id: str) -> str:
+        sch = c.pause_schedule(schedule_id)
+        return json.dumps(sch, indent=2) if fmt == "json" else f"{schedule_id} {sch['state']}"
+
+    _each(ids, server, pause)
+
+
+@schedules.command("resume")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@output_option
+@server_option
+@guarded
+def schedules_resume(ids: tuple[str, ...], fmt: str, server: str) -> None:
+    """Make paused schedules create jobs again.
+
+    The next job comes at the first tick after now: ticks missed while paused never fire.
+    """
+
+    def resume(c: Client, schedule_id: str) -> str:
+        sch = c.resume_schedule(schedule_id)
+        if fmt == "json":
+            return json.dumps(sch, indent=2)
+        return f"{schedule_id} {sch['state']}; next run {output.relative(sch['next_run_at'])}"
+
+    _each(ids, server, resume)
+
+
+@schedules.command("rm")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@server_option
+@guarded
+def schedules_rm(ids: tuple[str, ...], server: str) -> None:
+    """Delete schedules. The jobs they created stay."""
+
+    def rm(c: Client, schedule_id: str) -> str:
+        c.delete_schedule(schedule_id)
+        return f"{schedule_id} deleted"
+
+    _each(ids, server, rm)
+
+
 # -- cluster ---------------------------------------------------------------------------------------
 
 
@@ -499,5 +645,5 @@ def queues(fmt: str, server: str) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (run, submit, jobs, nodes, queues):
+    for cmd in (run, submit, jobs, schedules, nodes, queues):
         cli.add_command(cmd)

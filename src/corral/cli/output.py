@@ -23,7 +23,7 @@ err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 STATE_STYLE = {
     "pending": "yellow", "scheduled": "cyan", "running": "bold blue", "completed": "green",
     "failed": "bold red", "cancelled": "magenta", "skipped": "dim", "lost": "red",
-    "ready": "green", "down": "bold red",
+    "ready": "green", "down": "bold red", "active": "green", "paused": "yellow",
 }
 
 
@@ -71,6 +71,16 @@ def age(value: str | None) -> str:
     if s < 86400 * 2:
         return f"{s // 3600:.0f}h ago"
     return f"{s // 86400:.0f}d ago"
+
+
+def relative(value: str | None) -> str:
+    """A local time with how far it is from now, past ('3m ago') or future ('in 3m')."""
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    s = (t - datetime.now(UTC)).total_seconds()
+    near = f"in {human_seconds(s)}" if s > 0 else age(value)
+    return f"{t.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({near})"
 
 
 def duration(start: str | None, end: str | None) -> str:
@@ -204,6 +214,38 @@ def queues_table(data: Json) -> None:
         t.add_row(q.get("name") or "", str(q.get("pending", 0)), str(q.get("running", 0)),
                   Text(str(workers), style="bold red" if starved else ""))
     out.print(t)
+
+
+def schedules_table(data: Json) -> None:
+    items: list[Json] = data.get("items") or []
+    if not items:
+        err.print("no schedules: create one with `corral schedules create --cron CRON FILE`", style="dim")
+        return
+    t = _table("ID", "NAME", "CRON", "STATE", "NEXT RUN", "LAST RUN", "LAST JOB")
+    t.columns[0].no_wrap = True
+    for s in items:
+        paused = s.get("state") == "paused"
+        t.add_row(s["id"][:12], s.get("name") or "", s.get("cron") or "", state(s.get("state")),
+                  "-" if paused else relative(s.get("next_run_at")), age(s.get("last_run_at")),
+                  (s.get("last_job_id") or "-")[:12])
+    out.print(t)
+
+
+def schedule_detail(s: Json) -> None:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column(overflow="fold")
+    head.add_row("ID", s["id"])
+    head.add_row("Name", s.get("name") or "")
+    head.add_row("Cron", f"{s.get('cron')}  (UTC)")
+    head.add_row("State", state(s.get("state")))
+    head.add_row("Next run", "- (paused)" if s.get("state") == "paused" else relative(s.get("next_run_at")))
+    head.add_row("Last run", when(s.get("last_run_at")))
+    head.add_row("Last job", s.get("last_job_id") or "-")
+    head.add_row("Created", when(s.get("created_at")))
+    tasks = [str(t.get("name")) for t in (s.get("job") or {}).get("tasks") or []]
+    head.add_row("Tasks", f"{len(tasks)}: {', '.join(tasks)}" if tasks else "-")
+    out.print(head)
 
 
 def write_line(line: Json) -> None:

@@ -1,0 +1,147 @@
+"""Tork's scheduled-jobs API on a real `corral up`: a tick fires a job that GET /jobs lists and that
+completes; pause, resume, delete and their errors; bad input; YAML bodies; paging."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+
+from tests.harness import Cluster, wait_until
+
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+DONE = {"COMPLETED", "FAILED", "CANCELLED"}
+
+YAML_JOB = """
+name: every minute
+description: says hi
+tags: [cron]
+inputs:
+  greeting: hi
+cron: "* * * * *"
+tasks:
+- name: hello
+  run: echo hi
+"""
+
+
+def _create(c: Cluster, body: str | dict[str, Any], ctype: str = "text/yaml") -> dict[str, Any]:
+    if isinstance(body, dict):
+        r = c.client.post("/scheduled-jobs", json=body)
+    else:
+        r = c.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _due_now(c: Cluster, schedule_id: str) -> None:
+    """Make the next tick due at once: a minute is too long to wait (as tests/integration/test_schedules.py)."""
+    db = sqlite3.connect(c.tmp / "data" / "corral.db", timeout=30)
+    with db:
+        db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 5, schedule_id))
+    db.close()
+
+
+def _jobs(c: Cluster) -> list[dict[str, Any]]:
+    return list(c.get("/jobs")["items"])
+
+
+def test_a_tick_fires_a_tork_job_that_completes(standalone: Cluster) -> None:
+    c = standalone
+    sch = _create(c, YAML_JOB)
+    assert ID_RE.match(sch["id"]) and TIME_RE.match(sch["createdAt"]) and TIME_RE.match(sch["nextRunAt"])
+    assert {k: sch[k] for k in ("name", "description", "cron", "state", "tags", "inputs", "secrets")} == {
+        "name": "every minute", "description": "says hi", "cron": "* * * * *", "state": "ACTIVE",
+        "tags": ["cron"], "inputs": {"greeting": "hi"}, "secrets": {}}
+    assert sch["tasks"] == [{"name": "hello", "run": "echo hi"}]
+    assert sch["lastRunAt"] is None and sch["lastJobId"] is None
+    assert c.get(f"/scheduled-jobs/{sch['id']}") == sch
+    assert _jobs(c) == []  # a scheduled job is not a job
+
+    _due_now(c, sch["id"])
+    jobs = wait_until(lambda: _jobs(c), 5, what="the fired job in GET /jobs")
+    assert len(jobs) == 1 and jobs[0]["name"] == "every minute" and jobs[0]["tags"] == ["cron"]
+    job_id = jobs[0]["id"]
+    done = c.wait_for(f"/jobs/{job_id}", DONE)
+    assert done["state"] == "COMPLETED" and done["tasks"] == [{"name": "hello", "run": "echo hi"}]
+    assert [p["contents"] for p in c.get(f"/jobs/{job_id}/log")["items"]] == ["hi\n"]
+    got = c.get(f"/scheduled-jobs/{sch['id']}")
+    assert got["lastJobId"] == job_id and TIME_RE.match(got["lastRunAt"])
+    assert got["nextRunAt"] > got["lastRunAt"]
+    time.sleep(1.5)  # another firing pass or two: still one job for that tick
+    assert len(_jobs(c)) == 1
+
+
+def test_pause_resume_delete(standalone: Cluster) -> None:
+    c = standalone
+    sch = _create(c, {"name": "nightly", "cron": "0 3 * * *", "tasks": [{"run": "echo night"}]})
+    base = f"/scheduled-jobs/{sch['id']}"
+    r = c.client.put(f"{base}/resume")
+    assert r.status_code == 400 and r.json() == {"message": "scheduled job is not paused"}
+    assert c.client.put(f"{base}/pause").json() == {"status": "OK"}
+    assert c.get(base)["state"] == "PAUSED"
+    r = c.client.put(f"{base}/pause")
+    assert r.status_code == 400 and r.json() == {"message": "scheduled job is not active"}
+
+    _due_now(c, sch["id"])
+    time.sleep(1.5)
+    assert _jobs(c) == []  # paused: nothing fires
+    assert c.client.put(f"{base}/resume").json() == {"status": "OK"}
+    resumed = c.get(base)
+    assert resumed["state"] == "ACTIVE" and resumed["nextRunAt"] == sch["nextRunAt"]  # the next real tick
+
+    assert c.client.delete(base).json() == {"status": "OK"}
+    for method, path in (("GET", base), ("PUT", f"{base}/pause"), ("PUT", f"{base}/resume"), ("DELETE", base)):
+        r = c.client.request(method, path)
+        assert r.status_code == 404 and r.json() == {"message": "scheduled job not found"}, (method, path)
+    assert c.get("/scheduled-jobs")["totalItems"] == 0
+
+
+def test_listing_is_newest_first_and_paged(standalone: Cluster) -> None:
+    c = standalone
+    for i in range(3):
+        _create(c, f"name: s{i}\ncron: '@daily'\ntasks:\n- run: 'true'\n", "application/x-yaml")
+    lst = c.get("/scheduled-jobs?size=2")
+    assert {k: lst[k] for k in ("number", "size", "totalPages", "totalItems")} == {
+        "number": 1, "size": 2, "totalPages": 2, "totalItems": 3}
+    assert [s["name"] for s in lst["items"]] == ["s2", "s1"]
+    assert lst["items"][0]["cron"] == "@daily" and "tasks" not in lst["items"][0]
+    assert [s["name"] for s in c.get("/scheduled-jobs?size=2&page=2")["items"]] == ["s0"]
+    assert c.get("/scheduled-jobs")["size"] == 3  # size 10 by default
+    for size in (0, 21):
+        r = c.client.get("/scheduled-jobs", params={"size": size})
+        assert r.status_code == 400 and r.json() == {"message": "size must be between 1 and 20"}
+
+
+@pytest.mark.parametrize(("ctype", "body", "message"), [
+    ("text/yaml", "name: x\ntasks:\n- run: 'true'\n", "cron: a scheduled job needs a cron expression"),
+    ("text/yaml", "name: x\ncron: '61 * * * *'\ntasks:\n- run: 'true'\n", "cron: '61 * * * *' is not a valid"),
+    ("text/yaml", "name: x\ncron: every minute\ntasks:\n- run: 'true'\n", "cron: 'every minute' has 2 fields"),
+    ("text/yaml", "name: x\ncron: '@often'\ntasks:\n- run: 'true'\n", "cron: unknown alias '@often'"),
+    ("text/yaml", "name: x\ncron: '* * * * *'\ntasks: []\n", "tasks: a job needs at least one task"),
+    ("text/yaml", "cron: '* * * * *'\ntasks:\n- run: 'true'\n  colour: red\n", "tasks[0].colour is not a known"),
+    ("text/yaml", "cron: '* * * * *'\ninputs: {a: [1]}\ntasks:\n- run: 'true'\n", "inputs.a: Input should be"),
+    ("text/plain", "cron: '* * * * *'\ntasks:\n- run: 'true'\n", "unsupported content type 'text/plain'"),
+    ("application/json", "{not json", "the job cannot be parsed"),
+    ("application/json", "[1]", "the scheduled job must be a mapping"),
+])
+def test_bad_scheduled_jobs(standalone: Cluster, ctype: str, body: str, message: str) -> None:
+    r = standalone.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 400 and list(r.json()) == ["message"]
+    assert r.json()["message"].startswith(message), r.json()
+    assert standalone.get("/scheduled-jobs")["totalItems"] == 0
+
+
+def test_secrets_are_redacted(standalone: Cluster) -> None:
+    c = standalone
+    body = {"name": "with a secret", "cron": "@hourly", "secrets": {"token": "s3cr3t-value"},
+            "tasks": [{"name": "call", "run": "echo calling", "env": {"TOKEN": "s3cr3t-value"}}]}
+    sch = _create(c, body)
+    for view in (sch, c.get(f"/scheduled-jobs/{sch['id']}"), c.get("/scheduled-jobs")["items"][0]):
+        assert "s3cr3t-value" not in str(view)
+    assert sch["secrets"] == {"token": "[REDACTED]"}
+    assert sch["tasks"][0]["env"] == {"TOKEN": "[REDACTED]"}
