@@ -117,8 +117,13 @@ def test_jobs_host_processes(standalone: Cluster) -> None:
 
 @pytest.mark.parametrize(("ctype", "body", "message"), [
     ("text/plain", "name: x\ntasks:\n- run: 'true'\n", "unsupported content type 'text/plain'"),
-    ("text/yaml", "name: x\ntasks:\n- name: p\n  parallel:\n    tasks: []\n", "tasks[0].parallel is not supported yet"),
-    ("text/yaml", "name: x\nwebhooks: []\ntasks:\n- run: 'true'\n", "webhooks is not supported yet"),
+    ("text/yaml", "name: x\ntasks:\n- name: p\n  parallel:\n    tasks: []\n",
+     "tasks.0.parallel.tasks: List should have at least 1 item"),
+    ("text/yaml", "name: x\npermissions: []\ntasks:\n- run: 'true'\n", "permissions is not supported yet"),
+    ("text/yaml", "name: x\ntasks:\n- run: 'true'\n  networks: [a]\n", "tasks[0].networks is not supported yet"),
+    ("text/yaml", "name: x\ntasks:\n- run: 'true'\n  parallel: {tasks: [{run: 'true'}]}\n",
+     "tasks.0: Value error, a parallel task runs other tasks: it takes no run"),
+    ("text/yaml", "name: x\ntasks:\n- run: 'true'\n  limits: {memory: lots}\n", "tasks[0].limits.memory: 'lots'"),
     ("text/yaml", "name: x\ntasks:\n- run: 'true'\n  colour: red\n", "tasks[0].colour is not a known Tork field"),
     ("text/yaml", "name: x\ntasks: []\n", "tasks: a job needs at least one task"),
     ("text/yaml", "name: x\ntasks:\n- image: alpine\n", "tasks.0: Value error"),

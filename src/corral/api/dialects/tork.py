@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 import socket
 import time
 from typing import Annotated, Any
@@ -24,18 +25,20 @@ from corral.api.deps import Services, services
 from corral.api.dialects.base import MAX_BODY, DialectError, route_class
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
+from corral.domain import workflow
 from corral.domain.spec import JobSpec
 from corral.store.sql import Row, Tx
 
 TERMINAL = {"completed", "failed", "cancelled"}
-JOB_FIELDS = {"name", "description", "tags", "inputs", "tasks", "priority"}
-JOB_LATER = {"secrets", "output", "defaults", "webhooks", "permissions", "autoDelete", "schedule"}
+JOB_FIELDS = {"name", "description", "tags", "inputs", "secrets", "tasks", "priority", "output", "defaults",
+              "webhooks", "autoDelete", "env"}
+JOB_LATER = {"permissions", "schedule"}
 TASK_FIELDS = {"name", "description", "image", "run", "cmd", "entrypoint", "env", "queue", "timeout", "retry",
-               "workdir"}
-TASK_LATER = {"parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "networks", "files", "limits",
-              "sidecars", "registry", "gpus", "tags", "priority", "probe", "result"}
+               "workdir", "parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "files", "limits",
+               "sidecars", "gpus", "tags", "priority", "depends_on"}
+TASK_LATER = {"networks", "registry", "probe"}
 LOG_LINES = 100_000  # log paging reads at most this many lines of a job
-
+DOCKER_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)[bB]?$")
 
 def _render(request: Request, e: DialectError) -> Response:
     return JSONResponse({"message": e.message}, status_code=e.status, headers=e.headers)
@@ -54,19 +57,71 @@ def _check_fields(data: dict[str, Any], known: set[str], later: set[str], where:
             raise DialectError(400, f"{where}{key} is not a known Tork field")
 
 
-def _task(t: Any, i: int) -> dict[str, Any]:
+def _limits(limits: Any, where: str) -> dict[str, Any]:
+    """Tork's limits {cpus, memory} as Corral resources; memory in Docker's units ('10m', '1g', '512MB')."""
+    if not isinstance(limits, dict) or set(limits) - {"cpus", "memory"}:
+        raise DialectError(400, f"{where}limits: only 'cpus' and 'memory' are known")
+    out: dict[str, Any] = {}
+    if limits.get("cpus") is not None:
+        try:
+            out["cpu"] = float(limits["cpus"])
+        except (TypeError, ValueError):
+            raise DialectError(400, f"{where}limits.cpus: '{limits['cpus']}' is not a number") from None
+    if limits.get("memory") is not None:
+        m = DOCKER_SIZE.match(str(limits["memory"]).strip())
+        if m is None:
+            raise DialectError(400, f"{where}limits.memory: '{limits['memory']}' is not a size such as 512m or 1g")
+        out["memory"] = m.group(1) + {"": "", "k": "Ki", "m": "Mi", "g": "Gi"}[m.group(2).lower()]
+    return out
+
+
+def _task(t: Any, where: str) -> dict[str, Any]:
     if not isinstance(t, dict):
-        raise DialectError(400, f"tasks[{i}] must be a mapping")
-    _check_fields(t, TASK_FIELDS, TASK_LATER, f"tasks[{i}].")
-    out: dict[str, Any] = {k: t[k] for k in ("name", "image", "run", "entrypoint", "env", "queue", "timeout", "workdir")
-                           if k in t}
-    if "cmd" in t:
+        raise DialectError(400, f"{where.rstrip('.')} must be a mapping")
+    _check_fields(t, TASK_FIELDS, TASK_LATER, where)
+    out: dict[str, Any] = {k: t[k] for k in ("name", "description", "image", "run", "entrypoint", "env", "queue",
+                                             "timeout", "workdir", "if", "var", "files", "mounts", "depends_on")
+                           if t.get(k) is not None}
+    if t.get("cmd") is not None:
         out["command"] = t["cmd"]
     retry = t.get("retry")
     if retry is not None:
         if not isinstance(retry, dict) or set(retry) - {"limit", "attempts"}:
-            raise DialectError(400, f"tasks[{i}].retry: only 'limit' is supported")
+            raise DialectError(400, f"{where}retry: only 'limit' is supported")
         out["retry"] = {"limit": retry.get("limit", 0)}
+    if t.get("limits") is not None:
+        out["resources"] = _limits(t["limits"], where)
+    if t.get("gpus") is not None:
+        gpus = str(t["gpus"])
+        if not gpus.isdigit():
+            raise DialectError(400, f"{where}gpus: give a number of whole GPUs, e.g. '1'")
+        out.setdefault("resources", {})["gpu"] = int(gpus)
+    for k in ("pre", "post", "sidecars"):
+        if t.get(k) is not None:
+            if not isinstance(t[k], list):
+                raise DialectError(400, f"{where}{k} must be a list of tasks")
+            out[k] = [_task(c, f"{where}{k}[{i}].") for i, c in enumerate(t[k])]
+    par = t.get("parallel")
+    if par is not None:
+        if not isinstance(par, dict) or not isinstance(par.get("tasks"), list):
+            raise DialectError(400, f"{where}parallel needs 'tasks', a list")
+        out["parallel"] = {"tasks": [_task(c, f"{where}parallel.tasks[{i}].") for i, c in enumerate(par["tasks"])]}
+    each = t.get("each")
+    if each is not None:
+        if not isinstance(each, dict) or "task" not in each or "list" not in each:
+            raise DialectError(400, f"{where}each needs 'list' and 'task'")
+        out["each"] = {**{k: each[k] for k in ("list", "var", "concurrency") if each.get(k) is not None},
+                       "task": _task(each["task"], f"{where}each.task.")}
+    sub = t.get("subjob")
+    if sub is not None:
+        if not isinstance(sub, dict) or not isinstance(sub.get("tasks"), list):
+            raise DialectError(400, f"{where}subjob needs 'tasks', a list")
+        unknown = set(sub) - {"name", "description", "tasks", "inputs", "secrets", "output", "detached"}
+        if unknown:
+            raise DialectError(400, f"{where}subjob.{sorted(unknown)[0]} is not supported")
+        out["subjob"] = {**{k: sub[k] for k in ("name", "description", "inputs", "secrets", "output", "detached")
+                            if sub.get(k) is not None},
+                         "tasks": [_task(c, f"{where}subjob.tasks[{i}].") for i, c in enumerate(sub["tasks"])]}
     return out
 
 
@@ -75,8 +130,18 @@ def to_spec(data: dict[str, Any]) -> JobSpec:
     tasks = data.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise DialectError(400, "tasks: a job needs at least one task")
-    body = {k: data[k] for k in ("name", "tags", "priority") if data.get(k) is not None}
-    body["tasks"] = [_task(t, i) for i, t in enumerate(tasks)]
+    body = {k: data[k] for k in ("name", "description", "tags", "priority", "inputs", "secrets", "output",
+                                 "webhooks", "autoDelete", "env") if data.get(k) is not None}
+    defaults = data.get("defaults")
+    if defaults is not None:
+        if not isinstance(defaults, dict) or set(defaults) - {"retry", "limits", "timeout", "queue", "priority"}:
+            raise DialectError(400, "defaults: only retry, limits, timeout, queue and priority are known")
+        body["defaults"] = {k: defaults[k] for k in ("timeout", "queue", "priority") if defaults.get(k) is not None}
+        if defaults.get("retry") is not None:
+            body["defaults"]["retry"] = {"limit": (defaults["retry"] or {}).get("limit", 0)}
+        if defaults.get("limits") is not None:
+            body["defaults"]["resources"] = _limits(defaults["limits"], "defaults.")
+    body["tasks"] = [_task(t, f"tasks[{i}].") for i, t in enumerate(tasks)]
     try:
         return JobSpec.model_validate(body)
     except ValidationError as e:
@@ -86,41 +151,93 @@ def to_spec(data: dict[str, Any]) -> JobSpec:
 
 
 def task_spec_view(spec: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: spec[k] for k in ("name", "image", "run", "entrypoint", "queue", "timeout", "workdir")
-                           if k in spec}
+    """A task as Tork's job definition shows it (Tork's field names), nested tasks included."""
+    out: dict[str, Any] = {k: spec[k] for k in ("name", "description", "image", "run", "entrypoint", "queue",
+                                                "timeout", "workdir", "if", "var", "files", "mounts", "depends_on")
+                           if spec.get(k) not in (None, {}, [])}
     if spec.get("command") is not None:
         out["cmd"] = spec["command"]
     if spec.get("env"):
         out["env"] = spec["env"]
     if (spec.get("retry") or {}).get("limit"):
         out["retry"] = {"limit": spec["retry"]["limit"]}
+    res = spec.get("resources") or {}
+    if res.get("cpu") is not None or res.get("memory") is not None:
+        out["limits"] = {k: str(res[c]) for k, c in (("cpus", "cpu"), ("memory", "memory")) if res.get(c) is not None}
+    for k in ("pre", "post", "sidecars"):
+        if spec.get(k):
+            out[k] = [task_spec_view(c) for c in spec[k]]
+    if spec.get("parallel"):
+        out["parallel"] = {"tasks": [task_spec_view(c) for c in spec["parallel"]["tasks"]]}
+    if spec.get("each"):
+        out["each"] = {**{k: v for k, v in spec["each"].items() if k != "task"},
+                       "task": task_spec_view(spec["each"]["task"])}
+    if spec.get("subjob"):
+        out["subjob"] = {**{k: v for k, v in spec["subjob"].items() if k != "tasks"},
+                         "tasks": [task_spec_view(c) for c in spec["subjob"]["tasks"]]}
     return out
 
 
 def summary(j: Row) -> dict[str, Any]:
-    return {"id": j["id"], "name": j["name"], "state": j["state"].upper(), "tags": j["tags"],
-            "createdAt": rfc3339(j["created_at"]), "startedAt": rfc3339(j["started_at"]),
-            "completedAt": rfc3339(j["finished_at"]), "error": j["error"]}
+    spec = j.get("spec") or {}
+    out = {"id": j["id"], "name": j["name"], "description": spec.get("description"),
+           "state": j["state"].upper(), "tags": j["tags"], "inputs": spec.get("inputs") or None,
+           "createdAt": rfc3339(j["created_at"]), "startedAt": rfc3339(j["started_at"]),
+           "completedAt": rfc3339(j["finished_at"]) if j["state"] == "completed" else None,
+           "failedAt": rfc3339(j["finished_at"]) if j["state"] == "failed" else None,
+           "error": j["error"], "result": j.get("output"), "parentId": j.get("parent_task_id")}
+    return _redacted({k: v for k, v in out.items() if v is not None or k in ("error", "startedAt")}, spec)
+
+
+def _redacted(out: dict[str, Any], job_spec: dict[str, Any]) -> dict[str, Any]:
+    secrets = dict(job_spec.get("secrets") or {})
+    if not secrets:
+        return out
+    out = dict(workflow.redact(out, secrets))
+    if "secrets" in out:
+        out["secrets"] = {k: workflow.REDACTED for k in secrets}
+    return out
+
+
+def task_view(t: Row, e: Row | None) -> dict[str, Any]:
+    """A task as Tork shows it in a job's execution list and at GET /tasks/{id}: Tork's task is one run of
+    it, so a placed task shows its latest attempt; a composite task (parallel, each, subjob) shows itself."""
+    spec = t["spec"]
+    state = (e["state"] if e is not None and t["execution_id"] == e["id"] and t["state"] in ("scheduled", "running")
+             else t["state"])
+    out = {"id": e["id"] if e is not None else t["id"], "taskId": t["id"], "jobId": t["job_id"],
+           "parentId": t["parent_id"], "position": t["position"] + 1, "name": t["name"],
+           "description": spec.get("description"), "state": state.upper(),
+           "createdAt": rfc3339(t["created_at"]), "scheduledAt": rfc3339(e["scheduled_at"]) if e else None,
+           "startedAt": rfc3339(e["started_at"] if e else t["started_at"]),
+           "completedAt": rfc3339(e["finished_at"] if e else t["finished_at"]),
+           "run": spec.get("run"), "cmd": spec.get("command"), "image": spec.get("image"),
+           "env": spec.get("env") or None, "var": spec.get("var"), "queue": t["queue"],
+           "nodeId": e["node_id"] if e else None, "attempt": e["attempt"] if e else None,
+           "result": t["output"], "progress": 100.0 if t["state"] == "completed" else float(t["progress"] or 0),
+           "error": (e["error"] if e else None) or t["error"] or None, "subjobId": t["subjob_id"]}
+    if t["kind"] in ("parallel", "each", "subjob", "steps"):
+        out["kind"] = t["kind"]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def execution_view(e: Row, t: Row) -> dict[str, Any]:
-    spec = t["spec"]
-    out = {"id": e["id"], "jobId": e["job_id"], "position": t["position"] + 1, "name": t["name"],
-           "state": e["state"].upper(), "createdAt": rfc3339(e["scheduled_at"]),
-           "scheduledAt": rfc3339(e["scheduled_at"]), "startedAt": rfc3339(e["started_at"]),
-           "completedAt": rfc3339(e["finished_at"]), "run": spec.get("run"), "cmd": spec.get("command"),
-           "image": spec.get("image"), "queue": t["queue"], "nodeId": e["node_id"], "attempt": e["attempt"],
-           "error": e["error"] or None}
-    return {k: v for k, v in out.items() if v is not None}
+    return task_view(t, e)
 
 
 def job_detail(j: Row, tasks: list[Row], execs: list[Row]) -> dict[str, Any]:
     by_id = {t["id"]: t for t in tasks}
-    current = next((t for t in tasks if t["state"] != "completed"), None)
-    position = current["position"] + 1 if current else len(tasks) + 1  # past the end once all completed
-    return {**summary(j), "tasks": [task_spec_view(t["spec"]) for t in tasks],
-            "execution": [execution_view(e, by_id[e["task_id"]]) for e in execs if e["task_id"] in by_id],
-            "position": position, "taskCount": j["task_count"]}
+    top = [t for t in tasks if t["parent_id"] is None]
+    current = next((t for t in top if t["state"] not in ("completed", "skipped")), None)
+    position = current["position"] + 1 if current else len(top) + 1  # past the end once all completed
+    with_runs = {e["task_id"] for e in execs}
+    execution = [task_view(by_id[e["task_id"]], e) for e in execs if e["task_id"] in by_id]
+    # Tasks that never ran (opened composites, skipped tasks) show too, so the list mirrors the job's shape.
+    execution += [task_view(t, None) for t in tasks if t["id"] not in with_runs and t["state"] != "pending"]
+    execution.sort(key=lambda x: (x.get("createdAt") or "", x.get("scheduledAt") or ""))
+    return _redacted({**summary(j), "tasks": [task_spec_view(t["spec"]) for t in top], "execution": execution,
+                      "position": position, "taskCount": j["task_count"], "output": j["spec"].get("output"),
+                      "secrets": j["spec"].get("secrets") or None}, j["spec"])
 
 
 def _job(tx: Tx, job_id: str) -> Row:
@@ -213,6 +330,19 @@ def restart(job_id: str, svc: Svc) -> dict[str, str]:
             state = _job(tx, job_id)["state"].upper()
         raise DialectError(400, f"job is {state} and can not be restarted") from e
     return {"status": "OK"}
+
+
+@router.get("/tasks/{task_id}", summary="Tork: one task (a run of it: its latest attempt), by task or attempt id")
+def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
+    with svc.coord.store.read() as tx:
+        ex = tx.executions_by_ids([task_id])
+        task = tx.task(ex[0]["task_id"] if ex else task_id)
+        if task is None:
+            raise DialectError(404, "task not found")
+        if not ex and task["execution_id"]:
+            ex = tx.executions_by_ids([task["execution_id"]])
+        job = tx.job(task["job_id"])
+    return _redacted(task_view(task, ex[0] if ex else None), job["spec"] if job else {})
 
 
 # -- logs -----------------------------------------------------------------------------------------
