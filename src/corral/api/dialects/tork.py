@@ -203,8 +203,7 @@ def task_view(t: Row, e: Row | None) -> dict[str, Any]:
     """A task as Tork shows it in a job's execution list and at GET /tasks/{id}: Tork's task is one run of
     it, so a placed task shows its latest attempt; a composite task (parallel, each, subjob) shows itself."""
     spec = t["spec"]
-    state = (e["state"] if e is not None and t["execution_id"] == e["id"] and t["state"] in ("scheduled", "running")
-             else t["state"])
+    state = e["state"] if e is not None else t["state"]
     out = {"id": e["id"] if e is not None else t["id"], "taskId": t["id"], "jobId": t["job_id"],
            "parentId": t["parent_id"], "position": t["position"] + 1, "name": t["name"],
            "description": spec.get("description"), "state": state.upper(),
