@@ -217,3 +217,46 @@ def test_workflow_input_errors_are_400s_that_name_the_field(standalone: Cluster)
         r = standalone.client.post("/v1/jobs", json=body)
         assert r.status_code == 400, (body, r.text)
         assert words in r.text, (words, r.text)
+
+
+def test_workflows_on_a_server_and_two_workers(cluster: Cluster, database_url: str) -> None:
+    """The same engine on `corral server` (SQLite and PostgreSQL) with two remote workers: composites,
+    outputs, conditions and a subjob in one job, then a cancel that reaches both workers."""
+    cluster.start_server(database_url=database_url)
+    cluster.add_worker("w1", "--runtime", "process")
+    cluster.add_worker("w2", "--runtime", "process")
+    job = cluster.submit({"output": "{{ tasks.n }}-{{ tasks.sub }}", "inputs": {"k": "3"}, "tasks": [
+        {"name": "n", "var": "n", "run": "printf {{ inputs.k }} > $CORRAL_OUTPUT"},
+        {"name": "fan", "parallel": {"tasks": [
+            {"name": "each", "each": {"list": "{{ sequence(0, tasks.n | int) }}", "concurrency": 2,
+                                      "task": {"run": "echo e{{ item.value }}"}}},
+            {"name": "skip", "if": "{{ tasks.n == '0' }}", "run": "echo never"}]}},
+        {"name": "sub", "var": "sub", "subjob": {"output": "done", "tasks": [{"run": "echo in sub"}]}}]})
+    done = cluster.wait_job(job["id"])
+    assert done["state"] == "completed" and done["output"] == "3-done", done
+    assert sorted(cluster.logs(job["id"]).splitlines()) == ["e0", "e1", "e2"]
+    assert next(t for t in done["tasks"] if t["name"] == "skip")["state"] == "skipped"
+
+    job = cluster.submit({"tasks": [{"name": "fan", "parallel": {"tasks": [{"run": "sleep 30"}] * 4}}]})
+    wait_until(lambda: len({t["node_id"] for t in cluster.job(job["id"])["tasks"]
+                            if t["state"] == "running" and t["node_id"]}) == 2, what="both workers busy")
+    assert cluster.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    wait_until(lambda: all(e["state"] == "cancelled" for t in cluster.job(job["id"])["tasks"]
+                           for e in t["executions"]), what="every attempt stopped")
+
+
+def test_bind_mounts_only_under_the_directories_the_server_allows(cluster: Cluster, tmp_path: Path,
+                                                                  busybox_image: str) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.txt").write_text("from the host\n")
+    cluster.up("--allow-bind-mount", str(shared))
+    job = cluster.submit({"tasks": [{"image": busybox_image, "run": "cat /in/data.txt",
+                                     "mounts": [{"type": "bind", "source": str(shared), "target": "/in",
+                                                 "readonly": True}]}]})
+    done = cluster.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert cluster.logs(job["id"]) == "from the host\n"
+    r = cluster.client.post("/v1/jobs", json={"tasks": [{"image": busybox_image, "run": "true", "mounts": [
+        {"type": "bind", "source": str(tmp_path), "target": "/in"}]}]})
+    assert r.status_code == 400 and "outside the allowed directories" in r.text, r.text
