@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_SEQUENCE = 100_000
@@ -117,7 +117,10 @@ def evaluate(s: str, ctx: Mapping[str, Any], where: str = "expression") -> Any:
     inner = _single_expression(s)
     if inner is not None:
         try:
-            return _env().compile_expression(inner, undefined_to_none=False)(**ctx)
+            value = _env().compile_expression(inner, undefined_to_none=False)(**ctx)
+            if isinstance(value, Undefined):
+                str(value)  # a strict undefined raises why: an unknown name, or an attribute the sandbox hides
+            return value
         except ExprError as e:
             raise ExprError(f"{where}: {e}") from None
         except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as e:
