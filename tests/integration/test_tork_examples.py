@@ -111,7 +111,8 @@ def _check_depends_on(c: Cluster, job: dict[str, Any]) -> None:
     lines = _lines(c, job["id"])
     assert lines[0] == "checkout" and sorted(lines[1:3]) == ["lint", "test"] and lines[3] == "package"
     run = {e["name"]: e for e in job["execution"]}
-    assert run["lint"]["startedAt"] < run["test"]["completedAt"] and run["test"]["startedAt"] < run["lint"]["completedAt"]
+    lint, test = run["lint"], run["test"]
+    assert lint["startedAt"] < test["completedAt"] and test["startedAt"] < lint["completedAt"], "they overlapped"
 
 
 def _check_mounts(c: Cluster, job: dict[str, Any]) -> None:

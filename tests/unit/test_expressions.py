@@ -59,7 +59,8 @@ def test_kinds() -> None:
 
 
 def test_each_opens_with_items_in_scope_and_its_concurrency() -> None:
-    spec = {"each": {"list": "{{ sequence(0, 5) }}", "var": "f", "concurrency": 2, "task": {"run": "echo {{ f.value }}"}}}
+    spec = {"each": {"list": "{{ sequence(0, 5) }}", "var": "f", "concurrency": 2,
+                     "task": {"run": "echo {{ f.value }}"}}}
     kids, width = workflow.children(spec, "each", "loop", CTX, None)
     assert width == 2 and len(kids) == 5
     assert kids[3][0]["name"] == "loop[3]" and kids[3][1] == {"f": {"index": 3, "value": 3}}
