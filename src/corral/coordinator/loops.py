@@ -1,13 +1,15 @@
-"""The coordinator's background work: the scheduling loop, the reaper of dead nodes, and the firing of
-scheduled (cron) jobs."""
+"""The coordinator's background work: the scheduling loop, the reaper of dead nodes (and of jobs past their
+autoDelete time), the firing of scheduled (cron) jobs, and the delivery of job webhooks."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from corral.coordinator import retention
 from corral.coordinator.schedules import Schedules
 from corral.coordinator.service import Coordinator
+from corral.coordinator.webhooks import Webhooks
 
 log = logging.getLogger("corral.coordinator")
 
@@ -16,10 +18,12 @@ class BackgroundLoops:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
         self.schedules = Schedules(coord)
+        self.webhooks = Webhooks(coord.store)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._schedule, name="corral-scheduler", daemon=True),
                          threading.Thread(target=self._reap, name="corral-reaper", daemon=True),
-                         threading.Thread(target=self._fire, name="corral-cron", daemon=True)]
+                         threading.Thread(target=self._fire, name="corral-cron", daemon=True),
+                         threading.Thread(target=self.webhooks.run, name="corral-webhooks", daemon=True)]
 
     def start(self) -> None:
         for t in self._threads:
@@ -27,6 +31,7 @@ class BackgroundLoops:
 
     def stop(self) -> None:
         self._stop.set()
+        self.webhooks.stop()
         self.coord.kick()
         for t in self._threads:
             t.join(timeout=5)
@@ -54,6 +59,10 @@ class BackgroundLoops:
                     log.warning("marked %d node(s) down; their tasks are rescheduled", n)
             except Exception:
                 log.exception("reaper pass failed; trying again")
+            try:
+                retention.delete_expired(self.coord.store)
+            except Exception:
+                log.exception("autoDelete pass failed; trying again")
 
     def _fire(self) -> None:
         """Every second: a job for each due tick of an active schedule (exactly once, see schedules.py)."""
