@@ -127,7 +127,7 @@ def test_listing_is_newest_first_and_paged(standalone: Cluster) -> None:
     ("text/yaml", "cron: '* * * * *'\ninputs: {a: [1]}\ntasks:\n- run: 'true'\n", "inputs.a: Input should be"),
     ("text/plain", "cron: '* * * * *'\ntasks:\n- run: 'true'\n", "unsupported content type 'text/plain'"),
     ("application/json", "{not json", "the job cannot be parsed"),
-    ("application/json", "[1]", "the scheduled job must be a mapping"),
+    ("application/json", "[1]", "the job must be a mapping"),
 ])
 def test_bad_scheduled_jobs(standalone: Cluster, ctype: str, body: str, message: str) -> None:
     r = standalone.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})

@@ -212,8 +212,10 @@ class Coordinator:
             job = tx.job(job_id)
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
+            # A job with webhooks reports its new run too: delivery starts again.
+            hooks = {} if job["hooks_done"] is None else {"hooks_done": False}
             if not tx.cas_job(job_id, ["failed", "cancelled"],
-                              state=JobState.PENDING.value, error=None, finished_at=None):
+                              state=JobState.PENDING.value, error=None, finished_at=None, output=None, **hooks):
                 raise Conflict(f"job '{job_id}' is {job['state']}; only a failed or cancelled job can be "
                                "restarted")
             tasks = self.flow.reset_for_restart(tx, tx.tasks_of(job_id), now)

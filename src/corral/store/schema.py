@@ -42,6 +42,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_parent", "parent_job_id"),
     sa.Index("ix_jobs_hooks", "hooks_done"),
+    sa.Index("ix_jobs_autodelete", "auto_delete_after"),
     sa.Index("ix_jobs_created", "created_at"),
 )
 

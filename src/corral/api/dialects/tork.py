@@ -40,11 +40,11 @@ TASK_LATER = {"networks", "registry", "probe"}
 LOG_LINES = 100_000  # log paging reads at most this many lines of a job
 DOCKER_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)[bB]?$")
 
-def _render(request: Request, e: DialectError) -> Response:
+def render_error(request: Request, e: DialectError) -> Response:
     return JSONResponse({"message": e.message}, status_code=e.status, headers=e.headers)
 
 
-router = APIRouter(tags=["tork"], route_class=route_class(_render))
+router = APIRouter(tags=["tork"], route_class=route_class(render_error))
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -186,10 +186,10 @@ def summary(j: Row) -> dict[str, Any]:
            "completedAt": rfc3339(j["finished_at"]) if j["state"] == "completed" else None,
            "failedAt": rfc3339(j["finished_at"]) if j["state"] == "failed" else None,
            "error": j["error"], "result": j.get("output"), "parentId": j.get("parent_task_id")}
-    return _redacted({k: v for k, v in out.items() if v is not None or k in ("error", "startedAt")}, spec)
+    return redacted({k: v for k, v in out.items() if v is not None or k in ("error", "startedAt")}, spec)
 
 
-def _redacted(out: dict[str, Any], job_spec: dict[str, Any]) -> dict[str, Any]:
+def redacted(out: dict[str, Any], job_spec: dict[str, Any]) -> dict[str, Any]:
     secrets = dict(job_spec.get("secrets") or {})
     if not secrets:
         return out
@@ -234,7 +234,7 @@ def job_detail(j: Row, tasks: list[Row], execs: list[Row]) -> dict[str, Any]:
     # Tasks that never ran (opened composites, skipped tasks) show too, so the list mirrors the job's shape.
     execution += [task_view(t, None) for t in tasks if t["id"] not in with_runs and t["state"] != "pending"]
     execution.sort(key=lambda x: (x.get("createdAt") or "", x.get("scheduledAt") or ""))
-    return _redacted({**summary(j), "tasks": [task_spec_view(t["spec"]) for t in top], "execution": execution,
+    return redacted({**summary(j), "tasks": [task_spec_view(t["spec"]) for t in top], "execution": execution,
                       "position": position, "taskCount": j["task_count"], "output": j["spec"].get("output"),
                       "secrets": j["spec"].get("secrets") or None}, j["spec"])
 
@@ -245,21 +245,15 @@ def _job(tx: Tx, job_id: str) -> Row:
     return job
 
 
-def _page_args(page: int, size: int, most: int) -> None:
+def page_args(page: int, size: int, most: int) -> None:
     if page < 1:
         raise DialectError(400, "page must be 1 or more")
     if not 1 <= size <= most:
         raise DialectError(400, f"size must be between 1 and {most}")
 
 
-# -- health and jobs ------------------------------------------------------------------------------
-@router.get("/health", summary="Tork: the coordinator is up")
-def health() -> dict[str, str]:
-    return {"status": "UP", "version": corral.__version__}
-
-
-@router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
-async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
+async def read_job(request: Request) -> dict[str, Any]:
+    """A Tork job from the request body: JSON or YAML by its content type (any other type is a 400)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", "text/yaml", "application/x-yaml", "application/yaml"):
         raise DialectError(400, f"unsupported content type '{ctype}': use application/json or text/yaml")
@@ -272,7 +266,18 @@ async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, An
         raise DialectError(400, f"the job cannot be parsed: {e}") from e
     if not isinstance(data, dict):
         raise DialectError(400, "the job must be a mapping")
-    job = await asyncio.to_thread(svc.coord.submit, to_spec(data))
+    return data
+
+
+# -- health and jobs ------------------------------------------------------------------------------
+@router.get("/health", summary="Tork: the coordinator is up")
+def health() -> dict[str, str]:
+    return {"status": "UP", "version": corral.__version__}
+
+
+@router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
+async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
+    job = await asyncio.to_thread(svc.coord.submit, to_spec(await read_job(request)))
     while wait and job["state"] not in TERMINAL:
         if await request.is_disconnected():
             break
@@ -283,7 +288,7 @@ async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, An
 
 @router.get("/jobs", summary="Tork: jobs, newest first; q searches names and tags, 'tag:x' filters by tag")
 def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str, Any]:
-    _page_args(page, size, 20)
+    page_args(page, size, 20)
     words = q.split()
     tags = [w.removeprefix("tag:") for w in words if w.startswith("tag:")]
     text = " ".join(w for w in words if not w.startswith("tag:")) or None
@@ -341,7 +346,7 @@ def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
         if not ex and task["execution_id"]:
             ex = tx.executions_by_ids([task["execution_id"]])
         job = tx.job(task["job_id"])
-    return _redacted(task_view(task, ex[0] if ex else None), job["spec"] if job else {})
+    return redacted(task_view(task, ex[0] if ex else None), job["spec"] if job else {})
 
 
 # -- logs -----------------------------------------------------------------------------------------
@@ -355,7 +360,7 @@ def _log_page(lines: list[Row], page: int, size: int) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}/log", summary="Tork: a job's output, one part per line, newest first")
 def job_log(job_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    _page_args(page, size, 100)
+    page_args(page, size, 100)
     with svc.coord.store.read() as tx:
         _job(tx, job_id)
         return _log_page(tx.logs(job_id, limit=LOG_LINES), page, size)
@@ -363,7 +368,7 @@ def job_log(job_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, A
 
 @router.get("/tasks/{task_id}/log", summary="Tork: one execution's output (or every attempt of a task)")
 def task_log(task_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    _page_args(page, size, 100)
+    page_args(page, size, 100)
     with svc.coord.store.read() as tx:
         ex = tx.executions_by_ids([task_id])
         if (owner := ex[0] if ex else tx.task(task_id)) is None:

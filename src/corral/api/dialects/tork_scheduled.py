@@ -8,52 +8,29 @@ plus ``cron``; each tick creates an ordinary job, listed by ``GET /jobs`` like a
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 
 from corral.api.deps import Services, services
 from corral.api.dialects import tork
-from corral.api.dialects.base import MAX_BODY, DialectError, route_class
+from corral.api.dialects.base import DialectError, route_class
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.schedules import Schedules
 from corral.domain import schedule as cron
-from corral.domain.spec import JobSpec, dump_spec
+from corral.domain import workflow
+from corral.domain.spec import JobSpec
 from corral.store.sql import Row
 
-router = APIRouter(tags=["tork"], route_class=route_class(tork._render))
+router = APIRouter(tags=["tork"], route_class=route_class(tork.render_error))
 Svc = Annotated[Services, Depends(services)]
 
-CONTENT_TYPES = ("application/json", "text/yaml", "application/x-yaml", "application/yaml")
-REDACTED = "[REDACTED]"
-# Job fields Corral's spec holds that the Tork job translation may not carry (yet): a scheduled job keeps
-# them itself, so that they are shown and reach the jobs it creates.
-KEPT = ("description", "inputs", "secrets")
+REDACTED = workflow.REDACTED
 
 
 # -- reading a scheduled job ----------------------------------------------------------------------
-async def _body(request: Request) -> dict[str, Any]:
-    """The request's Tork job, JSON or YAML, as POST /jobs reads it."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in CONTENT_TYPES:
-        raise DialectError(400, f"unsupported content type '{ctype}': use application/json or text/yaml")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise DialectError(400, f"the job is {len(raw)} bytes; at most {MAX_BODY} are accepted")
-    try:
-        data = json.loads(raw) if ctype == "application/json" else yaml.safe_load(raw)
-    except (ValueError, yaml.YAMLError) as e:
-        raise DialectError(400, f"the job cannot be parsed: {e}") from e
-    if not isinstance(data, dict):
-        raise DialectError(400, "the scheduled job must be a mapping")
-    return data
-
-
 def _cron(value: Any) -> str:
     if value is None or value == "":
         raise DialectError(400, "cron: a scheduled job needs a cron expression, such as '*/5 * * * *'")
@@ -66,40 +43,10 @@ def _cron(value: Any) -> str:
 def to_scheduled_spec(data: dict[str, Any]) -> tuple[str, JobSpec]:
     """The cron expression and the job specification of a Tork scheduled job."""
     expr = _cron(data.get("cron"))
-    job = {k: v for k, v in data.items() if k != "cron"}
-    # A field the translation refuses as "not supported yet" but Corral's spec holds is taken here.
-    kept = {k: job.pop(k) for k in KEPT if k in job and k in tork.JOB_LATER}
-    spec = tork.to_spec(job)
-    # And one it accepts but leaves out of the spec is put back.
-    kept |= {k: job[k] for k in KEPT if k in job and job[k] is not None and not getattr(spec, k)}
-    if kept:
-        try:
-            spec = JobSpec.model_validate({**dump_spec(spec), **kept})
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "job"
-            raise DialectError(400, f"{loc}: {err['msg']}") from e
-    return expr, spec
+    return expr, tork.to_spec({k: v for k, v in data.items() if k != "cron"})
 
 
 # -- views ----------------------------------------------------------------------------------------
-def _redact(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, secrets) for v in value]
-    return value
-
-
-def _secret_values(spec: dict[str, Any]) -> list[str]:
-    # Longest first, so that a secret inside another is not half-replaced.
-    return sorted((v for v in (spec.get("secrets") or {}).values() if v), key=len, reverse=True)
-
-
 def scheduled_summary(r: Row) -> dict[str, Any]:
     """An item of GET /scheduled-jobs."""
     spec = r["spec"]
@@ -107,7 +54,7 @@ def scheduled_summary(r: Row) -> dict[str, Any]:
            "state": r["state"].upper(), "createdAt": rfc3339(r["created_at"]), "tags": spec.get("tags") or [],
            "inputs": spec.get("inputs") or {}, "nextRunAt": rfc3339(r["next_run_at"]),
            "lastRunAt": rfc3339(r["last_run_at"]), "lastJobId": r["last_job_id"]}
-    return dict(_redact(out, _secret_values(spec)))
+    return dict(workflow.redact(out, spec.get("secrets") or {}))
 
 
 def scheduled_job(r: Row) -> dict[str, Any]:
@@ -117,7 +64,7 @@ def scheduled_job(r: Row) -> dict[str, Any]:
            "secrets": {k: REDACTED for k in spec.get("secrets") or {}}}
     if spec.get("priority"):
         out["priority"] = spec["priority"]
-    return dict(_redact(out, _secret_values(spec)))
+    return dict(workflow.redact(out, spec.get("secrets") or {}))
 
 
 def _schedule(svc: Services, schedule_id: str) -> Row:
@@ -130,14 +77,14 @@ def _schedule(svc: Services, schedule_id: str) -> Row:
 # -- routes ---------------------------------------------------------------------------------------
 @router.post("/scheduled-jobs", summary="Tork: schedule a job (JSON or YAML, with 'cron'); a job at each tick")
 async def create(request: Request, svc: Svc) -> dict[str, Any]:
-    expr, spec = to_scheduled_spec(await _body(request))
+    expr, spec = to_scheduled_spec(await tork.read_job(request))
     row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec)
     return scheduled_job(row)
 
 
 @router.get("/scheduled-jobs", summary="Tork: scheduled jobs, newest first")
 def list_scheduled(svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    tork._page_args(page, size, 20)
+    tork.page_args(page, size, 20)
     rows = sorted(Schedules(svc.coord).all(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
     items = rows[(page - 1) * size:page * size]
     return {"items": [scheduled_summary(r) for r in items], "number": page, "size": len(items),

@@ -23,6 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('hooks_done', sa.Boolean(), nullable=True))
         batch_op.create_index('ix_jobs_parent', ['parent_job_id'], unique=False)
         batch_op.create_index('ix_jobs_hooks', ['hooks_done'], unique=False)
+        batch_op.create_index('ix_jobs_autodelete', ['auto_delete_after'], unique=False)
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.add_column(sa.Column('kind', sa.String(length=16), server_default='run', nullable=False))
         batch_op.add_column(sa.Column('parent_id', sa.String(length=32), nullable=True))
@@ -41,6 +42,7 @@ def downgrade() -> None:
         for c in ('subjob_id', 'progress', 'output', 'template', 'parent_id', 'kind'):
             batch_op.drop_column(c)
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_autodelete')
         batch_op.drop_index('ix_jobs_hooks')
         batch_op.drop_index('ix_jobs_parent')
         for c in ('hooks_done', 'hook_marks', 'auto_delete_after', 'output', 'parent_task_id', 'parent_job_id'):
