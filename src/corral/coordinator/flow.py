@@ -105,6 +105,7 @@ class Flow:
         jobs = {j["id"]: j for j in tx.jobs_by_ids({r["job_id"] for r in rows})}
         contexts: dict[str, dict[str, Any]] = {}
         done: list[Row] = []
+        evaluated: list[Row] = []
         for r in rows:
             job = jobs.get(r["job_id"])
             if job is None or job["state"] in (s.value for s in TERMINAL_JOB_STATES):
@@ -121,7 +122,7 @@ class Flow:
                         done.append(r)
                     continue
                 if r["kind"] == "template":
-                    self._evaluate(tx, r, spec, ctx)
+                    evaluated.append(self._evaluate(r, spec, ctx))
                 else:
                     done += self._open(tx, r, job, spec, ctx, scope, now)
             except expr.ExprError as e:
@@ -129,16 +130,22 @@ class Flow:
                                error=str(e), reason=None):
                     self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
                 contexts.pop(r["job_id"], None)
+        tx.cas_many("tasks", ["pending"], evaluated)  # one statement for all: an each opens many at once
         if done:
             self.advance(tx, done, now)
         return len(rows)
 
     @staticmethod
-    def _evaluate(tx: Tx, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> None:
+    def _evaluate(r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
+        """The row change that makes a template a 'run' task with its expressions evaluated."""
         rendered = workflow.render_task(spec, ctx, str(r["name"]))
-        TaskSpec.model_validate(rendered)  # a rendered image with a space, say, fails here
-        tx.cas_task(r["id"], ["pending"], kind="run", spec=rendered,
-                    runtime="docker" if rendered.get("image") else "process")
+        if expr.has_expr(spec.get("image")) or any(expr.has_expr(s.get("image")) for s in spec.get("sidecars") or []):
+            try:  # an evaluated image name is checked as a submitted one is
+                TaskSpec.model_validate(rendered)
+            except ValueError as e:
+                raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {e}") from None
+        return {"id": r["id"], "kind": "run", "spec": rendered,
+                "runtime": "docker" if rendered.get("image") else "process"}
 
     def _open(self, tx: Tx, r: Row, job: Row, spec: dict[str, Any], ctx: dict[str, Any],
               scope: dict[str, Any] | None, now: float) -> list[Row]:
