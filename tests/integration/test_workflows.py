@@ -260,3 +260,16 @@ def test_bind_mounts_only_under_the_directories_the_server_allows(cluster: Clust
     r = cluster.client.post("/v1/jobs", json={"tasks": [{"image": busybox_image, "run": "true", "mounts": [
         {"type": "bind", "source": str(tmp_path), "target": "/in"}]}]})
     assert r.status_code == 400 and "outside the allowed directories" in r.text, r.text
+
+
+def test_the_readme_workflow_runs_as_shown(standalone: Cluster) -> None:
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("name: render frames"):]
+    job = standalone.submit(yaml.safe_load(block[:block.index("```")]))
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed" and done["output"] == "done", done
+    lines = standalone.logs(job["id"]).splitlines()
+    assert sorted(x for x in lines if x.startswith("rendering")) == [f"rendering scene-42 frame {i}" for i in range(8)]
+    assert "upload with token [REDACTED]" in lines and "test" in lines and "lint" in lines
