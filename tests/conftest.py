@@ -20,7 +20,7 @@ BUSYBOX_IMAGE = "corral-test/busybox:latest"
 BUSYBOX_LABEL = "corral.test.applets"
 BUSYBOX_APPLETS = (
     "sh", "echo", "sleep", "cat", "env", "ls", "pwd", "true", "false",
-    "printf", "id", "head", "tail", "wc", "seq", "yes",
+    "printf", "id", "head", "tail", "wc", "seq", "yes", "mkdir", "touch", "grep", "httpd", "wget",
 )
 
 

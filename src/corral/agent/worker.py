@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -19,11 +20,13 @@ from typing import Any
 from corral import __version__
 from corral.agent import capacity
 from corral.agent.transport import Transport, UnknownNode
-from corral.runtime.base import RunRequest, RunResult, Runtime
+from corral.runtime import scratch
+from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 MAX_BUFFERED_LINES = 200_000
 COALESCE_S = 0.005
+PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
 
 
 @dataclass
@@ -73,6 +76,13 @@ class Agent:
         self._flush_now = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
+        # The executions' output and progress files (see corral.runtime.scratch); absolute, as a
+        # container task's bind mount needs.
+        self.scratch_base = os.path.abspath(os.path.join(config.data_dir, "executions"))
+        self._scratch_ready = False
+        # Running executions whose progress file is read: id -> [path, last value sent, [container id]].
+        # One loop reads them all, rather than a timer per execution: a quick task pays a dict insert.
+        self._progress: dict[str, list[Any]] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -100,10 +110,15 @@ class Agent:
                 removed = await rt.reap(info["id"], set())
                 if removed:
                     log.info("removed %d container(s) left from a previous run", len(removed))
+        # Nothing runs yet: everything in the scratch area is a leftover of a worker that crashed.
+        if await asyncio.to_thread(scratch.remove_all, self.scratch_base):
+            log.info("removed the scratch files left from a previous run")
+        self._scratch_ready = True
         await self._register(info)
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
-                       asyncio.create_task(self._flush_loop(), name="agent-flush")]
+                       asyncio.create_task(self._flush_loop(), name="agent-flush"),
+                       asyncio.create_task(self._progress_loop(), name="agent-progress")]
 
     async def _register(self, given: dict[str, Any] | None = None) -> None:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
@@ -184,6 +199,22 @@ class Agent:
             elif ex_id not in self._final:
                 self.known.discard(ex_id)  # nothing runs and nothing is owed: forget it
 
+    async def _progress_loop(self) -> None:
+        """Every PROGRESS_INTERVAL_S, a "running" update for each execution whose progress file holds a
+        new number in 0..100 (anything else in it is ignored); then the files that executions without a
+        scratch directory of their own left behind are removed (see corral.runtime.scratch)."""
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            for ex_id, watch in list(self._progress.items()):
+                value = scratch.read_progress(watch[0])
+                if value is not None and value != watch[1]:
+                    watch[1] = value
+                    self._update(ex_id, "running", container_id=watch[2][0], progress=value)
+            try:
+                scratch.sweep(self.scratch_base, self.running)
+            except OSError as e:
+                log.warning("cannot clear the scratch area %s: %s", self.scratch_base, e)
+
     async def _flush_loop(self) -> None:
         delay = 0.1
         while True:
@@ -226,10 +257,18 @@ class Agent:
         self._flush_now.set()
 
     async def _execute(self, w: dict[str, Any]) -> None:
+        """Run one execution to its end and buffer its updates.
+
+        Around the run: the execution's scratch (made here, removed here, whatever happens), its
+        progress file watched by _progress_loop while it runs, and its output file read when it ends,
+        completed or failed (a timeout too), and sent with the final update.
+        """
         ex_id = w["execution_id"]
         runtime_name = "docker" if w.get("image") else "process"
         rt = self.runtimes.get(runtime_name)
         container: list[str | None] = [None]
+        sc: Scratch | None = None
+        had_output = False
 
         def on_output(stream: str, line: str) -> None:
             self._logs.append({"execution_id": ex_id, "stream": stream, "line": line, "ts": time.time()})
@@ -239,30 +278,50 @@ class Agent:
         def on_started(cid: str | None) -> None:
             container[0] = cid
             self._update(ex_id, "running", container_id=cid)
+            if sc is not None:
+                self._progress[ex_id] = [sc.progress, None, container]
+
+        def ended(state: str, **fields: Any) -> None:
+            nonlocal had_output
+            self._progress.pop(ex_id, None)  # no progress after the end
+            output = scratch.read_output(sc.output) if sc is not None else None
+            if output is not None:
+                fields["output"] = output
+                had_output = True
+            self._update(ex_id, state, container_id=container[0], **fields)
 
         try:
             if rt is None:
                 self._update(ex_id, "failed", error=f"this node has no {runtime_name} runtime")
                 return
+            mounts = tuple(Mount(type=m["type"], target=m["target"], source=m.get("source"),
+                                 readonly=bool(m.get("readonly"))) for m in w.get("mounts") or ())
+            sidecars = tuple(Sidecar(name=s.get("name") or f"sidecar-{i}", image=s.get("image") or w["image"],
+                                     argv=list(s.get("argv") or ()), entrypoint=s.get("entrypoint"),
+                                     env=dict(s.get("env") or {}))
+                             for i, s in enumerate(w.get("sidecars") or ()))
+            files = dict(w.get("files") or {})
+            if not self._scratch_ready:
+                os.makedirs(self.scratch_base, exist_ok=True)
+                self._scratch_ready = True
+            sc = scratch.make(self.scratch_base, ex_id, own_dir=runtime_name == "docker" or bool(files))
             req = RunRequest(execution_id=ex_id, job_id=w["job_id"], task_id=w["task_id"],
                              task_name=w["task_name"], node_id=self.node_id or "", argv=w["argv"],
                              image=w.get("image"), entrypoint=w.get("entrypoint"), env=w.get("env") or {},
                              workdir=w.get("workdir"), cpu_limit=w.get("cpu_limit"),
-                             memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()))
+                             memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
+                             files=files, mounts=mounts, sidecars=sidecars, scratch=sc)
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):
                     result: RunResult = await rt.run(req, on_output, on_started)
             except TimeoutError:
-                self._update(ex_id, "failed", error=f"timed out after {timeout:g}s",
-                             container_id=container[0])
+                ended("failed", error=f"timed out after {timeout:g}s")
                 return
             if result.error:
-                self._update(ex_id, "failed", error=result.error, exit_code=result.exit_code,
-                             container_id=container[0])
+                ended("failed", error=result.error, exit_code=result.exit_code)
             else:
-                self._update(ex_id, "completed" if result.exit_code == 0 else "failed",
-                             exit_code=result.exit_code, container_id=container[0])
+                ended("completed" if result.exit_code == 0 else "failed", exit_code=result.exit_code)
         except asyncio.CancelledError:
             if ex_id in self._stopped_by_coordinator:
                 self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
@@ -272,5 +331,17 @@ class Agent:
             log.exception("execution %s failed in the agent", ex_id)
             self._update(ex_id, "failed", error=f"the worker failed to run it: {e}")
         finally:
+            self._progress.pop(ex_id, None)
             self.running.pop(ex_id, None)
             self._stopped_by_coordinator.discard(ex_id)
+            if sc is None:
+                pass
+            elif sc.dir is None:
+                # The quick path: what this left besides the output goes with the next sweep.
+                if had_output:
+                    with contextlib.suppress(OSError):
+                        os.unlink(sc.output)
+            elif not scratch.remove_quick(sc):
+                # More than the output in it (files, what the task left): off the event loop. It
+                # goes on should this task be cancelled meanwhile.
+                await asyncio.shield(asyncio.to_thread(scratch.remove, sc))

@@ -14,6 +14,47 @@ StartedSink = Callable[[str | None], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """A mount of a container task (the coordinator has validated it and decided it is allowed).
+
+    ``volume`` without a source is a fresh anonymous volume, removed with the container; with one, that
+    named volume. ``bind`` mounts the host path ``source``; ``tmpfs`` takes no source.
+    """
+
+    type: str  # volume | bind | tmpfs
+    target: str
+    source: str | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """A container that runs beside a container task's main one, and goes when the main one ends."""
+
+    name: str
+    image: str
+    argv: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Scratch:
+    """Where one execution leaves its output and its progress, as host paths (see scratch.py).
+
+    The runtime points $CORRAL_OUTPUT and $TORK_OUTPUT at ``output``, and $CORRAL_PROGRESS and
+    $TORK_PROGRESS at ``progress``, as the task sees them. ``dir``, when set, is a directory of the
+    execution's own holding both (and the working directory of a task with files and no workdir, at
+    ``dir/work``); a container task needs one, to bind-mount it. Without one the two files lie in a
+    directory shared by the agent's executions, under names of their own.
+    """
+
+    output: str
+    progress: str
+    dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunRequest:
     execution_id: str
     job_id: str
@@ -28,6 +69,12 @@ class RunRequest:
     cpu_limit: float | None = None  # cores; None: no limit
     memory_limit: int | None = None  # bytes; None: no limit
     gpus: tuple[int, ...] = ()
+    # File name (a plain name) -> content, written into the task's working directory before it starts.
+    files: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()  # container tasks only
+    sidecars: tuple[Sidecar, ...] = ()  # container tasks only
+    # Where the task writes its output and progress (made by the caller, see scratch.py); None: nowhere.
+    scratch: Scratch | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ import docker
 import docker.errors
 import docker.types
 
+from corral.runtime import scratch
 from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 T = TypeVar("T")
@@ -27,6 +30,8 @@ T = TypeVar("T")
 PIDS_LIMIT = 512
 MAX_LINE = 64 * 1024
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
+SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
+SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
 
 
 class _ImageMissing(Exception):
@@ -118,25 +123,17 @@ class DockerRuntime:
         except docker.errors.DockerException as e:
             return f"image {image!r} could not be pulled: {_short(e)}"
 
-    def _create(self, req: RunRequest, name: str) -> str:
+    def _create(self, image: str, name: str, labels: dict[str, str], host: dict[str, Any], *,
+                argv: list[str], entrypoint: list[str] | None, env: dict[str, str], workdir: str | None) -> str:
         """Create the container and return its id, with as few Engine calls as `docker run` makes: the
         image is pulled only when the create says it is missing, and a leftover of the same name (after
         a crash) is removed only when the create says the name is taken."""
         api = self.client.api
-        gpus = [docker.types.DeviceRequest(device_ids=[str(g) for g in req.gpus], capabilities=[["gpu"]])]
-        host = api.create_host_config(
-            nano_cpus=int(req.cpu_limit * 1e9) if req.cpu_limit is not None else None,
-            mem_limit=req.memory_limit, privileged=False, cap_drop=["ALL"],
-            security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
-            device_requests=gpus if req.gpus else None,
-        )
-        labels = {"corral.execution": req.execution_id, "corral.job": req.job_id, "corral.task": req.task_id,
-                  "corral.node": req.node_id, "corral.task_name": req.task_name}
 
         def create() -> str:
             out = api.create_container(
-                req.image, command=list(req.argv), entrypoint=req.entrypoint, environment=dict(req.env),
-                working_dir=req.workdir, name=name, detach=True, tty=False, stdin_open=False, labels=labels,
+                image, command=list(argv), entrypoint=entrypoint, environment=dict(env),
+                working_dir=workdir, name=name, detach=True, tty=False, stdin_open=False, labels=labels,
                 host_config=host)
             return str(out["Id"])
 
@@ -144,7 +141,7 @@ class DockerRuntime:
             try:
                 return create()
             except docker.errors.ImageNotFound:
-                error = self._pull(str(req.image))
+                error = self._pull(image)
                 if error:
                     raise _ImageMissing(error) from None
             except docker.errors.APIError as e:
@@ -153,20 +150,80 @@ class DockerRuntime:
                 self._remove(name)  # the name is taken: a leftover from a crash
         return create()
 
+    def _host(self, *, cpu_limit: float | None = None, memory_limit: int | None = None, gpus: tuple[int, ...] = (),
+              mounts: list[docker.types.Mount] | None = None, network_mode: str | None = None) -> dict[str, Any]:
+        requests = [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+        host: dict[str, Any] = self.client.api.create_host_config(
+            nano_cpus=int(cpu_limit * 1e9) if cpu_limit is not None else None,
+            mem_limit=memory_limit, privileged=False, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
+            device_requests=requests if gpus else None, mounts=mounts or None, network_mode=network_mode,
+        )
+        return host
+
+    @staticmethod
+    def _prepare(req: RunRequest) -> tuple[list[docker.types.Mount], dict[str, str], str | None]:
+        """The main container's mounts, environment and working directory; writes the task's files.
+
+        The execution's scratch directory (the agent gives a container task one) is bind-mounted at
+        /corral, open to every user: the container's user is not ours to know, and even its root has no
+        CAP_DAC_OVERRIDE here. Files go to its work/, which is the working directory: at /corral/work,
+        or bind-mounted at the task's workdir. A scratch without a directory is not seen in the
+        container: its task has no $CORRAL_OUTPUT.
+        """
+        mounts = [docker.types.Mount(m.target, m.source, type=m.type, read_only=m.readonly) for m in req.mounts]
+        env = dict(req.env)
+        workdir = req.workdir
+        own = req.scratch.dir if req.scratch is not None else None
+        if own is not None:
+            os.chmod(own, 0o777)
+            mounts.append(docker.types.Mount(SCRATCH_TARGET, own, type="bind"))
+            env.update(scratch.env_for(f"{SCRATCH_TARGET}/{scratch.OUTPUT}", f"{SCRATCH_TARGET}/{scratch.PROGRESS}"))
+        if req.files:
+            if own is None:
+                raise ValueError("files need a scratch directory")
+            scratch.write_files(os.path.join(own, scratch.WORK), req.files, mode=0o777)
+            if workdir is None:
+                workdir = f"{SCRATCH_TARGET}/{scratch.WORK}"
+            else:
+                mounts.append(docker.types.Mount(workdir, os.path.join(own, scratch.WORK), type="bind"))
+        return mounts, env, workdir
+
     def _remove(self, name: str) -> bool:
-        """Kill and remove the container called ``name`` (or with this id); whether there was one."""
+        """Kill and remove the container called ``name`` (or with this id), and its anonymous volumes;
+        whether there was one."""
         try:
-            self.client.api.remove_container(name, force=True)  # force: SIGKILL first if it runs
+            self.client.api.remove_container(name, force=True, v=True)  # force: SIGKILL first if it runs
         except docker.errors.NotFound:
             return False
         return True
 
+    def _remove_all(self, names: list[str]) -> None:
+        """Remove each of these containers that exists; one that cannot be removed is left to reap()."""
+        for name in names:
+            with contextlib.suppress(docker.errors.DockerException):
+                self._remove(name)
+
     async def run(self, req: RunRequest, on_output: OutputSink, on_started: StartedSink) -> RunResult:
+        """Run the main container, after its sidecars if it has any.
+
+        Sidecars and the main container share one network namespace, the first sidecar's: it is
+        started first (the others and then the main container join it with ``network_mode:
+        container:<id>``), so a sidecar is already up when the main container starts and answers it on
+        127.0.0.1. Should the first sidecar exit early, the others keep only the loopback interface.
+        Sidecars are hardened as the main container is, without its CPU, memory or GPU share; their
+        output goes to the task's log as "[sidecar <name>] <line>". They are removed once the main
+        container has ended, however it ended.
+        """
         if not req.image:
             return RunResult(None, "the docker runtime needs an image")
         name = f"corral-{req.execution_id}"
+        side_names = [f"{name}-sidecar-{i}" for i in range(len(req.sidecars))]
+        everything = [name, *side_names]  # in the order of removal: the main container first
         loop = asyncio.get_running_loop()
         api = self.client.api
+        labels = {"corral.execution": req.execution_id, "corral.job": req.job_id, "corral.task": req.task_id,
+                  "corral.node": req.node_id, "corral.task_name": req.task_name}
 
         live = True  # cleared on cancel: output that comes after is dropped, as ProcessRuntime does
         gate = threading.Event()  # no output before on_started
@@ -175,11 +232,14 @@ class DockerRuntime:
             if live:
                 on_output(stream, line)
 
-        def emit(stream: str, line: str) -> None:
-            loop.call_soon_threadsafe(deliver, stream, line)
+        def emitter(prefix: str) -> Callable[[str, str], None]:
+            def emit(stream: str, line: str) -> None:
+                loop.call_soon_threadsafe(deliver, stream, prefix + line)
+            return emit
 
-        def read(chunks: Any) -> None:
+        def read(chunks: Any, prefix: str) -> None:
             gate.wait()
+            emit = emitter(prefix)
             out, err = _Lines("stdout", emit), _Lines("stderr", emit)
             with contextlib.suppress(Exception):  # a stream closed under us ends like one at its end
                 for o, e in chunks:
@@ -191,57 +251,95 @@ class DockerRuntime:
             err.flush()
 
         serial = ThreadPoolExecutor(1, thread_name_prefix=name)
-        chunks: Any = None
+        streams: list[Any] = []  # attach streams, closed at the end
+        side_readers: list[asyncio.Future[None]] = []
+
+        async def attach(cid: str, prefix: str) -> asyncio.Future[None]:
+            chunks = await loop.run_in_executor(serial, lambda: api.attach(
+                cid, stdout=True, stderr=True, stream=True, logs=True, demux=True))
+            streams.append(chunks)
+            return _in_thread(lambda: read(chunks, prefix))
+
+        async def fail(message: str) -> RunResult:
+            await loop.run_in_executor(serial, self._remove_all, everything)
+            return RunResult(None, message)
+
         try:
             try:
-                cid = await loop.run_in_executor(serial, self._create, req, name)
-                chunks = await loop.run_in_executor(serial, lambda: api.attach(
-                    cid, stdout=True, stderr=True, stream=True, logs=True, demux=True))
+                mounts, env, workdir = await loop.run_in_executor(serial, self._prepare, req)
+            except (OSError, ValueError) as e:
+                return RunResult(None, f"could not prepare the task's directory: {e}")
+            network: str | None = None
+            for sc, sc_name in zip(req.sidecars, side_names, strict=True):
+                what = f"sidecar {sc.name!r}"
+                try:
+                    sid = await loop.run_in_executor(serial, functools.partial(
+                        self._create, sc.image, sc_name, {**labels, "corral.sidecar": sc.name},
+                        self._host(network_mode=network), argv=sc.argv, entrypoint=sc.entrypoint,
+                        env=sc.env, workdir=None))
+                    side_readers.append(await attach(sid, f"[sidecar {sc.name}] "))
+                    await loop.run_in_executor(serial, api.start, sid)
+                except _ImageMissing as e:
+                    return await fail(f"{what}: {e}")
+                except docker.errors.DockerException as e:
+                    return await fail(f"could not start {what}: {_short(e)}")
+                network = network or f"container:{sid}"
+            try:
+                cid = await loop.run_in_executor(serial, functools.partial(
+                    self._create, req.image, name, labels,
+                    self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, gpus=req.gpus,
+                               mounts=mounts, network_mode=network),
+                    argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir))
+                reader = await attach(cid, "")
             except _ImageMissing as e:
-                return RunResult(None, str(e))
+                return await fail(str(e))
             except docker.errors.DockerException as e:
-                await loop.run_in_executor(serial, self._remove, name)
-                return RunResult(None, f"could not create container: {_short(e)}")
-            reader = _in_thread(lambda: read(chunks))
+                return await fail(f"could not create container: {_short(e)}")
             try:
                 await loop.run_in_executor(serial, api.start, cid)
             except docker.errors.DockerException as e:
-                await loop.run_in_executor(serial, self._remove, name)
-                return RunResult(None, f"could not start container: {_short(e)}")
+                return await fail(f"could not start container: {_short(e)}")
             on_started(cid)
             gate.set()
             try:
                 status = await _in_thread(lambda: api.wait(cid))
             except docker.errors.DockerException as e:
-                await loop.run_in_executor(serial, self._remove, name)
-                return RunResult(None, f"lost track of the container: {_short(e)}")
+                return await fail(f"lost track of the container: {_short(e)}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), DRAIN_TIMEOUT)
-            with contextlib.suppress(docker.errors.DockerException):  # else reap() takes it later
-                await loop.run_in_executor(serial, self._remove, name)
+            await loop.run_in_executor(serial, self._remove_all, everything)
+            if side_readers:  # their streams end with their containers: what they said last is kept
+                await asyncio.wait(side_readers, timeout=SIDECAR_DRAIN_TIMEOUT)
             return RunResult(int(status["StatusCode"]))
         except BaseException:  # a cancel or timeout above all: nothing may be left behind
             live = False
             with contextlib.suppress(Exception):
-                await asyncio.shield(loop.run_in_executor(serial, self._remove, name))
+                await asyncio.shield(loop.run_in_executor(serial, self._remove_all, everything))
             raise
         finally:
             live = False
             gate.set()
-            if chunks is not None:
+            for chunks in streams:
                 with contextlib.suppress(Exception):  # unblocks a reader still waiting for data
                     chunks.close()
             serial.shutdown(wait=False)
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         def sweep() -> list[str]:
-            removed: list[str] = []
+            # Main containers and sidecars alike carry the node's and the execution's labels.
+            removed: dict[str, None] = {}
             for c in self.client.containers.list(all=True, filters={"label": f"corral.node={node_id}"}):
                 execution = c.labels.get("corral.execution")
-                if execution not in keep:
-                    with contextlib.suppress(docker.errors.NotFound):
-                        c.remove(force=True)
-                        removed.append(str(execution))
-            return removed
+                if execution in keep:
+                    continue
+                try:
+                    c.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as e:
+                    if e.status_code != 409:  # 409: its removal is already under way
+                        raise
+                removed[str(execution)] = None
+            return list(removed)
 
         return await _in_thread(sweep)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 
+from corral.runtime import scratch
 from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 MAX_LINE = 64 * 1024
@@ -99,7 +100,21 @@ class ProcessRuntime:
 
     async def run(self, req: RunRequest, on_output: OutputSink, on_started: StartedSink) -> RunResult:
         loop = asyncio.get_running_loop()
+        if req.mounts or req.sidecars:
+            return RunResult(None, "mounts and sidecars need a container task (an image)")
+        cwd = req.workdir or self.base_dir
+        if req.files:
+            # The given workdir (made if missing), else work/ in the scratch directory, becomes the cwd.
+            if req.workdir is None and (req.scratch is None or req.scratch.dir is None):
+                return RunResult(None, "files need a working directory")
+            cwd = req.workdir or os.path.join(str(req.scratch and req.scratch.dir), scratch.WORK)
+            try:
+                await asyncio.to_thread(scratch.write_files, cwd, req.files)
+            except (OSError, ValueError) as e:
+                return RunResult(None, f"could not write the task's files to {cwd}: {e}")
         extra = dict(req.env)
+        if req.scratch is not None:
+            extra.update(scratch.env_for(req.scratch.output, req.scratch.progress))
         if req.gpus:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpus)
         # Popen encodes every variable on every spawn; hand it bytes encoded once.
@@ -111,7 +126,7 @@ class ProcessRuntime:
         err_r, err_w = os.pipe()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-                                    cwd=req.workdir or self.base_dir, start_new_session=True)
+                                    cwd=cwd, start_new_session=True)
         except (OSError, ValueError) as e:
             for fd in (out_r, err_r):
                 os.close(fd)
