@@ -474,16 +474,28 @@ class Coordinator:
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
         self.stats["schedule_passes"] += 1
-        self.open_composites()
         placed_total = 0
+        opened = 0
         while True:
             now = time.time()
             with self.store.read() as tx:
                 ready = tx.ready_tasks(now, self.settings.schedule_batch)
                 if not ready:
                     return placed_total
-                node_rows = tx.nodes("ready")
-                alloc = {a["node_id"]: a for a in tx.allocations()}
+                if opened < 20 and any(t["kind"] != "run" for t in ready):
+                    # Composite and template tasks are opened (or evaluated) first, then the tasks are read
+                    # again. They come in the same read as the tasks to place: plain jobs pay no extra query.
+                    ready = []
+                else:
+                    ready = [t for t in ready if t["kind"] == "run"]
+                    node_rows = tx.nodes("ready")
+                    alloc = {a["node_id"]: a for a in tx.allocations()}
+            if not ready:
+                if opened >= 20:
+                    return placed_total
+                self.open_composites()
+                opened += 1
+                continue
             views = [self._node_view(n, alloc.get(n["id"])) for n in node_rows]
             tviews = [TaskView(t["id"], t["job_id"], t["queue"], t["priority"], t["job_seq"],
                                Resources(t["cpu"], t["memory"], t["disk"], t["gpu"]), t["runtime"],
@@ -516,20 +528,15 @@ class Coordinator:
             if result.reasons or len(ready) < self.settings.schedule_batch:
                 return placed_total
 
-    def open_composites(self, rounds: int = 20) -> None:
+    def open_composites(self) -> None:
         """Evaluate and open the ready tasks that are not placed as they are (templates, parallel, each,
-        subjob, pre/post). A skip can ready the next such task, so this goes on while there is work."""
-        for _ in range(rounds):
-            now = time.time()
-            with self.store.read() as tx:
-                if not tx.ready_composites(now, 1):
-                    return
-            with self.store.transaction() as tx:
-                self.flow.nodes_to_stop = set()
-                self.flow.open_ready(tx, now)
-                nodes = self.flow.nodes_to_stop
-            if nodes:
-                self.on_nodes_changed(nodes)
+        subjob, pre/post)."""
+        with self.store.transaction() as tx:
+            self.flow.nodes_to_stop = set()
+            self.flow.open_ready(tx, time.time())
+            nodes = self.flow.nodes_to_stop
+        if nodes:
+            self.on_nodes_changed(nodes)
 
     @staticmethod
     def _node_view(n: Row, a: Row | None) -> NodeView:

@@ -71,6 +71,8 @@ def has_expr(s: str | None) -> bool:
 
 def check(s: str, where: str) -> None:
     """Parse ``s`` (at submit time), so a syntax error is a 400 that names the field."""
+    if not has_expr(s):
+        return  # plain text: nothing to parse (and most fields are)
     try:
         _env().parse(s)
     except TemplateError as e:

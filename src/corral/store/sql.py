@@ -313,10 +313,11 @@ class Tx:
             self.c.execute(q, [{"b_id": r["id"], "b_exec": r["_exec"], "v": r["progress"]} for r in rows])
 
     def ready_tasks(self, now: float, limit: int) -> list[Row]:
+        """Pending tasks whose time has come, by priority then age: of every kind (see ``kind``)."""
         cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
                 s.tasks.c.runtime, s.tasks.c.attempts, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
-                s.tasks.c.node_selector, s.tasks.c.reason]
-        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now, s.tasks.c.kind == "run")
+                s.tasks.c.node_selector, s.tasks.c.reason, s.tasks.c.kind]
+        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now)
              .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
         return _rows(self.c.execute(q))
 
