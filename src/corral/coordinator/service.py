@@ -19,7 +19,7 @@ from corral.coordinator import flow
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
 from corral.domain import workflow
-from corral.domain.resources import Resources
+from corral.domain.resources import Resources, parse_duration, parse_size
 from corral.domain.spec import JobSpec, TaskSpec, children
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
@@ -111,6 +111,13 @@ class _Changes:
 
 
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
+
+
+def _argv(spec: dict[str, Any]) -> list[str]:
+    """What a stored task spec runs (``TaskSpec.argv`` without validating the spec again)."""
+    if spec.get("run") is not None:
+        return ["sh", "-c", spec["run"]]
+    return list(spec.get("command") or [])
 
 
 class Coordinator:
@@ -313,21 +320,23 @@ class Coordinator:
             t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
             if t is None or job_env is None:
                 continue
-            spec = TaskSpec.model_validate(t["spec"])
-            env = {**job_env, **spec.env, "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
+            spec = t["spec"]  # validated at submit (or when its expressions were evaluated): read as stored
+            env = {**job_env, **(spec.get("env") or {}), "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
                    "CORRAL_TASK_NAME": t["name"],
                    "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
+            res = spec.get("resources") or {}
             out.append({
                 "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
-                "attempt": ex["attempt"], "image": spec.image, "argv": spec.argv(),
-                "entrypoint": spec.entrypoint, "env": env, "workdir": spec.workdir,
-                "timeout": spec.timeout_seconds(),
-                "cpu_limit": spec.resources.cpu, "memory_limit": spec.resources.resolve().memory
-                if spec.resources.memory is not None else None,
-                "gpus": ex["gpus"], "files": spec.files,
-                "mounts": [m.model_dump() for m in spec.mounts],
-                "sidecars": [{"name": c.name, "image": c.image, "argv": c.argv(), "entrypoint": c.entrypoint,
-                              "env": {**job_env, **c.env}} for c in spec.sidecars],
+                "attempt": ex["attempt"], "image": spec.get("image"), "argv": _argv(spec),
+                "entrypoint": spec.get("entrypoint"), "env": env, "workdir": spec.get("workdir"),
+                "timeout": None if spec.get("timeout") is None else parse_duration(spec["timeout"]),
+                "cpu_limit": res.get("cpu"), "memory_limit": None if res.get("memory") is None
+                else parse_size(res["memory"]),
+                "gpus": ex["gpus"], "files": spec.get("files") or {},
+                "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
+                "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": _argv(c),
+                              "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
+                             for c in spec.get("sidecars") or ()],
             })
         return out
 

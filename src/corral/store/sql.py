@@ -51,6 +51,10 @@ _JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
 _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
     _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None),
     _T.parent_id.is_(None))
+_READY = (sa.select(_T.id, _T.job_id, _T.job_seq, _T.queue, _T.priority, _T.runtime, _T.attempts, _T.cpu,
+                    _T.memory, _T.disk, _T.gpu, _T.node_selector, _T.reason, _T.kind)
+          .where(_T.state == "pending", _T.ready_at <= sa.bindparam("now"))
+          .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(sa.bindparam("lim")))
 # Jobs that need more than a state change when they complete: an output to evaluate, or a parent task.
 _JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s.jobs.c.name, s.jobs.c.state).where(
     s.jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
@@ -314,12 +318,7 @@ class Tx:
 
     def ready_tasks(self, now: float, limit: int) -> list[Row]:
         """Pending tasks whose time has come, by priority then age: of every kind (see ``kind``)."""
-        cols = [s.tasks.c.id, s.tasks.c.job_id, s.tasks.c.job_seq, s.tasks.c.queue, s.tasks.c.priority,
-                s.tasks.c.runtime, s.tasks.c.attempts, s.tasks.c.cpu, s.tasks.c.memory, s.tasks.c.disk, s.tasks.c.gpu,
-                s.tasks.c.node_selector, s.tasks.c.reason, s.tasks.c.kind]
-        q = (sa.select(*cols).where(s.tasks.c.state == "pending", s.tasks.c.ready_at <= now)
-             .order_by(s.tasks.c.priority.desc(), s.tasks.c.job_seq, s.tasks.c.position).limit(limit))
-        return _rows(self.c.execute(q))
+        return _rows(self.c.execute(_READY, {"now": now, "lim": limit}))
 
     def count_pending_tasks(self) -> int:
         q = sa.select(sa.func.count()).select_from(s.tasks).where(s.tasks.c.state == "pending")
