@@ -165,9 +165,12 @@ def test_placement_honours_requests_and_says_why_a_task_waits(server: Cluster) -
 
 @pytest.mark.docker
 def test_cancel_a_running_task(server: Cluster, busybox_image: str, docker_client: docker.DockerClient) -> None:
-    tid = _submit(server, docker_image=busybox_image, command="sleep 30", req_cpu=0.5, req_memory=0.25)
+    tid = _submit(server, docker_image=busybox_image, command="sleep 1; echo 25 > $TORK_PROGRESS; sleep 30",
+                  req_cpu=0.5, req_memory=0.25)
     t = _wait(server, tid, {"running"}, timeout=30)
-    assert t["started_at"] and t["worker_id"] and t["progress"] == 0.0
+    assert t["started_at"] and t["worker_id"]
+    # The task's own progress report ($TORK_PROGRESS) shows as the task's progress.
+    wait_until(lambda: _task(server, tid)["progress"] == 25.0, 10, what="progress 25")
     w = server.client.get(f"/api/workers/{t['worker_id']}").json()
     assert tid in [x["task_id"] for x in w["running_tasks"]]
     assert w["allocated_cpu"] >= 0.5 and w["allocated_memory"] >= 0.25

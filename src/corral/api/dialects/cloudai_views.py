@@ -35,9 +35,16 @@ def user_of(tags: list[str] | None) -> str | None:
     return next((t[len(USER_TAG):] for t in tags or [] if t.startswith(USER_TAG)), None)
 
 
-def progress(state: str) -> float:
-    """Corral has no progress reports from a running task yet: 0 until it ends, then 100."""
-    return 100.0 if state in TERMINAL else 0.0
+def progress(state: str, tasks: list[Row] | None = None) -> float:
+    """100 once the job ended; before, the mean of its tasks' progress (what each wrote to $TORK_PROGRESS,
+    100 for a completed one)."""
+    if state in TERMINAL:
+        return 100.0
+    top = [t for t in tasks or [] if t.get("parent_id") is None]
+    if not top:
+        return 0.0
+    return round(sum(100.0 if t["state"] == "completed" else float(t.get("progress") or 0.0) for t in top)
+                 / len(top), 1)
 
 
 def _command(spec: dict[str, Any]) -> str:
@@ -71,7 +78,7 @@ def task_view(job: Row, tasks: list[Row]) -> dict[str, Any]:
         "started_at": rfc3339(job["started_at"]),
         "completed_at": rfc3339(job["finished_at"]),
         "worker_id": node,
-        "progress": progress(job["state"]),
+        "progress": progress(job["state"], tasks),
         "reason": reason,
         "exit_code": current["exit_code"] if current and job["state"] in TERMINAL else None,
         "error": job["error"],
