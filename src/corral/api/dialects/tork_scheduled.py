@@ -17,7 +17,7 @@ from corral.api.deps import Services, services
 from corral.api.dialects import tork
 from corral.api.dialects.base import DialectError, route_class
 from corral.api.timefmt import rfc3339
-from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.errors import NotFound
 from corral.coordinator.schedules import Schedules
 from corral.domain import schedule as cron
 from corral.domain import workflow
@@ -28,6 +28,7 @@ router = APIRouter(tags=["tork"], route_class=route_class(tork.render_error))
 Svc = Annotated[Services, Depends(services)]
 
 REDACTED = workflow.REDACTED
+NOT_FOUND = "scheduled job not found"
 
 
 # -- reading a scheduled job ----------------------------------------------------------------------
@@ -71,7 +72,7 @@ def _schedule(svc: Services, schedule_id: str) -> Row:
     try:
         return Schedules(svc.coord).get(schedule_id)
     except NotFound as e:
-        raise DialectError(404, "scheduled job not found") from e
+        raise DialectError(404, NOT_FOUND) from e
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -98,30 +99,20 @@ def get_scheduled(schedule_id: str, svc: Svc) -> dict[str, Any]:
 
 @router.put("/scheduled-jobs/{schedule_id}/pause", summary="Tork: no more jobs from it until resumed")
 def pause(schedule_id: str, svc: Svc) -> dict[str, str]:
-    try:
+    with tork.answers(NOT_FOUND, "scheduled job is not active"):
         Schedules(svc.coord).pause(schedule_id)
-    except NotFound as e:
-        raise DialectError(404, "scheduled job not found") from e
-    except Conflict as e:
-        raise DialectError(400, "scheduled job is not active") from e
     return {"status": "OK"}
 
 
 @router.put("/scheduled-jobs/{schedule_id}/resume", summary="Tork: jobs again, from the first tick after now")
 def resume(schedule_id: str, svc: Svc) -> dict[str, str]:
-    try:
+    with tork.answers(NOT_FOUND, "scheduled job is not paused"):
         Schedules(svc.coord).resume(schedule_id)
-    except NotFound as e:
-        raise DialectError(404, "scheduled job not found") from e
-    except Conflict as e:
-        raise DialectError(400, "scheduled job is not paused") from e
     return {"status": "OK"}
 
 
 @router.delete("/scheduled-jobs/{schedule_id}", summary="Tork: delete a scheduled job (its jobs stay)")
 def delete(schedule_id: str, svc: Svc) -> dict[str, str]:
-    try:
+    with tork.answers(NOT_FOUND):
         Schedules(svc.coord).delete(schedule_id)
-    except NotFound as e:
-        raise DialectError(404, "scheduled job not found") from e
     return {"status": "OK"}
