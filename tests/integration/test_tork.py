@@ -155,3 +155,17 @@ def test_nodes_and_queues(standalone: Cluster) -> None:
     assert c.client.delete("/queues/nobody").json() == {"status": "OK", "cancelled": 1}
     assert _job(c, parked["id"])["state"] == "CANCELLED"
     assert c.client.put(f"/jobs/{slow['id']}/cancel").json() == {"status": "OK"}
+
+
+def test_get_task_by_execution_or_task_id(standalone: Cluster) -> None:
+    r = standalone.client.post("/jobs", json={"name": "t", "tasks": [
+        {"name": "out", "var": "x", "run": "printf 7 > $TORK_OUTPUT"}]})
+    job = standalone.wait_for(f"/jobs/{r.json()['id']}", {"COMPLETED", "FAILED"})
+    run = job["execution"][0]
+    by_exec = standalone.get(f"/tasks/{run['id']}")
+    by_task = standalone.get(f"/tasks/{run['taskId']}")
+    assert by_exec == by_task
+    assert by_exec["state"] == "COMPLETED" and by_exec["result"] == "7" and by_exec["jobId"] == job["id"]
+    assert by_exec["var"] == "x" and by_exec["progress"] == 100.0
+    r = standalone.client.get("/tasks/" + "0" * 32)
+    assert r.status_code == 404 and r.json() == {"message": "task not found"}

@@ -273,3 +273,34 @@ def test_the_readme_workflow_runs_as_shown(standalone: Cluster) -> None:
     lines = standalone.logs(job["id"]).splitlines()
     assert sorted(x for x in lines if x.startswith("rendering")) == [f"rendering scene-42 frame {i}" for i in range(8)]
     assert "upload with token [REDACTED]" in lines and "test" in lines and "lint" in lines
+
+
+def test_cancel_reaches_an_attached_subjob_and_restart_opens_it_again(standalone: Cluster, tmp_path: Path) -> None:
+    mark = tmp_path / "sub-ran"
+    job = standalone.submit({"tasks": [{"name": "inner", "subjob": {"name": "child", "tasks": [
+        {"run": f"sleep 2; touch {mark}"}]}}]})
+    inner = wait_until(lambda: next((t for t in standalone.job(job["id"])["tasks"] if t.get("subjob_id")), None),
+                       what="the subjob")
+    sub_id = inner["subjob_id"]
+    wait_until(lambda: standalone.job(sub_id)["tasks"][0]["state"] == "running", what="the subjob's task running")
+    assert standalone.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert standalone.wait_job(sub_id)["state"] == "cancelled"
+    time.sleep(2.5)
+    assert not mark.exists()  # its process was killed with it
+    assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert done["tasks"][0]["subjob_id"] != sub_id and mark.exists()  # a new subjob ran
+
+
+def test_a_sidecar_serves_the_task_on_localhost(standalone: Cluster, busybox_image: str) -> None:
+    job = standalone.submit({"tasks": [{
+        "name": "client", "image": busybox_image,
+        "run": "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/hello.txt && exit 0; "
+               "sleep 0.3; done; exit 1",
+        "sidecars": [{"name": "web", "image": busybox_image,
+                      "run": "mkdir -p /www && echo served by the sidecar > /www/hello.txt && "
+                             "httpd -f -p 8080 -h /www"}]}]})
+    done = standalone.wait_job(job["id"], timeout=60)
+    assert done["state"] == "completed", done
+    assert "served by the sidecar" in standalone.logs(job["id"])
