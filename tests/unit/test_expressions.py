@@ -33,6 +33,7 @@ def test_conditions(value: str, truth: bool) -> None:
     "{{ ().__class__.__mro__ }}", "{{ inputs.__class__ }}", "{{ inputs.update({'n': 1}) }}",
     "{{ range(10) }}", "{{ lipsum() }}", "{{ cycler }}", "{{ undefined_name }}", "{{ 1 / 0 }}",
     "{{ sequence(0, 10000000) }}", "{{ randomInt(5, 5) }}", "{{ fromJSON('nope') }}",
+    "{{ 'x' * 1000000000 }}", "{{ [1] * 100000000 }}", "{{ 10 ** 100000 }}", "{{ (2 ** 1000) ** 1000 }}",
 ])
 def test_the_sandbox_refuses_what_is_unsafe_or_wrong(bad: str) -> None:
     with pytest.raises(expr.ExprError):
@@ -64,6 +65,8 @@ def test_each_opens_with_items_in_scope_and_its_concurrency() -> None:
     kids, width = workflow.children(spec, "each", "loop", CTX, None)
     assert width == 2 and len(kids) == 5
     assert kids[3][0]["name"] == "loop[3]" and kids[3][1] == {"f": {"index": 3, "value": 3}}
+    with pytest.raises(expr.ExprError, match="at most 10,000"):
+        workflow.children({"each": {"list": "{{ sequence(0, 20000) }}", "task": {"run": "x"}}}, "each", "e", CTX, None)
     with pytest.raises(expr.ExprError, match="must give a list"):
         workflow.children({"each": {"list": "{{ inputs.n }}", "task": {"run": "x"}}}, "each", "e", CTX, None)
 

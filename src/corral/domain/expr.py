@@ -55,9 +55,28 @@ def _split(s: Any, sep: str | None = None) -> list[str]:
     return str(s).split(sep)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with '*' and '**' bounded so that one expression cannot allocate
+    gigabytes ('x' * 10**9) or spin on a huge power."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > 1000:
+                raise ExprError(f"the power {right} is too large (at most 1000)")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 100_000:
+                raise ExprError("the power's result would be longer than 100,000 bits")
+            return left**right
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_RESULT:
+                raise ExprError(f"repeating a value {n:,} times gives more than {MAX_RESULT:,} items")
+        return left * right
+
+
 @functools.cache
 def _env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.globals.clear()  # no range(), lipsum(), dict(), cycler(): only what is listed here
     env.globals.update(sequence=_sequence, randomInt=_random_int, fromJSON=_from_json, toJSON=_to_json,
                        split=_split)

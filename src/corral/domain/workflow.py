@@ -18,6 +18,7 @@ from corral.domain import expr
 from corral.domain.spec import TaskSpec
 
 REDACTED = "[REDACTED]"
+MAX_EACH_ITEMS = 10_000  # tasks one each may open: each is a row, written in one transaction
 COMPOSITE = ("parallel", "each", "subjob", "steps")
 
 
@@ -83,8 +84,9 @@ def each_items(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> l
         items = list(value)
     except TypeError:
         raise expr.ExprError(f"{where}.each.list must give a list, not {type(value).__name__}") from None
-    if len(items) > expr.MAX_SEQUENCE:
-        raise expr.ExprError(f"{where}.each.list gives {len(items):,} items; at most {expr.MAX_SEQUENCE:,}")
+    if len(items) > MAX_EACH_ITEMS:
+        raise expr.ExprError(f"{where}.each.list gives {len(items):,} items; an each runs at most "
+                             f"{MAX_EACH_ITEMS:,}")
     return items
 
 
