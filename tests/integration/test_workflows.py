@@ -304,3 +304,22 @@ def test_a_sidecar_serves_the_task_on_localhost(standalone: Cluster, busybox_ima
     done = standalone.wait_job(job["id"], timeout=60)
     assert done["state"] == "completed", done
     assert "served by the sidecar" in standalone.logs(job["id"])
+
+
+def test_a_failure_stops_waiting_siblings_from_starting_later(standalone: Cluster, tmp_path: Path) -> None:
+    """Children ready but waiting for capacity when a sibling fails are not placed afterwards; a restart
+    runs them."""
+    flag = tmp_path / "ok"
+    kids = [{"name": "bad", "run": f"test -e {flag}", "resources": {"cpu": 1}}]
+    kids += [{"name": f"k{i}", "run": "sleep 0.5", "resources": {"cpu": 1}} for i in range(4)]
+    job = standalone.submit({"tasks": [{"name": "fan", "parallel": {"tasks": kids}}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "failed", done
+    time.sleep(1.5)  # were a waiting child placed after the failure, it would have started by now
+    after = standalone.job(job["id"])
+    assert after["state"] == "failed"
+    started = [t["name"] for t in _children(after, "fan") if t["executions"]]
+    assert len(started) < 5 and all(t["state"] != "running" for t in after["tasks"]), started
+    flag.write_text("")
+    assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
+    assert standalone.wait_job(job["id"])["state"] == "completed"

@@ -109,6 +109,7 @@ class Flow:
         for r in rows:
             job = jobs.get(r["job_id"])
             if job is None or job["state"] in (s.value for s in TERMINAL_JOB_STATES):
+                tx.park_pending(r["job_id"])  # a finished job's task waits for a restart, not for a turn
                 continue
             if r["job_id"] not in contexts:
                 contexts[r["job_id"]] = self.context(tx, job, None)
@@ -276,6 +277,7 @@ class Flow:
             parent_id = parent["parent_id"] if parent else None
         if tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error):
             self.cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", STOP)
+            tx.park_pending(task["job_id"])  # ready tasks are not placed any more; a restart readies them
             self._subjob_ended(tx, task["job_id"], now)
 
     def jobs_ended(self, tx: Tx, job_ids: Sequence[str], now: float) -> None:

@@ -289,6 +289,11 @@ class Tx:
                                                 _T.spec["var"].as_string().is_not(None))
         return [(dict(sp), out) for sp, out in self.c.execute(q)]
 
+    def park_pending(self, job_id: str) -> None:
+        """The job's pending tasks stop being ready (they keep their state, for a restart)."""
+        self.c.execute(sa.update(s.tasks).where(_T.job_id == job_id, _T.state == "pending",
+                                                _T.ready_at.is_not(None)).values(ready_at=None, reason=None))
+
     def insert_tasks(self, rows: Sequence[Row]) -> None:
         if rows:
             self.c.execute(_INSERT_TASKS, list(rows))
