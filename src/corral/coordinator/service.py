@@ -98,7 +98,6 @@ class _Changes:
     retries: list[Row] = field(default_factory=list)  # tasks back to pending for another attempt
     done: list[Row] = field(default_factory=list)  # completed tasks: what waited for them may start
     failures: list[tuple[Row, str, str]] = field(default_factory=list)  # (task, state, error): ended for good
-    progress: list[Row] = field(default_factory=list)  # {"id", "_exec", "progress"} of running tasks
     jobs_started: dict[str, float] = field(default_factory=dict)
 
     def start(self, ex: Row, task: Row | None, u: Update) -> None:
@@ -444,7 +443,6 @@ class Coordinator:
             log.warning("report: %d of %d compare-and-set changes applied", changed, expected)
         tx.jobs_to_state(ch.jobs_started, ["pending", "scheduled"], state=JobState.RUNNING.value)
         tx.jobs_started(ch.jobs_started)
-        tx.set_progress(ch.progress)
         failed_jobs = {t["job_id"] for t, _, _ in ch.failures}
         if ch.done:
             self.flow.advance(tx, [t for t in ch.done if t["job_id"] not in failed_jobs], now)
