@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from pydantic import ValidationError
 
@@ -62,12 +60,11 @@ def _big(n: int = 1000) -> list[dict[str, object]]:
              if i >= 10 else []} for i in range(n)]
 
 
-def test_a_thousand_task_graph_validates_and_orders_fast() -> None:
-    body = {"tasks": _big()}
-    JobSpec.model_validate(body)  # warm up
-    t0 = time.perf_counter()
-    spec = JobSpec.model_validate(body)
+def test_a_thousand_task_graph_validates_and_orders() -> None:
+    # How fast is measured by bench/dag.py (docs/benchmarks.md), not here: a timed assertion fails on a
+    # busy machine for reasons that are not the code's.
+    spec = JobSpec.model_validate({"tasks": _big()})
     order = dag.check(spec.dependencies())
-    elapsed = time.perf_counter() - t0
     assert len(order) == 1000
-    assert elapsed < 0.1, f"{elapsed * 1000:.1f} ms"
+    position = {name: i for i, name in enumerate(order)}
+    assert all(position[d] < position[name] for name, deps in spec.dependencies().items() for d in deps)
