@@ -323,3 +323,10 @@ def test_a_failure_stops_waiting_siblings_from_starting_later(standalone: Cluste
     flag.write_text("")
     assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
     assert standalone.wait_job(job["id"])["state"] == "completed"
+
+
+def test_an_output_that_cannot_be_evaluated_leaves_the_job_completed_and_says_why(standalone: Cluster) -> None:
+    job = standalone.submit({"output": "{{ tasks.nothing }}", "tasks": [{"run": "true"}]})
+    done = standalone.wait_job(job["id"])
+    assert done["state"] == "completed" and done["output"] is None, done
+    assert "output could not be evaluated" in done["error"] and "nothing" in done["error"]

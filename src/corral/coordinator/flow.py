@@ -255,12 +255,12 @@ class Flow:
                 try:
                     value = expr.render(j["spec"]["output"], self.context(tx, j, None), "output")
                 except expr.ExprError as e:
-                    value = None
-                    tx.cas_job(j["id"], [JobState.COMPLETED.value], state=JobState.FAILED.value,
-                               error=f"the job's output could not be evaluated: {e}")
-                    out += self._subjob_ended(tx, j["id"], now)
-                    continue
-                tx.cas_job(j["id"], [JobState.COMPLETED.value], output=value)
+                    # Its tasks all completed: the job stays completed (a finished state is final), and
+                    # says why it has no output.
+                    tx.cas_job(j["id"], [JobState.COMPLETED.value], error=f"the job's output could not be "
+                                                                           f"evaluated: {e}")
+                else:
+                    tx.cas_job(j["id"], [JobState.COMPLETED.value], output=value)
             if j["parent_task_id"]:
                 out += self._complete_task(tx, j["parent_task_id"], now, value)
         return out
