@@ -85,10 +85,8 @@ def dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
 
 
 class Flow:
-    """The workflow steps the coordinator runs inside its transactions."""
-
-    def __init__(self) -> None:
-        self.nodes_to_stop: set[str] = set()  # gathered by cancels; the coordinator wakes those nodes
+    """The workflow steps the coordinator runs inside its transactions. It holds no state: the steps that
+    cancel work return the nodes that must stop it, for the coordinator to wake."""
 
     # -- context --------------------------------------------------------------------------------
     @staticmethod
@@ -97,11 +95,13 @@ class Flow:
         return workflow.context(job["spec"], job, outputs, scope)
 
     # -- opening ready composite and template tasks ---------------------------------------------
-    def open_ready(self, tx: Tx, now: float, limit: int = 500) -> int:
-        """Evaluate or open every ready task that is not a plain 'run'. Returns how many were handled."""
+    def open_ready(self, tx: Tx, now: float, limit: int = 500) -> set[str]:
+        """Evaluate or open every ready task that is not a plain 'run'. Returns the nodes that must stop
+        work (an evaluation that fails fails the job)."""
         rows = tx.ready_composites(now, limit)
+        nodes: set[str] = set()
         if not rows:
-            return 0
+            return nodes
         jobs = {j["id"]: j for j in tx.jobs_by_ids({r["job_id"] for r in rows})}
         contexts: dict[str, dict[str, Any]] = {}
         done: list[Row] = []
@@ -129,12 +129,12 @@ class Flow:
             except expr.ExprError as e:
                 if tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
                                error=str(e), reason=None):
-                    self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
+                    nodes |= self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
                 contexts.pop(r["job_id"], None)
         tx.cas_many("tasks", ["pending"], evaluated)  # one statement for all: an each opens many at once
         if done:
             self.advance(tx, done, now)
-        return len(rows)
+        return nodes
 
     @staticmethod
     def _evaluate(r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
@@ -266,41 +266,46 @@ class Flow:
         return out
 
     # -- failing and cancelling -----------------------------------------------------------------
-    def fail(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> None:
+    def fail(self, tx: Tx, task: Row, error: str, now: float, state: str = "failed") -> set[str]:
         """A task of the job failed (or was cancelled or lost) for good: the composites above it fail,
-        the job fails, its other running work stops, and a job that is a subjob fails its parent task."""
+        the job fails, its other running work stops, and a job that is a subjob fails its parent task.
+        Returns the nodes that must stop work."""
         final = JobState.CANCELLED.value if state == "cancelled" else JobState.FAILED.value
         parent_id = task.get("parent_id")
         while parent_id is not None:
             tx.cas_task(parent_id, ["running"], state=TaskState.FAILED.value, finished_at=now, error=error)
             parent = tx.task(parent_id)
             parent_id = parent["parent_id"] if parent else None
-        if tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error):
-            self.cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", STOP)
-            tx.park_pending(task["job_id"])  # ready tasks are not placed any more; a restart readies them
-            self._subjob_ended(tx, task["job_id"], now)
+        if not tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error):
+            return set()
+        nodes = self.cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", STOP)
+        tx.park_pending(task["job_id"])  # ready tasks are not placed any more; a restart readies them
+        return nodes | self._subjob_ended(tx, task["job_id"], now)
 
-    def jobs_ended(self, tx: Tx, job_ids: Sequence[str], now: float) -> None:
-        """Jobs that just failed or were cancelled: if any is a subjob, its parent task fails."""
+    def jobs_ended(self, tx: Tx, job_ids: Sequence[str], now: float) -> set[str]:
+        """Jobs that just failed or were cancelled: if any is a subjob, its parent task fails. Returns the
+        nodes that must stop work."""
+        nodes: set[str] = set()
         for j in tx.jobs_with_followup(job_ids):
-            self._subjob_ended(tx, j["id"], now)
+            nodes |= self._subjob_ended(tx, j["id"], now)
+        return nodes
 
-    def _subjob_ended(self, tx: Tx, job_id: str, now: float) -> list[Row]:
+    def _subjob_ended(self, tx: Tx, job_id: str, now: float) -> set[str]:
         job = tx.job(job_id)
         if job is None or not job["parent_task_id"] or job["state"] == JobState.COMPLETED.value:
-            return []
+            return set()
         parent = tx.task(job["parent_task_id"])
         if parent is None:
-            return []
+            return set()
         error = f"subjob '{job['name']}' {job['state']}: {job['error'] or ''}".rstrip(": ")
         if tx.cas_task(parent["id"], ["running"], state=TaskState.FAILED.value, finished_at=now, error=error):
-            self.fail(tx, parent, f"task '{parent['name']}' failed: {error}", now)
-        return []
+            return self.fail(tx, parent, f"task '{parent['name']}' failed: {error}", now)
+        return set()
 
     def cancel_tasks(self, tx: Tx, job_id: str, now: float, reason: str,
                      states: Sequence[str] = ("pending", "scheduled", "running")) -> set[str]:
         """Cancel the job's tasks in ``states``, their active executions, and the job's attached subjobs;
-        returns the nodes that must stop them (also kept in ``nodes_to_stop``)."""
+        returns the nodes that must stop them."""
         tx.cas_tasks_of_job(job_id, list(states), state=TaskState.CANCELLED.value, finished_at=now, error=reason)
         nodes: set[str] = set()
         for ex in tx.executions_of_job(job_id):
@@ -311,7 +316,6 @@ class Flow:
             if tx.cas_job(sub, NON_TERMINAL_JOB, state=JobState.CANCELLED.value, finished_at=now,
                           error=f"its parent job stopped: {reason}"):
                 nodes |= self.cancel_tasks(tx, sub, now, reason)
-        self.nodes_to_stop |= nodes
         return nodes
 
     # -- restart --------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class Coordinator:
                 raise Conflict(f"job '{job_id}' is already {job['state']}; only an unfinished job can be "
                                "cancelled")
             nodes = self.flow.cancel_tasks(tx, job_id, now, reason)
-            self.flow.jobs_ended(tx, [job_id], now)
+            nodes |= self.flow.jobs_ended(tx, [job_id], now)
             job = tx.job(job_id)
         self.on_nodes_changed(nodes)
         self.kick()
@@ -446,10 +446,9 @@ class Coordinator:
         failed_jobs = {t["job_id"] for t, _, _ in ch.failures}
         if ch.done:
             self.flow.advance(tx, [t for t in ch.done if t["job_id"] not in failed_jobs], now)
-        self.flow.nodes_to_stop.clear()
+        nodes: set[str] = set()
         for task, state, error in ch.failures:
-            self.flow.fail(tx, task, error, now, state)
-        nodes, self.flow.nodes_to_stop = self.flow.nodes_to_stop, set()
+            nodes |= self.flow.fail(tx, task, error, now, state)
         return nodes
 
     def _lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
@@ -465,9 +464,8 @@ class Coordinator:
                         node_id=None, execution_id=None, lost_count=task["lost_count"] + 1,
                         reason=f"rescheduling: {why}")
         elif tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="lost", error=why, finished_at=now):
-            self.flow.fail(tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now)
-            self.on_nodes_changed(self.flow.nodes_to_stop)
-            self.flow.nodes_to_stop = set()
+            self.on_nodes_changed(self.flow.fail(
+                tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now))
 
     # -- background work ----------------------------------------------------------------------
     def kick(self) -> None:
@@ -539,9 +537,7 @@ class Coordinator:
         """Evaluate and open the ready tasks that are not placed as they are (templates, parallel, each,
         subjob, pre/post)."""
         with self.store.transaction() as tx:
-            self.flow.nodes_to_stop = set()
-            self.flow.open_ready(tx, time.time())
-            nodes = self.flow.nodes_to_stop
+            nodes = self.flow.open_ready(tx, time.time())
         if nodes:
             self.on_nodes_changed(nodes)
 
