@@ -85,7 +85,7 @@ def test_render_and_redact() -> None:
     assert out["run"] == "login hunter2" and out["env"] == {"A": "3"} and "if" not in out
     assert out["sidecars"][0]["run"] == "echo 5"
     assert workflow.redact(out, CTX["secrets"])["run"] == "login [REDACTED]"
-    shown = workflow.redact_spec({"secrets": {"pw": "hunter2"}, "tasks": [{"run": "echo hunter2"}]})
+    shown = workflow.shown({"secrets": {"pw": "hunter2"}, "tasks": [{"run": "echo hunter2"}]}, {"pw": "hunter2"})
     assert shown == {"secrets": {"pw": "[REDACTED]"}, "tasks": [{"run": "echo [REDACTED]"}]}
 
 

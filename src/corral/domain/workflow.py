@@ -137,10 +137,10 @@ def redact(value: Any, secrets: Mapping[str, str] | list[str] | tuple[str, ...])
     return walk(value)
 
 
-def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A job spec as the API shows it: secret values masked, and their text masked wherever it appears."""
-    secrets = dict(spec.get("secrets") or {})
-    out = redact(dict(spec), secrets)
-    if secrets:
-        out["secrets"] = {k: REDACTED for k in secrets}
-    return dict(out)
+def shown(out: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
+    """What an API answer (or a webhook body) may show of ``out``: every secret's text replaced by
+    [REDACTED], and a ``secrets`` map, where ``out`` has one, reduced to its names."""
+    out = dict(redact(dict(out), secrets))
+    if isinstance(out.get("secrets"), dict):
+        out["secrets"] = {k: REDACTED for k in out["secrets"]}
+    return out

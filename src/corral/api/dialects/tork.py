@@ -192,13 +192,8 @@ def summary(j: Row) -> dict[str, Any]:
 
 
 def redacted(out: dict[str, Any], job_spec: dict[str, Any]) -> dict[str, Any]:
-    secrets = dict(job_spec.get("secrets") or {})
-    if not secrets:
-        return out
-    out = dict(workflow.redact(out, secrets))
-    if "secrets" in out:
-        out["secrets"] = {k: workflow.REDACTED for k in secrets}
-    return out
+    """``out`` as the API shows it for a job with ``job_spec``: see ``workflow.shown``."""
+    return workflow.shown(out, job_spec.get("secrets") or {})
 
 
 def task_view(t: Row, e: Row | None) -> dict[str, Any]:

@@ -20,14 +20,12 @@ from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import NotFound
 from corral.coordinator.schedules import Schedules
 from corral.domain import schedule as cron
-from corral.domain import workflow
 from corral.domain.spec import JobSpec
 from corral.store.sql import Row
 
 router = APIRouter(tags=["tork"], route_class=route_class(tork.render_error))
 Svc = Annotated[Services, Depends(services)]
 
-REDACTED = workflow.REDACTED
 NOT_FOUND = "scheduled job not found"
 
 
@@ -55,17 +53,17 @@ def scheduled_summary(r: Row) -> dict[str, Any]:
            "state": r["state"].upper(), "createdAt": rfc3339(r["created_at"]), "tags": spec.get("tags") or [],
            "inputs": spec.get("inputs") or {}, "nextRunAt": rfc3339(r["next_run_at"]),
            "lastRunAt": rfc3339(r["last_run_at"]), "lastJobId": r["last_job_id"]}
-    return dict(workflow.redact(out, spec.get("secrets") or {}))
+    return tork.redacted(out, spec)
 
 
 def scheduled_job(r: Row) -> dict[str, Any]:
     """A scheduled job: the summary, its tasks in Tork's field names, and its secrets' names only."""
     spec = r["spec"]
     out = {**scheduled_summary(r), "tasks": [tork.task_spec_view(t) for t in spec.get("tasks") or []],
-           "secrets": {k: REDACTED for k in spec.get("secrets") or {}}}
+           "secrets": spec.get("secrets") or {}}
     if spec.get("priority"):
         out["priority"] = spec["priority"]
-    return dict(workflow.redact(out, spec.get("secrets") or {}))
+    return tork.redacted(out, spec)
 
 
 def _schedule(svc: Services, schedule_id: str) -> Row:

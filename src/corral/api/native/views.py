@@ -69,9 +69,7 @@ def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | Non
     for k in ("description", "inputs", "secrets", "defaults", "webhooks", "autoDelete"):
         if spec.get(k):
             out[k] = spec[k]
-    if secrets:
-        out = dict(workflow.redact(out, secrets))
-        out["secrets"] = {k: workflow.REDACTED for k in secrets}
+    out = workflow.shown(out, secrets)
     if tasks is not None:
         out["tasks"] = [task_view(t, executions, secrets) for t in tasks]
     return out
