@@ -20,7 +20,7 @@ from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
 from corral.domain import workflow
 from corral.domain.resources import Resources, parse_duration, parse_size
-from corral.domain.spec import JobSpec, TaskSpec, children
+from corral.domain.spec import JobSpec, TaskSpec, argv_of, children
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
     JobState,
@@ -110,13 +110,6 @@ class _Changes:
 
 
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
-
-
-def _argv(spec: dict[str, Any]) -> list[str]:
-    """What a stored task spec runs (``TaskSpec.argv`` without validating the spec again)."""
-    if spec.get("run") is not None:
-        return ["sh", "-c", spec["run"]]
-    return list(spec.get("command") or [])
 
 
 class Coordinator:
@@ -326,14 +319,14 @@ class Coordinator:
             res = spec.get("resources") or {}
             out.append({
                 "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
-                "attempt": ex["attempt"], "image": spec.get("image"), "argv": _argv(spec),
+                "attempt": ex["attempt"], "image": spec.get("image"), "argv": argv_of(spec),
                 "entrypoint": spec.get("entrypoint"), "env": env, "workdir": spec.get("workdir"),
                 "timeout": None if spec.get("timeout") is None else parse_duration(spec["timeout"]),
                 "cpu_limit": res.get("cpu"), "memory_limit": None if res.get("memory") is None
                 else parse_size(res["memory"]),
                 "gpus": ex["gpus"], "files": spec.get("files") or {},
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
-                "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": _argv(c),
+                "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
                               "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
                              for c in spec.get("sidecars") or ()],
             })

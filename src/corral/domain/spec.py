@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -246,9 +247,7 @@ class TaskSpec(Strict):
 
     def argv(self) -> list[str]:
         """The command line the runtime executes (after the entrypoint, if any)."""
-        if self.run is not None:
-            return ["sh", "-c", self.run]
-        return list(self.command or [])
+        return argv_of({"run": self.run, "command": self.command})
 
 
 class DefaultsSpec(Strict):
@@ -344,6 +343,14 @@ class JobSpec(Strict):
 
     def dependencies(self) -> dict[str, list[str]]:
         return {str(t.name): list(t.depends_on or []) for t in self.tasks}
+
+
+def argv_of(spec: Mapping[str, Any]) -> list[str]:
+    """What a task (a spec, or its stored dict: no need to validate it again) runs: ``run`` through
+    ``sh -c``, or ``command`` as is."""
+    if spec.get("run") is not None:
+        return ["sh", "-c", spec["run"]]
+    return list(spec.get("command") or [])
 
 
 def children(t: TaskSpec) -> list[tuple[str, TaskSpec]]:
