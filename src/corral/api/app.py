@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from corral import __version__
-from corral.api import errors, health
+from corral.api import edge, errors, health
 from corral.api.deps import Services
+from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.native import agent, cluster, jobs, schedules
 from corral.coordinator.loops import BackgroundLoops
@@ -32,6 +33,8 @@ class ServerConfig:
     settings: Settings = field(default_factory=Settings)
     # Standalone: run a worker inside this process, talking to the coordinator without HTTP.
     local_worker: dict[str, object] | None = None
+    # The API's edge: access token, Host and Origin checks, body limits (corral.api.edge).
+    edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -71,6 +74,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(health.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
+    config.edge.renderers = edge_renderers()
+    config.edge.agent_token_set = bool(config.agent_token)
+    edge.install(app, config.edge)  # last: the outermost, before the rate limiter
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,7 +15,6 @@ from corral.coordinator.errors import Overloaded, ServiceError
 
 log = logging.getLogger("corral.api")
 PROBLEM = "application/problem+json"
-MAX_BODY = 10 * 1024 * 1024
 
 
 class BadInput(ServiceError):
@@ -53,27 +50,6 @@ def field_errors(e: ValidationError | RequestValidationError) -> list[dict[str, 
             msg = "unknown field"
         out.append({"field": ".".join(loc) or "(body)", "message": msg})
     return out
-
-
-def parse_body(raw: bytes, content_type: str | None) -> Any:
-    """JSON, or YAML for application/yaml, text/yaml and application/x-yaml."""
-    if len(raw) > MAX_BODY:
-        raise BadInput(f"the body is {len(raw)} bytes; at most {MAX_BODY} are accepted", status=413)
-    ctype = (content_type or "application/json").split(";")[0].strip().lower()
-    if not raw.strip():
-        raise BadInput("the body is empty: send a job as JSON or YAML")
-    if ctype in ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml"):
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise BadInput(f"the body is not valid YAML: {e}".replace("\n", " ")) from e
-    if ctype in ("application/json", "text/json") or ctype.endswith("+json"):
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"the body is not valid JSON: {e}") from e
-    raise BadInput(f"content type '{ctype}' is not accepted: use application/json or application/yaml",
-                   status=415)
 
 
 def install(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,9 @@ common_server: list[_Deco] = [
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
+    click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+                 help="On a loopback address the server answers only requests whose Host is one of its loopback "
+                 "names; also accept this name (repeatable)."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -83,6 +87,37 @@ def _with(options: list[_Deco]) -> _Deco:
     return deco
 
 
+def _token_file(data: Path) -> tuple[str, Path]:
+    """The access token in ``<data>/token``: reused if there, else a new random one (mode 0600)."""
+    path = data / "token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if token:
+            os.chmod(path, 0o600)
+            return token, path
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token, path
+
+
+def _browser_host(bind: str) -> str:
+    if bind in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if ":" in bind:
+        return "[::1]" if bind in ("::", "::1") else f"[{bind}]"
+    return bind
+
+
+NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machine, and any web page that "
+                    "reaches this address, can run commands through this server as you (Host and Origin checks "
+                    "stay on); keep the token unless this machine and its browser are yours alone")
+
+
 def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...]) -> Settings:
     roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
@@ -94,24 +129,44 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", "-p", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--data-dir", "-d", default=".corral", show_default=True, type=click.Path(file_okay=False),
-              help="Where the SQLite database and the local worker's state live.")
+              envvar="CORRAL_DATA_DIR",
+              help="Where the SQLite database, the access token and the local worker's state live "
+              "[env CORRAL_DATA_DIR].")
+@click.option("--no-token", is_flag=True, default=False,
+              help="Answer requests without the access token (not recommended: see the warning it prints).")
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["docker", "process"]),
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
-def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
-       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
-    """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
+def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
+       strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], allow_hosts: tuple[str, ...],
+       log_level: str) -> None:
+    """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
+
+    Every request must carry the access token kept in <data dir>/token (the corral commands read it by
+    themselves); a browser logs in once with the link printed at start.
+    """
     from corral.api.app import ServerConfig, create_app
+    from corral.api.edge import EdgeConfig
     _logging(log_level)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
+    api_token, token_path = (None, None) if no_token else _token_file(data)
+    code = None if no_token else secrets.token_urlsafe(24)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
         settings=_settings(strategy, node_ttl, max_pending, bind_roots),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
+        edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
+                                 token_hint=f"the token in {token_path}"),
     )
     click.echo(f"Corral standalone on http://{bind}:{port}  (state in {data})", err=True)
+    if no_token:
+        click.echo(NO_TOKEN_WARNING, err=True)
+    else:
+        click.echo(f"Access token in {token_path} (the corral commands read it by themselves)", err=True)
+        click.echo(f"Log in from a browser (this link works once): "
+                   f"http://{_browser_host(bind)}:{port}/login?code={code}", err=True)
     _serve(create_app(config), bind, port, log_level)
 
 
@@ -120,14 +175,21 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
 @click.option("--port", "-p", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--database-url", envvar="CORRAL_DATABASE_URL", default="sqlite:///.corral/corral.db",
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
+@click.option("--api-token", envvar="CORRAL_API_TOKEN", default=None,
+              help="Require this token (Authorization: Bearer) on every request but probes and the workers' "
+              "/v1/agent/* [default: none] [env CORRAL_API_TOKEN].")
 @_with(common_server)
-def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
-           max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, strategy: str,
+           node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], allow_hosts: tuple[str, ...],
+           log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
+    from corral.api.edge import EdgeConfig
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots))
+                          settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+                          edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
+                                                   token_hint="the token given to corral server --api-token"))
     _serve(create_app(config), bind, port, log_level)
 
 

@@ -7,9 +7,11 @@ for any route: see corral.api.ratelimit).
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 
 from corral.api import ratelimit
 from corral.api.dialects import cloudai, nomadlite, tork, tork_scheduled
+from corral.api.dialects.base import CODES, DialectError
 
 CLOUDAI_RULES = [
     ratelimit.Rule("POST", "/api/tasks", "submit"),
@@ -19,6 +21,25 @@ CLOUDAI_RULES = [
     ratelimit.Rule("GET", "/api/cluster/status", "read"),
     ratelimit.Rule("WS", "/ws/telemetry", "websockets"),
 ]
+
+
+TORK_PREFIXES = ("/jobs", "/tasks", "/nodes", "/queues", "/scheduled-jobs")
+
+
+def _cloudai(status: int, message: str, headers: dict[str, str]) -> Response:
+    body = cloudai.error_body(DialectError(status, message, CODES.get(status, "ERROR")))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _tork(status: int, message: str, headers: dict[str, str]) -> Response:
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
+    """(path prefix, render) for the refusals of the API's edge (corral.api.edge), in each API's shape."""
+    return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
+            *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
+            *((p, _tork) for p in TORK_PREFIXES)]
 
 
 def install(app: FastAPI) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,10 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from corral.api.body import BadBody, read_body
 from corral.coordinator.errors import ServiceError
 
 log = logging.getLogger("corral.api")
-MAX_BODY = 1024 * 1024
+CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
+         413: "INVALID_REQUEST", 415: "INVALID_REQUEST", 503: "SERVICE_UNAVAILABLE"}
 
 
 class DialectError(Exception):
@@ -46,10 +47,8 @@ def as_dialect_error(e: Exception) -> DialectError:
     if isinstance(e, RequestValidationError):
         return validation_error(e)
     if isinstance(e, ServiceError):
-        codes = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "CONFLICT",
-                 413: "INVALID_REQUEST", 415: "INVALID_REQUEST", 503: "SERVICE_UNAVAILABLE"}
         headers = {"Retry-After": "1"} if e.status == 503 else None
-        return DialectError(e.status, str(e), codes.get(e.status, "ERROR"), headers=headers)
+        return DialectError(e.status, str(e), CODES.get(e.status, "ERROR"), headers=headers)
     if isinstance(e, HTTPException):
         return DialectError(e.status_code, str(e.detail), "ERROR", headers=dict(e.headers or {}))
     log.error("unexpected error in a dialect route", exc_info=e)
@@ -75,19 +74,13 @@ def route_class(render: Callable[[Request, DialectError], Response]) -> type[API
 
 
 async def json_object(request: Request, what: str = "the body") -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says what is wrong with it."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise DialectError(413, f"{what} is {len(raw)} bytes; at most {MAX_BODY} are accepted", "INVALID_REQUEST",
-                           {"field": "(body)", "reason": "too large"})
-    if not raw.strip():
-        raise DialectError(400, f"{what} is empty: send a JSON object", "INVALID_REQUEST",
-                           {"field": "(body)", "reason": "empty"})
+    """The request's JSON object (read by corral.api.body), or a 4xx that says what is wrong with it."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DialectError(400, f"{what} is not valid JSON: {e}", "INVALID_REQUEST",
-                           {"field": "(body)", "reason": f"not valid JSON: {e}"}) from e
+        data = await read_body(request)
+    except BadBody as e:
+        message = str(e).replace("the body", what, 1)
+        raise DialectError(e.status, message, "INVALID_REQUEST",
+                           {"field": "(body)", "reason": message.removeprefix(what).strip()}) from e
     if not isinstance(data, dict):
         raise DialectError(400, f"{what} must be a JSON object", "INVALID_REQUEST",
                            {"field": "(body)", "reason": "not a JSON object"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import re
 import socket
@@ -17,14 +16,14 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 import corral
+from corral.api.body import BadBody, read_body
 from corral.api.deps import Services, services
-from corral.api.dialects.base import MAX_BODY, DialectError, route_class
+from corral.api.dialects.base import DialectError, route_class
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
@@ -250,17 +249,12 @@ def page_args(page: int, size: int, most: int) -> None:
 
 
 async def read_job(request: Request) -> dict[str, Any]:
-    """A Tork job from the request body: JSON or YAML by its content type (any other type is a 400)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "text/yaml", "application/x-yaml", "application/yaml"):
-        raise DialectError(400, f"unsupported content type '{ctype}': use application/json or text/yaml")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise DialectError(400, f"the job is {len(raw)} bytes; at most {MAX_BODY} are accepted")
+    """A Tork job from the request body (read by corral.api.body): JSON or YAML by its content type (any
+    other type is a 415)."""
     try:
-        data = json.loads(raw) if ctype == "application/json" else yaml.safe_load(raw)
-    except (ValueError, yaml.YAMLError) as e:
-        raise DialectError(400, f"the job cannot be parsed: {e}") from e
+        data = await read_body(request, yaml=True)
+    except BadBody as e:
+        raise DialectError(e.status, str(e) if e.status != 400 else f"the job cannot be parsed: {e}") from e
     if not isinstance(data, dict):
         raise DialectError(400, "the job must be a mapping")
     return data
@@ -274,7 +268,8 @@ def health() -> dict[str, str]:
 
 @router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
 async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
-    job = await asyncio.to_thread(svc.coord.submit, to_spec(await read_job(request)))
+    data = await read_job(request)
+    job = await asyncio.to_thread(lambda: svc.coord.submit(to_spec(data)))  # big jobs validate off the loop
     while wait and job["state"] not in TERMINAL:
         if await request.is_disconnected():
             break

@@ -1,6 +1,8 @@
 """/v1/agent: how workers register, heartbeat, receive work (long-poll) and report back.
 
-Workers dial out to the coordinator; the coordinator never connects to a worker.
+Workers dial out to the coordinator; the coordinator never connects to a worker. The token is checked
+before a body is read; bodies are JSON, read through corral.api.body like every other route's (a report
+batch is at most 8 MiB: corral.api.edge).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, Field
 
+from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.coordinator.errors import Unauthorized
 from corral.coordinator.service import LogLine, NodeInfo, Update
@@ -80,8 +83,14 @@ class ReportBody(BaseModel):
     logs: list[LogBody] = []
 
 
+RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody))]
+HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody))]
+PollIn = Annotated[PollBody, Depends(model_body(PollBody))]
+ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody))]
+
+
 @router.post("/register")
-def register(body: RegisterBody, svc: Agent) -> dict[str, Any]:
+def register(svc: Agent, body: RegisterIn) -> dict[str, Any]:
     info = NodeInfo(**body.model_dump(exclude={"running"}))
     row = svc.coord.register(info, body.running)
     s = svc.coord.settings
@@ -89,12 +98,12 @@ def register(body: RegisterBody, svc: Agent) -> dict[str, Any]:
 
 
 @router.post("/nodes/{node_id}/heartbeat")
-def heartbeat(node_id: str, body: HeartbeatBody, svc: Agent) -> dict[str, Any]:
+def heartbeat(node_id: str, svc: Agent, body: HeartbeatIn) -> dict[str, Any]:
     return {"stop": svc.coord.heartbeat(node_id, body.running, body.usage)}
 
 
 @router.post("/nodes/{node_id}/poll")
-async def poll(node_id: str, body: PollBody, svc: Agent) -> dict[str, Any]:
+async def poll(node_id: str, svc: Agent, body: PollIn) -> dict[str, Any]:
     deadline = time.monotonic() + body.wait
     while True:
         ev = svc.wakeups.arm(node_id)
@@ -106,6 +115,6 @@ async def poll(node_id: str, body: PollBody, svc: Agent) -> dict[str, Any]:
 
 
 @router.post("/nodes/{node_id}/report", status_code=204)
-def report(node_id: str, body: ReportBody, svc: Agent) -> None:
+def report(node_id: str, svc: Agent, body: ReportIn) -> None:
     svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
                      [LogLine(**ln.model_dump()) for ln in body.logs])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from corral.api import body
 from corral.api.deps import Services, services
-from corral.api.errors import BadInput, field_errors, parse_body
+from corral.api.errors import BadInput, field_errors
 from corral.api.native.views import job_view
 from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
@@ -38,11 +39,14 @@ def validate_spec(data: Any, where: str = "") -> JobSpec:
         raise BadInput("; ".join(f"{x['field']}: {x['message']}" for x in errs), errs) from e
 
 
-async def read_body(request: Request) -> Any:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > 10 * 1024 * 1024:
-        raise BadInput(f"the body is {length} bytes; at most 10485760 are accepted", status=413)
-    return parse_body(await request.body(), request.headers.get("content-type"))
+async def read_body(request: Request, then: Callable[[Any], Any] | None = None) -> Any:
+    """A JSON or YAML body through the one body reader (corral.api.body), ``then`` applied to it off the
+    event loop when it is big."""
+    return await body.read_body(request, yaml=True, then=then)
+
+
+def _spec_unless_scheduled(data: Any) -> Any:
+    return data if isinstance(data, dict) and "schedule" in data else validate_spec(data)
 
 
 _JOB_SCHEMA = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -61,8 +65,8 @@ def job_schemas() -> dict[str, Any]:
 
 @router.post("", status_code=201, summary="Submit a job (JSON or YAML)", openapi_extra=_JOB_BODY)
 async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
-    data = await read_body(request)
-    if isinstance(data, dict) and "schedule" in data:
+    data = await read_body(request, then=_spec_unless_scheduled)
+    if not isinstance(data, JobSpec):
         # A job with `schedule: {cron: ...}` is a scheduled job: create the schedule instead.
         from corral.api.native.schedules import checked_cron, create_schedule
         data = dict(data)
@@ -70,21 +74,23 @@ async def submit(request: Request, svc: Svc, response: Response) -> dict[str, An
         if not isinstance(sched, dict) or set(sched) - {"cron"}:
             raise BadInput("schedule: an object with 'cron'", [{"field": "schedule", "message": "only 'cron'"}])
         return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None)
-    spec = validate_spec(data)
-    job = await asyncio.to_thread(svc.coord.submit, spec)
+    job = await asyncio.to_thread(svc.coord.submit, data)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job_view(job)
 
 
-@router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
-async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
-    data = await read_body(request)
+def _batch_specs(data: Any) -> list[JobSpec]:
     items = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise BadInput("send {\"jobs\": [ ...job objects... ]}")
     if len(items) > MAX_BATCH:
         raise BadInput(f"{len(items)} jobs in one batch; at most {MAX_BATCH}")
-    specs = [validate_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
+    return [validate_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
+
+
+@router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
+async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
+    specs = await read_body(request, then=_batch_specs)
     jobs = await asyncio.to_thread(svc.coord.submit_many, specs)
     return {"items": [job_view(j) for j in jobs]}
 
