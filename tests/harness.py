@@ -22,6 +22,13 @@ import httpx
 
 CORRAL = [sys.executable, "-m", "corral"]
 TERMINAL = {"completed", "failed", "cancelled"}
+TOKENS: dict[str, str] = {}  # server URL -> its access token, for CLI subprocesses (token_env)
+
+
+def token_env(url: str | None) -> dict[str, str]:
+    """The environment a `corral` command needs to reach the test server at ``url`` (its access token)."""
+    token = TOKENS.get((url or "").rstrip("/"))
+    return {"CORRAL_API_TOKEN": token} if token else {}
 
 
 def free_port() -> int:
@@ -84,6 +91,17 @@ class Cluster:
         self.server: Proc | None = None
         self.workers: list[Proc] = []
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.token: str | None = None  # the API's access token, sent by self.client
+
+    def use_token(self, token: str | None) -> None:
+        """Every request of ``client``, and CLI commands run with ``token_env``, carry ``token``."""
+        self.token = token
+        if token:
+            self.client.headers["Authorization"] = f"Bearer {token}"
+            TOKENS[self.url] = token
+        else:
+            self.client.headers.pop("Authorization", None)
+            TOKENS.pop(self.url, None)
 
     def _wait_ready(self) -> None:
         def ok() -> bool:
@@ -100,6 +118,8 @@ class Cluster:
         self.server = Proc(["up", "--port", str(self.port), "--data-dir", str(self.tmp / "data"),
                             "--log-level", "warning", *extra], self.tmp / "server.log", env or {}).start()
         self._wait_ready()
+        token_file = self.tmp / "data" / "token"
+        self.use_token(token_file.read_text().strip() if "--no-token" not in extra else None)
         wait_until(lambda: self.nodes(), 20, what="the local worker")
         return self
 
@@ -109,9 +129,12 @@ class Cluster:
         self.server = Proc(["server", "--port", str(self.port), "--database-url", db, "--log-level", "warning",
                             *extra], self.tmp / "server.log", env or {}).start()
         self._wait_ready()
+        self.use_token(extra[extra.index("--api-token") + 1] if "--api-token" in extra else None)
         return self
 
     def add_worker(self, name: str, *extra: str, wait: bool = True) -> Proc:
+        if self.token and "--token" not in extra and "--token" not in (self.server.args if self.server else []):
+            extra = (*extra, "--token", self.token)  # no cluster token: /v1/agent/* needs the access token
         w = Proc(["worker", "--server", self.url, "--name", name, "--data-dir", str(self.tmp / f"w-{name}"),
                   "--log-level", "warning", *extra], self.tmp / f"worker-{name}.log").start()
         self.workers.append(w)
@@ -157,4 +180,5 @@ class Cluster:
             w.stop()
         if self.server:
             self.server.stop()
+        TOKENS.pop(self.url, None)
         self.client.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, free_port, wait_until
+from tests.harness import Cluster, free_port, token_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,6 +21,7 @@ def corral(*args: str, server: str | None, stdin: str | None = None,
     e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
     if server is not None:
         e["CORRAL_SERVER"] = server
+    e.update(token_env(server))
     e.update(env or {})
     r = subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
                        input=stdin, env=e, timeout=45)
@@ -137,7 +138,8 @@ def test_cancel_restart_and_rm(standalone: Cluster) -> None:
 
 def test_run_reports_a_cancelled_job_with_130(standalone: Cluster) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "corral", "run", "--server", standalone.url, "--",
-                             "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **token_env(standalone.url)})
     try:
         job_id = wait_until(lambda: [j["id"] for j in standalone.client.get("/v1/jobs").json()["items"]
                                      if j["state"] == "running"], 15, what="the job to run")[0]

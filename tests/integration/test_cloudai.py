@@ -37,7 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _ws(c: Cluster) -> ClientConnection:
-    return connect(f"ws://127.0.0.1:{c.port}/ws/telemetry", open_timeout=10)
+    headers = {"Authorization": f"Bearer {c.token}"} if c.token else None
+    return connect(f"ws://127.0.0.1:{c.port}/ws/telemetry", open_timeout=10, additional_headers=headers)
 
 
 def _task(c: Cluster, task_id: str) -> dict[str, Any]:
@@ -272,7 +273,9 @@ def test_javascript_snippet_in_node(server: Cluster, tmp_path: Path) -> None:
     if subprocess.run([node, *flags, "-e", "new WebSocket('ws://127.0.0.1:1')"], capture_output=True).returncode:
         pytest.skip("this node has no WebSocket")
     script = tmp_path / "snippet.js"
-    script.write_text(JS_SNIPPET.replace("PORT", str(server.port)))
+    # A browser's WebSocket cannot send a header: the access token goes in the query string.
+    script.write_text(JS_SNIPPET.replace("PORT", str(server.port)).replace(
+        "/ws/telemetry", f"/ws/telemetry?token={server.token}"))
     with pytest.raises(subprocess.TimeoutExpired) as ran:  # it listens until stopped
         subprocess.run([node, *flags, str(script)], capture_output=True, text=True, timeout=2.5)
     out = ran.value.stdout

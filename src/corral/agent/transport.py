@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Protocol
 
@@ -51,10 +52,35 @@ class HttpTransport:
         return list(out["work"]), list(out["stop"])
 
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        await self._post(f"/v1/agent/nodes/{node_id}/report", {"updates": updates, "logs": logs})
+        """One request, or several under the coordinator's limit for a report (log lines first, in order;
+        the updates go with the last part, so a final state never arrives before its output)."""
+        for part in report_parts(updates, logs):
+            r = await self.client.post(f"/v1/agent/nodes/{node_id}/report", content=part,
+                                       headers={"Content-Type": "application/json"})
+            if r.status_code == 404:
+                raise UnknownNode(r.text)
+            r.raise_for_status()
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+MAX_REPORT_BYTES = 6 * 1024 * 1024  # under the coordinator's 8 MiB for a report (corral.api.edge)
+
+
+def report_parts(updates: list[dict[str, Any]], logs: list[dict[str, Any]],
+                 most: int = MAX_REPORT_BYTES) -> list[bytes]:
+    """A report's JSON bodies, each at most ``most`` bytes unless one update or line alone is bigger."""
+    body = json.dumps({"updates": updates, "logs": logs}).encode()
+    if len(body) <= most or len(updates) + len(logs) <= 1:
+        return [body]
+    if len(logs) > 1:
+        half = len(logs) // 2
+        return report_parts([], logs[:half], most) + report_parts(updates, logs[half:], most)
+    if logs:
+        return report_parts([], logs, most) + report_parts(updates, [], most)
+    half = len(updates) // 2
+    return report_parts(updates[:half], [], most) + report_parts(updates[half:], [], most)
 
 
 class LocalTransport:

@@ -75,7 +75,22 @@ def check_depth(data: Any, limit: int = MAX_DEPTH) -> None:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, used in two steps: compose the node graph, check it, then construct."""
+    """PyYAML's safe loader, used in two steps: compose the node graph, check it, then construct. Its
+    scanner stops at the first level past the limit: its work on nested flow collections grows with the
+    square of their depth, and its composer recurses once per level."""
+
+    depth_limit = MAX_DEPTH
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 (PyYAML's name)
+        if self.flow_level >= self.depth_limit:
+            raise BadBody(f"the body is nested more than {self.depth_limit} levels deep (the limit)")
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) > 2 * self.depth_limit:  # a mapping in a sequence can take two indents a level
+            raise BadBody(f"the body is nested more than {self.depth_limit} levels deep (the limit)")
+        pushed: bool = super().add_indent(column)
+        return pushed
 
 
 def _check_yaml_graph(root: yaml.Node, depth_limit: int, alias_budget: int) -> None:
@@ -121,6 +136,7 @@ def _check_yaml_graph(root: yaml.Node, depth_limit: int, alias_budget: int) -> N
 
 def parse_yaml(raw: bytes, depth_limit: int = MAX_DEPTH, alias_budget: int = MAX_ALIAS_NODES) -> Any:
     loader = _Loader(raw)
+    loader.depth_limit = depth_limit
     try:
         node = loader.get_single_node()
         if node is None:

@@ -6,11 +6,14 @@ breaks) becomes a ``CliError`` with a readable message and the exit status the c
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -63,12 +66,41 @@ def _problem(r: httpx.Response) -> ApiError:
     return ApiError(r.status_code, f"HTTP {r.status_code} from {r.request.url}: {text}")
 
 
+def _loopback(server: str) -> bool:
+    host = (urlsplit(server).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def find_token(server: str) -> str | None:
+    """The access token to send: ``CORRAL_API_TOKEN`` (``--token``) when set; else, for a server on
+    this machine (a loopback address) only, the one ``corral up`` keeps in ``$CORRAL_DATA_DIR/token``,
+    or ``.corral/token`` under the current directory. A token read from a file never leaves the machine."""
+    given = os.environ.get("CORRAL_API_TOKEN", "").strip()
+    if given:
+        return given
+    if not _loopback(server):
+        return None
+    path = Path(os.environ.get("CORRAL_DATA_DIR") or ".corral") / "token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Client:
-    def __init__(self, server: str, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.server = normalize_url(server)
+        token = token or find_token(self.server)
+        headers = {"User-Agent": f"corral-cli/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout,
-                                     headers={"User-Agent": f"corral-cli/{__version__}"})
+            self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers)
         except (httpx.InvalidURL, ValueError) as e:
             raise CliError(f"'{server}' is not a server URL: {e}", 2) from e
 

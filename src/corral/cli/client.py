@@ -24,9 +24,19 @@ from corral.domain.resources import parse_duration, parse_size
 P = ParamSpec("P")
 R = TypeVar("R")
 
-server_option = click.option(
-    "--server", "-s", envvar="CORRAL_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
-    help="The Corral server to talk to [env CORRAL_SERVER].")
+def _set_token(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:  # the Client finds it there, like a token given as CORRAL_API_TOKEN (corral.cli.api.find_token)
+        os.environ["CORRAL_API_TOKEN"] = value
+
+
+def server_option(f: Callable[P, R]) -> Callable[P, R]:
+    """--server, and --token for a server that needs its access token."""
+    f = click.option("--token", metavar="TOKEN", expose_value=False, callback=_set_token,
+                     help="The server's access token [default: $CORRAL_API_TOKEN; for a server on this machine, "
+                     "the token in $CORRAL_DATA_DIR or .corral].")(f)
+    return click.option(
+        "--server", "-s", envvar="CORRAL_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
+        help="The Corral server to talk to [env CORRAL_SERVER].")(f)
 output_option = click.option(
     "--output", "-o", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
     help="A table for people, or the server's raw JSON for programs.")

@@ -1,0 +1,159 @@
+"""The pure parts of the API's edge: parsing bodies, content types, hosts and origins, limits, tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from corral.agent.transport import report_parts
+from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse
+from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name, is_loopback
+from corral.cli.api import find_token
+
+LAUGHS = b"""a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+tasks: [{run: echo lol}]
+"""
+
+
+def deep_json(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+def deep_yaml(n: int) -> bytes:
+    return "".join("  " * i + "a:\n" for i in range(n)).encode() + b"  " * n + b"x\n"
+
+
+@pytest.mark.parametrize("raw,kind", [(deep_json(1000), "json"), (deep_json(100_000), "json"),
+                                      (deep_yaml(1000), "yaml"), (deep_json(1000), "yaml")])
+def test_deep_bodies_are_refused_naming_the_limit(raw: bytes, kind: str) -> None:
+    with pytest.raises(BadBody) as e:
+        parse(raw, kind)
+    assert e.value.status == 400 and f"more than {MAX_DEPTH} levels" in str(e.value)
+
+
+def test_the_depth_limit_is_exact() -> None:
+    assert parse(deep_json(MAX_DEPTH), "json") is not None
+    assert parse(deep_json(MAX_DEPTH), "yaml") is not None
+    for kind in ("json", "yaml"):
+        with pytest.raises(BadBody):
+            parse(deep_json(MAX_DEPTH + 1), kind)
+    with pytest.raises(BadBody):
+        check_depth({"a": [{"b": [1]}]}, 3)
+    check_depth({"a": [{"b": [1]}]}, 4)
+
+
+def test_billion_laughs_is_refused_fast_naming_the_limit() -> None:
+    start = time.monotonic()
+    with pytest.raises(BadBody) as e:
+        parse(LAUGHS, "yaml")
+    assert time.monotonic() - start < 1.0
+    assert "alias expansion limit" in str(e.value) and "100000" in str(e.value)
+
+
+def test_aliases_within_the_budget_and_merge_keys_work() -> None:
+    raw = b"defaults: &d {image: alpine, env: {A: '1'}}\ntasks:\n" + b"".join(
+        b"- {<<: *d, run: echo %d}\n" % i for i in range(200))
+    data = parse(raw, "yaml")
+    assert len(data["tasks"]) == 200 and data["tasks"][7] == {"image": "alpine", "env": {"A": "1"}, "run": "echo 7"}
+
+
+def test_an_alias_inside_itself_is_refused() -> None:
+    with pytest.raises(BadBody) as e:
+        parse(b"a: &a [1, *a]\n", "yaml")
+    assert "loop" in str(e.value)
+
+
+@pytest.mark.parametrize("raw,kind,words", [(b"", "json", "empty"), (b"  \n", "yaml", "empty"),
+                                            (b"{oops", "json", "not valid JSON"), (b"a: [", "yaml", "not valid YAML"),
+                                            (b"\xff\xfe", "json", "not valid JSON")])
+def test_malformed_bodies(raw: bytes, kind: str, words: str) -> None:
+    with pytest.raises(BadBody) as e:
+        parse(raw, kind)
+    assert e.value.status == 400 and words in str(e.value)
+
+
+@pytest.mark.parametrize("ctype,yaml_ok,kind", [
+    ("application/json", False, "json"), ("application/json; charset=utf-8", False, "json"),
+    ("application/problem+json", False, "json"), ("Application/JSON", True, "json"),
+    ("text/yaml", True, "yaml"), ("application/x-yaml", True, "yaml"), ("application/yaml", True, "yaml")])
+def test_accepted_content_types(ctype: str, yaml_ok: bool, kind: str) -> None:
+    assert kind_of(ctype, yaml_ok) == kind
+
+
+@pytest.mark.parametrize("ctype,yaml_ok", [("text/plain", True), ("application/x-www-form-urlencoded", True),
+                                           ("multipart/form-data; boundary=x", True), ("", True), (None, False),
+                                           ("text/yaml", False), ("text/html", True)])
+def test_refused_content_types_are_415(ctype: str | None, yaml_ok: bool) -> None:
+    with pytest.raises(BadBody) as e:
+        kind_of(ctype, yaml_ok)
+    assert e.value.status == 415 and "application/json" in str(e.value)
+
+
+def test_hosts_and_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.5")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
+    assert host_name("LocalHost:8000") == "localhost" and host_name("[::1]:80") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1" and host_name("::1") == "::1"
+    cfg = EdgeConfig.for_bind("127.0.0.1", ["corral.test"])
+    assert cfg.allowed_hosts is not None and {"localhost", "127.0.0.1", "::1", "corral.test"} <= cfg.allowed_hosts
+    assert EdgeConfig.for_bind("0.0.0.0").allowed_hosts is None
+
+
+@pytest.mark.parametrize("origin,host,scheme,same", [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", "http", True),
+    ("http://localhost", "localhost:80", "ws", True),
+    ("http://127.0.0.1:9999", "127.0.0.1:8000", "http", False),  # another local site
+    ("http://evil.example", "127.0.0.1:8000", "http", False),
+    ("http://localhost:8000", "127.0.0.1:8000", "http", False),
+    ("null", "127.0.0.1:8000", "http", False),
+    ("http://127.0.0.1:8000", None, "http", False),
+])
+def test_same_origin(origin: str, host: str | None, scheme: str, same: bool) -> None:
+    assert EdgeMiddleware._same_origin(origin, host, scheme) is same
+
+
+def test_body_limits_by_route() -> None:
+    assert body_limit("POST", "/v1/jobs") == 10 * 1024 * 1024
+    assert body_limit("POST", "/v1/jobs/batch") == 10 * 1024 * 1024
+    assert body_limit("POST", "/v1/agent/nodes/abc/report") == 8 * 1024 * 1024
+    assert body_limit("POST", "/api/tasks") == 1024 * 1024
+    assert body_limit("PUT", "/v1/jobs") == 1024 * 1024
+
+
+def test_report_parts_stay_under_the_limit_in_order() -> None:
+    logs = [{"execution_id": "e", "stream": "stdout", "line": f"{i} " + "y" * 100, "ts": 1.0} for i in range(5000)]
+    updates = [{"execution_id": "e", "state": "completed", "ts": 2.0}]
+    parts = report_parts(updates, logs, most=64 * 1024)
+    assert len(parts) > 1 and all(len(p) <= 64 * 1024 for p in parts)
+    decoded = [json.loads(p) for p in parts]
+    assert [ln["line"] for d in decoded for ln in d["logs"]] == [ln["line"] for ln in logs]
+    assert all(not d["updates"] for d in decoded[:-1]) and decoded[-1]["updates"] == updates
+    assert report_parts(updates, logs[:3]) == [json.dumps({"updates": updates, "logs": logs[:3]}).encode()]
+
+
+def test_find_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_token("http://127.0.0.1:8000") is None
+    (tmp_path / ".corral").mkdir()
+    (tmp_path / ".corral" / "token").write_text("from-cwd\n")
+    assert find_token("http://127.0.0.1:8000") == "from-cwd"
+    assert find_token("http://localhost:8000") == "from-cwd"
+    assert find_token("http://corral.example.com") is None  # a token read from a file stays on this machine
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "token").write_text("from-data-dir")
+    monkeypatch.setenv("CORRAL_DATA_DIR", str(tmp_path / "d"))
+    assert find_token("http://[::1]:8000") == "from-data-dir"
+    monkeypatch.setenv("CORRAL_API_TOKEN", "given")
+    assert find_token("http://corral.example.com") == "given"
