@@ -166,9 +166,10 @@ def test_nodes_and_queues(standalone: Cluster) -> None:
 
 def test_server_flag_wins_over_the_environment(standalone: Cluster) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    r = corral("jobs", "ls", "--server", standalone.url, server=dead)
+    token = token_env(standalone.url)
+    r = corral("jobs", "ls", "--server", standalone.url, server=dead, env=token)
     assert r.returncode == 0, r.stderr
-    r = corral("run", "--server", standalone.url, "--", "echo", "flag", server=dead)
+    r = corral("run", "--server", standalone.url, "--", "echo", "flag", server=dead, env=token)
     assert r.returncode == 0 and r.stdout.strip() == "flag"
 
 
