@@ -26,11 +26,12 @@ def free_port() -> int:
 
 @contextmanager
 def corral_up(*extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real standalone Corral in a fresh data dir; yields (url, process)."""
+    """A real standalone Corral in a fresh data dir; yields (url, process). Without the access token
+    (--no-token): the benchmarks' clients measure the work, not the login."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         proc = subprocess.Popen([sys.executable, "-m", "corral", "up", "--port", str(port), "--data-dir", data,
-                                 "--log-level", "warning", *extra],
+                                 "--log-level", "warning", "--no-token", *extra],
                                 stdout=sys.stderr, start_new_session=True)  # stdout is for the JSON figures
         url = f"http://127.0.0.1:{port}"
         try:

@@ -125,13 +125,13 @@ def test_listing_is_newest_first_and_paged(standalone: Cluster) -> None:
     ("text/yaml", "name: x\ncron: '* * * * *'\ntasks: []\n", "tasks: a job needs at least one task"),
     ("text/yaml", "cron: '* * * * *'\ntasks:\n- run: 'true'\n  colour: red\n", "tasks[0].colour is not a known"),
     ("text/yaml", "cron: '* * * * *'\ninputs: {a: [1]}\ntasks:\n- run: 'true'\n", "inputs.a: Input should be"),
-    ("text/plain", "cron: '* * * * *'\ntasks:\n- run: 'true'\n", "unsupported content type 'text/plain'"),
+    ("text/plain", "cron: '* * * * *'\ntasks:\n- run: 'true'\n", "content type 'text/plain' is not accepted"),
     ("application/json", "{not json", "the job cannot be parsed"),
     ("application/json", "[1]", "the job must be a mapping"),
 ])
 def test_bad_scheduled_jobs(standalone: Cluster, ctype: str, body: str, message: str) -> None:
     r = standalone.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})
-    assert r.status_code == 400 and list(r.json()) == ["message"]
+    assert r.status_code == (415 if ctype == "text/plain" else 400) and list(r.json()) == ["message"]
     assert r.json()["message"].startswith(message), r.json()
     assert standalone.get("/scheduled-jobs")["totalItems"] == 0
 
