@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.agent.transport import report_parts
-from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse
+from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse, parse_yaml
 from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name, is_loopback
 from corral.cli.api import find_token
 
@@ -40,6 +40,19 @@ def test_deep_bodies_are_refused_naming_the_limit(raw: bytes, kind: str) -> None
     with pytest.raises(BadBody) as e:
         parse(raw, kind)
     assert e.value.status == 400 and f"more than {MAX_DEPTH} levels" in str(e.value)
+
+
+@pytest.mark.parametrize("fast", [True, False])  # libyaml's loader, and the pure Python one
+@pytest.mark.parametrize("raw,words", [(deep_yaml(1000), "64 levels"), (b"[" * 1_000_000, "64 levels"),
+                                       (b"- " * 100_000 + b"x", "64 levels"), (LAUGHS, "alias expansion limit"),
+                                       (b"a: &a [1, *a]\n", "loop")])
+def test_both_yaml_loaders_refuse_fast(raw: bytes, words: str, fast: bool) -> None:
+    start = time.monotonic()
+    with pytest.raises(BadBody) as e:
+        parse_yaml(raw, fast=fast)
+    assert words in str(e.value) and time.monotonic() - start < 2.0
+    doc = b"defaults: &d {a: [1, 2]}\ntasks:\n- {<<: *d, run: x}\n- [" + b"[" * 60 + b"]" * 61 + b"\n"
+    assert parse_yaml(doc, fast=fast)["tasks"][0] == {"a": [1, 2], "run": "x"}
 
 
 def test_the_depth_limit_is_exact() -> None:

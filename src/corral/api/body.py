@@ -134,9 +134,38 @@ def _check_yaml_graph(root: yaml.Node, depth_limit: int, alias_budget: int) -> N
                       f"{alias_budget} are accepted (the alias expansion limit)")
 
 
-def parse_yaml(raw: bytes, depth_limit: int = MAX_DEPTH, alias_budget: int = MAX_ALIAS_NODES) -> Any:
-    loader = _Loader(raw)
-    loader.depth_limit = depth_limit
+_CLoader: Any = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML was built with it
+
+
+def _check_events(raw: bytes, depth_limit: int) -> None:
+    """libyaml's parser is not recursive, but its composer is and its scanner slows down with the square
+    of the depth of nested flow collections: its events are read first, and the first level past the
+    limit stops it (the events come one at a time, so the rest is never scanned)."""
+    depth = 0
+    for event in yaml.parse(raw, Loader=_CLoader):
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            depth += 1
+            if depth > depth_limit:
+                raise BadBody(f"the body is nested more than {depth_limit} levels deep (the limit)")
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            depth -= 1
+
+
+def parse_yaml(raw: bytes, depth_limit: int = MAX_DEPTH, alias_budget: int = MAX_ALIAS_NODES,
+               fast: bool = _CLoader is not None) -> Any:
+    """YAML through PyYAML's safe loader: libyaml's when ``fast`` (ten times quicker), else the pure
+    Python one. Composed, checked (depth, aliases), then constructed."""
+    try:
+        if fast:
+            _check_events(raw, depth_limit)
+            loader = _CLoader(raw)
+        else:
+            loader = _Loader(raw)
+            loader.depth_limit = depth_limit
+    except RecursionError as e:
+        raise BadBody(f"the body is nested more than {depth_limit} levels deep (the limit)") from e
+    except yaml.YAMLError as e:
+        raise BadBody(f"the body is not valid YAML: {e}".replace("\n", " ")) from e
     try:
         node = loader.get_single_node()
         if node is None:
