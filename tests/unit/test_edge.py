@@ -89,7 +89,10 @@ def test_an_alias_inside_itself_is_refused() -> None:
 
 @pytest.mark.parametrize("raw,kind,words", [(b"", "json", "empty"), (b"  \n", "yaml", "empty"),
                                             (b"{oops", "json", "not valid JSON"), (b"a: [", "yaml", "not valid YAML"),
-                                            (b"\xff\xfe", "json", "not valid JSON")])
+                                            (b"\xff\xfe", "json", "not valid JSON"),
+                                            (b'{"n": ' + b"9" * 5000 + b"}", "json", "not valid JSON"),
+                                            (b"n: " + b"9" * 5000, "yaml", "not valid YAML"),
+                                            (b"t: 2026-13-45", "yaml", "not valid YAML")])
 def test_malformed_bodies(raw: bytes, kind: str, words: str) -> None:
     with pytest.raises(BadBody) as e:
         parse(raw, kind)

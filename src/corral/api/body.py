@@ -174,7 +174,7 @@ def parse_yaml(raw: bytes, depth_limit: int = MAX_DEPTH, alias_budget: int = MAX
         return loader.construct_document(node)
     except RecursionError as e:
         raise BadBody(f"the body is nested more than {depth_limit} levels deep (the limit)") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:  # a value's constructor refused it
         raise BadBody(f"the body is not valid YAML: {e}".replace("\n", " ")) from e
     finally:
         loader.dispose()
@@ -191,7 +191,7 @@ def parse(raw: bytes, kind: str, depth_limit: int = MAX_DEPTH) -> Any:
             data = json.loads(raw)
         except RecursionError as e:
             raise BadBody(f"the body is nested more than {depth_limit} levels deep (the limit)") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except ValueError as e:  # malformed, not UTF-8, or a number of more than 4,300 digits
             raise BadBody(f"the body is not valid JSON: {e}") from e
     check_depth(data, depth_limit)
     return data

@@ -61,7 +61,8 @@ _Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 common_server: list[_Deco] = [
     click.option("--token", envvar="CORRAL_TOKEN", default=None,
-                 help="Workers must present this token [env CORRAL_TOKEN]."),
+                 help="The cluster token: workers must present it on /v1/agent/* (the API's access "
+                 "token is another) [env CORRAL_TOKEN]."),
     click.option("--strategy", type=click.Choice(["spread", "binpack"]), default="spread", show_default=True,
                  help="Spread tasks over nodes, or pack them onto as few as possible."),
     click.option("--node-ttl", type=float, default=15.0, show_default=True,
