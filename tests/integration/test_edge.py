@@ -4,8 +4,11 @@ content types, body sizes while reading, nesting depth and YAML aliases, and par
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -103,6 +106,23 @@ def test_the_login_link_sets_a_cookie_that_works_once(up: Cluster) -> None:
         # The token itself works as a login link too.
         assert other.get(f"/login?token={up.token}").status_code == 303
         assert other.get("/v1/jobs").status_code == 200
+
+
+def test_the_cli_finds_the_token_by_itself(up: Cluster, tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("CORRAL_API_TOKEN", "CORRAL_DATA_DIR", "CORRAL_SERVER")}
+
+    def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "corral", "nodes", "--server", up.url, *args], cwd=tmp_path,
+                              env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+    denied = cli()  # no token anywhere
+    assert denied.returncode == 1 and "access token" in denied.stderr and "Traceback" not in denied.stderr
+    assert "local" in cli(CORRAL_DATA_DIR=str(up.tmp / "data")).stdout
+    assert "local" in cli("--token", str(up.token)).stdout
+    (tmp_path / ".corral").mkdir()
+    (tmp_path / ".corral" / "token").write_text(str(up.token))
+    found = cli()  # ./.corral/token, as after `corral up` in this directory
+    assert found.returncode == 0 and "local" in found.stdout, found.stderr
 
 
 def test_cross_site_posts_get_415_and_nothing_runs(up: Cluster, tmp_path: Path) -> None:
