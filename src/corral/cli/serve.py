@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral.coordinator.service import Settings
-from corral.domain.resources import parse_size
+from corral.domain.resources import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -101,10 +101,15 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
        node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
+    from corral.agent.lock import DirLocked, lock_dir, unlock
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
+    try:  # the local worker takes this lock for good when it starts; say now if someone has it
+        unlock(lock_dir(str(data / "worker")))
+    except DirLocked as e:
+        raise click.ClickException(str(e)) from None
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
         settings=_settings(strategy, node_ttl, max_pending, bind_roots),
@@ -137,21 +142,29 @@ def server(bind: str, port: int, database_url: str, token: str | None, strategy:
 @click.option("--token", envvar="CORRAL_TOKEN", default=None, help="The cluster token [env CORRAL_TOKEN].")
 @click.option("--name", default=None, help="This node's name [default: the hostname].")
 @click.option("--data-dir", default=".corral/worker", show_default=True, type=click.Path(file_okay=False),
-              help="Where the worker keeps its node id between restarts.")
+              help="Where the worker keeps its node id and secret between restarts (one worker per directory).")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queues to serve [default: default]. Repeatable.")
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["docker", "process"]),
               help="Runtimes to offer [default: docker]. Host processes only when asked. Repeatable.")
 @click.option("--label", "labels", multiple=True, help="A node label, key=value. Repeatable.")
 @click.option("--cpus", type=float, default=None, help="CPU cores to offer [default: detected].")
 @click.option("--memory", default=None, help="Memory to offer, such as 8Gi [default: detected].")
+@click.option("--grace", default="30s", show_default=True,
+              help="On SIGTERM or Ctrl-C, how long running tasks may take to finish before they are stopped "
+              "and handed back (a second signal stops at once).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(server_url: str, token: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
-           log_level: str) -> None:
+           grace: str, log_level: str) -> None:
     """Run a worker that dials out to a coordinator and runs the tasks it is given."""
-    from corral.agent.transport import HttpTransport
+    from corral.agent.lock import DirLocked
+    from corral.agent.transport import HttpTransport, Refused
     from corral.agent.worker import Agent, AgentConfig
+    try:
+        grace_s = parse_duration(grace)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grace") from e
     _logging(log_level)
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
                       queues=list(queues) or ["default"], labels=_labels(labels), cpus=cpus,
@@ -167,9 +180,10 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await agent.start()
-        await stop.wait()
-        await agent.stop()
+        await agent.serve(stop, grace_s)
 
     click.echo(f"Corral worker {cfg.name} (pid {os.getpid()}) -> {server_url}", err=True)
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (Refused, DirLocked) as e:
+        raise click.ClickException(str(e)) from None
