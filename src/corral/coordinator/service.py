@@ -485,9 +485,10 @@ class Coordinator:
             execs = {e["id"]: e for e in found if e["node_id"] == node_id}
             foreign = asked - set(execs)
             if foreign:
-                self.stats["agent_reports_ignored"] += len(foreign)
-                log.warning("node %s reported on %d execution(s) not assigned to it (such as %s): ignored",
-                            node_id, len(foreign), min(foreign))
+                n = sum(u.execution_id in foreign for u in updates) + sum(ln.execution_id in foreign for ln in logs)
+                self.stats["agent_reports_ignored"] += n
+                log.warning("node %s sent %d update(s) or line(s) about %d execution(s) not assigned to it "
+                            "(such as %s): ignored", node_id, n, len(foreign), min(foreign))
             if logs:
                 open_ = {i: e for i, e in execs.items() if e["state"] in ACTIVE}
                 secrets = self._secrets_of(tx, {e["job_id"] for e in open_.values()})
