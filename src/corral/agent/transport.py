@@ -65,7 +65,12 @@ class HttpTransport:
         return r.json() if r.content else None
 
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = await self._post("/v1/agent/register", {**info, "running": running})
+        try:
+            out: dict[str, Any] = await self._post("/v1/agent/register", {**info, "running": running})
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code in (400, 413, 422):  # what this worker says of itself: it stays wrong
+                raise Refused(f"the coordinator refused this worker's registration: {_detail(e.response)}") from e
+            raise
         return out
 
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:

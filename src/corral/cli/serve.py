@@ -43,6 +43,9 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
         if "=" not in v:
             raise click.BadParameter(f"'{v}' is not key=value", param_hint="--label")
         k, _, val = v.partition("=")
+        if not 1 <= len(k.strip()) <= 128 or len(val.strip()) > 256:
+            raise click.BadParameter(f"'{v}': a label key is 1-128 characters, a value at most 256",
+                                     param_hint="--label")
         out[k.strip()] = val.strip()
     return out
 
