@@ -23,9 +23,13 @@ def coord(database_url: str) -> Iterator[Coordinator]:
     store.close()
 
 
+SECRETS: dict[str, str] = {}  # node id -> the secret it was given
+
+
 def _node(coord: Coordinator, name: str = "n1") -> str:
     row = coord.register(NodeInfo(name=name, hostname=name, version="t", cpu=2, memory=2**32, disk=0,
                                   runtimes=["process"]))
+    SECRETS[row["id"]] = row["node_secret"]
     return str(row["id"])
 
 
@@ -87,7 +91,7 @@ def test_a_node_that_restarts_loses_its_work_which_is_rescheduled(coord: Coordin
     [ex] = _assigned(coord, node)
     _report(coord, node, ex, "running")
     coord.register(NodeInfo(id=node, name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
-                            runtimes=["process"]), running=[])
+                            runtimes=["process"]), running=[], secret=SECRETS[node])
     _report(coord, node, ex, "completed", 0)  # the old attempt's last word comes too late
     [ex2] = _assigned(coord, node)
     assert ex2 != ex

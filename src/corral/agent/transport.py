@@ -5,42 +5,73 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from corral.coordinator.errors import NotFound
-from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Update
+from corral.coordinator.errors import Forbidden, NotFound, Unauthorized
+from corral.coordinator.service import NODE_SECRET_HEADER, Coordinator, LogLine, NodeInfo, Update
 from corral.coordinator.wakeups import NodeWakeups
+
+T = TypeVar("T")
+TOKEN_REFUSED = "the coordinator refused the token"
 
 
 class UnknownNode(Exception):
     """The coordinator does not know this node (its state was lost): register again."""
 
 
+class Refused(Exception):
+    """The coordinator refuses this worker (its token, or its node secret): trying again cannot help."""
+
+
 class Transport(Protocol):
+    # The node's secret, presented on every call once known (set by the agent).
+    node_secret: str | None
+
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]: ...
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]: ...
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]: ...
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None: ...
+    async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
+    async def leave(self, node_id: str) -> None: ...
     async def close(self) -> None: ...
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail") or r.text)
+    except ValueError:
+        return r.text
 
 
 class HttpTransport:
     def __init__(self, server: str, token: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.node_secret: str | None = None
         self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers,
                                         timeout=httpx.Timeout(10.0, read=75.0))
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        r = await self.client.post(path, json=body)
+        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
+        r = await self.client.post(path, json=body, headers=headers)
         if r.status_code == 404 and "/nodes/" in path:
             raise UnknownNode(r.text)
+        if r.status_code == 401:
+            raise Refused(TOKEN_REFUSED)
+        if r.status_code == 403:
+            raise Refused(f"the coordinator refused this node: {_detail(r)}")
         r.raise_for_status()
         return r.json() if r.content else None
 
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = await self._post("/v1/agent/register", {**info, "running": running})
+        try:
+            out: dict[str, Any] = await self._post("/v1/agent/register", {**info, "running": running})
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code in (400, 413, 422):  # what this worker says of itself: it stays wrong
+                raise Refused(f"the coordinator refused this worker's registration: {_detail(e.response)}") from e
+            raise
         return out
 
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
@@ -60,6 +91,13 @@ class HttpTransport:
             if r.status_code == 404:
                 raise UnknownNode(r.text)
             r.raise_for_status()
+
+    async def drain(self, node_id: str, running: list[str]) -> list[str]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/drain", {"running": running})
+        return list(out["handed_back"])
+
+    async def leave(self, node_id: str) -> None:
+        await self._post(f"/v1/agent/nodes/{node_id}/leave", {})
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -84,39 +122,58 @@ def report_parts(updates: list[dict[str, Any]], logs: list[dict[str, Any]],
 
 
 class LocalTransport:
-    """The standalone wiring: the same calls, straight into the coordinator's services."""
+    """The standalone wiring: the same calls, straight into the coordinator's services, through the same
+    checks (the node's secret)."""
 
     def __init__(self, coord: Coordinator, wakeups: NodeWakeups) -> None:
         self.coord = coord
         self.wakeups = wakeups
+        self.node_secret: str | None = None
 
-    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        row = await asyncio.to_thread(self.coord.register, NodeInfo(**info), running)
-        s = self.coord.settings
-        return {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
-
-    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
+    async def _call(self, node_id: str, fn: Callable[[], T]) -> T:
+        def run() -> T:
+            self.coord.authenticate(node_id, self.node_secret)
+            return fn()
         try:
-            return await asyncio.to_thread(self.coord.heartbeat, node_id, running, usage)
+            return await asyncio.to_thread(run)
         except NotFound as e:
             raise UnknownNode(str(e)) from e
+        except (Forbidden, Unauthorized) as e:
+            raise Refused(f"the coordinator refused this node: {e}") from e
+
+    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
+        try:
+            row = await asyncio.to_thread(self.coord.register, NodeInfo(**info), running, self.node_secret)
+        except Forbidden as e:
+            raise Refused(f"the coordinator refused this node: {e}") from e
+        s = self.coord.settings
+        out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
+        if row.get("node_secret"):
+            out["node_secret"] = row["node_secret"]
+        return out
+
+    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
+        return await self._call(node_id, lambda: self.coord.heartbeat(node_id, running, usage))
 
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
         deadline = time.monotonic() + wait
         while True:
             ev = self.wakeups.arm(node_id)
-            try:
-                work, stop = await asyncio.to_thread(self.coord.poll, node_id, known)
-            except NotFound as e:
-                raise UnknownNode(str(e)) from e
+            work, stop = await self._call(node_id, lambda: self.coord.poll(node_id, known))
             left = deadline - time.monotonic()
             if work or stop or left <= 0:
                 return work, stop
             await self.wakeups.wait(ev, left)
 
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self.coord.report, node_id, [Update(**u) for u in updates],
-                                [LogLine(**ln) for ln in logs])
+        await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],
+                                                            [LogLine(**ln) for ln in logs]))
+
+    async def drain(self, node_id: str, running: list[str]) -> list[str]:
+        return await self._call(node_id, lambda: self.coord.drain(node_id, running))
+
+    async def leave(self, node_id: str) -> None:
+        await self._call(node_id, lambda: self.coord.leave(node_id))
 
     async def close(self) -> None:
         return None

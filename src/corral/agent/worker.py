@@ -15,11 +15,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from corral import __version__
 from corral.agent import capacity
-from corral.agent.transport import Transport, UnknownNode
+from corral.agent.lock import lock_dir, unlock
+from corral.agent.transport import Refused, Transport, UnknownNode
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
@@ -83,11 +84,19 @@ class Agent:
         # Running executions whose progress file is read: id -> [path, last value sent, [container id]].
         # One loop reads them all, rather than a timer per execution: a quick task pays a dict insert.
         self._progress: dict[str, list[Any]] = {}
+        self._lock: IO[str] | None = None  # the node directory's lock, held while this agent lives
+        self._abandoned: set[str] = set()  # stopped by stop(): no final report, handed back by leave
+        self._stopped = False
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
     def id_file(self) -> Path:
         return Path(self.config.data_dir) / "node-id"
+
+    @property
+    def secret_file(self) -> Path:
+        """The node's secret (mode 0600): it proves this node's identity to the coordinator."""
+        return Path(self.config.data_dir) / "node-secret"
 
     def _info(self) -> dict[str, Any]:
         cap = capacity.detect(self.config.data_dir)
@@ -98,10 +107,31 @@ class Agent:
                 "disk": cap["disk"], "gpus": gpus, "labels": self.config.labels,
                 "runtimes": sorted(self.runtimes), "queues": self.config.queues}
         if self.id_file.exists():
-            info["id"] = self.id_file.read_text().strip() or None
+            node_id = self.id_file.read_text().strip() or None
+            secret = self.secret_file.read_text().strip() if self.secret_file.exists() else ""
+            if node_id and secret:
+                info["id"] = node_id
+                self.transport.node_secret = secret
+            elif node_id:
+                # Registered by a Corral without node secrets: that identity cannot be proven, so
+                # this worker joins as a new node (the old one's work is rescheduled when it expires).
+                log.warning("no secret for node %s in %s: registering as a new node", node_id, self.config.data_dir)
         return info
 
+    def _save_identity(self, node_id: str, secret: str | None) -> None:
+        self.id_file.parent.mkdir(parents=True, exist_ok=True)
+        if secret:
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(secret)
+        self.id_file.write_text(node_id)
+
     async def start(self) -> None:
+        """Take the node directory (DirLocked if another process has it), clear what a previous run left,
+        and register (Refused if the coordinator refuses the token or this node's secret)."""
+        if self._lock is None:
+            self._lock = await asyncio.to_thread(lock_dir, self.config.data_dir)
         info = await asyncio.to_thread(self._info)
         if info.get("id"):
             # A previous run of this worker may have left containers behind: nothing of it is running
@@ -127,26 +157,106 @@ class Agent:
             try:
                 out = await self.transport.register(info, sorted(self.known))
                 break
+            except Refused:
+                raise  # a wrong token or secret stays wrong: retrying cannot help
             except Exception as e:  # the coordinator is not up yet, or restarting
                 log.warning("cannot register with the coordinator (%s); retrying in %.1fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.node_id = out["node_id"]
+        self.node_id = str(out["node_id"])
         self.heartbeat_interval = float(out.get("heartbeat_interval", 3.0))
-        self.id_file.parent.mkdir(parents=True, exist_ok=True)
-        self.id_file.write_text(str(self.node_id))
+        if out.get("node_secret"):
+            self.transport.node_secret = str(out["node_secret"])
+        await asyncio.to_thread(self._save_identity, self.node_id, out.get("node_secret"))
         log.info("registered as node %s (%s) with runtimes %s", self.node_id, self.config.name,
                  ", ".join(sorted(self.runtimes)) or "none")
 
-    async def stop(self) -> None:
-        """Stop taking work and kill what runs; the coordinator reschedules it."""
-        self._closing = True
+    async def serve(self, stop: asyncio.Event, grace: float) -> None:
+        """Run until ``stop`` is set (SIGTERM, Ctrl-C), then shut down within ``grace`` seconds (see
+        shutdown; setting ``stop`` again stops at once). Every wait, registration included, gives way
+        to ``stop``. Raises Refused when the coordinator refuses this worker, DirLocked when another
+        process owns the node directory."""
+        asked = asyncio.create_task(stop.wait())
+        starting = asyncio.create_task(self.start())
+        try:
+            await asyncio.wait({asked, starting}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # asked to stop before it could register
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return
+            starting.result()
+            done, _ = await asyncio.wait({asked, *self._loops}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not asked and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]  # a loop ends only on Refused
+            await self.shutdown(grace, stop)
+        finally:
+            asked.cancel()
+            await self.stop()
+
+    async def shutdown(self, grace: float, now: asyncio.Event | None = None) -> None:
+        """Leave in good order: the coordinator is told at once (no new work for this node, and what it
+        was given but has not started is handed back), what runs may finish within ``grace`` seconds
+        (or until ``now`` is set), then the rest is stopped and handed back by stop()."""
         for t in self._loops:
+            if t.get_name() == "agent-poll":
+                t.cancel()
+        if self.node_id is not None:
+            try:
+                handed = await asyncio.wait_for(self.transport.drain(self.node_id, sorted(self.known)), 10)
+                self._stop(handed)
+            except Exception as e:
+                log.warning("could not tell the coordinator that this node stops (%s)", e)
+        running = [t for t in self.running.values() if not t.done()]
+        if not running or grace <= 0:
+            return
+        log.warning("stopping: waiting up to %gs for %d running task(s)", grace, len(running))
+        # Not cancelled afterwards: cancelling a gather cancels what it waits for; stop() does that.
+        finished: asyncio.Future[Any] = asyncio.gather(*running, return_exceptions=True)
+        again: asyncio.Task[Any] | None = None
+        if now is not None:
+            now.clear()
+            again = asyncio.create_task(now.wait())
+        await asyncio.wait({finished} | ({again} if again else set()), timeout=grace,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if again is not None:
+            again.cancel()
+
+    def _owed(self) -> bool:
+        """Reports not yet sent, or sent and not yet acknowledged (an execution that ended stays known
+        until then; those stopped by stop() itself owe nothing: they are handed back)."""
+        return bool(self._updates or self._logs or (self.known - self._abandoned - set(self.running)))
+
+    async def stop(self) -> None:
+        """Stop now: kill what runs, send the reports owed, and leave: the coordinator marks this node
+        down and hands what still ran here to other nodes at once. Then the node directory is free."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._closing = True
+        flush = [t for t in self._loops if t.get_name() == "agent-flush"]
+        others = [t for t in self._loops if t not in flush]
+        for t in others:
             t.cancel()
         for t in list(self.running.values()):
             t.cancel()
-        await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
+        await asyncio.gather(*others, *self.running.values(), return_exceptions=True)
+        if flush and self._owed():  # the last updates (what finished) go before the node leaves
+            deadline = time.monotonic() + 3.0
+            while self._owed() and not flush[0].done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        for t in flush:
+            t.cancel()
+        await asyncio.gather(*flush, return_exceptions=True)
+        if self.node_id is not None:
+            try:
+                await asyncio.wait_for(self.transport.leave(self.node_id), 5)
+            except Exception as e:
+                log.warning("could not tell the coordinator that this node left (%s); it will be marked "
+                            "down when its lease expires", e)
         await self.transport.close()
+        unlock(self._lock)
+        self._lock = None
 
     async def run_forever(self) -> None:
         await self.start()
@@ -163,7 +273,7 @@ class Agent:
             except UnknownNode:
                 await self._register()
                 continue
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
                 log.warning("poll failed (%s); retrying in %.1fs", e, delay)
@@ -185,7 +295,7 @@ class Agent:
                 self._stop(stop)
             except UnknownNode:
                 await self._register()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
@@ -233,7 +343,7 @@ class Agent:
                 assert self.node_id is not None
                 await self.transport.report(self.node_id, updates, logs)
                 delay = 0.1
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
                 # Keep everything, oldest first, and send it again.
@@ -327,6 +437,8 @@ class Agent:
                 self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
             elif not self._closing:
                 raise
+            else:
+                self._abandoned.add(ex_id)
         except Exception as e:
             log.exception("execution %s failed in the agent", ex_id)
             self._update(ex_id, "failed", error=f"the worker failed to run it: {e}")

@@ -53,7 +53,7 @@ class CorralCollector(Collector):
             t.add_metric([q, state], n)
         yield t
         nd = GaugeMetricFamily("corral_nodes", "Worker nodes, by state", labels=["state"])
-        for state in ("ready", "down"):
+        for state in ("ready", "draining", "down"):
             nd.add_metric([state], sum(1 for n in nodes if n["state"] == state))
         yield nd
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral.coordinator.service import Settings
-from corral.domain.resources import parse_size
+from corral.domain.resources import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -44,6 +44,9 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
         if "=" not in v:
             raise click.BadParameter(f"'{v}' is not key=value", param_hint="--label")
         k, _, val = v.partition("=")
+        if not 1 <= len(k.strip()) <= 128 or len(val.strip()) > 256:
+            raise click.BadParameter(f"'{v}': a label key is 1-128 characters, a value at most 256",
+                                     param_hint="--label")
         out[k.strip()] = val.strip()
     return out
 
@@ -146,11 +149,16 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
     themselves); a browser logs in once with the link printed at start.
     """
+    from corral.agent.lock import DirLocked, lock_dir, unlock
     from corral.api.app import ServerConfig, create_app
     from corral.api.edge import EdgeConfig
     _logging(log_level)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
+    try:  # the local worker takes this lock for good when it starts; say now if someone has it
+        unlock(lock_dir(str(data / "worker")))
+    except DirLocked as e:
+        raise click.ClickException(str(e)) from None
     api_token, token_path = (None, None) if no_token else _token_file(data)
     code = None if no_token else secrets.token_urlsafe(24)
     config = ServerConfig(
@@ -200,21 +208,29 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
 @click.option("--token", envvar="CORRAL_TOKEN", default=None, help="The cluster token [env CORRAL_TOKEN].")
 @click.option("--name", default=None, help="This node's name [default: the hostname].")
 @click.option("--data-dir", default=".corral/worker", show_default=True, type=click.Path(file_okay=False),
-              help="Where the worker keeps its node id between restarts.")
+              help="Where the worker keeps its node id and secret between restarts (one worker per directory).")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queues to serve [default: default]. Repeatable.")
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["docker", "process"]),
               help="Runtimes to offer [default: docker]. Host processes only when asked. Repeatable.")
 @click.option("--label", "labels", multiple=True, help="A node label, key=value. Repeatable.")
 @click.option("--cpus", type=float, default=None, help="CPU cores to offer [default: detected].")
 @click.option("--memory", default=None, help="Memory to offer, such as 8Gi [default: detected].")
+@click.option("--grace", default="30s", show_default=True,
+              help="On SIGTERM or Ctrl-C, how long running tasks may take to finish before they are stopped "
+              "and handed back (a second signal stops at once).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(server_url: str, token: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
-           log_level: str) -> None:
+           grace: str, log_level: str) -> None:
     """Run a worker that dials out to a coordinator and runs the tasks it is given."""
-    from corral.agent.transport import HttpTransport
+    from corral.agent.lock import DirLocked
+    from corral.agent.transport import HttpTransport, Refused
     from corral.agent.worker import Agent, AgentConfig
+    try:
+        grace_s = parse_duration(grace)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grace") from e
     _logging(log_level)
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
                       queues=list(queues) or ["default"], labels=_labels(labels), cpus=cpus,
@@ -230,9 +246,10 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await agent.start()
-        await stop.wait()
-        await agent.stop()
+        await agent.serve(stop, grace_s)
 
     click.echo(f"Corral worker {cfg.name} (pid {os.getpid()}) -> {server_url}", err=True)
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (Refused, DirLocked) as e:
+        raise click.ClickException(str(e)) from None

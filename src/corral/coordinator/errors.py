@@ -21,6 +21,11 @@ class Unauthorized(ServiceError):
     title = "Unauthorized"
 
 
+class Forbidden(ServiceError):
+    status = 403
+    title = "Forbidden"
+
+
 class Overloaded(ServiceError):
     status = 503
     title = "Overloaded"

@@ -7,7 +7,10 @@ report (a completion after a cancel, a stale heartbeat) never changes a finished
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets as secrets_mod
 import threading
 import time
 from collections import OrderedDict
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.coordinator import flow
-from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
+from corral.coordinator.errors import Conflict, Forbidden, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
 from corral.domain import workflow
 from corral.domain.resources import Resources, parse_duration, parse_size
@@ -28,14 +31,24 @@ from corral.domain.states import (
 )
 from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Strategy
-from corral.store.sql import ACTIVE, Row, Store, Tx
+from corral.store.sql import ACTIVE, LIVE_NODE, Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
+NODE_SECRET_HEADER = "X-Corral-Node-Secret"
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
 
 
 new_id = flow.new_id
+
+
+def secret_hash(secret: str) -> str:
+    """What the store keeps of a node secret: its sha256, hex (the secret itself is never stored)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _secret_ok(given: str | None, stored: str | None) -> bool:
+    return bool(given) and bool(stored) and hmac.compare_digest(secret_hash(given or ""), stored or "")
 
 
 @dataclass
@@ -112,6 +125,28 @@ class _Changes:
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
 
 
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    items = _list(value, what)
+    if not all(isinstance(x, str) for x in items):
+        raise ValueError(f"{what} holds something other than strings")
+    return items
+
+
+def _gpu_index(g: Any) -> int:
+    index = g.get("index") if isinstance(g, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError("a GPU without an integer index")
+    return index
+
+
 class Coordinator:
     def __init__(self, store: Store, settings: Settings | None = None) -> None:
         self.store = store
@@ -125,7 +160,12 @@ class Coordinator:
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
-                      "tasks_retried": 0, "schedule_passes": 0}
+                      "tasks_retried": 0, "schedule_passes": 0, "tasks_handed_back": 0,
+                      "agent_reports_ignored": 0, "schedule_rows_skipped": 0}
+        # Node id -> sha256 of its secret. A node's secret never changes once given, so this is only a
+        # cache of the store (bounded), saving a read on every heartbeat, poll and report.
+        self._node_secrets: OrderedDict[str, str] = OrderedDict()
+        self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> Row:
@@ -238,9 +278,15 @@ class Coordinator:
                                "deleting it")
 
     # -- agents -------------------------------------------------------------------------------
-    def register(self, info: NodeInfo, running: Iterable[str] = ()) -> Row:
+    def register(self, info: NodeInfo, running: Iterable[str] = (), secret: str | None = None) -> Row:
         """Add a node, or bring back one that restarted. Work the coordinator believes is on the node
-        but that the node no longer has is lost, and is rescheduled."""
+        but that the node no longer has is lost, and is rescheduled.
+
+        A new node is given a secret (in the answer's ``node_secret``, once; the store keeps its hash).
+        A registration that names a node that exists must present that node's secret, or it is refused:
+        an identity is never taken over. A node id the store does not know (its state was lost) is
+        registered with the secret presented, if any.
+        """
         now = time.time()
         node_id = info.id or new_id()
         row = {"id": node_id, "name": info.name, "hostname": info.hostname, "version": info.version,
@@ -248,17 +294,107 @@ class Coordinator:
                "gpus": info.gpus, "labels": info.labels, "runtimes": info.runtimes, "queues": info.queues,
                "usage": {}, "registered_at": now, "last_heartbeat": now}
         keep = set(running)
+        issued: str | None = None
         with self.store.transaction() as tx:
+            exists, stored = tx.node_secret_hash(node_id) if info.id else (False, None)
+            if exists:
+                if not _secret_ok(secret, stored):
+                    log.warning("refused a registration as node %s (%s) without its secret", node_id, info.name)
+                    raise Forbidden(f"node '{node_id}' is registered already, and this registration does not "
+                                    f"present its secret ({NODE_SECRET_HEADER}); a node's secret is kept in "
+                                    "its data dir (node-secret). Without it, register as a new node (no id)")
+            else:
+                if not secret or not info.id:
+                    secret = issued = secrets_mod.token_urlsafe(32)
+                row["secret_hash"] = stored = secret_hash(secret)
             tx.upsert_node(row)
             for ex in tx.active_executions(node_id):
                 if ex["id"] not in keep:
                     self._lose(tx, ex, now, f"node {info.name} restarted without it")
+        self._remember_node(node_id, stored)
         self.kick()
-        return row
+        out = {k: v for k, v in row.items() if k != "secret_hash"}
+        out["node_secret"] = issued
+        return out
+
+    def _remember_node(self, node_id: str, stored: str | None) -> None:
+        if stored:
+            self._node_secrets[node_id] = stored
+            self._node_secrets.move_to_end(node_id)
+            while len(self._node_secrets) > 10_000:
+                self._node_secrets.popitem(last=False)
+
+    def authenticate(self, node_id: str, secret: str | None) -> None:
+        """Refuse a call for ``node_id`` that does not present its secret (NotFound: an unknown node,
+        which should register again)."""
+        stored = self._node_secrets.get(node_id)
+        if stored is None:
+            with self.store.read() as tx:
+                exists, stored = tx.node_secret_hash(node_id)
+            if not exists:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            self._remember_node(node_id, stored)
+        if not _secret_ok(secret, stored):
+            raise Forbidden(f"a call for node '{node_id}' must present that node's secret ({NODE_SECRET_HEADER}), "
+                            "which the node was given when it first registered")
+
+    def drain(self, node_id: str, running: Iterable[str] = ()) -> list[str]:
+        """The node is shutting down: it takes no new work, and what was assigned to it that it has not
+        started (not in ``running``) is handed back at once. Returns the executions handed back, which
+        the node must not start."""
+        now = time.time()
+        keep = set(running)
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            tx.cas_node(node_id, "ready", state="draining")
+            handed = [ex["id"] for ex in tx.active_executions(node_id)
+                      if ex["id"] not in keep and self._hand_back(tx, ex, now, f"node {node['name']} is shutting down")]
+        log.info("node %s (%s) is draining; %d assignment(s) handed back", node_id, node["name"], len(handed))
+        self.kick()
+        return handed
+
+    def leave(self, node_id: str) -> int:
+        """The node stops now: it is down at once (no wait for its lease to expire), and whatever still
+        runs on it is handed back (pending again, without using up an attempt). Returns how many."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            for state in LIVE_NODE:
+                tx.cas_node(node_id, state, state="down", usage={})
+            n = sum(self._hand_back(tx, ex, now, f"node {node['name']} stopped before it finished")
+                    for ex in tx.active_executions(node_id))
+        log.info("node %s (%s) left; %d task(s) handed back", node_id, node["name"], n)
+        self.kick()
+        return n
+
+    def _hand_back(self, tx: Tx, ex: Row, now: float, why: str) -> bool:
+        """A node gives back an execution it will not finish: the task is pending again at once, and
+        this attempt is not counted (neither a failure nor a loss)."""
+        if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=f"handed back: {why}"):
+            return False
+        task = tx.task(ex["task_id"])
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return True
+        if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now, node_id=None,
+                       execution_id=None, attempts=max(int(task["attempts"]) - 1, 0),
+                       reason=f"rescheduling: {why}"):
+            self.stats["tasks_handed_back"] += 1
+        return True
 
     def heartbeat(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None = None) -> list[str]:
         """Renew the node's lease; returns the executions it runs that it must stop."""
         now = time.time()
+        cpu_percent = (usage or {}).get("cpu_percent")
+        if isinstance(cpu_percent, (int, float)) and cpu_percent > 100:
+            with self.store.read() as tx:
+                node = tx.node(node_id)
+            cores = max(float(node["cpu"]), 1.0) if node else 1.0
+            if cpu_percent > 100 * cores:
+                raise Invalid(f"usage.cpu_percent {cpu_percent:g} is more than 100 per core ({cores:g} cores)")
         with self.store.transaction() as tx:
             if not tx.touch_node(node_id, now, usage):
                 node = tx.node(node_id)
@@ -342,16 +478,26 @@ class Coordinator:
             return
         now = time.time()
         with self.store.transaction() as tx:
-            execs = {e["id"]: e for e in tx.executions_by_ids(
-                {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True, brief=True)}
+            asked = {u.execution_id for u in updates} | {ln.execution_id for ln in logs}
+            found = tx.executions_by_ids(asked, lock=True, brief=True)
+            # Only what is assigned to the calling node counts; lines for an execution that has ended
+            # (or is another node's, or unknown) are not appended.
+            execs = {e["id"]: e for e in found if e["node_id"] == node_id}
+            foreign = asked - set(execs)
+            if foreign:
+                n = sum(u.execution_id in foreign for u in updates) + sum(ln.execution_id in foreign for ln in logs)
+                self.stats["agent_reports_ignored"] += n
+                log.warning("node %s sent %d update(s) or line(s) about %d execution(s) not assigned to it "
+                            "(such as %s): ignored", node_id, n, len(foreign), min(foreign))
             if logs:
-                secrets = self._secrets_of(tx, {e["job_id"] for e in execs.values()})
-                tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
-                                 "task_id": execs[ln.execution_id]["task_id"],
+                open_ = {i: e for i, e in execs.items() if e["state"] in ACTIVE}
+                secrets = self._secrets_of(tx, {e["job_id"] for e in open_.values()})
+                tx.append_logs([{"job_id": open_[ln.execution_id]["job_id"],
+                                 "task_id": open_[ln.execution_id]["task_id"],
                                  "execution_id": ln.execution_id, "stream": ln.stream,
-                                 "line": workflow.redact(ln.line, secrets[execs[ln.execution_id]["job_id"]])
-                                 if secrets.get(execs[ln.execution_id]["job_id"]) else ln.line, "ts": ln.ts}
-                                for ln in logs if ln.execution_id in execs])
+                                 "line": workflow.redact(ln.line, secrets[open_[ln.execution_id]["job_id"]])
+                                 if secrets.get(open_[ln.execution_id]["job_id"]) else ln.line, "ts": ln.ts}
+                                for ln in logs if ln.execution_id in open_])
             # Per execution: when it started, and how it ended (if it did). A start and an end in one
             # batch (a quick task) become one change.
             started: dict[str, Update] = {}
@@ -494,11 +640,23 @@ class Coordinator:
                 self.open_composites()
                 opened += 1
                 continue
-            views = [self._node_view(n, alloc.get(n["id"])) for n in node_rows]
-            tviews = [TaskView(t["id"], t["job_id"], t["queue"], t["priority"], t["job_seq"],
-                               Resources(t["cpu"], t["memory"], t["disk"], t["gpu"]), t["runtime"],
-                               t["node_selector"] or {}) for t in ready]
+            # One malformed row (a node's GPU without an index, say) is skipped, logged and counted;
+            # it never stops the pass, which would stop all scheduling.
+            views = []
+            for n in node_rows:
+                try:
+                    views.append(self._node_view(n, alloc.get(n["id"])))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self._skip_row("node", str(n.get("id")), e)
+            tviews, bad = [], {}
+            for t in ready:
+                try:
+                    tviews.append(self._task_view(t))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self._skip_row("task", str(t.get("id")), e)
+                    bad[t["id"]] = f"cannot be placed: its stored record is malformed ({e})"
             result = plan(views, tviews, self.settings.strategy)
+            result.reasons.update(bad)
             by_id = {t["id"]: t for t in ready}
             woken: set[str] = set()
             with self.store.transaction() as tx:
@@ -534,15 +692,38 @@ class Coordinator:
         if nodes:
             self.on_nodes_changed(nodes)
 
+    def _skip_row(self, kind: str, row_id: str, e: Exception) -> None:
+        self.stats["schedule_rows_skipped"] += 1
+        key = f"{kind}:{row_id}"
+        if key not in self._bad_rows_logged:  # once per row, not on every pass
+            if len(self._bad_rows_logged) >= 1000:
+                self._bad_rows_logged.clear()
+            self._bad_rows_logged.add(key)
+            log.warning("scheduling pass: skipped %s %s, whose stored record is malformed: %s", kind, row_id, e)
+
     @staticmethod
     def _node_view(n: Row, a: Row | None) -> NodeView:
+        """The scheduler's view of a node row; ValueError or TypeError if the row is malformed."""
         allocated = Resources(float(a["cpu"] or 0), int(a["memory"] or 0), int(a["disk"] or 0),
                               int(a["gpu"] or 0)) if a else Resources()
         used = set(a["gpus_used"]) if a else set()
-        gpu_idx = [int(g["index"]) for g in n["gpus"] or []]
-        return NodeView(n["id"], n["name"], Resources(n["cpu"], n["memory"], n["disk"], len(gpu_idx)),
-                        allocated, n["labels"] or {}, frozenset(n["runtimes"] or []),
-                        frozenset(n["queues"] or []), [g for g in gpu_idx if g not in used])
+        gpu_idx = [_gpu_index(g) for g in _list(n["gpus"], "gpus")]
+        labels = n["labels"] or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise ValueError("labels is not a map of strings")
+        return NodeView(n["id"], n["name"], Resources(float(n["cpu"]), int(n["memory"]), int(n["disk"]),
+                                                      len(gpu_idx)),
+                        allocated, labels, frozenset(_strings(n["runtimes"], "runtimes")),
+                        frozenset(_strings(n["queues"], "queues")), [g for g in gpu_idx if g not in used])
+
+    @staticmethod
+    def _task_view(t: Row) -> TaskView:
+        sel = t["node_selector"] or {}
+        if not isinstance(sel, dict) or not all(isinstance(v, str) for v in sel.values()):
+            raise ValueError("node_selector is not a map of strings")
+        return TaskView(t["id"], t["job_id"], t["queue"], int(t["priority"]), t["job_seq"],
+                        Resources(float(t["cpu"]), int(t["memory"]), int(t["disk"]), int(t["gpu"])),
+                        t["runtime"], sel)
 
     def next_retry_in(self) -> float | None:
         now = time.time()

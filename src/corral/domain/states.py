@@ -27,6 +27,7 @@ class JobState(StrEnum):
 
 class NodeState(StrEnum):
     READY = "ready"
+    DRAINING = "draining"  # shutting down: finishes what it runs, takes nothing new
     DOWN = "down"
 
 

@@ -12,11 +12,21 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 
 from corral.runtime import scratch
 from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 MAX_LINE = 64 * 1024
+# What a host task gets besides the variables it asked for: nothing of the worker's own environment
+# (its token, its database URL, whatever its shell had) reaches a task.
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BASE_LANG = "C.UTF-8"
+
+
+def base_env(home: str) -> dict[str, str]:
+    """The environment every host task starts from; the task's own variables override it."""
+    return {"PATH": BASE_PATH, "HOME": home, "LANG": BASE_LANG}
 
 
 class _Lines(asyncio.Protocol):
@@ -78,23 +88,21 @@ def _kill_group(pid: int) -> None:
 
 
 class ProcessRuntime:
-    """Runs ``argv`` directly on the host. GPUs are handed over with ``CUDA_VISIBLE_DEVICES``."""
+    """Runs ``argv`` directly on the host, in a clean environment (see base_env). GPUs are handed over
+    with ``CUDA_VISIBLE_DEVICES``."""
 
     name = "process"
 
     def __init__(self, base_dir: str | None = None) -> None:
         self.base_dir = base_dir
-        # Read once: copying os.environ and searching PATH cost more than the spawn itself.
-        self._env = dict(os.environ)
-        self._env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in self._env.items()}
-        self._which: dict[str, str] = {}
+        self._which: dict[str, str] = {}  # searching PATH costs more than the spawn itself
 
     def _resolve(self, exe: str) -> str:
         if "/" in exe:
             return exe
         found = self._which.get(exe)
         if found is None:
-            found = shutil.which(exe, path=self._env.get("PATH")) or exe
+            found = shutil.which(exe, path=BASE_PATH) or exe
             self._which[exe] = found
         return found
 
@@ -112,13 +120,19 @@ class ProcessRuntime:
                 await asyncio.to_thread(scratch.write_files, cwd, req.files)
             except (OSError, ValueError) as e:
                 return RunResult(None, f"could not write the task's files to {cwd}: {e}")
-        extra = dict(req.env)
+        # HOME: the task's working directory, else its scratch (its own directory, or the shared one).
+        if cwd:
+            home = cwd
+        elif req.scratch is not None:
+            home = req.scratch.dir or os.path.dirname(req.scratch.output)
+        else:
+            home = tempfile.gettempdir()
+        extra = {**base_env(home), **req.env}
         if req.scratch is not None:
             extra.update(scratch.env_for(req.scratch.output, req.scratch.progress))
         if req.gpus:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpus)
-        # Popen encodes every variable on every spawn; hand it bytes encoded once.
-        env = {**self._env_bytes, **{os.fsencode(k): os.fsencode(v) for k, v in extra.items()}}
+        env = {os.fsencode(k): os.fsencode(v) for k, v in extra.items()}
         argv = list(req.entrypoint or []) + list(req.argv)
         if argv and "PATH" not in req.env:
             argv[0] = self._resolve(argv[0])

@@ -134,6 +134,9 @@ nodes = sa.Table(
     sa.Column("usage", sa.JSON, nullable=False),  # last measured {"cpu_percent", "memory_percent"}
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("last_heartbeat", sa.Float, nullable=False),
+    # sha256 (hex) of the secret the node was given at its first registration; it proves the node's
+    # identity on every later call. NULL for a node registered before secrets existed: never claimable.
+    sa.Column("secret_hash", sa.String(64), nullable=True),
     sa.Index("ix_nodes_state", "state"),
 )
 

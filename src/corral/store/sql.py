@@ -24,6 +24,7 @@ from corral.store import schema as s
 
 Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
+LIVE_NODE = ("ready", "draining")  # nodes that heartbeat: a draining node finishes its work first
 COMPOSITE_KINDS = ("template", "parallel", "each", "subjob", "steps")  # tasks the coordinator opens itself
 
 
@@ -413,12 +414,18 @@ class Tx:
         values: dict[str, Any] = {"last_heartbeat": now}
         if usage is not None:
             values["usage"] = usage
-        q = sa.update(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state == "ready").values(**values)
+        q = (sa.update(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state.in_(LIVE_NODE))
+             .values(**values))
         return self.c.execute(q).rowcount == 1
 
     def stale_nodes(self, cutoff: float) -> list[Row]:
-        return _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.state == "ready",
+        return _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.state.in_(LIVE_NODE),
                                                              s.nodes.c.last_heartbeat < cutoff)))
+
+    def node_secret_hash(self, node_id: str) -> tuple[bool, str | None]:
+        """Whether the node exists, and the hash of its secret."""
+        r = self.c.execute(sa.select(s.nodes.c.secret_hash).where(s.nodes.c.id == node_id)).first()
+        return (False, None) if r is None else (True, r[0])
 
     def cas_node(self, node_id: str, expected: str, **values: Any) -> bool:
         q = sa.update(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state == expected).values(**values)

@@ -10,6 +10,7 @@ import shlex
 from typing import Any
 
 from corral.api.timefmt import rfc3339
+from corral.domain.nodes import safe_node
 from corral.store.sql import Row, Tx
 
 GIB = 2**30
@@ -93,6 +94,7 @@ def task_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
 
 
 def worker_view(n: Row, alloc: Row | None) -> dict[str, Any]:
+    n = safe_node(n)  # a malformed stored row still answers
     a = alloc or {}
     total = {"cpu": float(n["cpu"]), "memory": gb(n["memory"]), "storage": gb(n["disk"]),
              "gpu": float(len(n["gpus"] or []))}

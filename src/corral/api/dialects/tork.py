@@ -27,6 +27,7 @@ from corral.api.dialects.base import DialectError, route_class
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
+from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec
 from corral.store.sql import Row, Tx
 
@@ -387,9 +388,9 @@ def nodes(svc: Svc) -> list[dict[str, Any]]:
         "id": coord_id, "name": "Coordinator", "startedAt": rfc3339(svc.coord.started_at), "cpuPercent": 0.0,
         "lastHeartbeatAt": rfc3339(time.time()), "status": "UP", "hostname": host,
         "version": corral.__version__}]
-    for n in rows:
+    for n in map(safe_node, rows):  # a malformed stored row still answers
         out.append({"id": n["id"], "name": "Worker", "startedAt": rfc3339(n["registered_at"]),
-                    "cpuPercent": float((n["usage"] or {}).get("cpu_percent") or 0.0),
+                    "cpuPercent": n["usage"].get("cpu_percent", 0.0),
                     "lastHeartbeatAt": rfc3339(n["last_heartbeat"]), "queue": ",".join(n["queues"] or []),
                     "status": "UP" if n["state"] == "ready" else "DOWN", "hostname": n["hostname"],
                     "version": n["version"], "workerName": n["name"]})

@@ -12,15 +12,17 @@ import hmac
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.coordinator.errors import Unauthorized
 from corral.coordinator.service import LogLine, NodeInfo, Update
+from corral.domain.spec import QueueName
 
 Svc = Annotated[Services, Depends(services)]
+ID_PATTERN = "^[0-9a-f]{32}$"
 
 
 def _auth(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
@@ -32,78 +34,169 @@ def _auth(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Se
 
 
 Agent = Annotated[Services, Depends(_auth)]
+NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="The node's id (32 hex digits)")]
+
+
+def _node(node_id: NodeId, svc: Agent,
+          x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> Services:
+    """Every call about a node must come from that node: it presents the secret it was given."""
+    svc.coord.authenticate(node_id, x_corral_node_secret)
+    return svc
+
+
+NodeAgent = Annotated[Services, Depends(_node)]
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
 
-class RegisterBody(BaseModel):
-    id: str | None = Field(None, pattern="^[0-9a-f]{32}$")
-    name: str = Field(min_length=1, max_length=200)
-    hostname: str = ""
-    version: str = ""
-    cpu: float = Field(ge=0)
-    memory: int = Field(ge=0)
-    disk: int = Field(0, ge=0)
-    gpus: list[dict[str, Any]] = []
-    labels: dict[str, str] = {}
-    runtimes: list[str] = []
-    queues: list[str] = ["default"]
-    running: list[str] = []
+# -- what agents send: strict types, bounded sizes -------------------------------------------------
+def _unicode(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return v
 
 
-class HeartbeatBody(BaseModel):
-    running: list[str] = []
-    usage: dict[str, Any] | None = None
+_U = AfterValidator(_unicode)
+NodeName = Annotated[str, StringConstraints(min_length=1, max_length=200), _U]
+Text50 = Annotated[str, StringConstraints(max_length=50), _U]
+Text200 = Annotated[str, StringConstraints(max_length=200), _U]
+Text255 = Annotated[str, StringConstraints(max_length=255), _U]
+RuntimeName = Annotated[str, StringConstraints(min_length=1, max_length=32), _U]
+ContainerId = Annotated[str, StringConstraints(max_length=128), _U]
+ErrorText = Annotated[str, StringConstraints(max_length=1 << 16), _U]
+LongText = Annotated[str, StringConstraints(max_length=1 << 20), _U]  # an output, a log line
 
 
-class PollBody(BaseModel):
-    known: list[str] = []
+MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 128, 256
+
+
+def _labels(v: dict[str, Any]) -> dict[str, str]:
+    # Checked as a whole, so that an error names the field and never echoes a bad key.
+    if len(v) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels")
+    for k, val in v.items():
+        if not isinstance(val, str):
+            raise ValueError("label values must be strings")
+        if not 1 <= len(k) <= MAX_LABEL_KEY or len(val) > MAX_LABEL_VALUE:
+            raise ValueError(f"a label key is 1-{MAX_LABEL_KEY} characters, a value at most {MAX_LABEL_VALUE}")
+        _unicode(k)
+        _unicode(val)
+    return v
+
+
+Labels = Annotated[dict[str, Any], AfterValidator(_labels)]
+ExecutionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MAX_EXECUTIONS = 100_000  # executions a node may name in one call (running, known, updates)
+MAX_LOG_LINES = 200_000  # lines in one report (the agent buffers at most this many)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class GpuBody(Strict):
+    index: int = Field(ge=0, le=4095)
+    name: Text200 = ""
+    memory: int = Field(0, ge=0, le=1 << 50)
+    uuid: Text200 = ""
+
+
+class RegisterBody(Strict):
+    id: str | None = Field(None, pattern=ID_PATTERN)
+    name: NodeName
+    hostname: Text255 = ""
+    version: Text50 = ""
+    cpu: float = Field(ge=0, le=100_000)
+    memory: int = Field(ge=0, le=1 << 60)
+    disk: int = Field(0, ge=0, le=1 << 60)
+    gpus: list[GpuBody] = Field([], max_length=256)
+    labels: Labels = {}
+    runtimes: list[RuntimeName] = Field([], max_length=8)
+    queues: list[QueueName] = Field(["default"], max_length=64)
+    running: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
+
+    @model_validator(mode="after")
+    def _distinct_gpus(self) -> RegisterBody:
+        if len({g.index for g in self.gpus}) != len(self.gpus):
+            raise ValueError("two GPUs with the same index")
+        return self
+
+
+class Usage(Strict):
+    """A node's last measured load (more fields are ignored)."""
+
+    cpu_percent: float = Field(0.0, ge=0, le=409_600, description="0 to 100 per core")
+    memory_percent: float = Field(0.0, ge=0, le=100)
+
+
+class HeartbeatBody(Strict):
+    running: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
+    usage: Usage | None = None
+
+
+class PollBody(Strict):
+    known: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
     wait: float = Field(20.0, ge=0, le=60)
 
 
-class UpdateBody(BaseModel):
-    execution_id: str
+class DrainBody(Strict):
+    running: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
+
+
+class UpdateBody(Strict):
+    execution_id: ExecutionId
     state: str = Field(pattern="^(running|completed|failed|cancelled)$")
-    ts: float
-    exit_code: int | None = None
-    error: str | None = None
-    container_id: str | None = None
-    output: str | None = Field(None, max_length=1 << 20)
+    ts: float = Field(ge=0)
+    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 32)
+    error: ErrorText | None = None
+    container_id: ContainerId | None = None
+    output: LongText | None = None
     progress: float | None = Field(None, ge=0, le=100)
 
 
-class LogBody(BaseModel):
-    execution_id: str
+class LogBody(Strict):
+    execution_id: ExecutionId
     stream: str = Field(pattern="^(stdout|stderr)$")
-    line: str
-    ts: float
+    line: LongText
+    ts: float = Field(ge=0)
 
 
-class ReportBody(BaseModel):
-    updates: list[UpdateBody] = []
-    logs: list[LogBody] = []
+class ReportBody(Strict):
+    updates: list[UpdateBody] = Field([], max_length=MAX_EXECUTIONS)
+    logs: list[LogBody] = Field([], max_length=MAX_LOG_LINES)
 
 
 RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody))]
 HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody))]
 PollIn = Annotated[PollBody, Depends(model_body(PollBody))]
 ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody))]
+DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
 
 
+# -- routes ------------------------------------------------------------------------------------------
 @router.post("/register")
-def register(svc: Agent, body: RegisterIn) -> dict[str, Any]:
-    info = NodeInfo(**body.model_dump(exclude={"running"}))
-    row = svc.coord.register(info, body.running)
+def register(body: RegisterIn, svc: Agent,
+             x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """Register a new node (no id: the answer holds its id and, once, its secret) or bring back one that
+    restarted (its id and its secret in X-Corral-Node-Secret; without the secret: 403)."""
+    info = NodeInfo(**{**body.model_dump(exclude={"running", "gpus"}), "gpus": [g.model_dump() for g in body.gpus]})
+    row = svc.coord.register(info, body.running, secret=x_corral_node_secret)
     s = svc.coord.settings
-    return {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
+    out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
+    if row.get("node_secret"):
+        out["node_secret"] = row["node_secret"]
+    return out
 
 
 @router.post("/nodes/{node_id}/heartbeat")
-def heartbeat(node_id: str, svc: Agent, body: HeartbeatIn) -> dict[str, Any]:
-    return {"stop": svc.coord.heartbeat(node_id, body.running, body.usage)}
+def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, Any]:
+    usage = body.usage.model_dump() if body.usage is not None else None
+    return {"stop": svc.coord.heartbeat(node_id, body.running, usage)}
 
 
 @router.post("/nodes/{node_id}/poll")
-async def poll(node_id: str, svc: Agent, body: PollIn) -> dict[str, Any]:
+async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent) -> dict[str, Any]:
     deadline = time.monotonic() + body.wait
     while True:
         ev = svc.wakeups.arm(node_id)
@@ -115,6 +208,22 @@ async def poll(node_id: str, svc: Agent, body: PollIn) -> dict[str, Any]:
 
 
 @router.post("/nodes/{node_id}/report", status_code=204)
-def report(node_id: str, svc: Agent, body: ReportIn) -> None:
+def report(node_id: NodeId, body: ReportIn, svc: NodeAgent) -> None:
+    """Updates and output lines about executions assigned to this node; anything about an execution that
+    is not (another node's, or unknown) is ignored, and lines for an execution that has ended are not
+    appended."""
     svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
                      [LogLine(**ln.model_dump()) for ln in body.logs])
+
+
+@router.post("/nodes/{node_id}/drain")
+def drain(node_id: NodeId, body: DrainIn, svc: NodeAgent) -> dict[str, Any]:
+    """The node is shutting down: no new work for it; what it was given and has not started (not in
+    ``running``) is handed back at once, and listed so that it does not start it."""
+    return {"handed_back": svc.coord.drain(node_id, body.running)}
+
+
+@router.post("/nodes/{node_id}/leave")
+def leave(node_id: NodeId, svc: NodeAgent) -> dict[str, Any]:
+    """The node stops: it is down at once, and what still runs on it is handed back to be placed again."""
+    return {"handed_back": svc.coord.leave(node_id)}

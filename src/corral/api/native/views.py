@@ -6,6 +6,7 @@ from typing import Any
 
 from corral.api.timefmt import rfc3339
 from corral.domain import workflow
+from corral.domain.nodes import safe_node
 from corral.domain.resources import format_size
 from corral.store.sql import Row
 
@@ -76,6 +77,7 @@ def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | Non
 
 
 def node_view(n: Row, alloc: Row | None = None) -> dict[str, Any]:
+    n = safe_node(n)  # a malformed stored row still answers
     a = alloc or {}
     return {
         "id": n["id"], "name": n["name"], "hostname": n["hostname"], "version": n["version"],
