@@ -67,6 +67,9 @@ common_server: list[_Deco] = [
                  help="Seconds without a heartbeat before a node is down and its tasks are rescheduled."),
     click.option("--max-pending", type=int, default=100_000, show_default=True,
                  help="Refuse submissions (503, Retry-After) while this many tasks wait."),
+    click.option("--max-tasks-per-job", "max_tasks", type=click.IntRange(1, 1_000_000), default=10_000,
+                 show_default=True, help="Refuse a job with more tasks than this across all its levels (parallel, "
+                 "each, pre/post, subjobs); an each that would open more when it runs fails with the reason."),
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
@@ -83,11 +86,12 @@ def _with(options: list[_Deco]) -> _Deco:
     return deco
 
 
-def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...]) -> Settings:
+def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...],
+              max_tasks: int = 10_000) -> Settings:
     roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    bind_roots=roots)
+                    bind_roots=roots, max_tasks_per_job=max_tasks)
 
 
 @click.command()
@@ -99,7 +103,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
-       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+       node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...], log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
@@ -107,7 +111,7 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
     data.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+        settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
     )
@@ -122,12 +126,12 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
-           max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+           max_pending: int, max_tasks: int, bind_roots: tuple[str, ...], log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots))
+                          settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks))
     _serve(create_app(config), bind, port, log_level)
 
 
