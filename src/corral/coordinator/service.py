@@ -190,6 +190,19 @@ class Coordinator:
                 raise NotFound(f"no job with id '{job_id}'")
             return job, tx.tasks_of(job_id), tx.executions_of_job(job_id)
 
+    def get_job_page(self, job_id: str, limit: int, after_seq: int = 0) -> tuple[Row, list[Row], list[Row],
+                                                                              dict[str, int], bool]:
+        """A job with one page of its tasks (``limit`` of them, after the cursor ``after_seq``), their
+        executions, how many of its tasks are in each state, and whether more tasks follow."""
+        with self.store.read() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            tasks = tx.tasks_page(job_id, after_seq, limit + 1)
+            more = len(tasks) > limit
+            tasks = tasks[:limit]
+            return job, tasks, tx.executions_of_tasks(t["id"] for t in tasks), tx.count_tasks_by_state(job_id), more
+
     def job_row(self, job_id: str) -> Row:
         with self.store.read() as tx:
             job = tx.job(job_id)

@@ -208,6 +208,21 @@ class Tx:
         return _rows(self.c.execute(
             sa.select(s.tasks).where(s.tasks.c.job_id == job_id).order_by(s.tasks.c.position)))
 
+    def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
+        """The job's tasks in the order they were created (top-level ones first, in position order, then
+        those composites opened), from after ``after_seq``."""
+        q = (sa.select(s.tasks).where(_T.job_id == job_id, _T.seq > after_seq).order_by(_T.seq).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
+        q = sa.select(_T.state, sa.func.count()).where(_T.job_id == job_id).group_by(_T.state)
+        return {st: int(n) for st, n in self.c.execute(q).all()}
+
+    def executions_of_tasks(self, task_ids: Iterable[str]) -> list[Row]:
+        e = s.executions.c
+        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(
+            sa.select(s.executions).where(e.task_id.in_(part)).order_by(e.scheduled_at)))]
+
     def task(self, task_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
         return dict(r) if r else None
