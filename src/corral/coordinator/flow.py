@@ -184,11 +184,14 @@ class Flow:
                            size=workflow.rows_of_job(sub_spec))
         kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
         rows, size = [], 0
+        each_rows: int | None = None  # an each's copies are one task: counted once
         for i, (child, child_scope) in enumerate(kids):
             t = TaskSpec.model_validate(child)
             if t.name is None:
                 t.name = f"{r['name']}[{i}]"
-            size += workflow.rows_of(t, {})
+            if r["kind"] != "each" or each_rows is None:
+                each_rows = workflow.rows_of(t, {})
+            size += each_rows
             if size > self.max_tasks:
                 raise expr.ExprError(self._too_big(r, size))
             row = task_row(r["job_id"], i, t, r["queue"], r["priority"], now, i < width, r["id"], child_scope)

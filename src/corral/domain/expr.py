@@ -371,6 +371,11 @@ def _compiled(s: str) -> Any:
     return _env().from_string(s)
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled_expression(s: str) -> Any:
+    return _env().compile_expression(s, undefined_to_none=False)
+
+
 def render(s: str, ctx: Mapping[str, Any], where: str = "expression") -> str:
     """Render a string with its ``{{ }}`` parts evaluated."""
     if not has_expr(s):
@@ -408,7 +413,7 @@ def evaluate(s: str, ctx: Mapping[str, Any], where: str = "expression") -> Any:
     if inner is not None:
         try:
             with _budget(TIME_BUDGET):
-                value = _env().compile_expression(inner, undefined_to_none=False)(**ctx)
+                value = _compiled_expression(inner)(**ctx)
                 if isinstance(value, Undefined):
                     str(value)  # a strict undefined raises why: an unknown name, or an attribute the sandbox hides
             return value
