@@ -185,8 +185,12 @@ class Flow:
         kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
         rows, size = [], 0
         each_rows: int | None = None  # an each's copies are one task: counted once
+        first: TaskSpec | None = None  # and validated once (they differ only in their names)
         for i, (child, child_scope) in enumerate(kids):
-            t = TaskSpec.model_validate(child)
+            if r["kind"] == "each" and first is not None:
+                t = first.model_copy(update={"name": child.get("name")})
+            else:
+                t = first = TaskSpec.model_validate(child)
             if t.name is None:
                 t.name = f"{r['name']}[{i}]"
             if r["kind"] != "each" or each_rows is None:
