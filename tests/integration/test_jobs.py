@@ -40,7 +40,7 @@ def test_failure_stops_the_job_and_reports_exit_code(standalone: Cluster) -> Non
     done = standalone.wait_job(job["id"])
     assert done["state"] == "failed"
     assert done["tasks"][0]["exit_code"] == 7 and "exit code 7" in done["error"]
-    assert done["tasks"][1]["state"] == "pending"
+    assert done["tasks"][1]["state"] == "cancelled" and "not run" in done["tasks"][1]["error"]
     assert standalone.logs(job["id"]) == ""
 
 

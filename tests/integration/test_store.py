@@ -166,7 +166,7 @@ def test_a_failure_in_a_diamond_cancels_the_rest_and_a_restart_reruns_what_did_n
     _report(coord, node, both["b"], "failed", 3)
     state, tasks = _states(coord, job["id"])
     assert state == "failed"
-    assert tasks == {"a": "completed", "b": "failed", "c": "cancelled", "d": "pending"}
+    assert tasks == {"a": "completed", "b": "failed", "c": "cancelled", "d": "cancelled"}
     assert coord.heartbeat(node, [both["c"]]) == [both["c"]]  # the node is told to stop c
     _report(coord, node, both["c"], "completed", 0)  # a late completion changes nothing
     assert _states(coord, job["id"])[1]["c"] == "cancelled"

@@ -160,6 +160,10 @@ def job_detail(job: Json, node_names: dict[str, str]) -> None:
     head.add_row("Duration", duration(job.get("started_at"), job.get("finished_at")))
     if job.get("error"):
         head.add_row("Error", Text(str(job["error"]), style="red"))
+    summary = {k: v for k, v in (job.get("task_summary") or {}).items() if k != "total"}
+    if summary:
+        head.add_row("Tasks", f"{job['task_summary'].get('total', 0)}: "
+                              + ", ".join(f"{n} {k}" for k, n in sorted(summary.items())))
     out.print(head)
     tasks: list[Json] = job.get("tasks") or []
     if not tasks:
@@ -175,6 +179,9 @@ def job_detail(job: Json, node_names: dict[str, str]) -> None:
                   _task_runtime(task), node, str(task.get("attempts", 0)), "-" if code is None else str(code),
                   duration(task.get("started_at"), task.get("finished_at")), _task_detail(task))
     out.print(t)
+    if job.get("tasks_next_cursor"):
+        total = (job.get("task_summary") or {}).get("total")
+        out.print(f"(the first {len(tasks)} of {total} tasks; the rest: GET /v1/jobs/{job['id']}/tasks)")
 
 
 def _size(n: Any) -> str:

@@ -72,6 +72,9 @@ common_server: list[_Deco] = [
                  help="Seconds without a heartbeat before a node is down and its tasks are rescheduled."),
     click.option("--max-pending", type=int, default=100_000, show_default=True,
                  help="Refuse submissions (503, Retry-After) while this many tasks wait."),
+    click.option("--max-tasks-per-job", "max_tasks", type=click.IntRange(1, 1_000_000), default=10_000,
+                 show_default=True, help="Refuse a job with more tasks than this across all its levels (parallel, "
+                 "each, pre/post, subjobs); an each that would open more when it runs fails with the reason."),
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
@@ -122,11 +125,12 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
                     "stay on); keep the token unless this machine and its browser are yours alone")
 
 
-def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...]) -> Settings:
+def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...],
+              max_tasks: int = 10_000) -> Settings:
     roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    bind_roots=roots)
+                    bind_roots=roots, max_tasks_per_job=max_tasks)
 
 
 @click.command()
@@ -142,8 +146,8 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], allow_hosts: tuple[str, ...],
-       log_level: str) -> None:
+       strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
+       allow_hosts: tuple[str, ...], log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
@@ -163,7 +167,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     code = None if no_token else secrets.token_urlsafe(24)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+        settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
@@ -189,14 +193,14 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               "/v1/agent/* [default: none] [env CORRAL_API_TOKEN].")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, strategy: str,
-           node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], allow_hosts: tuple[str, ...],
-           log_level: str) -> None:
+           node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
+           allow_hosts: tuple[str, ...], log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     from corral.api.edge import EdgeConfig
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+                          settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))
     _serve(create_app(config), bind, port, log_level)

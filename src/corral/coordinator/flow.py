@@ -11,9 +11,11 @@ advances the scope above it. A job whose tasks name ``depends_on`` advances by i
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.domain import expr, workflow
@@ -25,8 +27,13 @@ from corral.store.sql import ACTIVE, Row, Tx
 log = logging.getLogger("corral.coordinator")
 DONE_TASK = (TaskState.COMPLETED.value, TaskState.SKIPPED.value)
 NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
-# When a task fails for good, the job's other running work stops; pending tasks stay pending, for a restart.
+TERMINAL_JOB = frozenset(s.value for s in TERMINAL_JOB_STATES)
+MAX_TASKS_PER_JOB = 10_000  # the default of --max-tasks-per-job: rows of one job across all its levels
+PASS_BUDGET = 2.0  # seconds of evaluation per opening step; what is left waits for the next step
+# When a task fails for good, the job's other running work stops, and its tasks that have not started end
+# cancelled ("not run: ..."): nothing counts them as waiting work any more. A restart runs them again.
 STOP = ("scheduled", "running")
+UNSTARTED = ("pending",)
 
 
 def new_id() -> str:
@@ -39,7 +46,8 @@ def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now:
     kind = workflow.kind_of(t)
     spec = dump_spec(t)
     return {
-        "id": new_id(), "job_id": job_id, "position": pos, "name": t.name, "spec": spec,
+        # A name made from its composite's ('outer[3].item[12]') is cut to fit the column.
+        "id": new_id(), "job_id": job_id, "position": pos, "name": str(t.name)[:200], "spec": spec,
         "queue": t.queue or queue, "priority": priority,
         "runtime": "docker" if t.image else "process",
         "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
@@ -84,9 +92,29 @@ def dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
     return ready, len(done) == len(tasks)
 
 
+@dataclass
+class Opening:
+    """What evaluating one ready task decided, written later if the task is still as it was read:
+    skip it, make it a 'run' task (``values``), open it into ``children`` or a subjob (``job``), fail it or
+    cancel it (``error``). ``size``: the task rows opening it adds."""
+
+    row: Row
+    action: str  # skip | evaluate | open | subjob | fail | cancel
+    error: str | None = None
+    values: Row | None = None
+    children: list[Row] = field(default_factory=list)
+    job: tuple[Row, list[Row]] | None = None
+    detached: bool = False
+    size: int = 0
+
+
 class Flow:
-    """The workflow steps the coordinator runs inside its transactions. It holds no state: the steps that
-    cancel work return the nodes that must stop it, for the coordinator to wake."""
+    """The workflow steps the coordinator runs inside its transactions. It holds no state (only the limit
+    it enforces): the steps that cancel work return the nodes that must stop it, for the coordinator to
+    wake."""
+
+    def __init__(self, max_tasks: int = MAX_TASKS_PER_JOB) -> None:
+        self.max_tasks = max_tasks
 
     # -- context --------------------------------------------------------------------------------
     @staticmethod
@@ -96,41 +124,124 @@ class Flow:
 
     # -- opening ready composite and template tasks ---------------------------------------------
     def open_ready(self, tx: Tx, now: float, limit: int = 500) -> set[str]:
-        """Evaluate or open every ready task that is not a plain 'run'. Returns the nodes that must stop
-        work (an evaluation that fails fails the job)."""
+        """Evaluate or open every ready task that is not a plain 'run', in one transaction (for callers that
+        hold one; the scheduler uses ``read_ready``, ``decide`` and ``apply`` to evaluate outside it)."""
+        return self.apply(tx, self.decide(*self.read_ready(tx, now, limit), now), now)
+
+    def read_ready(self, tx: Tx, now: float, limit: int = 500) -> tuple[list[Row], dict[str, Row],
+                                                                          dict[str, dict[str, Any]]]:
+        """The ready tasks that are not a plain 'run', their jobs, and what the expressions of each job see."""
         rows = tx.ready_composites(now, limit)
-        nodes: set[str] = set()
         if not rows:
-            return nodes
+            return [], {}, {}
         jobs = {j["id"]: j for j in tx.jobs_by_ids({r["job_id"] for r in rows})}
-        contexts: dict[str, dict[str, Any]] = {}
-        done: list[Row] = []
-        evaluated: list[Row] = []
+        contexts = {j["id"]: self.context(tx, j, None) for j in jobs.values()
+                    if j["state"] not in TERMINAL_JOB}
+        return rows, jobs, contexts
+
+    def decide(self, rows: list[Row], jobs: dict[str, Row], contexts: dict[str, dict[str, Any]], now: float,
+               budget: float = PASS_BUDGET) -> list[Opening]:
+        """Evaluate the ready tasks, holding no transaction: each under the expression budget, and all of
+        them for about ``budget`` seconds (the rest wait for the next pass). Any failure of one evaluation,
+        MemoryError and RecursionError included, fails that task alone."""
+        out: list[Opening] = []
+        deadline = time.monotonic() + budget
         for r in rows:
+            if out and time.monotonic() > deadline:
+                break
             job = jobs.get(r["job_id"])
-            if job is None or job["state"] in (s.value for s in TERMINAL_JOB_STATES):
-                tx.park_pending(r["job_id"])  # a finished job's task waits for a restart, not for a turn
+            if job is None or job["state"] in TERMINAL_JOB:
+                state = job["state"] if job else "gone"
+                out.append(Opening(r, "cancel", error=f"not run: the job is {state}"))
                 continue
-            if r["job_id"] not in contexts:
-                contexts[r["job_id"]] = self.context(tx, job, None)
             scope = (r["template"] or {}).get("scope")
             ctx = {**contexts[r["job_id"]], **(scope or {})}
             spec = (r["template"] or {}).get("spec") or r["spec"]
             try:
-                if spec.get("if") is not None and not workflow.is_true(spec["if"], ctx, f"{r['name']}.if"):
-                    if tx.cas_task(r["id"], ["pending"], state=TaskState.SKIPPED.value, finished_at=now,
-                                   reason=None, error=None):
-                        done.append(r)
-                    continue
-                if r["kind"] == "template":
-                    evaluated.append(self._evaluate(r, spec, ctx))
-                else:
-                    done += self._open(tx, r, job, spec, ctx, scope, now)
+                out.append(self._decide(r, job, spec, ctx, scope, now))
             except expr.ExprError as e:
-                if tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
-                               error=str(e), reason=None):
-                    nodes |= self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
-                contexts.pop(r["job_id"], None)
+                out.append(Opening(r, "fail", error=str(e)))
+            except Exception as e:  # noqa: BLE001 - whatever one evaluation raises fails its task, not the pass
+                log.warning("task %s: its evaluation failed: %s: %s", r["id"], type(e).__name__, e)
+                out.append(Opening(r, "fail", error=f"{r['name']}: the evaluation failed: {type(e).__name__}: "
+                                                    f"{str(e)[:500]}"))
+        return out
+
+    def _decide(self, r: Row, job: Row, spec: dict[str, Any], ctx: dict[str, Any], scope: dict[str, Any] | None,
+                now: float) -> Opening:
+        if spec.get("if") is not None and not workflow.is_true(spec["if"], ctx, f"{r['name']}.if"):
+            return Opening(r, "skip")
+        if r["kind"] == "template":
+            return Opening(r, "evaluate", values=self._evaluate(r, spec, ctx))
+        if r["kind"] == "subjob":
+            sub = dict(spec["subjob"])
+            detached = bool(sub.pop("detached", False))
+            sub.setdefault("queue", job["spec"].get("queue", "default"))
+            sub.setdefault("priority", job["spec"].get("priority", 0))
+            sub_spec = JobSpec.model_validate(sub)
+            sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
+            return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
+                           size=workflow.rows_of_job(sub_spec))
+        kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
+        rows, size = [], 0
+        each_rows: int | None = None  # an each's copies are one task: counted once
+        first: TaskSpec | None = None  # and validated once (they differ only in their names)
+        for i, (child, child_scope) in enumerate(kids):
+            if r["kind"] == "each" and first is not None:
+                t = first.model_copy(update={"name": child.get("name")})
+            else:
+                t = first = TaskSpec.model_validate(child)
+            if t.name is None:
+                t.name = f"{r['name']}[{i}]"
+            if r["kind"] != "each" or each_rows is None:
+                each_rows = workflow.rows_of(t, {})
+            size += each_rows
+            if size > self.max_tasks:
+                raise expr.ExprError(self._too_big(r, size))
+            row = task_row(r["job_id"], i, t, r["queue"], r["priority"], now, i < width, r["id"], child_scope)
+            row["job_seq"] = r["job_seq"]
+            rows.append(row)
+        return Opening(r, "open", children=rows, size=size)
+
+    def _too_big(self, r: Row, size: int, have: int | None = None) -> str:
+        held = "" if have is None else f" to the {have:,} it holds"
+        return (f"task '{r['name']}' would add {size:,} tasks{held}: a job holds at most {self.max_tasks:,} "
+                "tasks across all its levels (corral server --max-tasks-per-job)")
+
+    def apply(self, tx: Tx, openings: Sequence[Opening], now: float) -> set[str]:
+        """Write what ``decide`` found, for each task still pending as it was read (a compare-and-set on
+        its state and ready_at: a cancel or restart in between wins). Returns the nodes that must stop
+        work."""
+        current = tx.pending_ready_at([o.row["id"] for o in openings], lock=True)
+        nodes: set[str] = set()
+        done: list[Row] = []
+        evaluated: list[Row] = []
+        for o in openings:
+            r = o.row
+            if r["id"] not in current or current[r["id"]] != r["ready_at"]:
+                continue  # cancelled, restarted or opened since it was read
+            if o.action in ("open", "subjob"):
+                have = tx.count_tasks_of_jobs(tx.job_tree(r["job_id"]))
+                if have + o.size > self.max_tasks:
+                    o = Opening(r, "fail", error=self._too_big(r, o.size, have))
+            if o.action == "cancel":
+                tx.cas_task(r["id"], ["pending"], state=TaskState.CANCELLED.value, finished_at=now, reason=None,
+                            error=o.error)
+            elif o.action == "skip":
+                if tx.cas_task(r["id"], ["pending"], state=TaskState.SKIPPED.value, finished_at=now,
+                               reason=None, error=None):
+                    done.append(r)
+            elif o.action == "evaluate":
+                assert o.values is not None
+                evaluated.append(o.values)
+            elif o.action == "open":
+                done += self._open(tx, r, o.children, now)
+            elif o.action == "subjob":
+                assert o.job is not None
+                done += self._open_subjob(tx, r, o.job, o.detached, now)
+            elif tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
+                             error=o.error, reason=None):
+                nodes |= self.fail(tx, r, f"task '{r['name']}' failed: {o.error}", now)
         tx.cas_many("tasks", ["pending"], evaluated)  # one statement for all: an each opens many at once
         if done:
             self.advance(tx, done, now)
@@ -148,20 +259,9 @@ class Flow:
         return {"id": r["id"], "kind": "run", "spec": rendered,
                 "runtime": "docker" if rendered.get("image") else "process"}
 
-    def _open(self, tx: Tx, r: Row, job: Row, spec: dict[str, Any], ctx: dict[str, Any],
-              scope: dict[str, Any] | None, now: float) -> list[Row]:
-        """Open a composite; returns it when it finished at once (an empty each, a detached subjob)."""
-        if r["kind"] == "subjob":
-            return self._open_subjob(tx, r, job, spec, now)
-        kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
-        rows = []
-        for i, (child, child_scope) in enumerate(kids):
-            t = TaskSpec.model_validate(child)
-            if t.name is None:
-                t.name = f"{r['name']}[{i}]"
-            rows.append(task_row(r["job_id"], i, t, r["queue"], r["priority"], now, i < width, r["id"], child_scope))
-        for row in rows:
-            row["job_seq"] = r["job_seq"]
+    @staticmethod
+    def _open(tx: Tx, r: Row, rows: list[Row], now: float) -> list[Row]:
+        """Open a composite into its children; returns it when it finished at once (an empty each)."""
         if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None):
             return []
         tx.jobs_to_state([r["job_id"]], ["pending", "scheduled"], state=JobState.RUNNING.value)
@@ -173,14 +273,8 @@ class Flow:
         return []
 
     @staticmethod
-    def _open_subjob(tx: Tx, r: Row, job: Row, spec: dict[str, Any], now: float) -> list[Row]:
-        sub = dict(spec["subjob"])
-        detached = bool(sub.pop("detached", False))
-        parent_spec = job["spec"]
-        sub.setdefault("queue", parent_spec.get("queue", "default"))
-        sub.setdefault("priority", parent_spec.get("priority", 0))
-        sub_spec = JobSpec.model_validate(sub)
-        sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
+    def _open_subjob(tx: Tx, r: Row, sub: tuple[Row, list[Row]], detached: bool, now: float) -> list[Row]:
+        sub_job, sub_tasks = sub
         if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None,
                            subjob_id=sub_job["id"]):
             return []
@@ -279,7 +373,8 @@ class Flow:
         if not tx.cas_job(task["job_id"], NON_TERMINAL_JOB, state=final, finished_at=now, error=error):
             return set()
         nodes = self.cancel_tasks(tx, task["job_id"], now, f"stopped: {error}", STOP)
-        tx.park_pending(task["job_id"])  # ready tasks are not placed any more; a restart readies them
+        tx.cas_tasks_of_job(task["job_id"], UNSTARTED, state=TaskState.CANCELLED.value, finished_at=now,
+                            reason=None, error=f"not run: {error}")
         return nodes | self._subjob_ended(tx, task["job_id"], now)
 
     def jobs_ended(self, tx: Tx, job_ids: Sequence[str], now: float) -> set[str]:

@@ -59,6 +59,7 @@ class Settings:
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
     bind_roots: list[str] = field(default_factory=list)  # host directories bind mounts may use; none: refused
+    max_tasks_per_job: int = flow.MAX_TASKS_PER_JOB  # task rows of one job across all levels (subjobs too)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
-        self.flow = Flow()
+        self.flow = Flow(self.settings.max_tasks_per_job)
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
@@ -173,7 +174,8 @@ class Coordinator:
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[Row]:
         now = time.time()
-        adding = sum(len(spec.tasks) for spec in specs)
+        sizes = [self.check_size(spec) for spec in specs]
+        adding = sum(sizes)
         limit = self.settings.max_pending_tasks
         if self.pending_tasks + adding > limit:
             # Backpressure: refuse before accepting what cannot be held, rather than after.
@@ -188,6 +190,15 @@ class Coordinator:
         self.pending_tasks += adding
         self.kick()
         return [job for job, _ in items]
+
+    def check_size(self, spec: JobSpec) -> int:
+        """The task rows the job will hold, as far as that is known now (see ``workflow.rows_of_job``);
+        a job over the limit is refused. Parts known only when they open are checked then."""
+        n = workflow.rows_of_job(spec)
+        if n > self.settings.max_tasks_per_job:
+            raise Invalid(f"the job has {n:,} tasks across its levels (parallel, each, pre/post, subjobs); a job "
+                          f"holds at most {self.settings.max_tasks_per_job:,} (corral server --max-tasks-per-job)")
+        return n
 
     def _check_mounts(self, spec: JobSpec) -> None:
         """Bind mounts reach the worker's file system: refused unless the server allows them, and then
@@ -218,6 +229,19 @@ class Coordinator:
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
             return job, tx.tasks_of(job_id), tx.executions_of_job(job_id)
+
+    def get_job_page(self, job_id: str, limit: int, after_seq: int = 0) -> tuple[Row, list[Row], list[Row],
+                                                                              dict[str, int], bool]:
+        """A job with one page of its tasks (``limit`` of them, after the cursor ``after_seq``), their
+        executions, how many of its tasks are in each state, and whether more tasks follow."""
+        with self.store.read() as tx:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            tasks = tx.tasks_page(job_id, after_seq, limit + 1)
+            more = len(tasks) > limit
+            tasks = tasks[:limit]
+            return job, tasks, tx.executions_of_tasks(t["id"] for t in tasks), tx.count_tasks_by_state(job_id), more
 
     def job_row(self, job_id: str) -> Row:
         with self.store.read() as tx:
@@ -686,9 +710,16 @@ class Coordinator:
 
     def open_composites(self) -> None:
         """Evaluate and open the ready tasks that are not placed as they are (templates, parallel, each,
-        subjob, pre/post)."""
+        subjob, pre/post). The expressions are evaluated between a read and the write, not inside the write
+        transaction: a slow one holds up no submission."""
+        now = time.time()
+        with self.store.read() as tx:
+            rows, jobs, contexts = self.flow.read_ready(tx, now)
+        if not rows:
+            return
+        openings = self.flow.decide(rows, jobs, contexts, now)
         with self.store.transaction() as tx:
-            nodes = self.flow.open_ready(tx, time.time())
+            nodes = self.flow.apply(tx, openings, now)
         if nodes:
             self.on_nodes_changed(nodes)
 

@@ -15,6 +15,28 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_SIZE = 2**50  # 1 PiB: more than any machine has, and far inside a 64-bit column
+MAX_DURATION = 366 * 86400.0  # a year: longer than any timeout, backoff or retention is meant to be
+
+
+def _bounded_size(n: float) -> int:
+    if n != n or n in (float("inf"), float("-inf")):
+        raise ValueError("a size must be a finite number")
+    if n < 0:
+        raise ValueError("a size cannot be negative")
+    if n > MAX_SIZE:
+        raise ValueError(f"a size is at most {MAX_SIZE:,} bytes (1 PiB)")
+    return int(n)
+
+
+def _bounded_duration(n: float) -> float:
+    if n != n or n in (float("inf"), float("-inf")):
+        raise ValueError("a duration must be a finite number")
+    if n < 0:
+        raise ValueError("a duration cannot be negative")
+    if n > MAX_DURATION:
+        raise ValueError(f"a duration is at most {MAX_DURATION:,.0f} seconds (366 days)")
+    return float(n)
 
 
 def parse_size(value: str | int | float) -> int:
@@ -22,13 +44,11 @@ def parse_size(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError("a size must be a number of bytes or a string such as '256Mi'")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return int(value)
-    m = _SIZE_RE.match(value)
+        return _bounded_size(value)
+    m = _SIZE_RE.match(value) if len(value) <= 100 else None
     if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"'{value}' is not a size: use a number with a unit such as 256Mi, 1Gi or 500M")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        raise ValueError(f"'{value[:100]}' is not a size: use a number with a unit such as 256Mi, 1Gi or 500M")
+    return _bounded_size(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
 
 
 def format_size(n: int) -> str:
@@ -44,16 +64,16 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be seconds or a string such as '30s'")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded_duration(value)
     text = value.strip().lower()
+    if len(text) > 100:
+        raise ValueError("a duration is at most 100 characters, such as 30s, 5m, 1h30m or 500ms")
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+        return _bounded_duration(float(text))
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(a + b for a, b in parts) != text:
         raise ValueError(f"'{value}' is not a duration: use forms such as 30s, 5m, 1h30m or 500ms")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return _bounded_duration(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
 
 
 @dataclass(frozen=True, slots=True)

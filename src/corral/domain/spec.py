@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from corral.domain import dag, expr
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
@@ -20,19 +20,96 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-Size = Annotated[str | int, Field(description="Bytes, or a size such as '256Mi', '1Gi', '500M'.")]
-Duration = Annotated[str | int | float, Field(description="Seconds, or a duration such as '30s', '5m'.")]
+# Bounds on what one spec may hold. A value is at most what Linux takes as one argument (MAX_ARG_STRLEN:
+# 128 KiB), and a map of them at most 1 MiB in all; the body's own size limit comes first.
+MAX_VALUE = 128 * 1024
+MAX_MAP = 1 << 20
+MAX_KEY = 256
+MAX_MAP_ITEMS = 1000
+MAX_NAME = 200
+MAX_TASK_NAME = 100  # tasks opened from a composite are named after it ('name[12]'), within the column's 200
+MAX_TEXT = 10_000  # descriptions
+MAX_EXPR = 64 * 1024  # if, output, each.list (a literal JSON list may be longer: MAX_MAP)
+MAX_PATH = 4096
+MAX_ARGS = 10_000
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_bool(v: Any) -> Any:
+    """JSON's true and false are not numbers: lax validation would read them as 1 and 0."""
+    if isinstance(v, bool):
+        raise ValueError("a number is expected, not true or false")
+    return v
+
+
+NoBool = BeforeValidator(_refuse_bool)
+Size = Annotated[str | int | float, NoBool,
+                 Field(description="Bytes, or a size such as '256Mi', '1Gi', '500M'; at most 1 PiB.")]
+Duration = Annotated[str | int | float, NoBool,
+                     Field(description="Seconds, or a duration such as '30s', '5m'; at most 366 days.")]
+Value = Annotated[str, Field(max_length=MAX_VALUE)]
+Key = Annotated[str, Field(max_length=MAX_KEY)]
+
+
+def _where(path: str, k: Any) -> str:
+    return f"{path}.{k}" if path else str(k)
+
+
+def _surrogates(v: Any, path: str, depth: int) -> None:
+    """Refuse a lone surrogate (such as '\\ud800', which JSON can spell) in a string, key or value: it
+    cannot be encoded as UTF-8, so the store and every answer that shows it would fail. ``depth`` levels
+    of lists and maps are looked at; deeper ones are models, which look at their own."""
+    if isinstance(v, str):
+        if _SURROGATE.search(v):
+            raise ValueError(f"{path}: the text holds a lone surrogate (such as \\ud800), which is not "
+                             "valid Unicode")
+    elif depth > 0 and isinstance(v, dict):
+        for k, x in v.items():
+            if isinstance(k, str) and _SURROGATE.search(k):
+                raise ValueError(f"{path or '(body)'}: a field name holds a lone surrogate (such as "
+                                 "\\ud800), which is not valid Unicode")
+            _surrogates(x, _where(path, k), depth - 1)
+    elif depth > 0 and isinstance(v, list):
+        for i, x in enumerate(v):
+            _surrogates(x, f"{path}[{i}]", depth - 1)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # This level's keys and values, and one level of lists and maps inside (command, env, inputs,
+        # tags, ...); a map inside that is a model of its own, and is looked at when it is validated.
+        _surrogates(data, "", 3)
+        return data
+
+
+def _check_map(m: dict[str, str], what: str) -> dict[str, str]:
+    if len(m) > MAX_MAP_ITEMS:
+        raise ValueError(f"{what} holds at most {MAX_MAP_ITEMS:,} entries")
+    if sum(len(k) + len(v) for k, v in m.items()) > MAX_MAP:
+        raise ValueError(f"{what} holds at most {MAX_MAP:,} characters in all")
+    return m
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for k in env:
         if not ENV_KEY_RE.match(k):
             raise ValueError(f"'{k}' is not a valid environment variable name")
-    return env
+    return _check_map(env, "env")
+
+
+def _bounded_map(what: str) -> AfterValidator:
+    return AfterValidator(lambda m: _check_map(m, what))
+
+
+def _check_args(args: list[str] | None) -> list[str] | None:
+    if args is not None and sum(len(a) for a in args) > MAX_MAP:
+        raise ValueError(f"the arguments hold at most {MAX_MAP:,} characters in all")
+    return args
 
 
 def _check_queue(q: str) -> str:
@@ -41,19 +118,23 @@ def _check_queue(q: str) -> str:
     return q
 
 
-Env = Annotated[dict[str, str], AfterValidator(_check_env)]
+Env = Annotated[dict[Key, Value], AfterValidator(_check_env)]
+Args = Annotated[list[Value] | None, Field(max_length=MAX_ARGS), AfterValidator(_check_args)]
+Inputs = Annotated[dict[Key, Value], _bounded_map("the map")]
+Labels = Annotated[dict[Key, Annotated[str, Field(max_length=MAX_KEY)]], Field(max_length=100)]
 QueueName = Annotated[str, AfterValidator(_check_queue)]
 
 
 class ResourcesSpec(Strict):
-    cpu: float | None = Field(None, ge=0, le=1024, description="CPU cores, fractions allowed.")
+    cpu: Annotated[float | None, NoBool] = Field(None, ge=0, le=1024, allow_inf_nan=False,
+                                                 description="CPU cores, fractions allowed; at most 1024.")
     memory: Size | None = None
     disk: Size | None = None
-    gpu: int | None = Field(None, ge=0, le=64, description="Whole GPUs.")
+    gpu: Annotated[int | None, NoBool] = Field(None, ge=0, le=64, description="Whole GPUs; at most 64.")
 
     @field_validator("memory", "disk")
     @classmethod
-    def _size(cls, v: str | int | None) -> str | int | None:
+    def _size(cls, v: str | int | float | None) -> str | int | float | None:
         if v is not None:
             parse_size(v)
         return v
@@ -69,7 +150,8 @@ class ResourcesSpec(Strict):
 
 
 class RetrySpec(Strict):
-    limit: int = Field(0, ge=0, le=100, description="How many times a failed attempt is tried again.")
+    limit: Annotated[int, NoBool] = Field(0, ge=0, le=100,
+                                          description="How many times a failed attempt is tried again.")
     backoff: Duration = Field("1s", description="Wait before the first retry; doubles each time, at most 5m.")
 
     @field_validator("backoff")
@@ -100,8 +182,9 @@ def _clean_path(p: str, what: str) -> str:
 
 class MountSpec(Strict):
     type: Literal["volume", "bind", "tmpfs"]
-    target: str = Field(description="Where it appears in the container: an absolute path.")
-    source: str | None = Field(None, description="bind: an absolute host path; volume: a volume name "
+    target: str = Field(max_length=MAX_PATH, description="Where it appears in the container: an absolute path.")
+    source: str | None = Field(None, max_length=MAX_PATH,
+                               description="bind: an absolute host path; volume: a volume name "
                                                  "(omitted: a fresh volume, removed with the task).")
     readonly: bool = False
 
@@ -127,9 +210,10 @@ class ParallelSpec(Strict):
 
 
 class EachSpec(Strict):
-    list: str = Field(description="An expression giving the items, e.g. '{{ sequence(1, 5) }}'.")
+    list: str = Field(max_length=MAX_MAP,
+                      description="An expression giving the items, e.g. '{{ sequence(1, 5) }}'.")
     var: str = Field("item", description="The name each item has in the task's expressions.")
-    concurrency: int | None = Field(None, ge=1, le=10_000, description="At most this many at once; "
+    concurrency: Annotated[int | None, NoBool] = Field(None, ge=1, le=10_000, description="At most this many at once; "
                                                                         "omitted: all at once.")
     task: TaskSpec
 
@@ -142,34 +226,36 @@ class EachSpec(Strict):
 
 
 class SubjobSpec(Strict):
-    name: str = "subjob"
-    description: str | None = None
+    name: str = Field("subjob", max_length=MAX_NAME)
+    description: str | None = Field(None, max_length=MAX_TEXT)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
-    inputs: dict[str, str] = Field(default_factory=dict)
-    secrets: dict[str, str] = Field(default_factory=dict)
-    output: str | None = None
+    inputs: Inputs = Field(default_factory=dict)
+    secrets: Inputs = Field(default_factory=dict)
+    output: str | None = Field(None, max_length=MAX_EXPR)
     detached: bool = Field(False, description="true: the task completes as soon as the subjob is created.")
 
 
 class TaskSpec(Strict):
-    name: str | None = Field(None, description="Unique within the job; defaults to task-<n>.")
-    description: str | None = None
-    image: str | None = Field(None, description="Container image; omitted: a host process.")
-    run: str | None = Field(None, description="A script run with 'sh -c'.")
-    command: list[str] | None = Field(None, description="An argv list, run as is.")
-    entrypoint: list[str] | None = None
+    name: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME,
+                             description="Unique within the job; defaults to task-<n>.")
+    description: str | None = Field(None, max_length=MAX_TEXT)
+    image: str | None = Field(None, max_length=1000, description="Container image; omitted: a host process.")
+    run: str | None = Field(None, max_length=MAX_VALUE, description="A script run with 'sh -c' (at most 128 KiB).")
+    command: Args = Field(None, description="An argv list, run as is.")
+    entrypoint: Args = None
     env: Env = Field(default_factory=dict)
-    workdir: str | None = None
+    workdir: str | None = Field(None, max_length=MAX_PATH)
     resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
     timeout: Duration | None = None
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
     queue: QueueName | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    depends_on: list[str] | None = Field(
+    node_selector: Labels = Field(default_factory=dict)
+    depends_on: list[Annotated[str, Field(max_length=MAX_TASK_NAME)]] | None = Field(
         None, max_length=1000,
         description="Names of tasks of this job that must complete first. Once any task of a job names "
                     "depends_on, the job is a graph: a task without it waits for nothing.")
-    if_: str | None = Field(None, alias="if", description="An expression; when it is false the task is skipped.")
+    if_: str | None = Field(None, alias="if", max_length=MAX_EXPR,
+                            description="An expression; when it is false the task is skipped.")
     var: str | None = Field(None, description="Keep the task's output under this name: tasks.<var>.")
     parallel: ParallelSpec | None = None
     each: EachSpec | None = None
@@ -178,8 +264,8 @@ class TaskSpec(Strict):
     post: list[TaskSpec] = Field(default_factory=list, max_length=100)
     sidecars: list[TaskSpec] = Field(default_factory=list, max_length=20)
     mounts: list[MountSpec] = Field(default_factory=list, max_length=50)
-    files: dict[str, str] = Field(default_factory=dict, description="File name -> content, written into "
-                                                                    "the task's working directory.")
+    files: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ITEMS,
+                                  description="File name -> content, written into the task's working directory.")
 
     @field_validator("var")
     @classmethod
@@ -257,14 +343,15 @@ class DefaultsSpec(Strict):
     resources: ResourcesSpec | None = None
     timeout: Duration | None = None
     queue: QueueName | None = None
-    priority: int | None = Field(None, ge=0, le=9)
+    priority: Annotated[int | None, NoBool] = Field(None, ge=0, le=9)
 
 
 class WebhookSpec(Strict):
     url: str = Field(pattern=r"^https?://", max_length=2000)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[Key, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict, max_length=50)
     event: Literal["job.StateChange", "task.StateChange"] = "job.StateChange"
-    if_: str | None = Field(None, alias="if", description="An expression over job (and task); false: not sent.")
+    if_: str | None = Field(None, alias="if", max_length=MAX_EXPR,
+                            description="An expression over job (and task); false: not sent.")
 
 
 class AutoDeleteSpec(Strict):
@@ -281,16 +368,17 @@ class AutoDeleteSpec(Strict):
 class JobSpec(Strict):
     name: str = Field("job", description="A label for people; need not be unique.")
     description: str | None = Field(None, max_length=10_000)
-    inputs: dict[str, str] = Field(default_factory=dict, description="Values the expressions see as inputs.<k>.")
-    secrets: dict[str, str] = Field(default_factory=dict, description="Like inputs (secrets.<k>), and redacted "
-                                                                      "from logs and every API response.")
+    inputs: Inputs = Field(default_factory=dict, description="Values the expressions see as inputs.<k>.")
+    secrets: Inputs = Field(default_factory=dict, description="Like inputs (secrets.<k>), and redacted "
+                                                              "from logs and every API response.")
     defaults: DefaultsSpec | None = None
-    output: str | None = Field(None, description="An expression: the job's result, e.g. '{{ tasks.sum }}'.")
+    output: str | None = Field(None, max_length=MAX_EXPR,
+                               description="An expression: the job's result, e.g. '{{ tasks.sum }}'.")
     webhooks: list[WebhookSpec] = Field(default_factory=list, max_length=20)
     auto_delete: AutoDeleteSpec | None = Field(None, alias="autoDelete")
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
     queue: QueueName = "default"
-    priority: int = Field(0, ge=0, le=9, description="0-9; higher runs first.")
+    priority: Annotated[int, NoBool] = Field(0, ge=0, le=9, description="0-9; higher runs first.")
     tags: list[str] = Field(default_factory=list, max_length=50)
     env: Env = Field(default_factory=dict)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.domain import expr
-from corral.domain.spec import TaskSpec
+from corral.domain.spec import JobSpec, TaskSpec
 
 REDACTED = "[REDACTED]"
 MAX_EACH_ITEMS = 10_000  # tasks one each may open: each is a row, written in one transaction
@@ -88,6 +88,48 @@ def each_items(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> l
         raise expr.ExprError(f"{where}.each.list gives {len(items):,} items; an each runs at most "
                              f"{MAX_EACH_ITEMS:,}")
     return items
+
+
+def static_items(each_list: str, ctx: Mapping[str, Any]) -> int | None:
+    """How many items an each's list gives, when that is known before the job runs (a literal list, or an
+    expression over the job's inputs alone, such as '{{ sequence(0, 100) }}'); None when it is not."""
+    try:
+        return len(each_items({"each": {"list": each_list}}, ctx, "each"))
+    except expr.ExprError as e:
+        if "an each runs at most" in str(e):
+            return MAX_EACH_ITEMS + 1
+        return None
+
+
+def rows_of(t: TaskSpec, ctx: Mapping[str, Any]) -> int:
+    """The task rows ``t`` becomes, counting every level that is known before it runs: its own row, the
+    tasks a parallel, pre/post or subjob opens, and an each's items times its task when the list is known
+    (an each whose list is known only when it runs counts one row: the rest is checked when it opens)."""
+    n = 1
+    if t.parallel:
+        n += sum(rows_of(c, ctx) for c in t.parallel.tasks)
+    if t.each:
+        items = static_items(t.each.list, ctx)
+        if items:
+            n += items * rows_of(t.each.task, ctx)
+    if t.subjob:
+        sub = {"inputs": dict(t.subjob.inputs), "secrets": dict(t.subjob.secrets)}
+        n += sum(rows_of(c, sub) for c in t.subjob.tasks)
+    if t.pre or t.post:
+        n += 1 + sum(rows_of(c, ctx) for c in (*t.pre, *t.post))  # the steps open into pre, the task, post
+    return n
+
+
+def rows_of_job(spec: JobSpec) -> int:
+    """The task rows a job holds across all its levels, as far as they are known at submit time."""
+    ctx = {"inputs": dict(spec.inputs), "secrets": dict(spec.secrets)}
+    return sum(rows_of(t, ctx) for t in spec.tasks)
+
+
+def rows_of_spec(spec: Mapping[str, Any]) -> int:
+    """``rows_of`` for a stored task spec (about to be opened): an each whose list is not known yet
+    counts one row."""
+    return rows_of(TaskSpec.model_validate(spec), {})
 
 
 def children(spec: Mapping[str, Any], kind: str, name: str, ctx: Mapping[str, Any],

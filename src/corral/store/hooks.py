@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from corral.store import schema as s
-from corral.store.sql import Row, Tx
+from corral.store.sql import Row, Tx, chunks
 
 _J, _T = s.jobs.c, s.tasks.c
 # Everything of a job but its spec, which can be large and which the webhook loop reads once per job.
@@ -47,27 +47,23 @@ def job_awaiting_hooks(tx: Tx, job_id: str) -> Row | None:
 
 
 def job_specs(tx: Tx, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    ids = list(ids)
-    if not ids:
-        return {}
-    return {i: spec for i, spec in tx.c.execute(sa.select(_J.id, _J.spec).where(_J.id.in_(ids)))}
+    return {i: spec for part in chunks(ids) for i, spec in tx.c.execute(sa.select(_J.id, _J.spec).where(
+        _J.id.in_(part)))}
 
 
 def task_states(tx: Tx, job_ids: Iterable[str]) -> dict[str, dict[str, str]]:
     """job id -> {task id: state}, for the given jobs."""
     ids = list(job_ids)
     out: dict[str, dict[str, str]] = {i: {} for i in ids}
-    if ids:
-        for tid, jid, state in tx.c.execute(sa.select(_T.id, _T.job_id, _T.state).where(_T.job_id.in_(ids))):
+    for part in chunks(ids):
+        for tid, jid, state in tx.c.execute(sa.select(_T.id, _T.job_id, _T.state).where(_T.job_id.in_(part))):
             out[jid][tid] = state
     return out
 
 
 def tasks_for_payload(tx: Tx, ids: Iterable[str]) -> dict[str, Row]:
-    ids = list(ids)
-    if not ids:
-        return {}
-    return {r["id"]: r for r in _rows(tx.c.execute(sa.select(*_TASK_COLS).where(_T.id.in_(ids))))}
+    return {r["id"]: r for part in chunks(ids) for r in _rows(tx.c.execute(sa.select(*_TASK_COLS).where(
+        _T.id.in_(part))))}
 
 
 def save_marks(tx: Tx, job_id: str, version: int, marks: dict[str, Any], done: bool) -> bool:

@@ -91,6 +91,7 @@ tasks = sa.Table(
     sa.Index("ix_tasks_parent", "parent_id", "state", "position"),
     sa.Index("ix_tasks_kind", "kind", "state", "ready_at"),
     sa.Index("ix_tasks_ready", "state", "ready_at"),
+    sa.Index("ix_tasks_job_seq", "job_id", "seq"),  # 0006: a job's tasks paged in creation order
 )
 
 executions = sa.Table(

@@ -26,6 +26,15 @@ Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
 LIVE_NODE = ("ready", "draining")  # nodes that heartbeat: a draining node finishes its work first
 COMPOSITE_KINDS = ("template", "parallel", "each", "subjob", "steps")  # tasks the coordinator opens itself
+# Ids bound in one IN (...): a list of any length is sent in parts of this many (SQLite refuses statements
+# with more than 32,766 variables, and long lists plan badly on both engines).
+CHUNK = 500
+
+
+def chunks(ids: Iterable[Any], n: int = CHUNK) -> Iterator[list[Any]]:
+    items = list(ids)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
 
 
 def _rows(result: sa.CursorResult[Any]) -> list[Row]:
@@ -116,8 +125,8 @@ class Tx:
         return dict(r) if r else None
 
     def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
-        ids = list(ids)
-        return _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.id.in_(ids)))) if ids else []
+        return [r for part in chunks(ids) for r in _rows(self.c.execute(sa.select(s.jobs).where(
+            s.jobs.c.id.in_(part))))]
 
     def cas_many(self, table: str, expected: Sequence[str], rows: Sequence[Row],
                  on_execution: bool = False) -> int:
@@ -136,11 +145,9 @@ class Tx:
         return changed
 
     def jobs_to_state(self, ids: Iterable[str], expected: Sequence[str], **values: Any) -> int:
-        ids = list(ids)
-        if not ids:
-            return 0
         q = _jobs_to_state_statement(tuple(expected), tuple(sorted(values)))
-        return self.c.execute(q, {"ids": ids, **{f"v_{k}": v for k, v in values.items()}}).rowcount
+        return sum(self.c.execute(q, {"ids": part, **{f"v_{k}": v for k, v in values.items()}}).rowcount
+                   for part in chunks(ids))
 
     def jobs_started(self, started: dict[str, float]) -> None:
         if started:
@@ -202,32 +209,39 @@ class Tx:
         return _rows(self.c.execute(
             sa.select(s.tasks).where(s.tasks.c.job_id == job_id).order_by(s.tasks.c.position)))
 
+    def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
+        """The job's tasks in the order they were created (top-level ones first, in position order, then
+        those composites opened), from after ``after_seq``."""
+        q = (sa.select(s.tasks).where(_T.job_id == job_id, _T.seq > after_seq).order_by(_T.seq).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
+        q = sa.select(_T.state, sa.func.count()).where(_T.job_id == job_id).group_by(_T.state)
+        return {st: int(n) for st, n in self.c.execute(q).all()}
+
+    def executions_of_tasks(self, task_ids: Iterable[str]) -> list[Row]:
+        e = s.executions.c
+        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(
+            sa.select(s.executions).where(e.task_id.in_(part)).order_by(e.scheduled_at)))]
+
     def task(self, task_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
         return dict(r) if r else None
 
     def tasks_by_ids(self, ids: Iterable[str], lock: bool = False, brief: bool = False) -> list[Row]:
-        ids = list(ids)
-        if not ids:
-            return []
-        return _rows(self.c.execute(self._locked(_TASKS_BRIEF if brief else _TASKS, lock), {"ids": ids}))
+        q = self._locked(_TASKS_BRIEF if brief else _TASKS, lock)
+        return [r for part in chunks(ids) for r in _rows(self.c.execute(q, {"ids": part}))]
 
     def task_spec(self, task_id: str) -> dict[str, Any]:
         spec = self.c.execute(sa.select(s.tasks.c.spec).where(s.tasks.c.id == task_id)).scalar_one()
         return dict(spec)
 
     def job_specs(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        ids = list(ids)
-        if not ids:
-            return {}
-        return {jid: dict(spec) for jid, spec in self.c.execute(_JOB_SPECS, {"ids": ids}).all()}
+        return {jid: dict(spec) for part in chunks(ids) for jid, spec in self.c.execute(_JOB_SPECS, {"ids": part})}
 
     def waiting_tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
         """Pending tasks that wait for the task before them, in these jobs."""
-        ids = list(job_ids)
-        if not ids:
-            return []
-        return _rows(self.c.execute(_WAITING, {"ids": ids}))
+        return [r for part in chunks(job_ids) for r in _rows(self.c.execute(_WAITING, {"ids": part}))]
 
     def cas_task(self, task_id: str, expected: Sequence[str], on_execution: str | None = None,
                  **values: Any) -> bool:
@@ -240,8 +254,8 @@ class Tx:
     def cas_tasks_of_job(self, job_id: str, expected: Sequence[str], **values: Any) -> list[str]:
         ids = [r[0] for r in self.c.execute(sa.select(s.tasks.c.id).where(
             s.tasks.c.job_id == job_id, s.tasks.c.state.in_(expected))).all()]
-        if ids:
-            self.c.execute(sa.update(s.tasks).where(s.tasks.c.id.in_(ids), s.tasks.c.state.in_(expected))
+        for part in chunks(ids):
+            self.c.execute(sa.update(s.tasks).where(s.tasks.c.id.in_(part), s.tasks.c.state.in_(expected))
                            .values(**values))
         return ids
 
@@ -259,7 +273,8 @@ class Tx:
         if n == len(rows):
             return {r["id"] for r in rows}
         mine = {r["id"]: r["execution_id"] for r in rows}
-        got = self.c.execute(sa.select(t.id, t.execution_id).where(t.id.in_(list(mine)))).all()
+        got = [r for part in chunks(mine) for r in self.c.execute(sa.select(t.id, t.execution_id).where(
+            t.id.in_(part))).all()]
         return {tid for tid, ex in got if mine[tid] == ex}
 
     # -- workflows ----------------------------------------------------------------------------
@@ -290,10 +305,34 @@ class Tx:
                                                 _T.spec["var"].as_string().is_not(None))
         return [(dict(sp), out) for sp, out in self.c.execute(q)]
 
-    def park_pending(self, job_id: str) -> None:
-        """The job's pending tasks stop being ready (they keep their state, for a restart)."""
-        self.c.execute(sa.update(s.tasks).where(_T.job_id == job_id, _T.state == "pending",
-                                                _T.ready_at.is_not(None)).values(ready_at=None, reason=None))
+    def pending_ready_at(self, ids: Iterable[str], lock: bool = False) -> dict[str, float | None]:
+        """``ready_at`` of those of these tasks that are still pending: what a decision taken outside the
+        transaction compares against before it is written."""
+        q = self._locked(sa.select(_T.id, _T.ready_at).where(_T.id.in_(sa.bindparam("ids", expanding=True)),
+                                                            _T.state == "pending"), lock)
+        return {i: r for part in chunks(ids) for i, r in self.c.execute(q, {"ids": part}).all()}
+
+    def count_tasks_of_jobs(self, job_ids: Iterable[str]) -> int:
+        return sum(int(self.c.execute(sa.select(sa.func.count()).select_from(s.tasks)
+                                      .where(_T.job_id.in_(part))).scalar_one()) for part in chunks(job_ids))
+
+    def job_tree(self, job_id: str) -> list[str]:
+        """The job, the job its subjobs hang from at the top (following parent_job_id up), and every
+        attached subjob below that one: the jobs whose tasks count together against the size limit."""
+        j = s.jobs.c
+        root, seen = job_id, {job_id}
+        while True:
+            up = self.c.execute(sa.select(j.parent_job_id).where(j.id == root)).scalar()
+            if up is None or up in seen:
+                break
+            seen.add(up)
+            root = up
+        tree, level = [root], [root]
+        while level:
+            level = [r[0] for part in chunks(level) for r in self.c.execute(
+                sa.select(j.id).where(j.parent_job_id.in_(part))).all()]
+            tree += level
+        return tree
 
     def insert_tasks(self, rows: Sequence[Row]) -> None:
         if rows:
@@ -301,15 +340,13 @@ class Tx:
 
     def delete_tasks(self, ids: Sequence[str]) -> None:
         """Tasks opened from a composite that runs again: they go, with their attempts and output."""
-        for i in range(0, len(ids), 500):
-            part = list(ids[i:i + 500])
+        for part in chunks(ids):
             self.c.execute(sa.delete(s.logs).where(s.logs.c.task_id.in_(part)))
             self.c.execute(sa.delete(s.executions).where(s.executions.c.task_id.in_(part)))
             self.c.execute(sa.delete(s.tasks).where(_T.id.in_(part)))
 
     def jobs_with_followup(self, ids: Iterable[str]) -> list[Row]:
-        ids = list(ids)
-        return _rows(self.c.execute(_JOB_FOLLOWUP, {"ids": ids})) if ids else []
+        return [r for part in chunks(ids) for r in _rows(self.c.execute(_JOB_FOLLOWUP, {"ids": part}))]
 
     def child_jobs(self, job_id: str, states: Sequence[str]) -> list[str]:
         q = sa.select(s.jobs.c.id).where(s.jobs.c.parent_job_id == job_id, s.jobs.c.state.in_(states))
@@ -360,11 +397,8 @@ class Tx:
     def executions_by_ids(self, ids: Iterable[str], lock: bool = False, brief: bool = False) -> list[Row]:
         """The executions; with ``lock``, their rows stay locked until the transaction ends; ``brief``
         leaves out what a state change does not need."""
-        ids = list(ids)
-        if not ids:
-            return []
         q = self._locked(_EXECS_BRIEF if brief else _EXECS, lock)
-        return _rows(self.c.execute(q, {"ids": ids}))
+        return [r for part in chunks(ids) for r in _rows(self.c.execute(q, {"ids": part}))]
 
     def active_executions(self, node_id: str | None = None, state: str | None = None) -> list[Row]:
         conds: list[Any] = [s.executions.c.state.in_([state] if state else ACTIVE)]

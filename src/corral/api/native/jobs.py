@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from corral.api import body
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors
-from corral.api.native.views import job_view
+from corral.api.native.views import job_view, tasks_page_view
 from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
 from corral.domain.spec import JobSpec
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
 MAX_LIMIT = 1000
 MAX_BATCH = 1000
+TASKS_SHOWN = 200  # tasks a job view carries; the rest are paged through /v1/jobs/{id}/tasks
 
 
 def validate_spec(data: Any, where: str = "") -> JobSpec:
@@ -130,10 +131,26 @@ def list_jobs(
     return {"items": [job_view(r) for r in rows], "next_cursor": nxt, "total": total}
 
 
-@router.get("/{job_id}", summary="A job with its tasks and their executions")
-def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
-    job, tasks, execs = svc.coord.get_job(job_id)
-    return job_view(job, tasks, execs)
+@router.get("/{job_id}", summary="A job, how many of its tasks are in each state, and its first tasks")
+def get_job(job_id: str, svc: Svc,
+            tasks_limit: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="How many tasks to show")] = TASKS_SHOWN,
+            ) -> dict[str, Any]:
+    job, tasks, execs, summary, more = svc.coord.get_job_page(job_id, tasks_limit)
+    out = job_view(job, tasks, execs)
+    out["task_summary"] = {"total": sum(summary.values()), **summary}
+    out["tasks_next_cursor"] = encode_cursor(tasks[-1]["seq"] if tasks else 0) if more else None
+    return out
+
+
+@router.get("/{job_id}/tasks", summary="A job's tasks, a page at a time, in the order they were created")
+def get_tasks(job_id: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = TASKS_SHOWN,
+              cursor: str | None = None) -> dict[str, Any]:
+    try:
+        after = decode_cursor(cursor) if cursor else 0
+    except ValueError as e:
+        raise BadInput(str(e), [{"field": "cursor", "message": str(e)}]) from e
+    job, tasks, execs, _, more = svc.coord.get_job_page(job_id, limit, after)
+    return tasks_page_view(job, tasks, execs, encode_cursor(tasks[-1]["seq"]) if more and tasks else None)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel an unfinished job; its running containers are stopped")
