@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from corral.coordinator.policy import Policy
 from corral.coordinator.service import Settings
 from corral.domain.resources import parse_size
 
@@ -70,6 +71,16 @@ common_server: list[_Deco] = [
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
+    click.option("--allow-volume", "volumes", multiple=True, envvar="CORRAL_ALLOW_VOLUME",
+                 help="Let tasks mount this existing named volume (repeatable) [default: a task's named volume "
+                 "is one of its job's own, never another application's] [env CORRAL_ALLOW_VOLUME]."),
+    click.option("--allow-webhook-host", "webhook_hosts", multiple=True, envvar="CORRAL_ALLOW_WEBHOOK_HOST",
+                 help="Let webhooks reach this host (a name or an address) although it is loopback, private, "
+                 "link-local or reserved (repeatable) [default: refused] [env CORRAL_ALLOW_WEBHOOK_HOST]."),
+    click.option("--default-memory", default="512Mi", show_default=True,
+                 help="A container's memory limit when its task asks for no memory; 0: no limit."),
+    click.option("--default-cpu", type=float, default=1.0, show_default=True,
+                 help="A container's CPU limit (cores) when its task asks for no CPU; 0: no limit."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -83,11 +94,22 @@ def _with(options: list[_Deco]) -> _Deco:
     return deco
 
 
-def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...]) -> Settings:
-    roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
+def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...],
+              volumes: tuple[str, ...] = (), webhook_hosts: tuple[str, ...] = (), default_memory: str = "512Mi",
+              default_cpu: float = 1.0) -> Settings:
+    roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
+    try:
+        memory = parse_size(default_memory)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--default-memory") from e
+    if default_cpu < 0:
+        raise click.BadParameter("cannot be negative", param_hint="--default-cpu")
+    policy = Policy(bind_roots=roots, volumes=tuple(volumes),
+                    webhook_hosts=tuple(h.strip().lower().strip("[]") for h in webhook_hosts),
+                    default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    bind_roots=roots)
+                    policy=policy)
 
 
 @click.command()
@@ -99,7 +121,8 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
-       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], volumes: tuple[str, ...],
+       webhook_hosts: tuple[str, ...], default_memory: str, default_cpu: float, log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
@@ -107,7 +130,8 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
     data.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+        settings=_settings(strategy, node_ttl, max_pending, bind_roots, volumes, webhook_hosts, default_memory,
+                           default_cpu),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
     )
@@ -122,12 +146,14 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
-           max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+           max_pending: int, bind_roots: tuple[str, ...], volumes: tuple[str, ...], webhook_hosts: tuple[str, ...],
+           default_memory: str, default_cpu: float, log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots))
+                          settings=_settings(strategy, node_ttl, max_pending, bind_roots, volumes, webhook_hosts,
+                                             default_memory, default_cpu))
     _serve(create_app(config), bind, port, log_level)
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import expr, workflow
 from corral.domain.resources import parse_duration
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
@@ -86,7 +87,11 @@ def dag_ready(tasks: Sequence[Row]) -> tuple[list[str], bool]:
 
 class Flow:
     """The workflow steps the coordinator runs inside its transactions. It holds no state: the steps that
-    cancel work return the nodes that must stop it, for the coordinator to wake."""
+    cancel work return the nodes that must stop it, for the coordinator to wake. Every task it opens or
+    evaluates passes the operator's policy first (a task that does not fails, with the reason)."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
 
     # -- context --------------------------------------------------------------------------------
     @staticmethod
@@ -126,7 +131,7 @@ class Flow:
                     evaluated.append(self._evaluate(r, spec, ctx))
                 else:
                     done += self._open(tx, r, job, spec, ctx, scope, now)
-            except expr.ExprError as e:
+            except (expr.ExprError, PolicyError) as e:
                 if tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
                                error=str(e), reason=None):
                     nodes |= self.fail(tx, r, f"task '{r['name']}' failed: {e}", now)
@@ -136,10 +141,11 @@ class Flow:
             self.advance(tx, done, now)
         return nodes
 
-    @staticmethod
-    def _evaluate(r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
-        """The row change that makes a template a 'run' task with its expressions evaluated."""
+    def _evaluate(self, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
+        """The row change that makes a template a 'run' task with its expressions evaluated (and checked
+        against the policy: what an expression gave is checked as what was submitted)."""
         rendered = workflow.render_task(spec, ctx, str(r["name"]))
+        self.policy.check_task(rendered, str(r["name"]))
         if expr.has_expr(spec.get("image")) or any(expr.has_expr(s.get("image")) for s in spec.get("sidecars") or []):
             try:  # an evaluated image name is checked as a submitted one is
                 TaskSpec.model_validate(rendered)
@@ -156,6 +162,7 @@ class Flow:
         kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
         rows = []
         for i, (child, child_scope) in enumerate(kids):
+            self.policy.check_task(child, f"{r['name']}[{i}]")
             t = TaskSpec.model_validate(child)
             if t.name is None:
                 t.name = f"{r['name']}[{i}]"
@@ -172,14 +179,14 @@ class Flow:
         tx.insert_tasks(rows)
         return []
 
-    @staticmethod
-    def _open_subjob(tx: Tx, r: Row, job: Row, spec: dict[str, Any], now: float) -> list[Row]:
+    def _open_subjob(self, tx: Tx, r: Row, job: Row, spec: dict[str, Any], now: float) -> list[Row]:
         sub = dict(spec["subjob"])
         detached = bool(sub.pop("detached", False))
         parent_spec = job["spec"]
         sub.setdefault("queue", parent_spec.get("queue", "default"))
         sub.setdefault("priority", parent_spec.get("priority", 0))
         sub_spec = JobSpec.model_validate(sub)
+        self.policy.check(sub_spec)
         sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
         if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None,
                            subjob_id=sub_job["id"]):

@@ -16,9 +16,11 @@ import time
 from typing import Any
 
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.policy import PolicyError
 from corral.coordinator.service import Coordinator, job_rows, new_id
 from corral.domain import schedule as cron
 from corral.domain.spec import JobSpec, dump_spec
+from corral.domain.states import JobState, TaskState
 from corral.store.sql import Row
 
 log = logging.getLogger("corral.coordinator")
@@ -34,6 +36,7 @@ class Schedules:
         """``expr`` must be valid (``corral.domain.schedule.validate``); the API checks it first."""
         now = time.time()
         expr = cron.validate(expr)
+        self.coord.check_policy(spec)  # the operator's policy, as for a job submitted now
         row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
                "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
                "last_job_id": None, "created_at": now}
@@ -100,11 +103,23 @@ class Schedules:
         tick, nxt = cron.catch_up(sch["cron"], float(sch["next_run_at"]), now)
         spec = JobSpec.model_validate(sch["spec"])
         job, tasks = job_rows(spec, now)
+        try:  # checked again: the policy may have changed since the schedule was created
+            self.coord.settings.policy.check(spec)
+            refused = None
+        except PolicyError as e:
+            refused = f"refused by this server's policy: {e}"
+            # The tick still makes its job, failed with the reason, so that the refusal is seen.
+            job.update(state=JobState.FAILED.value, error=refused, finished_at=now)
+            for t in tasks:
+                t.update(state=TaskState.CANCELLED.value, ready_at=None, finished_at=now, error=refused)
         with self.store.transaction() as tx:
             # The claim comes first: on SQLite it takes the write lock before anything is read.
             if not tx.claim_tick(sch["id"], sch["next_run_at"], tick, nxt, job["id"]):
                 return None  # another coordinator fired this tick, or it was paused or deleted
             tx.insert_jobs([(job, tasks)])
+        if refused:
+            log.warning("schedule %s fired for %s: job %s %s", sch["id"], tick, job["id"], refused)
+            return str(job["id"])
         self.coord.pending_tasks += len(tasks)
         log.info("schedule %s fired for %s: job %s", sch["id"], tick, job["id"])
         return str(job["id"])

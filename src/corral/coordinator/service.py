@@ -18,9 +18,10 @@ from typing import Any
 from corral.coordinator import flow
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
+from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import workflow
-from corral.domain.resources import Resources, parse_duration, parse_size
-from corral.domain.spec import JobSpec, TaskSpec, argv_of, children
+from corral.domain.resources import Resources, parse_duration
+from corral.domain.spec import JobSpec, TaskSpec, argv_of
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
     JobState,
@@ -45,7 +46,7 @@ class Settings:
     node_ttl: float = 15.0  # a node that misses heartbeats this long is down
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
-    bind_roots: list[str] = field(default_factory=list)  # host directories bind mounts may use; none: refused
+    policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
-        self.flow = Flow()
+        self.flow = Flow(self.settings.policy)
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
@@ -140,7 +141,7 @@ class Coordinator:
             raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
                              "try again shortly")
         for spec in specs:
-            self._check_mounts(spec)
+            self.check_policy(spec)
         items = [job_rows(spec, now) for spec in specs]
         with self.store.transaction() as tx:
             tx.insert_jobs(items)
@@ -149,28 +150,12 @@ class Coordinator:
         self.kick()
         return [job for job, _ in items]
 
-    def _check_mounts(self, spec: JobSpec) -> None:
-        """Bind mounts reach the worker's file system: refused unless the server allows them, and then
-        only under the roots it names."""
-        def walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:
-            for t in tasks:
-                yield t
-                yield from walk([c for _, c in children(t)])
-                if t.subjob:
-                    yield from walk(t.subjob.tasks)
-
-        for t in walk(spec.tasks):
-            for m in t.mounts:
-                if m.type != "bind":
-                    continue
-                roots = self.settings.bind_roots
-                if not roots:
-                    raise Invalid(f"task '{t.name}': bind mounts are not allowed on this server "
-                                  "(corral server --allow-bind-mount DIR allows them under DIR)")
-                src = str(m.source)
-                if not any(src == r or src.startswith(r.rstrip("/") + "/") for r in roots):
-                    raise Invalid(f"task '{t.name}': bind mount source '{src}' is outside the allowed "
-                                  f"directories: {', '.join(roots)}")
+    def check_policy(self, spec: JobSpec) -> None:
+        """The operator's policy (bind mounts, ...) for a job about to be created: see policy.py."""
+        try:
+            self.settings.policy.check(spec)
+        except PolicyError as e:
+            raise Invalid(str(e)) from None
 
     def get_job(self, job_id: str) -> tuple[Row, list[Row], list[Row]]:
         with self.store.read() as tx:
@@ -211,6 +196,10 @@ class Coordinator:
             job = tx.job(job_id)
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
+            try:  # the policy may have changed since it was submitted
+                self.settings.policy.check_stored(job["spec"])
+            except PolicyError as e:
+                raise Invalid(f"job '{job_id}' cannot run again: {e}") from None
             # A job with webhooks reports its new run too: delivery starts again.
             hooks = {} if job["hooks_done"] is None else {"hooks_done": False}
             if not tx.cas_job(job_id, ["failed", "cancelled"],
@@ -308,6 +297,8 @@ class Coordinator:
             envs[jid] = dict(job_spec.get("env") or {})
             self._remember_secrets(jid, job_spec)
         out = []
+        policy = self.settings.policy
+        host_policy = policy.for_worker()
         for ex in execs:
             t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
             if t is None or job_env is None:
@@ -316,14 +307,13 @@ class Coordinator:
             env = {**job_env, **(spec.get("env") or {}), "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
                    "CORRAL_TASK_NAME": t["name"],
                    "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
-            res = spec.get("resources") or {}
+            cpu_limit, memory_limit = policy.limits(spec.get("resources") or {})
             out.append({
                 "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
                 "attempt": ex["attempt"], "image": spec.get("image"), "argv": argv_of(spec),
                 "entrypoint": spec.get("entrypoint"), "env": env, "workdir": spec.get("workdir"),
                 "timeout": None if spec.get("timeout") is None else parse_duration(spec["timeout"]),
-                "cpu_limit": res.get("cpu"), "memory_limit": None if res.get("memory") is None
-                else parse_size(res["memory"]),
+                "cpu_limit": cpu_limit, "memory_limit": memory_limit, "policy": host_policy,
                 "gpus": ex["gpus"], "files": spec.get("files") or {},
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
                 "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
