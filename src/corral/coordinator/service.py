@@ -18,10 +18,13 @@ from typing import Any
 from corral.coordinator import flow
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
+from corral.coordinator.idempotency import HEADER as IDEM_HEADER
+from corral.coordinator.idempotency import TTL as IDEM_TTL
+from corral.coordinator.idempotency import IdemKey, fingerprint
 from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import workflow
 from corral.domain.resources import Resources, parse_duration
-from corral.domain.spec import JobSpec, TaskSpec, argv_of
+from corral.domain.spec import JobSpec, TaskSpec, argv_of, dump_spec
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
     JobState,
@@ -29,7 +32,7 @@ from corral.domain.states import (
 )
 from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Strategy
-from corral.store.sql import ACTIVE, Row, Store, Tx
+from corral.store.sql import ACTIVE, DuplicateKey, Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
@@ -122,6 +125,7 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
+        self._purged_at = 0.0  # when expired idempotency keys were last deleted
         self.flow = Flow(self.settings.policy)
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -129,11 +133,16 @@ class Coordinator:
                       "tasks_retried": 0, "schedule_passes": 0}
 
     # -- jobs ---------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> Row:
-        return self.submit_many([spec])[0]
+    def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
+        return self.submit_many([spec], idem)[0]
 
-    def submit_many(self, specs: Sequence[JobSpec]) -> list[Row]:
+    def submit_many(self, specs: Sequence[JobSpec], idem: IdemKey | None = None) -> list[Row]:
+        """Create the jobs in one transaction. With an idempotency key, a submission that was already made
+        with it (on the same route, within its TTL) returns the jobs it created instead."""
         now = time.time()
+        mark = fingerprint([dump_spec(s) for s in specs]) if idem is not None else ""
+        if idem is not None and (done := self.replay(idem, mark, now)) is not None:
+            return self._jobs_of(done, idem)
         adding = sum(len(spec.tasks) for spec in specs)
         limit = self.settings.max_pending_tasks
         if self.pending_tasks + adding > limit:
@@ -143,12 +152,50 @@ class Coordinator:
         for spec in specs:
             self.check_policy(spec)
         items = [job_rows(spec, now) for spec in specs]
-        with self.store.transaction() as tx:
-            tx.insert_jobs(items)
+        try:
+            with self.store.transaction() as tx:
+                if idem is not None:  # first: a concurrent duplicate waits here, then fails
+                    self.record_key(tx, idem, mark, {"jobs": [job["id"] for job, _ in items]}, now)
+                tx.insert_jobs(items)
+        except DuplicateKey:
+            assert idem is not None
+            done = self.replay(idem, mark, now)
+            if done is None:
+                raise Conflict(f"a request with this {IDEM_HEADER} is being handled; try again") from None
+            return self._jobs_of(done, idem)
         self.stats["jobs_submitted"] += len(items)
         self.pending_tasks += adding
         self.kick()
         return [job for job, _ in items]
+
+    # -- idempotency keys (see idempotency.py) --------------------------------------------------
+    def replay(self, idem: IdemKey, mark: str, now: float) -> dict[str, Any] | None:
+        """What an earlier submission with this key created, or None if there was none; Conflict if it
+        was made with a different request."""
+        with self.store.read() as tx:
+            row = tx.idempotency(idem.scope, idem.key, now - IDEM_TTL)
+        if row is None:
+            return None
+        if row["fingerprint"] != mark:
+            raise Conflict(f"{IDEM_HEADER} '{idem.key}' was used for a different request on this route; "
+                           "a new request needs a new key")
+        return dict(row["result"])
+
+    def record_key(self, tx: Tx, idem: IdemKey, mark: str, result: dict[str, Any], now: float) -> None:
+        tx.insert_idempotency({"scope": idem.scope, "key": idem.key, "fingerprint": mark, "result": result,
+                               "created_at": now}, now - IDEM_TTL)
+        if now - self._purged_at > 60:  # expired keys go, once a minute at most
+            self._purged_at = now
+            tx.purge_idempotency(now - IDEM_TTL)
+
+    def _jobs_of(self, done: dict[str, Any], idem: IdemKey) -> list[Row]:
+        ids = list(done.get("jobs") or [])
+        with self.store.read() as tx:
+            rows = {j["id"]: j for j in tx.jobs_by_ids(ids)}
+        if not ids or any(i not in rows for i in ids):
+            raise Conflict(f"{IDEM_HEADER} '{idem.key}' was used for a job that is gone; a new request needs a "
+                           "new key")
+        return [rows[i] for i in ids]
 
     def check_policy(self, spec: JobSpec) -> None:
         """The operator's policy (bind mounts, ...) for a job about to be created: see policy.py."""

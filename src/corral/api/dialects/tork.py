@@ -25,6 +25,7 @@ from pydantic import ValidationError
 import corral
 from corral.api.deps import Services, services
 from corral.api.dialects.base import MAX_BODY, DialectError, route_class
+from corral.api.idempotency import idem_key
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
@@ -274,7 +275,7 @@ def health() -> dict[str, str]:
 
 @router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
 async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
-    job = await asyncio.to_thread(svc.coord.submit, to_spec(await read_job(request)))
+    job = await asyncio.to_thread(svc.coord.submit, to_spec(await read_job(request)), idem_key(request, "tork/jobs"))
     while wait and job["state"] not in TERMINAL:
         if await request.is_disconnected():
             break

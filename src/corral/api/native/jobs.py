@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors, parse_body
+from corral.api.idempotency import idem_key
 from corral.api.native.views import job_view
 from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
@@ -69,9 +70,10 @@ async def submit(request: Request, svc: Svc, response: Response) -> dict[str, An
         sched = data.pop("schedule")
         if not isinstance(sched, dict) or set(sched) - {"cron"}:
             raise BadInput("schedule: an object with 'cron'", [{"field": "schedule", "message": "only 'cron'"}])
-        return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None)
+        return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None,
+                                     idem=idem_key(request, "v1/jobs"))
     spec = validate_spec(data)
-    job = await asyncio.to_thread(svc.coord.submit, spec)
+    job = await asyncio.to_thread(svc.coord.submit, spec, idem_key(request, "v1/jobs"))
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job_view(job)
 
@@ -85,7 +87,7 @@ async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
     if len(items) > MAX_BATCH:
         raise BadInput(f"{len(items)} jobs in one batch; at most {MAX_BATCH}")
     specs = [validate_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
-    jobs = await asyncio.to_thread(svc.coord.submit_many, specs)
+    jobs = await asyncio.to_thread(svc.coord.submit_many, specs, idem_key(request, "v1/jobs/batch"))
     return {"items": [job_view(j) for j in jobs]}
 
 
