@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -50,9 +50,14 @@ def _count(c: Cluster, path: str, name: str) -> int:
     return sum(1 for j in jobs if j["name"] == name)
 
 
-@pytest.fixture
-def server(cluster: Cluster) -> Cluster:
-    return cluster.start_server()  # no worker: what is submitted stays pending, which is all this needs
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One server for the module (each test uses names of its own); no worker: what is submitted stays
+    pending, which is all these tests need."""
+    c = Cluster(tmp_path_factory.mktemp("idempotency"))
+    c.start_server()
+    yield c
+    c.close()
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[r[0] for r in ROUTES])
