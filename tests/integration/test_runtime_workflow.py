@@ -167,7 +167,8 @@ def test_mounts(drt: DockerRuntime, busybox_image: str, tmp_path: Path,
     script = ("echo a > /t/f && cat /t/f && echo b > /vol/f && cat /vol/f && cat /host/hello.txt"
               " && if echo no > /host/x; then echo WROTE; fi")
     req = request(tmp_path, ["sh", "-c", script], image=busybox_image,
-                  mounts=(Mount("tmpfs", "/t"), Mount("volume", "/vol"), Mount("bind", "/host", str(host), True)))
+                  mounts=(Mount("tmpfs", "/t"), Mount("volume", "/vol"), Mount("bind", "/host", str(host), True)),
+                  bind_roots=(str(tmp_path),))
     rec = Recorder()
 
     def volumes(cid: str | None) -> list[str]:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.harness import Cluster, wait_until
 
+# The receiver is on 127.0.0.1, which webhooks may reach only when the operator allows it.
+ALLOW = ("--allow-webhook-host", "127.0.0.1")
 ORDER = ["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 
 
@@ -62,6 +64,12 @@ class Receiver:
 
 
 @pytest.fixture
+def standalone(cluster: Cluster) -> Cluster:
+    """`corral up` whose webhooks may reach the receiver on 127.0.0.1."""
+    return cluster.up(*ALLOW)
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
@@ -76,7 +84,7 @@ def _in_order(states: list[str]) -> bool:
 def test_job_hook_gets_each_state_in_order_ending_completed(database_url: str, cluster: Cluster,
                                                             receiver: Receiver) -> None:
     # database_url first: its database is dropped after the cluster stops, not under it
-    cluster.start_server(database_url=database_url)
+    cluster.start_server(*ALLOW, database_url=database_url)
     cluster.add_worker("w1", "--runtime", "process")
     job = cluster.submit({"name": "hooked", "tasks": [{"run": "sleep 0.6; echo hi"}],
                           "webhooks": [{"url": receiver.url("/job"), "event": "job.StateChange"}]})
@@ -169,7 +177,7 @@ def test_receiver_errors_are_retried_and_4xx_is_not(standalone: Cluster, receive
 
 def test_killed_coordinator_sends_the_undelivered_change_after_restart(cluster: Cluster,
                                                                      receiver: Receiver) -> None:
-    cluster.up()
+    cluster.up(*ALLOW)
     receiver.plan["/down"] = [503] * 100
     job = cluster.submit({"tasks": [{"run": "echo hi"}], "webhooks": [
         {"url": receiver.url("/down"), "if": "{{ job.state == 'COMPLETED' }}"}]})
@@ -179,7 +187,7 @@ def test_killed_coordinator_sends_the_undelivered_change_after_restart(cluster: 
     cluster.server.kill9()
     with receiver.lock:
         receiver.plan["/down"] = []
-    cluster.up()
+    cluster.up(*ALLOW)
     wait_until(lambda: any(c["status"] == 200 for c in receiver.at("/down")), 20, what="delivery after restart")
     time.sleep(1.0)
     assert [c["status"] for c in receiver.at("/down")].count(200) == 1

@@ -411,6 +411,7 @@ class Agent:
                                      env=dict(s.get("env") or {}))
                              for i, s in enumerate(w.get("sidecars") or ()))
             files = dict(w.get("files") or {})
+            policy = w.get("policy") or {}  # the coordinator's: what mounts may reach, checked as they are made
             if not self._scratch_ready:
                 os.makedirs(self.scratch_base, exist_ok=True)
                 self._scratch_ready = True
@@ -420,7 +421,9 @@ class Agent:
                              image=w.get("image"), entrypoint=w.get("entrypoint"), env=w.get("env") or {},
                              workdir=w.get("workdir"), cpu_limit=w.get("cpu_limit"),
                              memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
-                             files=files, mounts=mounts, sidecars=sidecars, scratch=sc)
+                             files=files, mounts=mounts, sidecars=sidecars, scratch=sc,
+                             bind_roots=tuple(policy.get("bind_roots") or ()),
+                             volumes=tuple(policy.get("volumes") or ()))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from corral.coordinator.policy import Policy
 from corral.coordinator.service import Settings
 from corral.domain.resources import parse_duration, parse_size
 
@@ -81,6 +82,16 @@ common_server: list[_Deco] = [
     click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
                  help="On a loopback address the server answers only requests whose Host is one of its loopback "
                  "names; also accept this name (repeatable)."),
+    click.option("--allow-volume", "volumes", multiple=True, envvar="CORRAL_ALLOW_VOLUME",
+                 help="Let tasks mount this existing named volume (repeatable) [default: a task's named volume "
+                 "is one of its job's own, never another application's] [env CORRAL_ALLOW_VOLUME]."),
+    click.option("--allow-webhook-host", "webhook_hosts", multiple=True, envvar="CORRAL_ALLOW_WEBHOOK_HOST",
+                 help="Let webhooks reach this host (a name or an address) although it is loopback, private, "
+                 "link-local or reserved (repeatable) [default: refused] [env CORRAL_ALLOW_WEBHOOK_HOST]."),
+    click.option("--default-memory", default="512Mi", show_default=True,
+                 help="A container's memory limit when its task asks for no memory; 0: no limit."),
+    click.option("--default-cpu", type=float, default=1.0, show_default=True,
+                 help="A container's CPU limit (cores) when its task asks for no CPU; 0: no limit."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -125,12 +136,23 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
                     "stay on); keep the token unless this machine and its browser are yours alone")
 
 
-def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...],
-              max_tasks: int = 10_000) -> Settings:
-    roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
+def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
+              volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
+              default_cpu: float) -> Settings:
+    """The coordinator's settings from the options every server command shares (``common_server``)."""
+    roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
+    try:
+        memory = parse_size(default_memory)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--default-memory") from e
+    if default_cpu < 0:
+        raise click.BadParameter("cannot be negative", param_hint="--default-cpu")
+    policy = Policy(bind_roots=roots, volumes=tuple(volumes),
+                    webhook_hosts=tuple(h.strip().lower().strip("[]") for h in webhook_hosts),
+                    default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    bind_roots=roots, max_tasks_per_job=max_tasks)
+                    max_tasks_per_job=max_tasks, policy=policy)
 
 
 @click.command()
@@ -146,8 +168,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
-       allow_hosts: tuple[str, ...], log_level: str) -> None:
+       allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
@@ -167,7 +188,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     code = None if no_token else secrets.token_urlsafe(24)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks),
+        settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
@@ -192,15 +213,14 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               help="Require this token (Authorization: Bearer) on every request but probes and the workers' "
               "/v1/agent/* [default: none] [env CORRAL_API_TOKEN].")
 @_with(common_server)
-def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, strategy: str,
-           node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
-           allow_hosts: tuple[str, ...], log_level: str) -> None:
+def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None,
+           allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     from corral.api.edge import EdgeConfig
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_tasks),
+                          settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))
     _serve(create_app(config), bind, port, log_level)

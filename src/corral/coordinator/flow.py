@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import expr, workflow
 from corral.domain.resources import parse_duration
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
@@ -109,11 +110,12 @@ class Opening:
 
 
 class Flow:
-    """The workflow steps the coordinator runs inside its transactions. It holds no state (only the limit
-    it enforces): the steps that cancel work return the nodes that must stop it, for the coordinator to
-    wake."""
+    """The workflow steps the coordinator runs inside its transactions. It holds no state: the steps that
+    cancel work return the nodes that must stop it, for the coordinator to wake. Every task it opens or
+    evaluates passes the operator's policy first (a task that does not fails, with the reason)."""
 
-    def __init__(self, max_tasks: int = MAX_TASKS_PER_JOB) -> None:
+    def __init__(self, policy: Policy | None = None, max_tasks: int = MAX_TASKS_PER_JOB) -> None:
+        self.policy = policy or Policy()
         self.max_tasks = max_tasks
 
     # -- context --------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ class Flow:
             spec = (r["template"] or {}).get("spec") or r["spec"]
             try:
                 out.append(self._decide(r, job, spec, ctx, scope, now))
-            except expr.ExprError as e:
+            except (expr.ExprError, PolicyError) as e:
                 out.append(Opening(r, "fail", error=str(e)))
             except Exception as e:  # noqa: BLE001 - whatever one evaluation raises fails its task, not the pass
                 log.warning("task %s: its evaluation failed: %s: %s", r["id"], type(e).__name__, e)
@@ -179,6 +181,7 @@ class Flow:
             sub.setdefault("queue", job["spec"].get("queue", "default"))
             sub.setdefault("priority", job["spec"].get("priority", 0))
             sub_spec = JobSpec.model_validate(sub)
+            self.policy.check(sub_spec)
             sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
             return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
                            size=workflow.rows_of_job(sub_spec))
@@ -187,6 +190,7 @@ class Flow:
         each_rows: int | None = None  # an each's copies are one task: counted once
         first: TaskSpec | None = None  # and validated once (they differ only in their names)
         for i, (child, child_scope) in enumerate(kids):
+            self.policy.check_task(child, f"{r['name']}[{i}]")
             if r["kind"] == "each" and first is not None:
                 t = first.model_copy(update={"name": child.get("name")})
             else:
@@ -247,10 +251,11 @@ class Flow:
             self.advance(tx, done, now)
         return nodes
 
-    @staticmethod
-    def _evaluate(r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
-        """The row change that makes a template a 'run' task with its expressions evaluated."""
+    def _evaluate(self, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
+        """The row change that makes a template a 'run' task with its expressions evaluated (and checked
+        against the policy: what an expression gave is checked as what was submitted)."""
         rendered = workflow.render_task(spec, ctx, str(r["name"]))
+        self.policy.check_task(rendered, str(r["name"]))
         if expr.has_expr(spec.get("image")) or any(expr.has_expr(s.get("image")) for s in spec.get("sidecars") or []):
             try:  # an evaluated image name is checked as a submitted one is
                 TaskSpec.model_validate(rendered)

@@ -18,7 +18,7 @@ class BackgroundLoops:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
         self.schedules = Schedules(coord)
-        self.webhooks = Webhooks(coord.store)
+        self.webhooks = Webhooks(coord.store, allowed_hosts=coord.settings.policy.webhook_hosts)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._schedule, name="corral-scheduler", daemon=True),
                          threading.Thread(target=self._reap, name="corral-reaper", daemon=True),

@@ -16,10 +16,13 @@ import time
 from typing import Any
 
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.idempotency import HEADER, IdemKey, fingerprint
+from corral.coordinator.policy import PolicyError
 from corral.coordinator.service import Coordinator, job_rows, new_id
 from corral.domain import schedule as cron
 from corral.domain.spec import JobSpec, dump_spec
-from corral.store.sql import Row
+from corral.domain.states import JobState, TaskState
+from corral.store.sql import DuplicateKey, Row
 
 log = logging.getLogger("corral.coordinator")
 ACTIVE, PAUSED = "active", "paused"
@@ -30,15 +33,37 @@ class Schedules:
         self.coord = coord
         self.store = coord.store
 
-    def create(self, expr: str, spec: JobSpec, name: str | None = None) -> Row:
-        """``expr`` must be valid (``corral.domain.schedule.validate``); the API checks it first."""
+    def create(self, expr: str, spec: JobSpec, name: str | None = None, idem: IdemKey | None = None) -> Row:
+        """``expr`` must be valid (``corral.domain.schedule.validate``); the API checks it first. With an
+        idempotency key, a schedule already created with it (on the same route) is returned instead."""
         now = time.time()
         expr = cron.validate(expr)
+        mark = fingerprint({"cron": expr, "name": name, "job": dump_spec(spec)}) if idem is not None else ""
+        if idem is not None and (done := self.coord.replay(idem, mark, now)) is not None:
+            return self._created(done, idem)
+        self.coord.check_policy(spec)  # the operator's policy, as for a job submitted now
         row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
                "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
                "last_job_id": None, "created_at": now}
-        with self.store.transaction() as tx:
-            tx.insert_schedule(row)
+        try:
+            with self.store.transaction() as tx:
+                if idem is not None:
+                    self.coord.record_key(tx, idem, mark, {"schedule": row["id"]}, now)
+                tx.insert_schedule(row)
+        except DuplicateKey:
+            assert idem is not None
+            done = self.coord.replay(idem, mark, now)
+            if done is None:
+                raise Conflict(f"a request with this {HEADER} is being handled; try again") from None
+            return self._created(done, idem)
+        return row
+
+    def _created(self, done: dict[str, Any], idem: IdemKey) -> Row:
+        with self.store.read() as tx:
+            row = tx.schedule(str(done.get("schedule")))
+        if row is None:
+            raise Conflict(f"{HEADER} '{idem.key}' was used for a schedule that is gone, or for a job; a new "
+                           "request needs a new key")
         return row
 
     def all(self) -> list[Row]:
@@ -100,11 +125,23 @@ class Schedules:
         tick, nxt = cron.catch_up(sch["cron"], float(sch["next_run_at"]), now)
         spec = JobSpec.model_validate(sch["spec"])
         job, tasks = job_rows(spec, now)
+        try:  # checked again: the policy may have changed since the schedule was created
+            self.coord.settings.policy.check(spec)
+            refused = None
+        except PolicyError as e:
+            refused = f"refused by this server's policy: {e}"
+            # The tick still makes its job, failed with the reason, so that the refusal is seen.
+            job.update(state=JobState.FAILED.value, error=refused, finished_at=now)
+            for t in tasks:
+                t.update(state=TaskState.CANCELLED.value, ready_at=None, finished_at=now, error=refused)
         with self.store.transaction() as tx:
             # The claim comes first: on SQLite it takes the write lock before anything is read.
             if not tx.claim_tick(sch["id"], sch["next_run_at"], tick, nxt, job["id"]):
                 return None  # another coordinator fired this tick, or it was paused or deleted
             tx.insert_jobs([(job, tasks)])
+        if refused:
+            log.warning("schedule %s fired for %s: job %s %s", sch["id"], tick, job["id"], refused)
+            return str(job["id"])
         self.coord.pending_tasks += len(tasks)
         log.info("schedule %s fired for %s: job %s", sch["id"], tick, job["id"])
         return str(job["id"])

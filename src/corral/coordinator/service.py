@@ -21,9 +21,13 @@ from typing import Any
 from corral.coordinator import flow
 from corral.coordinator.errors import Conflict, Forbidden, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, Flow, dag_ready
+from corral.coordinator.idempotency import HEADER as IDEM_HEADER
+from corral.coordinator.idempotency import TTL as IDEM_TTL
+from corral.coordinator.idempotency import IdemKey, fingerprint
+from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import workflow
-from corral.domain.resources import Resources, parse_duration, parse_size
-from corral.domain.spec import JobSpec, TaskSpec, argv_of, children
+from corral.domain.resources import Resources, parse_duration
+from corral.domain.spec import JobSpec, TaskSpec, argv_of, dump_spec
 from corral.domain.states import (
     TERMINAL_JOB_STATES,
     JobState,
@@ -31,7 +35,7 @@ from corral.domain.states import (
 )
 from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Strategy
-from corral.store.sql import ACTIVE, LIVE_NODE, Row, Store, Tx
+from corral.store.sql import ACTIVE, LIVE_NODE, DuplicateKey, Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
@@ -58,8 +62,8 @@ class Settings:
     node_ttl: float = 15.0  # a node that misses heartbeats this long is down
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
-    bind_roots: list[str] = field(default_factory=list)  # host directories bind mounts may use; none: refused
     max_tasks_per_job: int = flow.MAX_TASKS_PER_JOB  # task rows of one job across all levels (subjobs too)
+    policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
 
 
 @dataclass
@@ -157,7 +161,8 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
-        self.flow = Flow(self.settings.max_tasks_per_job)
+        self._purged_at = 0.0  # when expired idempotency keys were last deleted
+        self.flow = Flow(self.settings.policy, self.settings.max_tasks_per_job)
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
@@ -169,23 +174,36 @@ class Coordinator:
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
 
     # -- jobs ---------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> Row:
-        return self.submit_many([spec])[0]
+    def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
+        return self.submit_many([spec], idem)[0]
 
-    def submit_many(self, specs: Sequence[JobSpec]) -> list[Row]:
+    def submit_many(self, specs: Sequence[JobSpec], idem: IdemKey | None = None) -> list[Row]:
+        """Create the jobs in one transaction. With an idempotency key, a submission that was already made
+        with it (on the same route, within its TTL) returns the jobs it created instead."""
         now = time.time()
-        sizes = [self.check_size(spec) for spec in specs]
-        adding = sum(sizes)
+        mark = fingerprint([dump_spec(s) for s in specs]) if idem is not None else ""
+        if idem is not None and (done := self.replay(idem, mark, now)) is not None:
+            return self._jobs_of(done, idem)
+        adding = sum(self.check_size(spec) for spec in specs)
         limit = self.settings.max_pending_tasks
         if self.pending_tasks + adding > limit:
             # Backpressure: refuse before accepting what cannot be held, rather than after.
             raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
                              "try again shortly")
         for spec in specs:
-            self._check_mounts(spec)
+            self.check_policy(spec)
         items = [job_rows(spec, now) for spec in specs]
-        with self.store.transaction() as tx:
-            tx.insert_jobs(items)
+        try:
+            with self.store.transaction() as tx:
+                if idem is not None:  # first: a concurrent duplicate waits here, then fails
+                    self.record_key(tx, idem, mark, {"jobs": [job["id"] for job, _ in items]}, now)
+                tx.insert_jobs(items)
+        except DuplicateKey:
+            assert idem is not None
+            done = self.replay(idem, mark, now)
+            if done is None:
+                raise Conflict(f"a request with this {IDEM_HEADER} is being handled; try again") from None
+            return self._jobs_of(done, idem)
         self.stats["jobs_submitted"] += len(items)
         self.pending_tasks += adding
         self.kick()
@@ -200,28 +218,41 @@ class Coordinator:
                           f"holds at most {self.settings.max_tasks_per_job:,} (corral server --max-tasks-per-job)")
         return n
 
-    def _check_mounts(self, spec: JobSpec) -> None:
-        """Bind mounts reach the worker's file system: refused unless the server allows them, and then
-        only under the roots it names."""
-        def walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:
-            for t in tasks:
-                yield t
-                yield from walk([c for _, c in children(t)])
-                if t.subjob:
-                    yield from walk(t.subjob.tasks)
+    # -- idempotency keys (see idempotency.py) --------------------------------------------------
+    def replay(self, idem: IdemKey, mark: str, now: float) -> dict[str, Any] | None:
+        """What an earlier submission with this key created, or None if there was none; Conflict if it
+        was made with a different request."""
+        with self.store.read() as tx:
+            row = tx.idempotency(idem.scope, idem.key, now - IDEM_TTL)
+        if row is None:
+            return None
+        if row["fingerprint"] != mark:
+            raise Conflict(f"{IDEM_HEADER} '{idem.key}' was used for a different request on this route; "
+                           "a new request needs a new key")
+        return dict(row["result"])
 
-        for t in walk(spec.tasks):
-            for m in t.mounts:
-                if m.type != "bind":
-                    continue
-                roots = self.settings.bind_roots
-                if not roots:
-                    raise Invalid(f"task '{t.name}': bind mounts are not allowed on this server "
-                                  "(corral server --allow-bind-mount DIR allows them under DIR)")
-                src = str(m.source)
-                if not any(src == r or src.startswith(r.rstrip("/") + "/") for r in roots):
-                    raise Invalid(f"task '{t.name}': bind mount source '{src}' is outside the allowed "
-                                  f"directories: {', '.join(roots)}")
+    def record_key(self, tx: Tx, idem: IdemKey, mark: str, result: dict[str, Any], now: float) -> None:
+        tx.insert_idempotency({"scope": idem.scope, "key": idem.key, "fingerprint": mark, "result": result,
+                               "created_at": now}, now - IDEM_TTL)
+        if now - self._purged_at > 60:  # expired keys go, once a minute at most
+            self._purged_at = now
+            tx.purge_idempotency(now - IDEM_TTL)
+
+    def _jobs_of(self, done: dict[str, Any], idem: IdemKey) -> list[Row]:
+        ids = list(done.get("jobs") or [])
+        with self.store.read() as tx:
+            rows = {j["id"]: j for j in tx.jobs_by_ids(ids)}
+        if not ids or any(i not in rows for i in ids):
+            raise Conflict(f"{IDEM_HEADER} '{idem.key}' was used for a job that is gone; a new request needs a "
+                           "new key")
+        return [rows[i] for i in ids]
+
+    def check_policy(self, spec: JobSpec) -> None:
+        """The operator's policy (bind mounts, ...) for a job about to be created: see policy.py."""
+        try:
+            self.settings.policy.check(spec)
+        except PolicyError as e:
+            raise Invalid(str(e)) from None
 
     def get_job(self, job_id: str) -> tuple[Row, list[Row], list[Row]]:
         with self.store.read() as tx:
@@ -275,6 +306,10 @@ class Coordinator:
             job = tx.job(job_id)
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
+            try:  # the policy may have changed since it was submitted
+                self.settings.policy.check_stored(job["spec"])
+            except PolicyError as e:
+                raise Invalid(f"job '{job_id}' cannot run again: {e}") from None
             # A job with webhooks reports its new run too: delivery starts again.
             hooks = {} if job["hooks_done"] is None else {"hooks_done": False}
             if not tx.cas_job(job_id, ["failed", "cancelled"],
@@ -468,6 +503,8 @@ class Coordinator:
             envs[jid] = dict(job_spec.get("env") or {})
             self._remember_secrets(jid, job_spec)
         out = []
+        policy = self.settings.policy
+        host_policy = policy.for_worker()
         for ex in execs:
             t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
             if t is None or job_env is None:
@@ -476,14 +513,13 @@ class Coordinator:
             env = {**job_env, **(spec.get("env") or {}), "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
                    "CORRAL_TASK_NAME": t["name"],
                    "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
-            res = spec.get("resources") or {}
+            cpu_limit, memory_limit = policy.limits(spec.get("resources") or {})
             out.append({
                 "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
                 "attempt": ex["attempt"], "image": spec.get("image"), "argv": argv_of(spec),
                 "entrypoint": spec.get("entrypoint"), "env": env, "workdir": spec.get("workdir"),
                 "timeout": None if spec.get("timeout") is None else parse_duration(spec["timeout"]),
-                "cpu_limit": res.get("cpu"), "memory_limit": None if res.get("memory") is None
-                else parse_size(res["memory"]),
+                "cpu_limit": cpu_limit, "memory_limit": memory_limit, "policy": host_policy,
                 "gpus": ex["gpus"], "files": spec.get("files") or {},
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
                 "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),

@@ -20,6 +20,13 @@ version it holds, so a coordinator that restarts sends again at most the change 
 at-least-once. Once the job is finished and its last change went out, ``hooks_done`` is set and the job
 is not read again (a restart of the job opens it again).
 
+Where a hook may go. Before each attempt the URL's host is resolved and every address it has is checked:
+loopback, link-local, private, multicast, unspecified, reserved and other non-public addresses are
+refused (logged, not retried) unless the operator allowed the host with ``--allow-webhook-host``. The
+request then goes to the address that was checked (the ``Host`` header and TLS's server name stay the
+URL's), so a name that resolves differently a moment later (DNS rebinding) does not lead it elsewhere;
+redirects are never followed.
+
 What is sent is what the loop sees: changes closer together than the interval are coalesced, so a
 receiver may see ``PENDING`` then ``COMPLETED`` with no ``RUNNING`` between; it never sees them out of
 order, and a finished job's final state always arrives.
@@ -27,11 +34,13 @@ order, and a finished job's final state always arrives.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -188,14 +197,58 @@ def _headers(h: WebhookSpec, ctx: Mapping[str, Any], where: str) -> httpx.Header
     return out
 
 
+# -- where a hook may go ------------------------------------------------------------------------------
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def refused_address(ip: IPAddress) -> str | None:
+    """Why a webhook may not go to ``ip`` (loopback, private, ...), or None for a public address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for what, hit in (("a loopback", ip.is_loopback), ("a link-local", ip.is_link_local),
+                      ("an unspecified", ip.is_unspecified), ("a multicast", ip.is_multicast),
+                      ("a private", ip.is_private), ("a reserved", ip.is_reserved)):
+        if hit:
+            return what
+    return None if ip.is_global else "a non-public"
+
+
+class Refused(Exception):
+    """The hook's host is not one a webhook may reach; the message says why."""
+
+
+def pick_address(host: str, port: int, allowed: frozenset[str],
+                 resolve: Any = socket.getaddrinfo) -> str | None:
+    """The address to connect to for ``host``: every address it resolves to is checked, and the first is
+    used. None when the operator allowed the host (it is reached as named). Raises Refused, or OSError
+    when the name does not resolve."""
+    if host.lower().strip("[]") in allowed:
+        return None
+    try:
+        addrs = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        infos = resolve(host, port, type=socket.SOCK_STREAM)
+        addrs = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+    if not addrs:
+        raise OSError(f"{host} has no address")
+    for a in addrs:
+        why = refused_address(a)
+        if why is not None and str(a) not in allowed:
+            raise Refused(f"its host resolves to {a}, {why} address (the server's --allow-webhook-host "
+                          "HOST allows it)")
+    return str(addrs[0])
+
+
 class _Stopping(Exception):
     """The coordinator is stopping: leave the change undelivered, to be sent again after a restart."""
 
 
 # -- the loop -----------------------------------------------------------------------------------------
 class Webhooks:
-    def __init__(self, store: Store, interval: float | None = None, workers: int = WORKERS) -> None:
+    def __init__(self, store: Store, interval: float | None = None, workers: int = WORKERS,
+                 allowed_hosts: Iterable[str] = ()) -> None:
         self.store = store
+        self.allowed_hosts = frozenset(h.lower().strip("[]") for h in allowed_hosts)
         self.interval = interval_from_env() if interval is None else interval
         self.stop_event = threading.Event()
         self._queue: queue.Queue[str] = queue.Queue()
@@ -370,6 +423,21 @@ class Webhooks:
             self._local.client = c
         return c
 
+    def _target(self, url: str, headers: httpx.Headers) -> tuple[httpx.URL, httpx.Headers, dict[str, Any]]:
+        """The URL to connect to (the checked address in place of the name), the headers (with the
+        name as Host) and, for https, the name TLS is to verify."""
+        u = httpx.URL(url)
+        if u.scheme not in ("http", "https") or not u.host:
+            raise ValueError(f"not an http(s) URL: {u.scheme}")
+        address = pick_address(u.host, u.port or (443 if u.scheme == "https" else 80), self.allowed_hosts)
+        if address is None:
+            return u, headers, {}
+        out = httpx.Headers(headers)
+        if "host" not in out:
+            out["Host"] = u.netloc.decode("ascii").rpartition("@")[2]
+        extensions: dict[str, Any] = {"sni_hostname": u.host} if u.scheme == "https" else {}
+        return u.copy_with(host=address), out, extensions
+
     def _post(self, url: str, shown_url: str, headers: httpx.Headers, body: bytes, what: str) -> None:
         """One delivery with its retries. Raises _Stopping if the coordinator stops meanwhile."""
         why = ""
@@ -379,7 +447,15 @@ class Webhooks:
             if self.stop_event.is_set():
                 raise _Stopping
             try:
-                r = self._client().post(url, content=body, headers=headers)
+                target, headers_sent, extensions = self._target(url, headers)
+            except Refused as e:
+                log.warning("webhook %s to %s refused: %s", what, shown_url, e)
+                return
+            except (OSError, UnicodeError, ValueError) as e:  # the name does not resolve (now)
+                why = f"{type(e).__name__}: the host did not resolve"
+                continue
+            try:
+                r = self._client().post(target, content=body, headers=headers_sent, extensions=extensions)
             except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL, ValueError, TypeError) as e:
                 # What would be sent is not valid HTTP: trying again would not help.
                 log.warning("webhook %s to %s not sent: %s", what, shown_url, type(e).__name__)

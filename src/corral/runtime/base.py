@@ -75,6 +75,11 @@ class RunRequest:
     sidecars: tuple[Sidecar, ...] = ()  # container tasks only
     # Where the task writes its output and progress (made by the caller, see scratch.py); None: nowhere.
     scratch: Scratch | None = None
+    # The operator's policy, enforced where mounts are made: host directories a bind mount's real path
+    # (symlinks resolved) must lie under (none: bind mounts are refused), and existing named volumes a
+    # task may mount by name (any other name is a volume of the job's own, see DockerRuntime).
+    bind_roots: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,30 @@ SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once 
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
 
 
+class Refused(ValueError):
+    """A mount the operator's policy does not allow, found where the mount is made; the message says why."""
+
+
+def checked_bind(source: str, roots: tuple[str, ...]) -> str:
+    """The real path of a bind mount's ``source`` (every symlink resolved), refused unless it lies under
+    one of ``roots`` (resolved too). The real path is what is mounted, so a symlink a task left in an
+    allowed directory (``rootlink -> /``) cannot lead the mount out of it."""
+    if not roots:
+        raise Refused(f"bind mount of '{source}' refused: this server allows no bind mounts")
+    real = os.path.realpath(source)
+    real_roots = [os.path.realpath(r) for r in roots]
+    if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots):
+        shown = f"'{source}'" if real == source else f"'{source}' (really '{real}')"
+        raise Refused(f"bind mount of {shown} refused: it is outside the allowed directories "
+                      f"{', '.join(roots)}")
+    return real
+
+
+def job_volume(job_id: str, name: str) -> str:
+    """The Docker volume a job's named volume ``name`` is: one of the job's own."""
+    return f"corral-{job_id}-{name}"
+
+
 class _ImageMissing(Exception):
     """The image is not here and could not be pulled; the message is for the user."""
 
@@ -161,8 +185,29 @@ class DockerRuntime:
         )
         return host
 
-    @staticmethod
-    def _prepare(req: RunRequest) -> tuple[list[docker.types.Mount], dict[str, str], str | None]:
+    def _mounts(self, req: RunRequest) -> list[docker.types.Mount]:
+        """The task's mounts as Docker makes them, after the operator's policy: a bind mount's real path
+        must lie under an allowed directory; a named volume is one the operator allowed by name, or else
+        one of the job's own (``corral-<job id>-<name>``, created and labelled here), so that a task never
+        reaches another application's volume."""
+        out = []
+        for m in req.mounts:
+            source = m.source
+            if m.type == "bind":
+                source = checked_bind(str(m.source), req.bind_roots)
+            elif m.type == "volume" and source is not None and source not in req.volumes:
+                source = job_volume(req.job_id, source)
+                try:
+                    vol = self.client.api.inspect_volume(source)
+                except docker.errors.NotFound:
+                    vol = self.client.api.create_volume(source, labels={
+                        "corral.job": req.job_id, "corral.node": req.node_id, "corral.volume": str(m.source)})
+                if (vol.get("Labels") or {}).get("corral.job") != req.job_id:
+                    raise Refused(f"volume '{m.source}' refused: '{source}' exists and is not this job's")
+            out.append(docker.types.Mount(m.target, source, type=m.type, read_only=m.readonly))
+        return out
+
+    def _prepare(self, req: RunRequest) -> tuple[list[docker.types.Mount], dict[str, str], str | None]:
         """The main container's mounts, environment and working directory; writes the task's files.
 
         The execution's scratch directory (the agent gives a container task one) is bind-mounted at
@@ -171,7 +216,7 @@ class DockerRuntime:
         or bind-mounted at the task's workdir. A scratch without a directory is not seen in the
         container: its task has no $CORRAL_OUTPUT.
         """
-        mounts = [docker.types.Mount(m.target, m.source, type=m.type, read_only=m.readonly) for m in req.mounts]
+        mounts = self._mounts(req)
         env = dict(req.env)
         workdir = req.workdir
         own = req.scratch.dir if req.scratch is not None else None
@@ -211,7 +256,8 @@ class DockerRuntime:
         started first (the others and then the main container join it with ``network_mode:
         container:<id>``), so a sidecar is already up when the main container starts and answers it on
         127.0.0.1. Should the first sidecar exit early, the others keep only the loopback interface.
-        Sidecars are hardened as the main container is, without its CPU, memory or GPU share; their
+        Sidecars are hardened as the main container is, each with the same CPU and memory limits (never
+        none) and without its GPUs; their
         output goes to the task's log as "[sidecar <name>] <line>". They are removed once the main
         container has ended, however it ended.
         """
@@ -267,6 +313,10 @@ class DockerRuntime:
         try:
             try:
                 mounts, env, workdir = await loop.run_in_executor(serial, self._prepare, req)
+            except Refused as e:
+                return RunResult(None, str(e))
+            except docker.errors.DockerException as e:
+                return RunResult(None, f"could not prepare the task's volumes: {_short(e)}")
             except (OSError, ValueError) as e:
                 return RunResult(None, f"could not prepare the task's directory: {e}")
             network: str | None = None
@@ -275,7 +325,8 @@ class DockerRuntime:
                 try:
                     sid = await loop.run_in_executor(serial, functools.partial(
                         self._create, sc.image, sc_name, {**labels, "corral.sidecar": sc.name},
-                        self._host(network_mode=network), argv=sc.argv, entrypoint=sc.entrypoint,
+                        self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, network_mode=network),
+                        argv=sc.argv, entrypoint=sc.entrypoint,
                         env=sc.env, workdir=None))
                     side_readers.append(await attach(sid, f"[sidecar {sc.name}] "))
                     await loop.run_in_executor(serial, api.start, sid)

@@ -166,3 +166,16 @@ schedules = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_schedules_due", "state", "next_run_at"),
 )
+
+# A submission made with an Idempotency-Key (0007): a retry with the same key on the same route (scope)
+# gets what the first one created (result: {"jobs": [ids]} or {"schedule": id}); the primary key makes a
+# concurrent duplicate fail instead of creating a second job. fingerprint: a hash of what was submitted.
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("scope", sa.String(50), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_idempotency_created", "created_at"),
+)

@@ -589,6 +589,34 @@ class Tx:
         return self.c.execute(q).rowcount == 1
 
 
+    # -- idempotency keys ----------------------------------------------------------------------
+    def idempotency(self, scope: str, key: str, since: float) -> Row | None:
+        """The submission made with ``key`` on ``scope`` no earlier than ``since``, if any."""
+        k = s.idempotency_keys.c
+        r = self.c.execute(sa.select(s.idempotency_keys).where(
+            k.scope == scope, k.key == key, k.created_at >= since)).mappings().first()
+        return dict(r) if r else None
+
+    def insert_idempotency(self, row: Row, expired_before: float) -> None:
+        """Record a submission's key (an expired record of the same key goes first). Raises DuplicateKey
+        when the key is taken: the transaction must then be rolled back."""
+        k = s.idempotency_keys.c
+        self.c.execute(sa.delete(s.idempotency_keys).where(
+            k.scope == row["scope"], k.key == row["key"], k.created_at < expired_before))
+        try:
+            self.c.execute(sa.insert(s.idempotency_keys).values(**row))
+        except sa.exc.IntegrityError as e:
+            raise DuplicateKey(row["scope"], row["key"]) from e
+
+    def purge_idempotency(self, expired_before: float) -> int:
+        q = sa.delete(s.idempotency_keys).where(s.idempotency_keys.c.created_at < expired_before)
+        return int(self.c.execute(q).rowcount)
+
+
+class DuplicateKey(Exception):
+    """Another submission holds this idempotency key (a concurrent duplicate, most likely)."""
+
+
 class Store:
     """Opens the database, brings its schema up to date, and hands out transactions."""
 

@@ -31,6 +31,7 @@ from corral.api.dialects.cloudai_views import (
     worker_views,
 )
 from corral.api.dialects.telemetry import Hub
+from corral.api.idempotency import idem_key
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx
@@ -142,9 +143,10 @@ def _job(tx: Tx, value: str) -> Row:
 @router.post("/api/tasks", summary="CloudAI: submit a task (a command in an image, with resources)")
 async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     spec = task_spec(await json_object(request, "the request body"))
+    idem = idem_key(request, "cloudai/tasks")
 
     def submit_and_number() -> str:
-        job = svc.coord.submit(spec)
+        job = svc.coord.submit(spec, idem)
         with svc.coord.store.read() as tx:  # the sequence number is the store's
             row = tx.job(job["id"])
         return task_id(row["seq"]) if row else job["id"]

@@ -10,6 +10,7 @@ import shlex
 from typing import Any
 
 from corral.api.timefmt import rfc3339
+from corral.domain import workflow
 from corral.domain.nodes import safe_node
 from corral.store.sql import Row, Tx
 
@@ -65,7 +66,7 @@ def task_view(job: Row, tasks: list[Row]) -> dict[str, Any]:
             reason = "placed on a worker, starting"
         else:
             reason = current["reason"] or "waiting in queue"
-    return {
+    return workflow.shown({
         "task_id": task_id(job["seq"]),
         "user_id": user_of(job["tags"]),
         "docker_image": spec.get("image"),
@@ -83,7 +84,7 @@ def task_view(job: Row, tasks: list[Row]) -> dict[str, Any]:
         "reason": reason,
         "exit_code": current["exit_code"] if current and job["state"] in TERMINAL else None,
         "error": job["error"],
-    }
+    }, (job.get("spec") or {}).get("secrets") or {})  # the one redaction every view of every API applies
 
 
 def task_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:

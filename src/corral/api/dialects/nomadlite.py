@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
+from corral.api.idempotency import idem_key
 from corral.coordinator.errors import Conflict, NotFound
+from corral.domain import workflow
 from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
 
@@ -88,7 +90,7 @@ def job_view(job: Row, tasks: list[Row], lines: list[Row]) -> dict[str, Any]:
     finished = job["finished_at"] is not None
     out = "".join(r["line"] + "\n" for r in lines if r["stream"] == "stdout")
     err = "".join(r["line"] + "\n" for r in lines if r["stream"] == "stderr")
-    return {
+    return workflow.shown({
         "id": job_uuid(job["id"]),
         "command": command_of(tasks[0] if tasks else None),
         "status": STATUS.get(job["state"], job["state"]),
@@ -98,7 +100,7 @@ def job_view(job: Row, tasks: list[Row], lines: list[Row]) -> dict[str, Any]:
         "created_at": timestamp(job["created_at"]),
         "completed_at": timestamp(job["finished_at"]),
         "image": (tasks[0]["spec"].get("image") if tasks else None),
-    }
+    }, (job.get("spec") or {}).get("secrets") or {})  # the one redaction every view of every API applies
 
 
 def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
@@ -131,7 +133,7 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     except ValidationError as e:
         err = e.errors()[0]
         raise DialectError(400, f"{'.'.join(str(x) for x in err['loc']) or 'job'}: {err['msg']}") from e
-    job = await asyncio.to_thread(svc.coord.submit, spec)
+    job = await asyncio.to_thread(svc.coord.submit, spec, idem_key(request, "nomad-lite/jobs"))
     return {"job_id": job_uuid(job["id"]), "status": "pending"}
 
 

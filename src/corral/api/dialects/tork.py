@@ -24,6 +24,7 @@ import corral
 from corral.api.body import BadBody, read_body
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, route_class
+from corral.api.idempotency import idem_key
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
@@ -270,7 +271,8 @@ def health() -> dict[str, str]:
 @router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
 async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
     data = await read_job(request)
-    job = await asyncio.to_thread(lambda: svc.coord.submit(to_spec(data)))  # big jobs validate off the loop
+    # big jobs validate off the loop
+    job = await asyncio.to_thread(lambda: svc.coord.submit(to_spec(data), idem_key(request, "tork/jobs")))
     while wait and job["state"] not in TERMINAL:
         if await request.is_disconnected():
             break

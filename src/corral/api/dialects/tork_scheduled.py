@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from corral.api.deps import Services, services
 from corral.api.dialects import tork
 from corral.api.dialects.base import DialectError, route_class
+from corral.api.idempotency import idem_key
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import NotFound
 from corral.coordinator.schedules import Schedules
@@ -77,7 +78,8 @@ def _schedule(svc: Services, schedule_id: str) -> Row:
 @router.post("/scheduled-jobs", summary="Tork: schedule a job (JSON or YAML, with 'cron'); a job at each tick")
 async def create(request: Request, svc: Svc) -> dict[str, Any]:
     expr, spec = to_scheduled_spec(await tork.read_job(request))
-    row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec)
+    row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec, None,
+                                  idem_key(request, "tork/scheduled-jobs"))
     return scheduled_job(row)
 
 

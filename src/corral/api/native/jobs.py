@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from corral.api import body
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors
+from corral.api.idempotency import idem_key
 from corral.api.native.views import job_view, tasks_page_view
 from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
@@ -74,8 +75,9 @@ async def submit(request: Request, svc: Svc, response: Response) -> dict[str, An
         sched = data.pop("schedule")
         if not isinstance(sched, dict) or set(sched) - {"cron"}:
             raise BadInput("schedule: an object with 'cron'", [{"field": "schedule", "message": "only 'cron'"}])
-        return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None)
-    job = await asyncio.to_thread(svc.coord.submit, data)
+        return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None,
+                                     idem=idem_key(request, "v1/jobs"))
+    job = await asyncio.to_thread(svc.coord.submit, data, idem_key(request, "v1/jobs"))
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job_view(job)
 
@@ -92,7 +94,7 @@ def _batch_specs(data: Any) -> list[JobSpec]:
 @router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
 async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
     specs = await read_body(request, then=_batch_specs)
-    jobs = await asyncio.to_thread(svc.coord.submit_many, specs)
+    jobs = await asyncio.to_thread(svc.coord.submit_many, specs, idem_key(request, "v1/jobs/batch"))
     return {"items": [job_view(j) for j in jobs]}
 
 

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput
+from corral.api.idempotency import idem_key
 from corral.api.native.jobs import read_body, validate_spec
 from corral.api.timefmt import rfc3339
+from corral.coordinator.idempotency import IdemKey
 from corral.coordinator.schedules import Schedules
 from corral.domain import schedule as cron
+from corral.domain import workflow
 from corral.store.sql import Row
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -20,9 +23,12 @@ Svc = Annotated[Services, Depends(services)]
 
 
 def schedule_view(r: Row) -> dict[str, Any]:
+    """A schedule; its job's secrets shown by name only, and their text redacted wherever it appears."""
+    secrets = r["spec"].get("secrets") or {}
     return {"id": r["id"], "name": r["name"], "cron": r["cron"], "state": r["state"],
             "next_run_at": rfc3339(r["next_run_at"]), "last_run_at": rfc3339(r["last_run_at"]),
-            "last_job_id": r["last_job_id"], "created_at": rfc3339(r["created_at"]), "job": r["spec"]}
+            "last_job_id": r["last_job_id"], "created_at": rfc3339(r["created_at"]),
+            "job": workflow.shown(r["spec"], secrets)}
 
 
 def checked_cron(value: Any, field: str) -> str:
@@ -33,12 +39,12 @@ def checked_cron(value: Any, field: str) -> str:
 
 
 async def create_schedule(svc: Services, response: Response, expr: str, job: Any, name: Any,
-                          where: str = "") -> dict[str, Any]:
+                          where: str = "", idem: IdemKey | None = None) -> dict[str, Any]:
     """Shared by POST /v1/schedules and POST /v1/jobs with a top-level ``schedule``."""
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 200):
         raise BadInput("name: 1-200 characters", [{"field": "name", "message": "1-200 characters"}])
     spec = validate_spec(job, where)
-    row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec, name)
+    row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec, name, idem)
     response.headers["Location"] = f"/v1/schedules/{row['id']}"
     return schedule_view(row)
 
@@ -52,7 +58,8 @@ async def create(request: Request, svc: Svc, response: Response) -> dict[str, An
     if unknown:
         raise BadInput(f"{unknown[0]}: unknown field", [{"field": k, "message": "unknown field"} for k in unknown])
     expr = checked_cron(data.get("cron"), "cron")
-    return await create_schedule(svc, response, expr, data.get("job"), data.get("name"), "job")
+    return await create_schedule(svc, response, expr, data.get("job"), data.get("name"), "job",
+                                 idem_key(request, "v1/schedules"))
 
 
 @router.get("", summary="List schedules, oldest first")
