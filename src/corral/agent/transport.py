@@ -53,9 +53,15 @@ class HttpTransport:
         self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers,
                                         timeout=httpx.Timeout(10.0, read=75.0))
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
-        r = await self.client.post(path, json=body, headers=headers)
+    async def _post(self, path: str, body: dict[str, Any] | bytes) -> Any:
+        """POST a JSON body (a dict, or bytes already encoded) with the node's secret once it has one."""
+        headers = {"Content-Type": "application/json"}
+        if self.node_secret:
+            headers[NODE_SECRET_HEADER] = self.node_secret
+        if isinstance(body, bytes):
+            r = await self.client.post(path, content=body, headers=headers)
+        else:
+            r = await self.client.post(path, json=body, headers=headers)
         if r.status_code == 404 and "/nodes/" in path:
             raise UnknownNode(r.text)
         if r.status_code == 401:
@@ -86,11 +92,7 @@ class HttpTransport:
         """One request, or several under the coordinator's limit for a report (log lines first, in order;
         the updates go with the last part, so a final state never arrives before its output)."""
         for part in report_parts(updates, logs):
-            r = await self.client.post(f"/v1/agent/nodes/{node_id}/report", content=part,
-                                       headers={"Content-Type": "application/json"})
-            if r.status_code == 404:
-                raise UnknownNode(r.text)
-            r.raise_for_status()
+            await self._post(f"/v1/agent/nodes/{node_id}/report", part)
 
     async def drain(self, node_id: str, running: list[str]) -> list[str]:
         out = await self._post(f"/v1/agent/nodes/{node_id}/drain", {"running": running})
