@@ -56,6 +56,16 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(e), param_hint="--memory") from e
 
 
+def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        n = parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    if n < 1000:
+        raise click.BadParameter("give at least 1000 bytes (such as 10MB or 500KiB)")
+    return n
+
+
 _Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 common_server: list[_Deco] = [
@@ -70,6 +80,9 @@ common_server: list[_Deco] = [
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
+    click.option("--max-log-bytes", "max_log_bytes", default="10MB", show_default=True, callback=_log_cap,
+                 help="Output stored per attempt of a task (such as 10MB, 512KiB); past it the log gets "
+                 "a truncation marker and the rest is dropped."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -83,11 +96,12 @@ def _with(options: list[_Deco]) -> _Deco:
     return deco
 
 
-def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...]) -> Settings:
+def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tuple[str, ...],
+              max_log_bytes: int) -> Settings:
     roots = [os.path.normpath(os.path.abspath(r)) for r in bind_roots]
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    bind_roots=roots)
+                    bind_roots=roots, max_log_bytes=max_log_bytes)
 
 
 @click.command()
@@ -99,7 +113,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, bind_roots: tupl
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: str | None, strategy: str,
-       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+       node_ttl: float, max_pending: int, bind_roots: tuple[str, ...], max_log_bytes: int, log_level: str) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
@@ -107,7 +121,7 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
     data.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
-        settings=_settings(strategy, node_ttl, max_pending, bind_roots),
+        settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_log_bytes),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
     )
@@ -122,12 +136,12 @@ def up(bind: str, port: int, data_dir: str, runtimes: tuple[str, ...], token: st
               show_default=True, help="sqlite:///PATH or postgresql://user:pass@host/db [env CORRAL_DATABASE_URL].")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, token: str | None, strategy: str, node_ttl: float,
-           max_pending: int, bind_roots: tuple[str, ...], log_level: str) -> None:
+           max_pending: int, bind_roots: tuple[str, ...], max_log_bytes: int, log_level: str) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`."""
     from corral.api.app import ServerConfig, create_app
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
-                          settings=_settings(strategy, node_ttl, max_pending, bind_roots))
+                          settings=_settings(strategy, node_ttl, max_pending, bind_roots, max_log_bytes))
     _serve(create_app(config), bind, port, log_level)
 
 

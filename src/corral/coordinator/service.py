@@ -46,6 +46,7 @@ class Settings:
     schedule_batch: int = 64  # tasks read per step of a pass; more while all fit
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
     bind_roots: list[str] = field(default_factory=list)  # host directories bind mounts may use; none: refused
+    max_log_bytes: int = 10_000_000  # output stored per attempt of a task; past it, a marker and no more
 
 
 @dataclass
@@ -107,6 +108,37 @@ class _Changes:
             self.tasks_started.append({"id": task["id"], "_exec": ex["id"], "state": "running",
                                        "started_at": u.ts})
             self.jobs_started[task["job_id"]] = u.ts
+
+
+def truncation_marker(cap: int) -> str:
+    return (f"[corral: log truncated: this task's output passed the stored log limit of {cap} bytes "
+            "(--max-log-bytes); the rest of it was dropped]")
+
+
+def cap_logs(logs: Sequence[LogLine], stored: dict[str, int], cap: int
+             ) -> tuple[list[LogLine], dict[str, int]]:
+    """The lines of a batch to store, given the bytes each execution has stored (``stored``; lines of
+    an execution not in it are dropped), and the executions' new sizes. An execution that goes past
+    ``cap`` gets one truncation marker instead of the line that would pass it, and its size is then
+    left above the cap, so that it gets no more lines and no second marker."""
+    kept: list[LogLine] = []
+    sizes: dict[str, int] = {}
+    for ln in logs:
+        size = sizes.get(ln.execution_id)
+        if size is None:
+            if ln.execution_id not in stored:
+                continue
+            size = stored[ln.execution_id]
+        if size > cap:
+            continue
+        n = len(ln.line.encode("utf-8", "replace")) + 1
+        if size + n > cap:
+            kept.append(LogLine(ln.execution_id, "stderr", truncation_marker(cap), ln.ts))
+            sizes[ln.execution_id] = cap + 1
+        else:
+            kept.append(ln)
+            sizes[ln.execution_id] = size + n
+    return kept, sizes
 
 
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
@@ -345,13 +377,7 @@ class Coordinator:
             execs = {e["id"]: e for e in tx.executions_by_ids(
                 {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True, brief=True)}
             if logs:
-                secrets = self._secrets_of(tx, {e["job_id"] for e in execs.values()})
-                tx.append_logs([{"job_id": execs[ln.execution_id]["job_id"],
-                                 "task_id": execs[ln.execution_id]["task_id"],
-                                 "execution_id": ln.execution_id, "stream": ln.stream,
-                                 "line": workflow.redact(ln.line, secrets[execs[ln.execution_id]["job_id"]])
-                                 if secrets.get(execs[ln.execution_id]["job_id"]) else ln.line, "ts": ln.ts}
-                                for ln in logs if ln.execution_id in execs])
+                self._append_logs(tx, execs, logs)
             # Per execution: when it started, and how it ended (if it did). A start and an end in one
             # batch (a quick task) become one change.
             started: dict[str, Update] = {}
@@ -385,6 +411,24 @@ class Coordinator:
             self.on_nodes_changed(nodes)
         if ended:
             self.kick()
+
+    def _append_logs(self, tx: Tx, execs: dict[str, Row], logs: Sequence[LogLine]) -> None:
+        """Store the lines of a batch, within each execution's stored log cap: the first line past it
+        is replaced by one truncation marker, and what comes after is dropped."""
+        kept, sizes = cap_logs(logs, {i: e["log_bytes"] or 0 for i, e in execs.items()},
+                               self.settings.max_log_bytes)
+        if not kept:
+            return
+        secrets = self._secrets_of(tx, {execs[ln.execution_id]["job_id"] for ln in kept})
+        rows = []
+        for ln in kept:
+            ex = execs[ln.execution_id]
+            hidden = secrets.get(ex["job_id"])
+            rows.append({"job_id": ex["job_id"], "task_id": ex["task_id"], "execution_id": ln.execution_id,
+                         "stream": ln.stream, "line": workflow.redact(ln.line, hidden) if hidden else ln.line,
+                         "ts": ln.ts})
+        tx.append_logs(rows)
+        tx.add_log_bytes([(i, execs[i]["log_bytes"] or 0, n) for i, n in sizes.items()])
 
     def _end(self, tx: Tx, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
              now: float) -> None:
