@@ -35,10 +35,12 @@ def test_a_full_execution_drops_and_then_says_how_much() -> None:
     assert kept == [True] * 10 + [False] * 15
     assert buf.size <= per and buf.dropped_lines == 15
     assert buf.add("e2", "stdout", "other", 0.0)  # another execution has room of its own
-    buf.take(max_lines=5)  # room again for e1: the marker goes first, then the new line
+    buf.take(max_lines=5)
+    assert not buf.add("e1", "stdout", "y", 0.5)  # still dropping: until half of its room is free
+    buf.take(max_lines=2)  # half free again: the marker goes first, then the new line
     assert buf.add("e1", "stdout", "after", 1.0)
     rest = _lines(buf.take(max_lines=100))
-    assert rest == ["y"] * 5 + ["other", drop_marker(15, 30), "after"]
+    assert rest == ["y"] * 3 + ["other", drop_marker(16, 32), "after"]
     assert drop_marker(15, 30) == "[corral: 15 lines (30 B) dropped: output faster than it could be shipped]"
 
 

@@ -70,7 +70,11 @@ class LogBuffer:
         c = cost(line)
         dropped = self._dropped.get(ex_id)
         held = self._by_exec.get(ex_id, 0)
-        if held + c > self.per_execution or self._size + c > self.total:
+        # Once dropping, an execution drops until half of its room is free again: one marker per long
+        # stretch of dropped lines, not one every few lines.
+        per, total = (self.per_execution, self.total) if dropped is None else (self.per_execution // 2,
+                                                                               self.total // 2)
+        if held + c > per or self._size + c > total:
             if dropped is None:
                 dropped = self._dropped[ex_id] = _Dropped()
             dropped.lines += 1

@@ -289,9 +289,12 @@ class Agent:
         sc: Scratch | None = None
         had_output = False
 
-        def on_output(stream: str, line: str) -> None:
-            if self._logs.add(ex_id, stream, line, time.time()) and len(self._logs) >= 500:
+        def on_output(stream: str, line: str) -> bool:
+            if not self._logs.add(ex_id, stream, line, time.time()):
+                return False
+            if len(self._logs) >= 500:
                 self._flush_now.set()
+            return True
 
         def on_started(cid: str | None) -> None:
             container[0] = cid

@@ -33,6 +33,7 @@ MAX_LINE = 64 * 1024
 # reader waits (and the container's writes with it), so output can neither pile up in the loop's queue
 # nor keep it busy with one call per line.
 MAX_BATCHES_IN_FLIGHT = 4
+FULL_PAUSE = 0.05  # seconds a reader waits before its next batch when the sink is dropping lines
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
@@ -241,12 +242,17 @@ class DockerRuntime:
             out, err = _Lines("stdout", batch), _Lines("stderr", batch)
 
             def deliver(lines: list[tuple[str, str]]) -> None:
+                full = False
                 try:
                     if live:
                         for stream, line in lines:
-                            on_output(stream, prefix + line)
+                            if on_output(stream, prefix + line) is False:
+                                full = True
                 finally:
-                    room.release()
+                    if full and live:  # the sink drops lines: the container waits a little
+                        loop.call_later(FULL_PAUSE, room.release)
+                    else:
+                        room.release()
 
             def hand_on() -> bool:
                 """Hand the batch to the loop once it has room for it; False once the attempt is over."""
