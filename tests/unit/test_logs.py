@@ -92,3 +92,16 @@ def test_the_stored_cap_keeps_a_prefix_then_one_marker() -> None:
     # Bytes, not characters.
     kept, sizes = cap_logs([LogLine("e3", "stdout", "é" * 10, 0.0)], {"e3": 80}, 100)
     assert [ln.line for ln in kept] == [truncation_marker(100)]
+
+
+def test_an_execution_is_behind_before_it_drops() -> None:
+    per = 100 * (1 + LINE_OVERHEAD)
+    buf = LogBuffer(per_execution=per, total=10 * per)
+    behind = []
+    for _ in range(30):
+        buf.add("e1", "stdout", "y", 0.0)
+        behind.append(buf.behind("e1"))
+    assert behind == [False] * 25 + [True] * 5 and buf.dropped_lines == 0
+    assert not buf.behind("e2")
+    buf.take(max_lines=10)
+    assert not buf.behind("e1")

@@ -65,6 +65,12 @@ class LogBuffer:
         """Whether lines (or a drop marker) of this execution wait to be shipped."""
         return ex_id in self._by_exec or ex_id in self._dropped
 
+    def behind(self, ex_id: str) -> bool:
+        """Whether this execution's output comes faster than it is shipped: a quarter of its room (or
+        of the total) is taken. Its reader should slow down before lines have to be dropped."""
+        return (self._by_exec.get(ex_id, 0) > self.per_execution // 4 or self._size > self.total // 4
+                or ex_id in self._dropped)
+
     def add(self, ex_id: str, stream: str, line: str, ts: float) -> bool:
         """Buffer one line; False when it was dropped for want of room."""
         c = cost(line)

@@ -290,11 +290,10 @@ class Agent:
         had_output = False
 
         def on_output(stream: str, line: str) -> bool:
-            if not self._logs.add(ex_id, stream, line, time.time()):
-                return False
-            if len(self._logs) >= 500:
+            """Buffer the line; False (slow down) once the execution's output is behind."""
+            if self._logs.add(ex_id, stream, line, time.time()) and len(self._logs) >= 500:
                 self._flush_now.set()
-            return True
+            return not self._logs.behind(ex_id)
 
         def on_started(cid: str | None) -> None:
             container[0] = cid

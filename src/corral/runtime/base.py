@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 # Called with (stream, line) for each line of output; stream is "stdout" or "stderr".
-# The line has no trailing newline. It returns False when it had to drop the line (its buffer is full):
-# the runtime then reads this attempt's output more slowly for a while (the task waits on its writes).
+# The line has no trailing newline. It returns False when the output comes faster than it can be
+# shipped (lines may then be dropped): the runtime reads this attempt's output more slowly for a while,
+# so that the task waits on its writes.
 OutputSink = Callable[[str, str], bool | None]
 # Called once the attempt has started, with the container id (None for a host process: its pid as str).
 StartedSink = Callable[[str | None], None]

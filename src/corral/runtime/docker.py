@@ -33,7 +33,7 @@ MAX_LINE = 64 * 1024
 # reader waits (and the container's writes with it), so output can neither pile up in the loop's queue
 # nor keep it busy with one call per line.
 MAX_BATCHES_IN_FLIGHT = 4
-FULL_PAUSE = 0.05  # seconds a reader waits before its next batch when the sink is dropping lines
+FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
@@ -241,18 +241,21 @@ class DockerRuntime:
             batch: list[tuple[str, str]] = []
             out, err = _Lines("stdout", batch), _Lines("stderr", batch)
 
-            def deliver(lines: list[tuple[str, str]]) -> None:
-                full = False
+            def deliver(lines: list[tuple[str, str]], i: int = 0) -> None:
+                """Hand on a batch's lines; while the sink says the output is behind, one line every
+                FULL_PAUSE. The batch's room is freed once it is all out (or the attempt is over)."""
+                n = len(lines)
                 try:
-                    if live:
-                        for stream, line in lines:
-                            if on_output(stream, prefix + line) is False:
-                                full = True
-                finally:
-                    if full and live:  # the sink drops lines: the container waits a little
-                        loop.call_later(FULL_PAUSE, room.release)
-                    else:
-                        room.release()
+                    while live and i < n:
+                        stream, line = lines[i]
+                        i += 1
+                        if on_output(stream, prefix + line) is False and i < n:
+                            loop.call_later(FULL_PAUSE, deliver, lines, i)
+                            return
+                except BaseException:
+                    room.release()
+                    raise
+                room.release()
 
             def hand_on() -> bool:
                 """Hand the batch to the loop once it has room for it; False once the attempt is over."""

@@ -19,16 +19,17 @@ from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 MAX_LINE = 64 * 1024
 SLICE = 2048  # lines handed on per turn of the event loop: a flood must not hold the loop
-FULL_PAUSE = 0.05  # seconds the pipe waits when the sink is dropping lines (it has no room)
+FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 
 
 class _Lines(asyncio.Protocol):
     """Reads one pipe, hands its output on line by line, and resolves ``done`` at end of file.
 
     A protocol rather than a StreamReader and a task per pipe: this runs for every line of every task.
-    At most SLICE lines are handed on per turn of the loop; while more wait, the pipe is not read
-    (the task waits on its writes), and a sink that drops lines makes it wait a little longer. So what
-    is held here stays bounded and other work on the loop (heartbeats, the API) goes on.
+    At most SLICE lines are handed on per turn of the loop, and the pipe is not read while more wait.
+    While the sink says the output is behind, one line is handed on every FULL_PAUSE until it says
+    otherwise: the task waits on its writes until its output has been shipped. So what is held here
+    stays bounded, and other work on the loop (heartbeats, timeouts, the API) goes on.
     """
 
     def __init__(self, name: str, sink: OutputSink, done: asyncio.Future[None]) -> None:
@@ -37,6 +38,7 @@ class _Lines(asyncio.Protocol):
         self.transport: asyncio.ReadTransport | None = None
         self.paused = False
         self.later = False  # a turn is scheduled
+        self.behind = False  # the sink said so at the last line
         self.eof = False
         self.timer: asyncio.Handle | None = None
 
@@ -50,22 +52,22 @@ class _Lines(asyncio.Protocol):
 
     def _turn(self) -> None:
         self.later = False
-        *lines, self.buf = self.buf.split(b"\n", SLICE)
-        full = False
+        # Once the writer is gone there is nobody left to slow down: what is left goes at full speed.
+        limit = 1 if self.behind and not self.eof else SLICE
+        *lines, self.buf = self.buf.split(b"\n", limit)
+        behind = False
         for line in lines:
-            if self.sink(self.name, line.decode("utf-8", "replace")) is False:
-                full = True
-        if len(lines) < SLICE:  # every whole line is out
+            behind = self.sink(self.name, line.decode("utf-8", "replace")) is False
+        if len(lines) < limit:  # every whole line is out
             while len(self.buf) > MAX_LINE:  # a very long line: hand it on in pieces
                 piece, self.buf = self.buf[:MAX_LINE], self.buf[MAX_LINE:]
-                self.sink(self.name, piece.decode("utf-8", "replace"))
-        more = len(lines) == SLICE
-        if more or full:
+                behind = self.sink(self.name, piece.decode("utf-8", "replace")) is False
+        self.behind = behind
+        if len(lines) == limit and (self.buf or behind):  # more lines may wait, or the sink is behind
             self._pause()
             self.later = True
             loop = asyncio.get_running_loop()
-            # No pause once the writer is gone: there is nobody left to slow down.
-            self.timer = (loop.call_later(FULL_PAUSE, self._turn) if full and not self.eof
+            self.timer = (loop.call_later(FULL_PAUSE, self._turn) if behind and not self.eof
                           else loop.call_soon(self._turn))
         elif self.eof:
             self._finish()
