@@ -134,6 +134,21 @@ def test_a_cancel_during_a_flood_ends_it(cluster: Cluster) -> None:
     assert time.monotonic() - t < 5
 
 
+def test_past_the_cap_a_task_runs_on_at_full_speed(cluster: Cluster) -> None:
+    """Once its stored log is full, the worker is told so and stops shipping (and slowing) the task."""
+    c = cluster.up("--max-log-bytes", str(CAP), "--runtime", "process")
+    # 40 MB: at the rate output is shipped (a few MB/s here) this would take well over 10 s.
+    job = c.submit({"tasks": [{"run": f"yes {LINE} | head -c 40000000; echo done", "timeout": "20s"}]})
+    done = c.wait_job(job["id"], timeout=40)
+    task = done["tasks"][0]
+    assert done["state"] == "completed", done
+    took = (datetime.fromisoformat(task["finished_at"]) - datetime.fromisoformat(task["started_at"])).total_seconds()
+    print(f"40 MB past a 1 MB cap: {took:.1f}s")
+    assert took < 10
+    lines, _ = _all_lines(c, job["id"])
+    assert lines[-1].startswith("[corral: log truncated") and "done" not in lines
+
+
 def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Cluster) -> None:
     c = standalone
     n = 30_000

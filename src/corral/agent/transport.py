@@ -21,7 +21,10 @@ class Transport(Protocol):
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]: ...
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]: ...
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]: ...
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None: ...
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        """Send a batch; returns the executions whose stored log is full (their later output is not
+        wanted)."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -50,8 +53,10 @@ class HttpTransport:
         out = await self._post(f"/v1/agent/nodes/{node_id}/poll", {"known": known, "wait": wait})
         return list(out["work"]), list(out["stop"])
 
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        await self._post(f"/v1/agent/nodes/{node_id}/report", {"updates": updates, "logs": logs})
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/report", {"updates": updates, "logs": logs})
+        full = out.get("log_full") if isinstance(out, dict) else None  # an older coordinator: nothing
+        return [str(i) for i in full] if isinstance(full, list) else []
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -88,9 +93,9 @@ class LocalTransport:
                 return work, stop
             await self.wakeups.wait(ev, left)
 
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self.coord.report, node_id, [Update(**u) for u in updates],
-                                [LogLine(**ln) for ln in logs])
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        return await asyncio.to_thread(self.coord.report, node_id, [Update(**u) for u in updates],
+                                       [LogLine(**ln) for ln in logs])
 
     async def close(self) -> None:
         return None

@@ -75,6 +75,7 @@ class Agent:
         self._logs = LogBuffer()
         self._final: set[str] = set()  # executions whose final update sits in the buffer
         self._flush_now = asyncio.Event()
+        self._log_full: set[str] = set()  # running executions whose stored log is full
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
         # The executions' output and progress files (see corral.runtime.scratch); absolute, as a
@@ -246,7 +247,7 @@ class Agent:
             self._final -= finals
             try:
                 assert self.node_id is not None
-                await self.transport.report(self.node_id, updates, logs)
+                full = await self.transport.report(self.node_id, updates, logs)
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
@@ -263,6 +264,10 @@ class Agent:
                     delay = min(delay * 2, 5.0)
                 continue
             self.known -= finals
+            if full:  # their stored log is full: the rest of their output is not wanted
+                running = set(full) & set(self.running)
+                self._log_full |= running
+                self._logs.forget(running)
             if self._logs or self._updates:
                 self._flush_now.set()  # more to send: at once
 
@@ -291,6 +296,8 @@ class Agent:
 
         def on_output(stream: str, line: str) -> bool:
             """Buffer the line; False (slow down) once the execution's output is behind."""
+            if ex_id in self._log_full:
+                return True  # not wanted: read on at full speed
             if self._logs.add(ex_id, stream, line, time.time()) and len(self._logs) >= 500:
                 self._flush_now.set()
             return not self._logs.behind(ex_id)
@@ -353,6 +360,7 @@ class Agent:
         finally:
             self._progress.pop(ex_id, None)
             self.running.pop(ex_id, None)
+            self._log_full.discard(ex_id)
             self._stopped_by_coordinator.discard(ex_id)
             if sc is None:
                 pass

@@ -364,20 +364,23 @@ class Coordinator:
             })
         return out
 
-    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> None:
+    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> list[str]:
         """Apply an agent's batch of state changes and output lines, in one transaction.
 
         The rows involved are read (and on PostgreSQL locked) once, the decisions are made here, and
         the changes are written back in a few bulk compare-and-set statements, whatever the batch size.
+        Returns the executions of the batch's lines whose stored log is full: their agent may keep
+        the rest of their output.
         """
         if not updates and not logs:
-            return
+            return []
+        full: list[str] = []
         now = time.time()
         with self.store.transaction() as tx:
             execs = {e["id"]: e for e in tx.executions_by_ids(
                 {u.execution_id for u in updates} | {ln.execution_id for ln in logs}, lock=True, brief=True)}
             if logs:
-                self._append_logs(tx, execs, logs)
+                full = self._append_logs(tx, execs, logs)
             # Per execution: when it started, and how it ended (if it did). A start and an end in one
             # batch (a quick task) become one change.
             started: dict[str, Update] = {}
@@ -397,7 +400,7 @@ class Coordinator:
                 tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
                                  for i, p in progress.items() if i not in ended])
             if not started and not ended:
-                return
+                return full
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
                                                          lock=True, brief=True)}
             ch = _Changes()
@@ -411,14 +414,18 @@ class Coordinator:
             self.on_nodes_changed(nodes)
         if ended:
             self.kick()
+        return full
 
-    def _append_logs(self, tx: Tx, execs: dict[str, Row], logs: Sequence[LogLine]) -> None:
+    def _append_logs(self, tx: Tx, execs: dict[str, Row], logs: Sequence[LogLine]) -> list[str]:
         """Store the lines of a batch, within each execution's stored log cap: the first line past it
-        is replaced by one truncation marker, and what comes after is dropped."""
-        kept, sizes = cap_logs(logs, {i: e["log_bytes"] or 0 for i, e in execs.items()},
-                               self.settings.max_log_bytes)
+        is replaced by one truncation marker, and what comes after is dropped. Returns the executions
+        whose stored log is full."""
+        cap = self.settings.max_log_bytes
+        stored = {i: e["log_bytes"] or 0 for i, e in execs.items()}
+        kept, sizes = cap_logs(logs, stored, cap)
+        full = sorted({i for i in {ln.execution_id for ln in logs} if sizes.get(i, stored.get(i, 0)) > cap})
         if not kept:
-            return
+            return full
         secrets = self._secrets_of(tx, {execs[ln.execution_id]["job_id"] for ln in kept})
         rows = []
         for ln in kept:
@@ -429,6 +436,7 @@ class Coordinator:
                          "ts": ln.ts})
         tx.append_logs(rows)
         tx.add_log_bytes([(i, execs[i]["log_bytes"] or 0, n) for i, n in sizes.items()])
+        return full
 
     def _end(self, tx: Tx, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
              now: float) -> None:

@@ -105,7 +105,10 @@ async def poll(node_id: str, body: PollBody, svc: Agent) -> dict[str, Any]:
         await svc.wakeups.wait(ev, left)
 
 
-@router.post("/nodes/{node_id}/report", status_code=204)
-def report(node_id: str, body: ReportBody, svc: Agent) -> None:
-    svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
-                     [LogLine(**ln.model_dump()) for ln in body.logs])
+@router.post("/nodes/{node_id}/report")
+def report(node_id: str, body: ReportBody, svc: Agent) -> dict[str, list[str]]:
+    """Apply a batch; ``log_full`` names the executions whose stored log is full (--max-log-bytes):
+    the worker need not send their later output."""
+    full = svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
+                            [LogLine(**ln.model_dump()) for ln in body.logs])
+    return {"log_full": full}
