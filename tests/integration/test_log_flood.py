@@ -167,7 +167,16 @@ def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Clust
     follow = corral("jobs", "logs", "-f", job["id"], server=c.url)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.splitlines() == want
-    assert c.client.get(f"/v1/jobs/{job['id']}/logs", params={"limit": 0}).status_code in (400, 422)
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": 2**64}):
+        assert c.client.get(f"/v1/jobs/{job['id']}/logs", params=bad).status_code in (400, 422), bad
+    # Tork's log pages reach every line too, newest first, a page read at a time.
+    tork = c.get(f"/jobs/{job['id']}/log?size=100")
+    assert tork["totalItems"] == n and tork["totalPages"] == n // 100
+    assert [p["contents"] for p in tork["items"][:2]] == ["30000\n", "29999\n"] and tork["items"][0]["number"] == n
+    last = c.get(f"/jobs/{job['id']}/log?size=100&page={n // 100}")
+    assert last["items"][-1] == {**last["items"][-1], "number": 1, "contents": "1\n"}
+    task_id = c.job(job["id"])["tasks"][0]["id"]
+    assert c.get(f"/tasks/{task_id}/log?size=1&page={n}")["items"][0]["contents"] == "1\n"
 
 
 @pytest.mark.docker

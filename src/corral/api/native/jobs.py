@@ -162,7 +162,8 @@ async def logs(
     job_id: str, svc: Svc, request: Request,
     tail: Annotated[int | None, Query(ge=0, le=100000, description="Only the last N lines")] = None,
     follow: bool = False,
-    after: Annotated[int, Query(ge=0, description="Only lines after this sequence number (a cursor)")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                description="Only lines after this sequence number (a cursor)")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE, description="At most this many lines")] = MAX_LOG_PAGE,
     format: Annotated[str, Query(pattern="^(text|ndjson)$")] = "text",
 ) -> Response:
