@@ -266,9 +266,10 @@ class RecordingTransport:
             await asyncio.sleep(wait)
         return work, []
 
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
         self.updates += updates
         self.logs += logs
+        return []
 
     async def close(self) -> None:
         return None

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
-from corral.agent.transport import report_parts
 from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse, parse_yaml
 from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name, is_loopback
 from corral.cli.api import find_token
@@ -145,17 +143,6 @@ def test_body_limits_by_route() -> None:
     assert body_limit("POST", "/v1/agent/nodes/abc/report") == 8 * 1024 * 1024
     assert body_limit("POST", "/api/tasks") == 1024 * 1024
     assert body_limit("PUT", "/v1/jobs") == 1024 * 1024
-
-
-def test_report_parts_stay_under_the_limit_in_order() -> None:
-    logs = [{"execution_id": "e", "stream": "stdout", "line": f"{i} " + "y" * 100, "ts": 1.0} for i in range(5000)]
-    updates = [{"execution_id": "e", "state": "completed", "ts": 2.0}]
-    parts = report_parts(updates, logs, most=64 * 1024)
-    assert len(parts) > 1 and all(len(p) <= 64 * 1024 for p in parts)
-    decoded = [json.loads(p) for p in parts]
-    assert [ln["line"] for d in decoded for ln in d["logs"]] == [ln["line"] for ln in logs]
-    assert all(not d["updates"] for d in decoded[:-1]) and decoded[-1]["updates"] == updates
-    assert report_parts(updates, logs[:3]) == [json.dumps({"updates": updates, "logs": logs[:3]}).encode()]
 
 
 def test_find_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -33,7 +32,10 @@ class Transport(Protocol):
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]: ...
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]: ...
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]: ...
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None: ...
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        """Send a batch; returns the executions whose stored log is full (their later output is not
+        wanted)."""
+        ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
     async def leave(self, node_id: str) -> None: ...
     async def close(self) -> None: ...
@@ -53,15 +55,11 @@ class HttpTransport:
         self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers,
                                         timeout=httpx.Timeout(10.0, read=75.0))
 
-    async def _post(self, path: str, body: dict[str, Any] | bytes) -> Any:
-        """POST a JSON body (a dict, or bytes already encoded) with the node's secret once it has one."""
-        headers = {"Content-Type": "application/json"}
-        if self.node_secret:
-            headers[NODE_SECRET_HEADER] = self.node_secret
-        if isinstance(body, bytes):
-            r = await self.client.post(path, content=body, headers=headers)
-        else:
-            r = await self.client.post(path, json=body, headers=headers)
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body, with the node's secret once it has one. A report stays far under the
+        coordinator's limit for its route: the worker's batches are bounded (see ``logbuf``)."""
+        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
+        r = await self.client.post(path, json=body, headers=headers)
         if r.status_code == 404 and "/nodes/" in path:
             raise UnknownNode(r.text)
         if r.status_code == 401:
@@ -88,11 +86,10 @@ class HttpTransport:
         out = await self._post(f"/v1/agent/nodes/{node_id}/poll", {"known": known, "wait": wait})
         return list(out["work"]), list(out["stop"])
 
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        """One request, or several under the coordinator's limit for a report (log lines first, in order;
-        the updates go with the last part, so a final state never arrives before its output)."""
-        for part in report_parts(updates, logs):
-            await self._post(f"/v1/agent/nodes/{node_id}/report", part)
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/report", {"updates": updates, "logs": logs})
+        full = out.get("log_full") if isinstance(out, dict) else None  # an older coordinator: nothing
+        return [str(i) for i in full] if isinstance(full, list) else []
 
     async def drain(self, node_id: str, running: list[str]) -> list[str]:
         out = await self._post(f"/v1/agent/nodes/{node_id}/drain", {"running": running})
@@ -103,24 +100,6 @@ class HttpTransport:
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-MAX_REPORT_BYTES = 6 * 1024 * 1024  # under the coordinator's 8 MiB for a report (corral.api.edge)
-
-
-def report_parts(updates: list[dict[str, Any]], logs: list[dict[str, Any]],
-                 most: int = MAX_REPORT_BYTES) -> list[bytes]:
-    """A report's JSON bodies, each at most ``most`` bytes unless one update or line alone is bigger."""
-    body = json.dumps({"updates": updates, "logs": logs}).encode()
-    if len(body) <= most or len(updates) + len(logs) <= 1:
-        return [body]
-    if len(logs) > 1:
-        half = len(logs) // 2
-        return report_parts([], logs[:half], most) + report_parts(updates, logs[half:], most)
-    if logs:
-        return report_parts([], logs, most) + report_parts(updates, [], most)
-    half = len(updates) // 2
-    return report_parts(updates[:half], [], most) + report_parts(updates[half:], [], most)
 
 
 class LocalTransport:
@@ -167,9 +146,9 @@ class LocalTransport:
                 return work, stop
             await self.wakeups.wait(ev, left)
 
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],
-                                                            [LogLine(**ln) for ln in logs]))
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        return await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],
+                                                                   [LogLine(**ln) for ln in logs]))
 
     async def drain(self, node_id: str, running: list[str]) -> list[str]:
         return await self._call(node_id, lambda: self.coord.drain(node_id, running))

@@ -20,12 +20,12 @@ from typing import IO, Any
 from corral import __version__
 from corral.agent import capacity
 from corral.agent.lock import lock_dir, unlock
+from corral.agent.logbuf import LogBuffer
 from corral.agent.transport import Refused, Transport, UnknownNode
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
-MAX_BUFFERED_LINES = 200_000
 COALESCE_S = 0.005
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
 
@@ -72,9 +72,11 @@ class Agent:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stopped_by_coordinator: set[str] = set()
         self._updates: list[dict[str, Any]] = []
-        self._logs: list[dict[str, Any]] = []
+        # Output lines waiting to be shipped: bounded (see corral.agent.logbuf), sent in bounded batches.
+        self._logs = LogBuffer()
         self._final: set[str] = set()  # executions whose final update sits in the buffer
         self._flush_now = asyncio.Event()
+        self._log_full: set[str] = set()  # running executions whose stored log is full
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
         # The executions' output and progress files (see corral.runtime.scratch); absolute, as a
@@ -326,6 +328,11 @@ class Agent:
                 log.warning("cannot clear the scratch area %s: %s", self.scratch_base, e)
 
     async def _flush_loop(self) -> None:
+        """Ship the buffered updates and output, a bounded batch per report, until nothing is left.
+
+        An execution's final update travels only with or after its last lines, so that a finished
+        job's log is complete the moment it shows as finished.
+        """
         delay = 0.1
         while True:
             with contextlib.suppress(TimeoutError):
@@ -337,18 +344,27 @@ class Agent:
             # together, and many tasks share one transaction.
             await asyncio.sleep(COALESCE_S)
             self._flush_now.clear()
-            updates, logs, finals = self._updates, self._logs, self._final
-            self._updates, self._logs, self._final = [], [], set()
+            logs = self._logs.take()
+            updates: list[dict[str, Any]] = []
+            held: list[dict[str, Any]] = []
+            for u in self._updates:
+                if u["state"] != "running" and self._logs.pending(u["execution_id"]):
+                    held.append(u)  # more of its output is still to go
+                else:
+                    updates.append(u)
+            finals = {u["execution_id"] for u in updates if u["state"] != "running"}
+            self._updates = held
+            self._final -= finals
             try:
                 assert self.node_id is not None
-                await self.transport.report(self.node_id, updates, logs)
+                full = await self.transport.report(self.node_id, updates, logs)
                 delay = 0.1
             except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
                 # Keep everything, oldest first, and send it again.
                 self._updates = updates + self._updates
-                self._logs = (logs + self._logs)[-MAX_BUFFERED_LINES:]
+                self._logs.put_back(logs)
                 self._final |= finals
                 if isinstance(e, UnknownNode):
                     await self._register()
@@ -358,12 +374,20 @@ class Agent:
                     delay = min(delay * 2, 5.0)
                 continue
             self.known -= finals
+            if full:  # their stored log is full: the rest of their output is not wanted
+                running = set(full) & set(self.running)
+                self._log_full |= running
+                self._logs.forget(running)
+            if self._logs or self._updates:
+                self._flush_now.set()  # more to send: at once
 
     # -- one execution ------------------------------------------------------------------------
     def _update(self, ex_id: str, state: str, **fields: Any) -> None:
-        self._updates.append({"execution_id": ex_id, "state": state, "ts": time.time(), **fields})
+        ts = time.time()
         if state != "running":
             self._final.add(ex_id)
+            self._logs.close(ex_id, ts)  # what was dropped of its output is said before its end
+        self._updates.append({"execution_id": ex_id, "state": state, "ts": ts, **fields})
         self._flush_now.set()
 
     async def _execute(self, w: dict[str, Any]) -> None:
@@ -380,10 +404,13 @@ class Agent:
         sc: Scratch | None = None
         had_output = False
 
-        def on_output(stream: str, line: str) -> None:
-            self._logs.append({"execution_id": ex_id, "stream": stream, "line": line, "ts": time.time()})
-            if len(self._logs) >= 500:
+        def on_output(stream: str, line: str) -> bool:
+            """Buffer the line; False (slow down) once the execution's output is behind."""
+            if ex_id in self._log_full:
+                return True  # not wanted: read on at full speed
+            if self._logs.add(ex_id, stream, line, time.time()) and len(self._logs) >= 500:
                 self._flush_now.set()
+            return not self._logs.behind(ex_id)
 
         def on_started(cid: str | None) -> None:
             container[0] = cid
@@ -448,6 +475,7 @@ class Agent:
         finally:
             self._progress.pop(ex_id, None)
             self.running.pop(ex_id, None)
+            self._log_full.discard(ex_id)
             self._stopped_by_coordinator.discard(ex_id)
             if sc is None:
                 pass

@@ -161,7 +161,8 @@ class Client:
 
     def logs(self, job_id: str, tail: int | None = None, follow: bool = False,
              reconnect_for: float = 30.0) -> Iterator[Json]:
-        """Log lines as dicts (seq, task, task_id, execution_id, stream, line, ts).
+        """Log lines as dicts (seq, task, task_id, execution_id, stream, line, ts), all of them: page
+        after page.
 
         With ``follow`` the lines stream until the job ends. A stream that breaks (a server restart, a
         proxy timeout) is opened again after the last line seen, for up to ``reconnect_for`` seconds.
@@ -170,8 +171,14 @@ class Client:
         if tail is not None:
             params["tail"] = tail
         if not follow:
-            yield from _ndjson(self.request("GET", _job_path(job_id, "/logs"), params=params).iter_lines())
-            return
+            # Page after page: a page ends where X-Next-After says the next one starts.
+            while True:
+                r = self.request("GET", _job_path(job_id, "/logs"), params=params)
+                yield from _ndjson(r.iter_lines())
+                nxt = r.headers.get("X-Next-After")
+                if nxt is None or tail is not None:
+                    return
+                params["after"] = int(nxt)
         params["follow"] = "true"
         timeout = httpx.Timeout(10.0, read=None)
         broken_since: float | None = None

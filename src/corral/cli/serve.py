@@ -61,6 +61,16 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(e), param_hint="--memory") from e
 
 
+def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        n = parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    if n < 1000:
+        raise click.BadParameter("give at least 1000 bytes (such as 10MB or 500KiB)")
+    return n
+
+
 _Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 common_server: list[_Deco] = [
@@ -92,6 +102,9 @@ common_server: list[_Deco] = [
                  help="A container's memory limit when its task asks for no memory; 0: no limit."),
     click.option("--default-cpu", type=float, default=1.0, show_default=True,
                  help="A container's CPU limit (cores) when its task asks for no CPU; 0: no limit."),
+    click.option("--max-log-bytes", "max_log_bytes", default="10MB", show_default=True, callback=_log_cap,
+                 help="Output stored per attempt of a task (such as 10MB, 512KiB); past it the log gets "
+                 "a truncation marker and the rest is dropped."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -138,7 +151,7 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float) -> Settings:
+              default_cpu: float, max_log_bytes: int) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
@@ -152,7 +165,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
                     default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    max_tasks_per_job=max_tasks, policy=policy)
+                    max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes)
 
 
 @click.command()

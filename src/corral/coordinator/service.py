@@ -64,6 +64,7 @@ class Settings:
     max_pending_tasks: int = 100_000  # backpressure: submissions beyond this are refused (503)
     max_tasks_per_job: int = flow.MAX_TASKS_PER_JOB  # task rows of one job across all levels (subjobs too)
     policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
+    max_log_bytes: int = 10_000_000  # output stored per attempt of a task; past it, a marker and no more
 
 
 @dataclass
@@ -125,6 +126,37 @@ class _Changes:
             self.tasks_started.append({"id": task["id"], "_exec": ex["id"], "state": "running",
                                        "started_at": u.ts})
             self.jobs_started[task["job_id"]] = u.ts
+
+
+def truncation_marker(cap: int) -> str:
+    return (f"[corral: log truncated: this task's output passed the stored log limit of {cap} bytes "
+            "(--max-log-bytes); the rest of it was dropped]")
+
+
+def cap_logs(logs: Sequence[LogLine], stored: dict[str, int], cap: int
+             ) -> tuple[list[LogLine], dict[str, int]]:
+    """The lines of a batch to store, given the bytes each execution has stored (``stored``; lines of
+    an execution not in it are dropped), and the executions' new sizes. An execution that goes past
+    ``cap`` gets one truncation marker instead of the line that would pass it, and its size is then
+    left above the cap, so that it gets no more lines and no second marker."""
+    kept: list[LogLine] = []
+    sizes: dict[str, int] = {}
+    for ln in logs:
+        size = sizes.get(ln.execution_id)
+        if size is None:
+            if ln.execution_id not in stored:
+                continue
+            size = stored[ln.execution_id]
+        if size > cap:
+            continue
+        n = len(ln.line.encode("utf-8", "replace")) + 1
+        if size + n > cap:
+            kept.append(LogLine(ln.execution_id, "stderr", truncation_marker(cap), ln.ts))
+            sizes[ln.execution_id] = cap + 1
+        else:
+            kept.append(ln)
+            sizes[ln.execution_id] = size + n
+    return kept, sizes
 
 
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
@@ -528,14 +560,17 @@ class Coordinator:
             })
         return out
 
-    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> None:
+    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> list[str]:
         """Apply an agent's batch of state changes and output lines, in one transaction.
 
         The rows involved are read (and on PostgreSQL locked) once, the decisions are made here, and
         the changes are written back in a few bulk compare-and-set statements, whatever the batch size.
+        Returns the executions of the batch's lines whose stored log is full: their agent may keep
+        the rest of their output.
         """
         if not updates and not logs:
-            return
+            return []
+        full: list[str] = []
         now = time.time()
         with self.store.transaction() as tx:
             asked = {u.execution_id for u in updates} | {ln.execution_id for ln in logs}
@@ -551,13 +586,7 @@ class Coordinator:
                             "(such as %s): ignored", node_id, n, len(foreign), min(foreign))
             if logs:
                 open_ = {i: e for i, e in execs.items() if e["state"] in ACTIVE}
-                secrets = self._secrets_of(tx, {e["job_id"] for e in open_.values()})
-                tx.append_logs([{"job_id": open_[ln.execution_id]["job_id"],
-                                 "task_id": open_[ln.execution_id]["task_id"],
-                                 "execution_id": ln.execution_id, "stream": ln.stream,
-                                 "line": workflow.redact(ln.line, secrets[open_[ln.execution_id]["job_id"]])
-                                 if secrets.get(open_[ln.execution_id]["job_id"]) else ln.line, "ts": ln.ts}
-                                for ln in logs if ln.execution_id in open_])
+                full = self._append_logs(tx, open_, [ln for ln in logs if ln.execution_id in open_])
             # Per execution: when it started, and how it ended (if it did). A start and an end in one
             # batch (a quick task) become one change.
             started: dict[str, Update] = {}
@@ -577,7 +606,7 @@ class Coordinator:
                 tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
                                  for i, p in progress.items() if i not in ended])
             if not started and not ended:
-                return
+                return full
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
                                                          lock=True, brief=True)}
             ch = _Changes()
@@ -591,6 +620,29 @@ class Coordinator:
             self.on_nodes_changed(nodes)
         if ended:
             self.kick()
+        return full
+
+    def _append_logs(self, tx: Tx, execs: dict[str, Row], logs: Sequence[LogLine]) -> list[str]:
+        """Store the lines of a batch, within each execution's stored log cap: the first line past it
+        is replaced by one truncation marker, and what comes after is dropped. Returns the executions
+        whose stored log is full."""
+        cap = self.settings.max_log_bytes
+        stored = {i: e["log_bytes"] or 0 for i, e in execs.items()}
+        kept, sizes = cap_logs(logs, stored, cap)
+        full = sorted({i for i in {ln.execution_id for ln in logs} if sizes.get(i, stored.get(i, 0)) > cap})
+        if not kept:
+            return full
+        secrets = self._secrets_of(tx, {execs[ln.execution_id]["job_id"] for ln in kept})
+        rows = []
+        for ln in kept:
+            ex = execs[ln.execution_id]
+            hidden = secrets.get(ex["job_id"])
+            rows.append({"job_id": ex["job_id"], "task_id": ex["task_id"], "execution_id": ln.execution_id,
+                         "stream": ln.stream, "line": workflow.redact(ln.line, hidden) if hidden else ln.line,
+                         "ts": ln.ts})
+        tx.append_logs(rows)
+        tx.add_log_bytes([(i, execs[i]["log_bytes"] or 0, n) for i, n in sizes.items()])
+        return full
 
     def _end(self, tx: Tx, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
              now: float) -> None:

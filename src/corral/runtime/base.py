@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 # Called with (stream, line) for each line of output; stream is "stdout" or "stderr".
-# The line has no trailing newline.
-OutputSink = Callable[[str, str], None]
+# The line has no trailing newline. It returns False when the output comes faster than it can be
+# shipped (lines may then be dropped): the runtime reads this attempt's output more slowly for a while,
+# so that the task waits on its writes.
+OutputSink = Callable[[str, str], bool | None]
 # Called once the attempt has started, with the container id (None for a host process: its pid as str).
 StartedSink = Callable[[str | None], None]
 

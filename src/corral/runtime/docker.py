@@ -29,6 +29,11 @@ T = TypeVar("T")
 
 PIDS_LIMIT = 512
 MAX_LINE = 64 * 1024
+# Batches of lines handed by a reader thread to the event loop and not yet delivered: past this the
+# reader waits (and the container's writes with it), so output can neither pile up in the loop's queue
+# nor keep it busy with one call per line.
+MAX_BATCHES_IN_FLIGHT = 4
+FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
@@ -95,22 +100,22 @@ def _in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
 
 
 class _Lines:
-    """Splits one stream's chunks into lines and hands them to ``emit``."""
+    """Splits one stream's chunks into lines and appends them, as (stream, line), to ``out``."""
 
-    def __init__(self, name: str, emit: Callable[[str, str], None]) -> None:
-        self.name, self.emit, self.buf = name, emit, b""
+    def __init__(self, name: str, out: list[tuple[str, str]]) -> None:
+        self.name, self.out, self.buf = name, out, b""
 
     def feed(self, chunk: bytes) -> None:
         *lines, self.buf = (self.buf + chunk).split(b"\n")
-        for line in lines:
-            self.emit(self.name, line.decode("utf-8", "replace"))
+        name = self.name
+        self.out.extend((name, line.decode("utf-8", "replace")) for line in lines)
         while len(self.buf) > MAX_LINE:  # a line with no end in sight: pass it on in pieces
             piece, self.buf = self.buf[:MAX_LINE], self.buf[MAX_LINE:]
-            self.emit(self.name, piece.decode("utf-8", "replace"))
+            self.out.append((name, piece.decode("utf-8", "replace")))
 
     def flush(self) -> None:
         if self.buf:
-            self.emit(self.name, self.buf.decode("utf-8", "replace"))
+            self.out.append((self.name, self.buf.decode("utf-8", "replace")))
             self.buf = b""
 
 
@@ -274,27 +279,57 @@ class DockerRuntime:
         live = True  # cleared on cancel: output that comes after is dropped, as ProcessRuntime does
         gate = threading.Event()  # no output before on_started
 
-        def deliver(stream: str, line: str) -> None:
-            if live:
-                on_output(stream, line)
-
-        def emitter(prefix: str) -> Callable[[str, str], None]:
-            def emit(stream: str, line: str) -> None:
-                loop.call_soon_threadsafe(deliver, stream, prefix + line)
-            return emit
+        done_reading = threading.Event()  # the attempt is over: readers waiting for room give up
 
         def read(chunks: Any, prefix: str) -> None:
             gate.wait()
-            emit = emitter(prefix)
-            out, err = _Lines("stdout", emit), _Lines("stderr", emit)
+            room = threading.BoundedSemaphore(MAX_BATCHES_IN_FLIGHT)
+            batch: list[tuple[str, str]] = []
+            out, err = _Lines("stdout", batch), _Lines("stderr", batch)
+
+            def deliver(lines: list[tuple[str, str]], i: int = 0) -> None:
+                """Hand on a batch's lines; while the sink says the output is behind, one line every
+                FULL_PAUSE. The batch's room is freed once it is all out (or the attempt is over)."""
+                n = len(lines)
+                try:
+                    while live and i < n:
+                        stream, line = lines[i]
+                        i += 1
+                        if on_output(stream, prefix + line) is False and i < n:
+                            loop.call_later(FULL_PAUSE, deliver, lines, i)
+                            return
+                except BaseException:
+                    room.release()
+                    raise
+                room.release()
+
+            def hand_on() -> bool:
+                """Hand the batch to the loop once it has room for it; False once the attempt is over."""
+                nonlocal batch
+                if not batch:
+                    return True
+                while not room.acquire(timeout=0.5):
+                    if done_reading.is_set():
+                        return False
+                try:
+                    loop.call_soon_threadsafe(deliver, batch)
+                except RuntimeError:  # the loop has closed
+                    room.release()
+                    return False
+                batch = out.out = err.out = []
+                return True
+
             with contextlib.suppress(Exception):  # a stream closed under us ends like one at its end
                 for o, e in chunks:
                     if o is not None:
                         out.feed(o)
                     if e is not None:
                         err.feed(e)
+                    if not hand_on():
+                        return
             out.flush()
             err.flush()
+            hand_on()
 
         serial = ThreadPoolExecutor(1, thread_name_prefix=name)
         streams: list[Any] = []  # attach streams, closed at the end
@@ -370,6 +405,7 @@ class DockerRuntime:
         finally:
             live = False
             gate.set()
+            done_reading.set()
             for chunks in streams:
                 with contextlib.suppress(Exception):  # unblocks a reader still waiting for data
                     chunks.close()

@@ -13,11 +13,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from typing import cast
 
 from corral.runtime import scratch
 from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
 
 MAX_LINE = 64 * 1024
+SLICE = 2048  # lines handed on per turn of the event loop: a flood must not hold the loop
+FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 # What a host task gets besides the variables it asked for: nothing of the worker's own environment
 # (its token, its database URL, whatever its shell had) reaches a task.
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,22 +36,77 @@ class _Lines(asyncio.Protocol):
     """Reads one pipe, hands its output on line by line, and resolves ``done`` at end of file.
 
     A protocol rather than a StreamReader and a task per pipe: this runs for every line of every task.
+    At most SLICE lines are handed on per turn of the loop, and the pipe is not read while more wait.
+    While the sink says the output is behind, one line is handed on every FULL_PAUSE until it says
+    otherwise: the task waits on its writes until its output has been shipped. So what is held here
+    stays bounded, and other work on the loop (heartbeats, timeouts, the API) goes on.
     """
 
     def __init__(self, name: str, sink: OutputSink, done: asyncio.Future[None]) -> None:
         self.name, self.sink, self.done = name, sink, done
         self.buf = b""
+        self.transport: asyncio.ReadTransport | None = None
+        self.paused = False
+        self.later = False  # a turn is scheduled
+        self.behind = False  # the sink said so at the last line
+        self.eof = False
+        self.timer: asyncio.Handle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.ReadTransport, transport)  # uvloop's does not subclass it
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        *lines, self.buf = buf.split(b"\n")
+        self.buf += data
+        if not self.later:
+            self._turn()
+
+    def _turn(self) -> None:
+        self.later = False
+        # Once the writer is gone there is nobody left to slow down: what is left goes at full speed.
+        limit = 1 if self.behind and not self.eof else SLICE
+        *lines, self.buf = self.buf.split(b"\n", limit)
+        behind = False
         for line in lines:
-            self.sink(self.name, line.decode("utf-8", "replace"))
-        while len(self.buf) > MAX_LINE:  # a very long line: hand it on in pieces
-            piece, self.buf = self.buf[:MAX_LINE], self.buf[MAX_LINE:]
-            self.sink(self.name, piece.decode("utf-8", "replace"))
+            behind = self.sink(self.name, line.decode("utf-8", "replace")) is False
+        if len(lines) < limit:  # every whole line is out
+            while len(self.buf) > MAX_LINE:  # a very long line: hand it on in pieces
+                piece, self.buf = self.buf[:MAX_LINE], self.buf[MAX_LINE:]
+                behind = self.sink(self.name, piece.decode("utf-8", "replace")) is False
+        self.behind = behind
+        if len(lines) == limit and (self.buf or behind):  # more lines may wait, or the sink is behind
+            self._pause()
+            self.later = True
+            loop = asyncio.get_running_loop()
+            self.timer = (loop.call_later(FULL_PAUSE, self._turn) if behind and not self.eof
+                          else loop.call_soon(self._turn))
+        elif self.eof:
+            self._finish()
+        elif self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _pause(self) -> None:
+        if not self.paused and not self.eof and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if not self.later:
+            self._turn()
+
+    def abort(self) -> None:
+        """The attempt is over (cancelled): drop what is left and let go of the pipe."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.buf = b""
+        self.eof = True
+        if self.transport is not None:
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _finish(self) -> None:
         if self.buf:
             self.sink(self.name, self.buf.decode("utf-8", "replace"))
             self.buf = b""
@@ -56,10 +114,10 @@ class _Lines(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> asyncio.Future[None]:
+async def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> _Lines:
     done: asyncio.Future[None] = loop.create_future()
-    await loop.connect_read_pipe(lambda: _Lines(name, sink, done), os.fdopen(fd, "rb", buffering=0))
-    return done
+    _, lines = await loop.connect_read_pipe(lambda: _Lines(name, sink, done), os.fdopen(fd, "rb", buffering=0))
+    return lines
 
 
 async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> int:
@@ -155,9 +213,11 @@ class ProcessRuntime:
             # As in a container, the attempt ends with its main process: what it left running in its
             # group goes too. Output already in the pipes is still read to the end.
             _kill_group(proc.pid)
-            await asyncio.gather(*pipes)
+            await asyncio.gather(*(p.done for p in pipes))
         except asyncio.CancelledError:
             _kill_group(proc.pid)
+            for p in pipes:
+                p.abort()
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(proc.wait))
             raise

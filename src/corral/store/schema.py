@@ -113,6 +113,9 @@ executions = sa.Table(
     sa.Column("scheduled_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # The bytes of output stored for this attempt (0008): past the coordinator's --max-log-bytes, one
+    # truncation marker is stored and the rest dropped; the marker leaves it above the cap.
+    sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_exec_task", "task_id"),
     sa.Index("ix_exec_node_state", "node_id", "state"),
     sa.Index("ix_exec_state", "state"),

@@ -51,8 +51,10 @@ def _by_ids(table: sa.Table, cols: Sequence[Any] | None = None) -> Any:
 _E, _T = s.executions.c, s.tasks.c
 _EXECS = _by_ids(s.executions)
 _EXECS_BRIEF = _by_ids(s.executions, [_E.id, _E.task_id, _E.job_id, _E.node_id, _E.state, _E.started_at,
-                                      _E.container_id])
+                                      _E.container_id, _E.log_bytes])
 _TASKS = _by_ids(s.tasks)
+_LOG_BYTES = (sa.update(s.executions).where(_E.id == sa.bindparam("b_id"), _E.log_bytes == sa.bindparam("b_old"))
+              .values(log_bytes=sa.bindparam("v")))
 # "dag": the task is part of a job whose tasks name depends_on (every such task stores the key).
 _DAG = _T.spec["depends_on"].as_string().is_not(None).label("dag")
 _TASKS_BRIEF = _by_ids(s.tasks, [_T.id, _T.job_id, _T.position, _T.name, _T.state, _T.execution_id,
@@ -470,6 +472,13 @@ class Tx:
         if rows:
             self.c.execute(sa.insert(s.logs), list(rows))
 
+    def add_log_bytes(self, counts: Sequence[tuple[str, int, int]]) -> int:
+        """``(execution id, bytes before, bytes after)``: compare-and-set of each execution's stored log
+        size. Returns how many changed."""
+        if not counts:
+            return 0
+        return self.c.execute(_LOG_BYTES, [{"b_id": i, "b_old": old, "v": new} for i, old, new in counts]).rowcount
+
     def logs(self, job_id: str, *, after_seq: int = 0, tail: int | None = None,
              limit: int = 10000) -> list[Row]:
         cols = [s.logs.c.seq, s.logs.c.task_id, s.logs.c.execution_id, s.logs.c.stream, s.logs.c.line,
@@ -480,6 +489,22 @@ class Tx:
             return list(reversed(_rows(self.c.execute(q))))
         q = (sa.select(*cols).where(s.logs.c.job_id == job_id, s.logs.c.seq > after_seq)
              .order_by(s.logs.c.seq).limit(limit))
+        return _rows(self.c.execute(q))
+
+    def _log_owner(self, job_id: str, owner: str | None) -> list[Any]:
+        conds: list[Any] = [s.logs.c.job_id == job_id]
+        if owner is not None:  # a task's lines (every attempt), or one execution's
+            conds.append(sa.or_(s.logs.c.task_id == owner, s.logs.c.execution_id == owner))
+        return conds
+
+    def count_logs(self, job_id: str, owner: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(s.logs).where(*self._log_owner(job_id, owner))
+        return int(self.c.execute(q).scalar_one())
+
+    def logs_newest_first(self, job_id: str, *, offset: int, limit: int, owner: str | None = None) -> list[Row]:
+        """A page of a job's lines (or a task's, or an execution's: ``owner``), newest first."""
+        q = (sa.select(s.logs.c.seq, s.logs.c.line, s.logs.c.ts).where(*self._log_owner(job_id, owner))
+             .order_by(s.logs.c.seq.desc()).offset(offset).limit(limit))
         return _rows(self.c.execute(q))
 
     # -- reads for the API dialects (nomad-lite, CloudAI) -----------------------------------------

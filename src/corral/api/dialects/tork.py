@@ -40,7 +40,6 @@ TASK_FIELDS = {"name", "description", "image", "run", "cmd", "entrypoint", "env"
                "workdir", "parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "files", "limits",
                "sidecars", "gpus", "tags", "priority", "depends_on"}
 TASK_LATER = {"networks", "registry", "probe"}
-LOG_LINES = 100_000  # log paging reads at most this many lines of a job
 DOCKER_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)[bB]?$")
 
 def render_error(request: Request, e: DialectError) -> Response:
@@ -352,12 +351,15 @@ def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
 
 
 # -- logs -----------------------------------------------------------------------------------------
-def _log_page(lines: list[Row], page: int, size: int) -> dict[str, Any]:
-    parts = [{"number": i + 1, "contents": r["line"] + "\n", "createdAt": rfc3339(r["ts"])}
-             for i, r in reversed(list(enumerate(lines)))]  # newest first, as Tork answers
-    items = parts[(page - 1) * size:page * size]
-    return {"items": items, "number": page, "size": len(items), "totalPages": math.ceil(len(parts) / size),
-            "totalItems": len(parts)}
+def _log_page(tx: Tx, job_id: str, page: int, size: int, owner: str | None = None) -> dict[str, Any]:
+    """One page of output, one part per line, newest first as Tork answers; read a page at a time."""
+    total = tx.count_logs(job_id, owner)
+    offset = (page - 1) * size
+    rows = tx.logs_newest_first(job_id, offset=offset, limit=size, owner=owner) if offset < total else []
+    items = [{"number": total - offset - i, "contents": r["line"] + "\n", "createdAt": rfc3339(r["ts"])}
+             for i, r in enumerate(rows)]
+    return {"items": items, "number": page, "size": len(items), "totalPages": math.ceil(total / size),
+            "totalItems": total}
 
 
 @router.get("/jobs/{job_id}/log", summary="Tork: a job's output, one part per line, newest first")
@@ -365,7 +367,7 @@ def job_log(job_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, A
     page_args(page, size, 100)
     with svc.coord.store.read() as tx:
         _job(tx, job_id)
-        return _log_page(tx.logs(job_id, limit=LOG_LINES), page, size)
+        return _log_page(tx, job_id, page, size)
 
 
 @router.get("/tasks/{task_id}/log", summary="Tork: one execution's output (or every attempt of a task)")
@@ -375,8 +377,7 @@ def task_log(task_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str,
         ex = tx.executions_by_ids([task_id])
         if (owner := ex[0] if ex else tx.task(task_id)) is None:
             raise DialectError(404, "task not found")
-        lines = [r for r in tx.logs(owner["job_id"], limit=LOG_LINES) if task_id in (r["execution_id"], r["task_id"])]
-    return _log_page(lines, page, size)
+        return _log_page(tx, owner["job_id"], page, size, task_id)
 
 
 # -- nodes and queues -----------------------------------------------------------------------------

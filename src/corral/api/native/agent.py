@@ -207,13 +207,15 @@ async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent) -> dict[str, Any]:
         await svc.wakeups.wait(ev, left)
 
 
-@router.post("/nodes/{node_id}/report", status_code=204)
-def report(node_id: NodeId, body: ReportIn, svc: NodeAgent) -> None:
+@router.post("/nodes/{node_id}/report")
+def report(node_id: NodeId, body: ReportIn, svc: NodeAgent) -> dict[str, list[str]]:
     """Updates and output lines about executions assigned to this node; anything about an execution that
     is not (another node's, or unknown) is ignored, and lines for an execution that has ended are not
-    appended."""
-    svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
-                     [LogLine(**ln.model_dump()) for ln in body.logs])
+    appended. ``log_full`` names the executions whose stored log is full (--max-log-bytes): the worker
+    need not send their later output."""
+    full = svc.coord.report(node_id, [Update(**u.model_dump()) for u in body.updates],
+                            [LogLine(**ln.model_dump()) for ln in body.logs])
+    return {"log_full": full}
 
 
 @router.post("/nodes/{node_id}/drain")

@@ -27,6 +27,9 @@ Svc = Annotated[Services, Depends(services)]
 MAX_LIMIT = 1000
 MAX_BATCH = 1000
 TASKS_SHOWN = 200  # tasks a job view carries; the rest are paged through /v1/jobs/{id}/tasks
+MAX_LOG_PAGE = 10_000  # lines in one page of a job's log (and its default size)
+LOG_PAGE_BYTES = 8 * 1024 * 1024  # about the most text in one page
+LOG_READ_CHUNK = 1000  # lines read from the store at a time while a page is gathered
 
 
 def validate_spec(data: Any, where: str = "") -> JobSpec:
@@ -179,45 +182,76 @@ def _line(r: dict[str, Any], fmt: str, names: dict[str, str]) -> str:
     return str(r["line"]) + "\n"
 
 
-@router.get("/{job_id}/logs", summary="The job's output; follow=true streams it until the job ends")
+@router.get("/{job_id}/logs", summary="The job's output, a page at a time; follow=true streams it until the job ends")
 async def logs(
-    job_id: str, svc: Svc,
-    tail: Annotated[int | None, Query(ge=0, le=100000)] = None,
+    job_id: str, svc: Svc, request: Request,
+    tail: Annotated[int | None, Query(ge=0, le=100000, description="Only the last N lines")] = None,
     follow: bool = False,
-    after: Annotated[int, Query(ge=0, description="Only lines after this sequence number")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                description="Only lines after this sequence number (a cursor)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE, description="At most this many lines")] = MAX_LOG_PAGE,
     format: Annotated[str, Query(pattern="^(text|ndjson)$")] = "text",
 ) -> Response:
+    """A page holds at most ``limit`` lines and about 8 MiB. When more lines follow it, the answer says
+    where the next page starts: ``X-Next-After`` (pass it as ``after``) and a ``Link: <...>; rel="next"``.
+    ``X-Last-Seq`` is the sequence number of the last line sent (or ``after`` if none): poll from there
+    for lines still to come. ``follow`` streams every page, then new lines, until the job has ended
+    and its last line was sent."""
     store = svc.coord.store
 
-    def read(after_seq: int, tail_n: int | None) -> tuple[list[dict[str, Any]], str]:
+    def read(after_seq: int, tail_n: int | None) -> tuple[list[dict[str, Any]], str, bool]:
+        """A page after ``after_seq``, the job's state, and whether more lines follow the page."""
         with store.read() as tx:
             job = tx.job(job_id)
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
-            return tx.logs(job_id, after_seq=after_seq, tail=tail_n), job["state"]
+            if tail_n is not None:
+                return tx.logs(job_id, after_seq=after_seq, tail=tail_n), job["state"], False
+            rows: list[dict[str, Any]] = []
+            size, last = 0, after_seq
+            while len(rows) < limit and size < LOG_PAGE_BYTES:
+                want = min(LOG_READ_CHUNK, limit - len(rows))
+                part = tx.logs(job_id, after_seq=last, limit=want)
+                for r in part:
+                    rows.append(r)
+                    size += len(r["line"]) + 1
+                    if size >= LOG_PAGE_BYTES:
+                        break
+                if len(part) < want and size < LOG_PAGE_BYTES:
+                    return rows, job["state"], False  # the end of what is stored
+                last = rows[-1]["seq"]
+            more = bool(tx.logs(job_id, after_seq=last, limit=1))
+            return rows, job["state"], more
 
     def task_names() -> dict[str, str]:
         # A job's tasks are fixed when it is submitted: read their names once, not on every poll.
         with store.read() as tx:
             return {t["id"]: t["name"] for t in tx.tasks_of(job_id)}
 
-    rows, state = await asyncio.to_thread(read, after, tail)
+    rows, state, more = await asyncio.to_thread(read, after, tail)
     names = await asyncio.to_thread(task_names) if format == "ndjson" else {}
     media = "application/x-ndjson" if format == "ndjson" else "text/plain; charset=utf-8"
     if not follow:
-        return Response("".join(_line(r, format, names) for r in rows), media_type=media)
+        last_seq = rows[-1]["seq"] if rows else after
+        headers = {"X-Last-Seq": str(last_seq)}
+        if more:
+            nxt = request.url.include_query_params(after=last_seq, limit=limit)
+            headers["X-Next-After"] = str(last_seq)
+            headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+        return Response("".join(_line(r, format, names) for r in rows), media_type=media, headers=headers)
 
     async def stream() -> AsyncIterator[str]:
-        nonlocal rows, state
+        nonlocal rows, state, more
         last = after
         while True:
             if rows:
                 last = rows[-1]["seq"]
                 yield "".join(_line(r, format, names) for r in rows)
-            if state in {s.value for s in TERMINAL_JOB_STATES}:
-                # Lines and the final state arrive in one transaction: nothing is left to read.
-                return
-            await asyncio.sleep(0.2)
-            rows, state = await asyncio.to_thread(read, last, None)
+            if not more:
+                if state in {s.value for s in TERMINAL_JOB_STATES}:
+                    # Lines and the final state arrive in one transaction: nothing is left to read.
+                    return
+                await asyncio.sleep(0.2)
+            rows, state, more = await asyncio.to_thread(read, last, None)
 
     return StreamingResponse(stream(), media_type=media)
