@@ -13,6 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from corral.coordinator.errors import Forbidden, NotFound
+from corral.coordinator.service import Coordinator, NodeInfo
+from corral.domain.spec import JobSpec
+from corral.store.sql import Store
 from tests.harness import Cluster, Proc, free_port, wait_until
 
 NODE_SECRET = "X-Corral-Node-Secret"
@@ -307,3 +313,43 @@ def test_a_restarted_worker_comes_back_as_itself(cluster: Cluster) -> None:
     assert [n["id"] for n in cluster.nodes()] == [first]
     r = cluster.client.post("/v1/agent/register", json={**REG, "id": first})
     assert r.status_code == 403
+
+
+# -- the same rules straight over the coordinator (what LocalTransport calls), on both stores ----------
+def test_the_coordinator_checks_node_secrets_and_hands_work_back(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store)
+        info = NodeInfo(name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0, runtimes=["process"])
+        row = coord.register(info)
+        node, secret = row["id"], row["node_secret"]
+        assert secret and "secret_hash" not in row
+        coord.authenticate(node, secret)
+        for wrong in (None, "", "guess"):
+            with pytest.raises(Forbidden):
+                coord.authenticate(node, wrong)
+            with pytest.raises(Forbidden):
+                coord.register(NodeInfo(**{**info.__dict__, "id": node}), secret=wrong)
+        with pytest.raises(NotFound):
+            coord.authenticate("e" * 32, secret)
+        again = coord.register(NodeInfo(**{**info.__dict__, "id": node}), secret=secret)
+        assert again["id"] == node and again["node_secret"] is None  # given once only
+        # A fresh coordinator (a restart) reads the hash from the store.
+        Coordinator(store).authenticate(node, secret)
+
+        jobs = coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "sleep 9"}]}) for _ in range(2)])
+        coord.schedule_once()
+        work, _ = coord.poll(node, [])
+        started, unstarted = work[0]["execution_id"], work[1]["execution_id"]
+        assert coord.drain(node, [started]) == [unstarted]  # what it had not started goes back at once
+        assert coord.schedule_once() == 0  # nothing goes to a draining node
+        assert coord.leave(node) == 1
+        with store.read() as tx:
+            assert tx.node(node)["state"] == "down"  # type: ignore[index]
+        for j in jobs:
+            _, tasks, execs = coord.get_job(j["id"])
+            assert tasks[0]["state"] == "pending" and tasks[0]["attempts"] == 0 and tasks[0]["lost_count"] == 0
+            assert [e["state"] for e in execs] == ["lost"] and execs[0]["error"].startswith("handed back")
+        assert coord.stats["tasks_handed_back"] == 2
+    finally:
+        store.close()
