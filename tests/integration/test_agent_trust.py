@@ -177,7 +177,7 @@ def test_a_malformed_node_row_is_skipped_by_scheduling_and_shown_by_views(cluste
                     json.dumps(["process"]), json.dumps(["default"]), json.dumps({"cpu_percent": "abc"}),
                     now, now))
     db.close()
-    for path in ("/v1/nodes", f"/v1/nodes/{'b' * 32}", "/nodes", "/api/workers"):
+    for path in ("/v1/nodes", f"/v1/nodes/{'b' * 32}", "/nodes", "/api/workers", "/api/cluster", "/metrics"):
         r = cluster.client.get(path)
         assert r.status_code == 200, (path, r.text)
     # The bad node is the emptiest (64 cores): a pass that read it as it is would pick it, or fail.

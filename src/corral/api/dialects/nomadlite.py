@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.coordinator.errors import Conflict, NotFound
+from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
 
@@ -229,7 +230,7 @@ def cluster(request: Request, svc: Svc) -> dict[str, Any]:
     members = [{"node_id": LEADER_ID, "address": address, "is_alive": leader is not None, "role": "coordinator",
                 "name": "coordinator"}]
     members += [{"node_id": worker_number(n["id"]), "address": n["hostname"], "is_alive": n["state"] == "ready",
-                 "role": "worker", "name": n["name"]} for n in nodes]
+                 "role": "worker", "name": n["name"]} for n in map(safe_node, nodes)]
     return {
         "node_id": LEADER_ID,
         "role": "leader" if leader is not None else "candidate",
