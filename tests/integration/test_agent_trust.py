@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from corral.coordinator.errors import Forbidden, NotFound
-from corral.coordinator.service import Coordinator, NodeInfo
+from corral.coordinator.service import Coordinator, NodeInfo, Settings
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 from tests.harness import Cluster, Proc, free_port, wait_until
@@ -351,5 +351,26 @@ def test_the_coordinator_checks_node_secrets_and_hands_work_back(database_url: s
             assert tasks[0]["state"] == "pending" and tasks[0]["attempts"] == 0 and tasks[0]["lost_count"] == 0
             assert [e["state"] for e in execs] == ["lost"] and execs[0]["error"].startswith("handed back")
         assert coord.stats["tasks_handed_back"] == 2
+    finally:
+        store.close()
+
+
+def test_a_draining_node_that_dies_is_still_reaped(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store, Settings(node_ttl=0.2))
+        node = coord.register(NodeInfo(name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
+                                       runtimes=["process"]))["id"]
+        job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "sleep 9"}]}))
+        coord.schedule_once()
+        [w] = coord.poll(node, [])[0]
+        coord.drain(node, [w["execution_id"]])
+        coord.heartbeat(node, [w["execution_id"]])  # a draining node still renews its lease...
+        with store.read() as tx:
+            assert tx.node(node)["state"] == "draining"  # type: ignore[index]
+        wait_until(lambda: coord.reap_once() == 1, 5, what="the reaper to find the silent node")  # ...until it dies
+        _, tasks, execs = coord.get_job(job["id"])
+        assert tasks[0]["state"] == "pending" and execs[0]["state"] == "lost"
+        assert "missed its heartbeats" in execs[0]["error"]
     finally:
         store.close()
