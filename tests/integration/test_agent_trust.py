@@ -13,6 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from corral.coordinator.errors import Forbidden, NotFound
+from corral.coordinator.service import Coordinator, NodeInfo, Settings
+from corral.domain.spec import JobSpec
+from corral.store.sql import Store
 from tests.harness import Cluster, Proc, free_port, wait_until
 
 NODE_SECRET = "X-Corral-Node-Secret"
@@ -171,7 +177,7 @@ def test_a_malformed_node_row_is_skipped_by_scheduling_and_shown_by_views(cluste
                     json.dumps(["process"]), json.dumps(["default"]), json.dumps({"cpu_percent": "abc"}),
                     now, now))
     db.close()
-    for path in ("/v1/nodes", f"/v1/nodes/{'b' * 32}", "/nodes", "/api/workers"):
+    for path in ("/v1/nodes", f"/v1/nodes/{'b' * 32}", "/nodes", "/api/workers", "/api/cluster", "/metrics"):
         r = cluster.client.get(path)
         assert r.status_code == 200, (path, r.text)
     # The bad node is the emptiest (64 cores): a pass that read it as it is would pick it, or fail.
@@ -307,3 +313,64 @@ def test_a_restarted_worker_comes_back_as_itself(cluster: Cluster) -> None:
     assert [n["id"] for n in cluster.nodes()] == [first]
     r = cluster.client.post("/v1/agent/register", json={**REG, "id": first})
     assert r.status_code == 403
+
+
+# -- the same rules straight over the coordinator (what LocalTransport calls), on both stores ----------
+def test_the_coordinator_checks_node_secrets_and_hands_work_back(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store)
+        info = NodeInfo(name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0, runtimes=["process"])
+        row = coord.register(info)
+        node, secret = row["id"], row["node_secret"]
+        assert secret and "secret_hash" not in row
+        coord.authenticate(node, secret)
+        for wrong in (None, "", "guess"):
+            with pytest.raises(Forbidden):
+                coord.authenticate(node, wrong)
+            with pytest.raises(Forbidden):
+                coord.register(NodeInfo(**{**info.__dict__, "id": node}), secret=wrong)
+        with pytest.raises(NotFound):
+            coord.authenticate("e" * 32, secret)
+        again = coord.register(NodeInfo(**{**info.__dict__, "id": node}), secret=secret)
+        assert again["id"] == node and again["node_secret"] is None  # given once only
+        # A fresh coordinator (a restart) reads the hash from the store.
+        Coordinator(store).authenticate(node, secret)
+
+        jobs = coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "sleep 9"}]}) for _ in range(2)])
+        coord.schedule_once()
+        work, _ = coord.poll(node, [])
+        started, unstarted = work[0]["execution_id"], work[1]["execution_id"]
+        assert coord.drain(node, [started]) == [unstarted]  # what it had not started goes back at once
+        assert coord.schedule_once() == 0  # nothing goes to a draining node
+        assert coord.leave(node) == 1
+        with store.read() as tx:
+            assert tx.node(node)["state"] == "down"  # type: ignore[index]
+        for j in jobs:
+            _, tasks, execs = coord.get_job(j["id"])
+            assert tasks[0]["state"] == "pending" and tasks[0]["attempts"] == 0 and tasks[0]["lost_count"] == 0
+            assert [e["state"] for e in execs] == ["lost"] and execs[0]["error"].startswith("handed back")
+        assert coord.stats["tasks_handed_back"] == 2
+    finally:
+        store.close()
+
+
+def test_a_draining_node_that_dies_is_still_reaped(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store, Settings(node_ttl=0.2))
+        node = coord.register(NodeInfo(name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
+                                       runtimes=["process"]))["id"]
+        job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "sleep 9"}]}))
+        coord.schedule_once()
+        [w] = coord.poll(node, [])[0]
+        coord.drain(node, [w["execution_id"]])
+        coord.heartbeat(node, [w["execution_id"]])  # a draining node still renews its lease...
+        with store.read() as tx:
+            assert tx.node(node)["state"] == "draining"  # type: ignore[index]
+        wait_until(lambda: coord.reap_once() == 1, 5, what="the reaper to find the silent node")  # ...until it dies
+        _, tasks, execs = coord.get_job(job["id"])
+        assert tasks[0]["state"] == "pending" and execs[0]["state"] == "lost"
+        assert "missed its heartbeats" in execs[0]["error"]
+    finally:
+        store.close()

@@ -863,7 +863,7 @@ class Coordinator:
         with self.store.transaction() as tx:
             stale = tx.stale_nodes(now - ttl)
             for n in stale:
-                if tx.cas_node(n["id"], "ready", state="down"):
+                if tx.cas_node(n["id"], n["state"], state="down"):  # ready, or draining
                     for ex in tx.active_executions(n["id"]):
                         self._lose(tx, ex, now, f"node {n['name']} missed its heartbeats for {ttl:g}s")
         if stale:

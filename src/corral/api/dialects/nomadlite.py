@@ -23,6 +23,7 @@ from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.idempotency import idem_key
 from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
+from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
 
@@ -231,7 +232,7 @@ def cluster(request: Request, svc: Svc) -> dict[str, Any]:
     members = [{"node_id": LEADER_ID, "address": address, "is_alive": leader is not None, "role": "coordinator",
                 "name": "coordinator"}]
     members += [{"node_id": worker_number(n["id"]), "address": n["hostname"], "is_alive": n["state"] == "ready",
-                 "role": "worker", "name": n["name"]} for n in nodes]
+                 "role": "worker", "name": n["name"]} for n in map(safe_node, nodes)]
     return {
         "node_id": LEADER_ID,
         "role": "leader" if leader is not None else "candidate",

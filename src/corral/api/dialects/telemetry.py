@@ -32,6 +32,7 @@ from corral.api.dialects.cloudai_views import (
     worker_views,
 )
 from corral.api.timefmt import rfc3339
+from corral.domain.nodes import safe_node
 from corral.store.sql import Row, Store, Tx
 
 log = logging.getLogger("corral.telemetry")
@@ -93,7 +94,7 @@ class Watcher:
     def _workers(self, tx: Tx) -> list[str]:
         out = []
         seen = {}
-        for n in tx.nodes():
+        for n in map(safe_node, tx.nodes()):  # a malformed stored row still makes a message
             seen[n["id"]] = (n["state"], n["registered_at"])
             before = self.nodes.get(n["id"])
             if n["state"] == "ready" and (before is None or before != seen[n["id"]]):
