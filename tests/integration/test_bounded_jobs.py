@@ -152,7 +152,8 @@ def test_expression_bombs_fail_only_their_task(standalone: Cluster) -> None:
     finally:
         stop.set()
         watcher.join(5)
-    assert peak[0] < 600 * 2**20, f"the server reached {peak[0] / 2**20:.0f} MiB"
+    # About 100 MiB at rest and 110 MiB at the peak here; these bombs reached 1.7-2.5 GB before.
+    assert peak[0] < 400 * 2**20, f"the server reached {peak[0] / 2**20:.0f} MiB"
     assert max(slow) < 1.0, f"/healthz took {max(slow):.2f}s"
     assert standalone.logs(other["id"]) == "meanwhile\n"
 

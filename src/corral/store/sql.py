@@ -179,7 +179,7 @@ class Tx:
                   limit: int = 50) -> tuple[list[Row], int]:
         conds: list[Any] = []
         if state:
-            conds.append(s.jobs.c.state.in_(state.split(",")))
+            conds.append(s.jobs.c.state.in_(list(dict.fromkeys(state.split(",")))))  # each state once
         if queue:
             conds.append(s.jobs.c.queue == queue)
         if tag:
@@ -538,7 +538,7 @@ class Tx:
         j, t, e = s.jobs.c, s.tasks.c, s.executions.c
         conds: list[Any] = []
         if states:
-            conds.append(j.state.in_(list(states)))
+            conds.append(j.state.in_(list(dict.fromkeys(states))))
         if tag:
             conds.append(j.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
         if node_prefix:
