@@ -74,7 +74,9 @@ def test_a_symlink_left_in_an_allowed_root_does_not_lead_a_mount_out(cluster: Cl
     allowed.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("original\n")
-    cluster.up("--allow-bind-mount", str(allowed))
+    # A coordinator and a remote worker: the allowed directories reach the worker with the assignment.
+    cluster.start_server("--allow-bind-mount", str(allowed))
+    cluster.add_worker("w1", "--runtime", "docker")
     mount = {"type": "bind", "source": str(allowed), "target": "/data"}
     first = cluster.submit({"tasks": [{"image": busybox_image, "run": "ln -s / /data/rootlink",
                                        "mounts": [mount]}]})
@@ -90,31 +92,41 @@ def test_a_symlink_left_in_an_allowed_root_does_not_lead_a_mount_out(cluster: Cl
 
 
 @pytest.fixture
-def app_volume(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[str]:
-    """Another application's named volume, holding a secret."""
-    name = f"corral-test-app-{uuid.uuid4().hex[:10]}"
-    docker_client.volumes.create(name)
-    docker_client.containers.run(busybox_image, ["sh", "-c", "echo app-secret > /v/secret"],
-                                 volumes={name: {"bind": "/v", "mode": "rw"}}, remove=True)
-    yield name
-    for v in docker_client.volumes.list(filters={"name": name}):
-        v.remove(force=True)
+def app_volumes(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[list[str]]:
+    """Two other applications' named volumes, each holding a secret."""
+    names = [f"corral-test-app-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for name in names:
+        docker_client.volumes.create(name)
+        docker_client.containers.run(busybox_image, ["sh", "-c", "echo app-secret > /v/secret"],
+                                     volumes={name: {"bind": "/v", "mode": "rw"}}, remove=True)
+    yield names
+    for name in names:
+        for v in docker_client.volumes.list(filters={"name": name}):
+            v.remove(force=True)
 
 
 @pytest.mark.docker
-def test_another_applications_named_volume_is_not_reachable(standalone: Cluster, busybox_image: str,
-                                                            app_volume: str,
-                                                            docker_client: docker.DockerClient) -> None:
-    job = standalone.submit({"tasks": [{"image": busybox_image, "mounts": [
-        {"type": "volume", "source": app_volume, "target": "/v"}],
-        "run": "cat /v/secret 2>/dev/null || echo no-secret; echo pwned > /v/pwned; ls /v"}]})
-    assert standalone.wait_job(job["id"])["state"] == "completed"
-    assert "app-secret" not in standalone.logs(job["id"])
-    listing = docker_client.containers.run(busybox_image, ["ls", "/v"], remove=True,
-                                           volumes={app_volume: {"bind": "/v", "mode": "ro"}})
-    assert listing.decode().split() == ["secret"]  # untouched: the job had a volume of its own
-    own = docker_client.volumes.get(f"corral-{job['id']}-{app_volume}")
-    assert own.attrs["Labels"]["corral.job"] == job["id"]
+def test_another_applications_named_volume_is_reachable_only_when_allowed(
+        cluster: Cluster, busybox_image: str, app_volumes: list[str], docker_client: docker.DockerClient) -> None:
+    allowed, other = app_volumes
+    cluster.up("--allow-volume", allowed)
+    script = "cat /v/secret 2>/dev/null || echo no-secret; echo pwned > /v/pwned"
+    jobs = [cluster.submit({"tasks": [{"image": busybox_image, "run": script,
+                                       "mounts": [{"type": "volume", "source": name, "target": "/v"}]}]})
+            for name in (other, allowed)]
+    for job in jobs:
+        assert cluster.wait_job(job["id"])["state"] == "completed"
+    assert cluster.logs(jobs[0]["id"]).split() == ["no-secret"]  # a volume of the job's own, not the app's
+    assert cluster.logs(jobs[1]["id"]).split() == ["app-secret"]  # the operator allowed this one by name
+
+    def listing(name: str) -> list[str]:
+        return docker_client.containers.run(busybox_image, ["ls", "/v"], remove=True,
+                                            volumes={name: {"bind": "/v", "mode": "ro"}}).decode().split()
+
+    assert listing(other) == ["secret"]  # untouched
+    assert listing(allowed) == ["pwned", "secret"]
+    own = docker_client.volumes.get(f"corral-{jobs[0]['id']}-{other}")
+    assert own.attrs["Labels"]["corral.job"] == jobs[0]["id"]
     own.remove(force=True)
 
 
