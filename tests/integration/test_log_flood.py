@@ -173,6 +173,9 @@ def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Clust
     follow = corral("jobs", "logs", "-f", job["id"], server=c.url)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.splitlines() == want
+    run = corral("run", "--", "seq", "1", str(n), server=c.url)  # follows the job as it runs
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == want
     for bad in ({"limit": 0}, {"limit": 10_001}, {"after": 2**64}):
         assert c.client.get(f"/v1/jobs/{job['id']}/logs", params=bad).status_code in (400, 422), bad
     # Tork's log pages reach every line too, newest first, a page read at a time.
