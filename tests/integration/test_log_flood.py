@@ -155,6 +155,27 @@ def test_past_the_cap_a_task_runs_on_at_full_speed(cluster: Cluster) -> None:
     assert lines[-1].startswith("[corral: log truncated") and "done" not in lines
 
 
+def test_a_flood_from_a_remote_worker_is_capped(cluster: Cluster, pg_url: str) -> None:
+    """Over HTTP, on PostgreSQL (the tests above use SQLite): the cap holds, the worker stays ready."""
+    c = cluster.start_server("--max-log-bytes", str(CAP), database_url=pg_url)
+    c.add_worker("w1", "--runtime", "process")
+    job = c.submit({"tasks": [{"run": FLOOD, "timeout": "4s"}]})
+    c.wait_job(job["id"], {"running"}, timeout=15)
+    rss: list[int] = []
+    probes: list[float] = []
+    deadline = time.monotonic() + 30
+    while c.job(job["id"])["state"] == "running":
+        assert time.monotonic() < deadline
+        _watch(c, rss, probes)
+        time.sleep(0.2)
+    task = c.job(job["id"])["tasks"][0]
+    assert task["state"] == "failed" and "timed out after 4s" in task["error"]
+    lines, _ = _all_lines(c, job["id"])
+    assert lines[0] == LINE and lines[-1].startswith("[corral: log truncated")
+    assert CAP - 200 < sum(len(ln) + 1 for ln in lines[:-1]) <= CAP
+    assert max(rss) < RSS_BOUND
+
+
 def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Cluster) -> None:
     c = standalone
     n = 30_000
