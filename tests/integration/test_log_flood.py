@@ -3,13 +3,19 @@ take the server down, and a long log comes back whole, a page at a time."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 
+from corral.agent.worker import Agent, AgentConfig
+from corral.runtime.process import ProcessRuntime
 from tests.harness import Cluster, wait_until
 from tests.integration.test_cli import corral
 
@@ -149,6 +155,27 @@ def test_past_the_cap_a_task_runs_on_at_full_speed(cluster: Cluster) -> None:
     assert lines[-1].startswith("[corral: log truncated") and "done" not in lines
 
 
+def test_a_flood_from_a_remote_worker_is_capped(cluster: Cluster, pg_url: str) -> None:
+    """Over HTTP, on PostgreSQL (the tests above use SQLite): the cap holds, the worker stays ready."""
+    c = cluster.start_server("--max-log-bytes", str(CAP), database_url=pg_url)
+    c.add_worker("w1", "--runtime", "process")
+    job = c.submit({"tasks": [{"run": FLOOD, "timeout": "4s"}]})
+    c.wait_job(job["id"], {"running"}, timeout=15)
+    rss: list[int] = []
+    probes: list[float] = []
+    deadline = time.monotonic() + 30
+    while c.job(job["id"])["state"] == "running":
+        assert time.monotonic() < deadline
+        _watch(c, rss, probes)
+        time.sleep(0.2)
+    task = c.job(job["id"])["tasks"][0]
+    assert task["state"] == "failed" and "timed out after 4s" in task["error"]
+    lines, _ = _all_lines(c, job["id"])
+    assert lines[0] == LINE and lines[-1].startswith("[corral: log truncated")
+    assert CAP - 200 < sum(len(ln) + 1 for ln in lines[:-1]) <= CAP
+    assert max(rss) < RSS_BOUND
+
+
 def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Cluster) -> None:
     c = standalone
     n = 30_000
@@ -167,6 +194,9 @@ def test_a_long_log_comes_back_whole_through_pages_and_the_cli(standalone: Clust
     follow = corral("jobs", "logs", "-f", job["id"], server=c.url)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.splitlines() == want
+    run = corral("run", "--", "seq", "1", str(n), server=c.url)  # follows the job as it runs
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == want
     for bad in ({"limit": 0}, {"limit": 10_001}, {"after": 2**64}):
         assert c.client.get(f"/v1/jobs/{job['id']}/logs", params=bad).status_code in (400, 422), bad
     # Tork's log pages reach every line too, newest first, a page read at a time.
@@ -197,3 +227,61 @@ def test_a_container_flood_is_bounded_too(cluster: Cluster, busybox_image: str) 
     assert lines[0] == LINE and lines[-1].startswith("[corral: log truncated")
     print(f"container flood: peak RSS {max(rss) / 2**20:.0f} MiB; /healthz worst {max(probes) * 1000:.0f} ms")
     assert max(rss) < RSS_BOUND
+
+
+class _Batches:
+    """A transport that keeps every report as it came (a slow one: output waits on it)."""
+
+    def __init__(self, work: list[dict[str, Any]]) -> None:
+        self.work = work
+        self.reports: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]] = []
+
+    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
+        return {"node_id": "n1", "heartbeat_interval": 30.0}
+
+    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
+        return []
+
+    async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
+        work, self.work = self.work, []
+        if not work:
+            await asyncio.sleep(wait)
+        return work, []
+
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        self.reports.append((updates, logs, len(json.dumps({"updates": updates, "logs": logs}))))
+        await asyncio.sleep(0.01)
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+def test_the_agent_ships_bounded_batches_in_order_and_the_end_last(tmp_path: Path) -> None:
+    n = 20_000
+    wide = "é" * 2000  # 2,000 characters, 12,000 bytes in JSON: batches are bounded by bytes too
+    script = f"seq 1 {n}; for i in 1 2 3 4 5 6 7 8 9 10; do printf '{wide}\\n%.0s' $(seq 1 50); done"
+    work = [{"execution_id": "x1", "job_id": "j", "task_id": "t", "task_name": "t", "attempt": 1,
+             "argv": ["sh", "-c", script], "env": {}, "workdir": None, "timeout": None, "cpu_limit": None,
+             "memory_limit": None, "gpus": []}]
+    transport = _Batches(work)
+
+    async def go() -> None:
+        agent = Agent(AgentConfig(data_dir=str(tmp_path / "worker"), gpus=[], poll_wait=0.2), transport,
+                      {"process": ProcessRuntime()})
+        await agent.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not any(u["state"] != "running" for r in transport.reports for u in r[0]):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            await agent.stop()
+
+    asyncio.run(go())
+    lines = [ln["line"] for _, logs, _ in transport.reports for ln in logs]
+    assert lines == [str(i) for i in range(1, n + 1)] + [wide] * 500  # none dropped: the task waited
+    assert all(len(logs) <= 2000 and size < 2.5 * 2**20 for _, logs, size in transport.reports)
+    assert max(size for _, _, size in transport.reports) > 2**20  # the byte bound was what cut some
+    end = next(i for i, (ups, _, _) in enumerate(transport.reports) if any(u["state"] != "running" for u in ups))
+    assert end == len(transport.reports) - 1 and transport.reports[end][0][-1]["state"] == "completed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.agent.logbuf import LINE_OVERHEAD, LogBuffer, drop_marker
+from corral.agent.logbuf import LINE_OVERHEAD, LogBuffer, drop_marker, wire_size
 from corral.coordinator.service import LogLine, cap_logs, truncation_marker
 
 
@@ -105,3 +105,11 @@ def test_an_execution_is_behind_before_it_drops() -> None:
     assert not buf.behind("e2")
     buf.take(max_lines=10)
     assert not buf.behind("e1")
+
+
+def test_a_line_costs_at_least_its_size_in_json() -> None:
+    import json
+
+    for text in ("plain", 'say "hi"', "back\\slash", "tab\there", "\x1b[31mred\x1b[0m", "é" * 10, "雪" * 10,
+                 "🐎" * 10, "\ufffd"):
+        assert wire_size(text) == len(json.dumps(text)) - 2, text

@@ -7,6 +7,7 @@ marker line says how much was dropped. Pure logic: no I/O, no clock.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,16 @@ LINE_OVERHEAD = 100
 Entry = tuple[str, str, str, float]  # execution id, stream, line, time
 
 
+def wire_size(text: str) -> int:
+    """The bytes of ``text`` in a JSON body (without its quotes): as many as its characters when they
+    are printable ASCII without quotes or backslashes (the usual case, checked fast), else counted."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text)
+    return len(json.dumps(text)) - 2
+
+
 def cost(line: str) -> int:
-    return len(line) + LINE_OVERHEAD
+    return wire_size(line) + LINE_OVERHEAD
 
 
 def drop_marker(lines: int, size: int) -> str:

@@ -20,13 +20,14 @@ from typing import IO, Any
 from corral import __version__
 from corral.agent import capacity
 from corral.agent.lock import lock_dir, unlock
-from corral.agent.logbuf import LogBuffer
+from corral.agent.logbuf import BATCH_BYTES, LogBuffer, wire_size
 from corral.agent.transport import Refused, Transport, UnknownNode
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
+UPDATE_SIZE = 300  # about the bytes of an update besides its output and error
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
 
 
@@ -347,11 +348,17 @@ class Agent:
             logs = self._logs.take()
             updates: list[dict[str, Any]] = []
             held: list[dict[str, Any]] = []
+            room, full_batch = BATCH_BYTES, False  # room for updates (with the outputs of finished tasks)
             for u in self._updates:
-                if u["state"] != "running" and self._logs.pending(u["execution_id"]):
+                size = UPDATE_SIZE + wire_size(u.get("output") or "") + wire_size(u.get("error") or "")
+                if full_batch or (updates and size > room):
+                    full_batch = True  # this and all after it go in the next batch, in order
+                    held.append(u)
+                elif u["state"] != "running" and self._logs.pending(u["execution_id"]):
                     held.append(u)  # more of its output is still to go
                 else:
                     updates.append(u)
+                    room -= size
             finals = {u["execution_id"] for u in updates if u["state"] != "running"}
             self._updates = held
             self._final -= finals

@@ -280,6 +280,7 @@ class DockerRuntime:
         gate = threading.Event()  # no output before on_started
 
         done_reading = threading.Event()  # the attempt is over: readers waiting for room give up
+        exited = False  # the main container has: what is left of its output goes at full speed
 
         def read(chunks: Any, prefix: str) -> None:
             gate.wait()
@@ -288,14 +289,15 @@ class DockerRuntime:
             out, err = _Lines("stdout", batch), _Lines("stderr", batch)
 
             def deliver(lines: list[tuple[str, str]], i: int = 0) -> None:
-                """Hand on a batch's lines; while the sink says the output is behind, one line every
-                FULL_PAUSE. The batch's room is freed once it is all out (or the attempt is over)."""
+                """Hand on a batch's lines; while the sink says the output is behind (and the container
+                runs), one line every FULL_PAUSE. The batch's room is freed once it is all out (or the
+                attempt is over)."""
                 n = len(lines)
                 try:
                     while live and i < n:
                         stream, line = lines[i]
                         i += 1
-                        if on_output(stream, prefix + line) is False and i < n:
+                        if on_output(stream, prefix + line) is False and i < n and not exited:
                             loop.call_later(FULL_PAUSE, deliver, lines, i)
                             return
                 except BaseException:
@@ -391,6 +393,7 @@ class DockerRuntime:
                 status = await _in_thread(lambda: api.wait(cid))
             except docker.errors.DockerException as e:
                 return await fail(f"lost track of the container: {_short(e)}")
+            exited = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), DRAIN_TIMEOUT)
             await loop.run_in_executor(serial, self._remove_all, everything)

@@ -249,7 +249,7 @@ async def logs(
                 yield "".join(_line(r, format, names) for r in rows)
             if not more:
                 if state in {s.value for s in TERMINAL_JOB_STATES}:
-                    # Lines and the final state arrive in one transaction: nothing is left to read.
+                    # A worker reports a task's end with or after its last lines: nothing is left.
                     return
                 await asyncio.sleep(0.2)
             rows, state, more = await asyncio.to_thread(read, last, None)
