@@ -22,6 +22,8 @@ import httpx
 
 CORRAL = [sys.executable, "-m", "corral"]
 TERMINAL = {"completed", "failed", "cancelled"}
+TRANSIENT = {429, 502, 503, 504}  # answers a wait tries again after
+LIVE: list[Cluster] = []  # clusters not closed yet: conftest attaches their logs to a failing test's report
 
 
 def free_port() -> int:
@@ -84,6 +86,7 @@ class Cluster:
         self.server: Proc | None = None
         self.workers: list[Proc] = []
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        LIVE.append(self)
 
     def _wait_ready(self) -> None:
         def ok() -> bool:
@@ -139,9 +142,28 @@ class Cluster:
         return dict(r.json())
 
     def wait_for(self, path: str, states: set[str], field: str = "state", timeout: float = 30) -> dict[str, Any]:
-        """GET ``path`` until its ``field`` is one of ``states``; returns the object."""
-        return dict(wait_until(lambda: (o := self.get(path))[field] in states and o, timeout,
-                               what=f"{path} to reach {sorted(states)}"))
+        """GET ``path`` until its ``field`` is one of ``states``; returns the object. A transient answer (a
+        5xx, a 429, no connection: a busy or restarting server) is tried again; any other non-200 fails."""
+        last: list[Any] = [None]
+
+        def reached() -> dict[str, Any] | None:
+            try:
+                r = self.client.get(path)
+            except httpx.TransportError as e:
+                last[0] = repr(e)
+                return None
+            if r.status_code in TRANSIENT or r.status_code >= 500:
+                last[0] = f"HTTP {r.status_code}: {r.text[:200]}"
+                return None
+            assert r.status_code == 200, r.text
+            o = dict(r.json())
+            last[0] = o.get(field)
+            return o if o.get(field) in states else None
+
+        try:
+            return dict(wait_until(reached, timeout, what=f"{path} to reach {sorted(states)}"))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen: {last[0]!r}") from None
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.get(f"/v1/jobs/{job_id}")
@@ -158,3 +180,5 @@ class Cluster:
         if self.server:
             self.server.stop()
         self.client.close()
+        if self in LIVE:
+            LIVE.remove(self)
