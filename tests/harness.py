@@ -114,9 +114,9 @@ class Cluster:
         self._wait_ready()
         return self
 
-    def add_worker(self, name: str, *extra: str, wait: bool = True) -> Proc:
+    def add_worker(self, name: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
         w = Proc(["worker", "--server", self.url, "--name", name, "--data-dir", str(self.tmp / f"w-{name}"),
-                  "--log-level", "warning", *extra], self.tmp / f"worker-{name}.log").start()
+                  "--log-level", "warning", *extra], self.tmp / f"worker-{name}.log", env or {}).start()
         self.workers.append(w)
         if wait:
             wait_until(lambda: any(n["name"] == name and n["state"] == "ready" for n in self.nodes()), 20,
