@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_until
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")  # a job, task or schedule id (native and Tork)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # nomad-lite's job ids
@@ -68,3 +70,42 @@ exit 2
 """)
     smi.chmod(0o755)
     return {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def cron_pass_evidence(c: Cluster, timeout: float = 15) -> str:
+    """Evidence that the cron loop of a `corral up` made a full pass from now on: a schedule of its own is
+    made due, its job is awaited, and the schedule deleted; returns that job's id.
+
+    Call it right after making another schedule due (or pausing it): the pass that fires this one looks at
+    every due schedule, so a negative check made afterwards ("it did not fire") tests something."""
+    name = f"evidence-{uuid.uuid4().hex[:8]}"
+    r = c.client.post("/v1/schedules", json={"cron": "0 0 1 1 *", "job": {"name": name, "tasks": [{"run": "true"}]}})
+    assert r.status_code == 201, r.text
+    sch = r.json()["id"]
+    due_now(c, sch)
+    job = wait_until(lambda: next((j for j in c.get("/v1/jobs")["items"] if j["name"] == name), None), timeout,
+                     what="the evidence schedule's job")
+    assert c.client.delete(f"/v1/schedules/{sch}").status_code == 204
+    return str(job["id"])
+
+
+def jobs_named(c: Cluster, name: str) -> list[dict[str, Any]]:
+    """The native jobs of that exact name, newest first."""
+    return [j for j in c.get("/v1/jobs")["items"] if j["name"] == name]
+
+
+def process_gone(pid: int) -> bool:
+    """Whether the process has ended (no longer there, or a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_processes_gone(pidfile: Path, count: int, timeout: float = 15) -> None:
+    """Wait until ``pidfile`` lists ``count`` pids (each task appends its shell's ``$$``) and all have ended:
+    evidence for "the process was killed, not left to finish" that needs no fixed sleep."""
+    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) >= count, timeout,
+               what=f"{count} pids in {pidfile.name}")
+    pids = [int(p) for p in pidfile.read_text().split()]
+    wait_until(lambda: all(process_gone(p) for p in pids), timeout, what=f"processes {pids} to end")

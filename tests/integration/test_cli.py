@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Cluster, free_port, wait_until
+from tests.support import corral
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def corral(*args: str, server: str | None, stdin: str | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `corral ARGS` with CORRAL_SERVER set to ``server`` (None: unset)."""
-    e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
-    if server is not None:
-        e["CORRAL_SERVER"] = server
-    e.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
-                       input=stdin, env=e, timeout=45)
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
 
 
 def running(cluster: Cluster, job_id: str) -> dict[str, object]:

@@ -4,11 +4,11 @@ each, pre/post, if, outputs between tasks, subjobs, inputs, secrets, defaults, c
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, wait_until
+from tests.support import wait_processes_gone
 
 
 def _intervals(tasks: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -173,9 +173,12 @@ def test_defaults_fill_what_tasks_leave_out(standalone: Cluster) -> None:
 def test_cancel_stops_every_running_task_of_a_parallel_and_each(standalone: Cluster, tmp_path: Path) -> None:
     mark = tmp_path / "marks"
     mark.mkdir()
+    pids = tmp_path / "pids"
     job = standalone.submit({"tasks": [{"name": "fan", "parallel": {"tasks": [
-        {"run": f"sleep 2; touch {mark}/p1"}, {"run": f"sleep 2; touch {mark}/p2"},
-        {"name": "loop", "each": {"list": "{{ sequence(0, 3) }}", "task": {"run": f"sleep 2; touch {mark}/e"}}}]}}]})
+        {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/p1"},
+        {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/p2"},
+        {"name": "loop", "each": {"list": "{{ sequence(0, 3) }}",
+                                  "task": {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/e"}}}]}}]})
     wait_until(lambda: sum(t["state"] == "running" for t in standalone.job(job["id"])["tasks"]) >= 5,
                what="the parallel and each children running")
     r = standalone.client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -183,7 +186,7 @@ def test_cancel_stops_every_running_task_of_a_parallel_and_each(standalone: Clus
     done = standalone.wait_job(job["id"])
     assert done["state"] == "cancelled"
     assert all(t["state"] in ("cancelled", "pending") for t in done["tasks"]), [t["state"] for t in done["tasks"]]
-    time.sleep(2.5)
+    wait_processes_gone(pids, 5)
     assert list(mark.iterdir()) == []  # the processes were killed, not left to finish
 
 
@@ -277,15 +280,16 @@ def test_the_readme_workflow_runs_as_shown(standalone: Cluster) -> None:
 
 def test_cancel_reaches_an_attached_subjob_and_restart_opens_it_again(standalone: Cluster, tmp_path: Path) -> None:
     mark = tmp_path / "sub-ran"
+    pids = tmp_path / "pids"
     job = standalone.submit({"tasks": [{"name": "inner", "subjob": {"name": "child", "tasks": [
-        {"run": f"sleep 2; touch {mark}"}]}}]})
+        {"run": f"echo $$ >> {pids}; sleep 3; touch {mark}"}]}}]})
     inner = wait_until(lambda: next((t for t in standalone.job(job["id"])["tasks"] if t.get("subjob_id")), None),
                        what="the subjob")
     sub_id = inner["subjob_id"]
     wait_until(lambda: standalone.job(sub_id)["tasks"][0]["state"] == "running", what="the subjob's task running")
     assert standalone.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert standalone.wait_job(sub_id)["state"] == "cancelled"
-    time.sleep(2.5)
+    wait_processes_gone(pids, 1)
     assert not mark.exists()  # its process was killed with it
     assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
     done = standalone.wait_job(job["id"])
