@@ -101,28 +101,36 @@ class TempServer:
                 os.chown(self.dir, self.run_as["user"], self.run_as["group"])
             self._run("initdb", "-D", str(self.data), "-U", "corral", "--auth=trust", "-E", "UTF8",
                       "--locale=C", "--no-sync")
-            for attempt in range(3):  # the free port may be taken between finding it and binding it
-                self.port = free_port()
-                opts = " ".join(["-p", str(self.port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
-                                 *FAST])
-                try:
-                    self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w",
-                              "-t", str(START_TIMEOUT), "-o", opts)
-                    break
-                except RuntimeError:
-                    if attempt == 2 or "could not bind" not in self.log.read_text(errors="replace"):
-                        raise
-            self.url = f"postgresql://corral@127.0.0.1:{self.port}/postgres"
-            probe(self.url)
+            self.start()
         except BaseException:
             self.__exit__()
             raise
         return self
 
+    def start(self) -> None:
+        """Start the server: on a free port the first time, on the same port again after stop()."""
+        for attempt in range(3):  # a free port may be taken between finding it and binding it
+            port = self.port or free_port()
+            opts = " ".join(["-p", str(port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", *FAST])
+            try:
+                self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w",
+                          "-t", str(START_TIMEOUT), "-o", opts)
+                break
+            except RuntimeError:
+                if self.port or attempt == 2 or "could not bind" not in self.log.read_text(errors="replace"):
+                    raise
+        self.port = port
+        self.url = f"postgresql://corral@127.0.0.1:{self.port}/postgres"
+        probe(self.url)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (its data stays: start() brings it back)."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", timeout=30)
+
     def __exit__(self, *exc: object) -> None:
         if (self.data / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", timeout=30)
+                self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
