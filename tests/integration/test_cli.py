@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,25 @@ def test_an_unreachable_server_gives_a_clear_error() -> None:
         assert r.returncode == 1, (args, r.stderr)
         assert f"cannot reach the Corral server at {dead}" in r.stderr
         assert "corral up" in r.stderr
+
+
+def test_jobs_logs_follow_streams_a_live_job_until_it_ends(standalone: Cluster, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    job = standalone.submit({"tasks": [{"run": f"echo first; while [ ! -e {go} ]; do sleep 0.05; done; "
+                                               "echo second; echo problem >&2"}]})
+    wait_until(lambda: standalone.logs(job["id"]) == "first\n", 15, what="the first line")
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "jobs", "logs", "-f", job["id"], "--server",
+                             standalone.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "no line from `jobs logs -f` within 20 s"
+        assert proc.stdout.readline() == "first\n"
+        assert proc.poll() is None and standalone.job(job["id"])["state"] == "running"  # still following
+        go.touch()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "second\n", (out, err)  # stdout to stdout, stderr to stderr, each line once
+    assert "problem" in err.splitlines() and "first" not in err, err
