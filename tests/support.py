@@ -1,17 +1,23 @@
 """Helpers shared by the test modules (which never import from each other): id and time patterns, an image
-that cannot be had, making a schedule due, the `corral` CLI as a subprocess, and a stand-in nvidia-smi."""
+that cannot be had, making a schedule due and evidence that the cron loop ran, the `corral` CLI as a
+subprocess, a stand-in nvidia-smi, waiting for processes to end, and a recorder of a runtime's callbacks."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import docker
 
 from tests.harness import Cluster, wait_until
 
@@ -109,3 +115,41 @@ def wait_processes_gone(pidfile: Path, count: int, timeout: float = 15) -> None:
                what=f"{count} pids in {pidfile.name}")
     pids = [int(p) for p in pidfile.read_text().split()]
     wait_until(lambda: all(process_gone(p) for p in pids), timeout, what=f"processes {pids} to end")
+
+
+class Recorder:
+    """What a runtime's callbacks receive (``output`` and ``on_started``), in order, and the threads they ran
+    on. ``events`` holds ("stdout" | "stderr", line) and ("started", container id); ``on_start``, when set, is
+    called at the start and its answer kept in ``at_start``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None]] = []
+        self.started = asyncio.Event()
+        self.threads: set[int] = set()
+        self.cid: str | None = None
+        self.on_start: Callable[[str | None], Any] | None = None
+        self.at_start: Any = None
+
+    def output(self, stream: str, line: str) -> None:
+        self.threads.add(threading.get_ident())
+        self.events.append((stream, line))
+
+    def on_started(self, cid: str | None) -> None:
+        self.threads.add(threading.get_ident())
+        self.events.append(("started", cid))
+        self.cid = cid
+        if self.on_start is not None:
+            self.at_start = self.on_start(cid)
+        self.started.set()
+
+    def lines(self, stream: str) -> list[str | None]:
+        return [line for s, line in self.events if s == stream]
+
+    def stdout(self) -> list[str | None]:
+        return self.lines("stdout")
+
+
+def remove_containers(client: docker.DockerClient, label: str) -> None:
+    """Remove every container with that label (``key=value``), with its anonymous volumes."""
+    for c in client.containers.list(all=True, filters={"label": label}):
+        c.remove(force=True, v=True)
