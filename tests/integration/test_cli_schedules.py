@@ -13,6 +13,7 @@ from tests.support import ID_RE, corral, due_now
 pytestmark = pytest.mark.timeout(90)
 
 
+@pytest.mark.slow
 def test_create_ls_fire_pause_resume_rm(standalone: Cluster, tmp_path: Path) -> None:
     url = standalone.url
     job_file = tmp_path / "job.yaml"

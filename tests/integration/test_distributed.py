@@ -12,6 +12,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.harness import Cluster, wait_until
 
@@ -41,6 +42,7 @@ def test_placement_respects_capacity_across_two_workers(cluster: Cluster, databa
     assert {n["name"]: n["allocated"]["cpu"] for n in cluster.nodes()} == {"w1": 0, "w2": 0}
 
 
+@pytest.mark.slow
 def test_worker_killed_task_completes_elsewhere(cluster: Cluster, database_url: str) -> None:
     cluster.start_server("--node-ttl", "3", database_url=database_url)
     w1 = cluster.add_worker("w1", "--runtime", "process")
@@ -64,6 +66,7 @@ def test_worker_killed_task_completes_elsewhere(cluster: Cluster, database_url: 
         os.kill(int(first.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_coordinator_killed_under_load_loses_nothing(cluster: Cluster, database_url: str) -> None:
     cluster.start_server(database_url=database_url)
     cluster.add_worker("w1", "--runtime", "process", "--cpus", "4")

@@ -25,6 +25,8 @@ from corral.store.migrate import alembic_config
 from corral.store.sql import Store
 from tests.harness import Cluster
 
+pytestmark = pytest.mark.slow
+
 
 def _earlier_revisions() -> list[str]:
     script = ScriptDirectory.from_config(alembic_config())

@@ -52,7 +52,9 @@ def test_curl_examples(server: Cluster) -> None:
     assert isinstance(cl["current_term"], int) and cl["current_term"] > 0
     assert cl["nodes"][0] == {"node_id": 1, "address": f"127.0.0.1:{server.port}", "is_alive": True,
                               "role": "coordinator", "name": "coordinator"}
-    assert all({"node_id", "address", "is_alive"} <= set(n) for n in cl["nodes"])
+    workers = cl["nodes"][1:]
+    assert [(w["name"], w["role"], w["is_alive"]) for w in workers] == [("local", "worker", True)], cl["nodes"]
+    assert isinstance(workers[0]["node_id"], int) and workers[0]["node_id"] != 1 and workers[0]["address"]
     before = cl["commit_index"]
 
     # curl -X POST .../api/jobs -H "Content-Type: application/json" -d '{"command": "echo hello"}'

@@ -12,6 +12,8 @@ from tests import pg
 from tests.harness import Cluster, wait_until
 from tests.support import process_gone
 
+pytestmark = pytest.mark.slow
+
 
 def test_a_task_that_ends_while_the_coordinator_is_down_reports_after_the_restart(cluster: Cluster,
                                                                                  tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.harness import Cluster, wait_until
 from tests.support import due_now
 
@@ -139,6 +141,7 @@ def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.yaml")} == {*CASES, "cron.yaml"}
 
 
+@pytest.mark.slow
 def test_examples_run_as_their_headers_say(standalone: Cluster, busybox_image: str) -> None:
     # Submit them all first: they run side by side, as a user's jobs would.
     submitted = {name: _submit(standalone, name, busybox_image) for name in CASES}

@@ -179,6 +179,7 @@ def test_receiver_errors_are_retried_and_4xx_is_not(standalone: Cluster, receive
     assert len(receiver.at("/after")) == 1
 
 
+@pytest.mark.slow
 def test_killed_coordinator_sends_the_undelivered_change_after_restart(cluster: Cluster,
                                                                      receiver: Receiver) -> None:
     cluster.up()
