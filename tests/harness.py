@@ -23,6 +23,7 @@ import httpx
 CORRAL = [sys.executable, "-m", "corral"]
 TERMINAL = {"completed", "failed", "cancelled"}
 TRANSIENT = {429, 502, 503, 504}  # answers a wait tries again after
+TRANSIENT_RETRY = 10.0  # seconds Cluster.get tries again after a transient answer
 LIVE: list[Cluster] = []  # clusters not closed yet: conftest attaches their logs to a failing test's report
 
 
@@ -136,8 +137,19 @@ class Cluster:
         return dict(r.json())
 
     def get(self, path: str) -> dict[str, Any]:
-        """GET a JSON object that must be there (any API: native or a dialect)."""
-        r = self.client.get(path)
+        """GET a JSON object that must be there (any API: native or a dialect). A transient answer (a 5xx, a
+        429, no connection) is tried again for up to TRANSIENT_RETRY seconds; any other non-200 fails."""
+        deadline = time.monotonic() + TRANSIENT_RETRY
+        while True:
+            try:
+                r = self.client.get(path)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            else:
+                if not (r.status_code in TRANSIENT or r.status_code >= 500) or time.monotonic() > deadline:
+                    break
+            time.sleep(0.2)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
