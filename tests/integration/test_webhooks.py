@@ -37,6 +37,8 @@ class Receiver:
                                       "body": json.loads(raw), "status": status})
                 self.send_response(status)
                 self.send_header("content-length", "0")
+                if 300 <= status < 400:  # a redirect names a path of this receiver: it must not be followed
+                    self.send_header("location", rec.url("/redirected"))
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -176,6 +178,24 @@ def test_receiver_errors_are_retried_and_4xx_is_not(standalone: Cluster, receive
     assert [c["status"] for c in flaky] == [500, 500, 200]
     assert [c["body"]["state"] for c in flaky] == ["COMPLETED"] * 3
     assert [c["status"] for c in receiver.at("/gone")] == [404]  # a 404 is final: no second attempt
+    assert len(receiver.at("/after")) == 1
+
+
+@pytest.mark.slow
+def test_429_is_retried_a_redirect_not_followed_and_delivery_gives_up_after_five_attempts(
+        standalone: Cluster, receiver: Receiver) -> None:
+    receiver.plan["/busy"] = [429]
+    receiver.plan["/moved"] = [302]
+    receiver.plan["/down"] = [503] * 10
+    final = "{{ job.state == 'COMPLETED' }}"
+    job = standalone.submit({"tasks": [{"run": "true"}], "webhooks": [
+        {"url": receiver.url(path), "if": final} for path in ("/busy", "/moved", "/down", "/after")]})
+    standalone.wait_job(job["id"])
+    # Hooks are called in order, each with its retries first: /after is called once /down was given up.
+    wait_until(lambda: receiver.at("/after"), 40, what="the hook after the one that is given up")
+    assert [c["status"] for c in receiver.at("/busy")] == [429, 200]  # 429: tried again
+    assert [c["status"] for c in receiver.at("/moved")] == [302] and receiver.at("/redirected") == []
+    assert [c["status"] for c in receiver.at("/down")] == [503] * 5  # five attempts, then given up
     assert len(receiver.at("/after")) == 1
 
 
