@@ -207,3 +207,29 @@ def test_reap_removes_leftovers_but_keeps_the_kept(rt: DockerRuntime, busybox_im
         for c in made:
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
+
+
+@pytest.mark.gpu
+def test_a_gpu_task_asks_the_engine_for_exactly_its_gpus(rt: DockerRuntime, busybox_image: str,
+                                                       docker_client: docker.DockerClient) -> None:
+    """What the engine is asked for, read where it is asked (the create call): a device request for the GPUs
+    the coordinator assigned, by index, and no other. Without NVIDIA support in the engine the task fails
+    with the engine's reason and leaves no container (with it, that last part is skipped, saying so)."""
+    asked: list[dict[str, Any]] = []
+    create = rt.client.api.create_container
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("host_config") or {})
+        return create(*args, **kwargs)
+
+    rt.client.api.create_container = spy  # type: ignore[method-assign]
+    r = req(busybox_image, ["true"], gpus=(1, 3))
+    result, _ = run(rt, r)
+    assert asked and asked[0].get("DeviceRequests") == [
+        {"Driver": "", "Count": 0, "DeviceIDs": ["1", "3"], "Capabilities": [["gpu"]], "Options": {}}]
+    plain, _ = run(rt, req(busybox_image, ["true"]))
+    assert plain == RunResult(0) and asked[-1].get("DeviceRequests") is None  # no GPU asked: none requested
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this engine has NVIDIA support: a run inside a GPU container is not checked here")
+    assert result.exit_code is None and "capabilities: [[gpu]]" in (result.error or ""), result
+    assert gone(docker_client, r)
