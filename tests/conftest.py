@@ -1,4 +1,5 @@
-"""Shared fixtures. Docker ones skip when no engine answers, except in CI (CI=true), where they fail."""
+"""Shared fixtures. Docker and PostgreSQL ones skip when the service cannot be had (no engine answers; no
+PostgreSQL installed), except in CI (CI=true), where they fail. Anything else going wrong fails."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import docker
 import docker.errors
 import pytest
+import requests
 
-from tests.harness import Cluster
+from tests import pg
+from tests.harness import LIVE, Cluster
 
 BUSYBOX_IMAGE = "corral-test/busybox:latest"
 BUSYBOX_LABEL = "corral.test.applets"
@@ -24,17 +28,29 @@ BUSYBOX_APPLETS = (
 )
 
 
+def _docker_unreachable(e: Exception) -> bool:
+    """Whether the Docker SDK's error says that no engine answered (rather than anything else going wrong)."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | FileNotFoundError | ConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "Error while fetching server API version" in str(e)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A ``docker.DockerClient`` for the local engine."""
     try:
         client = docker.from_env(timeout=10)
         client.ping()
-    except Exception as e:
-        reason = f"NO DOCKER ENGINE: docker tests need a reachable Docker Engine ({type(e).__name__}: {e})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        # "not reachable" only (no socket, connection refused, the engine not answering); anything else,
+        # such as a bug here or a broken docker package, fails loudly
+        if not _docker_unreachable(e):
+            raise
+        _unavailable(f"NO DOCKER ENGINE: docker tests need a reachable Docker Engine ({type(e).__name__}: {e})")
     yield client
     client.close()
 
@@ -90,29 +106,84 @@ def standalone(cluster: Cluster) -> Cluster:
     return cluster.up()
 
 
-PG_URL = os.environ.get("CORRAL_TEST_PG_URL", "postgresql://corral:corral@127.0.0.1:5432/corral_test")
+def _unavailable(reason: str) -> NoReturn:
+    """Skip, saying why in capitals; under CI (CI=true) a missing service is a failure instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The URL of a PostgreSQL database to create test databases from.
+
+    ``CORRAL_TEST_PG_URL`` when it is set (it must answer: a given URL that does not is a failure). Otherwise
+    a throwaway server of the newest PostgreSQL installed (tests/pg.py): a temporary data directory, a free
+    port, stopped and removed at the end of the session. Skips only when no PostgreSQL is installed.
+    """
+    given = os.environ.get("CORRAL_TEST_PG_URL")
+    if given:
+        try:
+            pg.probe(given)
+        except pg.Unreachable as e:
+            why = f"CORRAL_TEST_PG_URL={pg.shown(given)} does not answer: {e}"
+        else:
+            why = ""
+        if why:
+            pytest.fail(why, pytrace=False)
+        yield given
+        return
+    bindir = pg.find_bindir()
+    if bindir is None:
+        _unavailable("NO POSTGRESQL: set CORRAL_TEST_PG_URL or install the PostgreSQL server "
+                     "(Debian: apt-get install postgresql) so that the tests can start their own")
+    with pg.TempServer(bindir) as server:
+        yield server.url
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
-    import uuid
+    with pg.fresh_database(pg_admin_url) as url:
+        yield url
 
-    import psycopg
 
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        reason = f"NO POSTGRESQL at {PG_URL.split('@')[-1]} ({type(e).__name__}: {e})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"corral_t_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+# -- markers and reports --------------------------------------------------------------------------
+DOCKER_FIXTURES = {"docker_client", "busybox_image"}
+POSTGRES_FIXTURES = {"pg_admin_url", "pg_url"}
+LOG_TAIL_LINES = 200  # of each server and worker log attached to a failing test's report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the services its fixtures need, so that `-m "not docker"` and `-m postgres` select
+    exactly those (the `database_url` fixture needs PostgreSQL in its `postgresql` case only)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & DOCKER_FIXTURES:
+            item.add_marker(pytest.mark.docker)
+        callspec = getattr(item, "callspec", None)
+        pg_case = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if names & POSTGRES_FIXTURES or pg_case:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failing test's report ends with the last lines of the logs of every Corral process it started
+    (server.log, worker-*.log), so that a red run in CI says what the server saw."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        clusters = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Cluster)] + list(LIVE)
+        seen: set[Path] = set()
+        for c in clusters:
+            for log in sorted(c.tmp.glob("*.log")):
+                if log in seen or not log.is_file():
+                    continue
+                seen.add(log)
+                lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                if lines:
+                    report.sections.append((f"corral {log.name} (last {len(lines)} lines)", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -22,6 +22,9 @@ import httpx
 
 CORRAL = [sys.executable, "-m", "corral"]
 TERMINAL = {"completed", "failed", "cancelled"}
+TRANSIENT = {429, 502, 503, 504}  # answers a wait tries again after
+TRANSIENT_RETRY = 10.0  # seconds Cluster.get tries again after a transient answer
+LIVE: list[Cluster] = []  # clusters not closed yet: conftest attaches their logs to a failing test's report
 TOKENS: dict[str, str] = {}  # server URL -> its access token, for CLI subprocesses (token_env)
 
 
@@ -91,6 +94,7 @@ class Cluster:
         self.server: Proc | None = None
         self.workers: list[Proc] = []
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        LIVE.append(self)
         self.token: str | None = None  # the API's access token, sent by self.client
 
     def use_token(self, token: str | None) -> None:
@@ -132,12 +136,12 @@ class Cluster:
         self.use_token(extra[extra.index("--api-token") + 1] if "--api-token" in extra else None)
         return self
 
-    def add_worker(self, name: str, *extra: str, wait: bool = True) -> Proc:
+    def add_worker(self, name: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
         if self.token and "--token" not in extra and "--token" not in (self.server.args if self.server else []):
             extra = (*extra, "--token", self.token)  # no cluster token: /v1/agent/* needs the access token
         # A short drain on SIGTERM (--grace, 30s by default), so that stopping a cluster stays quick.
         w = Proc(["worker", "--server", self.url, "--name", name, "--data-dir", str(self.tmp / f"w-{name}"),
-                  "--log-level", "warning", "--grace", "1s", *extra], self.tmp / f"worker-{name}.log").start()
+                  "--log-level", "warning", "--grace", "1s", *extra], self.tmp / f"worker-{name}.log", env or {}).start()
         self.workers.append(w)
         if wait:
             wait_until(lambda: any(n["name"] == name and n["state"] == "ready" for n in self.nodes()), 20,
@@ -157,15 +161,45 @@ class Cluster:
         return dict(r.json())
 
     def get(self, path: str) -> dict[str, Any]:
-        """GET a JSON object that must be there (any API: native or a dialect)."""
-        r = self.client.get(path)
+        """GET a JSON object that must be there (any API: native or a dialect). A transient answer (a 5xx, a
+        429, no connection) is tried again for up to TRANSIENT_RETRY seconds; any other non-200 fails."""
+        deadline = time.monotonic() + TRANSIENT_RETRY
+        while True:
+            try:
+                r = self.client.get(path)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            else:
+                if not (r.status_code in TRANSIENT or r.status_code >= 500) or time.monotonic() > deadline:
+                    break
+            time.sleep(0.2)
         assert r.status_code == 200, r.text
         return dict(r.json())
 
     def wait_for(self, path: str, states: set[str], field: str = "state", timeout: float = 30) -> dict[str, Any]:
-        """GET ``path`` until its ``field`` is one of ``states``; returns the object."""
-        return dict(wait_until(lambda: (o := self.get(path))[field] in states and o, timeout,
-                               what=f"{path} to reach {sorted(states)}"))
+        """GET ``path`` until its ``field`` is one of ``states``; returns the object. A transient answer (a
+        5xx, a 429, no connection: a busy or restarting server) is tried again; any other non-200 fails."""
+        last: list[Any] = [None]
+
+        def reached() -> dict[str, Any] | None:
+            try:
+                r = self.client.get(path)
+            except httpx.TransportError as e:
+                last[0] = repr(e)
+                return None
+            if r.status_code in TRANSIENT or r.status_code >= 500:
+                last[0] = f"HTTP {r.status_code}: {r.text[:200]}"
+                return None
+            assert r.status_code == 200, r.text
+            o = dict(r.json())
+            last[0] = o.get(field)
+            return o if o.get(field) in states else None
+
+        try:
+            return dict(wait_until(reached, timeout, what=f"{path} to reach {sorted(states)}"))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen: {last[0]!r}") from None
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.get(f"/v1/jobs/{job_id}")
@@ -183,3 +217,5 @@ class Cluster:
             self.server.stop()
         TOKENS.pop(self.url, None)
         self.client.close()
+        if self in LIVE:
+            LIVE.remove(self)

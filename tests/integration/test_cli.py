@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -11,22 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Cluster, free_port, token_env, wait_until
+from tests.support import corral
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def corral(*args: str, server: str | None, stdin: str | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `corral ARGS` with CORRAL_SERVER set to ``server`` (None: unset)."""
-    e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
-    if server is not None:
-        e["CORRAL_SERVER"] = server
-    e.update(token_env(server))
-    e.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
-                       input=stdin, env=e, timeout=45)
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
 
 
 def running(cluster: Cluster, job_id: str) -> dict[str, object]:
@@ -198,3 +185,25 @@ def test_an_unreachable_server_gives_a_clear_error() -> None:
         assert r.returncode == 1, (args, r.stderr)
         assert f"cannot reach the Corral server at {dead}" in r.stderr
         assert "corral up" in r.stderr
+
+
+def test_jobs_logs_follow_streams_a_live_job_until_it_ends(standalone: Cluster, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    job = standalone.submit({"tasks": [{"run": f"echo first; while [ ! -e {go} ]; do sleep 0.05; done; "
+                                               "echo second; echo problem >&2"}]})
+    wait_until(lambda: standalone.logs(job["id"]) == "first\n", 15, what="the first line")
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "jobs", "logs", "-f", job["id"], "--server",
+                             standalone.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "no line from `jobs logs -f` within 20 s"
+        assert proc.stdout.readline() == "first\n"
+        assert proc.poll() is None and standalone.job(job["id"])["state"] == "running"  # still following
+        go.touch()
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "second\n", (out, err)  # stdout to stdout, stderr to stderr, each line once
+    assert "problem" in err.splitlines() and "first" not in err, err

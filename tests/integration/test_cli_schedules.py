@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
-import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Cluster, wait_until
-from tests.integration.test_cli import corral
+from tests.support import ID_RE, corral, due_now
 
 pytestmark = pytest.mark.timeout(90)
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _due_now(c: Cluster, schedule_id: str) -> None:
-    """Make the next tick due at once (as tests/integration/test_schedules.py does)."""
-    db = sqlite3.connect(c.tmp / "data" / "corral.db", timeout=30)
-    with db:
-        db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 5, schedule_id))
-    db.close()
-
-
+@pytest.mark.slow
 def test_create_ls_fire_pause_resume_rm(standalone: Cluster, tmp_path: Path) -> None:
     url = standalone.url
     job_file = tmp_path / "job.yaml"
@@ -41,7 +30,7 @@ def test_create_ls_fire_pause_resume_rm(standalone: Cluster, tmp_path: Path) -> 
     raw = json.loads(corral("schedules", "ls", "-o", "json", server=url).stdout)
     assert [s["id"] for s in raw["items"]] == [sch_id] and raw["items"][0]["job"]["tasks"][0]["name"] == "say"
 
-    _due_now(standalone, sch_id)
+    due_now(standalone, sch_id)
     jobs = wait_until(lambda: standalone.client.get("/v1/jobs").json()["items"], 5, what="the fired job")
     assert standalone.wait_job(jobs[0]["id"])["state"] == "completed"
     got = corral("schedules", "get", sch_id, server=url)

@@ -64,9 +64,11 @@ def _error(r: Any, status: int, code: str) -> dict[str, Any]:
     return dict(body["error"])
 
 
-def test_curl_examples(server: Cluster) -> None:
-    # curl -X POST http://localhost:8080/api/tasks -H "Content-Type: application/json" -d '{...}'
-    raw = json.dumps({**DOC_TASK}, indent=2).encode()
+def test_curl_examples(server: Cluster, busybox_image: str) -> None:
+    # curl -X POST http://localhost:8080/api/tasks -H "Content-Type: application/json" -d '{...}', with the
+    # test image for ubuntu:latest: nothing can be pulled here, and one outcome is checked, not either
+    doc = {**DOC_TASK, "docker_image": busybox_image}
+    raw = json.dumps(doc, indent=2).encode()
     r = server.client.post("/api/tasks", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -74,44 +76,52 @@ def test_curl_examples(server: Cluster) -> None:
     assert body["task_id"].startswith("task-") and body["task_id"][5:].isdigit()
 
     t = _task(server, body["task_id"])
-    for k in ("task_id", "user_id", "docker_image", "command", "req_cpu", "req_memory", "req_storage", "req_gpu",
-              "status", "created_at", "started_at", "worker_id"):
-        assert k in t, k
-    assert {k: t[k] for k in DOC_TASK} == DOC_TASK
-    done = _wait(server, body["task_id"], timeout=120)
-    if done["status"] == "failed":  # no registry reachable from here to pull ubuntu: the reason is said
-        assert "could not be pulled" in done["error"]
-    else:
-        assert done["status"] == "completed" and done["started_at"] and done["worker_id"]
+    assert {"task_id", "status", "created_at", "started_at", "worker_id"} <= set(t)
+    assert t["task_id"] == body["task_id"] and t["status"] in ("queued", "running", "completed") and t["created_at"]
+    assert {k: t[k] for k in DOC_TASK} == doc
+    done = _wait(server, body["task_id"], timeout=60)
+    assert done["status"] == "completed" and done["started_at"] and done["worker_id"], done
+    assert done["exit_code"] == 0 and done["progress"] == 100.0, done
 
-    # curl http://localhost:8080/api/tasks?status=running
+    # curl http://localhost:8080/api/tasks?status=running, with a task running (an empty list proves nothing)
+    slow = _submit(server, docker_image=busybox_image, command="sleep 30")
+    _wait(server, slow, {"running"})
     r = server.client.get("/api/tasks?status=running")
     assert r.status_code == 200
     page = r.json()
     assert set(page) == {"tasks", "total", "limit", "offset"} and page["limit"] == 50 and page["offset"] == 0
-    assert all(x["status"] == "running" for x in page["tasks"])
+    assert slow in [x["task_id"] for x in page["tasks"]] and page["total"] == len(page["tasks"])
+    assert [x["status"] for x in page["tasks"]] == ["running"] * len(page["tasks"])
 
     r = server.client.get("/api/workers")
     assert r.status_code == 200
     w = r.json()["workers"][0]
-    for k in ("worker_id", "worker_ip", "total_cpu", "total_memory", "total_storage", "total_gpu", "allocated_cpu",
-              "allocated_memory", "allocated_storage", "allocated_gpu", "available_cpu", "available_memory",
-              "available_storage", "available_gpu", "is_active", "last_heartbeat", "registered_at"):
-        assert k in w, k
-    assert w["is_active"] is True and isinstance(w["last_heartbeat"], int)
+    assert {"worker_id", "worker_ip", "total_cpu", "total_memory", "total_storage", "total_gpu", "allocated_cpu",
+            "allocated_memory", "allocated_storage", "allocated_gpu", "available_cpu", "available_memory",
+            "available_storage", "available_gpu", "is_active", "last_heartbeat", "registered_at"} <= set(w)
+    node = server.nodes()[0]
+    assert w["worker_id"] == node["id"] and w["name"] == "local" and w["worker_ip"]
+    assert w["total_cpu"] == node["capacity"]["cpu"] and w["total_gpu"] == node["capacity"]["gpu"]
+    assert w["total_memory"] > 0 and w["allocated_cpu"] >= 0.1  # the running task's request
+    for k in ("cpu", "memory", "storage", "gpu"):
+        assert w[f"available_{k}"] == round(max(w[f"total_{k}"] - w[f"allocated_{k}"], 0.0), 3), (k, w)
+    assert w["is_active"] is True and time.time() - 60 < w["last_heartbeat"] <= time.time() + 1
     r = server.client.get(f"/api/workers/{w['worker_id']}")
-    assert r.status_code == 200 and isinstance(r.json()["running_tasks"], list)
+    assert r.status_code == 200 and slow in [t["task_id"] for t in r.json()["running_tasks"]]
     assert server.client.get("/api/workers/local").json()["worker_id"] == w["worker_id"]  # by name too
     _error(server.client.get("/api/workers/nobody"), 404, "NOT_FOUND")
 
     r = server.client.get("/api/cluster/status")
     assert r.status_code == 200
     st = r.json()
-    for k in ("total_workers", "active_workers", "total_cpu", "total_memory", "total_storage", "total_gpu",
-              "available_cpu", "available_memory", "available_storage", "available_gpu", "total_tasks",
-              "running_tasks", "queued_tasks", "completed_tasks"):
-        assert k in st, k
-    assert st["active_workers"] >= 1 and st["total_tasks"] >= 1
+    assert {k: st[k] for k in ("total_workers", "active_workers", "total_cpu", "total_gpu", "available_cpu")} == {
+        "total_workers": 1, "active_workers": 1, "total_cpu": w["total_cpu"], "total_gpu": w["total_gpu"],
+        "available_cpu": w["available_cpu"]}
+    assert st["total_memory"] == pytest.approx(w["total_memory"], abs=0.001)
+    assert st["total_storage"] == pytest.approx(w["total_storage"], abs=0.001)
+    assert st["running_tasks"] >= 1 and st["completed_tasks"] >= 1 and st["total_tasks"] >= 2
+    assert st["total_tasks"] >= st["running_tasks"] + st["queued_tasks"] + st["completed_tasks"]
+    assert server.client.post(f"/api/tasks/{slow}/cancel").status_code == 200
 
 
 def test_validation_errors_name_the_field(server: Cluster) -> None:
@@ -148,11 +158,10 @@ def test_validation_errors_name_the_field(server: Cluster) -> None:
 
 def test_placement_honours_requests_and_says_why_a_task_waits(server: Cluster) -> None:
     big = _submit(server, docker_image="busybox", command="true", req_cpu=1000.0)
+    # The reason is written by a scheduling pass that did not place it: that pass is the evidence.
     t = wait_until(lambda: "1000 CPU" in ((x := _task(server, big))["reason"] or "") and x, 10,
                    what="a reason naming the CPU shortfall")
     assert t["status"] == "queued" and t["worker_id"] is None and t["req_cpu"] == 1000.0
-    time.sleep(0.5)
-    assert _task(server, big)["status"] == "queued"
     gpu = _submit(server, docker_image="busybox", command="true", req_gpu=64)
     wait_until(lambda: "64 GPUs" in (_task(server, gpu)["reason"] or ""), 10, what="a GPU reason")
     # cancelling a queued task

@@ -5,10 +5,14 @@ Each test runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 
 import httpx
+import pytest
 
 from tests.harness import Cluster, wait_until
 
@@ -30,18 +34,22 @@ def test_placement_respects_capacity_across_two_workers(cluster: Cluster, databa
             break
         time.sleep(0.1)
     jobs = [cluster.job(i) for i in ids]
-    assert all(j["state"] == "completed" for j in jobs)
+    assert [j["state"] for j in jobs] == ["completed"] * 4
     assert peak == {"w1": 1, "w2": 1}
     used = {j["tasks"][0]["node_id"] for j in jobs}
     assert len(used) == 2  # spread over both workers
     # Capacity is released on every terminal state.
-    assert all(n["allocated"]["cpu"] == 0 for n in cluster.nodes())
+    assert {n["name"]: n["allocated"]["cpu"] for n in cluster.nodes()} == {"w1": 0, "w2": 0}
 
 
+@pytest.mark.slow
 def test_worker_killed_task_completes_elsewhere(cluster: Cluster, database_url: str) -> None:
     cluster.start_server("--node-ttl", "3", database_url=database_url)
     w1 = cluster.add_worker("w1", "--runtime", "process")
-    job = cluster.submit({"tasks": [{"run": "sleep 2; echo finished on $CORRAL_ATTEMPT"}]})
+    # The first attempt outlasts the test (it is killed with w1 however slow w2 is to come); the second is quick.
+    first = cluster.tmp / "first-attempt.pid"
+    job = cluster.submit({"tasks": [{"run": f"[ $CORRAL_ATTEMPT -gt 1 ] || {{ echo $$ > {first}; exec sleep 60; }}; "
+                                            "echo finished on $CORRAL_ATTEMPT"}]})
     wait_until(lambda: cluster.job(job["id"])["tasks"][0]["state"] == "running", 15, what="the task to run")
     cluster.add_worker("w2", "--runtime", "process")
     w1.kill9()
@@ -53,9 +61,12 @@ def test_worker_killed_task_completes_elsewhere(cluster: Cluster, database_url: 
     assert names[execs[0]["node_id"]] == "w1" and names[execs[1]["node_id"]] == "w2"
     assert "missed its heartbeats" in execs[0]["error"]
     assert {n["name"]: n["state"] for n in cluster.nodes()} == {"w1": "down", "w2": "ready"}
-    assert cluster.logs(job["id"]).strip().startswith("finished on")
+    assert cluster.logs(job["id"]) == "finished on 2\n"
+    with contextlib.suppress(ProcessLookupError):  # the orphan of the killed worker: not left behind
+        os.kill(int(first.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_coordinator_killed_under_load_loses_nothing(cluster: Cluster, database_url: str) -> None:
     cluster.start_server(database_url=database_url)
     cluster.add_worker("w1", "--runtime", "process", "--cpus", "4")
@@ -63,17 +74,17 @@ def test_coordinator_killed_under_load_loses_nothing(cluster: Cluster, database_
     stop = threading.Event()
 
     def submit_loop() -> None:
-        with httpx.Client(base_url=cluster.url, timeout=5) as c:
-            i = 0
-            while not stop.is_set():
-                try:
-                    r = c.post("/v1/jobs", json={"name": f"load-{i}", "tasks": [{"run": "echo $CORRAL_JOB_ID"}]})
-                except httpx.HTTPError:
-                    time.sleep(0.05)
-                    continue
-                if r.status_code == 201:
-                    accepted.append(r.json()["id"])
-                i += 1
+        i = 0
+        while not stop.is_set():
+            try:  # the harness's client (thread-safe), so that whatever the harness adds to requests is there
+                job = {"name": f"load-{i}", "tasks": [{"run": "echo $CORRAL_JOB_ID"}]}
+                r = cluster.client.post("/v1/jobs", json=job, timeout=5)
+            except httpx.HTTPError:
+                time.sleep(0.05)
+                continue
+            if r.status_code == 201:
+                accepted.append(r.json()["id"])
+            i += 1
 
     threads = [threading.Thread(target=submit_loop) for _ in range(4)]
     for t in threads:
@@ -90,7 +101,14 @@ def test_coordinator_killed_under_load_loses_nothing(cluster: Cluster, database_
     for job_id in accepted:
         r = cluster.client.get(f"/v1/jobs/{job_id}")
         assert r.status_code == 200, f"accepted job {job_id} was lost"
+    # Jobs created but not answered before the kill may complete too: the total is a gate, not the check.
     wait_until(lambda: cluster.client.get("/v1/jobs", params={"state": "completed", "limit": 1})
                .json()["total"] >= n, 60, interval=0.3, what=f"all {n} accepted jobs to complete")
-    sample = accepted[-1]
-    assert cluster.logs(sample).strip() == sample
+    # Every accepted job ran to completion and its log is its own output. (A run lost while the coordinator
+    # was away may run again: its log then holds the line twice, still nothing else.)
+    for job_id in accepted:
+        done = cluster.wait_job(job_id, timeout=30)
+        assert done["state"] == "completed", done
+        assert done["tasks"][0]["executions"][-1]["state"] == "completed", done
+        lines = cluster.logs(job_id).splitlines()
+        assert lines and set(lines) == {job_id}, (job_id, lines)

@@ -6,6 +6,7 @@ import docker
 import pytest
 
 from tests.harness import Cluster, wait_until
+from tests.support import MISSING_IMAGE, MISSING_IMAGE_ERROR
 
 pytestmark = pytest.mark.docker
 
@@ -31,11 +32,11 @@ def test_container_job_happy_path(standalone: Cluster, busybox_image: str,
 
 def test_container_exit_code_and_missing_image(standalone: Cluster, busybox_image: str) -> None:
     bad = standalone.submit({"tasks": [{"image": busybox_image, "command": ["sh", "-c", "exit 4"]}]})
-    missing = standalone.submit({"tasks": [{"image": "corral-test/nowhere:1", "run": "true"}]})
+    missing = standalone.submit({"tasks": [{"image": MISSING_IMAGE, "run": "true"}]})
     assert standalone.wait_job(bad["id"])["tasks"][0]["exit_code"] == 4
     done = standalone.wait_job(missing["id"])
     assert done["state"] == "failed"
-    assert "image 'corral-test/nowhere:1' could not be pulled" in done["tasks"][0]["error"]
+    assert MISSING_IMAGE_ERROR in done["tasks"][0]["error"]
 
 
 def test_cancel_running_container_removes_it(standalone: Cluster, busybox_image: str,
@@ -68,9 +69,9 @@ def test_separate_worker_runs_containers_not_processes(cluster: Cluster, busybox
     p = cluster.submit({"tasks": [{"run": "echo host"}]})
     assert cluster.wait_job(c["id"])["state"] == "completed"
     assert cluster.logs(c["id"]) == "containerised\n"
-    reason = wait_until(lambda: cluster.job(p["id"])["tasks"][0]["reason"] == "no node offers runtime process"
-                        and True, 10, what="a runtime reason")
-    assert reason
+    wait_until(lambda: cluster.job(p["id"])["tasks"][0]["reason"] == "no node offers runtime process", 10,
+               what="a runtime reason")
+    assert cluster.job(p["id"])["state"] == "pending"
 
 
 def test_restarted_worker_reaps_its_containers_and_work_is_rescheduled(

@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -17,6 +16,7 @@ import pytest
 
 from corral.runtime.base import RunRequest, RunResult
 from corral.runtime.docker import DockerRuntime
+from tests.support import Recorder, remove_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(60)]
 
@@ -26,8 +26,7 @@ NODE = f"pytest-{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="module", autouse=True)
 def _sweep(docker_client: docker.DockerClient) -> Iterator[None]:
     yield
-    for c in docker_client.containers.list(all=True, filters={"label": f"corral.node={NODE}"}):
-        c.remove(force=True)
+    remove_containers(docker_client, f"corral.node={NODE}")
 
 
 @pytest.fixture
@@ -38,26 +37,6 @@ def rt(docker_client: docker.DockerClient) -> DockerRuntime:
 def req(image: str, argv: list[str], **kw: Any) -> RunRequest:
     return RunRequest(execution_id=f"ex-{uuid.uuid4().hex[:12]}", job_id="job-1", task_id="task-1",
                       task_name="t", node_id=NODE, argv=argv, image=image, **kw)
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str | None]] = field(default_factory=list)
-    started: asyncio.Event | None = None
-    threads: set[int] = field(default_factory=set)
-
-    def output(self, stream: str, line: str) -> None:
-        self.threads.add(threading.get_ident())
-        self.events.append((stream, line))
-
-    def on_started(self, cid: str | None) -> None:
-        self.threads.add(threading.get_ident())
-        self.events.append(("started", cid))
-        if self.started is not None:
-            self.started.set()
-
-    def lines(self, stream: str) -> list[str | None]:
-        return [line for s, line in self.events if s == stream]
 
 
 def run(rt: DockerRuntime, r: RunRequest) -> tuple[RunResult, Recorder]:
@@ -154,7 +133,6 @@ def test_cancel_kills_and_removes(rt: DockerRuntime, busybox_image: str,
     rec = Recorder()
 
     async def go() -> None:
-        rec.started = asyncio.Event()
         task = asyncio.create_task(rt.run(r, rec.output, rec.on_started))
         await asyncio.wait_for(rec.started.wait(), 20)
         assert not gone(docker_client, r)
@@ -175,7 +153,6 @@ def test_limits_and_hardening_applied(rt: DockerRuntime, busybox_image: str,
     seen: dict[str, Any] = {}
 
     async def go() -> None:
-        rec.started = asyncio.Event()
         task = asyncio.create_task(rt.run(r, rec.output, rec.on_started))
         await asyncio.wait_for(rec.started.wait(), 20)
         c = docker_client.containers.get(f"corral-{r.execution_id}")
@@ -230,3 +207,29 @@ def test_reap_removes_leftovers_but_keeps_the_kept(rt: DockerRuntime, busybox_im
         for c in made:
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
+
+
+@pytest.mark.gpu
+def test_a_gpu_task_asks_the_engine_for_exactly_its_gpus(rt: DockerRuntime, busybox_image: str,
+                                                       docker_client: docker.DockerClient) -> None:
+    """What the engine is asked for, read where it is asked (the create call): a device request for the GPUs
+    the coordinator assigned, by index, and no other. Without NVIDIA support in the engine the task fails
+    with the engine's reason and leaves no container (with it, that last part is skipped, saying so)."""
+    asked: list[dict[str, Any]] = []
+    create = rt.client.api.create_container
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("host_config") or {})
+        return create(*args, **kwargs)
+
+    rt.client.api.create_container = spy  # type: ignore[method-assign]
+    r = req(busybox_image, ["true"], gpus=(1, 3))
+    result, _ = run(rt, r)
+    assert asked and asked[0].get("DeviceRequests") == [
+        {"Driver": "", "Count": 0, "DeviceIDs": ["1", "3"], "Capabilities": [["gpu"]], "Options": {}}]
+    plain, _ = run(rt, req(busybox_image, ["true"]))
+    assert plain == RunResult(0) and asked[-1].get("DeviceRequests") is None  # no GPU asked: none requested
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this engine has NVIDIA support: a run inside a GPU container is not checked here")
+    assert result.exit_code is None and "capabilities: [[gpu]]" in (result.error or ""), result
+    assert gone(docker_client, r)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from tests.harness import Cluster, wait_until
+from tests.support import stand_in_nvidia_smi
 
 
 def test_happy_path_runs_tasks_in_order_with_logs(standalone: Cluster) -> None:
@@ -119,7 +120,10 @@ def test_follow_streams_logs_until_the_job_ends(standalone: Cluster) -> None:
     assert standalone.job(job["id"])["state"] == "completed"
 
 
-def test_pending_reason_is_visible(standalone: Cluster) -> None:
+def test_pending_reason_is_visible(cluster: Cluster) -> None:
+    # The node's GPUs are pinned (none, through a stand-in nvidia-smi), not read from this machine.
+    standalone = cluster.up(env=stand_in_nvidia_smi(cluster.tmp / "bin", []))
+    assert standalone.nodes()[0]["capacity"]["gpu"] == 0
     job = standalone.submit({"tasks": [{"run": "echo x", "resources": {"gpu": 4}}]})
     task = wait_until(lambda: (t := standalone.job(job["id"])["tasks"][0])["reason"] != "waiting in queue" and t,
                       10, what="a pending reason")

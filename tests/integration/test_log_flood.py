@@ -17,7 +17,7 @@ import pytest
 from corral.agent.worker import Agent, AgentConfig
 from corral.runtime.process import ProcessRuntime
 from tests.harness import Cluster, wait_until
-from tests.integration.test_cli import corral
+from tests.support import corral
 
 pytestmark = pytest.mark.timeout(120)
 

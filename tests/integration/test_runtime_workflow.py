@@ -21,6 +21,7 @@ from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Sidecar
 from corral.runtime.docker import DockerRuntime
 from corral.runtime.process import ProcessRuntime
+from tests.support import Recorder, remove_containers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,8 +36,7 @@ FETCH = "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/index.html && ex
 @pytest.fixture(scope="module")
 def _sweep(docker_client: docker.DockerClient) -> Iterator[None]:
     yield
-    for c in docker_client.containers.list(all=True, filters={"label": f"corral.node={NODE}"}):
-        c.remove(force=True, v=True)
+    remove_containers(docker_client, f"corral.node={NODE}")
 
 
 @pytest.fixture
@@ -56,27 +56,6 @@ def request(tmp: Path, argv: list[str], own_dir: bool = True, **kw: Any) -> RunR
 def output(req: RunRequest) -> str | None:
     assert req.scratch is not None
     return scratch.read_output(req.scratch.output)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.started = asyncio.Event()
-        self.cid: str | None = None
-        self.at_start: Any = None  # what on_start saw, if set
-        self.on_start: Any = None
-
-    def output(self, stream: str, line: str) -> None:
-        self.lines.append((stream, line))
-
-    def on_started(self, cid: str | None) -> None:
-        self.cid = cid
-        if self.on_start is not None:
-            self.at_start = self.on_start(cid)
-        self.started.set()
-
-    def stdout(self) -> list[str]:
-        return [line for s, line in self.lines if s == "stdout"]
 
 
 def run(rt: Runtime, req: RunRequest, rec: Recorder | None = None) -> tuple[RunResult, Recorder]:
@@ -177,7 +156,7 @@ def test_mounts(drt: DockerRuntime, busybox_image: str, tmp_path: Path,
 
     rec.on_start = volumes
     result, rec = run(drt, req, rec)
-    assert result == RunResult(0), rec.lines
+    assert result == RunResult(0), rec.events
     assert rec.stdout() == ["a", "b", "from the host"]
     assert not (host / "x").exists()
     assert len(rec.at_start) == 1
@@ -193,9 +172,9 @@ def test_sidecar_is_reachable_and_removed(drt: DockerRuntime, busybox_image: str
     rec = Recorder()
     rec.on_start = lambda cid: len(containers_of(docker_client, req))
     result, rec = run(drt, req, rec)
-    assert result == RunResult(0), rec.lines
+    assert result == RunResult(0), rec.events
     assert "hello from the sidecar" in rec.stdout()
-    assert ("stdout", "[sidecar web] serving") in rec.lines
+    assert ("stdout", "[sidecar web] serving") in rec.events
     assert rec.at_start == 2  # the sidecar and the main container
     assert containers_of(docker_client, req) == []
 

@@ -3,7 +3,6 @@ PostgreSQL), pause, resume and delete; and end to end over HTTP against `corral 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from corral.coordinator.service import Coordinator
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 from tests.harness import Cluster, wait_until
+from tests.support import cron_pass_evidence, due_now, jobs_named
 
 SPEC = JobSpec.model_validate({"name": "nightly", "tasks": [{"name": "t", "run": "echo tick"}]})
 
@@ -103,13 +103,6 @@ def test_pause_resume_delete(two: tuple[Schedules, Schedules]) -> None:
 JOB = {"name": "cron-e2e", "tasks": [{"name": "t", "run": "echo scheduled"}]}
 
 
-def _due_now(cluster: Cluster, schedule_id: str) -> None:
-    db = sqlite3.connect(cluster.tmp / "data" / "corral.db", timeout=30)
-    with db:
-        db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 5, schedule_id))
-    db.close()
-
-
 def test_schedule_over_http(standalone: Cluster) -> None:
     c = standalone.client
     r = c.post("/v1/schedules", json={"cron": "0 0 1 1 *", "job": JOB})
@@ -120,10 +113,10 @@ def test_schedule_over_http(standalone: Cluster) -> None:
     assert sch["next_run_at"].endswith("Z") and sch["job"]["tasks"][0]["run"] == "echo scheduled"
     assert c.get("/v1/jobs").json()["total"] == 0
 
-    _due_now(standalone, sch["id"])
-    jobs = wait_until(lambda: c.get("/v1/jobs").json()["items"], 3, what="the scheduled job")
-    time.sleep(1.5)  # another pass or two: still one job for the tick
-    jobs = c.get("/v1/jobs").json()["items"]
+    due_now(standalone, sch["id"])
+    wait_until(lambda: jobs_named(standalone, "cron-e2e"), 5, what="the scheduled job")
+    cron_pass_evidence(standalone)  # another full pass of the cron loop: still one job for the tick
+    jobs = jobs_named(standalone, "cron-e2e")
     assert len(jobs) == 1
     done = standalone.wait_job(jobs[0]["id"])
     assert done["state"] == "completed"
@@ -135,9 +128,9 @@ def test_schedule_over_http(standalone: Cluster) -> None:
     assert c.post(f"/v1/schedules/{sch['id']}/pause").json()["state"] == "paused"
     r = c.post(f"/v1/schedules/{sch['id']}/pause")
     assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
-    _due_now(standalone, sch["id"])
-    time.sleep(1.5)
-    assert c.get("/v1/jobs").json()["total"] == 1  # paused: nothing fires
+    due_now(standalone, sch["id"])
+    cron_pass_evidence(standalone)  # a pass that saw it due
+    assert len(jobs_named(standalone, "cron-e2e")) == 1  # paused: nothing fires
     assert c.post(f"/v1/schedules/{sch['id']}/resume").json()["state"] == "active"
     assert [s["id"] for s in c.get("/v1/schedules").json()["items"]] == [sch["id"]]
     assert c.delete(f"/v1/schedules/{sch['id']}").status_code == 204

@@ -1,8 +1,9 @@
 """Every job file in examples/tork/ submitted unchanged through Tork's POST /jobs to a real `corral up`,
 running in real containers, with the result each file's header promises.
 
-The files name `busybox:stable`; there is no registry here, so the test tags its locally built busybox
-image under that name first (the only thing it changes).
+The files name `busybox:stable`; there is no registry here, so the test submits each file with the name of
+its locally built busybox image in its place (the only thing it changes: it tags nothing, so a real
+`busybox:stable` on this machine is left as it is).
 """
 
 from __future__ import annotations
@@ -11,24 +12,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from tests.harness import Cluster, wait_until
-from tests.integration.test_tork_scheduled import _due_now
+from tests.support import due_now
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tork"
 IMAGE = "busybox:stable"
 
 
-@pytest.fixture(scope="module")
-def tork_image(docker_client: docker.DockerClient, busybox_image: str) -> str:
-    docker_client.images.get(busybox_image).tag(IMAGE)
-    return IMAGE
+def _example(name: str, image: str) -> str:
+    text = (EXAMPLES / name).read_text()
+    assert IMAGE in text, f"{name} no longer names {IMAGE}: update this test"
+    return text.replace(IMAGE, image)
 
 
-def _submit(c: Cluster, name: str) -> dict[str, Any]:
-    r = c.client.post("/jobs", content=(EXAMPLES / name).read_text(), headers={"Content-Type": "text/yaml"})
+def _submit(c: Cluster, name: str, image: str) -> dict[str, Any]:
+    r = c.client.post("/jobs", content=_example(name, image), headers={"Content-Type": "text/yaml"})
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -141,9 +141,10 @@ def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.yaml")} == {*CASES, "cron.yaml"}
 
 
-def test_examples_run_as_their_headers_say(standalone: Cluster, tork_image: str) -> None:
+@pytest.mark.slow
+def test_examples_run_as_their_headers_say(standalone: Cluster, busybox_image: str) -> None:
     # Submit them all first: they run side by side, as a user's jobs would.
-    submitted = {name: _submit(standalone, name) for name in CASES}
+    submitted = {name: _submit(standalone, name, busybox_image) for name in CASES}
     for name, job in submitted.items():
         assert job["state"] in ("PENDING", "SCHEDULED", "RUNNING"), (name, job)
     failures = []
@@ -156,13 +157,13 @@ def test_examples_run_as_their_headers_say(standalone: Cluster, tork_image: str)
     assert not failures, "\n".join(failures)
 
 
-def test_cron_example_is_scheduled_and_fires(standalone: Cluster, tork_image: str) -> None:
-    r = standalone.client.post("/scheduled-jobs", content=(EXAMPLES / "cron.yaml").read_text(),
+def test_cron_example_is_scheduled_and_fires(standalone: Cluster, busybox_image: str) -> None:
+    r = standalone.client.post("/scheduled-jobs", content=_example("cron.yaml", busybox_image),
                                headers={"Content-Type": "text/yaml"})
     assert r.status_code == 200, r.text
     sched = r.json()
     assert sched["state"] == "ACTIVE" and sched["cron"] == "*/5 * * * *"
-    _due_now(standalone, sched["id"])  # instead of waiting up to five minutes
+    due_now(standalone, sched["id"])  # instead of waiting up to five minutes
     job = wait_until(lambda: next((j for j in standalone.get("/jobs")["items"] if j["name"] == "every five minutes"),
                                   None), timeout=15, what="the tick's job")
     done = _finish(standalone, job["id"])

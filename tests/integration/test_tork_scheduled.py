@@ -3,18 +3,14 @@ completes; pause, resume, delete and their errors; bad input; YAML bodies; pagin
 
 from __future__ import annotations
 
-import re
-import sqlite3
-import time
 from typing import Any
 
 import pytest
 
 from tests.harness import Cluster, wait_until
-
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
-TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-DONE = {"COMPLETED", "FAILED", "CANCELLED"}
+from tests.support import ID_RE, cron_pass_evidence, due_now
+from tests.support import TORK_DONE as DONE
+from tests.support import TORK_TIME_RE as TIME_RE
 
 YAML_JOB = """
 name: every minute
@@ -38,16 +34,9 @@ def _create(c: Cluster, body: str | dict[str, Any], ctype: str = "text/yaml") ->
     return dict(r.json())
 
 
-def _due_now(c: Cluster, schedule_id: str) -> None:
-    """Make the next tick due at once: a minute is too long to wait (as tests/integration/test_schedules.py)."""
-    db = sqlite3.connect(c.tmp / "data" / "corral.db", timeout=30)
-    with db:
-        db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 5, schedule_id))
-    db.close()
-
-
-def _jobs(c: Cluster) -> list[dict[str, Any]]:
-    return list(c.get("/jobs")["items"])
+def _jobs(c: Cluster, name: str) -> list[dict[str, Any]]:
+    """Tork's GET /jobs, the jobs of that name (the evidence of a cron pass makes jobs of its own)."""
+    return [j for j in c.get("/jobs")["items"] if j["name"] == name]
 
 
 def test_a_tick_fires_a_tork_job_that_completes(standalone: Cluster) -> None:
@@ -60,10 +49,10 @@ def test_a_tick_fires_a_tork_job_that_completes(standalone: Cluster) -> None:
     assert sch["tasks"] == [{"name": "hello", "run": "echo hi"}]
     assert sch["lastRunAt"] is None and sch["lastJobId"] is None
     assert c.get(f"/scheduled-jobs/{sch['id']}") == sch
-    assert _jobs(c) == []  # a scheduled job is not a job
+    assert c.get("/jobs")["items"] == []  # a scheduled job is not a job
 
-    _due_now(c, sch["id"])
-    jobs = wait_until(lambda: _jobs(c), 5, what="the fired job in GET /jobs")
+    due_now(c, sch["id"])
+    jobs = wait_until(lambda: _jobs(c, "every minute"), 5, what="the fired job in GET /jobs")
     assert len(jobs) == 1 and jobs[0]["name"] == "every minute" and jobs[0]["tags"] == ["cron"]
     job_id = jobs[0]["id"]
     done = c.wait_for(f"/jobs/{job_id}", DONE)
@@ -72,8 +61,8 @@ def test_a_tick_fires_a_tork_job_that_completes(standalone: Cluster) -> None:
     got = c.get(f"/scheduled-jobs/{sch['id']}")
     assert got["lastJobId"] == job_id and TIME_RE.match(got["lastRunAt"])
     assert got["nextRunAt"] > got["lastRunAt"]
-    time.sleep(1.5)  # another firing pass or two: still one job for that tick
-    assert len(_jobs(c)) == 1
+    cron_pass_evidence(c)  # another full firing pass: still one job for that tick
+    assert len(_jobs(c, "every minute")) == 1
 
 
 def test_pause_resume_delete(standalone: Cluster) -> None:
@@ -87,9 +76,9 @@ def test_pause_resume_delete(standalone: Cluster) -> None:
     r = c.client.put(f"{base}/pause")
     assert r.status_code == 400 and r.json() == {"message": "scheduled job is not active"}
 
-    _due_now(c, sch["id"])
-    time.sleep(1.5)
-    assert _jobs(c) == []  # paused: nothing fires
+    due_now(c, sch["id"])
+    cron_pass_evidence(c)  # a firing pass that saw it due
+    assert _jobs(c, "nightly") == []  # paused: nothing fires
     assert c.client.put(f"{base}/resume").json() == {"status": "OK"}
     resumed = c.get(base)
     assert resumed["state"] == "ACTIVE" and resumed["nextRunAt"] == sch["nextRunAt"]  # the next real tick

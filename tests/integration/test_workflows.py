@@ -4,11 +4,11 @@ each, pre/post, if, outputs between tasks, subjobs, inputs, secrets, defaults, c
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, wait_until
+from tests.support import wait_processes_gone
 
 
 def _intervals(tasks: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -173,9 +173,12 @@ def test_defaults_fill_what_tasks_leave_out(standalone: Cluster) -> None:
 def test_cancel_stops_every_running_task_of_a_parallel_and_each(standalone: Cluster, tmp_path: Path) -> None:
     mark = tmp_path / "marks"
     mark.mkdir()
+    pids = tmp_path / "pids"
     job = standalone.submit({"tasks": [{"name": "fan", "parallel": {"tasks": [
-        {"run": f"sleep 2; touch {mark}/p1"}, {"run": f"sleep 2; touch {mark}/p2"},
-        {"name": "loop", "each": {"list": "{{ sequence(0, 3) }}", "task": {"run": f"sleep 2; touch {mark}/e"}}}]}}]})
+        {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/p1"},
+        {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/p2"},
+        {"name": "loop", "each": {"list": "{{ sequence(0, 3) }}",
+                                  "task": {"run": f"echo $$ >> {pids}; sleep 5; touch {mark}/e"}}}]}}]})
     wait_until(lambda: sum(t["state"] == "running" for t in standalone.job(job["id"])["tasks"]) >= 5,
                what="the parallel and each children running")
     r = standalone.client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -183,7 +186,7 @@ def test_cancel_stops_every_running_task_of_a_parallel_and_each(standalone: Clus
     done = standalone.wait_job(job["id"])
     assert done["state"] == "cancelled"
     assert all(t["state"] in ("cancelled",) for t in done["tasks"]), [t["state"] for t in done["tasks"]]
-    time.sleep(2.5)
+    wait_processes_gone(pids, 5)
     assert list(mark.iterdir()) == []  # the processes were killed, not left to finish
 
 
@@ -277,15 +280,16 @@ def test_the_readme_workflow_runs_as_shown(standalone: Cluster) -> None:
 
 def test_cancel_reaches_an_attached_subjob_and_restart_opens_it_again(standalone: Cluster, tmp_path: Path) -> None:
     mark = tmp_path / "sub-ran"
+    pids = tmp_path / "pids"
     job = standalone.submit({"tasks": [{"name": "inner", "subjob": {"name": "child", "tasks": [
-        {"run": f"sleep 2; touch {mark}"}]}}]})
+        {"run": f"echo $$ >> {pids}; sleep 3; touch {mark}"}]}}]})
     inner = wait_until(lambda: next((t for t in standalone.job(job["id"])["tasks"] if t.get("subjob_id")), None),
                        what="the subjob")
     sub_id = inner["subjob_id"]
     wait_until(lambda: standalone.job(sub_id)["tasks"][0]["state"] == "running", what="the subjob's task running")
     assert standalone.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert standalone.wait_job(sub_id)["state"] == "cancelled"
-    time.sleep(2.5)
+    wait_processes_gone(pids, 1)
     assert not mark.exists()  # its process was killed with it
     assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
     done = standalone.wait_job(job["id"])
@@ -306,23 +310,32 @@ def test_a_sidecar_serves_the_task_on_localhost(standalone: Cluster, busybox_ima
     assert "served by the sidecar" in standalone.logs(job["id"])
 
 
-def test_a_failure_stops_waiting_siblings_from_starting_later(standalone: Cluster, tmp_path: Path) -> None:
+def test_a_failure_stops_waiting_siblings_from_starting_later(cluster: Cluster, tmp_path: Path) -> None:
     """Children ready but waiting for capacity when a sibling fails are not placed afterwards; a restart
-    runs them."""
+    runs them. The node offers 2 cores, whatever this machine has: five 1-core children cannot all start."""
+    cluster.start_server()
+    cluster.add_worker("two-cores", "--runtime", "process", "--cpus", "2")
     flag = tmp_path / "ok"
     kids = [{"name": "bad", "run": f"test -e {flag}", "resources": {"cpu": 1}}]
-    kids += [{"name": f"k{i}", "run": "sleep 0.5", "resources": {"cpu": 1}} for i in range(4)]
-    job = standalone.submit({"tasks": [{"name": "fan", "parallel": {"tasks": kids}}]})
-    done = standalone.wait_job(job["id"])
+    kids += [{"name": f"k{i}", "run": "sleep 1", "resources": {"cpu": 1}} for i in range(4)]
+    job = cluster.submit({"tasks": [{"name": "fan", "parallel": {"tasks": kids}}]})
+    done = cluster.wait_job(job["id"])
     assert done["state"] == "failed", done
-    time.sleep(1.5)  # were a waiting child placed after the failure, it would have started by now
-    after = standalone.job(job["id"])
+    # Evidence that the scheduler ran after the failure, with room on the node: another job placed and done.
+    later = cluster.submit({"tasks": [{"run": "true", "resources": {"cpu": 1}}]})
+    assert cluster.wait_job(later["id"])["state"] == "completed"
+    after = cluster.job(job["id"])
     assert after["state"] == "failed"
-    started = [t["name"] for t in _children(after, "fan") if t["executions"]]
-    assert len(started) < 5 and all(t["state"] != "running" for t in after["tasks"]), started
+    kids_after = {t["name"]: t for t in _children(after, "fan")}
+    started = [t for t in kids_after.values() if t["executions"]]
+    assert kids_after["bad"]["executions"] and len(started) < 5, [t["name"] for t in started]
+    failed_at = kids_after["bad"]["finished_at"]  # RFC 3339 in UTC: they compare as strings
+    late = [t["name"] for t in started if t["started_at"] > failed_at]
+    assert not late, f"{late} started after the failure"
+    assert all(t["state"] != "running" for t in after["tasks"]), [t["state"] for t in after["tasks"]]
     flag.write_text("")
-    assert standalone.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
-    assert standalone.wait_job(job["id"])["state"] == "completed"
+    assert cluster.client.post(f"/v1/jobs/{job['id']}/restart").status_code == 200
+    assert cluster.wait_job(job["id"])["state"] == "completed"
 
 
 def test_an_output_that_cannot_be_evaluated_leaves_the_job_completed_and_says_why(standalone: Cluster) -> None:

@@ -1,0 +1,156 @@
+"""Helpers shared by the test modules (which never import from each other): id and time patterns, an image
+that cannot be had, making a schedule due and evidence that the cron loop ran, the `corral` CLI as a
+subprocess, a stand-in nvidia-smi, waiting for processes to end, and a recorder of a runtime's callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from tests.harness import Cluster, token_env, wait_until
+
+ID_RE = re.compile(r"^[0-9a-f]{32}$")  # a job, task or schedule id (native and Tork)
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # nomad-lite's job ids
+TORK_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+ISO_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00$")  # nomad-lite's
+TORK_DONE = {"COMPLETED", "FAILED", "CANCELLED"}
+
+# An image no machine has or can pull: `.invalid` is reserved (RFC 2606) and never resolves, so a pull fails
+# at once, with or without a network, whatever images this machine holds.
+MISSING_IMAGE = "corral.invalid/missing:never"
+MISSING_IMAGE_ERROR = f"image '{MISSING_IMAGE}' could not be pulled"
+
+
+def due_now(c: Cluster, schedule_id: str) -> None:
+    """Make a schedule's next tick due at once in a `corral up`'s database: a minute is too long to wait."""
+    db = sqlite3.connect(c.tmp / "data" / "corral.db", timeout=30)
+    with db:
+        db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (time.time() - 5, schedule_id))
+    db.close()
+
+
+def corral(*args: str, server: str | None, stdin: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `corral ARGS` with CORRAL_SERVER set to ``server`` (None: unset)."""
+    e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
+    if server is not None:
+        e["CORRAL_SERVER"] = server
+    e.update(token_env(server))
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True,
+                       input=stdin, env=e, timeout=45)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+# The query the worker makes (src/corral/agent/capacity.py): anything else is an error, as nvidia-smi's own.
+SMI_QUERY = "--query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits"
+
+
+def stand_in_nvidia_smi(bindir: Path, rows: list[str]) -> dict[str, str]:
+    """Write a stand-in `nvidia-smi` into ``bindir`` that answers the worker's query with ``rows`` (none: a
+    machine without GPUs) and fails on any other arguments, recording each call's arguments in
+    ``bindir/calls``; returns the environment (PATH first through ``bindir``) to start a process with."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"  echo '{r}'\n" for r in rows) or "  :\n"
+    smi = bindir / "nvidia-smi"
+    smi.write_text(f"""#!/bin/sh
+# A stand-in for nvidia-smi (this test pins the GPUs a node has). It answers one query, the worker's.
+echo "$*" >> '{bindir / "calls"}'
+if [ "$*" = "{SMI_QUERY}" ]; then
+{body}  exit 0
+fi
+echo "stand-in nvidia-smi: unexpected arguments: $*" >&2
+exit 2
+""")
+    smi.chmod(0o755)
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def cron_pass_evidence(c: Cluster, timeout: float = 15) -> str:
+    """Evidence that the cron loop of a `corral up` made a full pass from now on: a schedule of its own is
+    made due, its job is awaited, and the schedule deleted; returns that job's id.
+
+    Call it right after making another schedule due (or pausing it): the pass that fires this one looks at
+    every due schedule, so a negative check made afterwards ("it did not fire") tests something."""
+    name = f"evidence-{uuid.uuid4().hex[:8]}"
+    r = c.client.post("/v1/schedules", json={"cron": "0 0 1 1 *", "job": {"name": name, "tasks": [{"run": "true"}]}})
+    assert r.status_code == 201, r.text
+    sch = r.json()["id"]
+    due_now(c, sch)
+    job = wait_until(lambda: next((j for j in c.get("/v1/jobs")["items"] if j["name"] == name), None), timeout,
+                     what="the evidence schedule's job")
+    assert c.client.delete(f"/v1/schedules/{sch}").status_code == 204
+    return str(job["id"])
+
+
+def jobs_named(c: Cluster, name: str) -> list[dict[str, Any]]:
+    """The native jobs of that exact name, newest first."""
+    return [j for j in c.get("/v1/jobs")["items"] if j["name"] == name]
+
+
+def process_gone(pid: int) -> bool:
+    """Whether the process has ended (no longer there, or a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_processes_gone(pidfile: Path, count: int, timeout: float = 15) -> None:
+    """Wait until ``pidfile`` lists ``count`` pids (each task appends its shell's ``$$``) and all have ended:
+    evidence for "the process was killed, not left to finish" that needs no fixed sleep."""
+    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) >= count, timeout,
+               what=f"{count} pids in {pidfile.name}")
+    pids = [int(p) for p in pidfile.read_text().split()]
+    wait_until(lambda: all(process_gone(p) for p in pids), timeout, what=f"processes {pids} to end")
+
+
+class Recorder:
+    """What a runtime's callbacks receive (``output`` and ``on_started``), in order, and the threads they ran
+    on. ``events`` holds ("stdout" | "stderr", line) and ("started", container id); ``on_start``, when set, is
+    called at the start and its answer kept in ``at_start``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None]] = []
+        self.started = asyncio.Event()
+        self.threads: set[int] = set()
+        self.cid: str | None = None
+        self.on_start: Callable[[str | None], Any] | None = None
+        self.at_start: Any = None
+
+    def output(self, stream: str, line: str) -> None:
+        self.threads.add(threading.get_ident())
+        self.events.append((stream, line))
+
+    def on_started(self, cid: str | None) -> None:
+        self.threads.add(threading.get_ident())
+        self.events.append(("started", cid))
+        self.cid = cid
+        if self.on_start is not None:
+            self.at_start = self.on_start(cid)
+        self.started.set()
+
+    def lines(self, stream: str) -> list[str | None]:
+        return [line for s, line in self.events if s == stream]
+
+    def stdout(self) -> list[str | None]:
+        return self.lines("stdout")
+
+
+def remove_containers(client: docker.DockerClient, label: str) -> None:
+    """Remove every container with that label (``key=value``), with its anonymous volumes."""
+    for c in client.containers.list(all=True, filters={"label": label}):
+        c.remove(force=True, v=True)
