@@ -141,7 +141,8 @@ class Cluster:
             extra = (*extra, "--token", self.token)  # no cluster token: /v1/agent/* needs the access token
         # A short drain on SIGTERM (--grace, 30s by default), so that stopping a cluster stays quick.
         w = Proc(["worker", "--server", self.url, "--name", name, "--data-dir", str(self.tmp / f"w-{name}"),
-                  "--log-level", "warning", "--grace", "1s", *extra], self.tmp / f"worker-{name}.log", env or {}).start()
+                  "--log-level", "warning", "--grace", "1s", *extra], self.tmp / f"worker-{name}.log",
+                 env or {}).start()
         self.workers.append(w)
         if wait:
             wait_until(lambda: any(n["name"] == name and n["state"] == "ready" for n in self.nodes()), 20,
