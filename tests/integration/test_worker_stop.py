@@ -19,7 +19,8 @@ def test_sigterm_on_a_busy_worker_exits_it_and_its_task_completes_elsewhere(clus
     # The first attempt would outlast the test; any later one is quick.
     job = cluster.submit({"tasks": [{"run": f"[ $CORRAL_ATTEMPT -gt 1 ] || {{ echo $$ > {first}; exec sleep 60; }}; "
                                             "echo done on attempt $CORRAL_ATTEMPT"}]})
-    wait_until(lambda: cluster.job(job["id"])["tasks"][0]["state"] == "running" and first.exists(), 20,
+    wait_until(lambda: cluster.job(job["id"])["tasks"][0]["state"] == "running" and first.exists()
+               and first.read_text().strip(), 20,
                what="the first attempt to run")
     cluster.add_worker("w2", "--runtime", "process")
     assert w1.popen is not None
