@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/corral up
 
+# Two test processes (pytest-xdist; each with its own ports, PostgreSQL server and databases): the suite is
+# mostly waiting on real processes. PYTEST_WORKERS=0 runs it in one.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
