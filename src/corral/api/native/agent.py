@@ -12,7 +12,7 @@ import hmac
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from corral.api.body import model_body
@@ -46,6 +46,7 @@ def _node(node_id: NodeId, svc: Agent,
 
 NodeAgent = Annotated[Services, Depends(_node)]
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
+POLL_CHECK = 1.0  # seconds between checks, during a long-poll, that the worker is still connected
 
 
 # -- what agents send: strict types, bounded sizes -------------------------------------------------
@@ -196,7 +197,9 @@ def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, A
 
 
 @router.post("/nodes/{node_id}/poll")
-async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent) -> dict[str, Any]:
+async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent, request: Request) -> dict[str, Any]:
+    """Work for this node, waiting up to ``wait`` seconds for some. A worker that has gone (its connection
+    closed) is noticed within a second, so its poll does not hold the server's shutdown."""
     deadline = time.monotonic() + body.wait
     while True:
         ev = svc.wakeups.arm(node_id)
@@ -204,7 +207,10 @@ async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent) -> dict[str, Any]:
         left = deadline - time.monotonic()
         if work or stop or left <= 0:
             return {"work": work, "stop": stop}
-        await svc.wakeups.wait(ev, left)
+        while not ev.is_set() and (left := deadline - time.monotonic()) > 0:
+            await svc.wakeups.wait(ev, min(left, POLL_CHECK))
+            if await request.is_disconnected():
+                return {"work": [], "stop": []}
 
 
 @router.post("/nodes/{node_id}/report")
