@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse, parse_yaml
-from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name, is_loopback
+from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name
 from corral.cli.api import find_token
+from corral.domain.addresses import is_loopback
 
 LAUGHS = b"""a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
@@ -160,3 +161,14 @@ def test_find_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert find_token("http://[::1]:8000") == "from-data-dir"
     monkeypatch.setenv("CORRAL_API_TOKEN", "given")
     assert find_token("http://corral.example.com") == "given"
+
+
+def test_server_beyond_loopback_needs_both_tokens_or_insecure() -> None:
+    from click.testing import CliRunner
+
+    from corral.cli.serve import server
+
+    r = CliRunner().invoke(server, ["--bind", "0.0.0.0", "--port", "1"])
+    assert r.exit_code == 2 and "without --api-token and --token" in r.output, r.output
+    r = CliRunner().invoke(server, ["--bind", "10.1.2.3", "--token", "t", "--port", "1"])
+    assert r.exit_code == 2 and "without --api-token anyone" in r.output, r.output

@@ -14,7 +14,6 @@ HttpOnly, SameSite=Strict cookie and redirects to ``/docs``. See docs/api.md, "A
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -25,6 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.coordinator.errors import ServiceError
+from corral.domain.addresses import is_loopback
 
 # (status, message, headers) -> the response in the shape of the API the path belongs to.
 Render = Callable[[int, str, dict[str, str]], Response]
@@ -59,15 +59,6 @@ def problem(status: int, message: str, headers: dict[str, str]) -> Response:
     return JSONResponse({"type": "about:blank", "title": titles.get(status, "Error"), "status": status,
                          "detail": message}, status_code=status, headers=headers,
                         media_type="application/problem+json")
-
-
-def is_loopback(bind: str) -> bool:
-    if bind.strip("[]").lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(bind.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(value: str) -> str:

@@ -6,7 +6,6 @@ breaks) becomes a ``CliError`` with a readable message and the exit status the c
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from corral import __version__
+from corral.domain.addresses import is_loopback
 
 Json = dict[str, Any]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -66,16 +66,6 @@ def _problem(r: httpx.Response) -> ApiError:
     return ApiError(r.status_code, f"HTTP {r.status_code} from {r.request.url}: {text}")
 
 
-def _loopback(server: str) -> bool:
-    host = (urlsplit(server).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def find_token(server: str) -> str | None:
     """The access token to send: ``CORRAL_API_TOKEN`` (``--token``) when set; else, for a server on
     this machine (a loopback address) only, the one ``corral up`` keeps in ``$CORRAL_DATA_DIR/token``,
@@ -83,7 +73,7 @@ def find_token(server: str) -> str | None:
     given = os.environ.get("CORRAL_API_TOKEN", "").strip()
     if given:
         return given
-    if not _loopback(server):
+    if not is_loopback(urlsplit(server).hostname or ""):
         return None
     path = Path(os.environ.get("CORRAL_DATA_DIR") or ".corral") / "token"
     try:

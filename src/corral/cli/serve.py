@@ -225,12 +225,26 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
 @click.option("--api-token", envvar="CORRAL_API_TOKEN", default=None,
               help="Require this token (Authorization: Bearer) on every request but probes and the workers' "
               "/v1/agent/* [default: none] [env CORRAL_API_TOKEN].")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Listen on a non-loopback address without --api-token and --token (not recommended: anyone "
+              "who reaches the port could run commands and join as a worker).")
 @_with(common_server)
-def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None,
+def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, insecure: bool,
            allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
-    """Start a coordinator alone; workers connect to it with `corral worker`."""
+    """Start a coordinator alone; workers connect to it with `corral worker`.
+
+    On an address other than loopback it needs --api-token (for the API) and --token (for workers),
+    unless --insecure says to run it open.
+    """
     from corral.api.app import ServerConfig, create_app
     from corral.api.edge import EdgeConfig
+    from corral.domain.addresses import is_loopback
+    missing = [name for name, given in (("--api-token", api_token), ("--token", token)) if not given]
+    if missing and not is_loopback(bind) and not insecure:
+        raise click.UsageError(
+            f"--bind {bind} reaches beyond this machine, and without {' and '.join(missing)} anyone who reaches "
+            "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
+            "--insecure to run it open anyway")
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
                           settings=_settings(**common),
