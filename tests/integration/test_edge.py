@@ -22,20 +22,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.harness import Cluster, wait_until
+from tests.support import LAUGHS
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1024 * 1024
-LAUGHS = b"""a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-tasks: [{run: echo lol}]
-"""
 DEEP_JSON = b"[" * 1000 + b"]" * 1000
 DEEP_YAML = "".join("  " * i + "a:\n" for i in range(1000)).encode() + b"  " * 1000 + b"x\n"
 

@@ -11,18 +11,7 @@ from corral.api.body import MAX_DEPTH, BadBody, check_depth, kind_of, parse, par
 from corral.api.edge import EdgeConfig, EdgeMiddleware, body_limit, host_name
 from corral.cli.api import find_token
 from corral.domain.addresses import is_loopback
-
-LAUGHS = b"""a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-tasks: [{run: echo lol}]
-"""
+from tests.support import LAUGHS
 
 
 def deep_json(n: int) -> bytes:

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.api.asgi import refuse
 from corral.coordinator.errors import ServiceError
 from corral.domain.addresses import is_loopback
 
@@ -101,15 +102,7 @@ class EdgeMiddleware:
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, status: int, message: str,
                     headers: dict[str, str] | None = None) -> None:
-        response = self._render(str(scope["path"]))(status, message, headers or {})
-        if scope["type"] == "http":
-            await response(scope, receive, send)
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await receive()  # websocket.connect
-            await response(scope, receive, send)
-        else:
-            await receive()
-            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        await refuse(scope, receive, send, self._render(str(scope["path"]))(status, message, headers or {}), message)
 
     def _cookie_name(self, scope: Scope) -> str:
         server = scope.get("server")

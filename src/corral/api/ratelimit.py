@@ -31,6 +31,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.api.asgi import refuse
+
 # (status, message, headers) -> the response in the shape of the API the route belongs to.
 Render = Callable[[int, str, dict[str, str]], Response]
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS", "*"}
@@ -222,15 +224,7 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send, msg: str, headers: dict[str, str]) -> None:
-        response = self._render(str(scope["path"]))(429, msg, headers)
-        if scope["type"] == "http":
-            await response(scope, receive, send)
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await receive()  # websocket.connect
-            await response(scope, receive, send)
-        else:
-            await receive()
-            await send({"type": "websocket.close", "code": 1008, "reason": msg[:120]})
+        await refuse(scope, receive, send, self._render(str(scope["path"]))(429, msg, headers), msg)
 
 
 def install(app: Any, defaults: Mapping[str, str], rules: Sequence[Rule],
