@@ -194,7 +194,8 @@ def test_jobs_logs_follow_streams_a_live_job_until_it_ends(standalone: Cluster, 
                                                "echo second; echo problem >&2"}]})
     wait_until(lambda: standalone.logs(job["id"]) == "first\n", 15, what="the first line")
     proc = subprocess.Popen([sys.executable, "-m", "corral", "jobs", "logs", "-f", job["id"], "--server",
-                             standalone.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             standalone.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **token_env(standalone.url)})
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 20)

@@ -16,8 +16,9 @@ def test_sigterm_on_a_busy_worker_exits_it_and_its_task_completes_elsewhere(clus
     cluster.start_server("--node-ttl", "3")
     w1 = cluster.add_worker("w1", "--runtime", "process")
     first = tmp_path / "first.pid"
-    # The first attempt would outlast the test; any later one is quick.
-    job = cluster.submit({"tasks": [{"run": f"[ $CORRAL_ATTEMPT -gt 1 ] || {{ echo $$ > {first}; exec sleep 60; }}; "
+    # The first run would outlast the test; any later one is quick. (A task handed back by a stopping worker
+    # keeps its attempt number: it is not a failed attempt. So the first run is told by its pid file.)
+    job = cluster.submit({"tasks": [{"run": f"[ -e {first} ] || {{ echo $$ > {first}; exec sleep 60; }}; "
                                             "echo done on attempt $CORRAL_ATTEMPT"}]})
     wait_until(lambda: cluster.job(job["id"])["tasks"][0]["state"] == "running" and first.exists()
                and first.read_text().strip(), 20,
