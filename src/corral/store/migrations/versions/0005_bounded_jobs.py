@@ -1,14 +1,14 @@
 """bounded jobs: tasks paged by job and creation order; unstarted tasks of finished jobs end cancelled
 
-Revision ID: 0006
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 06:00:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

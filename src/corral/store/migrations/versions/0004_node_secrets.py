@@ -1,13 +1,13 @@
 """node secrets: each node proves its identity with a secret (only its sha256 is stored)
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01 05:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
+revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
