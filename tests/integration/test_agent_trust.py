@@ -215,6 +215,28 @@ def test_a_worker_with_a_wrong_or_no_token_exits_at_once(cluster: Cluster) -> No
     assert cluster.nodes() == []
 
 
+def test_agent_callers_are_checked_before_their_body_is_read(cluster: Cluster) -> None:
+    """Without the cluster token (or a node's secret), a body is refused unread: a malformed one gets the
+    401 or 403, not the 400 that parsing it would give."""
+    cluster.start_server("--token", "right")
+    r = cluster.client.post("/v1/agent/register", json=REG, headers={"Authorization": "Bearer right"})
+    assert r.status_code == 200, r.text
+    node = r.json()["node_id"]
+    malformed = b'{"updates": [' + b"x" * 100_000  # not JSON: a parse would answer 400
+    ctype = {"content-type": "application/json"}
+    for path in ("/v1/agent/register", *(f"/v1/agent/nodes/{node}/{op}" for op in ("heartbeat", "poll", "report",
+                                                                                     "drain"))):
+        for token in (None, "wrong"):
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            r = cluster.client.post(path, content=malformed, headers={**ctype, **auth})
+            assert r.status_code == 401, (path, token, r.status_code, r.text)
+        if path != "/v1/agent/register":  # the token, but not the node's secret
+            for secret in ({}, {NODE_SECRET: "guess"}):
+                r = cluster.client.post(path, content=malformed,
+                                        headers={**ctype, "Authorization": "Bearer right", **secret})
+                assert r.status_code == 403, (path, secret, r.status_code, r.text)
+
+
 def test_a_worker_with_the_token_runs_jobs_in_a_clean_environment(cluster: Cluster) -> None:
     """`corral worker --token` (from CORRAL_TOKEN here) registers and runs a job; a host task sees the
     variables it asked for, Corral's own, PATH, HOME and LANG, and nothing of the worker's environment."""
