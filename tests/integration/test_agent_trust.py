@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from corral.coordinator.errors import Forbidden, NotFound
 from corral.coordinator.service import Coordinator, NodeInfo, Settings
 from corral.domain.spec import JobSpec
-from corral.store.sql import Store
+from corral.store.sql import Store, Tx
 from tests.harness import Cluster, Proc, free_port, wait_until
 
 NODE_SECRET = "X-Corral-Node-Secret"
@@ -373,6 +374,60 @@ def test_the_coordinator_checks_node_secrets_and_hands_work_back(database_url: s
             assert tasks[0]["state"] == "pending" and tasks[0]["attempts"] == 0 and tasks[0]["lost_count"] == 0
             assert [e["state"] for e in execs] == ["lost"] and execs[0]["error"].startswith("handed back")
         assert coord.stats["tasks_handed_back"] == 2
+    finally:
+        store.close()
+
+
+def test_two_registrations_of_one_id_at_once_keep_one_secret(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registrations of the same (unknown) id, each with its own secret, both read "no such node"
+    before either writes: one wins, the other is refused (403, not a 500), and the winner's secret stays."""
+    store = Store(pg_url)
+    try:
+        coord = Coordinator(store)
+        node = "c" * 32
+        info = NodeInfo(id=node, name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
+                        runtimes=["process"])
+        both_read = threading.Barrier(2, timeout=10)
+        first_reads: list[str] = []
+        real = Tx.node_secret_hash
+
+        def node_secret_hash(self: Tx, node_id: str, *args: Any, **kw: Any) -> tuple[bool, str | None]:
+            out = real(self, node_id, *args, **kw)
+            me = threading.current_thread().name
+            if me not in first_reads:  # each registration's first read: wait until both have read
+                first_reads.append(me)
+                both_read.wait()
+            return out
+
+        monkeypatch.setattr(Tx, "node_secret_hash", node_secret_hash)
+        results: dict[str, Any] = {}
+
+        def register(secret: str) -> None:
+            try:
+                results[secret] = coord.register(info, secret=secret)
+            except Exception as e:
+                results[secret] = e
+
+        threads = [threading.Thread(target=register, args=(s,), name=s) for s in ("secret-a", "secret-b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        monkeypatch.undo()
+        won = [s for s, r in results.items() if isinstance(r, dict)]
+        lost = [r for r in results.values() if not isinstance(r, dict)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert isinstance(lost[0], Forbidden), repr(lost[0])
+        fresh = Coordinator(store)  # reads the hash from the store
+        fresh.authenticate(node, won[0])
+        with pytest.raises(Forbidden):
+            fresh.authenticate(node, "secret-b" if won[0] == "secret-a" else "secret-a")
+        # Coming back with its secret updates the node and keeps that secret.
+        again = fresh.register(NodeInfo(**{**info.__dict__, "name": "n1-again"}), secret=won[0])
+        assert again["node_secret"] is None
+        Coordinator(store).authenticate(node, won[0])
+        with store.read() as tx:
+            assert tx.node(node)["name"] == "n1-again"  # type: ignore[index]
     finally:
         store.close()
 
