@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from corral.coordinator.errors import Forbidden, NotFound
 from corral.coordinator.service import Coordinator, NodeInfo, Settings
 from corral.domain.spec import JobSpec
-from corral.store.sql import Store
+from corral.store.sql import Store, Tx
 from tests.harness import Cluster, Proc, free_port, wait_until
 
 NODE_SECRET = "X-Corral-Node-Secret"
@@ -119,7 +120,7 @@ def test_forged_reports_and_log_lines_change_nothing(cluster: Cluster, database_
     late = {"logs": [{"execution_id": ex["id"], "stream": "stdout", "line": "late line", "ts": time.time()}]}
     r = cluster.client.post(f"/v1/agent/nodes/{w1}/report", json=late,
                             headers={NODE_SECRET: (w1_dir / "node-secret").read_text().strip()})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json() == {"log_full": []}, r.text  # accepted, and nothing appended
     assert cluster.logs(job["id"]).strip() == "real line"
 
 
@@ -213,6 +214,28 @@ def test_a_worker_with_a_wrong_or_no_token_exits_at_once(cluster: Cluster) -> No
         assert code != 0 and time.monotonic() - t0 < 10
         assert "the coordinator refused the token" in w.output()
     assert cluster.nodes() == []
+
+
+def test_agent_callers_are_checked_before_their_body_is_read(cluster: Cluster) -> None:
+    """Without the cluster token (or a node's secret), a body is refused unread: a malformed one gets the
+    401 or 403, not the 400 that parsing it would give."""
+    cluster.start_server("--token", "right")
+    r = cluster.client.post("/v1/agent/register", json=REG, headers={"Authorization": "Bearer right"})
+    assert r.status_code == 200, r.text
+    node = r.json()["node_id"]
+    malformed = b'{"updates": [' + b"x" * 100_000  # not JSON: a parse would answer 400
+    ctype = {"content-type": "application/json"}
+    for path in ("/v1/agent/register", *(f"/v1/agent/nodes/{node}/{op}" for op in ("heartbeat", "poll", "report",
+                                                                                     "drain"))):
+        for token in (None, "wrong"):
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            r = cluster.client.post(path, content=malformed, headers={**ctype, **auth})
+            assert r.status_code == 401, (path, token, r.status_code, r.text)
+        if path != "/v1/agent/register":  # the token, but not the node's secret
+            for secret in ({}, {NODE_SECRET: "guess"}):
+                r = cluster.client.post(path, content=malformed,
+                                        headers={**ctype, "Authorization": "Bearer right", **secret})
+                assert r.status_code == 403, (path, secret, r.status_code, r.text)
 
 
 def test_a_worker_with_the_token_runs_jobs_in_a_clean_environment(cluster: Cluster) -> None:
@@ -351,6 +374,60 @@ def test_the_coordinator_checks_node_secrets_and_hands_work_back(database_url: s
             assert tasks[0]["state"] == "pending" and tasks[0]["attempts"] == 0 and tasks[0]["lost_count"] == 0
             assert [e["state"] for e in execs] == ["lost"] and execs[0]["error"].startswith("handed back")
         assert coord.stats["tasks_handed_back"] == 2
+    finally:
+        store.close()
+
+
+def test_two_registrations_of_one_id_at_once_keep_one_secret(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registrations of the same (unknown) id, each with its own secret, both read "no such node"
+    before either writes: one wins, the other is refused (403, not a 500), and the winner's secret stays."""
+    store = Store(pg_url)
+    try:
+        coord = Coordinator(store)
+        node = "c" * 32
+        info = NodeInfo(id=node, name="n1", hostname="n1", version="t", cpu=2, memory=2**32, disk=0,
+                        runtimes=["process"])
+        both_read = threading.Barrier(2, timeout=10)
+        first_reads: list[str] = []
+        real = Tx.node_secret_hash
+
+        def node_secret_hash(self: Tx, node_id: str, *args: Any, **kw: Any) -> tuple[bool, str | None]:
+            out = real(self, node_id, *args, **kw)
+            me = threading.current_thread().name
+            if me not in first_reads:  # each registration's first read: wait until both have read
+                first_reads.append(me)
+                both_read.wait()
+            return out
+
+        monkeypatch.setattr(Tx, "node_secret_hash", node_secret_hash)
+        results: dict[str, Any] = {}
+
+        def register(secret: str) -> None:
+            try:
+                results[secret] = coord.register(info, secret=secret)
+            except Exception as e:
+                results[secret] = e
+
+        threads = [threading.Thread(target=register, args=(s,), name=s) for s in ("secret-a", "secret-b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        monkeypatch.undo()
+        won = [s for s, r in results.items() if isinstance(r, dict)]
+        lost = [r for r in results.values() if not isinstance(r, dict)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert isinstance(lost[0], Forbidden), repr(lost[0])
+        fresh = Coordinator(store)  # reads the hash from the store
+        fresh.authenticate(node, won[0])
+        with pytest.raises(Forbidden):
+            fresh.authenticate(node, "secret-b" if won[0] == "secret-a" else "secret-a")
+        # Coming back with its secret updates the node and keeps that secret.
+        again = fresh.register(NodeInfo(**{**info.__dict__, "name": "n1-again"}), secret=won[0])
+        assert again["node_secret"] is None
+        Coordinator(store).authenticate(node, won[0])
+        with store.read() as tx:
+            assert tx.node(node)["name"] == "n1-again"  # type: ignore[index]
     finally:
         store.close()
 

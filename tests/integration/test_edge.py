@@ -211,10 +211,14 @@ def test_a_300_mb_chunked_body_is_stopped_while_it_streams(up: Cluster) -> None:
                 peak = max(peak, proc.memory_info().rss)
             yield chunk
 
+    # The agent's routes read a body only from the node itself (its secret): here the standalone's own.
+    node = up.nodes()[0]["id"]
+    node_auth = {"X-Corral-Node-Secret": (up.tmp / "data" / "worker" / "node-secret").read_text().strip()}
     with Health(up) as health:
-        for path in ("/v1/jobs", "/api/tasks", "/jobs", "/v1/agent/nodes/x/report"):
+        for path in ("/v1/jobs", "/api/tasks", "/jobs", f"/v1/agent/nodes/{node}/report"):
             sent = 0
-            r = up.client.post(path, content=body(), headers={"Content-Type": "application/json"})
+            r = up.client.post(path, content=body(), headers={"Content-Type": "application/json",
+                                                              **(node_auth if "/agent/" in path else {})})
             assert r.status_code == 413, (path, r.text)
             assert sent < 100 * MiB, f"{path}: {sent} bytes were sent before the 413"
             peak = max(peak, proc.memory_info().rss)

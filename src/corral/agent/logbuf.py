@@ -3,6 +3,11 @@
 Output can come faster than it can be shipped (``yes`` writes gigabytes a minute). Past the limits
 the buffer drops lines and counts them; once there is room again, or when the execution ends, one
 marker line says how much was dropped. Pure logic: no I/O, no clock.
+
+A report (``next_report``) holds updates and lines within one byte budget, ``REPORT_BYTES``, counted
+as they travel in JSON: half the coordinator's limit for the route (8 MiB, ``corral.api.edge``). An
+update's ``output`` and ``error`` are cut to fit before they are buffered (``fit_update``), so that
+any update fits in a report and within what the coordinator accepts of each.
 """
 
 from __future__ import annotations
@@ -15,9 +20,15 @@ from typing import Any
 PER_EXECUTION_BYTES = 4 * 1024 * 1024
 TOTAL_BYTES = 32 * 1024 * 1024
 BATCH_LINES = 2000
-BATCH_BYTES = 2 * 1024 * 1024
+REPORT_BYTES = 4 * 1024 * 1024  # a report's updates and lines together, on the wire
+BATCH_BYTES = REPORT_BYTES // 2  # the most of it lines may take: the rest is the updates'
 # What a line costs besides its text: its dict on the wire (execution id, stream, time) and in memory.
 LINE_OVERHEAD = 100
+UPDATE_OVERHEAD = 300  # about the bytes of an update besides its output and error
+# What the coordinator accepts of an update's texts (characters: corral.api.native.agent), and the bytes
+# they may take on the wire here; together at most a quarter of a report, so any update fits in one.
+OUTPUT_CHARS, OUTPUT_BYTES = 1 << 20, 768 * 1024
+ERROR_CHARS, ERROR_BYTES = 1 << 16, 64 * 1024
 
 Entry = tuple[str, str, str, float]  # execution id, stream, line, time
 
@@ -32,6 +43,41 @@ def wire_size(text: str) -> int:
 
 def cost(line: str) -> int:
     return wire_size(line) + LINE_OVERHEAD
+
+
+def fit(text: str, max_chars: int, max_bytes: int, what: str) -> str:
+    """``text`` if it has at most ``max_chars`` characters and ``max_bytes`` bytes on the wire; else its
+    longest beginning that fits with a marker saying how much of it was cut."""
+    if len(text) <= max_chars and wire_size(text) <= max_bytes:
+        return text
+
+    def marker(kept: int) -> str:
+        return f"\n[corral: {what} cut to fit a report: {len(text) - kept} of {len(text)} characters not sent]"
+
+    room_chars = max_chars - len(marker(0))  # marker(0) is the longest marker: the most digits
+    room_bytes = max_bytes - wire_size(marker(0))
+    lo, hi = 0, max(0, min(len(text), room_chars, room_bytes))  # the longest prefix that fits: in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if wire_size(text[:mid]) <= room_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + marker(lo)
+
+
+def fit_update(fields: dict[str, Any]) -> dict[str, Any]:
+    """An update's fields with its ``output`` and ``error`` cut to fit (see ``fit``)."""
+    out = dict(fields)
+    if isinstance(out.get("output"), str):
+        out["output"] = fit(out["output"], OUTPUT_CHARS, OUTPUT_BYTES, "output")
+    if isinstance(out.get("error"), str):
+        out["error"] = fit(out["error"], ERROR_CHARS, ERROR_BYTES, "error")
+    return out
+
+
+def update_size(u: dict[str, Any]) -> int:
+    return UPDATE_OVERHEAD + wire_size(u.get("output") or "") + wire_size(u.get("error") or "")
 
 
 def drop_marker(lines: int, size: int) -> str:
@@ -161,3 +207,30 @@ class LogBuffer:
             self._by_exec[ex_id] = left
         else:
             del self._by_exec[ex_id]
+
+
+Report = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def next_report(updates: list[dict[str, Any]], buf: LogBuffer, budget: int = REPORT_BYTES) -> Report:
+    """The next report: ``(lines, updates to send, updates held for later)``, within ``budget`` bytes
+    together. Lines come first (at most half the budget), then updates in order while they fit (the
+    first is always sent: with its texts cut by ``fit_update``, it fits). An execution's final update
+    waits while more of its output is still to go, so that a finished task's log is complete when it
+    shows as finished."""
+    logs = buf.take(max_bytes=budget // 2)
+    room = budget - sum(cost(r["line"]) for r in logs)
+    send: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    full_batch = False
+    for u in updates:
+        size = update_size(u)
+        if full_batch or (send and size > room):
+            full_batch = True  # this and all after it go in the next report, in order
+            held.append(u)
+        elif u["state"] != "running" and buf.pending(u["execution_id"]):
+            held.append(u)  # more of its output is still to go
+        else:
+            send.append(u)
+            room -= size
+    return logs, send, held

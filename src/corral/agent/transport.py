@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from corral.coordinator.errors import Forbidden, NotFound, Unauthorized
+from corral.coordinator.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from corral.coordinator.service import NODE_SECRET_HEADER, Coordinator, LogLine, NodeInfo, Update
 from corral.coordinator.wakeups import NodeWakeups
 
@@ -25,6 +25,17 @@ class Refused(Exception):
     """The coordinator refuses this worker (its token, or its node secret): trying again cannot help."""
 
 
+class Rejected(Exception):
+    """The coordinator refuses this request as it is (400, 413, 422): sending it again cannot help."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+REJECTED = (400, 413, 422)
+
+
 class Transport(Protocol):
     # The node's secret, presented on every call once known (set by the agent).
     node_secret: str | None
@@ -34,7 +45,7 @@ class Transport(Protocol):
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]: ...
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
         """Send a batch; returns the executions whose stored log is full (their later output is not
-        wanted)."""
+        wanted). Rejected if the coordinator refuses the batch as it is."""
         ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
     async def leave(self, node_id: str) -> None: ...
@@ -56,8 +67,9 @@ class HttpTransport:
                                         timeout=httpx.Timeout(10.0, read=75.0))
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST a JSON body, with the node's secret once it has one. A report stays far under the
-        coordinator's limit for its route: the worker's batches are bounded (see ``logbuf``)."""
+        """POST a JSON body, with the node's secret once it has one. A report keeps within half the
+        coordinator's limit for its route (``logbuf.REPORT_BYTES``); one it refuses all the same (400,
+        413, 422) raises Rejected, which the agent handles by splitting the batch."""
         headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
         r = await self.client.post(path, json=body, headers=headers)
         if r.status_code == 404 and "/nodes/" in path:
@@ -66,16 +78,16 @@ class HttpTransport:
             raise Refused(TOKEN_REFUSED)
         if r.status_code == 403:
             raise Refused(f"the coordinator refused this node: {_detail(r)}")
+        if r.status_code in REJECTED:
+            raise Rejected(r.status_code, _detail(r))
         r.raise_for_status()
         return r.json() if r.content else None
 
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
         try:
             out: dict[str, Any] = await self._post("/v1/agent/register", {**info, "running": running})
-        except httpx.HTTPStatusError as e:
-            if e.response.status_code in (400, 413, 422):  # what this worker says of itself: it stays wrong
-                raise Refused(f"the coordinator refused this worker's registration: {_detail(e.response)}") from e
-            raise
+        except Rejected as e:  # what this worker says of itself: it stays wrong
+            raise Refused(f"the coordinator refused this worker's registration: {e.detail}") from e
         return out
 
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
@@ -121,6 +133,10 @@ class LocalTransport:
             raise UnknownNode(str(e)) from e
         except (Forbidden, Unauthorized) as e:
             raise Refused(f"the coordinator refused this node: {e}") from e
+        except ServiceError as e:
+            if e.status in REJECTED:
+                raise Rejected(e.status, str(e)) from e
+            raise
 
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
         try:

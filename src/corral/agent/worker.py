@@ -20,15 +20,31 @@ from typing import IO, Any
 from corral import __version__
 from corral.agent import capacity
 from corral.agent.lock import lock_dir, unlock
-from corral.agent.logbuf import BATCH_BYTES, LogBuffer, wire_size
-from corral.agent.transport import Refused, Transport, UnknownNode
+from corral.agent.logbuf import LogBuffer, fit_update, next_report
+from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
-UPDATE_SIZE = 300  # about the bytes of an update besides its output and error
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
+
+
+REFUSED_LINE = "[corral: a line the coordinator refused was dropped]"
+
+
+def _bare(item: dict[str, Any]) -> dict[str, Any]:
+    """An update or a line without what the coordinator could refuse in it: an update keeps its state
+    (and an error saying what was left out), a line becomes a marker."""
+    if "line" in item:
+        return {**item, "line": REFUSED_LINE}
+    out = {"execution_id": item["execution_id"], "state": item["state"], "ts": item["ts"]}
+    if item["state"] != "running":
+        code = item.get("exit_code")
+        if isinstance(code, int) and -(1 << 31) <= code < 1 << 32:
+            out["exit_code"] = code
+        out["error"] = "[corral: the coordinator refused this update's details (output, error); they were dropped]"
+    return out
 
 
 @dataclass
@@ -345,34 +361,21 @@ class Agent:
             # together, and many tasks share one transaction.
             await asyncio.sleep(COALESCE_S)
             self._flush_now.clear()
-            logs = self._logs.take()
-            updates: list[dict[str, Any]] = []
-            held: list[dict[str, Any]] = []
-            room, full_batch = BATCH_BYTES, False  # room for updates (with the outputs of finished tasks)
-            for u in self._updates:
-                size = UPDATE_SIZE + wire_size(u.get("output") or "") + wire_size(u.get("error") or "")
-                if full_batch or (updates and size > room):
-                    full_batch = True  # this and all after it go in the next batch, in order
-                    held.append(u)
-                elif u["state"] != "running" and self._logs.pending(u["execution_id"]):
-                    held.append(u)  # more of its output is still to go
-                else:
-                    updates.append(u)
-                    room -= size
-            finals = {u["execution_id"] for u in updates if u["state"] != "running"}
-            self._updates = held
-            self._final -= finals
+            logs, updates, self._updates = next_report(self._updates, self._logs)
+            self._final -= {u["execution_id"] for u in updates if u["state"] != "running"}
+            parts = [(logs, updates)]
             try:
-                assert self.node_id is not None
-                full = await self.transport.report(self.node_id, updates, logs)
+                full = await self._report(parts)
                 delay = 0.1
             except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
-                # Keep everything, oldest first, and send it again.
-                self._updates = updates + self._updates
-                self._logs.put_back(logs)
-                self._final |= finals
+                # Keep what was not sent, oldest first, and send it again.
+                unsent_logs = [ln for lg, _ in parts for ln in lg]
+                unsent = [u for _, up in parts for u in up]
+                self._updates = unsent + self._updates
+                self._logs.put_back(unsent_logs)
+                self._final |= {u["execution_id"] for u in unsent if u["state"] != "running"}
                 if isinstance(e, UnknownNode):
                     await self._register()
                 else:
@@ -380,7 +383,6 @@ class Agent:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 continue
-            self.known -= finals
             if full:  # their stored log is full: the rest of their output is not wanted
                 running = set(full) & set(self.running)
                 self._log_full |= running
@@ -388,13 +390,50 @@ class Agent:
             if self._logs or self._updates:
                 self._flush_now.set()  # more to send: at once
 
+    async def _report(self, parts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> list[str]:
+        """Send ``parts`` (``(lines, updates)`` each, oldest first), removing each from the list once the
+        coordinator has it; returns the executions whose stored log is full. On a failure the parts
+        left are what was not sent.
+
+        A part the coordinator refuses as it is (Rejected: a 400, 413 or 422 would come again) is split
+        in two, and so on down to the item it refuses. That one is sent once more without what can be
+        refused (an update's output and error, a line's text), and dropped if refused again; a log line
+        says which. Either way the reports after it flow: a bad item never stalls the node."""
+        assert self.node_id is not None
+        full: list[str] = []
+        while parts:
+            logs, updates = parts[0]
+            try:
+                full += await self.transport.report(self.node_id, updates, logs)
+            except Rejected as e:
+                n = len(logs) + len(updates)
+                if n > 1:  # lines before updates, as they are applied: a final update after its lines
+                    mid = n // 2
+                    cut = max(0, mid - len(logs))
+                    parts[0:1] = [(logs[:mid], updates[:cut]), (logs[mid:], updates[cut:])]
+                    continue
+                item = (logs or updates)[0]
+                bare = _bare(item)
+                what = "an output line" if logs else f"a '{item['state']}' update"
+                if bare != item:
+                    log.warning("the coordinator refused %s of execution %s (%s); sending it without its "
+                                "text", what, item["execution_id"], e)
+                    parts[0] = ([bare], []) if logs else ([], [bare])
+                    continue
+                log.warning("the coordinator refused %s of execution %s (%s); dropped", what,
+                            item["execution_id"], e)
+            parts.pop(0)
+            self.known -= {u["execution_id"] for u in updates if u["state"] != "running"}
+        return full
+
     # -- one execution ------------------------------------------------------------------------
     def _update(self, ex_id: str, state: str, **fields: Any) -> None:
         ts = time.time()
         if state != "running":
             self._final.add(ex_id)
             self._logs.close(ex_id, ts)  # what was dropped of its output is said before its end
-        self._updates.append({"execution_id": ex_id, "state": state, "ts": ts, **fields})
+        # Its output and error cut to what a report holds and the coordinator accepts.
+        self._updates.append({"execution_id": ex_id, "state": state, "ts": ts, **fit_update(fields)})
         self._flush_now.set()
 
     async def _execute(self, w: dict[str, Any]) -> None:

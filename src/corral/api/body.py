@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
-from fastapi import Request
+from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from corral.coordinator.errors import ServiceError
@@ -231,12 +231,25 @@ async def read_body(request: Request, yaml: bool = False, then: Callable[[Any], 
     return work()
 
 
-def model_body(model: type[M]) -> Callable[[Request], Any]:
+def model_body(model: type[M], guard: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """A FastAPI dependency that reads ``model`` from a JSON body through ``read_body`` (for routes
-    whose body is a pydantic model); a field error is a 400 like any other."""
+    whose body is a pydantic model); a field error is a 400 like any other.
+
+    With ``guard`` (a dependency that authenticates the caller), the body depends on it: the guard runs
+    first, whatever the order of the route's parameters, and a caller it refuses has nothing read or
+    parsed. FastAPI caches a dependency per request, so a route that also names the guard runs it once.
+    """
 
     async def dep(request: Request) -> M:
         result: M = await read_body(request, then=model.model_validate)
         return result
 
-    return dep
+    if guard is None:
+        return dep
+
+    # A default, not an Annotated hint: hints are strings here (PEP 563), and FastAPI cannot resolve a
+    # local name such as ``guard`` in one.
+    async def guarded(request: Request, _: Any = Depends(guard)) -> M:  # noqa: B008
+        return await dep(request)
+
+    return guarded

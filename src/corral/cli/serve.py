@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,21 +120,44 @@ def _with(options: list[_Deco]) -> _Deco:
 
 
 def _token_file(data: Path) -> tuple[str, Path]:
-    """The access token in ``<data>/token``: reused if there, else a new random one (mode 0600)."""
+    """The access token in ``<data>/token``: reused if there, else a new random one (mode 0600).
+
+    An existing file is trusted only if it is a regular file (not a symlink: it is opened with
+    O_NOFOLLOW), owned by this user and not readable or writable by anyone else; otherwise Corral stops
+    and says why, rather than adopt a token someone else planted in a shared data dir."""
     path = data / "token"
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
     except FileExistsError:
-        token = path.read_text().strip()
+        token = _read_private(path, nofollow)
         if token:
-            os.chmod(path, 0o600)
             return token, path
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | nofollow)
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
         fh.write(token + "\n")
-    os.chmod(path, 0o600)
     return token, path
+
+
+def _read_private(path: Path, nofollow: int) -> str:
+    """The text of a file only this user may read or write (ClickException otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | nofollow)
+    except OSError as e:  # ELOOP: a symlink
+        raise click.ClickException(f"{path} must be a regular file of yours, not a link; remove it and start "
+                                   f"again for a new token ({e.strerror})") from None
+    with os.fdopen(fd, "r") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise click.ClickException(f"{path} is not a regular file owned by you: it may have been planted; "
+                                       "remove it and start again for a new token")
+        if st.st_mode & 0o077:
+            raise click.ClickException(f"{path} may be read or written by other users (mode "
+                                       f"{stat.S_IMODE(st.st_mode):o}): its token cannot be trusted; remove it "
+                                       "and start again for a new token")
+        return fh.read(4096).strip()
 
 
 def _browser_host(bind: str) -> str:

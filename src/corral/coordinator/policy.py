@@ -6,8 +6,8 @@ submits, every dialect's submit, schedules when created and again when they fire
 restarts, and templates when their expressions have been evaluated. The checks here are pure: no I/O.
 
 The coordinator's check cannot see the worker's file system, so the worker checks bind mounts again where
-they are made (``corral.runtime.hostpaths``): the assignment carries the allowed roots and volume names
-(``Policy.for_worker``).
+they are made (``corral.runtime.docker.checked_bind``): the assignment carries the allowed roots and volume
+names (``Policy.for_worker``).
 """
 
 from __future__ import annotations

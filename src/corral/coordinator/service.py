@@ -387,18 +387,26 @@ class Coordinator:
         keep = set(running)
         issued: str | None = None
         with self.store.transaction() as tx:
-            exists, stored = tx.node_secret_hash(node_id) if info.id else (False, None)
+            # A compare-and-set: the row is locked while its secret is checked, and a new one is added
+            # only if no concurrent registration of the same id added it first (then that one's secret
+            # must be presented, like any existing node's). An update never changes the secret.
+            exists, stored = tx.node_secret_hash(node_id, lock=True) if info.id else (False, None)
+            if not exists:
+                if not secret or not info.id:
+                    secret = issued = secrets_mod.token_urlsafe(32)
+                stored = secret_hash(secret)
+                if not tx.insert_node({**row, "secret_hash": stored}):
+                    issued = None
+                    exists, stored = tx.node_secret_hash(node_id, lock=True)
+                    if not exists:  # added and removed again meanwhile
+                        raise Conflict(f"node '{node_id}' is being registered concurrently: try again")
             if exists:
                 if not _secret_ok(secret, stored):
                     log.warning("refused a registration as node %s (%s) without its secret", node_id, info.name)
                     raise Forbidden(f"node '{node_id}' is registered already, and this registration does not "
                                     f"present its secret ({NODE_SECRET_HEADER}); a node's secret is kept in "
                                     "its data dir (node-secret). Without it, register as a new node (no id)")
-            else:
-                if not secret or not info.id:
-                    secret = issued = secrets_mod.token_urlsafe(32)
-                row["secret_hash"] = stored = secret_hash(secret)
-            tx.upsert_node(row)
+                tx.update_node(row)
             for ex in tx.active_executions(node_id):
                 if ex["id"] not in keep:
                     self._lose(tx, ex, now, f"node {info.name} restarted without it")

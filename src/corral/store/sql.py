@@ -18,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
@@ -430,11 +432,19 @@ class Tx:
         return out
 
     # -- nodes --------------------------------------------------------------------------------
-    def upsert_node(self, row: Row) -> None:
-        if self.c.execute(sa.select(s.nodes.c.id).where(s.nodes.c.id == row["id"])).first():
-            self.c.execute(sa.update(s.nodes).where(s.nodes.c.id == row["id"]).values(**row))
-        else:
-            self.c.execute(sa.insert(s.nodes).values(**row))
+    def insert_node(self, row: Row) -> bool:
+        """Add a node unless one with its id exists (a concurrent registration of the same id): whether
+        it was added. On PostgreSQL, a concurrent insert not yet committed is waited for."""
+        insert = pg_insert if self.c.dialect.name == "postgresql" else sqlite_insert
+        q = (insert(s.nodes).values(**row).on_conflict_do_nothing(index_elements=[s.nodes.c.id])
+             .returning(s.nodes.c.id))  # rowcount is not reliable here (psycopg: -1)
+        return self.c.execute(q).first() is not None
+
+    def update_node(self, row: Row) -> bool:
+        """Bring back a node that exists (read with ``node_secret_hash(lock=True)``); its secret is never
+        changed here."""
+        values = {k: v for k, v in row.items() if k not in ("id", "secret_hash")}
+        return self.c.execute(sa.update(s.nodes).where(s.nodes.c.id == row["id"]).values(**values)).rowcount == 1
 
     def node(self, node_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.nodes).where(s.nodes.c.id == node_id)).mappings().first()
@@ -458,9 +468,11 @@ class Tx:
         return _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.state.in_(LIVE_NODE),
                                                              s.nodes.c.last_heartbeat < cutoff)))
 
-    def node_secret_hash(self, node_id: str) -> tuple[bool, str | None]:
-        """Whether the node exists, and the hash of its secret."""
-        r = self.c.execute(sa.select(s.nodes.c.secret_hash).where(s.nodes.c.id == node_id)).first()
+    def node_secret_hash(self, node_id: str, lock: bool = False) -> tuple[bool, str | None]:
+        """Whether the node exists, and the hash of its secret (with ``lock``, its row is locked on
+        PostgreSQL until the transaction ends)."""
+        q = self._locked(sa.select(s.nodes.c.secret_hash).where(s.nodes.c.id == node_id), lock)
+        r = self.c.execute(q).first()
         return (False, None) if r is None else (True, r[0])
 
     def cas_node(self, node_id: str, expected: str, **values: Any) -> bool:

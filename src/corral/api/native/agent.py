@@ -1,7 +1,8 @@
 """/v1/agent: how workers register, heartbeat, receive work (long-poll) and report back.
 
 Workers dial out to the coordinator; the coordinator never connects to a worker. The token is checked
-before a body is read; bodies are JSON, read through corral.api.body like every other route's (a report
+before a body is read (each body dependency depends on that check, so the order of a route's
+parameters cannot undo it); bodies are JSON, read through corral.api.body like every other route's (a report
 batch is at most 8 MiB: corral.api.edge).
 """
 
@@ -168,11 +169,13 @@ class ReportBody(Strict):
     logs: list[LogBody] = Field([], max_length=MAX_LOG_LINES)
 
 
-RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody))]
-HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody))]
-PollIn = Annotated[PollBody, Depends(model_body(PollBody))]
-ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody))]
-DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
+# Each body depends on the check of its caller (the cluster token; for a node's calls, its secret too):
+# nothing is read or parsed for a caller that is refused, whatever the order of a route's parameters.
+RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody, guard=_auth))]
+HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody, guard=_node))]
+PollIn = Annotated[PollBody, Depends(model_body(PollBody, guard=_node))]
+ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody, guard=_node))]
+DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=_node))]
 
 
 # -- routes ------------------------------------------------------------------------------------------
