@@ -254,13 +254,12 @@ class Flow:
     def _evaluate(self, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
         """The row change that makes a template a 'run' task with its expressions evaluated (and checked
         against the policy: what an expression gave is checked as what was submitted)."""
-        rendered = workflow.render_task(spec, ctx, str(r["name"]))
+        rendered = workflow.render_task(spec, ctx, str(r["name"]))  # its size bounded while it renders
+        try:  # what the expressions gave is held to every bound of a submitted task (sizes, text, image names)
+            TaskSpec.model_validate(rendered)
+        except ValueError as e:
+            raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {str(e)[:2000]}") from None
         self.policy.check_task(rendered, str(r["name"]))
-        if expr.has_expr(spec.get("image")) or any(expr.has_expr(s.get("image")) for s in spec.get("sidecars") or []):
-            try:  # an evaluated image name is checked as a submitted one is
-                TaskSpec.model_validate(rendered)
-            except ValueError as e:
-                raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {e}") from None
         return {"id": r["id"], "kind": "run", "spec": rendered,
                 "runtime": "docker" if rendered.get("image") else "process"}
 

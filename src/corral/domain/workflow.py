@@ -19,6 +19,9 @@ from corral.domain.spec import JobSpec, TaskSpec
 
 REDACTED = "[REDACTED]"
 MAX_EACH_ITEMS = 10_000  # tasks one each may open: each is a row, written in one transaction
+# Characters one evaluated task may hold in all its rendered fields (a valid task holds far less: its env,
+# files and command are each at most 1 MiB); counted while rendering, so that no huge row is ever built.
+MAX_RENDERED = 8 << 20
 COMPOSITE = ("parallel", "each", "subjob", "steps")
 
 
@@ -54,19 +57,29 @@ def is_true(cond: str, ctx: Mapping[str, Any], where: str) -> bool:
 
 def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The task with its run, command, image, env, files and sidecars evaluated, and 'if' dropped (it was
-    decided). Raises ``expr.ExprError`` naming the field that failed."""
+    decided). Raises ``expr.ExprError`` naming the field that failed, or when the rendered fields hold more
+    than ``MAX_RENDERED`` characters in all (checked as they are rendered)."""
     out = dict(spec)
     out.pop("if", None)
+    total = 0
+
+    def render(s: str, at: str) -> str:
+        nonlocal total
+        text = expr.render(s, ctx, at)
+        total += len(text)
+        if total > MAX_RENDERED:
+            raise expr.ExprError(f"{at}: the evaluated task would hold more than {MAX_RENDERED:,} characters")
+        return text
 
     def one(d: dict[str, Any], at: str) -> None:
         for k in ("run", "image"):
             if isinstance(d.get(k), str):
-                d[k] = expr.render(d[k], ctx, f"{at}.{k}")
+                d[k] = render(d[k], f"{at}.{k}")
         if d.get("command"):
-            d["command"] = [expr.render(c, ctx, f"{at}.command[{i}]") for i, c in enumerate(d["command"])]
+            d["command"] = [render(c, f"{at}.command[{i}]") for i, c in enumerate(d["command"])]
         for k in ("env", "files"):
             if d.get(k):
-                d[k] = {n: expr.render(v, ctx, f"{at}.{k}.{n}") for n, v in d[k].items()}
+                d[k] = {n: render(v, f"{at}.{k}.{n}") for n, v in d[k].items()}
 
     one(out, where)
     if out.get("sidecars"):
