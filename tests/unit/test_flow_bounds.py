@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from corral.coordinator import flow
 from corral.coordinator.flow import Flow, task_row
+from corral.domain import expr
 from corral.domain.spec import JobSpec
 
 JOB: dict[str, Any] = {"id": "j1", "name": "job", "state": "running", "spec": {}}
@@ -30,3 +34,20 @@ def test_an_evaluated_task_is_held_to_the_bounds_of_a_submitted_one() -> None:
         o = _decide({"name": "t", **({"run": "true"} if "command" not in bad else {}), **bad})
         assert o.action == "fail", bad
         assert "t" in (o.error or "")
+
+
+def test_one_tasks_expressions_share_one_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that moves 10 ms at every look: each value's loop takes about 0.5 s of it, under the 1 s one
+    # expression may take, but 20 of them take 10 s, past the task's budget.
+    clock = [0.0]
+
+    def tick() -> float:
+        clock[0] += 0.01
+        return clock[0]
+
+    monkeypatch.setattr(expr.time, "monotonic", tick)
+    slow = "{% for i in sequence(0, 50) %}{% endfor %}x"
+    o = _decide({"name": "t", "run": "true", "env": {f"E{i}": slow for i in range(20)}})
+    assert o.action == "fail" and "longer than" in (o.error or "")
+    assert clock[0] < 2 * flow.TASK_BUDGET  # it stopped at the task's deadline, not after all 20 values
+    assert _decide({"name": "t", "run": "true", "env": {"E": slow}}).action == "evaluate"

@@ -31,6 +31,7 @@ NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = frozenset(s.value for s in TERMINAL_JOB_STATES)
 MAX_TASKS_PER_JOB = 10_000  # the default of --max-tasks-per-job: rows of one job across all its levels
 PASS_BUDGET = 2.0  # seconds of evaluation per opening step; what is left waits for the next step
+TASK_BUDGET = 2.0  # seconds all the expressions of one task may take together (each also has expr.TIME_BUDGET)
 # When a task fails for good, the job's other running work stops, and its tasks that have not started end
 # cancelled ("not run: ..."): nothing counts them as waiting work any more. A restart runs them again.
 STOP = ("scheduled", "running")
@@ -143,9 +144,9 @@ class Flow:
 
     def decide(self, rows: list[Row], jobs: dict[str, Row], contexts: dict[str, dict[str, Any]], now: float,
                budget: float = PASS_BUDGET) -> list[Opening]:
-        """Evaluate the ready tasks, holding no transaction: each under the expression budget, and all of
-        them for about ``budget`` seconds (the rest wait for the next pass). Any failure of one evaluation,
-        MemoryError and RecursionError included, fails that task alone."""
+        """Evaluate the ready tasks, holding no transaction: all of one task's expressions under one budget
+        (``TASK_BUDGET``), and all of them for about ``budget`` seconds (the rest wait for the next pass).
+        Any failure of one evaluation, MemoryError and RecursionError included, fails that task alone."""
         out: list[Opening] = []
         deadline = time.monotonic() + budget
         for r in rows:
@@ -159,8 +160,9 @@ class Flow:
             scope = (r["template"] or {}).get("scope")
             ctx = {**contexts[r["job_id"]], **(scope or {})}
             spec = (r["template"] or {}).get("spec") or r["spec"]
-            try:
-                out.append(self._decide(r, job, spec, ctx, scope, now))
+            try:  # one deadline for all of the task's expressions: 1,000 slow env values cannot add up
+                with expr.budget(TASK_BUDGET, f"evaluating task '{r['name']}'"):
+                    out.append(self._decide(r, job, spec, ctx, scope, now))
             except (expr.ExprError, PolicyError) as e:
                 out.append(Opening(r, "fail", error=str(e)))
             except Exception as e:  # noqa: BLE001 - whatever one evaluation raises fails its task, not the pass
