@@ -522,7 +522,7 @@ class Coordinator:
         return {j: self._secrets.get(j, ()) for j in job_ids}
 
     def _remember_secrets(self, job_id: str, spec: dict[str, Any]) -> None:
-        self._secrets[job_id] = tuple(v for v in (spec.get("secrets") or {}).values() if v)
+        self._secrets[job_id] = workflow.secrets_in(spec)  # its subjobs' secrets too: their output reaches it
         self._secrets.move_to_end(job_id)
         while len(self._secrets) > 10_000:
             self._secrets.popitem(last=False)

@@ -192,10 +192,39 @@ def redact(value: Any, secrets: Mapping[str, str] | list[str] | tuple[str, ...])
     return walk(value)
 
 
-def shown(out: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
-    """What an API answer (or a webhook body) may show of ``out``: every secret's text replaced by
-    [REDACTED], and a ``secrets`` map, where ``out`` has one, reduced to its names."""
-    out = dict(redact(dict(out), secrets))
-    if isinstance(out.get("secrets"), dict):
-        out["secrets"] = {k: REDACTED for k in out["secrets"]}
-    return out
+def secrets_in(spec: Any) -> tuple[str, ...]:
+    """The text of every secret ``spec`` holds: its own ``secrets`` and those of every subjob in it, at any
+    depth (a parent's views show its subjobs' specs, and their outputs)."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "secrets" and isinstance(x, dict):
+                    found.update(s for s in x.values() if isinstance(s, str) and s)
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(spec)
+    return tuple(sorted(found))
+
+
+def shown(out: Mapping[str, Any], secrets: Mapping[str, str] | tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """What an API answer (or a webhook body) may show of ``out``: the text of every secret (``secrets``,
+    and any found in ``out`` itself) replaced by [REDACTED], and every ``secrets`` map in it, at any depth,
+    reduced to its names."""
+    given = secrets.values() if isinstance(secrets, Mapping) else secrets
+    texts = {*(s for s in given if s), *secrets_in(dict(out))}
+
+    def mask(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: {n: REDACTED for n in x} if k == "secrets" and isinstance(x, dict) else mask(x)
+                    for k, x in v.items()}
+        if isinstance(v, list):
+            return [mask(x) for x in v]
+        return v
+
+    return dict(mask(redact(dict(out), tuple(texts))))

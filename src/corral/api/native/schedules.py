@@ -24,7 +24,7 @@ Svc = Annotated[Services, Depends(services)]
 
 def schedule_view(r: Row) -> dict[str, Any]:
     """A schedule; its job's secrets shown by name only, and their text redacted wherever it appears."""
-    secrets = r["spec"].get("secrets") or {}
+    secrets = workflow.secrets_in(r["spec"])
     return {"id": r["id"], "name": r["name"], "cron": r["cron"], "state": r["state"],
             "next_run_at": rfc3339(r["next_run_at"]), "last_run_at": rfc3339(r["last_run_at"]),
             "last_job_id": r["last_job_id"], "created_at": rfc3339(r["created_at"]),
