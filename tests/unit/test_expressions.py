@@ -132,3 +132,10 @@ def test_a_subjobs_secrets_are_hidden_in_its_parents_views() -> None:
     assert out["output"] == "got [REDACTED] and [REDACTED]"
     # Given only the top-level secrets (as the views passed them), the nested maps are still masked.
     assert "hunter2" not in repr(workflow.shown(spec, {"a": "top-secret"}))
+
+
+def test_webhook_bodies_redact_a_subjobs_secrets_too() -> None:
+    from corral.coordinator.webhooks import JobHooks
+
+    hooks = JobHooks.from_spec({"secrets": {"a": "x1"}, "tasks": [{"subjob": {"secrets": {"b": "y2"}}}]})
+    assert set(hooks.hidden) == {"x1", "y2"}
