@@ -61,12 +61,15 @@ def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now:
     }
 
 
-def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None) -> Row:
+def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None, root: str | None = None) -> Row:
+    """``parent``: the task an attached subjob runs for; ``root``: the job at the top of the tree a subjob
+    (attached or detached) was spawned from, whose size limit it counts against."""
     return {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
             "tags": spec.tags, "search": search_text(spec.name, spec.tags), "spec": dump_spec(spec),
             "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
             "error": None, "started_at": None, "finished_at": None,
             "parent_job_id": parent["job_id"] if parent else None, "parent_task_id": parent["id"] if parent else None,
+            "root_job_id": root,
             "auto_delete_after": None if spec.auto_delete is None else parse_duration(spec.auto_delete.after),
             "hook_marks": {} if spec.webhooks else None, "hooks_done": False if spec.webhooks else None}
 
@@ -75,10 +78,11 @@ def search_text(name: str, tags: Sequence[str]) -> str:
     return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
 
 
-def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None) -> tuple[Row, list[Row]]:
+def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None,
+             root: str | None = None) -> tuple[Row, list[Row]]:
     """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
     job_id = job_id or new_id()
-    job = job_row(spec, now, job_id, parent)
+    job = job_row(spec, now, job_id, parent, root)
     # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
     dag = spec.is_dag()
     return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0)
@@ -184,7 +188,9 @@ class Flow:
             sub.setdefault("priority", job["spec"].get("priority", 0))
             sub_spec = JobSpec.model_validate(sub)
             self.policy.check(sub_spec)
-            sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
+            # Detached or not, it counts against the size limit of the tree it was spawned from.
+            sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r,
+                                          root=job.get("root_job_id") or job["id"])
             return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
                            size=workflow.rows_of_job(sub_spec))
         kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
