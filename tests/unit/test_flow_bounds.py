@@ -51,3 +51,12 @@ def test_one_tasks_expressions_share_one_time_budget(monkeypatch: pytest.MonkeyP
     assert o.action == "fail" and "longer than" in (o.error or "")
     assert clock[0] < 2 * flow.TASK_BUDGET  # it stopped at the task's deadline, not after all 20 values
     assert _decide({"name": "t", "run": "true", "env": {"E": slow}}).action == "evaluate"
+
+
+def test_a_long_name_given_by_a_composite_does_not_fail_the_evaluated_task() -> None:
+    t = JobSpec.model_validate({"tasks": [{"name": "t", "run": "echo {{ job.name }}"}]}).tasks[0]
+    row = task_row("j1", 0, t, "default", 0, 0.0, True)
+    row.update(name="n" * 150, job_seq=1)
+    row["spec"]["name"] = "n" * 150
+    [opening] = Flow().decide([row], {"j1": JOB}, {"j1": CTX}, 0.0)
+    assert opening.action == "evaluate", opening.error
