@@ -178,3 +178,37 @@ def test_a_failed_jobs_next_task_ends_cancelled_and_is_not_counted_as_waiting(st
     again = standalone.wait_job(job["id"])
     assert again["state"] == "completed" and again["tasks"][1]["state"] == "completed", again
     assert standalone.logs(job["id"]) == "second\n"
+
+
+def test_detached_subjobs_count_against_the_cap_of_the_job_they_came_from(database_url: str) -> None:
+    from corral.coordinator.service import Coordinator, Settings
+    from corral.domain.spec import JobSpec
+    from corral.store.sql import Store
+
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store, Settings(max_tasks_per_job=10))
+        # 3 detached subjobs, each an each of 4 known only when it opens: 1 + 3 + 3 x (1 + 4) = 19 rows.
+        spec = JobSpec.model_validate({"tasks": [{"name": "fan", "each": {"list": "{{ sequence(0, 3) }}", "task": {
+            "subjob": {"detached": True, "tasks": [
+                {"name": "inner", "each": {"list": "{{ sequence(0, 4 + (job.name | length) * 0) }}",
+                                     "task": {"run": "true"}}}]}}}}]})
+        job = coord.submit(spec)
+        for _ in range(5):  # every level opens, one pass each
+            with store.transaction() as tx:
+                coord.flow.open_ready(tx, time.time())
+        with store.read() as tx:
+            subjobs = [t["subjob_id"] for t in tx.tasks_of(job["id"]) if t["subjob_id"]]
+            tree = [job["id"], *subjobs]
+            total = tx.count_tasks_of_jobs(tree)
+            errors = [t["error"] or "" for j in tree for t in tx.tasks_of(j)]
+        assert len(subjobs) == 3 and total <= 10, (tree, total)
+        assert sorted(tx_tree(store, job["id"])) == sorted(tree)
+        assert any("at most 10 tasks" in e for e in errors), errors
+    finally:
+        store.close()
+
+
+def tx_tree(store: Any, job_id: str) -> list[str]:
+    with store.read() as tx:
+        return list(tx.job_tree(job_id))

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.schedules import Schedules
-from corral.coordinator.service import Coordinator
+from corral.coordinator.service import Coordinator, Settings
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 from tests.harness import Cluster, wait_until
@@ -97,6 +97,38 @@ def test_pause_resume_delete(two: tuple[Schedules, Schedules]) -> None:
     with pytest.raises(NotFound):
         other.pause(sch["id"])
     assert _job_count(one.store) == 1  # the job it created stays
+
+
+def test_a_schedule_passes_the_size_cap_and_back_pressure_when_created_and_when_it_fires(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        coord = Coordinator(store, Settings(max_tasks_per_job=3, max_pending_tasks=4))
+        s = Schedules(coord)
+        with pytest.raises(Invalid, match="at most 3"):
+            s.create("* * * * *", JobSpec.model_validate({"tasks": [{"run": "true"}] * 4}))
+        two = JobSpec.model_validate({"name": "two", "tasks": [{"run": "true"}] * 2})
+        coord.pending_tasks = 3
+        with pytest.raises(Overloaded):
+            s.create("* * * * *", two)
+        coord.pending_tasks = 0
+        sch = s.create("* * * * *", two)
+
+        def fire() -> dict[str, Any]:
+            _set_due(store, sch["id"], time.time() - 1)
+            [job_id] = s.fire_due()
+            return coord.get_job(job_id)[0]
+
+        coord.settings.max_tasks_per_job = 1  # the limit lowered since it was created: its tick's job fails
+        job = fire()
+        assert job["state"] == "failed" and "at most 1" in job["error"], job
+        coord.settings.max_tasks_per_job, coord.pending_tasks = 3, 3  # the queue full: the same
+        job = fire()
+        assert job["state"] == "failed" and "overloaded" in job["error"], job
+        assert coord.pending_tasks == 3
+        coord.pending_tasks = 0
+        assert fire()["state"] == "pending" and coord.pending_tasks == 2
+    finally:
+        store.close()
 
 
 # -- end to end ----------------------------------------------------------------------------------

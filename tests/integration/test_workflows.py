@@ -142,15 +142,21 @@ def test_a_failing_subjob_fails_its_parent_and_a_detached_one_does_not(standalon
 
 
 def test_secrets_reach_the_task_but_never_the_api_or_logs(standalone: Cluster) -> None:
-    secret = "s3cr3t-value-xyz"
+    secret, inner = "s3cr3t-value-xyz", "inner-s3cr3t-abc"
     job = standalone.submit({"secrets": {"pw": secret}, "tasks": [
-        {"name": "use", "env": {"PW": "{{ secrets.pw }}"}, "run": "echo pw=$PW; test \"$PW\" = " + secret}]})
+        {"name": "use", "env": {"PW": "{{ secrets.pw }}"}, "run": "echo pw=$PW; test \"$PW\" = " + secret},
+        # A subjob's own secrets, and its output that holds one, are hidden in the parent's views and logs.
+        {"name": "sub", "var": "sub", "subjob": {"secrets": {"k": inner}, "output": "{{ secrets.k }}",
+                                                 "tasks": [{"run": "true"}]}},
+        {"name": "after", "run": "echo got {{ tasks.sub }}"}]})
     done = standalone.wait_job(job["id"])
     assert done["state"] == "completed", done
     assert secret not in json.dumps(done) and done["secrets"] == {"pw": "[REDACTED]"}
+    assert inner not in json.dumps(done) and done["tasks"][1]["subjob"]["secrets"] == {"k": "[REDACTED]"}
     assert done["tasks"][0]["env"]["PW"] == "[REDACTED]"
-    assert standalone.logs(job["id"]) == "pw=[REDACTED]\n"
-    assert secret not in standalone.client.get("/v1/jobs").text
+    assert standalone.logs(job["id"]) == "pw=[REDACTED]\ngot [REDACTED]\n"
+    listing = standalone.client.get("/v1/jobs").text
+    assert secret not in listing and inner not in listing
 
 
 def test_an_expression_that_fails_when_evaluated_fails_the_task_with_the_reason(standalone: Cluster) -> None:

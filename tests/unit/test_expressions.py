@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.domain import expr, workflow
-from corral.domain.spec import JobSpec, TaskSpec
+from corral.domain.spec import JobSpec, TaskSpec, dump_spec
 
 CTX = {"inputs": {"n": "3", "csv": "a,b,c", "js": '{"x": [1, 2]}'}, "secrets": {"pw": "hunter2"},
        "tasks": {"a": "5"}, "job": {"id": "j1", "name": "job", "state": "RUNNING"}}
@@ -115,3 +115,27 @@ def test_defaults_fill_nested_tasks_but_stop_at_a_subjob() -> None:
 def test_mounts_that_escape_are_refused(mount: dict[str, str], words: str) -> None:
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         TaskSpec.model_validate({"image": "busybox", "run": "x", "mounts": [mount]})
+
+
+def test_a_subjobs_secrets_are_hidden_in_its_parents_views() -> None:
+    job = JobSpec.model_validate({"secrets": {"a": "top-secret"}, "tasks": [
+        {"each": {"list": "[1]", "task": {"subjob": {"secrets": {"pw": "hunter2"}, "tasks": [
+            {"subjob": {"secrets": {"k": "deep-key"}, "tasks": [{"run": "echo $PW"}]}}]}}}}]})
+    spec = dump_spec(job)
+    assert set(workflow.secrets_in(spec)) == {"top-secret", "hunter2", "deep-key"}
+    out = workflow.shown({**spec, "output": "got hunter2 and deep-key"}, workflow.secrets_in(spec))
+    text = repr(out)
+    assert "hunter2" not in text and "deep-key" not in text and "top-secret" not in text
+    inner = out["tasks"][0]["each"]["task"]["subjob"]
+    assert inner["secrets"] == {"pw": "[REDACTED]"}
+    assert inner["tasks"][0]["subjob"]["secrets"] == {"k": "[REDACTED]"}
+    assert out["output"] == "got [REDACTED] and [REDACTED]"
+    # Given only the top-level secrets (as the views passed them), the nested maps are still masked.
+    assert "hunter2" not in repr(workflow.shown(spec, {"a": "top-secret"}))
+
+
+def test_webhook_bodies_redact_a_subjobs_secrets_too() -> None:
+    from corral.coordinator.webhooks import JobHooks
+
+    hooks = JobHooks.from_spec({"secrets": {"a": "x1"}, "tasks": [{"subjob": {"secrets": {"b": "y2"}}}]})
+    assert set(hooks.hidden) == {"x1", "y2"}

@@ -31,6 +31,7 @@ NON_TERMINAL_JOB = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 TERMINAL_JOB = frozenset(s.value for s in TERMINAL_JOB_STATES)
 MAX_TASKS_PER_JOB = 10_000  # the default of --max-tasks-per-job: rows of one job across all its levels
 PASS_BUDGET = 2.0  # seconds of evaluation per opening step; what is left waits for the next step
+TASK_BUDGET = 2.0  # seconds all the expressions of one task may take together (each also has expr.TIME_BUDGET)
 # When a task fails for good, the job's other running work stops, and its tasks that have not started end
 # cancelled ("not run: ..."): nothing counts them as waiting work any more. A restart runs them again.
 STOP = ("scheduled", "running")
@@ -60,12 +61,15 @@ def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now:
     }
 
 
-def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None) -> Row:
+def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None, root: str | None = None) -> Row:
+    """``parent``: the task an attached subjob runs for; ``root``: the job at the top of the tree a subjob
+    (attached or detached) was spawned from, whose size limit it counts against."""
     return {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
             "tags": spec.tags, "search": search_text(spec.name, spec.tags), "spec": dump_spec(spec),
             "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
             "error": None, "started_at": None, "finished_at": None,
             "parent_job_id": parent["job_id"] if parent else None, "parent_task_id": parent["id"] if parent else None,
+            "root_job_id": root,
             "auto_delete_after": None if spec.auto_delete is None else parse_duration(spec.auto_delete.after),
             "hook_marks": {} if spec.webhooks else None, "hooks_done": False if spec.webhooks else None}
 
@@ -74,10 +78,11 @@ def search_text(name: str, tags: Sequence[str]) -> str:
     return name.lower() + "\x1e\x1f" + "".join(t.lower() + "\x1f" for t in tags)
 
 
-def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None) -> tuple[Row, list[Row]]:
+def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None,
+             root: str | None = None) -> tuple[Row, list[Row]]:
     """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
     job_id = job_id or new_id()
-    job = job_row(spec, now, job_id, parent)
+    job = job_row(spec, now, job_id, parent, root)
     # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
     dag = spec.is_dag()
     return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0)
@@ -143,9 +148,9 @@ class Flow:
 
     def decide(self, rows: list[Row], jobs: dict[str, Row], contexts: dict[str, dict[str, Any]], now: float,
                budget: float = PASS_BUDGET) -> list[Opening]:
-        """Evaluate the ready tasks, holding no transaction: each under the expression budget, and all of
-        them for about ``budget`` seconds (the rest wait for the next pass). Any failure of one evaluation,
-        MemoryError and RecursionError included, fails that task alone."""
+        """Evaluate the ready tasks, holding no transaction: all of one task's expressions under one budget
+        (``TASK_BUDGET``), and all of them for about ``budget`` seconds (the rest wait for the next pass).
+        Any failure of one evaluation, MemoryError and RecursionError included, fails that task alone."""
         out: list[Opening] = []
         deadline = time.monotonic() + budget
         for r in rows:
@@ -159,8 +164,9 @@ class Flow:
             scope = (r["template"] or {}).get("scope")
             ctx = {**contexts[r["job_id"]], **(scope or {})}
             spec = (r["template"] or {}).get("spec") or r["spec"]
-            try:
-                out.append(self._decide(r, job, spec, ctx, scope, now))
+            try:  # one deadline for all of the task's expressions: 1,000 slow env values cannot add up
+                with expr.budget(TASK_BUDGET, f"evaluating task '{r['name']}'"):
+                    out.append(self._decide(r, job, spec, ctx, scope, now))
             except (expr.ExprError, PolicyError) as e:
                 out.append(Opening(r, "fail", error=str(e)))
             except Exception as e:  # noqa: BLE001 - whatever one evaluation raises fails its task, not the pass
@@ -182,7 +188,9 @@ class Flow:
             sub.setdefault("priority", job["spec"].get("priority", 0))
             sub_spec = JobSpec.model_validate(sub)
             self.policy.check(sub_spec)
-            sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r)
+            # Detached or not, it counts against the size limit of the tree it was spawned from.
+            sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r,
+                                          root=job.get("root_job_id") or job["id"])
             return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
                            size=workflow.rows_of_job(sub_spec))
         kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
@@ -254,13 +262,13 @@ class Flow:
     def _evaluate(self, r: Row, spec: dict[str, Any], ctx: dict[str, Any]) -> Row:
         """The row change that makes a template a 'run' task with its expressions evaluated (and checked
         against the policy: what an expression gave is checked as what was submitted)."""
-        rendered = workflow.render_task(spec, ctx, str(r["name"]))
+        rendered = workflow.render_task(spec, ctx, str(r["name"]))  # its size bounded while it renders
+        try:  # what the expressions gave is held to every bound of a submitted task (sizes, text, image names)
+            # (not its name, which no expression sets: one opened from a composite may be longer than a given one)
+            TaskSpec.model_validate({k: v for k, v in rendered.items() if k != "name"})
+        except ValueError as e:
+            raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {str(e)[:2000]}") from None
         self.policy.check_task(rendered, str(r["name"]))
-        if expr.has_expr(spec.get("image")) or any(expr.has_expr(s.get("image")) for s in spec.get("sidecars") or []):
-            try:  # an evaluated image name is checked as a submitted one is
-                TaskSpec.model_validate(rendered)
-            except ValueError as e:
-                raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {e}") from None
         return {"id": r["id"], "kind": "run", "spec": rendered,
                 "runtime": "docker" if rendered.get("image") else "process"}
 

@@ -15,9 +15,8 @@ import logging
 import time
 from typing import Any
 
-from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.idempotency import HEADER, IdemKey, fingerprint
-from corral.coordinator.policy import PolicyError
 from corral.coordinator.service import Coordinator, job_rows, new_id
 from corral.domain import schedule as cron
 from corral.domain.spec import JobSpec, dump_spec
@@ -41,7 +40,7 @@ class Schedules:
         mark = fingerprint({"cron": expr, "name": name, "job": dump_spec(spec)}) if idem is not None else ""
         if idem is not None and (done := self.coord.replay(idem, mark, now)) is not None:
             return self._created(done, idem)
-        self.coord.check_policy(spec)  # the operator's policy, as for a job submitted now
+        self.coord.admit(spec)  # its size, the operator's policy and back-pressure, as for a job submitted now
         row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
                "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
                "last_job_id": None, "created_at": now}
@@ -125,11 +124,15 @@ class Schedules:
         tick, nxt = cron.catch_up(sch["cron"], float(sch["next_run_at"]), now)
         spec = JobSpec.model_validate(sch["spec"])
         job, tasks = job_rows(spec, now)
-        try:  # checked again: the policy may have changed since the schedule was created
-            self.coord.settings.policy.check(spec)
+        adding = 0
+        try:  # checked again: the policy, the limits and the load may have changed since it was created
+            adding = self.coord.admit(spec)
             refused = None
-        except PolicyError as e:
+        except Invalid as e:
             refused = f"refused by this server's policy: {e}"
+        except Overloaded as e:
+            refused = f"refused: the server is overloaded: {e}"
+        if refused:
             # The tick still makes its job, failed with the reason, so that the refusal is seen.
             job.update(state=JobState.FAILED.value, error=refused, finished_at=now)
             for t in tasks:
@@ -142,6 +145,6 @@ class Schedules:
         if refused:
             log.warning("schedule %s fired for %s: job %s %s", sch["id"], tick, job["id"], refused)
             return str(job["id"])
-        self.coord.pending_tasks += len(tasks)
+        self.coord.pending_tasks += adding
         log.info("schedule %s fired for %s: job %s", sch["id"], tick, job["id"])
         return str(job["id"])

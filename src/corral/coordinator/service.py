@@ -216,14 +216,7 @@ class Coordinator:
         mark = fingerprint([dump_spec(s) for s in specs]) if idem is not None else ""
         if idem is not None and (done := self.replay(idem, mark, now)) is not None:
             return self._jobs_of(done, idem)
-        adding = sum(self.check_size(spec) for spec in specs)
-        limit = self.settings.max_pending_tasks
-        if self.pending_tasks + adding > limit:
-            # Backpressure: refuse before accepting what cannot be held, rather than after.
-            raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
-                             "try again shortly")
-        for spec in specs:
-            self.check_policy(spec)
+        adding = self.admit(*specs)
         items = [job_rows(spec, now) for spec in specs]
         try:
             with self.store.transaction() as tx:
@@ -240,6 +233,21 @@ class Coordinator:
         self.pending_tasks += adding
         self.kick()
         return [job for job, _ in items]
+
+    def admit(self, *specs: JobSpec) -> int:
+        """The one validation every way a job enters goes through before it is created (submitted now,
+        a schedule created, a schedule's tick fired): its size (``check_size``), the operator's policy
+        (``check_policy``), both ``Invalid``, and back-pressure (``Overloaded``). Returns the task rows the
+        jobs add."""
+        adding = sum(self.check_size(spec) for spec in specs)
+        limit = self.settings.max_pending_tasks
+        if self.pending_tasks + adding > limit:
+            # Backpressure: refuse before accepting what cannot be held, rather than after.
+            raise Overloaded(f"{self.pending_tasks} tasks are waiting, and this server holds at most {limit}: "
+                             "try again shortly")
+        for spec in specs:
+            self.check_policy(spec)
+        return adding
 
     def check_size(self, spec: JobSpec) -> int:
         """The task rows the job will hold, as far as that is known now (see ``workflow.rows_of_job``);
@@ -530,7 +538,7 @@ class Coordinator:
         return {j: self._secrets.get(j, ()) for j in job_ids}
 
     def _remember_secrets(self, job_id: str, spec: dict[str, Any]) -> None:
-        self._secrets[job_id] = tuple(v for v in (spec.get("secrets") or {}).values() if v)
+        self._secrets[job_id] = workflow.secrets_in(spec)  # its subjobs' secrets too: their output reaches it
         self._secrets.move_to_end(job_id)
         while len(self._secrets) > 10_000:
             self._secrets.popitem(last=False)

@@ -54,7 +54,7 @@ from corral.api.timefmt import rfc3339
 from corral.domain import expr
 from corral.domain.spec import WebhookSpec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState
-from corral.domain.workflow import redact
+from corral.domain.workflow import redact, secrets_in
 from corral.store import hooks as sql
 from corral.store.sql import Row, Store
 
@@ -139,6 +139,7 @@ class JobHooks:
     secrets: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     output: str | None = None
+    hidden: tuple[str, ...] = ()  # the text of every secret to redact: the job's and its subjobs'
 
     @property
     def wants_tasks(self) -> bool:
@@ -153,7 +154,7 @@ class JobHooks:
             except ValidationError:
                 log.warning("a stored webhook is not valid any more; it is left out")
         return JobHooks(tuple(hooks), dict(spec.get("inputs") or {}), dict(spec.get("secrets") or {}),
-                        spec.get("description"), spec.get("output"))
+                        spec.get("description"), spec.get("output"), secrets_in(spec))
 
 
 @dataclass
@@ -395,7 +396,7 @@ class Webhooks:
         hooks = [(i, h) for i, h in enumerate(info.hooks) if h.event == event]
         if not hooks:
             return False
-        secrets = list(info.secrets.values())
+        secrets = [*info.secrets.values(), *info.hidden]
         jj = redact(job_json(job, info), secrets)
         tj = None if ch.task is None else redact(task_json(ch.task), secrets)
         body = json.dumps(jj if tj is None else tj, separators=(",", ":")).encode()

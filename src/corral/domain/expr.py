@@ -74,22 +74,26 @@ _local = threading.local()
 
 
 @contextmanager
-def _budget(seconds: float) -> Iterator[None]:
+def _budget(seconds: float, what: str = "the expression") -> Iterator[None]:
     """A deadline for the evaluation under way in this thread (an inner one keeps the outer deadline)."""
     if getattr(_local, "deadline", None) is not None:
         yield
         return
     _local.deadline = time.monotonic() + seconds
+    _local.what = f"{what} ran longer than {seconds:g}s"
     try:
         yield
     finally:
         _local.deadline = None
 
 
+budget = _budget  # for callers that evaluate many expressions under one deadline (all of one task's)
+
+
 def _tick() -> None:
     deadline = getattr(_local, "deadline", None)
     if deadline is not None and time.monotonic() > deadline:
-        raise ExprError(f"the expression ran longer than {TIME_BUDGET:g}s")
+        raise ExprError(getattr(_local, "what", f"the expression ran longer than {TIME_BUDGET:g}s"))
 
 
 _SIZED = (str, bytes, list, tuple)

@@ -19,6 +19,9 @@ from corral.domain.spec import JobSpec, TaskSpec
 
 REDACTED = "[REDACTED]"
 MAX_EACH_ITEMS = 10_000  # tasks one each may open: each is a row, written in one transaction
+# Characters one evaluated task may hold in all its rendered fields (a valid task holds far less: its env,
+# files and command are each at most 1 MiB); counted while rendering, so that no huge row is ever built.
+MAX_RENDERED = 8 << 20
 COMPOSITE = ("parallel", "each", "subjob", "steps")
 
 
@@ -54,19 +57,29 @@ def is_true(cond: str, ctx: Mapping[str, Any], where: str) -> bool:
 
 def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The task with its run, command, image, env, files and sidecars evaluated, and 'if' dropped (it was
-    decided). Raises ``expr.ExprError`` naming the field that failed."""
+    decided). Raises ``expr.ExprError`` naming the field that failed, or when the rendered fields hold more
+    than ``MAX_RENDERED`` characters in all (checked as they are rendered)."""
     out = dict(spec)
     out.pop("if", None)
+    total = 0
+
+    def render(s: str, at: str) -> str:
+        nonlocal total
+        text = expr.render(s, ctx, at)
+        total += len(text)
+        if total > MAX_RENDERED:
+            raise expr.ExprError(f"{at}: the evaluated task would hold more than {MAX_RENDERED:,} characters")
+        return text
 
     def one(d: dict[str, Any], at: str) -> None:
         for k in ("run", "image"):
             if isinstance(d.get(k), str):
-                d[k] = expr.render(d[k], ctx, f"{at}.{k}")
+                d[k] = render(d[k], f"{at}.{k}")
         if d.get("command"):
-            d["command"] = [expr.render(c, ctx, f"{at}.command[{i}]") for i, c in enumerate(d["command"])]
+            d["command"] = [render(c, f"{at}.command[{i}]") for i, c in enumerate(d["command"])]
         for k in ("env", "files"):
             if d.get(k):
-                d[k] = {n: expr.render(v, ctx, f"{at}.{k}.{n}") for n, v in d[k].items()}
+                d[k] = {n: render(v, f"{at}.{k}.{n}") for n, v in d[k].items()}
 
     one(out, where)
     if out.get("sidecars"):
@@ -179,10 +192,39 @@ def redact(value: Any, secrets: Mapping[str, str] | list[str] | tuple[str, ...])
     return walk(value)
 
 
-def shown(out: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
-    """What an API answer (or a webhook body) may show of ``out``: every secret's text replaced by
-    [REDACTED], and a ``secrets`` map, where ``out`` has one, reduced to its names."""
-    out = dict(redact(dict(out), secrets))
-    if isinstance(out.get("secrets"), dict):
-        out["secrets"] = {k: REDACTED for k in out["secrets"]}
-    return out
+def secrets_in(spec: Any) -> tuple[str, ...]:
+    """The text of every secret ``spec`` holds: its own ``secrets`` and those of every subjob in it, at any
+    depth (a parent's views show its subjobs' specs, and their outputs)."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "secrets" and isinstance(x, dict):
+                    found.update(s for s in x.values() if isinstance(s, str) and s)
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(spec)
+    return tuple(sorted(found))
+
+
+def shown(out: Mapping[str, Any], secrets: Mapping[str, str] | tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """What an API answer (or a webhook body) may show of ``out``: the text of every secret (``secrets``,
+    and any found in ``out`` itself) replaced by [REDACTED], and every ``secrets`` map in it, at any depth,
+    reduced to its names."""
+    given = secrets.values() if isinstance(secrets, Mapping) else secrets
+    texts = {*(s for s in given if s), *secrets_in(dict(out))}
+
+    def mask(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: {n: REDACTED for n in x} if k == "secrets" and isinstance(x, dict) else mask(x)
+                    for k, x in v.items()}
+        if isinstance(v, list):
+            return [mask(x) for x in v]
+        return v
+
+    return dict(mask(redact(dict(out), tuple(texts))))

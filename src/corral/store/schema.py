@@ -39,8 +39,12 @@ jobs = sa.Table(
     # and whether delivery is over (the job finished and its last change went out).
     sa.Column("hook_marks", sa.JSON),
     sa.Column("hooks_done", sa.Boolean),
+    # 0009: the job at the top of the tree a subjob was spawned from (detached ones too), NULL for a job
+    # submitted or fired; the tasks of a tree count together against --max-tasks-per-job.
+    sa.Column("root_job_id", ID),
     sa.Index("ix_jobs_state", "state"),
     sa.Index("ix_jobs_parent", "parent_job_id"),
+    sa.Index("ix_jobs_root", "root_job_id"),
     sa.Index("ix_jobs_hooks", "hooks_done"),
     sa.Index("ix_jobs_autodelete", "auto_delete_after"),
     sa.Index("ix_jobs_created", "created_at"),

@@ -321,22 +321,25 @@ class Tx:
                                       .where(_T.job_id.in_(part))).scalar_one()) for part in chunks(job_ids))
 
     def job_tree(self, job_id: str) -> list[str]:
-        """The job, the job its subjobs hang from at the top (following parent_job_id up), and every
-        attached subjob below that one: the jobs whose tasks count together against the size limit."""
+        """The jobs whose tasks count together against the size limit: the job at the top of the job's tree
+        (its ``root_job_id``, or following parent_job_id up for rows made before it), and every job spawned
+        below that one, attached or detached."""
         j = s.jobs.c
         root, seen = job_id, {job_id}
         while True:
-            up = self.c.execute(sa.select(j.parent_job_id).where(j.id == root)).scalar()
+            row = self.c.execute(sa.select(j.parent_job_id, j.root_job_id).where(j.id == root)).first()
+            up = None if row is None else row.root_job_id or row.parent_job_id
             if up is None or up in seen:
                 break
             seen.add(up)
             root = up
-        tree, level = [root], [root]
+        tree, level = {root}, [root]
         while level:
             level = [r[0] for part in chunks(level) for r in self.c.execute(
-                sa.select(j.id).where(j.parent_job_id.in_(part))).all()]
-            tree += level
-        return tree
+                sa.select(j.id).where(j.parent_job_id.in_(part))).all() if r[0] not in tree]
+            tree.update(level)
+        tree.update(r[0] for r in self.c.execute(sa.select(j.id).where(j.root_job_id == root)).all())
+        return [root, *(t for t in tree if t != root)]
 
     def insert_tasks(self, rows: Sequence[Row]) -> None:
         if rows:

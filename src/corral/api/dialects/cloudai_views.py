@@ -84,7 +84,7 @@ def task_view(job: Row, tasks: list[Row]) -> dict[str, Any]:
         "reason": reason,
         "exit_code": current["exit_code"] if current and job["state"] in TERMINAL else None,
         "error": job["error"],
-    }, (job.get("spec") or {}).get("secrets") or {})  # the one redaction every view of every API applies
+    }, workflow.secrets_in(job.get("spec") or {}))  # the one redaction every view of every API applies
 
 
 def task_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:

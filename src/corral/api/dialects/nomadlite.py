@@ -101,7 +101,7 @@ def job_view(job: Row, tasks: list[Row], lines: list[Row]) -> dict[str, Any]:
         "created_at": timestamp(job["created_at"]),
         "completed_at": timestamp(job["finished_at"]),
         "image": (tasks[0]["spec"].get("image") if tasks else None),
-    }, (job.get("spec") or {}).get("secrets") or {})  # the one redaction every view of every API applies
+    }, workflow.secrets_in(job.get("spec") or {}))  # the one redaction every view of every API applies
 
 
 def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:

@@ -193,7 +193,7 @@ def summary(j: Row) -> dict[str, Any]:
 
 def redacted(out: dict[str, Any], job_spec: dict[str, Any]) -> dict[str, Any]:
     """``out`` as the API shows it for a job with ``job_spec``: see ``workflow.shown``."""
-    return workflow.shown(out, job_spec.get("secrets") or {})
+    return workflow.shown(out, workflow.secrets_in(job_spec))
 
 
 def task_view(t: Row, e: Row | None) -> dict[str, Any]:

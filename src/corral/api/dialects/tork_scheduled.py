@@ -77,7 +77,8 @@ def _schedule(svc: Services, schedule_id: str) -> Row:
 # -- routes ---------------------------------------------------------------------------------------
 @router.post("/scheduled-jobs", summary="Tork: schedule a job (JSON or YAML, with 'cron'); a job at each tick")
 async def create(request: Request, svc: Svc) -> dict[str, Any]:
-    expr, spec = to_scheduled_spec(await tork.read_job(request))
+    data = await tork.read_job(request)
+    expr, spec = await asyncio.to_thread(to_scheduled_spec, data)  # a big body: validated off the event loop
     row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec, None,
                                   idem_key(request, "tork/scheduled-jobs"))
     return scheduled_job(row)

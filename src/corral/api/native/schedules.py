@@ -24,7 +24,7 @@ Svc = Annotated[Services, Depends(services)]
 
 def schedule_view(r: Row) -> dict[str, Any]:
     """A schedule; its job's secrets shown by name only, and their text redacted wherever it appears."""
-    secrets = r["spec"].get("secrets") or {}
+    secrets = workflow.secrets_in(r["spec"])
     return {"id": r["id"], "name": r["name"], "cron": r["cron"], "state": r["state"],
             "next_run_at": rfc3339(r["next_run_at"]), "last_run_at": rfc3339(r["last_run_at"]),
             "last_job_id": r["last_job_id"], "created_at": rfc3339(r["created_at"]),
@@ -43,7 +43,7 @@ async def create_schedule(svc: Services, response: Response, expr: str, job: Any
     """Shared by POST /v1/schedules and POST /v1/jobs with a top-level ``schedule``."""
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 200):
         raise BadInput("name: 1-200 characters", [{"field": "name", "message": "1-200 characters"}])
-    spec = validate_spec(job, where)
+    spec = await asyncio.to_thread(validate_spec, job, where)  # a body of up to 10 MiB: off the event loop
     row = await asyncio.to_thread(Schedules(svc.coord).create, expr, spec, name, idem)
     response.headers["Location"] = f"/v1/schedules/{row['id']}"
     return schedule_view(row)

@@ -19,7 +19,7 @@ def execution_view(e: Row) -> dict[str, Any]:
 
 
 def task_view(t: Row, executions: list[Row] | dict[str, list[Row]] | None = None,
-              secrets: dict[str, str] | None = None) -> dict[str, Any]:
+              secrets: tuple[str, ...] | None = None) -> dict[str, Any]:
     """A task; ``executions``: all of the job's (a list) or, cheaper for many tasks, by task id."""
     spec = t["spec"]
     out: dict[str, Any] = {
@@ -51,7 +51,7 @@ def task_view(t: Row, executions: list[Row] | dict[str, list[Row]] | None = None
         out["executions"] = [execution_view(e) for e in executions.get(t["id"], ())]
     elif executions is not None:
         out["executions"] = [execution_view(e) for e in executions if e["task_id"] == t["id"]]
-    return dict(workflow.redact(out, secrets)) if secrets else out
+    return workflow.shown(out, secrets or ())  # a subjob's or each's spec in it: its secrets masked too
 
 
 def _progress(t: Row) -> float:
@@ -63,7 +63,7 @@ def _progress(t: Row) -> float:
 
 def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | None = None) -> dict[str, Any]:
     spec = j["spec"]
-    secrets = dict(spec.get("secrets") or {})
+    secrets = workflow.secrets_in(spec)  # its subjobs' too
     out: dict[str, Any] = {
         "id": j["id"], "name": j["name"], "state": j["state"], "queue": j["queue"],
         "priority": j["priority"], "tags": j["tags"], "env": spec.get("env", {}), "error": j["error"],
@@ -85,7 +85,7 @@ def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | Non
 
 def tasks_page_view(j: Row, tasks: list[Row], executions: list[Row], next_cursor: str | None) -> dict[str, Any]:
     """One page of a job's tasks, with their executions, for GET /v1/jobs/{id}/tasks."""
-    secrets = dict(j["spec"].get("secrets") or {})
+    secrets = workflow.secrets_in(j["spec"])
     by_task: dict[str, list[Row]] = {}
     for e in executions:
         by_task.setdefault(e["task_id"], []).append(e)
