@@ -5,6 +5,7 @@ subprocess, a stand-in nvidia-smi, waiting for processes to end, and a recorder 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sqlite3
@@ -166,3 +167,55 @@ def remove_containers(client: docker.DockerClient, label: str) -> None:
     """Remove every container with that label (``key=value``), with its anonymous volumes."""
     for c in client.containers.list(all=True, filters={"label": label}):
         c.remove(force=True, v=True)
+
+
+class RecordingTransport:
+    """A coordinator stand-in for driving an Agent without a server (the agent's own batching and ordering
+    are what these tests check): hands out the given work on the first poll, then nothing, and keeps every
+    report as it came, with its size as JSON. ``delay``: how long each report takes (a slow coordinator
+    makes output wait on it); ``node_id``: the id it registers the agent as (containers are labelled with it)."""
+
+    def __init__(self, work: list[dict[str, Any]], delay: float = 0.0, node_id: str = "n1") -> None:
+        self.work = work
+        self.delay = delay
+        self.node_id = node_id
+        self.node_secret: str | None = None
+        self.reports: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]] = []
+
+    @property
+    def updates(self) -> list[dict[str, Any]]:
+        return [u for ups, _, _ in self.reports for u in ups]
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return [ln for _, lines, _ in self.reports for ln in lines]
+
+    def final(self, ex: str) -> dict[str, Any] | None:
+        return next((u for u in self.updates if u["execution_id"] == ex and u["state"] != "running"), None)
+
+    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
+        return {"node_id": self.node_id, "heartbeat_interval": 30.0}
+
+    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
+        return []
+
+    async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
+        work, self.work = self.work, []
+        if not work:
+            await asyncio.sleep(wait)
+        return work, []
+
+    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+        self.reports.append((updates, logs, len(json.dumps({"updates": updates, "logs": logs}))))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return []
+
+    async def drain(self, node_id: str, running: list[str]) -> list[str]:
+        return []
+
+    async def leave(self, node_id: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

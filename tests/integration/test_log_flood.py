@@ -4,11 +4,9 @@ take the server down, and a long log comes back whole, a page at a time."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -17,7 +15,7 @@ import pytest
 from corral.agent.worker import Agent, AgentConfig
 from corral.runtime.process import ProcessRuntime
 from tests.harness import Cluster, wait_until
-from tests.support import corral
+from tests.support import RecordingTransport, corral
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,6 +53,19 @@ def _watch(c: Cluster, rss: list[int], probes: list[float]) -> None:
     assert r.status_code == 200
     assert probes[-1] < 1.0, f"/healthz took {probes[-1]:.2f}s during the flood"
     assert [n["state"] for n in c.nodes()] == ["ready"]
+
+
+def _watch_until_done(c: Cluster, job_id: str, timeout: float) -> tuple[list[int], list[float]]:
+    """_watch every 0.2 s until the job has ended (within ``timeout``); the server's RSS and the
+    /healthz times seen meanwhile."""
+    rss: list[int] = []
+    probes: list[float] = []
+    deadline = time.monotonic() + timeout
+    while c.job(job_id)["state"] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline, c.job(job_id)
+        _watch(c, rss, probes)
+        time.sleep(0.2)
+    return rss, probes
 
 
 def test_a_flood_is_bounded_and_the_server_stays_up(cluster: Cluster) -> None:
@@ -107,14 +118,8 @@ def test_a_restart_during_a_flood_comes_back(cluster: Cluster) -> None:
     c.server.start()
     wait_until(lambda: _answers(c), 30, what="the server to come back")
     print(f"restart: answering {time.monotonic() - t:.1f}s after the restart")
-    rss: list[int] = []
-    probes: list[float] = []
-    deadline = time.monotonic() + 40
     # The lost attempt runs again (the task is rescheduled) and floods again: still bounded.
-    while c.job(job["id"])["state"] not in ("completed", "failed", "cancelled"):
-        assert time.monotonic() < deadline, c.job(job["id"])
-        _watch(c, rss, probes)
-        time.sleep(0.2)
+    rss, _ = _watch_until_done(c, job["id"], 40)
     task = c.job(job["id"])["tasks"][0]
     assert task["state"] == "failed" and "timed out" in task["error"]
     assert max(rss) < RSS_BOUND
@@ -162,13 +167,7 @@ def test_a_flood_from_a_remote_worker_is_capped(cluster: Cluster, pg_url: str) -
     c.add_worker("w1", "--runtime", "process")
     job = c.submit({"tasks": [{"run": FLOOD, "timeout": "4s"}]})
     c.wait_job(job["id"], {"running"}, timeout=15)
-    rss: list[int] = []
-    probes: list[float] = []
-    deadline = time.monotonic() + 30
-    while c.job(job["id"])["state"] == "running":
-        assert time.monotonic() < deadline
-        _watch(c, rss, probes)
-        time.sleep(0.2)
+    rss, _ = _watch_until_done(c, job["id"], 30)
     task = c.job(job["id"])["tasks"][0]
     assert task["state"] == "failed" and "timed out after 4s" in task["error"]
     lines, _ = _all_lines(c, job["id"])
@@ -215,47 +214,13 @@ def test_a_container_flood_is_bounded_too(cluster: Cluster, busybox_image: str) 
     c = cluster.up("--max-log-bytes", str(CAP), "--runtime", "docker")
     job = c.submit({"tasks": [{"image": busybox_image, "command": ["sh", "-c", FLOOD], "timeout": "5s"}]})
     c.wait_job(job["id"], {"running"}, timeout=30)
-    rss: list[int] = []
-    probes: list[float] = []
-    deadline = time.monotonic() + 30
-    while c.job(job["id"])["state"] == "running":
-        assert time.monotonic() < deadline
-        _watch(c, rss, probes)
-        time.sleep(0.2)
+    rss, probes = _watch_until_done(c, job["id"], 30)
     task = c.job(job["id"])["tasks"][0]
     assert task["state"] == "failed" and "timed out after 5s" in task["error"]
     lines, _ = _all_lines(c, job["id"])
     assert lines[0] == LINE and lines[-1].startswith("[corral: log truncated")
     print(f"container flood: peak RSS {max(rss) / 2**20:.0f} MiB; /healthz worst {max(probes) * 1000:.0f} ms")
     assert max(rss) < RSS_BOUND
-
-
-class _Batches:
-    """A transport that keeps every report as it came (a slow one: output waits on it)."""
-
-    def __init__(self, work: list[dict[str, Any]]) -> None:
-        self.work = work
-        self.reports: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]] = []
-
-    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        return {"node_id": "n1", "heartbeat_interval": 30.0}
-
-    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
-        return []
-
-    async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
-        work, self.work = self.work, []
-        if not work:
-            await asyncio.sleep(wait)
-        return work, []
-
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
-        self.reports.append((updates, logs, len(json.dumps({"updates": updates, "logs": logs}))))
-        await asyncio.sleep(0.01)
-        return []
-
-    async def close(self) -> None:
-        return None
 
 
 def test_the_agent_ships_bounded_batches_in_order_and_the_end_last(tmp_path: Path) -> None:
@@ -265,7 +230,7 @@ def test_the_agent_ships_bounded_batches_in_order_and_the_end_last(tmp_path: Pat
     work = [{"execution_id": "x1", "job_id": "j", "task_id": "t", "task_name": "t", "attempt": 1,
              "argv": ["sh", "-c", script], "env": {}, "workdir": None, "timeout": None, "cpu_limit": None,
              "memory_limit": None, "gpus": []}]
-    transport = _Batches(work)
+    transport = RecordingTransport(work, delay=0.01)
 
     async def go() -> None:
         agent = Agent(AgentConfig(data_dir=str(tmp_path / "worker"), gpus=[], poll_wait=0.2), transport,

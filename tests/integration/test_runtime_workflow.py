@@ -21,7 +21,7 @@ from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Sidecar
 from corral.runtime.docker import DockerRuntime
 from corral.runtime.process import ProcessRuntime
-from tests.support import Recorder, remove_containers
+from tests.support import Recorder, RecordingTransport, remove_containers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,38 +225,6 @@ def test_cancel_and_reap_remove_main_and_sidecars(drt: DockerRuntime, busybox_im
 
 
 # -- through the Agent ----------------------------------------------------------------------------------
-class RecordingTransport:
-    """Hands out the given work on the first poll, then nothing; keeps every update reported."""
-
-    def __init__(self, work: list[dict[str, Any]]) -> None:
-        self.work = work
-        self.updates: list[dict[str, Any]] = []
-        self.logs: list[dict[str, Any]] = []
-
-    async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        return {"node_id": NODE, "heartbeat_interval": 30.0}
-
-    async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
-        return []
-
-    async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
-        work, self.work = self.work, []
-        if not work:
-            await asyncio.sleep(wait)
-        return work, []
-
-    async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
-        self.updates += updates
-        self.logs += logs
-        return []
-
-    async def close(self) -> None:
-        return None
-
-    def final(self, ex: str) -> dict[str, Any] | None:
-        return next((u for u in self.updates if u["execution_id"] == ex and u["state"] != "running"), None)
-
-
 def assignment(ex: str, argv: list[str], **kw: Any) -> dict[str, Any]:
     return {"execution_id": ex, "job_id": "job-1", "task_id": f"task-{ex}", "task_name": "t", "attempt": 1,
             "argv": argv, "env": {}, "workdir": None, "timeout": None, "cpu_limit": None, "memory_limit": None,
@@ -264,7 +232,7 @@ def assignment(ex: str, argv: list[str], **kw: Any) -> dict[str, Any]:
 
 
 def run_agent(tmp: Path, work: list[dict[str, Any]], runtimes: dict[str, Runtime]) -> RecordingTransport:
-    transport = RecordingTransport(work)
+    transport = RecordingTransport(work, node_id=NODE)
 
     async def go() -> None:
         agent = Agent(AgentConfig(data_dir=str(tmp / "worker"), gpus=[], poll_wait=0.2), transport, runtimes)
