@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.api.asgi import refuse
+from corral.api.body import media_type
 from corral.coordinator.errors import ServiceError
 from corral.domain.addresses import is_loopback
 
@@ -178,7 +179,7 @@ class EdgeMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = media_type(headers.get("content-type"))
         if ctype in SIMPLE_TYPES:
             await self._deny(scope, receive, send, 415, f"content type '{ctype}' is not accepted: send "
                              "application/json (or YAML where a route documents it)")

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from corral.domain.paths import under
 from corral.domain.resources import parse_size
 from corral.domain.spec import JobSpec, TaskSpec, children
 
@@ -25,11 +26,6 @@ DEFAULT_CPU = 1.0  # a container's CPU limit (cores) when its task asks for none
 
 class PolicyError(ValueError):
     """A job asks for something the operator does not allow; the message says what and how to allow it."""
-
-
-def under(path: str, roots: Iterable[str]) -> bool:
-    """Whether ``path`` is one of ``roots`` or lies below one (by path components, not by prefix)."""
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,12 @@ MAX_ARGS = 10_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (such as '\\ud800', which JSON can spell): such text cannot
+    be encoded as UTF-8, so neither the store nor an answer could hold it."""
+    return _SURROGATE.search(text) is not None
+
+
 def _refuse_bool(v: Any) -> Any:
     """JSON's true and false are not numbers: lax validation would read them as 1 and 0."""
     if isinstance(v, bool):
@@ -61,12 +67,12 @@ def _surrogates(v: Any, path: str, depth: int) -> None:
     cannot be encoded as UTF-8, so the store and every answer that shows it would fail. ``depth`` levels
     of lists and maps are looked at; deeper ones are models, which look at their own."""
     if isinstance(v, str):
-        if _SURROGATE.search(v):
+        if lone_surrogate(v):
             raise ValueError(f"{path}: the text holds a lone surrogate (such as \\ud800), which is not "
                              "valid Unicode")
     elif depth > 0 and isinstance(v, dict):
         for k, x in v.items():
-            if isinstance(k, str) and _SURROGATE.search(k):
+            if isinstance(k, str) and lone_surrogate(k):
                 raise ValueError(f"{path or '(body)'}: a field name holds a lone surrogate (such as "
                                  "\\ud800), which is not valid Unicode")
             _surrogates(x, _where(path, k), depth - 1)

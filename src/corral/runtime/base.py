@@ -11,6 +11,10 @@ from typing import Protocol
 # shipped (lines may then be dropped): the runtime reads this attempt's output more slowly for a while,
 # so that the task waits on its writes.
 OutputSink = Callable[[str, str], bool | None]
+# How every runtime reads output: a line without a newline is cut at MAX_LINE characters, and while the
+# sink says the output is behind, one line is handed on every FULL_PAUSE seconds.
+MAX_LINE = 64 * 1024
+FULL_PAUSE = 0.02
 # Called once the attempt has started, with the container id (None for a host process: its pid as str).
 StartedSink = Callable[[str | None], None]
 

@@ -22,18 +22,17 @@ import docker
 import docker.errors
 import docker.types
 
+from corral.domain.paths import under
 from corral.runtime import scratch
-from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
+from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RunRequest, RunResult, StartedSink
 
 T = TypeVar("T")
 
 PIDS_LIMIT = 512
-MAX_LINE = 64 * 1024
 # Batches of lines handed by a reader thread to the event loop and not yet delivered: past this the
 # reader waits (and the container's writes with it), so output can neither pile up in the loop's queue
 # nor keep it busy with one call per line.
 MAX_BATCHES_IN_FLIGHT = 4
-FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
@@ -51,7 +50,7 @@ def checked_bind(source: str, roots: tuple[str, ...]) -> str:
         raise Refused(f"bind mount of '{source}' refused: this server allows no bind mounts")
     real = os.path.realpath(source)
     real_roots = [os.path.realpath(r) for r in roots]
-    if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots):
+    if not under(real, real_roots):
         shown = f"'{source}'" if real == source else f"'{source}' (really '{real}')"
         raise Refused(f"bind mount of {shown} refused: it is outside the allowed directories "
                       f"{', '.join(roots)}")

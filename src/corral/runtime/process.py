@@ -16,11 +16,9 @@ import tempfile
 from typing import cast
 
 from corral.runtime import scratch
-from corral.runtime.base import OutputSink, RunRequest, RunResult, StartedSink
+from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RunRequest, RunResult, StartedSink
 
-MAX_LINE = 64 * 1024
 SLICE = 2048  # lines handed on per turn of the event loop: a flood must not hold the loop
-FULL_PAUSE = 0.02  # seconds between lines while the sink says the output is behind
 # What a host task gets besides the variables it asked for: nothing of the worker's own environment
 # (its token, its database URL, whatever its shell had) reaches a task.
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

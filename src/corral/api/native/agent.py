@@ -20,7 +20,7 @@ from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.coordinator.errors import Unauthorized
 from corral.coordinator.service import LogLine, NodeInfo, Update
-from corral.domain.spec import QueueName
+from corral.domain.spec import QueueName, lone_surrogate
 
 Svc = Annotated[Services, Depends(services)]
 ID_PATTERN = "^[0-9a-f]{32}$"
@@ -52,10 +52,8 @@ POLL_CHECK = 1.0  # seconds between checks, during a long-poll, that the worker 
 
 # -- what agents send: strict types, bounded sizes -------------------------------------------------
 def _unicode(v: str) -> str:
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    if lone_surrogate(v):
+        raise ValueError("not valid Unicode text (a lone surrogate)")
     return v
 
 
