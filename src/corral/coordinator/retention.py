@@ -13,7 +13,7 @@ import time
 
 from corral.domain.states import TERMINAL_JOB_STATES
 from corral.store import hooks as sql
-from corral.store.sql import Store
+from corral.store.sql import Store, chunks
 
 log = logging.getLogger("corral.coordinator")
 TERMINAL = sorted(s.value for s in TERMINAL_JOB_STATES)
@@ -26,10 +26,10 @@ def delete_expired(store: Store, now: float | None = None, limit: int = 500) -> 
     with store.read() as tx:
         ids = sql.expired_jobs(tx, now, TERMINAL, limit)
     deleted = 0
-    for i in range(0, len(ids), BATCH):
+    for part in chunks(ids, BATCH):
         with store.transaction() as tx:
             # delete_job checks again that the job is finished: one restarted meanwhile stays.
-            deleted += sum(tx.delete_job(job_id, TERMINAL) for job_id in ids[i:i + BATCH])
+            deleted += sum(tx.delete_job(job_id, TERMINAL) for job_id in part)
     if deleted:
         log.info("autoDelete: deleted %d finished job(s)", deleted)
     return deleted

@@ -21,7 +21,7 @@ from corral.coordinator.service import Coordinator, job_rows, new_id
 from corral.domain import schedule as cron
 from corral.domain.spec import JobSpec, dump_spec
 from corral.domain.states import JobState, TaskState
-from corral.store.sql import DuplicateKey, Row
+from corral.store.sql import Row
 
 log = logging.getLogger("corral.coordinator")
 ACTIVE, PAUSED = "active", "paused"
@@ -44,17 +44,10 @@ class Schedules:
         row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
                "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
                "last_job_id": None, "created_at": now}
-        try:
-            with self.store.transaction() as tx:
-                if idem is not None:
-                    self.coord.record_key(tx, idem, mark, {"schedule": row["id"]}, now)
-                tx.insert_schedule(row)
-        except DuplicateKey:
+        earlier = self.coord.insert_once(idem, mark, {"schedule": row["id"]}, now, lambda tx: tx.insert_schedule(row))
+        if earlier is not None:
             assert idem is not None
-            done = self.coord.replay(idem, mark, now)
-            if done is None:
-                raise Conflict(f"a request with this {HEADER} is being handled; try again") from None
-            return self._created(done, idem)
+            return self._created(earlier, idem)
         return row
 
     def _created(self, done: dict[str, Any], idem: IdemKey) -> Row:

@@ -218,17 +218,11 @@ class Coordinator:
             return self._jobs_of(done, idem)
         adding = self.admit(*specs)
         items = [job_rows(spec, now) for spec in specs]
-        try:
-            with self.store.transaction() as tx:
-                if idem is not None:  # first: a concurrent duplicate waits here, then fails
-                    self.record_key(tx, idem, mark, {"jobs": [job["id"] for job, _ in items]}, now)
-                tx.insert_jobs(items)
-        except DuplicateKey:
+        earlier = self.insert_once(idem, mark, {"jobs": [job["id"] for job, _ in items]}, now,
+                                   lambda tx: tx.insert_jobs(items))
+        if earlier is not None:
             assert idem is not None
-            done = self.replay(idem, mark, now)
-            if done is None:
-                raise Conflict(f"a request with this {IDEM_HEADER} is being handled; try again") from None
-            return self._jobs_of(done, idem)
+            return self._jobs_of(earlier, idem)
         self.stats["jobs_submitted"] += len(items)
         self.pending_tasks += adding
         self.kick()
@@ -270,6 +264,25 @@ class Coordinator:
             raise Conflict(f"{IDEM_HEADER} '{idem.key}' was used for a different request on this route; "
                            "a new request needs a new key")
         return dict(row["result"])
+
+    def insert_once(self, idem: IdemKey | None, mark: str, result: dict[str, Any], now: float,
+                    insert: Callable[[Tx], None]) -> dict[str, Any] | None:
+        """Run ``insert`` in one transaction that also records the idempotency key (if any) with ``result``.
+        None when this call wrote; the earlier request's result when a concurrent one with the same key won
+        (the key is written first, so the loser waits on it and then fails on its unique constraint)."""
+        try:
+            with self.store.transaction() as tx:
+                if idem is not None:
+                    self.record_key(tx, idem, mark, result, now)
+                insert(tx)
+        except DuplicateKey:
+            if idem is None:
+                raise
+            done = self.replay(idem, mark, now)
+            if done is None:
+                raise Conflict(f"a request with this {IDEM_HEADER} is being handled; try again") from None
+            return done
+        return None
 
     def record_key(self, tx: Tx, idem: IdemKey, mark: str, result: dict[str, Any], now: float) -> None:
         tx.insert_idempotency({"scope": idem.scope, "key": idem.key, "fingerprint": mark, "result": result,

@@ -528,18 +528,16 @@ class Tx:
         return dict(r) if r else None
 
     def jobs_by_seqs(self, seqs: Iterable[int]) -> list[Row]:
-        seqs = sorted(set(seqs))
         out: list[Row] = []
-        for i in range(0, len(seqs), 500):
-            out += _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq.in_(seqs[i:i + 500]))))
+        for part in chunks(sorted(set(seqs))):
+            out += _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq.in_(part))))
         return out
 
     def tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
         """Every task of these jobs, by job then position."""
-        ids = sorted(set(job_ids))
         out: list[Row] = []
-        for i in range(0, len(ids), 500):
-            out += _rows(self.c.execute(sa.select(s.tasks).where(s.tasks.c.job_id.in_(ids[i:i + 500]))
+        for part in chunks(sorted(set(job_ids))):
+            out += _rows(self.c.execute(sa.select(s.tasks).where(s.tasks.c.job_id.in_(part))
                                         .order_by(s.tasks.c.job_id, s.tasks.c.position)))
         return out
 
