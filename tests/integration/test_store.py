@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from corral.coordinator.service import Coordinator, NodeInfo, Update
+from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Update
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 
@@ -199,3 +199,23 @@ def test_tasks_without_depends_on_in_a_graph_job_start_at_once(coord: Coordinato
     assert _states(coord, job["id"])[0] != "completed"
     _report(coord, node, first["y"], "completed", 0)
     assert _states(coord, job["id"])[0] == "completed"
+
+
+def test_a_tail_is_bounded_by_lines_and_by_bytes_and_comes_oldest_first(coord: Coordinator) -> None:
+    job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "true"}]}))
+    node = _node(coord)
+    ex = _assigned(coord, node)[0]
+    coord.report(node, [Update(ex, "running", time.time())], [])
+    wide = "x" * 999  # 1,000 bytes a line with its newline (2.5 MB in all: under the stored log cap)
+    lines = [LogLine(ex, "stdout", f"{i:05d}{wide[5:]}", time.time()) for i in range(2_500)]
+    for i in range(0, len(lines), 500):
+        coord.report(node, [], lines[i:i + 500])
+    with coord.store.read() as tx:
+        # Read backwards in chunks smaller than the tail: the chunk edges lose and repeat nothing.
+        got = tx.tail_logs(job["id"], 2_200, max_bytes=10**9, chunk=300)
+        assert [r["line"][:5] for r in got] == [f"{i:05d}" for i in range(300, 2_500)]
+        # 2,500 bytes hold two whole lines of 1,000: the newest two, and never less than one line.
+        assert [r["line"][:5] for r in tx.tail_logs(job["id"], 2_200, max_bytes=2_500)] == ["02498", "02499"]
+        assert len(tx.tail_logs(job["id"], 5, max_bytes=1)) == 1
+        before = got[10]["seq"]
+        assert tx.tail_logs(job["id"], 3, max_bytes=10**9, after_seq=before)[0]["line"][:5] == "02497"

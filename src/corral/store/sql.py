@@ -494,17 +494,35 @@ class Tx:
             return 0
         return self.c.execute(_LOG_BYTES, [{"b_id": i, "b_old": old, "v": new} for i, old, new in counts]).rowcount
 
-    def logs(self, job_id: str, *, after_seq: int = 0, tail: int | None = None,
-             limit: int = 10000) -> list[Row]:
+    def logs(self, job_id: str, *, after_seq: int = 0, limit: int = 10000) -> list[Row]:
         cols = [s.logs.c.seq, s.logs.c.task_id, s.logs.c.execution_id, s.logs.c.stream, s.logs.c.line,
                 s.logs.c.ts]
-        if tail is not None:
-            q = (sa.select(*cols).where(s.logs.c.job_id == job_id, s.logs.c.seq > after_seq)
-                 .order_by(s.logs.c.seq.desc()).limit(tail))
-            return list(reversed(_rows(self.c.execute(q))))
         q = (sa.select(*cols).where(s.logs.c.job_id == job_id, s.logs.c.seq > after_seq)
              .order_by(s.logs.c.seq).limit(limit))
         return _rows(self.c.execute(q))
+
+    def tail_logs(self, job_id: str, n: int, max_bytes: int, after_seq: int = 0, chunk: int = 1000) -> list[Row]:
+        """The last ``n`` lines after ``after_seq``, oldest first, but no more than about ``max_bytes`` of
+        text: read backwards a chunk at a time, so a tail of long lines never loads more than it sends."""
+        cols = [s.logs.c.seq, s.logs.c.task_id, s.logs.c.execution_id, s.logs.c.stream, s.logs.c.line,
+                s.logs.c.ts]
+        out: list[Row] = []
+        size, before = 0, None
+        while len(out) < n:
+            want = min(chunk, n - len(out))
+            conds = [s.logs.c.job_id == job_id, s.logs.c.seq > after_seq]
+            if before is not None:
+                conds.append(s.logs.c.seq < before)
+            part = _rows(self.c.execute(sa.select(*cols).where(*conds).order_by(s.logs.c.seq.desc()).limit(want)))
+            for r in part:
+                size += len(r["line"]) + 1
+                if size > max_bytes and out:
+                    return list(reversed(out))
+                out.append(r)
+            if len(part) < want:
+                break
+            before = part[-1]["seq"]
+        return list(reversed(out))
 
     def _log_owner(self, job_id: str, owner: str | None) -> list[Any]:
         conds: list[Any] = [s.logs.c.job_id == job_id]

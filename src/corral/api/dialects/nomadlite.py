@@ -32,6 +32,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 LEADER_ID = 1  # this coordinator, in the cluster it reports
 OUTPUT_LINES = 1000  # the last lines of output shown per job
+OUTPUT_BYTES = 256 * 1024  # and at most about this much text of them
 # Corral's job states as nomad-lite's: a job placed on a worker but not started yet is still pending.
 STATUS = {"pending": "pending", "scheduled": "pending", "running": "running", "completed": "completed",
           "failed": "failed", "cancelled": "cancelled"}
@@ -108,7 +109,7 @@ def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
     by_job: dict[str, list[Row]] = {}
     for t in tx.tasks_of_jobs(j["id"] for j in jobs):
         by_job.setdefault(t["job_id"], []).append(t)
-    return [job_view(j, by_job.get(j["id"], []), tx.logs(j["id"], tail=OUTPUT_LINES)) for j in jobs]
+    return [job_view(j, by_job.get(j["id"], []), tx.tail_logs(j["id"], OUTPUT_LINES, OUTPUT_BYTES)) for j in jobs]
 
 
 # -- jobs -----------------------------------------------------------------------------------------

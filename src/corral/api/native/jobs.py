@@ -206,7 +206,7 @@ async def logs(
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
             if tail_n is not None:
-                return tx.logs(job_id, after_seq=after_seq, tail=tail_n), job["state"], False
+                return tx.tail_logs(job_id, tail_n, LOG_PAGE_BYTES, after_seq), job["state"], False
             rows: list[dict[str, Any]] = []
             size, last = 0, after_seq
             while len(rows) < limit and size < LOG_PAGE_BYTES:
