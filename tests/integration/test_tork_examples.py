@@ -68,7 +68,8 @@ def _check_timeout(c: Cluster, job: dict[str, Any]) -> None:
 def _check_parallel(c: Cluster, job: dict[str, Any]) -> None:
     assert job["state"] == "COMPLETED", job
     lines = _lines(c, job["id"])
-    assert sorted(lines[:3]) == ["a", "b", "c"] and lines[3:] == ["all done"]
+    runs = [(e.get("name"), e.get("state"), e.get("id")) for e in job["execution"]]  # says why, when it fails
+    assert sorted(lines[:3]) == ["a", "b", "c"] and lines[3:] == ["all done"], (lines, runs)
     kids = [e for e in job["execution"] if e.get("parentId")]
     starts = sorted(e["startedAt"] for e in kids)
     ends = sorted(e["completedAt"] for e in kids)
