@@ -79,6 +79,19 @@ def test_instant_exit_loses_nothing(rt: DockerRuntime, busybox_image: str) -> No
         assert result == RunResult(0) and rec.lines("stdout") == ["hi"]
 
 
+def test_quick_containers_side_by_side_say_each_line_once(rt: DockerRuntime, busybox_image: str) -> None:
+    """Many short containers at once, as a busy node runs them: each line comes exactly once (an attach that
+    replayed the log file as well as streaming live output gave a line twice when the Engine was busy)."""
+    async def go() -> list[tuple[RunResult, Recorder]]:
+        recs = [Recorder() for _ in range(12)]
+        results = await asyncio.gather(*(rt.run(req(busybox_image, ["sh", "-c", "echo one; echo two"]),
+                                                rec.output, rec.on_started) for rec in recs))
+        return list(zip(results, recs, strict=True))
+
+    for result, rec in asyncio.run(go()):
+        assert result == RunResult(0) and rec.lines("stdout") == ["one", "two"]
+
+
 def test_many_lines_in_order(rt: DockerRuntime, busybox_image: str) -> None:
     result, rec = run(rt, req(busybox_image, ["seq", "1", "20000"]))
     assert result == RunResult(0)

@@ -337,8 +337,11 @@ class DockerRuntime:
         side_readers: list[asyncio.Future[None]] = []
 
         async def attach(cid: str, prefix: str) -> asyncio.Future[None]:
+            # Before the start, and live output only: the Engine subscribes an attach to the container's
+            # streams before it answers, so nothing is missed; with logs=True it would also replay the log
+            # file, and a line written between the subscription and that replay came twice (seen under load).
             chunks = await loop.run_in_executor(serial, lambda: api.attach(
-                cid, stdout=True, stderr=True, stream=True, logs=True, demux=True))
+                cid, stdout=True, stderr=True, stream=True, logs=False, demux=True))
             streams.append(chunks)
             return _in_thread(lambda: read(chunks, prefix))
 
