@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from corral import __version__
-from corral.api import edge, errors, health
+from corral.api import docs_ui, edge, errors, health
 from corral.api.deps import Services
 from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
@@ -64,7 +64,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             store.close()
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
-                  description="Runs jobs of container and host-process tasks across worker machines.")
+                  description="Runs jobs of container and host-process tasks across worker machines.",
+                  docs_url=None, redoc_url=None)
+    docs_ui.install(app)  # /docs and /redoc from local assets, not a CDN
     app.state.services = Services(coord, wakeups, config.agent_token)
     errors.install(app)
     app.include_router(jobs.router)
