@@ -33,6 +33,14 @@ def test_run_host_process_streams_both_streams_and_exits_with_the_task_code(stan
 
 
 @pytest.mark.docker
+def test_run_of_a_missing_command_in_an_image_exits_127(standalone: Cluster, busybox_image: str) -> None:
+    r = corral("run", "--image", busybox_image, "--", "no-such-program-here", server=standalone.url)
+    assert r.returncode == 127 and "no-such-program-here" in r.stderr, r.stderr
+    job = standalone.client.get("/v1/jobs").json()["items"][0]
+    assert standalone.job(job["id"])["tasks"][0]["exit_code"] == 127
+
+
+@pytest.mark.docker
 def test_run_with_an_image_prints_the_container_output(standalone: Cluster, busybox_image: str) -> None:
     r = corral("run", "--image", busybox_image, "-e", "GREETING=hello", "--name", "greet", "--",
                "sh", "-c", "echo $GREETING from the container", server=standalone.url)
@@ -42,10 +50,14 @@ def test_run_with_an_image_prints_the_container_output(standalone: Cluster, busy
     assert standalone.job(job["id"])["tasks"][0]["runtime"] == "docker"
 
 
-def test_run_failure_without_an_exit_code_prints_the_error(standalone: Cluster) -> None:
+def test_run_exits_as_the_shell_would(standalone: Cluster) -> None:
+    """A timeout exits 124 (as `timeout`), a command that is not there 127 (as a shell and `docker run`), each
+    with the error said on stderr; a bad option 2."""
     r = corral("run", "--timeout", "0.5s", "--", "sleep", "10", server=standalone.url)
-    assert r.returncode == 1
+    assert r.returncode == 124
     assert "error:" in r.stderr and "timed out" in r.stderr
+    missing = corral("run", "--", "no-such-program-here", server=standalone.url)
+    assert missing.returncode == 127 and "no-such-program-here" in missing.stderr, missing.stderr
     bad = corral("run", "--memory", "lots", "--", "true", server=standalone.url)
     assert bad.returncode == 2 and "--memory" in bad.stderr
 

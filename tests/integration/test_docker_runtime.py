@@ -125,7 +125,7 @@ def test_missing_executable_is_a_clear_error(rt: DockerRuntime, busybox_image: s
                                              docker_client: docker.DockerClient) -> None:
     r = req(busybox_image, ["no-such-program"])
     result, rec = run(rt, r)
-    assert result.exit_code is None
+    assert result.exit_code == 127  # as `docker run` exits
     assert result.error is not None and result.error.startswith("could not start container: ")
     assert "no-such-program" in result.error
     assert gone(docker_client, r)

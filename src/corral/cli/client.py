@@ -154,7 +154,9 @@ def shell_status(code: int) -> int:
 
 
 def run_status(job: Json) -> int:
-    """The exit status of `corral run`: the task's own exit code, 1 for other failures, 130 if cancelled."""
+    """The exit status of `corral run`: the task's own exit code (126 or 127 when its command could not be
+    run, as `docker run` says), 124 when it timed out (as `timeout` says), 1 for other failures, 130 if
+    cancelled."""
     if job["state"] == "completed":
         return 0
     if job["state"] == "cancelled":
@@ -163,9 +165,14 @@ def run_status(job: Json) -> int:
     tasks = job.get("tasks") or []
     task = next((t for t in tasks if t.get("state") in ("failed", "lost")), tasks[-1] if tasks else {})
     code, error = task.get("exit_code"), task.get("error") or job.get("error") or "the job failed"
-    if code is None or code == 0 or error != f"exit code {code}":
+    if code is None and str(task.get("error") or "").startswith("timed out after"):
         fail(CliError(str(job.get("error") or error)))
-    return 1 if code is None else shell_status(int(code))
+        return 124
+    if code is None or code == 0:
+        fail(CliError(str(job.get("error") or error)))
+    if error != f"exit code {code}":
+        fail(CliError(str(job.get("error") or error)))
+    return shell_status(int(code))
 
 
 def summary(job: Json) -> int:
@@ -212,7 +219,9 @@ RUN_HELP = """Run one command as a job, stream its output, and exit with its exi
 
 \b
 The command runs in a container of IMAGE, or as a host process on the worker when no --image is
-given. Its stdout and stderr come back on yours. Ctrl-C cancels the job (exit 130).
+given. Its stdout and stderr come back on yours. Ctrl-C cancels the job (exit 130). A command
+that is not there exits 127 and one that may not run 126 (as `docker run`); a timeout exits 124 (as
+`timeout`).
 
 \b
 Examples:

@@ -94,6 +94,17 @@ class RunResult:
     error: str | None = None  # set when the attempt could not run at all (bad image, spawn failure)
 
 
+def exec_failure_status(message: str) -> int | None:
+    """The shell's exit status for a command that could not be executed, from the reason given: 127 when
+    it was not found, 126 when it may not be run (as a shell and `docker run` answer); else None."""
+    m = message.lower()
+    if "executable file not found" in m or "no such file or directory" in m:
+        return 127
+    if "permission denied" in m:
+        return 126
+    return None
+
+
 class RuntimeError_(Exception):
     """An attempt that could not be started; the message is shown to the user as the task's error."""
 

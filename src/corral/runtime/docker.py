@@ -24,7 +24,15 @@ import docker.types
 
 from corral.domain.paths import under
 from corral.runtime import scratch
-from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RunRequest, RunResult, StartedSink
+from corral.runtime.base import (
+    FULL_PAUSE,
+    MAX_LINE,
+    OutputSink,
+    RunRequest,
+    RunResult,
+    StartedSink,
+    exec_failure_status,
+)
 
 T = TypeVar("T")
 
@@ -345,9 +353,9 @@ class DockerRuntime:
             streams.append(chunks)
             return _in_thread(lambda: read(chunks, prefix))
 
-        async def fail(message: str) -> RunResult:
+        async def fail(message: str, status: int | None = None) -> RunResult:
             await loop.run_in_executor(serial, self._remove_all, everything)
-            return RunResult(None, message)
+            return RunResult(status, message)
 
         try:
             try:
@@ -388,7 +396,8 @@ class DockerRuntime:
             try:
                 await loop.run_in_executor(serial, api.start, cid)
             except docker.errors.DockerException as e:
-                return await fail(f"could not start container: {_short(e)}")
+                message = f"could not start container: {_short(e)}"
+                return await fail(message, exec_failure_status(message))  # 127 or 126, as `docker run`
             on_started(cid)
             gate.set()
             try:

@@ -200,7 +200,8 @@ class ProcessRuntime:
         except (OSError, ValueError) as e:
             for fd in (out_r, err_r):
                 os.close(fd)
-            return RunResult(None, f"could not start {argv[0]!r}: {e}")
+            status = 127 if isinstance(e, FileNotFoundError) else 126 if isinstance(e, PermissionError) else None
+            return RunResult(status, f"could not start {argv[0]!r}: {e}")
         finally:
             os.close(out_w)
             os.close(err_w)
