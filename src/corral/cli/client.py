@@ -170,6 +170,7 @@ def run_status(job: Json) -> int:
         return 124
     if code is None or code == 0:
         fail(CliError(str(job.get("error") or error)))
+        return 1
     if error != f"exit code {code}":
         fail(CliError(str(job.get("error") or error)))
     return shell_status(int(code))
