@@ -62,6 +62,17 @@ def test_run_exits_as_the_shell_would(standalone: Cluster) -> None:
     assert bad.returncode == 2 and "--memory" in bad.stderr
 
 
+def test_a_long_message_on_a_piped_stderr_stays_on_one_line(standalone: Cluster, tmp_path: Path) -> None:
+    """CI logs: a failure's last line is not cut at 80 columns when stderr is not a terminal."""
+    name = "a-task-with-a-rather-long-name-" + "x" * 60
+    job_file = tmp_path / "long.yaml"
+    job_file.write_text(f"name: long\ntasks:\n  - name: {name}\n    run: exit 3\n")
+    r = corral("submit", str(job_file), "--wait", server=standalone.url, env={"COLUMNS": ""})
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("job ") and "failed" in last and name in last, r.stderr
+
+
 def test_submit_wait_then_ls_get_and_logs(standalone: Cluster, tmp_path: Path) -> None:
     job_file = tmp_path / "job.yaml"
     job_file.write_text(

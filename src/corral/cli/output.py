@@ -18,7 +18,8 @@ from corral.cli.api import Json
 # Piped output is not cut to 80 columns: a table is as wide as its content (COLUMNS still wins).
 _WIDE = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 250
 out = Console(highlight=False, markup=False, emoji=False, width=_WIDE)
-err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+# Messages on a stderr that is not a terminal (CI logs, files) stay one line each, however long.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 STATE_STYLE = {
     "pending": "yellow", "scheduled": "cyan", "running": "bold blue", "completed": "green",
