@@ -62,6 +62,26 @@ def test_run_exits_as_the_shell_would(standalone: Cluster) -> None:
     assert bad.returncode == 2 and "--memory" in bad.stderr
 
 
+def test_the_short_ids_tables_show_are_accepted(standalone: Cluster) -> None:
+    jobs = [standalone.submit({"name": f"short-{i}", "tasks": [{"run": "echo hi"}]}) for i in range(3)]
+    job = jobs[0]
+    standalone.wait_job(job["id"])
+    short = job["id"][:12]
+    got = corral("jobs", "get", short, "-o", "json", server=standalone.url)
+    assert got.returncode == 0 and json.loads(got.stdout)["id"] == job["id"], got.stderr
+    logs = corral("jobs", "logs", short, server=standalone.url)
+    assert logs.returncode == 0 and logs.stdout.splitlines() == ["hi"]
+    # The API's filter behind it: every job whose id starts so, and only those.
+    first = job["id"][0]
+    listed = standalone.client.get("/v1/jobs", params={"id_prefix": first, "limit": 1000}).json()["items"]
+    assert job["id"] in {j["id"] for j in listed} and all(j["id"].startswith(first) for j in listed)
+    assert standalone.client.get("/v1/jobs", params={"id_prefix": "XYZ"}).status_code == 400
+    unknown = next(p for p in ("ffff0000", "0000ffff", "abcd0123") if not any(j["id"].startswith(p) for j in jobs))
+    missing = corral("jobs", "get", unknown, server=standalone.url)
+    assert missing.returncode == 1 and f"starts with '{unknown}'" in missing.stderr
+    assert len(missing.stderr.splitlines()) == 1
+
+
 def test_a_long_message_on_a_piped_stderr_stays_on_one_line(standalone: Cluster, tmp_path: Path) -> None:
     """CI logs: a failure's last line is not cut at 80 columns when stderr is not a terminal."""
     name = "a-task-with-a-rather-long-name-" + "x" * 60

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,17 +138,32 @@ class Client:
     def list_jobs(self, **params: Any) -> Json:
         return self._json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
 
+    def job_id(self, given: str) -> str:
+        """The full id of the job whose id is or starts with ``given`` (the short ids tables show, at least
+        4 characters). Anything else is passed on as it is, for the server to say what is wrong with it."""
+        if FULL_ID.fullmatch(given) or not SHORT_ID.fullmatch(given):
+            return given
+        items = self.list_jobs(id_prefix=given, limit=2)["items"]
+        if not items:
+            raise ApiError(404, f"no job with an id that starts with '{given}'")
+        if len(items) > 1:
+            raise ApiError(409, f"'{given}' starts more than one job's id: give more of it")
+        return str(items[0]["id"])
+
+    def _job_path(self, given: str, suffix: str = "") -> str:
+        return f"/v1/jobs/{quote(self.job_id(given), safe='')}{suffix}"
+
     def job(self, job_id: str) -> Json:
-        return self._json("GET", _job_path(job_id))
+        return self._json("GET", self._job_path(job_id))
 
     def cancel(self, job_id: str) -> Json:
-        return self._json("POST", _job_path(job_id, "/cancel"))
+        return self._json("POST", self._job_path(job_id, "/cancel"))
 
     def restart(self, job_id: str) -> Json:
-        return self._json("POST", _job_path(job_id, "/restart"))
+        return self._json("POST", self._job_path(job_id, "/restart"))
 
     def delete(self, job_id: str) -> None:
-        self.request("DELETE", _job_path(job_id))
+        self.request("DELETE", self._job_path(job_id))
 
     def logs(self, job_id: str, tail: int | None = None, follow: bool = False,
              reconnect_for: float = 30.0) -> Iterator[Json]:
@@ -157,13 +173,14 @@ class Client:
         With ``follow`` the lines stream until the job ends. A stream that breaks (a server restart, a
         proxy timeout) is opened again after the last line seen, for up to ``reconnect_for`` seconds.
         """
+        path = self._job_path(job_id, "/logs")
         params: dict[str, Any] = {"format": "ndjson"}
         if tail is not None:
             params["tail"] = tail
         if not follow:
             # Page after page: a page ends where X-Next-After says the next one starts.
             while True:
-                r = self.request("GET", _job_path(job_id, "/logs"), params=params)
+                r = self.request("GET", path, params=params)
                 yield from _ndjson(r.iter_lines())
                 nxt = r.headers.get("X-Next-After")
                 if nxt is None or tail is not None:
@@ -175,7 +192,7 @@ class Client:
         connected = False
         while True:
             try:
-                with self.http.stream("GET", _job_path(job_id, "/logs"), params=params, timeout=timeout) as r:
+                with self.http.stream("GET", path, params=params, timeout=timeout) as r:
                     if r.status_code >= 400:
                         r.read()
                         raise _problem(r)
@@ -224,8 +241,8 @@ class Client:
         return self._json("GET", "/v1/queues")
 
 
-def _job_path(job_id: str, suffix: str = "") -> str:
-    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+FULL_ID = re.compile(r"[0-9a-f]{32}")
+SHORT_ID = re.compile(r"[0-9a-f]{4,31}")
 
 
 def _schedule_path(schedule_id: str, suffix: str = "") -> str:

@@ -178,8 +178,10 @@ class Tx:
     def list_jobs(self, *, state: str | None = None, queue: str | None = None, tag: str | None = None,
                   q: str | None = None, created_after: float | None = None,
                   created_before: float | None = None, before_seq: int | None = None,
-                  limit: int = 50) -> tuple[list[Row], int]:
+                  id_prefix: str | None = None, limit: int = 50) -> tuple[list[Row], int]:
         conds: list[Any] = []
+        if id_prefix:  # lowercase hex (checked by the caller): a range the unique index on id answers
+            conds += [s.jobs.c.id >= id_prefix, s.jobs.c.id < id_prefix + "g"]
         if state:
             conds.append(s.jobs.c.state.in_(list(dict.fromkeys(state.split(",")))))  # each state once
         if queue:

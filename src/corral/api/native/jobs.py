@@ -108,6 +108,8 @@ def list_jobs(
     queue: str | None = None,
     tag: str | None = None,
     q: Annotated[str | None, Query(description="Text to find in the name or tags")] = None,
+    id_prefix: Annotated[str | None, Query(pattern="^[0-9a-f]{1,32}$",
+                                           description="The start of the job's id (the short ids tables show)")] = None,
     created_after: Annotated[str | None, Query(description="RFC 3339 time or UNIX seconds")] = None,
     created_before: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 50,
@@ -128,7 +130,8 @@ def list_jobs(
         raise BadInput(str(e)) from e
     with svc.coord.store.read() as tx:
         rows, total = tx.list_jobs(state=state, queue=queue, tag=tag, q=q, created_after=after,
-                                   created_before=before, before_seq=before_seq, limit=limit + 1)
+                                   created_before=before, before_seq=before_seq, id_prefix=id_prefix,
+                                   limit=limit + 1)
     # One row more than asked tells whether another page exists.
     more = len(rows) > limit
     rows = rows[:limit]
