@@ -46,7 +46,7 @@ def field_errors(e: ValidationError | RequestValidationError) -> list[dict[str, 
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if err.get("type") == "extra_forbidden":
+        if err.get("type") == "extra_forbidden" and "did you mean" not in msg:
             msg = "unknown field"
         out.append({"field": ".".join(loc) or "(body)", "message": msg})
     return out

@@ -6,12 +6,14 @@ parsing and the OpenAPI schema. They hold no I/O.
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from corral.domain import dag, expr
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
@@ -81,6 +83,25 @@ def _surrogates(v: Any, path: str, depth: int) -> None:
             _surrogates(x, f"{path}[{i}]", depth - 1)
 
 
+_KNOWN: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def known_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The keys a model takes: each field by its alias (what users write) and its name."""
+    names = _KNOWN.get(model)
+    if names is None:
+        found = {n for n, f in model.model_fields.items() if not n.startswith("_")}
+        found |= {f.alias for f in model.model_fields.values() if f.alias}
+        names = _KNOWN[model] = tuple(sorted(found))
+    return names
+
+
+def did_you_mean(key: str, known: tuple[str, ...]) -> str | None:
+    """The known key an unknown one was most likely meant to be (``imgae`` -> ``image``), if one is close."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75) if len(key) <= 64 else []
+    return close[0] if close else None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -90,6 +111,14 @@ class Strict(BaseModel):
         # This level's keys and values, and one level of lists and maps inside (command, env, inputs,
         # tags, ...); a map inside that is a model of its own, and is looked at when it is validated.
         _surrogates(data, "", 3)
+        if isinstance(data, dict):
+            known = known_fields(cls)
+            for key in data:
+                if isinstance(key, str) and key not in known:
+                    meant = did_you_mean(key, known)
+                    if meant is not None and meant not in data:  # else: pydantic's "unknown field", at the key
+                        raise PydanticCustomError("extra_forbidden", "unknown field '{key}': did you mean '{meant}'?",
+                                                  {"key": key, "meant": meant})
         return data
 
 
