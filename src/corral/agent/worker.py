@@ -23,7 +23,7 @@ from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
 from corral.runtime import scratch
-from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
+from corral.runtime.base import Mount, RegistryAuth, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
@@ -496,7 +496,10 @@ class Agent:
                              memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
                              files=files, mounts=mounts, sidecars=sidecars, scratch=sc,
                              bind_roots=tuple(policy.get("bind_roots") or ()),
-                             volumes=tuple(policy.get("volumes") or ()))
+                             volumes=tuple(policy.get("volumes") or ()),
+                             registry=RegistryAuth(str(reg.get("username") or ""), str(reg.get("password") or ""))
+                             if isinstance(reg := w.get("registry"), dict) else None,
+                             networks=tuple(str(n) for n in w.get("networks") or ()))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

@@ -272,6 +272,7 @@ class Nodes:
                 "cpu_limit": cpu_limit, "memory_limit": memory_limit, "policy": host_policy,
                 "gpus": ex["gpus"], "files": spec.get("files") or {},
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
+                "registry": spec.get("registry"), "networks": spec.get("networks") or [],
                 "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
                               "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
                              for c in spec.get("sidecars") or ()],
