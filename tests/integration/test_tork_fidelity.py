@@ -20,11 +20,13 @@ from tests.harness import Cluster
 from tests.support import MISSING_IMAGE, MISSING_IMAGE_ERROR, Recorder, remove_containers
 from tests.support import TORK_DONE as DONE
 
+NET = f"corral-test-{uuid.uuid4().hex[:8]}"  # the network the server lets tasks join (made by the test)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("tork-fidelity"))
-    c.up()
+    c.up("--allow-network", NET, "--allow-network", f"{NET}-absent")
     yield c
     c.close()
 
@@ -105,7 +107,12 @@ def test_a_registry_password_is_never_shown(server: Cluster, busybox_image: str)
 
 def test_a_task_joins_its_networks(server: Cluster, busybox_image: str, docker_client: docker.DockerClient) -> None:
     c = server
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
+    name = NET
+    # Only the networks the operator named may be joined: another is a 400 at submit, saying how to allow it.
+    r = c.client.post("/jobs", content=f"name: x\ntasks:\n- image: {busybox_image}\n  networks: [bridge]\n"
+                                       "  run: 'true'\n", headers={"Content-Type": "text/yaml"})
+    assert r.status_code == 400 and "network 'bridge' is not one this server lets tasks join" in r.json()["message"]
+    assert "--allow-network bridge" in r.json()["message"]
     net = docker_client.networks.create(name)
     peer = docker_client.containers.run(
         busybox_image, ["sh", "-c", "echo hello-from-peer > /tmp/index.html && httpd -f -p 8080 -h /tmp"],

@@ -120,3 +120,14 @@ def test_tork_takes_registry_networks_and_subjob_webhooks() -> None:
     assert spec.tasks[1].subjob is not None and len(spec.tasks[1].subjob.webhooks) == 1
     with pytest.raises(DialectError, match="probe is not supported yet"):
         tork.to_spec({"tasks": [{"run": "true", "probe": {"path": "/"}}]})
+
+
+def test_networks_are_only_those_the_operator_allows() -> None:
+    from corral.coordinator.policy import Policy, PolicyError
+
+    spec = JobSpec.model_validate({"tasks": [{"name": "t", "image": "busybox", "run": "x", "networks": ["backend"]}]})
+    with pytest.raises(PolicyError, match="none is allowed; corral server --allow-network backend"):
+        Policy().check(spec)
+    Policy(networks=("backend",)).check(spec)
+    with pytest.raises(PolicyError, match="network 'db' .*allowed: backend"):  # an evaluated task, too
+        Policy(networks=("backend",)).check_task({"image": "b", "run": "x", "networks": ["db"]}, "t")
