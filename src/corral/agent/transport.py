@@ -49,6 +49,9 @@ class Transport(Protocol):
         ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
     async def leave(self, node_id: str) -> None: ...
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        """The NodePort services this node forwards, with their ready endpoints."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -109,6 +112,16 @@ class HttpTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._post(f"/v1/agent/nodes/{node_id}/leave", {})
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
+        r = await self.client.get(f"/v1/agent/nodes/{node_id}/services", headers=headers)
+        if r.status_code == 404:
+            raise UnknownNode(r.text)
+        if r.status_code in (401, 403):
+            raise Refused(f"the coordinator refused this node: {_detail(r)}")
+        r.raise_for_status()
+        return list(r.json()["services"])
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -171,6 +184,10 @@ class LocalTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._call(node_id, lambda: self.coord.leave(node_id))
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        from corral.coordinator.services import Services
+        return await self._call(node_id, lambda: Services(self.coord).for_node(node_id))
 
     async def close(self) -> None:
         return None

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from corral import __version__
 from corral.agent import capacity
+from corral.agent.forward import Forwarder
 from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
@@ -28,6 +29,7 @@ from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
+SERVICES_INTERVAL_S = 1.0  # how often the NodePort services to forward are read
 
 
 REFUSED_LINE = "[corral: a line the coordinator refused was dropped]"
@@ -58,6 +60,7 @@ class AgentConfig:
     memory: int | None = None
     gpus: list[dict[str, Any]] | None = None  # override detection (None: ask nvidia-smi)
     poll_wait: float = 20.0
+    forward_host: str = "0.0.0.0"  # where NodePort services' node ports are opened
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -106,6 +109,7 @@ class Agent:
         self._lock: IO[str] | None = None  # the node directory's lock, held while this agent lives
         self._abandoned: set[str] = set()  # stopped by stop(): no final report, handed back by leave
         self._stopped = False
+        self.forwarder = Forwarder(config.forward_host)  # NodePort services (corral.agent.forward)
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -167,7 +171,8 @@ class Agent:
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
-                       asyncio.create_task(self._progress_loop(), name="agent-progress")]
+                       asyncio.create_task(self._progress_loop(), name="agent-progress"),
+                       asyncio.create_task(self._services_loop(), name="agent-services")]
 
     async def _register(self, given: dict[str, Any] | None = None) -> None:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
@@ -267,6 +272,7 @@ class Agent:
         for t in flush:
             t.cancel()
         await asyncio.gather(*flush, return_exceptions=True)
+        await self.forwarder.close()
         if self.node_id is not None:
             try:
                 await asyncio.wait_for(self.transport.leave(self.node_id), 5)
@@ -318,6 +324,19 @@ class Agent:
                 raise
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
+
+    async def _services_loop(self) -> None:
+        """Every second, the NodePort services to forward here and their ready endpoints; while the
+        coordinator does not answer, forwarding goes on to the endpoints it gave last."""
+        while True:
+            assert self.node_id is not None
+            try:
+                await self.forwarder.apply(await self.transport.node_services(self.node_id))
+            except (asyncio.CancelledError, Refused):
+                raise
+            except Exception as e:  # UnknownNode too: the heartbeat registers again
+                log.debug("reading this node's services failed: %s", e)
+            await asyncio.sleep(SERVICES_INTERVAL_S)
 
     def _stop(self, ids: list[str]) -> None:
         for ex_id in ids:

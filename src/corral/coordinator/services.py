@@ -17,6 +17,7 @@ knowledge of services, and one primary key decides every race, however many coor
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import time
@@ -129,12 +130,13 @@ class Services:
     def get(self, service_id: str) -> dict[str, Any]:
         return view(self._row(service_id))
 
-    def list(self, namespace: str | None = None, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def list(self, namespace: str | None = None, after_seq: int = 0,
+             limit: int = 1000) -> builtins.list[dict[str, Any]]:
         with self.store.read() as tx:
             rows = tx.services(namespace, after_seq=after_seq, limit=limit)
         return [{**view(r), "seq": r["seq"]} for r in rows]
 
-    def endpoints(self, service_id: str) -> list[dict[str, Any]]:
+    def endpoints(self, service_id: str) -> builtins.list[dict[str, Any]]:
         """The service's ready endpoints now (see corral.domain.services.endpoints)."""
         with self.store.read() as tx:
             row = tx.service(service_id)
@@ -145,7 +147,7 @@ class Services:
             nodes = {n["id"]: n for n in tx.nodes()}
         return domain.endpoints(spec, pods, nodes)
 
-    def for_node(self, node_id: str) -> list[dict[str, Any]]:
+    def for_node(self, node_id: str) -> builtins.list[dict[str, Any]]:
         """What a node forwards: every NodePort service with, for each port held on this node, its ready
         endpoints. Ports missing on this node (it joined after the service was made, or came back) are
         held for it first; one that a pod holds there is left out."""
@@ -199,7 +201,8 @@ class Services:
             return f"a service with id '{sid}' exists"
         return f"namespace '{spec.namespace}' has a service named '{spec.name}'"
 
-    def _allocate(self, tx: Tx, sid: str, spec: ServiceSpec, keep: dict[tuple[int, str], int]) -> list[dict[str, Any]]:
+    def _allocate(self, tx: Tx, sid: str, spec: ServiceSpec,
+                  keep: dict[tuple[int, str], int]) -> builtins.list[dict[str, Any]]:
         """The spec's ports, each with its ``targetPort`` resolved and, for a NodePort service, its
         ``nodePort``, held in node_ports on the pseudo node and every live node. Raises _Lost if a port
         was taken meanwhile, Conflict if one asked for is in use, Overloaded if the range is full."""
