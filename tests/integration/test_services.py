@@ -4,12 +4,14 @@ on every node (and on one that joins later), the agent's services route and its 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.harness import Cluster
+from tests.support import ID_RE, corral
 
 WEB = {"name": "web", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
 
@@ -133,3 +135,27 @@ def test_node_ports_on_every_node_and_the_agent_route(server: Cluster) -> None:
     assert _node_services(c, n1) == []
     assert _create(c, {**WEB, "name": "np5", "type": "NodePort",
                        "ports": [{"port": 80, "nodePort": ports[0]}]}).status_code == 201
+
+
+def test_cli_create_ls_get_endpoints_rm(server: Cluster, tmp_path: Path) -> None:
+    url = server.url
+    f = tmp_path / "svc.yaml"
+    f.write_text("name: cli\nnamespace: tools\ntype: NodePort\nselector: {app: cli}\n"
+                 "ports:\n  - {name: http, port: 80, targetPort: 8080}\n")
+    r = corral("services", "create", str(f), server=url)
+    assert r.returncode == 0, r.stderr
+    sid = r.stdout.strip()
+    assert ID_RE.match(sid) and "tools/cli (NodePort): 80->8080/TCP (node 3" in r.stderr
+    ls = corral("services", "ls", "--namespace", "tools", server=url)
+    row = next(line for line in ls.stdout.splitlines() if line.startswith(sid[:12]))
+    assert "cli" in row and "NodePort" in row and "app=cli" in row
+    got = corral("services", "get", sid, server=url)
+    assert got.returncode == 0 and "no ready pod" in got.stdout, got.stderr
+    eps = corral("services", "endpoints", sid, server=url)
+    assert eps.returncode == 0 and eps.stdout == "" and "no endpoints" in eps.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: cli\nports: []\n")
+    refused = corral("services", "create", str(bad), server=url)
+    assert refused.returncode == 2 and "is not a valid service" in refused.stderr and "ports" in refused.stderr
+    rm = corral("services", "rm", sid, sid, server=url)
+    assert rm.returncode == 1 and rm.stdout.strip() == f"{sid} deleted" and f"no service with id '{sid}'" in rm.stderr
