@@ -227,7 +227,8 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
-                      "runtimes": list(runtimes) or ["process", "docker"]},
+                      "runtimes": list(runtimes) or ["process", "docker"],
+                      "forward_host": bind},  # NodePort services answer where the API does
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
     )
