@@ -72,6 +72,17 @@ def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
     return n
 
 
+def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    lo, dash, hi = value.partition("-")
+    try:
+        rng = (int(lo), int(hi)) if dash else (0, 0)
+    except ValueError:
+        rng = (0, 0)
+    if not 1 <= rng[0] <= rng[1] <= 65535:
+        raise click.BadParameter(f"'{value}' is not a port range such as 30000-32767 (1-65535, low to high)")
+    return rng
+
+
 _Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 common_server: list[_Deco] = [
@@ -106,6 +117,9 @@ common_server: list[_Deco] = [
     click.option("--max-log-bytes", "max_log_bytes", default="10MB", show_default=True, callback=_log_cap,
                  help="Output stored per attempt of a task (such as 10MB, 512KiB); past it the log gets "
                  "a truncation marker and the rest is dropped."),
+    click.option("--node-port-range", "node_port_range", default="30000-32767", show_default=True,
+                 callback=_port_range, help="Ports on the nodes given to pods' published ports that ask for no "
+                 "hostPort (LOW-HIGH)."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
 ]
@@ -175,7 +189,8 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float, max_log_bytes: int) -> Settings:
+              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767)
+              ) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
@@ -189,7 +204,8 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
                     default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes)
+                    max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes,
+                    node_port_range=node_port_range)
 
 
 @click.command()
