@@ -623,7 +623,7 @@ class PodAgent:
     instances: dict[str, PodInstance] = field(default_factory=dict)
     gone: dict[str, _Gone] = field(default_factory=dict)
     found: dict[str, dict[str, Found]] = field(default_factory=dict)  # left by a previous run
-    log_full: set[str] = field(default_factory=set)
+    log_full: set[str] = field(default_factory=set)  # "<instance>/<container>" whose stored log is full
     synced: bool = False  # a sync has been answered since the start
     closing: bool = False  # the worker stops: nothing new starts
 
@@ -646,7 +646,7 @@ class PodAgent:
         self._changed.set()
 
     def add_line(self, key: str, stream: str, line: str) -> None:
-        if key.rsplit("/", 1)[0] in self.log_full:
+        if key in self.log_full:
             return
         if self.logs.add(key, stream, line, _now()) and len(self.logs) >= 500:
             self._changed.set()
@@ -735,11 +735,15 @@ class PodAgent:
     def apply(self, out: dict[str, Any]) -> None:
         """Make this node run what the answer lists, and only that."""
         wanted = {str(a["instance_id"]): a for a in out.get("pods") or () if a.get("instance_id")}
-        full = {str(i) for i in out.get("log_full") or ()}
+        # Output whose stored log is full is not wanted: per container when the answer says which.
+        if "log_full_containers" in out:
+            full = {f"{x['instance_id']}/{x['container']}" for x in out.get("log_full_containers") or ()}
+        else:
+            full = {f"{i}/{c.name}" for i in out.get("log_full") or () if i in self.instances
+                    for c in self.instances[i].containers}
         if full - self.log_full:
             self.log_full |= full
-            self.logs.forget({f"{i}/{c.name}" for i in full if i in self.instances
-                              for c in self.instances[i].containers})
+            self.logs.forget(full)
         for iid, inst in list(self.instances.items()):
             a = wanted.get(iid)
             if (a is None or a.get("desired") == "stop") and not inst.stopping:
@@ -767,6 +771,7 @@ class PodAgent:
             finally:
                 if self.instances.get(inst.instance_id) is inst:
                     del self.instances[inst.instance_id]
+                self.log_full -= {f"{inst.instance_id}/{c.name}" for c in inst.containers}
                 self.gone[inst.instance_id] = _Gone(inst.status())
                 self.changed()
         t = asyncio.create_task(stop())

@@ -181,8 +181,12 @@ class LocalTransport:
         await self._call(node_id, lambda: self.coord.leave(node_id))
 
     async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        pods = self.coord.pods
-        out: dict[str, Any] = await self._call(node_id, lambda: pods.sync(node_id, body))
+        from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
+        statuses = [PodStatus(p["instance_id"], p["pod_id"], p["phase"],
+                              [ContainerStatus(**c) for c in p.get("containers") or ()], p.get("ts") or 0.0)
+                    for p in body.get("pods") or ()]
+        lines = [PodLogLine(**ln) for ln in body.get("logs") or ()]
+        out: dict[str, Any] = await self._call(node_id, lambda: self.coord.pods.sync(node_id, statuses, lines))
         return out
 
     async def close(self) -> None:
