@@ -29,7 +29,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ import httpx
 
 from corral.agent.logbuf import LogBuffer
 from corral.agent.transport import Refused, Rejected
+from corral.domain.podenv import expand, port_env
 from corral.domain.reconcile import backoff, backoff_reason, next_streak, pod_phase, restart_decision
 from corral.runtime.base import FULL_PAUSE, RunRequest, RunResult
 from corral.runtime.docker import _in_thread, _Lines
@@ -63,20 +63,6 @@ MAX_ERROR = 1000
 
 def _now() -> float:
     return time.time()
-
-
-def port_env(ports: list[dict[str, Any]], container: str) -> dict[str, str]:
-    """``$PORT`` (the container's first port) and ``$PORT_<NAME>`` (each named one): the host ports a
-    process container listens on."""
-    env: dict[str, str] = {}
-    for p in ports:
-        if p.get("container") != container or not p.get("hostPort"):
-            continue
-        host = str(int(p["hostPort"]))
-        env.setdefault("PORT", host)
-        if p.get("name"):
-            env["PORT_" + re.sub(r"[^A-Z0-9]", "_", str(p["name"]).upper())] = host
-    return env
 
 
 async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
@@ -243,13 +229,13 @@ class _ProcessRun:
 
     async def start(self) -> None:
         spec = self.c.spec
-        argv = [*(spec.get("command") or ()), *(spec.get("args") or ())]
+        self.env = {**{str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                    **port_env(self.inst.ports, self.c.name)}
+        argv = expand([*(spec.get("command") or ()), *(spec.get("args") or ())], self.env)
         if not argv:
             raise ValueError("a container without an image runs a host process: give it a command")
         workdir = spec.get("workingDir") or os.path.join(self.owner.work_dir, self.inst.instance_id, self.c.name)
         await asyncio.to_thread(os.makedirs, workdir, exist_ok=True)
-        self.env = {**{str(k): str(v) for k, v in (spec.get("env") or {}).items()},
-                    **port_env(self.inst.ports, self.c.name)}
         req = RunRequest(execution_id=f"{self.inst.instance_id}-{self.c.name}", job_id=self.inst.pod_id,
                          task_id=self.inst.instance_id, task_name=self.c.name, node_id=self.owner.node_id,
                          argv=argv, env=self.env, workdir=workdir)
@@ -351,8 +337,7 @@ class PodInstance:
             self.tasks.append(asyncio.create_task(self._supervise(c), name=f"pod-{self.instance_id}-{c.name}"))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop every container (SIGTERM, SIGKILL after the grace period), those joined to the pod's
-        network first, and remove them."""
+        """Stop every container (SIGTERM, SIGKILL after the grace period; all at once) and remove them."""
         if self.stopping:
             await self.stopped.wait()
             return
@@ -363,10 +348,7 @@ class PodInstance:
             if c.state == "waiting":
                 c.reason = "stopping"
         self.owner.changed()
-        holder = self.holder.name if self.holder is not None else None
-        await asyncio.gather(*(self._stop_one(r, g) for n, r in self.runs.items() if n != holder))
-        if holder in self.runs:
-            await self._stop_one(self.runs[holder], g)
+        await asyncio.gather(*(self._stop_one(r, g) for r in self.runs.values()))  # all at once, as kubelet
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
