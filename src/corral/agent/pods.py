@@ -56,6 +56,7 @@ SYNC_LINES = 2000  # output lines in one sync call
 SYNC_LOG_BYTES = 1 << 20  # and their bytes, about
 PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before it slows down, then drops
 TOTAL_LOG_BYTES = 16 << 20
+LOG_DELAY_S = 0.25  # output waits at most about this long to be shipped
 SHUTDOWN_GRACE_S = 3.0  # a worker stopping in good order gives each pod at most this long
 JOIN_RESTART_GRACE_S = 1.0  # a container whose pod network was started again stops this fast
 MAX_ERROR = 1000
@@ -638,7 +639,9 @@ class PodAgent:
         await self._scan()
         delay = 0.2
         while True:
-            await _wait_event(self._changed, self.agent.heartbeat_interval)
+            # Output waiting goes within LOG_DELAY_S; otherwise a sync every heartbeat, or at a change.
+            await _wait_event(self._changed, min(self.agent.heartbeat_interval, LOG_DELAY_S)
+                              if self.logs else self.agent.heartbeat_interval)
             await asyncio.sleep(0.02)  # changes that come together travel together
             self._changed.clear()
             try:
