@@ -48,6 +48,10 @@ class Transport(Protocol):
         wanted). Rejected if the coordinator refuses the batch as it is."""
         ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send the status of this node's pods and their output lines (``{"pods", "logs"}``); returns the
+        whole desired set for the node (``{"pods": [assignment], "log_full": [instance id]}``)."""
+        ...
     async def leave(self, node_id: str) -> None: ...
     async def node_services(self, node_id: str) -> list[dict[str, Any]]:
         """The NodePort services this node forwards, with their ready endpoints."""
@@ -113,6 +117,10 @@ class HttpTransport:
     async def leave(self, node_id: str) -> None:
         await self._post(f"/v1/agent/nodes/{node_id}/leave", {})
 
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/pods", body)
+        return out if isinstance(out, dict) else {}
+
     async def node_services(self, node_id: str) -> list[dict[str, Any]]:
         headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
         r = await self.client.get(f"/v1/agent/nodes/{node_id}/services", headers=headers)
@@ -167,13 +175,15 @@ class LocalTransport:
 
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
         deadline = time.monotonic() + wait
+        woken = False
         while True:
             ev = self.wakeups.arm(node_id)
             work, stop = await self._call(node_id, lambda: self.coord.poll(node_id, known))
             left = deadline - time.monotonic()
-            if work or stop or left <= 0:
+            if work or stop or left <= 0 or woken:  # woken with no work: its pods changed (see the route)
                 return work, stop
             await self.wakeups.wait(ev, left)
+            woken = ev.is_set()
 
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
         return await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],
@@ -184,6 +194,15 @@ class LocalTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._call(node_id, lambda: self.coord.leave(node_id))
+
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
+        statuses = [PodStatus(p["instance_id"], p["pod_id"], p["phase"],
+                              [ContainerStatus(**c) for c in p.get("containers") or ()], p.get("ts") or 0.0)
+                    for p in body.get("pods") or ()]
+        lines = [PodLogLine(**ln) for ln in body.get("logs") or ()]
+        out: dict[str, Any] = await self._call(node_id, lambda: self.coord.pods.sync(node_id, statuses, lines))
+        return out
 
     async def node_services(self, node_id: str) -> list[dict[str, Any]]:
         from corral.coordinator.services import Services

@@ -22,7 +22,9 @@ from corral.agent import capacity
 from corral.agent.forward import Forwarder
 from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
+from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
+from corral.domain.addresses import is_loopback
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
@@ -60,7 +62,9 @@ class AgentConfig:
     memory: int | None = None
     gpus: list[dict[str, Any]] | None = None  # override detection (None: ask nvidia-smi)
     poll_wait: float = 20.0
-    forward_host: str = "0.0.0.0"  # where NodePort services' node ports are opened
+    # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
+    # it when it is a loopback address, else on every interface.
+    advertise_address: str | None = None
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -109,7 +113,10 @@ class Agent:
         self._lock: IO[str] | None = None  # the node directory's lock, held while this agent lives
         self._abandoned: set[str] = set()  # stopped by stop(): no final report, handed back by leave
         self._stopped = False
-        self.forwarder = Forwarder(config.forward_host)  # NodePort services (corral.agent.forward)
+        self.address = config.advertise_address or capacity.primary_address()
+        self.pods: PodAgent | None = None  # made once registered
+        # NodePort services (corral.agent.forward), opened where the pods' ports are published
+        self.forwarder = Forwarder(self.address if is_loopback(self.address) else "0.0.0.0")
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -128,7 +135,8 @@ class Agent:
                 "cpu": self.config.cpus if self.config.cpus is not None else cap["cpu"],
                 "memory": self.config.memory if self.config.memory is not None else cap["memory"],
                 "disk": cap["disk"], "gpus": gpus, "labels": self.config.labels,
-                "runtimes": sorted(self.runtimes), "queues": self.config.queues}
+                "runtimes": sorted(self.runtimes), "queues": self.config.queues,
+                "address": self.address}
         if self.id_file.exists():
             node_id = self.id_file.read_text().strip() or None
             secret = self.secret_file.read_text().strip() if self.secret_file.exists() else ""
@@ -173,6 +181,8 @@ class Agent:
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
                        asyncio.create_task(self._progress_loop(), name="agent-progress"),
                        asyncio.create_task(self._services_loop(), name="agent-services")]
+        self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
+        self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
     async def _register(self, given: dict[str, Any] | None = None) -> None:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
@@ -264,6 +274,8 @@ class Agent:
             t.cancel()
         for t in list(self.running.values()):
             t.cancel()
+        if self.pods is not None:  # the node leaves: its pods stop, and are placed elsewhere
+            await self.pods.close()
         await asyncio.gather(*others, *self.running.values(), return_exceptions=True)
         if flush and self._owed():  # the last updates (what finished) go before the node leaves
             deadline = time.monotonic() + 3.0
@@ -306,6 +318,8 @@ class Agent:
                 delay = min(delay * 2, 5.0)
                 continue
             self._stop(stop)
+            if not work and not stop and self.pods is not None:
+                self.pods.changed()  # woken for something else: its pods (or the wait ran out)
             for w in work:
                 if w["execution_id"] not in self.known:
                     self.known.add(w["execution_id"])
