@@ -107,3 +107,31 @@ def test_nodeport_answers_on_every_node_while_a_pod_is_killed(
     assert set(answers[seen_after:]) == {"web-a"}
     print(f"web-b left the endpoints {gone_after:.2f}s after its container was killed; "
           f"{len(answers)} requests answered, none failed")
+
+
+def test_nodeport_under_corral_up(tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str) -> None:
+    """The standalone wiring: the local worker reads its services in-process and opens the port on 127.0.0.1."""
+    c = Cluster(tmp_path)
+    try:
+        c.up("--node-port-range", "30730-30740", "--runtime", "docker")
+        r = c.client.post("/v1/pods", json=_web("solo", busybox_image))
+        assert r.status_code == 201, r.text
+        r = c.client.post("/v1/services", content="name: solo\ntype: NodePort\nselector: {app: web}\n"
+                          "ports: [{port: 80, targetPort: 8080}]\n", headers={"Content-Type": "application/yaml"})
+        assert r.status_code == 201, r.text
+        port = r.json()["ports"][0]["nodePort"]
+        assert 30730 <= port <= 30740
+        wait_until(lambda: c.get(f"/v1/services/{r.json()['id']}/endpoints")["endpoints"], 60, interval=0.2,
+                   what="the pod ready")
+
+        def answer() -> str | None:
+            try:
+                return _get("127.0.0.1", port)
+            except httpx.HTTPError:
+                return None
+        assert wait_until(answer, 10, what="the node port to answer") == "solo"
+    finally:
+        nodes = [n["id"] for n in c.nodes()]
+        c.close()
+        for n in nodes:
+            remove_containers(docker_client, f"{NODE_LABEL}={n}")
