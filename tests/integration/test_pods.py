@@ -124,7 +124,8 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
     assert cluster.client.get(f"/v1/pods/{pod['id']}/logs").text == "listening\n"
     # the node and its pods' capacity
     n = cluster.get(f"/v1/nodes/{node.id}")
-    assert n["address"] == "10.9.8.7"
+    assert n["address"] == "10.9.8.7" and n["pods"] == 1 and n["allocated"]["cpu"] > 0
+    assert 'corral_pods{state="running"}' in cluster.client.get("/metrics").text
 
     items = cluster.get("/v1/pods?selector=app=web&namespace=default")["items"]
     assert [p["id"] for p in items] == [pod["id"]]
