@@ -133,7 +133,7 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
 
     r = cluster.client.delete(f"/v1/pods/{pod['id']}")
     assert r.status_code == 200 and r.json()["state"] == "terminating"
-    a = next(x for x in node.sync()["pods"] if x["pod_id"] == pod["id"])
+    a = next(x for x in node.sync([_status(a)])["pods"] if x["pod_id"] == pod["id"])
     assert a["desired"] == "stop"
     r = cluster.client.post(f"/v1/pods/{pod['id']}/purge")
     assert r.status_code == 409 and "terminat" in r.json()["detail"]

@@ -123,3 +123,14 @@ def test_a_dead_nodes_pod_is_placed_again_and_a_taken_id_is_refused(coord: Coord
     assert coord.pods.reconcile_once() == 1 and coord.pods.get(pod["id"])["state"] == "unknown"
     _running(coord, moved, b)
     assert coord.pods.get(pod["id"])["state"] == "running"
+
+
+def test_a_deleted_pod_its_node_does_not_list_is_over(coord: Coordinator) -> None:
+    a = _node(coord, "a")
+    pod = coord.pods.create(_spec("never-started"))
+    coord.pods.place_once()
+    assert coord.pods.delete(pod["id"])["state"] == "terminating"
+    assert coord.pods.sync(a, [], [])["pods"] == []  # the node has nothing of it
+    assert coord.pods.get(pod["id"])["state"] == "terminated"
+    with coord.store.read() as tx:
+        assert tx.used_ports() == {}
