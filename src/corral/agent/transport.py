@@ -45,7 +45,14 @@ class Transport(Protocol):
         wanted). Rejected if the coordinator refuses the batch as it is."""
         ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send the status of this node's pods and their output lines (``{"pods", "logs"}``); returns the
+        whole desired set for the node (``{"pods": [assignment], "log_full": [instance id]}``)."""
+        ...
     async def leave(self, node_id: str) -> None: ...
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        """The NodePort services this node forwards, with their ready endpoints."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -106,6 +113,20 @@ class HttpTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._post(f"/v1/agent/nodes/{node_id}/leave", {})
+
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/pods", body)
+        return out if isinstance(out, dict) else {}
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
+        r = await self.client.get(f"/v1/agent/nodes/{node_id}/services", headers=headers)
+        if r.status_code == 404:
+            raise UnknownNode(r.text)
+        if r.status_code in (401, 403):
+            raise Refused(f"the coordinator refused this node: {_detail(r)}")
+        r.raise_for_status()
+        return list(r.json()["services"])
 
     async def close(self) -> None:
         await self.client.aclose()

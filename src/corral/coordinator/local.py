@@ -57,13 +57,15 @@ class LocalTransport:
 
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
         deadline = time.monotonic() + wait
+        woken = False
         while True:
             ev = self.wakeups.arm(node_id)
             work, stop = await self._call(node_id, lambda: self.coord.poll(node_id, known))
             left = deadline - time.monotonic()
-            if work or stop or left <= 0:
+            if work or stop or left <= 0 or woken:  # woken with no work: its pods changed (see the route)
                 return work, stop
             await self.wakeups.wait(ev, left)
+            woken = ev.is_set()
 
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
         return await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],
@@ -74,6 +76,19 @@ class LocalTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._call(node_id, lambda: self.coord.leave(node_id))
+
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
+        statuses = [PodStatus(p["instance_id"], p["pod_id"], p["phase"],
+                              [ContainerStatus(**c) for c in p.get("containers") or ()], p.get("ts") or 0.0)
+                    for p in body.get("pods") or ()]
+        lines = [PodLogLine(**ln) for ln in body.get("logs") or ()]
+        out: dict[str, Any] = await self._call(node_id, lambda: self.coord.pods.sync(node_id, statuses, lines))
+        return out
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        from corral.coordinator.services import Services
+        return await self._call(node_id, lambda: Services(self.coord).for_node(node_id))
 
     async def close(self) -> None:
         return None

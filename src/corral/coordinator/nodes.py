@@ -93,7 +93,7 @@ class Nodes:
         row = {"id": node_id, "name": info.name, "hostname": info.hostname, "version": info.version,
                "state": "ready", "cpu": info.cpu, "memory": info.memory, "disk": info.disk,
                "gpus": info.gpus, "labels": info.labels, "runtimes": info.runtimes, "queues": info.queues,
-               "usage": {}, "registered_at": now, "last_heartbeat": now}
+               "usage": {}, "registered_at": now, "last_heartbeat": now, "address": info.address}
         keep = set(running)
         issued: str | None = None
         with self.store.transaction() as tx:

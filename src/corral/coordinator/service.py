@@ -50,6 +50,7 @@ class Settings:
     max_tasks_per_job: int = flow.MAX_TASKS_PER_JOB  # task rows of one job across all levels (subjobs too)
     policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
     max_log_bytes: int = 10_000_000  # output stored per attempt of a task; past it, a marker and no more
+    node_port_range: tuple[int, int] = (30000, 32767)  # node ports given to pods' published ports
 
 
 
@@ -70,6 +71,8 @@ class Coordinator:
         self.nodes = Nodes(self)
         self.scheduling = Scheduling(self)
         self.reaper = Reaper(self)
+        from corral.coordinator.pods import Pods  # pods build on this module: imported here, not above
+        self.pods = Pods(self)
 
     # -- jobs (jobs.py) -------------------------------------------------------------------------
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
@@ -169,3 +172,7 @@ class Coordinator:
     @staticmethod
     def _task_view(t: Row) -> TaskView:
         return Scheduling.task_view(t)
+
+    def _skip_row(self, kind: str, row_id: str, e: Exception) -> None:
+        """A malformed row a placement pass (tasks' or pods') skipped: counted, logged once."""
+        self.scheduling._skip_row(kind, row_id, e)

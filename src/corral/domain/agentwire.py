@@ -29,6 +29,7 @@ class NodeInfo:
     runtimes: list[str] = field(default_factory=list)
     queues: list[str] = field(default_factory=lambda: ["default"])
     id: str | None = None
+    address: str | None = None  # where its pods are reached (corral worker --advertise-address)
 
 
 @dataclass
