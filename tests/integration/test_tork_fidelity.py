@@ -16,7 +16,8 @@ import pytest
 
 from corral.runtime.base import RegistryAuth, RunRequest
 from corral.runtime.docker import DockerRuntime
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_until
+from tests.integration.test_webhooks import Receiver
 from tests.support import MISSING_IMAGE, MISSING_IMAGE_ERROR, Recorder, remove_containers
 from tests.support import TORK_DONE as DONE
 
@@ -26,7 +27,8 @@ NET = f"corral-test-{uuid.uuid4().hex[:8]}"  # the network the server lets tasks
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("tork-fidelity"))
-    c.up("--allow-network", NET, "--allow-network", f"{NET}-absent")
+    # The webhook receiver is on 127.0.0.1, which webhooks may reach only when the operator allows it.
+    c.up("--allow-network", NET, "--allow-network", f"{NET}-absent", "--allow-webhook-host", "127.0.0.1")
     yield c
     c.close()
 
@@ -175,3 +177,26 @@ def test_registry_credentials_reach_the_pull_of_a_missing_image(docker_client: d
         remove_containers(docker_client, f"corral.node={node}")
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(image)
+
+
+def test_a_subjob_webhook_is_evaluated_in_the_context_of_its_task(server: Cluster) -> None:
+    c = server
+    rec = Receiver()
+    try:
+        body = {"name": "hooks", "inputs": {"hook": rec.url("")}, "secrets": {"tok": "tok-s3cr3t"},
+                "tasks": [{"name": "s", "subjob": {
+                    "name": "child", "tasks": [{"run": "true"}],
+                    "webhooks": [{"url": "{{ inputs.hook }}/sub-{{ job.id }}", "event": "job.StateChange",
+                                  "headers": {"X-Token": "{{ secrets.tok }}"}}]}}]}
+        r = c.client.post("/jobs", json=body)
+        assert r.status_code == 200, r.text
+        job = _wait(c, r.json()["id"])
+        assert job["state"] == "COMPLETED", job
+        path = f"/sub-{job['id']}"  # the parent's id: evaluated where the subjob was opened
+        assert wait_until(lambda: "COMPLETED" in rec.states(path), 15)
+        assert rec.at(path)[-1]["headers"]["X-Token"] == "tok-s3cr3t"
+        sub_id = next(e["subjobId"] for e in job["execution"] if e["name"] == "s")
+        shown = c.client.get(f"/jobs/{sub_id}").text + c.client.get(f"/v1/jobs/{sub_id}").text
+        assert "tok-s3cr3t" not in shown  # the parent's secret, carried by the header, stays a secret
+    finally:
+        rec.close()
