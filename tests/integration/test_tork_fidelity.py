@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -200,3 +201,32 @@ def test_a_subjob_webhook_is_evaluated_in_the_context_of_its_task(server: Cluste
         assert "tok-s3cr3t" not in shown  # the parent's secret, carried by the header, stays a secret
     finally:
         rec.close()
+
+
+def test_the_assignment_carries_the_registry_and_networks_to_the_worker(tmp_path: Path) -> None:
+    """The coordinator's side of the chain the worker and the runtime tests above complete: a node's
+    assignment holds the task's registry credentials and networks (the worker is the one place that needs
+    the password); its log lines with the password are stored redacted."""
+    from corral.coordinator.policy import Policy
+    from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Settings
+    from corral.domain.spec import JobSpec
+    from corral.store.sql import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        coord = Coordinator(store, Settings(policy=Policy(networks=("backend",))))
+        node = str(coord.register(NodeInfo(name="n", hostname="n", version="t", cpu=2, memory=2**32, disk=0,
+                                           runtimes=["docker"]))["id"])
+        job = coord.submit(JobSpec.model_validate({"tasks": [{
+            "image": "private.example/app:1", "run": "true", "networks": ["backend"],
+            "registry": {"username": "me", "password": "pw-in-assignment"}}]}))
+        coord.schedule_once()
+        [work], _ = coord.poll(node, [])
+        assert work["registry"] == {"username": "me", "password": "pw-in-assignment"}
+        assert work["networks"] == ["backend"]
+        coord.report(node, [], [LogLine(work["execution_id"], "stdout", "login with pw-in-assignment", 1.0)])
+        with store.read() as tx:
+            lines = [r["line"] for r in tx.logs(job["id"])]
+        assert lines == ["login with [REDACTED]"]
+    finally:
+        store.close()
