@@ -16,6 +16,7 @@ import docker
 import httpx
 import pytest
 
+from corral.agent.pods import _DockerRun
 from corral.agent.worker import Agent, AgentConfig
 from corral.runtime.docker import DockerRuntime
 from corral.runtime.pods_docker import INSTANCE_LABEL, NODE_LABEL, container_name
@@ -55,7 +56,8 @@ class Node:
                 for t in inst.tasks:
                     t.cancel()
                 for r in inst.runs.values():
-                    r.close()
+                    if isinstance(r, _DockerRun):  # its output stream (a host process is left running)
+                        r.close()
             from corral.agent.lock import unlock
             unlock(self.agent._lock)
         self.call(halt())
@@ -140,7 +142,7 @@ def test_two_containers_share_localhost_and_the_pod_port(node: Node, busybox_ima
     # Not wanted any more: stopped, removed, and said so.
     drop_pod(node, iid)
     wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 20, what="the pod reported stopped")
-    assert not docker_client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={iid}"})
+    assert not docker_client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={iid}"})
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{host_port}/", timeout=2)
 
@@ -203,7 +205,8 @@ def test_a_host_process_gets_its_ports_and_a_clean_environment(node: Node, tmp_p
     port = free_port()
     os.environ["CORRAL_PODAGENT_SECRET"] = "must-not-leak"
     try:
-        proc = {"name": "srv", "command": ["sh", "-c", 'echo "port=$PORT http=$PORT_HTTP pid=$$"; env; '
+        # $$$$: pods' commands are expanded as Kubernetes does ($(VAR), and $$ for a $).
+        proc = {"name": "srv", "command": ["sh", "-c", 'echo "port=$PORT http=$PORT_HTTP pid=$$$$"; env; '
                                            "trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"],
                 "ports": [{"name": "http", "containerPort": 8000}],
                 "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}
@@ -229,35 +232,46 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
     keep = assignment([{"name": "app", "image": busybox_image,
                         "command": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.3; done"]}])
     old = assignment([{"name": "old", "image": busybox_image, "command": ["sleep", "3600"]}])
+    # A host process cannot be adopted: the restarted worker ends what the crashed one left, and starts it again.
+    proc = assignment([{"name": "p", "command": ["sh", "-c", "echo pid=$$$$; exec sleep 3600"]}])
     first = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
-    first.desired = [keep, old]
+    first.desired = [keep, old, proc]
+
+    def runtimes() -> dict[str, Any]:
+        return {"docker": DockerRuntime(docker_client), "process": ProcessRuntime()}
     try:
-        a = Node(tmp_path / "a", first, {"docker": DockerRuntime(docker_client)})
+        a = Node(tmp_path / "w", first, runtimes())
         wait_until(lambda: all((first.container(x["instance_id"], n) or {}).get("state") == "running"
-                               for x, n in ((keep, "app"), (old, "old"))), 30, what="both pods running")
+                               for x, n in ((keep, "app"), (old, "old"), (proc, "p"))), 30,
+                   what="the pods running")
+        pid = wait_until(lambda: next((int(ln[4:]) for ln in first.pod_lines(proc["instance_id"])), None), 10)
         cid = first.container(keep["instance_id"], "app")["container_id"]  # type: ignore[index]
         started = docker_client.api.inspect_container(cid)["State"]["StartedAt"]
         a.crash()
         # The new worker wants only one of them.
+        assert not process_gone(pid)
         second = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
-        second.desired = [keep]
-        b = Node(tmp_path / "b", second, {"docker": DockerRuntime(docker_client)})
+        second.desired = [keep, proc]
+        b = Node(tmp_path / "w", second, runtimes())
         try:
+            wait_until(lambda: process_gone(pid), 10, what="the old process ended")
+            again = wait_until(lambda: next((int(ln[4:]) for ln in second.pod_lines(proc["instance_id"])), None), 10)
+            assert again != pid
             # Its first sync reports what it found, before it knows what is wanted.
             wait_until(lambda: second.syncs, 10)
-            assert {p["instance_id"] for p in second.syncs[0]["pods"]} == {keep["instance_id"], old["instance_id"]}
+            assert {p["instance_id"] for p in second.syncs[0]["pods"]} >= {keep["instance_id"], old["instance_id"]}
             wait_until(lambda: any(ln.startswith("tick") for ln in second.pod_lines(keep["instance_id"])), 10,
                        what="output of the adopted container")
             c = second.container(keep["instance_id"], "app")
             assert c is not None and c["container_id"] == cid and c["state"] == "running" and c["restart_count"] == 0
             info = docker_client.api.inspect_container(cid)
             assert info["State"]["Running"] and info["State"]["StartedAt"] == started  # not restarted
-            wait_until(lambda: not docker_client.containers.list(
+            wait_until(lambda: not docker_client.api.containers(
                 all=True, filters={"label": f"{INSTANCE_LABEL}={old['instance_id']}"}), 20,
                 what="the unwanted container removed")
         finally:
             b.stop()
-        assert not docker_client.containers.list(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})
+        assert not docker_client.api.containers(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})
     finally:
         remove_containers(docker_client, f"{NODE_LABEL}={node_id}")
 

@@ -79,7 +79,7 @@ def test_two_containers_talk_over_localhost_and_answer_on_the_node_port(
     # Deleted: the containers are stopped and removed, the port answers no more.
     assert up.client.delete(f"/v1/pods/{pod['id']}").status_code in (200, 202)
     when(up, pod["id"], lambda p: p["state"] == "terminated", 30, what="duo terminated")
-    assert not docker_client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={p['instance_id']}"})
+    assert not docker_client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={p['instance_id']}"})
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
