@@ -689,6 +689,7 @@ class PodAgent:
     # -- the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
         await self._scan()
+        self._changed.set()  # the first sync at once: what this node has, and what it should run
         delay = 0.2
         while True:
             # Output waiting goes within LOG_DELAY_S; otherwise a sync every heartbeat, or at a change.
