@@ -383,9 +383,9 @@ class Pods:
             node = tx.node(node_id)
             if node is None:
                 raise NotFound(f"no node with id '{node_id}': register again")
-            asked = {p.pod_id for p in pods} | set()
-            by_instance = {p.instance_id: p.pod_id for p in pods}
-            rows = {r["id"]: r for r in tx.pods_by_ids(asked)} if asked else {}
+            asked = {p.pod_id for p in pods}
+            # Locked while the statuses are applied: a move or a delete in between waits, then wins or loses.
+            rows = {r["id"]: r for r in tx.pods_by_ids(asked, lock=True)} if asked else {}
             ignored = 0
             for st in pods:
                 pod = rows.get(st.pod_id)
@@ -394,7 +394,7 @@ class Pods:
                     continue
                 ended |= self._status(tx, pod, st, now)
             self.stats["pod_reports_ignored"] += ignored
-            full = self._append_logs(tx, node_id, logs, by_instance)
+            full = self._append_logs(tx, node_id, logs)
             desired = tx.node_pods(node_id)
             # A sync lists every instance the node has: a pod being deleted that it does not list is not
             # running there any more (it never started, or its containers went with a restart).
@@ -450,20 +450,13 @@ class Pods:
             tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], **values)
         return False
 
-    def _append_logs(self, tx: Tx, node_id: str, logs: Sequence[PodLogLine], by_instance: Mapping[str, str]
-                     ) -> set[tuple[str, str]]:
+    def _append_logs(self, tx: Tx, node_id: str, logs: Sequence[PodLogLine]) -> set[tuple[str, str]]:
         """Store the lines of instances this node holds, within each container's cap; returns the
         (instance, container) pairs whose stored log is full."""
         if not logs:
             return set()
-        pods = {p["instance_id"]: p for p in tx.pods_by_ids(
-            {by_instance[ln.instance_id] for ln in logs if ln.instance_id in by_instance} | set())
-            if p["node_id"] == node_id and p["instance_id"]}
-        if len(pods) < len({ln.instance_id for ln in logs}):  # lines of instances the batch has no status for
-            missing = {ln.instance_id for ln in logs} - set(pods)
-            for p in tx.find_pods(node_id=node_id, states=PLACED + FINAL, limit=MAX_LIST):
-                if p["instance_id"] in missing:
-                    pods[p["instance_id"]] = p
+        pods = {p["instance_id"]: p for p in tx.pods_by_instances({ln.instance_id for ln in logs})
+                if p["node_id"] == node_id}
         stored = {(c["pod_id"], c["name"]): int(c["log_bytes"] or 0)
                   for c in tx.pod_containers({p["id"] for p in pods.values()})}
         cap = self.settings.max_log_bytes

@@ -55,8 +55,21 @@ class PodQueries:
         r = self.c.execute(sa.select(s.pods).where(_P.id == pod_id)).mappings().first()
         return dict(r) if r else None
 
-    def pods_by_ids(self, ids: Iterable[str]) -> list[Row]:
-        return [r for part in _parts(set(ids)) for r in _rows(self.c.execute(sa.select(s.pods).where(_P.id.in_(part))))]
+    def pods_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
+        """The pods; with ``lock``, their rows stay locked until the transaction ends (PostgreSQL; SQLite
+        has one writer at a time already)."""
+        out: list[Row] = []
+        for part in _parts(sorted(set(ids))):
+            q = sa.select(s.pods).where(_P.id.in_(part)).order_by(_P.id)
+            if lock and self.c.dialect.name == "postgresql":
+                q = q.with_for_update()
+            out += _rows(self.c.execute(q))
+        return out
+
+    def pods_by_instances(self, instance_ids: Iterable[str]) -> list[Row]:
+        """The pods whose current instance is one of these."""
+        return [r for part in _parts(sorted(set(instance_ids))) for r in _rows(self.c.execute(
+            sa.select(s.pods).where(_P.instance_id.in_(part))))]
 
     def find_pods(self, *, namespace: str | None = None, selector: Mapping[str, str] | None = None,
                   origin: str | None = None, states: Sequence[str] | None = None, node_id: str | None = None,
