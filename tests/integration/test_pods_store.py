@@ -134,3 +134,12 @@ def test_a_deleted_pod_its_node_does_not_list_is_over(coord: Coordinator) -> Non
     assert coord.pods.get(pod["id"])["state"] == "terminated"
     with coord.store.read() as tx:
         assert tx.used_ports() == {}
+
+
+def test_pods_that_wait_do_not_hold_up_those_behind_them(coord: Coordinator) -> None:
+    _node(coord, "a")
+    stuck = [coord.pods.create(_spec(f"s{i}", node_selector={"zone": "nowhere"}))["id"] for i in range(70)]
+    fits = coord.pods.create(_spec("fits"))["id"]
+    assert coord.pods.place_once() == 1
+    assert coord.pods.get(fits)["state"] == "scheduled"
+    assert coord.pods.get(stuck[-1])["reason"] == "no node matches node_selector zone=nowhere"

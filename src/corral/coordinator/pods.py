@@ -32,6 +32,7 @@ FINAL = [s.value for s in FINAL_POD_STATES]
 PLACED = [s.value for s in PLACED_POD_STATES]
 LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value]
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
+PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
 
 
@@ -242,10 +243,10 @@ class Pods:
     def place_once(self) -> int:
         """Place pending pods where they fit (resources, runtime, selector, ports); record why the others
         wait. Runs in the scheduler's thread, after the task pass: no two placement passes at once."""
-        placed_total = 0
-        while True:
+        placed_total, after = 0, 0
+        for _ in range(PLACE_PAGES):
             with self.store.read() as tx:
-                pending = tx.pending_pods(PLACE_BATCH)
+                pending = tx.pending_pods(PLACE_BATCH, after)
                 if not pending:
                     return placed_total
                 node_rows = tx.nodes("ready")
@@ -292,8 +293,11 @@ class Pods:
             self.stats["pods_placed"] += placed
             if woken:
                 self.coord.on_nodes_changed(woken)
-            if result.reasons or len(pending) < PLACE_BATCH:
+            # Pods that wait do not hold up those behind them: the pass pages on through the pending ones.
+            if len(pending) < PLACE_BATCH:
                 return placed_total
+            after = pending[-1]["seq"]
+        return placed_total
 
     @staticmethod
     def _request(p: Row) -> PodRequest:
