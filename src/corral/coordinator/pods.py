@@ -255,9 +255,9 @@ class Pods:
             views = []
             for n in node_rows:
                 try:
-                    views.append(self.coord._node_view(n, alloc.get(n["id"])))
+                    views.append(self.coord.scheduling.node_view(n, alloc.get(n["id"])))
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    self.coord._skip_row("node", str(n.get("id")), e)
+                    self.coord.scheduling._skip_row("node", str(n.get("id")), e)
             requests = {p["id"]: self._request(p) for p in pending}
             result = place_pods(views, requests.values(), used, self.settings.node_port_range,
                                 self.settings.strategy)
