@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from corral.coordinator.errors import Conflict, Invalid, NotFound
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
 from corral.domain import reconcile
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
@@ -119,6 +119,10 @@ class Pods:
                        "started_at": None, "finished_at": None, "log_bytes": 0}
                       for i, c in enumerate(spec.containers)]
         with self.store.transaction() as tx:
+            limit = self.settings.max_pending_tasks
+            if tx.count_pending_pods() >= limit:  # back-pressure, as for tasks (--max-pending)
+                raise Overloaded(f"{limit} pods are waiting to be placed, the most this server holds: try again "
+                                 "shortly")
             if not tx.insert_pod(row, containers):
                 raise Conflict(f"a pod with id '{pid}' exists")
         self.stats["pods_created"] += 1

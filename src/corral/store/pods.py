@@ -119,6 +119,10 @@ class PodQueries:
         self.c.execute(sa.delete(s.pod_logs).where(_L.pod_id == pod_id))
         return True
 
+    def count_pending_pods(self) -> int:
+        q = sa.select(sa.func.count()).select_from(s.pods).where(_P.state == "pending")
+        return int(self.c.execute(q).scalar_one())
+
     def count_pods_by_state(self) -> list[tuple[str, int]]:
         q = sa.select(_P.state, sa.func.count()).group_by(_P.state)
         return [(str(a), int(b)) for a, b in self.c.execute(q).all()]
