@@ -205,8 +205,8 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767),
-              networks: tuple[str, ...] = ()) -> Settings:
+              default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
+              node_port_range: tuple[int, int] = (30000, 32767)) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:

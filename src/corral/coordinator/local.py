@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from corral.agent.transport import REJECTED, Refused, Rejected, UnknownNode
 from corral.coordinator.errors import Forbidden, NotFound, ServiceError, Unauthorized
+from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
 from corral.coordinator.service import Coordinator
 from corral.coordinator.wakeups import NodeWakeups
 from corral.domain.agentwire import LogLine, NodeInfo, Update
@@ -78,7 +79,6 @@ class LocalTransport:
         await self._call(node_id, lambda: self.coord.leave(node_id))
 
     async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
         statuses = [PodStatus(p["instance_id"], p["pod_id"], p["phase"],
                               [ContainerStatus(**c) for c in p.get("containers") or ()], p.get("ts") or 0.0)
                     for p in body.get("pods") or ()]

@@ -172,7 +172,3 @@ class Coordinator:
     @staticmethod
     def _task_view(t: Row) -> TaskView:
         return Scheduling.task_view(t)
-
-    def _skip_row(self, kind: str, row_id: str, e: Exception) -> None:
-        """A malformed row a placement pass (tasks' or pods') skipped: counted, logged once."""
-        self.scheduling._skip_row(kind, row_id, e)
