@@ -44,6 +44,7 @@ def test_a_templated_var_name_and_queue_are_accepted_and_checked_when_evaluated(
     ({"registry": {"username": "u", "password": "p"}, "run": "x"}, "need an image"),
     ({"registry": {"password": "p"}, "image": "busybox", "run": "x"}, "username"),
     ({"each": {"list": "[1]", "task": {"run": "x"}}, "networks": ["n"]}, "takes no networks"),
+    ({"image": "b", "run": "x", "sidecars": [{"image": "b", "run": "y", "networks": ["n"]}]}, "a sidecar takes no"),
     ({"subjob": {"tasks": [{"run": "x"}], "inputs": {"a": "{{ oops("}}}, "subjob.inputs.a"),
     ({"subjob": {"tasks": [{"run": "x"}], "webhooks": [{"url": "ftp://x"}]}}, "http"),
 ])

@@ -205,6 +205,8 @@ def check_var(v: str) -> str:
     if not VAR_RE.match(v):
         raise ValueError("a variable name is 1-100 letters, digits and '_', not starting with a digit")
     return v
+
+
 MAX_FILES_BYTES = 1 << 20
 # Where a mount may not go: over the root, or over the kernel's own file systems.
 FORBIDDEN_TARGETS = ("/proc", "/sys", "/dev")
@@ -550,6 +552,9 @@ def _prepare(t: TaskSpec, defaults: DefaultsSpec | None, where: str, top: bool) 
         if value is not None:
             expr.check(value, f"{where}.{name}")
     for i, (at, c) in enumerate(children(t)):
+        if at.startswith("sidecars") and (c.networks or c.registry):
+            raise ValueError(f"{where}.{at}: a sidecar takes no networks or registry (it shares the task's "
+                             "network; give them on the task)")
         if c.name is None:
             c.name = f"{t.name}.{at.split('[')[0].split('.')[0]}-{i + 1}" if not t.each else f"{t.name}.item"
         _prepare(c, defaults, f"{where}.{at}", top=False)
