@@ -129,6 +129,11 @@ def test_a_task_joins_its_networks(server: Cluster, busybox_image: str, docker_c
                                 f"  networks: [{name}]\n  run: \"{run}\"\n")["id"])
         assert job["state"] == "COMPLETED", job
         assert [p["contents"] for p in c.get(f"/jobs/{job['id']}/log")["items"]] == ["hello-from-peer\n"]
+        # With a sidecar, the first sidecar holds the network namespace the task shares: it joins them.
+        side = _wait(c, _post(c, f"name: net2\ntasks:\n- name: t\n  image: {busybox_image}\n"
+                                 f"  networks: [{name}]\n  run: \"{run}\"\n"
+                                 f"  sidecars: [{{name: s, image: {busybox_image}, run: 'sleep 60'}}]\n")["id"])
+        assert side["state"] == "COMPLETED", side
         missing = _wait(c, _post(c, f"name: nonet\ntasks:\n- image: {busybox_image}\n"
                                     f"  networks: [{name}-absent]\n  run: 'true'\n")["id"])
         assert missing["state"] == "FAILED"
