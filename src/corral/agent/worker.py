@@ -19,15 +19,19 @@ from typing import IO, Any
 
 from corral import __version__
 from corral.agent import capacity
+from corral.agent.forward import Forwarder
 from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
+from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
+from corral.domain.addresses import is_loopback
 from corral.runtime import scratch
-from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
+from corral.runtime.base import Mount, RegistryAuth, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
+SERVICES_INTERVAL_S = 1.0  # how often the NodePort services to forward are read
 
 
 REFUSED_LINE = "[corral: a line the coordinator refused was dropped]"
@@ -58,6 +62,9 @@ class AgentConfig:
     memory: int | None = None
     gpus: list[dict[str, Any]] | None = None  # override detection (None: ask nvidia-smi)
     poll_wait: float = 20.0
+    # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
+    # it when it is a loopback address, else on every interface.
+    advertise_address: str | None = None
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -106,6 +113,10 @@ class Agent:
         self._lock: IO[str] | None = None  # the node directory's lock, held while this agent lives
         self._abandoned: set[str] = set()  # stopped by stop(): no final report, handed back by leave
         self._stopped = False
+        self.address = config.advertise_address or capacity.primary_address()
+        self.pods: PodAgent | None = None  # made once registered
+        # NodePort services (corral.agent.forward), opened where the pods' ports are published
+        self.forwarder = Forwarder(self.address if is_loopback(self.address) else "0.0.0.0")
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -124,7 +135,8 @@ class Agent:
                 "cpu": self.config.cpus if self.config.cpus is not None else cap["cpu"],
                 "memory": self.config.memory if self.config.memory is not None else cap["memory"],
                 "disk": cap["disk"], "gpus": gpus, "labels": self.config.labels,
-                "runtimes": sorted(self.runtimes), "queues": self.config.queues}
+                "runtimes": sorted(self.runtimes), "queues": self.config.queues,
+                "address": self.address}
         if self.id_file.exists():
             node_id = self.id_file.read_text().strip() or None
             secret = self.secret_file.read_text().strip() if self.secret_file.exists() else ""
@@ -167,7 +179,10 @@ class Agent:
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
-                       asyncio.create_task(self._progress_loop(), name="agent-progress")]
+                       asyncio.create_task(self._progress_loop(), name="agent-progress"),
+                       asyncio.create_task(self._services_loop(), name="agent-services")]
+        self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
+        self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
     async def _register(self, given: dict[str, Any] | None = None) -> None:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
@@ -259,6 +274,8 @@ class Agent:
             t.cancel()
         for t in list(self.running.values()):
             t.cancel()
+        if self.pods is not None:  # the node leaves: its pods stop, and are placed elsewhere
+            await self.pods.close()
         await asyncio.gather(*others, *self.running.values(), return_exceptions=True)
         if flush and self._owed():  # the last updates (what finished) go before the node leaves
             deadline = time.monotonic() + 3.0
@@ -267,6 +284,7 @@ class Agent:
         for t in flush:
             t.cancel()
         await asyncio.gather(*flush, return_exceptions=True)
+        await self.forwarder.close()
         if self.node_id is not None:
             try:
                 await asyncio.wait_for(self.transport.leave(self.node_id), 5)
@@ -300,6 +318,8 @@ class Agent:
                 delay = min(delay * 2, 5.0)
                 continue
             self._stop(stop)
+            if not work and not stop and self.pods is not None:
+                self.pods.changed()  # woken for something else: its pods (or the wait ran out)
             for w in work:
                 if w["execution_id"] not in self.known:
                     self.known.add(w["execution_id"])
@@ -318,6 +338,19 @@ class Agent:
                 raise
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
+
+    async def _services_loop(self) -> None:
+        """Every second, the NodePort services to forward here and their ready endpoints; while the
+        coordinator does not answer, forwarding goes on to the endpoints it gave last."""
+        while True:
+            assert self.node_id is not None
+            try:
+                await self.forwarder.apply(await self.transport.node_services(self.node_id))
+            except (asyncio.CancelledError, Refused):
+                raise
+            except Exception as e:  # UnknownNode too: the heartbeat registers again
+                log.debug("reading this node's services failed: %s", e)
+            await asyncio.sleep(SERVICES_INTERVAL_S)
 
     def _stop(self, ids: list[str]) -> None:
         for ex_id in ids:
@@ -496,7 +529,10 @@ class Agent:
                              memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
                              files=files, mounts=mounts, sidecars=sidecars, scratch=sc,
                              bind_roots=tuple(policy.get("bind_roots") or ()),
-                             volumes=tuple(policy.get("volumes") or ()))
+                             volumes=tuple(policy.get("volumes") or ()),
+                             registry=RegistryAuth(str(reg.get("username") or ""), str(reg.get("password") or ""))
+                             if isinstance(reg := w.get("registry"), dict) else None,
+                             networks=tuple(str(n) for n in w.get("networks") or ()))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

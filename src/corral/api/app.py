@@ -17,7 +17,8 @@ from corral.api import docs_ui, edge, errors, health
 from corral.api.deps import Services
 from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
-from corral.api.native import agent, cluster, jobs, schedules
+from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
+from corral.api.native import services as services_api
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
 from corral.coordinator.wakeups import NodeWakeups
@@ -50,8 +51,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         loops.start()
         local = None
         if config.local_worker is not None:
-            from corral.agent.transport import LocalTransport
             from corral.agent.worker import Agent, AgentConfig
+            from corral.coordinator.local import LocalTransport
             local = Agent(AgentConfig(**config.local_worker),  # type: ignore[arg-type]
                           LocalTransport(coord, wakeups))
             await local.start()
@@ -72,7 +73,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cluster.router)
+    app.include_router(pods.router)
     app.include_router(agent.router)
+    app.include_router(agent_pods.router)
+    app.include_router(services_api.router)
+    app.include_router(services_api.agent_router)
     app.include_router(health.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.coordinator.errors import Unauthorized
-from corral.coordinator.service import LogLine, NodeInfo, Update
+from corral.domain.agentwire import LogLine, NodeInfo, Update
 from corral.domain.spec import QueueName, lone_surrogate
 
 Svc = Annotated[Services, Depends(services)]
@@ -86,6 +86,8 @@ def _labels(v: dict[str, Any]) -> dict[str, str]:
 
 
 Labels = Annotated[dict[str, Any], AfterValidator(_labels)]
+# An IP address or a host name: what a client puts before ':port' to reach a pod.
+Address = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")]
 ExecutionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MAX_EXECUTIONS = 100_000  # executions a node may name in one call (running, known, updates)
 MAX_LOG_LINES = 200_000  # lines in one report (the agent buffers at most this many)
@@ -115,6 +117,7 @@ class RegisterBody(Strict):
     runtimes: list[RuntimeName] = Field([], max_length=8)
     queues: list[QueueName] = Field(["default"], max_length=64)
     running: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
+    address: Address | None = None  # where the node's pods are reached (corral worker --advertise-address)
 
     @model_validator(mode="after")
     def _distinct_gpus(self) -> RegisterBody:
@@ -199,15 +202,20 @@ def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, A
 
 @router.post("/nodes/{node_id}/poll")
 async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent, request: Request) -> dict[str, Any]:
-    """Work for this node, waiting up to ``wait`` seconds for some. A worker that has gone (its connection
-    closed) is noticed within a second, so its poll does not hold the server's shutdown."""
+    """Work for this node, waiting up to ``wait`` seconds for some, or until the node is woken for another
+    reason (its pods changed: it answers then with no work, and the worker syncs its pods). A worker that
+    has gone (its connection closed) is noticed within a second, so its poll does not hold the server's
+    shutdown."""
     deadline = time.monotonic() + body.wait
+    woken = False
     while True:
         ev = svc.wakeups.arm(node_id)
         work, stop = await asyncio.to_thread(svc.coord.poll, node_id, body.known)
         left = deadline - time.monotonic()
-        if work or stop or left <= 0:
+        # Woken with no work: something else changed for the node (its pods): the worker asks at once.
+        if work or stop or left <= 0 or woken:
             return {"work": work, "stop": stop}
+        woken = True
         while not ev.is_set() and (left := deadline - time.monotonic()) > 0:
             await svc.wakeups.wait(ev, min(left, POLL_CHECK))
             if await request.is_disconnected():
