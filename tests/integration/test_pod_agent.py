@@ -163,6 +163,12 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     iid = run_pod(node, assignment([crash], policy="OnFailure"))
     ok = run_pod(node, assignment([done], policy="OnFailure"))
     probed = run_pod(node, assignment([ready, live], grace=1))
+    # The container holding the pod's network ends after 5 s: when it is started again, the one that
+    # joined its network is too (its namespace went with it), which is not a restart of its own.
+    net = run_pod(node, assignment([
+        {"name": "net", "image": busybox_image, "command": ["sh", "-c", "sleep 5; exit 1"]},
+        {"name": "joined", "image": busybox_image, "command": ["sh", "-c", "echo joined; exec sleep 3600"]}],
+        grace=1))
     t = node.transport
     seen: list[bool] = []
 
@@ -197,7 +203,11 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 10,
                what="the longer back-off")
     assert t.pod_lines(iid, "app").count("boom") == 2
-    for i in (iid, ok, probed):
+    joined = t.container(net, "joined")
+    assert joined is not None and joined["restart_count"] == 0
+    wait_until(lambda: t.pod_lines(net, "joined").count("joined") == 2, 10, what="joined started again")
+    assert (t.container(net, "net") or {}).get("restart_count") == 1
+    for i in (iid, ok, probed, net):
         drop_pod(node, i)
 
 
