@@ -211,6 +211,28 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
         drop_pod(node, i)
 
 
+def test_a_container_whose_stored_log_is_full_is_no_longer_shipped(node: Node, busybox_image: str) -> None:
+    chatty = {"name": "chatty", "image": busybox_image, "command": ["sh", "-c", "yes flood"]}
+    quiet = {"name": "quiet", "image": busybox_image,
+             "command": ["sh", "-c", "while :; do echo tick; sleep 0.1; done"]}
+    iid = run_pod(node, assignment([chatty, quiet], grace=0))
+    t = node.transport
+    wait_until(lambda: len(t.pod_lines(iid, "chatty")) > 1000, 20, what="the flood shipped")
+    t.log_full.append({"instance_id": iid, "container": "chatty"})
+    node.poke()
+    mark = len(t.syncs)
+    wait_until(lambda: len(t.syncs) > mark + 5, 20, what="five syncs after the answer")
+    mark = len(t.syncs)  # lines read before the answer came may still go: from here on, none
+
+    def lines_since(container: str) -> int:
+        return sum(1 for body in t.syncs[mark:] for ln in body["logs"]
+                   if ln["instance_id"] == iid and ln["container"] == container)
+    wait_until(lambda: lines_since("quiet") >= 10, 20, what="the other container's output going on")
+    assert lines_since("chatty") == 0
+    assert (t.container(iid, "chatty") or {}).get("state") == "running"
+    drop_pod(node, iid)
+
+
 def test_a_host_process_gets_its_ports_and_a_clean_environment(node: Node, tmp_path: Path) -> None:
     port = free_port()
     os.environ["CORRAL_PODAGENT_SECRET"] = "must-not-leak"
