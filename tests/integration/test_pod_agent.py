@@ -154,11 +154,11 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     # and again).
     live = {"name": "live", "image": busybox_image,
             "command": ["sh", "-c", "touch /tmp/alive; echo started; sleep 2; rm /tmp/alive; exec sleep 3600"],
-            "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1,
+            "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "timeoutSeconds": 5,
                               "failureThreshold": 1}}
     ready = {"name": "ready", "image": busybox_image,
              "command": ["sh", "-c", "sleep 1; touch /tmp/ready; sleep 3; rm /tmp/ready; exec sleep 3600"],
-             "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1,
+             "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "timeoutSeconds": 5,
                                 "failureThreshold": 1}}
     iid = run_pod(node, assignment([crash], policy="OnFailure"))
     ok = run_pod(node, assignment([done], policy="OnFailure"))
