@@ -201,3 +201,14 @@ def test_format_cpu(milli: int, text: str) -> None:
                                          (3 * 1024, "3Ki")])
 def test_format_memory(n: int, text: str) -> None:
     assert k8s.format_memory(n) == text
+
+
+def test_operator_settings() -> None:
+    assert k8s.parse_limit_range(["min.cpu=100m,max.cpu=2", "max.memory=1Gi"]) == LimitRange(100, 2000, None, 2**30)
+    assert k8s.parse_quota(["cpu=8,memory=16Gi", "pods=3"]) == Quota(8000, 16 * 2**30, 3)
+    assert k8s.parse_quota([]) == Quota()
+    for bad, call in ((["cpu=1"], k8s.parse_limit_range), (["max.cpu"], k8s.parse_limit_range),
+                      (["min.cpu=2,max.cpu=1"], k8s.parse_limit_range), (["pods=many"], k8s.parse_quota),
+                      (["gpu=1"], k8s.parse_quota)):
+        with pytest.raises(ValueError):
+            call(bad)

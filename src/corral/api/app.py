@@ -17,9 +17,11 @@ from corral.api import edge, errors, health
 from corral.api.deps import Services
 from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
+from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import agent, cluster, jobs, schedules
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
+from corral.coordinator.stacks import Stacks, StacksConfig
 from corral.coordinator.wakeups import NodeWakeups
 from corral.store.sql import Store
 
@@ -35,6 +37,8 @@ class ServerConfig:
     local_worker: dict[str, object] | None = None
     # The API's edge: access token, Host and Origin checks, body limits (corral.api.edge).
     edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
+    # The Stacks API: TTL, LimitRange, ResourceQuota, API key (corral.coordinator.stacks).
+    stacks: StacksConfig = field(default_factory=StacksConfig)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -43,11 +47,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     wakeups = NodeWakeups()
     coord.on_nodes_changed = wakeups.notify
     loops = BackgroundLoops(coord)
+    stacks = Stacks(coord, config.stacks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
         loops.start()
+        stacks.start()
         local = None
         if config.local_worker is not None:
             from corral.agent.transport import LocalTransport
@@ -60,12 +66,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             if local is not None:
                 await local.stop()
+            stacks.stop()
             loops.stop()
             store.close()
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
                   description="Runs jobs of container and host-process tasks across worker machines.")
     app.state.services = Services(coord, wakeups, config.agent_token)
+    app.state.stacks = stacks
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -76,6 +84,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()
     config.edge.agent_token_set = bool(config.agent_token)
+    if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
+        config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
 
     def openapi() -> dict[str, Any]:

@@ -21,6 +21,8 @@ from corral.domain.resources import parse_duration, parse_size
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from corral.coordinator.stacks import StacksConfig
+
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -108,6 +110,18 @@ common_server: list[_Deco] = [
                  "a truncation marker and the rest is dropped."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
+    # The Stacks API (docs/api/stacks.md).
+    click.option("--stacks-api-key", envvar="CORRAL_STACKS_API_KEY", default=None,
+                 help="Require this key (X-API-KEY header or ?api_key=) on every Stacks route; they then skip the "
+                 "access token [default: none: the access token, if any, guards them] [env CORRAL_STACKS_API_KEY]."),
+    click.option("--stacks-ttl", default="2h", show_default=True,
+                 help="How long a stack lives before the coordinator deletes it (such as 2h, 30m)."),
+    click.option("--stacks-limit-range", "stacks_limits", multiple=True, metavar="KEY=QTY,...",
+                 help="Per-container bounds of a stack, like a Kubernetes LimitRange: min.cpu, max.cpu, min.memory, "
+                 "max.memory (such as max.cpu=2,max.memory=4Gi); outside them: 400 [default: none]."),
+    click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
+                 help="Totals of all stacks, like a Kubernetes ResourceQuota: cpu, memory, pods (such as "
+                 "cpu=8,memory=16Gi,pods=50); past them: 503 [default: none]."),
 ]
 
 
@@ -173,6 +187,29 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
                     "stay on); keep the token unless this machine and its browser are yours alone")
 
 
+def _stacks(common: dict[str, Any]) -> StacksConfig:
+    """The Stacks API's settings, taken out of the options every server command shares."""
+    from corral.coordinator.stacks import StacksConfig
+    from corral.domain import k8s
+    key, ttl = common.pop("stacks_api_key"), common.pop("stacks_ttl")
+    limits, quota = common.pop("stacks_limits"), common.pop("stacks_quota")
+    try:
+        ttl_s = parse_duration(ttl)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-ttl") from e
+    if ttl_s <= 0:
+        raise click.BadParameter("must be longer than zero", param_hint="--stacks-ttl")
+    try:
+        lr = k8s.parse_limit_range(limits)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-limit-range") from e
+    try:
+        q = k8s.parse_quota(quota)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-quota") from e
+    return StacksConfig(ttl=ttl_s, limits=lr, quota=q, api_key=(key or "").strip() or None)
+
+
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
               default_cpu: float, max_log_bytes: int) -> Settings:
@@ -223,8 +260,9 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         raise click.ClickException(str(e)) from None
     api_token, token_path = (None, None) if no_token else _token_file(data)
     code = None if no_token else secrets.token_urlsafe(24)
+    stacks = _stacks(common)
     config = ServerConfig(
-        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
+        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"]},
@@ -270,7 +308,8 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
             "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
             "--insecure to run it open anyway")
     _logging(log_level)
-    config = ServerConfig(database_url=database_url, agent_token=token,
+    stacks = _stacks(common)
+    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))

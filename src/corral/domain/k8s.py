@@ -483,3 +483,40 @@ def native_pod(m: Manifest, stack_id: str, ttl_seconds: float | None = None) -> 
     if ttl_seconds is not None:
         pod["ttl"] = f"{ttl_seconds:g}s"
     return pod
+
+
+# -- the operator's settings ----------------------------------------------------------------------
+def _settings(items: tuple[str, ...] | list[str], keys: tuple[str, ...], what: str) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for item in items:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in keys:
+                raise ValueError(f"'{part.strip()}': a {what} entry is KEY=QUANTITY with KEY one of {', '.join(keys)}")
+            try:
+                out[key] = quantity(value.strip(), key)
+            except InvalidPodSpec as e:
+                raise ValueError(str(e).removeprefix("invalid pod spec: ")) from None
+    return out
+
+
+def parse_limit_range(items: tuple[str, ...] | list[str]) -> LimitRange:
+    """``min.cpu=100m,max.cpu=2,min.memory=64Mi,max.memory=4Gi`` (any of them) -> LimitRange."""
+    d = _settings(items, ("min.cpu", "max.cpu", "min.memory", "max.memory"), "limit range")
+    milli = {k: int(v * 1000) for k, v in d.items() if k.endswith("cpu")}
+    size = {k: int(v) for k, v in d.items() if k.endswith("memory")}
+    lr = LimitRange(milli.get("min.cpu"), milli.get("max.cpu"), size.get("min.memory"), size.get("max.memory"))
+    for lo, hi, name in ((lr.min_cpu_milli, lr.max_cpu_milli, "cpu"),
+                         (lr.min_memory_bytes, lr.max_memory_bytes, "memory")):
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min.{name} is more than max.{name}")
+    return lr
+
+
+def parse_quota(items: tuple[str, ...] | list[str]) -> Quota:
+    """``cpu=8,memory=16Gi,pods=50`` (any of them) -> Quota."""
+    d = _settings(items, ("cpu", "memory", "pods"), "quota")
+    return Quota(None if "cpu" not in d else int(d["cpu"] * 1000),
+                 None if "memory" not in d else int(d["memory"]),
+                 None if "pods" not in d else int(d["pods"]))

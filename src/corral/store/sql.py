@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
+from corral.store.stacks import StackQueries
 
 Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
@@ -108,7 +109,7 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx:
+class Tx(StackQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed."""
 
     def __init__(self, conn: Connection) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import ratelimit
-from corral.api.dialects import cloudai, nomadlite, tork, tork_scheduled
+from corral.api.dialects import cloudai, nomadlite, stacks, tork, tork_scheduled
 from corral.api.dialects.base import CODES, DialectError
 
 CLOUDAI_RULES = [
@@ -39,7 +39,8 @@ def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
     """(path prefix, render) for the refusals of the API's edge (corral.api.edge), in each API's shape."""
     return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
             *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
-            *((p, _tork) for p in TORK_PREFIXES)]
+            *((p, _tork) for p in TORK_PREFIXES),
+            *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
 
 
 def install(app: FastAPI) -> None:
@@ -48,6 +49,7 @@ def install(app: FastAPI) -> None:
     app.include_router(tork_scheduled.router)  # Tork's /scheduled-jobs
     app.include_router(cloudai.router)
     app.include_router(cloudai.ws_router)
+    app.include_router(stacks.router)  # /stacks and /stats; /healthz stays Corral's probe on the main port
     renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
                  *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES)]
     ratelimit.install(app, cloudai.RATE_LIMITS, CLOUDAI_RULES, renderers)
