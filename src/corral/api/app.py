@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from corral import __version__
 from corral.api import edge, errors, health
 from corral.api.deps import Services
-from corral.api.dialects import edge_renderers
+from corral.api.dialects import PORT_APPS, edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import agent, cluster, jobs, schedules
@@ -97,4 +98,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAPI:
+    """One dialect alone (see ``PortApp``), over the coordinator of ``main`` (whose lifespan runs it): for a
+    port of its own. The edge's Host, Origin and body checks apply as on the main port."""
+    port_app = PORT_APPS[name]
+    app = FastAPI(title=f"Corral: the {name} API", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    app.state.services = main.state.services
+    app.state.stacks = main.state.stacks
+    port_app.install(app)
+    own = ("",) if port_app.own_auth(app) else ()
+    edge.install(app, dataclasses.replace(config.edge, renderers=[("/", port_app.render)], own_auth_prefixes=own,
+                                          login_code=None))
     return app

@@ -6,6 +6,9 @@ for any route: see corral.api.ratelimit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
@@ -41,6 +44,28 @@ def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
             *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
             *((p, _tork) for p in TORK_PREFIXES),
             *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
+
+
+@dataclass(frozen=True)
+class PortApp:
+    """A dialect served alone on a port of its own (``--dialect-port NAME=PORT``), answering exactly as its
+    seed: ``install`` adds its routes (and the paths it shares with others on the main port, such as a
+    health check), ``render`` answers the edge's refusals in its shape, and ``own_auth(app)`` says whether
+    its routes check a credential of their own, so that the access token is not asked for there."""
+
+    install: Callable[[FastAPI], None]
+    render: ratelimit.Render
+    own_auth: Callable[[FastAPI], bool]
+
+
+def _stacks_port(app: FastAPI) -> None:
+    app.include_router(stacks.health_router)  # /healthz as the seed has it: behind the key
+    app.include_router(stacks.router)
+
+
+PORT_APPS: dict[str, PortApp] = {
+    "stacks": PortApp(_stacks_port, stacks.render_edge, lambda app: bool(app.state.stacks.config.api_key)),
+}
 
 
 def install(app: FastAPI) -> None:
