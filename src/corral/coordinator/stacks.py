@@ -29,6 +29,7 @@ from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded, S
 from corral.domain import k8s
 
 if TYPE_CHECKING:
+    from corral.coordinator.pods import Pods
     from corral.coordinator.service import Coordinator
 
 log = logging.getLogger("corral.stacks")
@@ -83,8 +84,8 @@ class Stacks:
         self._thread: threading.Thread | None = None
 
     @property
-    def pods(self) -> Any:
-        return self.coord.pods  # type: ignore[attr-defined]
+    def pods(self) -> Pods:
+        return self.coord.pods
 
     # -- commands -----------------------------------------------------------------------------------
     def create(self, pod_spec: Any, target_port: Any) -> Row:
