@@ -291,8 +291,8 @@ class Stacks:
         if i >= len(ids):
             status = "failed" if ids and counts["deleted"] == 0 and counts["not_found"] == 0 else "completed"
         with self.store.transaction() as tx:
-            tx.cas_batch_job(job["id"], ["running"], done=job["done"], status=status, updated_at=time.time(),
-                             errors=errors, **counts)
+            tx.cas_batch_job(job["id"], ["running"], at_done=job["done"], done=i, status=status,
+                             updated_at=time.time(), errors=errors, **counts)
             return tx.batch_job(job["id"])
 
     # -- the background pass ------------------------------------------------------------------------

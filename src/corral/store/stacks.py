@@ -75,9 +75,10 @@ class StackQueries:
              .limit(limit))
         return [dict(r) for r in self.c.execute(q).mappings()]
 
-    def cas_batch_job(self, job_id: str, expected: Sequence[str], done: int | None = None, **values: Any) -> bool:
-        """Update a job still in one of ``expected`` (and, when ``done`` is given, at that progress)."""
+    def cas_batch_job(self, job_id: str, expected: Sequence[str], at_done: int | None = None,
+                      **values: Any) -> bool:
+        """Update a job still in one of ``expected`` (and, when ``at_done`` is given, at that progress)."""
         q = sa.update(s.stack_batch_jobs).where(_J.id == job_id, _J.status.in_(tuple(expected)))
-        if done is not None:
-            q = q.where(_J.done == done)
+        if at_done is not None:
+            q = q.where(_J.done == at_done)
         return self.c.execute(q.values(**values)).rowcount == 1
