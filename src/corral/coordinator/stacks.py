@@ -91,8 +91,8 @@ class Stacks:
     def create(self, pod_spec: Any, target_port: Any) -> Row:
         """Check, reserve and place a stack; its view (status ``creating`` until its pod is ready)."""
         from corral.domain.pods import PodSpec
-        targets = k8s.target_ports(target_port)
         try:
+            targets = k8s.target_ports(target_port)
             manifest = k8s.parse_manifest(pod_spec, targets)
             k8s.check_limits(manifest, self.config.limits)
         except k8s.InvalidInput as e:
