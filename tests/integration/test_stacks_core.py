@@ -178,3 +178,19 @@ def test_a_batch_delete_job_counts_and_caps_its_errors(core: Core, monkeypatch: 
     assert all(len(e["error"]) == MAX_ERROR_CHARS and e["error"].startswith("delete pod/service failed: ")
                for e in got["errors"])
     assert got["errors"][0]["stack_id"] == "stack-0"
+
+
+def test_a_stack_whose_node_dies_is_node_deleted(database_url: str) -> None:
+    c = Core(database_url)
+    c.coord.settings.node_ttl, c.coord.settings.heartbeat_interval = 1.0, 0.2
+    try:
+        c.add_node()  # it never heartbeats: its lease runs out after a second
+        s = c.stacks.create(SPEC, TCP80)
+        assert s["status"] == "creating"
+        wait = time.monotonic() + 20
+        while c.stacks.get(s["stack_id"])["status"] != "node_deleted":
+            assert time.monotonic() < wait, c.coord.pods.get(s["stack_id"])
+            time.sleep(0.1)
+        assert c.stacks.stats()["active_stacks"] == 0
+    finally:
+        c.close()
