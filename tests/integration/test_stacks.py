@@ -67,11 +67,12 @@ class StacksCluster(Cluster):
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[StacksCluster]:
-    """A server with a Stacks key, the Stacks API also alone on ``stacks_port``, one docker worker."""
+    """A server with an access token and a Stacks key, the Stacks API also alone on ``stacks_port``, one docker
+    worker."""
     c = StacksCluster(tmp_path_factory.mktemp("stacks"))
     c.stacks_port = free_port()
     c.start_server("--stacks-api-key", KEY, "--dialect-port", f"stacks={c.stacks_port}",
-                   "--node-port-range", node_port_range())
+                   "--node-port-range", node_port_range(), "--api-token", "corral-access-token")
     c.client.headers["X-API-KEY"] = KEY
     c.add_worker("w1", "--runtime", "docker", "--advertise-address", "127.0.0.1")
     yield c
@@ -194,6 +195,11 @@ def test_the_api_key(stacks: StacksCluster) -> None:
         assert c.client.get(url + ("&" if "?" in url else "?") + f"api_key={KEY}",
                             headers={"X-API-KEY": ""}).status_code == 200, url
     r = c.client.post("/stacks", json=SEED_BODY, headers={"X-API-KEY": ""})
+    assert r.status_code == 401
+    # With a Stacks key the Stacks routes take it instead of Corral's access token; the others do not.
+    r = c.client.get("/stacks", headers={"Authorization": ""})
+    assert r.status_code == 200, r.text
+    r = c.client.get("/v1/jobs", headers={"Authorization": ""})
     assert r.status_code == 401
     # Corral's probe on the main port answers without the key, compatibly with the document's.
     r = c.client.get("/healthz", headers={"X-API-KEY": ""})
