@@ -6,6 +6,8 @@ other's nodes.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import Cluster, wait_until
+from tests.support import corral
 
 NODE_SECRET = "X-Corral-Node-Secret"
 NODE_TTL = 2.0  # seconds: a stand-in node that stops heartbeating is down this soon
@@ -46,6 +49,23 @@ class FakeNode:
 
     def heartbeat(self) -> None:
         assert self.post("heartbeat", {"running": []}).status_code == 200
+
+    @contextlib.contextmanager
+    def alive(self) -> Iterator[None]:
+        """Heartbeat in the background (while the test waits on something else, such as a CLI command)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(NODE_TTL / 8):
+                self.post("heartbeat", {"running": []})
+
+        t = threading.Thread(target=beat, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join(5)
 
     def sync(self, pods: list[dict[str, Any]] | None = None, logs: list[dict[str, Any]] | None = None
              ) -> dict[str, Any]:
@@ -104,7 +124,8 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
     assert cluster.client.get(f"/v1/pods/{pod['id']}/logs").text == "listening\n"
     # the node and its pods' capacity
     n = cluster.get(f"/v1/nodes/{node.id}")
-    assert n["address"] == "10.9.8.7"
+    assert n["address"] == "10.9.8.7" and n["pods"] == 1 and n["allocated"]["cpu"] > 0
+    assert 'corral_pods{state="running"}' in cluster.client.get("/metrics").text
 
     items = cluster.get("/v1/pods?selector=app=web&namespace=default")["items"]
     assert [p["id"] for p in items] == [pod["id"]]
@@ -112,7 +133,7 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
 
     r = cluster.client.delete(f"/v1/pods/{pod['id']}")
     assert r.status_code == 200 and r.json()["state"] == "terminating"
-    a = next(x for x in node.sync()["pods"] if x["pod_id"] == pod["id"])
+    a = next(x for x in node.sync([_status(a)])["pods"] if x["pod_id"] == pod["id"])
     assert a["desired"] == "stop"
     r = cluster.client.post(f"/v1/pods/{pod['id']}/purge")
     assert r.status_code == 409 and "terminat" in r.json()["detail"]
@@ -273,3 +294,39 @@ def test_ttl_expiry_deletes_the_pod(cluster: Cluster) -> None:
     assert cluster.get(f"/v1/pods/{pod['id']}")["reason"].startswith("its ttl ran out")
     node.sync([{**_status(a), "phase": "stopped"}])
     assert cluster.get(f"/v1/pods/{pod['id']}")["state"] == "terminated"
+
+
+def test_the_cli_creates_lists_shows_follows_and_deletes(cluster: Cluster, tmp_path: Path) -> None:
+    node = FakeNode(cluster, "pods-cli", {"t": "cli"}, address="192.0.2.7")
+    with node.alive():
+        _cli(cluster, node, tmp_path)
+
+
+def _cli(cluster: Cluster, node: FakeNode, tmp_path: Path) -> None:
+    f = tmp_path / "web.yaml"
+    f.write_text("name: cli-web\nlabels: {app: cli}\nnode_selector: {t: cli}\ncontainers:\n"
+                 "- name: app\n  image: busybox\n  ports: [{containerPort: 8080}]\n")
+    r = corral("pods", "create", str(f), server=cluster.url)
+    assert r.returncode == 0, r.stderr
+    pod_id = r.stdout.strip()
+    a = _assigned(node, pod_id)
+    node.sync([_status(a)], [{"instance_id": a["instance_id"], "container": "app", "stream": s, "line": f"to {s}",
+                              "ts": time.time()} for s in ("stdout", "stderr")])
+    r = corral("pods", "ls", "-l", "app=cli", server=cluster.url)
+    assert r.returncode == 0 and pod_id in r.stdout and "running" in r.stdout and "1/1" in r.stdout, r.stdout
+    r = corral("pods", "get", pod_id, server=cluster.url)
+    port = a["ports"][0]["hostPort"]
+    assert r.returncode == 0 and f"192.0.2.7:{port}" in r.stdout, r.stdout
+    r = corral("pods", "logs", pod_id, "-c", "app", server=cluster.url)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "to stdout\n", "to stderr\n")
+    r = corral("pods", "rm", pod_id, server=cluster.url)
+    assert r.returncode == 0 and "terminating" in r.stdout
+    node.sync([{**_status(a), "phase": "stopped"}])
+    r = corral("pods", "logs", pod_id, "--follow", server=cluster.url)  # ended: returns at once
+    assert r.returncode == 0 and r.stdout == "to stdout\n"
+    r = corral("pods", "get", "nope", server=cluster.url)
+    assert r.returncode != 0 and "no pod with id 'nope'" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncontainers: []\n")
+    r = corral("pods", "create", str(bad), server=cluster.url)
+    assert r.returncode != 0 and "containers" in r.stderr
