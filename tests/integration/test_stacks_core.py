@@ -166,15 +166,15 @@ def test_a_batch_delete_job_counts_and_caps_its_errors(core: Core, monkeypatch: 
     assert (got["status"], got["total"], got["deleted"], got["not_found"], got["failed"]) == ("completed", 2, 1, 1, 0)
     assert "errors" not in got
 
-    def broken(stack_id: str) -> None:
+    def broken(tx: object, stack_id: str) -> bool:
         raise RuntimeError("x" * 2000)
 
-    monkeypatch.setattr(core.stacks, "delete", broken)
-    job = core.stacks.start_batch_delete([f"stack-{i}" for i in range(150)])
+    monkeypatch.setattr(Stacks, "_take", staticmethod(broken))
+    job = core.stacks.start_batch_delete([f"stack-{i}" for i in range(110)])
     while core.stacks.run_batches_once():
         pass
     got = core.stacks.batch_job(job)
-    assert (got["status"], got["failed"], len(got["errors"])) == ("failed", 150, MAX_ERRORS)
+    assert (got["status"], got["failed"], len(got["errors"])) == ("failed", 110, MAX_ERRORS)
     assert all(len(e["error"]) == MAX_ERROR_CHARS and e["error"].startswith("delete pod/service failed: ")
                for e in got["errors"])
     assert got["errors"][0]["stack_id"] == "stack-0"
@@ -194,3 +194,30 @@ def test_a_stack_whose_node_dies_is_node_deleted(database_url: str) -> None:
         assert c.stacks.stats()["active_stacks"] == 0
     finally:
         c.close()
+
+
+def test_two_coordinators_working_one_batch_count_each_stack_once(database_url: str) -> None:
+    one, two = Core(database_url), Core(database_url)
+    try:
+        one.add_node()
+        ids = [one.stacks.create(SPEC, TCP80)["stack_id"] for _ in range(6)]
+        job = one.stacks.start_batch_delete([*ids, "stack-gone-1", "stack-gone-2"])
+        go = threading.Barrier(2)
+
+        def work(s: Stacks) -> None:
+            go.wait()
+            while s.batch_job(job)["status"] in ("queued", "running"):
+                s.run_batches_once(0.05)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in (one.stacks, two.stacks)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        got = one.stacks.batch_job(job)
+        assert (got["status"], got["total"], got["deleted"], got["not_found"], got["failed"]) == (
+            "completed", 8, 6, 2, 0)
+        assert one.stacks.list() == []
+    finally:
+        one.close()
+        two.close()

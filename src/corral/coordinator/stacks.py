@@ -31,6 +31,7 @@ from corral.domain import k8s
 if TYPE_CHECKING:
     from corral.coordinator.pods import Pods
     from corral.coordinator.service import Coordinator
+    from corral.store.sql import Tx
 
 log = logging.getLogger("corral.stacks")
 Row = dict[str, Any]
@@ -56,6 +57,13 @@ class NoNodePort(Overloaded):
 
 def new_stack_id() -> str:
     return "stack-" + secrets.token_hex(8)
+
+
+def _batch_status(ids: Sequence[str], done: int, counts: Row) -> str:
+    """A batch job's status once ``done`` of its ``ids`` are worked through."""
+    if done < len(ids):
+        return "running"
+    return "failed" if ids and counts["deleted"] == 0 and counts["not_found"] == 0 else "completed"
 
 
 def status_of(pod: Row | None) -> str:
@@ -260,40 +268,58 @@ class Stacks:
         for first in jobs:
             job: Row | None = first
             while job is not None and job["status"] in ("queued", "running") and time.monotonic() < end:
-                job = self._batch_step(job)
+                job = self._batch_step(job["id"])
                 done += 1
         return done
 
-    def _batch_step(self, job: Row) -> Row | None:
-        ids: list[str] = job["stack_ids"]
-        i = job["done"]
-        now = time.time()
-        if job["status"] == "queued":
+    @staticmethod
+    def _take(tx: Tx, stack_id: str) -> bool:
+        """Delete a stack's row in ``tx``; False if there is none."""
+        return tx.delete_stack(stack_id)
+
+    def _batch_step(self, job_id: str) -> Row | None:
+        """One id of a job, in one transaction that holds the job's row: the stack's row is deleted and the
+        job's progress and counts are written together, so each id is counted once, by one coordinator.
+        The pod of a deleted stack is stopped after the commit (or by the orphan pass)."""
+        stop: str | None = None
+        try:
             with self.store.transaction() as tx:
-                if not tx.cas_batch_job(job["id"], ["queued"], status="running", updated_at=now):
-                    return tx.batch_job(job["id"])
-            job = {**job, "status": "running"}
-        counts = {k: job[k] for k in ("deleted", "not_found", "failed")}
-        errors = list(job["errors"])
-        if i < len(ids):
-            try:
-                self.delete(ids[i])
-                counts["deleted"] += 1
-            except NotFound:
-                counts["not_found"] += 1
-            except Exception as e:
-                counts["failed"] += 1
-                if len(errors) < MAX_ERRORS:
+                job = tx.batch_job(job_id, lock=True)
+                if job is None or job["status"] not in ("queued", "running"):
+                    return job
+                ids, i = job["stack_ids"], job["done"]
+                values: Row = {k: job[k] for k in ("deleted", "not_found", "failed")}
+                if i < len(ids):
+                    if self._take(tx, ids[i]):
+                        values["deleted"] += 1
+                        stop = ids[i]
+                    else:
+                        values["not_found"] += 1
+                tx.cas_batch_job(job_id, ["queued", "running"], at_done=i, done=min(i + 1, len(ids)),
+                                 status=_batch_status(ids, i + 1, values), updated_at=time.time(), **values)
+                out = tx.batch_job(job_id)
+        except Exception as e:
+            log.warning("batch delete %s: a delete failed: %s", job_id, e)
+            stop = None
+            with self.store.transaction() as tx:
+                job = tx.batch_job(job_id, lock=True)
+                if job is None or job["status"] not in ("queued", "running"):
+                    return job
+                ids, i = job["stack_ids"], job["done"]
+                values = {k: job[k] for k in ("deleted", "not_found", "failed")}
+                values["failed"] += 1
+                errors = list(job["errors"])
+                if len(errors) < MAX_ERRORS and i < len(ids):
                     errors.append({"stack_id": ids[i][:MAX_ERROR_CHARS],
                                    "error": f"delete pod/service failed: {e}"[:MAX_ERROR_CHARS]})
-            i += 1
-        status = "running"
-        if i >= len(ids):
-            status = "failed" if ids and counts["deleted"] == 0 and counts["not_found"] == 0 else "completed"
-        with self.store.transaction() as tx:
-            tx.cas_batch_job(job["id"], ["running"], at_done=job["done"], done=i, status=status,
-                             updated_at=time.time(), errors=errors, **counts)
-            return tx.batch_job(job["id"])
+                tx.cas_batch_job(job_id, ["queued", "running"], at_done=i, done=min(i + 1, len(ids)),
+                                 status=_batch_status(ids, i + 1, values), updated_at=time.time(), errors=errors,
+                                 **values)
+                out = tx.batch_job(job_id)
+        if stop is not None:
+            with contextlib.suppress(ServiceError):  # else the orphan pass stops it
+                self._stop_pod(stop)
+        return out
 
     # -- the background pass ------------------------------------------------------------------------
     def expire_once(self, now: float | None = None) -> int:

@@ -66,8 +66,13 @@ class StackQueries:
     def insert_batch_job(self, row: Row) -> None:
         self.c.execute(sa.insert(s.stack_batch_jobs).values(**row))
 
-    def batch_job(self, job_id: str) -> Row | None:
-        r = self.c.execute(sa.select(s.stack_batch_jobs).where(_J.id == job_id)).mappings().first()
+    def batch_job(self, job_id: str, lock: bool = False) -> Row | None:
+        """A job; ``lock``: its row stays locked until the transaction ends (PostgreSQL; SQLite has one
+        writer at a time)."""
+        q = sa.select(s.stack_batch_jobs).where(_J.id == job_id)
+        if lock and self.c.dialect.name == "postgresql":
+            q = q.with_for_update()
+        r = self.c.execute(q).mappings().first()
         return dict(r) if r else None
 
     def unfinished_batch_jobs(self, limit: int = 10) -> list[Row]:
