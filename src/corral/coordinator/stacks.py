@@ -348,7 +348,7 @@ class Stacks:
                 return n
             after = page[-1]["seq"]
             with self.store.read() as tx:
-                live = {p["id"] for p in page if tx.stack(p["id"]) is not None}
+                live = tx.existing_stacks([p["id"] for p in page])
             for p in page:
                 if p["id"] in live:
                     continue

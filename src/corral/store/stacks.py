@@ -44,6 +44,12 @@ class StackQueries:
         r = self.c.execute(sa.select(s.stacks).where(_S.id == stack_id)).mappings().first()
         return dict(r) if r else None
 
+    def existing_stacks(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` (at most a few hundred) are stacks."""
+        if not ids:
+            return set()
+        return {r[0] for r in self.c.execute(sa.select(_S.id).where(_S.id.in_(list(ids))))}
+
     def all_stacks(self, limit: int = 100_000) -> list[Row]:
         return [dict(r) for r in self.c.execute(sa.select(s.stacks).order_by(_S.seq).limit(limit)).mappings()]
 
