@@ -6,6 +6,7 @@ on its node port until it is deleted or its TTL runs out, the API key, and bad i
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -56,8 +57,9 @@ def web_body(image: str, text: str = "hello from a stack") -> dict[str, Any]:
 
 
 def node_port_range() -> str:
-    base = free_port()
-    base = base if base < 65000 else 40000
+    """20 ports below Linux's ephemeral range (where connections take their local ports), away from the
+    default range other tests' servers use."""
+    base = random.randrange(21000, 29000, 20)
     return f"{base}-{base + 19}"
 
 
@@ -74,9 +76,17 @@ def stacks(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iter
     c.start_server("--stacks-api-key", KEY, "--dialect-port", f"stacks={c.stacks_port}",
                    "--node-port-range", node_port_range(), "--api-token", "corral-access-token")
     c.client.headers["X-API-KEY"] = KEY
+    wait_until(lambda: _answers(c, alone(c, "/healthz")), 10, what="the Stacks API's own port")
     c.add_worker("w1", "--runtime", "docker", "--advertise-address", "127.0.0.1")
     yield c
     c.close()
+
+
+def _answers(c: Cluster, url: str) -> bool:
+    try:
+        return c.client.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def alone(c: StacksCluster, path: str) -> str:
