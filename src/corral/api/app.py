@@ -57,8 +57,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         stacks.start()
         local = None
         if config.local_worker is not None:
-            from corral.agent.transport import LocalTransport
             from corral.agent.worker import Agent, AgentConfig
+            from corral.coordinator.local import LocalTransport
             local = Agent(AgentConfig(**config.local_worker),  # type: ignore[arg-type]
                           LocalTransport(coord, wakeups))
             await local.start()
@@ -96,6 +96,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(jobs.job_schemas())
+            schema["components"]["schemas"].update(pods.pod_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 
