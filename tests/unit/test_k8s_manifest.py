@@ -212,3 +212,14 @@ def test_operator_settings() -> None:
                       (["gpu=1"], k8s.parse_quota)):
         with pytest.raises(ValueError):
             call(bad)
+
+
+def test_only_target_ports_and_probed_ports_are_published() -> None:
+    text = manifest(container={"ports": [{"containerPort": 80}, {"containerPort": 443},
+                                         {"containerPort": 9000, "name": "health"}],
+                               "livenessProbe": {"httpGet": {"port": "health"}}})
+    pod = k8s.native_pod(k8s.parse_manifest(text, TCP80), "stack-00000000000000ab")
+    assert pod["containers"][0]["ports"] == [{"containerPort": 80, "protocol": "TCP"},
+                                             {"name": "health", "containerPort": 9000, "protocol": "TCP"}]
+    # Every port stays in the stored manifest.
+    assert len(yaml.safe_load(k8s.parse_manifest(text, TCP80).yaml)["spec"]["containers"][0]["ports"]) == 3

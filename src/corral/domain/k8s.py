@@ -464,8 +464,13 @@ def native_pod(m: Manifest, stack_id: str, ttl_seconds: float | None = None) -> 
                 out[k] = c[k]
         if c.get("env"):
             out["env"] = [{"name": e["name"], "value": e.get("value") or ""} for e in c["env"]]
+        # Only the target ports are published (each takes a node port), and those a probe names.
+        named = {str(a.get("port")) for k in ("livenessProbe", "readinessProbe")
+                 for a in ((c.get(k) or {}).get("httpGet"), (c.get(k) or {}).get("tcpSocket")) if a}
+        targets = {(t.container_port, t.protocol) for t in m.target_ports}
         out["ports"] = [{**({"name": p["name"]} if p.get("name") else {}), "containerPort": p["containerPort"],
-                         "protocol": p.get("protocol") or "TCP"} for p in c.get("ports") or []]
+                         "protocol": p.get("protocol") or "TCP"} for p in c.get("ports") or []
+                        if (p["containerPort"], p.get("protocol") or "TCP") in targets or p.get("name") in named]
         out["resources"] = c["resources"]
         for k in ("livenessProbe", "readinessProbe"):
             probe = _probe_to_native(c.get(k))
