@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,12 +16,14 @@ from fastapi.openapi.utils import get_openapi
 from corral import __version__
 from corral.api import docs_ui, edge, errors, health
 from corral.api.deps import Services
-from corral.api.dialects import edge_renderers
+from corral.api.dialects import PORT_APPS, edge_renderers
 from corral.api.dialects import install as install_dialects
+from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
 from corral.api.native import services as services_api
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
+from corral.coordinator.stacks import Stacks, StacksConfig
 from corral.coordinator.wakeups import NodeWakeups
 from corral.store.sql import Store
 
@@ -36,6 +39,8 @@ class ServerConfig:
     local_worker: dict[str, object] | None = None
     # The API's edge: access token, Host and Origin checks, body limits (corral.api.edge).
     edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
+    # The Stacks API: TTL, LimitRange, ResourceQuota, API key (corral.coordinator.stacks).
+    stacks: StacksConfig = field(default_factory=StacksConfig)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -44,11 +49,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     wakeups = NodeWakeups()
     coord.on_nodes_changed = wakeups.notify
     loops = BackgroundLoops(coord)
+    stacks = Stacks(coord, config.stacks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
         loops.start()
+        stacks.start()
         local = None
         if config.local_worker is not None:
             from corral.agent.worker import Agent, AgentConfig
@@ -61,6 +68,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             if local is not None:
                 await local.stop()
+            stacks.stop()
             loops.stop()
             store.close()
 
@@ -69,6 +77,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                   docs_url=None, redoc_url=None)
     docs_ui.install(app)  # /docs and /redoc from local assets, not a CDN
     app.state.services = Services(coord, wakeups, config.agent_token)
+    app.state.stacks = stacks
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -83,6 +92,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()
     config.edge.agent_token_set = bool(config.agent_token)
+    if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
+        config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
 
     def openapi() -> dict[str, Any]:
@@ -95,4 +106,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAPI:
+    """One dialect alone (see ``PortApp``), over the coordinator of ``main`` (whose lifespan runs it): for a
+    port of its own. The edge's Host, Origin and body checks apply as on the main port."""
+    port_app = PORT_APPS[name]
+    app = FastAPI(title=f"Corral: the {name} API", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    app.state.services = main.state.services
+    app.state.stacks = main.state.stacks
+    port_app.install(app)
+    own = ("",) if port_app.own_auth(app) else ()
+    edge.install(app, dataclasses.replace(config.edge, renderers=[("/", port_app.render)], own_auth_prefixes=own,
+                                          login_code=None))
     return app

@@ -22,6 +22,8 @@ from corral.domain.resources import parse_duration, parse_size
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from corral.coordinator.stacks import StacksConfig
+
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,7 +33,9 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:
+def _serve(app: FastAPI, bind: str, port: int, log_level: str,
+           more: list[tuple[FastAPI, int]] | None = None) -> None:
+    """Serve ``app`` on ``port``, and each of ``more`` (a dialect alone) on its own port, in one event loop."""
     import sys
 
     import uvicorn
@@ -39,8 +43,56 @@ def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:
     # The event loop, the scheduler and the store hand work to each other across threads many times per
     # task; with the default 5 ms GIL switch interval every hand-over can stall that long.
     sys.setswitchinterval(0.0005)
-    uvicorn.run(app, host=bind, port=port, log_level=log_level.lower(), access_log=False,
-                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    opts: dict[str, Any] = {"host": bind, "log_level": log_level.lower(), "access_log": False, "loop": "uvloop",
+                            "http": "httptools", "timeout_graceful_shutdown": 5}
+    if not more:
+        uvicorn.run(app, port=port, **opts)
+        return
+    servers = [uvicorn.Server(uvicorn.Config(app, port=port, **opts))]
+    servers += [uvicorn.Server(uvicorn.Config(a, port=p, lifespan="off", **opts)) for a, p in more]
+
+    async def main() -> None:
+        async def one_stops_all() -> None:  # a signal reaches one server's handler: stop them all
+            while not any(s.should_exit for s in servers):
+                await asyncio.sleep(0.1)
+            for s in servers:
+                s.should_exit = True
+
+        watch = asyncio.ensure_future(one_stops_all())
+        try:
+            await asyncio.gather(*(s.serve() for s in servers))
+        finally:
+            watch.cancel()
+
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(main())
+    if not all(s.started for s in servers):
+        raise SystemExit(3)
+
+
+def _dialect_ports(values: tuple[str, ...], main_port: int) -> dict[str, int]:
+    from corral.api.dialects import PORT_APPS
+    out: dict[str, int] = {}
+    for v in values:
+        name, sep, port = v.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in PORT_APPS or not port.strip().isdigit() or not 1 <= int(port) <= 65535:
+            raise click.BadParameter(f"'{v}': give NAME=PORT with NAME one of {', '.join(sorted(PORT_APPS))}",
+                                     param_hint="--dialect-port")
+        if int(port) == main_port or int(port) in out.values() or name in out:
+            raise click.BadParameter(f"'{v}': each dialect once, each on a port of its own",
+                                     param_hint="--dialect-port")
+        out[name] = int(port)
+    return out
+
+
+def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports: dict[str, int]) -> None:
+    from corral.api.app import create_app, create_dialect_app
+    app = create_app(config)
+    more = [(create_dialect_app(app, name, config), p) for name, p in dialect_ports.items()]
+    for name, p in dialect_ports.items():
+        click.echo(f"The {name} API alone on http://{bind}:{p}", err=True)
+    _serve(app, bind, port, log_level, more)
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -138,6 +190,21 @@ common_server: list[_Deco] = [
                  "hostPort (LOW-HIGH)."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
+    # The Stacks API (docs/api/stacks.md).
+    click.option("--stacks-api-key", envvar="CORRAL_STACKS_API_KEY", default=None,
+                 help="Require this key (X-API-KEY header or ?api_key=) on every Stacks route; they then skip the "
+                 "access token [default: none: the access token, if any, guards them] [env CORRAL_STACKS_API_KEY]."),
+    click.option("--stacks-ttl", default="2h", show_default=True,
+                 help="How long a stack lives before the coordinator deletes it (such as 2h, 30m)."),
+    click.option("--stacks-limit-range", "stacks_limits", multiple=True, metavar="KEY=QTY,...",
+                 help="Per-container bounds of a stack, like a Kubernetes LimitRange: min.cpu, max.cpu, min.memory, "
+                 "max.memory (such as max.cpu=2,max.memory=4Gi); outside them: 400 [default: none]."),
+    click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
+                 help="Also serve one dialect alone on a port of its own, answering exactly as its document "
+                 "(such as stacks=8081); it stays on the main port too. Repeatable."),
+    click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
+                 help="Totals of all stacks, like a Kubernetes ResourceQuota: cpu, memory, pods (such as "
+                 "cpu=8,memory=16Gi,pods=50); past them: 503 [default: none]."),
 ]
 
 
@@ -203,6 +270,29 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
                     "stay on); keep the token unless this machine and its browser are yours alone")
 
 
+def _stacks(common: dict[str, Any]) -> StacksConfig:
+    """The Stacks API's settings, taken out of the options every server command shares."""
+    from corral.coordinator.stacks import StacksConfig
+    from corral.domain import k8s
+    key, ttl = common.pop("stacks_api_key"), common.pop("stacks_ttl")
+    limits, quota = common.pop("stacks_limits"), common.pop("stacks_quota")
+    try:
+        ttl_s = parse_duration(ttl)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-ttl") from e
+    if ttl_s <= 0:
+        raise click.BadParameter("must be longer than zero", param_hint="--stacks-ttl")
+    try:
+        lr = k8s.parse_limit_range(limits)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-limit-range") from e
+    try:
+        q = k8s.parse_quota(quota)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-quota") from e
+    return StacksConfig(ttl=ttl_s, limits=lr, quota=q, api_key=(key or "").strip() or None)
+
+
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
               default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
@@ -247,7 +337,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     themselves); a browser logs in once with the link printed at start.
     """
     from corral.agent.lock import DirLocked, lock_dir, unlock
-    from corral.api.app import ServerConfig, create_app
+    from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
     _logging(log_level)
     data = Path(data_dir).absolute()
@@ -258,8 +348,10 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         raise click.ClickException(str(e)) from None
     api_token, token_path = (None, None) if no_token else _token_file(data)
     code = None if no_token else secrets.token_urlsafe(24)
+    stacks = _stacks(common)
+    ports = _dialect_ports(common.pop("dialect_ports"), port)
     config = ServerConfig(
-        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
+        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
@@ -274,7 +366,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         click.echo(f"Access token in {token_path} (the corral commands read it by themselves)", err=True)
         click.echo(f"Log in from a browser (this link works once): "
                    f"http://{_browser_host(bind)}:{port}/login?code={code}", err=True)
-    _serve(create_app(config), bind, port, log_level)
+    _serve_all(config, bind, port, log_level, ports)
 
 
 @click.command()
@@ -296,7 +388,7 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     On an address other than loopback it needs --api-token (for the API) and --token (for workers),
     unless --insecure says to run it open.
     """
-    from corral.api.app import ServerConfig, create_app
+    from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
     from corral.domain.addresses import is_loopback
     missing = [name for name, given in (("--api-token", api_token), ("--token", token)) if not given]
@@ -306,11 +398,13 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
             "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
             "--insecure to run it open anyway")
     _logging(log_level)
-    config = ServerConfig(database_url=database_url, agent_token=token,
+    stacks = _stacks(common)
+    ports = _dialect_ports(common.pop("dialect_ports"), port)
+    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))
-    _serve(create_app(config), bind, port, log_level)
+    _serve_all(config, bind, port, log_level, ports)
 
 
 @click.command()

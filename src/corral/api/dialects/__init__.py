@@ -6,11 +6,14 @@ for any route: see corral.api.ratelimit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import ratelimit
-from corral.api.dialects import cloudai, nomadlite, tork, tork_scheduled
+from corral.api.dialects import cloudai, nomadlite, stacks, tork, tork_scheduled
 from corral.api.dialects.base import CODES, DialectError
 
 CLOUDAI_RULES = [
@@ -39,7 +42,30 @@ def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
     """(path prefix, render) for the refusals of the API's edge (corral.api.edge), in each API's shape."""
     return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
             *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
-            *((p, _tork) for p in TORK_PREFIXES)]
+            *((p, _tork) for p in TORK_PREFIXES),
+            *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
+
+
+@dataclass(frozen=True)
+class PortApp:
+    """A dialect served alone on a port of its own (``--dialect-port NAME=PORT``), answering exactly as its
+    seed: ``install`` adds its routes (and the paths it shares with others on the main port, such as a
+    health check), ``render`` answers the edge's refusals in its shape, and ``own_auth(app)`` says whether
+    its routes check a credential of their own, so that the access token is not asked for there."""
+
+    install: Callable[[FastAPI], None]
+    render: ratelimit.Render
+    own_auth: Callable[[FastAPI], bool]
+
+
+def _stacks_port(app: FastAPI) -> None:
+    app.include_router(stacks.health_router)  # /healthz as the seed has it: behind the key
+    app.include_router(stacks.router)
+
+
+PORT_APPS: dict[str, PortApp] = {
+    "stacks": PortApp(_stacks_port, stacks.render_edge, lambda app: bool(app.state.stacks.config.api_key)),
+}
 
 
 def install(app: FastAPI) -> None:
@@ -48,6 +74,7 @@ def install(app: FastAPI) -> None:
     app.include_router(tork_scheduled.router)  # Tork's /scheduled-jobs
     app.include_router(cloudai.router)
     app.include_router(cloudai.ws_router)
+    app.include_router(stacks.router)  # /stacks and /stats; /healthz stays Corral's probe on the main port
     renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
                  *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES)]
     ratelimit.install(app, cloudai.RATE_LIMITS, CLOUDAI_RULES, renderers)
