@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from corral import __version__
 from corral.api import edge, errors, health
 from corral.api.deps import Services
+from corral.api.dialects import PORTS as DIALECT_PORTS
 from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.native import agent, cluster, jobs, schedules
@@ -35,6 +36,9 @@ class ServerConfig:
     local_worker: dict[str, object] | None = None
     # The API's edge: access token, Host and Origin checks, body limits (corral.api.edge).
     edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
+    # A port of its own for a dialect (name -> port: corral up --dialect-port podling=8070), where it
+    # answers exactly as its seed, paths the main port gives to another API included (see create_dialect_app).
+    dialect_ports: dict[str, int] = field(default_factory=dict)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -65,7 +69,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
                   description="Runs jobs of container and host-process tasks across worker machines.")
-    app.state.services = Services(coord, wakeups, config.agent_token)
+    app.state.services = Services(coord, wakeups, config.agent_token,
+                                  auth=bool(config.agent_token or config.edge.api_token))
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -87,4 +92,17 @@ def create_app(config: ServerConfig) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def create_dialect_app(name: str, main: FastAPI, config: ServerConfig) -> FastAPI:
+    """The app of a dialect's own port: that API alone (``corral.api.dialects.PORTS``), over the main
+    app's coordinator, behind the same edge. It has no lifespan of its own: the main app's runs the loops."""
+    if name not in DIALECT_PORTS:
+        raise ValueError(f"no dialect '{name}' serves a port of its own: one of {', '.join(sorted(DIALECT_PORTS))}")
+    app = FastAPI(title=f"Corral: the {name} API", version=__version__)
+    app.state.services = main.state.services
+    errors.install(app)
+    DIALECT_PORTS[name](app)
+    edge.install(app, replace(config.edge))
     return app

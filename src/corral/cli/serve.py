@@ -28,7 +28,8 @@ def _logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:
+def _serve(app: FastAPI, bind: str, port: int, log_level: str, dialects: dict[str, FastAPI] | None = None
+           ) -> None:
     import sys
 
     import uvicorn
@@ -36,8 +37,63 @@ def _serve(app: FastAPI, bind: str, port: int, log_level: str) -> None:
     # The event loop, the scheduler and the store hand work to each other across threads many times per
     # task; with the default 5 ms GIL switch interval every hand-over can stall that long.
     sys.setswitchinterval(0.0005)
-    uvicorn.run(app, host=bind, port=port, log_level=log_level.lower(), access_log=False,
-                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+    opts: dict[str, Any] = {"host": bind, "log_level": log_level.lower(), "access_log": False, "loop": "uvloop",
+                            "http": "httptools", "timeout_graceful_shutdown": 5}
+    if not dialects:
+        uvicorn.run(app, port=port, **opts)
+        return
+    import contextlib
+
+    import uvloop
+
+    class Quiet(uvicorn.Server):
+        """A dialect's port: it stops when the main server does, which handles the signals."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    main = uvicorn.Server(uvicorn.Config(app, port=port, **opts))
+    extra = [Quiet(uvicorn.Config(a, port=p, lifespan="off", **opts)) for p, a in
+             ((int(k), v) for k, v in dialects.items())]
+
+    async def run() -> None:
+        others = [asyncio.create_task(s.serve()) for s in extra]
+        await asyncio.sleep(0)  # the dialect ports first, so that the main server's signal handlers stay
+        try:
+            await main.serve()
+        finally:
+            for s in extra:
+                s.should_exit = True
+            await asyncio.gather(*others, return_exceptions=True)
+
+    uvloop.run(run())
+
+
+def _dialect_ports(values: tuple[str, ...], port: int) -> dict[str, int]:
+    """--dialect-port NAME=PORT values, checked: a dialect that can have its own port, a port not taken."""
+    from corral.api.dialects import PORTS
+    out: dict[str, int] = {}
+    for v in values:
+        name, _, num = v.partition("=")
+        name = name.strip().lower()
+        if name not in PORTS:
+            raise click.BadParameter(f"'{v}': NAME is one of {', '.join(sorted(PORTS))}", param_hint="--dialect-port")
+        try:
+            p = int(num)
+        except ValueError:
+            p = 0
+        if not 1 <= p <= 65535 or p == port or p in out.values():
+            raise click.BadParameter(f"'{v}': PORT is a free port from 1 to 65535, other than --port and the "
+                                     "other dialects' ports", param_hint="--dialect-port")
+        out[name] = p
+    return out
+
+
+def _dialect_apps(app: FastAPI, config: Any) -> dict[str, FastAPI]:
+    """The dialect ports' apps by port (as text), for _serve."""
+    from corral.api.app import create_dialect_app
+    return {str(p): create_dialect_app(name, app, config) for name, p in config.dialect_ports.items()}
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -108,6 +164,9 @@ common_server: list[_Deco] = [
                  "a truncation marker and the rest is dropped."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
+    click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
+                 help="Serve a dialect's API on a port of its own as well, where it answers exactly as its seed "
+                 "(podling=8070: Podling's GET /health there; on the main port /health is Tork's). Repeatable."),
 ]
 
 
@@ -205,7 +264,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
+       allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], **common: Any) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
@@ -214,6 +273,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     from corral.agent.lock import DirLocked, lock_dir, unlock
     from corral.api.app import ServerConfig, create_app
     from corral.api.edge import EdgeConfig
+    ports = _dialect_ports(dialect_ports, port)
     _logging(log_level)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
@@ -230,6 +290,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
                       "runtimes": list(runtimes) or ["process", "docker"]},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
+        dialect_ports=ports,
     )
     click.echo(f"Corral standalone on http://{bind}:{port}  (state in {data})", err=True)
     if no_token:
@@ -238,7 +299,10 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         click.echo(f"Access token in {token_path} (the corral commands read it by themselves)", err=True)
         click.echo(f"Log in from a browser (this link works once): "
                    f"http://{_browser_host(bind)}:{port}/login?code={code}", err=True)
-    _serve(create_app(config), bind, port, log_level)
+    for name, p in ports.items():
+        click.echo(f"The {name} API also on http://{bind}:{p}", err=True)
+    app = create_app(config)
+    _serve(app, bind, port, log_level, _dialect_apps(app, config))
 
 
 @click.command()
@@ -254,7 +318,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               "who reaches the port could run commands and join as a worker).")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, insecure: bool,
-           allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
+           allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], **common: Any) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`.
 
     On an address other than loopback it needs --api-token (for the API) and --token (for workers),
@@ -269,12 +333,15 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
             f"--bind {bind} reaches beyond this machine, and without {' and '.join(missing)} anyone who reaches "
             "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
             "--insecure to run it open anyway")
+    ports = _dialect_ports(dialect_ports, port)
     _logging(log_level)
     config = ServerConfig(database_url=database_url, agent_token=token,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
-                                                   token_hint="the token given to corral server --api-token"))
-    _serve(create_app(config), bind, port, log_level)
+                                                   token_hint="the token given to corral server --api-token"),
+                          dialect_ports=ports)
+    app = create_app(config)
+    _serve(app, bind, port, log_level, _dialect_apps(app, config))
 
 
 @click.command()

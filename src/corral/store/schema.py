@@ -186,3 +186,18 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_idempotency_created", "created_at"),
 )
+
+# A Podling task (0012): its id as Podling shapes them (YYYYMMDDHHMMSS-xxxxxxxx) and the native job of one
+# task it runs as (api/dialects/podling.py). The row goes with its job.
+podling_tasks = sa.Table(
+    "podling_tasks", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    # What Podling's task holds that a job does not (probes, restartPolicy, ports, resources as given),
+    # shown back as it came.
+    sa.Column("extra", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("id", name="uq_podling_tasks_id"),
+    sa.UniqueConstraint("job_id", name="uq_podling_tasks_job"),
+)
