@@ -173,14 +173,21 @@ class RecordingTransport:
     """A coordinator stand-in for driving an Agent without a server (the agent's own batching and ordering
     are what these tests check): hands out the given work on the first poll, then nothing, and keeps every
     report as it came, with its size as JSON. ``delay``: how long each report takes (a slow coordinator
-    makes output wait on it); ``node_id``: the id it registers the agent as (containers are labelled with it)."""
+    makes output wait on it); ``node_id``: the id it registers the agent as (containers are labelled with it).
+    Pod syncs are kept in ``syncs`` and answered with ``desired`` (the node's whole desired set of pods)."""
 
-    def __init__(self, work: list[dict[str, Any]], delay: float = 0.0, node_id: str = "n1") -> None:
+    def __init__(self, work: list[dict[str, Any]], delay: float = 0.0, node_id: str = "n1",
+                 heartbeat_interval: float = 30.0) -> None:
         self.work = work
         self.delay = delay
         self.node_id = node_id
+        self.heartbeat_interval = heartbeat_interval
         self.node_secret: str | None = None
         self.reports: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]] = []
+        self.registered: list[dict[str, Any]] = []
+        self.desired: list[dict[str, Any]] = []
+        self.log_full: list[str] = []
+        self.syncs: list[dict[str, Any]] = []
 
     @property
     def updates(self) -> list[dict[str, Any]]:
@@ -193,8 +200,25 @@ class RecordingTransport:
     def final(self, ex: str) -> dict[str, Any] | None:
         return next((u for u in self.updates if u["execution_id"] == ex and u["state"] != "running"), None)
 
+    def pod(self, instance_id: str) -> dict[str, Any] | None:
+        """The last status the node sent of this pod instance."""
+        for body in reversed(self.syncs):
+            for p in body["pods"]:
+                if p["instance_id"] == instance_id:
+                    return dict(p)
+        return None
+
+    def container(self, instance_id: str, name: str) -> dict[str, Any] | None:
+        p = self.pod(instance_id)
+        return next((c for c in p["containers"] if c["name"] == name), None) if p else None
+
+    def pod_lines(self, instance_id: str, container: str | None = None) -> list[str]:
+        return [ln["line"] for body in list(self.syncs) for ln in body["logs"]
+                if ln["instance_id"] == instance_id and container in (None, ln["container"])]
+
     async def register(self, info: dict[str, Any], running: list[str]) -> dict[str, Any]:
-        return {"node_id": self.node_id, "heartbeat_interval": 30.0}
+        self.registered.append(info)
+        return {"node_id": self.node_id, "heartbeat_interval": self.heartbeat_interval}
 
     async def heartbeat(self, node_id: str, running: list[str], usage: dict[str, Any]) -> list[str]:
         return []
@@ -213,6 +237,10 @@ class RecordingTransport:
 
     async def drain(self, node_id: str, running: list[str]) -> list[str]:
         return []
+
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.syncs.append(json.loads(json.dumps(body)))  # as it would travel
+        return {"pods": [dict(a) for a in self.desired], "log_full": list(self.log_full)}
 
     async def leave(self, node_id: str) -> None:
         return None

@@ -48,3 +48,15 @@ def detect(data_dir: str) -> dict[str, Any]:
 def usage() -> dict[str, float]:
     return {"cpu_percent": psutil.cpu_percent(interval=None),
             "memory_percent": psutil.virtual_memory().percent}
+
+
+def primary_address() -> str:
+    """This machine's primary IP: the source address of its default route (a UDP socket is pointed at a
+    documentation address; nothing is sent), else 127.0.0.1."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

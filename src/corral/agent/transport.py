@@ -48,6 +48,10 @@ class Transport(Protocol):
         wanted). Rejected if the coordinator refuses the batch as it is."""
         ...
     async def drain(self, node_id: str, running: list[str]) -> list[str]: ...
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send the status of this node's pods and their output lines (``{"pods", "logs"}``); returns the
+        whole desired set for the node (``{"pods": [assignment], "log_full": [instance id]}``)."""
+        ...
     async def leave(self, node_id: str) -> None: ...
     async def close(self) -> None: ...
 
@@ -110,6 +114,10 @@ class HttpTransport:
     async def leave(self, node_id: str) -> None:
         await self._post(f"/v1/agent/nodes/{node_id}/leave", {})
 
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        out = await self._post(f"/v1/agent/nodes/{node_id}/pods", body)
+        return out if isinstance(out, dict) else {}
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -171,6 +179,15 @@ class LocalTransport:
 
     async def leave(self, node_id: str) -> None:
         await self._call(node_id, lambda: self.coord.leave(node_id))
+
+    async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
+        statuses = [PodStatus(p["instance_id"], p["pod_id"], p["phase"],
+                              [ContainerStatus(**c) for c in p.get("containers") or ()], p.get("ts") or 0.0)
+                    for p in body.get("pods") or ()]
+        lines = [PodLogLine(**ln) for ln in body.get("logs") or ()]
+        out: dict[str, Any] = await self._call(node_id, lambda: self.coord.pods.sync(node_id, statuses, lines))
+        return out
 
     async def close(self) -> None:
         return None

@@ -21,7 +21,9 @@ from corral import __version__
 from corral.agent import capacity
 from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
+from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
+from corral.domain.addresses import is_loopback
 from corral.runtime import scratch
 from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
@@ -58,6 +60,9 @@ class AgentConfig:
     memory: int | None = None
     gpus: list[dict[str, Any]] | None = None  # override detection (None: ask nvidia-smi)
     poll_wait: float = 20.0
+    # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
+    # it when it is a loopback address, else on every interface.
+    advertise_address: str | None = None
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -106,6 +111,8 @@ class Agent:
         self._lock: IO[str] | None = None  # the node directory's lock, held while this agent lives
         self._abandoned: set[str] = set()  # stopped by stop(): no final report, handed back by leave
         self._stopped = False
+        self.address = config.advertise_address or capacity.primary_address()
+        self.pods: PodAgent | None = None  # made once registered
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -124,7 +131,8 @@ class Agent:
                 "cpu": self.config.cpus if self.config.cpus is not None else cap["cpu"],
                 "memory": self.config.memory if self.config.memory is not None else cap["memory"],
                 "disk": cap["disk"], "gpus": gpus, "labels": self.config.labels,
-                "runtimes": sorted(self.runtimes), "queues": self.config.queues}
+                "runtimes": sorted(self.runtimes), "queues": self.config.queues,
+                "address": self.address}
         if self.id_file.exists():
             node_id = self.id_file.read_text().strip() or None
             secret = self.secret_file.read_text().strip() if self.secret_file.exists() else ""
@@ -168,6 +176,8 @@ class Agent:
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
                        asyncio.create_task(self._progress_loop(), name="agent-progress")]
+        self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
+        self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
     async def _register(self, given: dict[str, Any] | None = None) -> None:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
@@ -259,6 +269,8 @@ class Agent:
             t.cancel()
         for t in list(self.running.values()):
             t.cancel()
+        if self.pods is not None:  # the node leaves: its pods stop, and are placed elsewhere
+            await self.pods.close()
         await asyncio.gather(*others, *self.running.values(), return_exceptions=True)
         if flush and self._owed():  # the last updates (what finished) go before the node leaves
             deadline = time.monotonic() + 3.0

@@ -26,7 +26,8 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import client
+    from corral.cli import client, pods
 
     client.register(cli)
+    cli.add_command(pods.pods)
     cli(prog_name="corral")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import signal
 import stat
@@ -118,6 +119,16 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(str(e), param_hint="--memory") from e
 
 
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An IP address or a host name, as clients put it before ':port'."""
+    if value is None:
+        return None
+    v = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", v) or v.startswith(("-", ".")):
+        raise click.BadParameter(f"'{value}' is not an IP address or a host name")
+    return v
+
+
 def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         n = parse_size(value)
@@ -126,6 +137,17 @@ def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
     if n < 1000:
         raise click.BadParameter("give at least 1000 bytes (such as 10MB or 500KiB)")
     return n
+
+
+def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    lo, dash, hi = value.partition("-")
+    try:
+        rng = (int(lo), int(hi)) if dash else (0, 0)
+    except ValueError:
+        rng = (0, 0)
+    if not 1 <= rng[0] <= rng[1] <= 65535:
+        raise click.BadParameter(f"'{value}' is not a port range such as 30000-32767 (1-65535, low to high)")
+    return rng
 
 
 _Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -162,6 +184,9 @@ common_server: list[_Deco] = [
     click.option("--max-log-bytes", "max_log_bytes", default="10MB", show_default=True, callback=_log_cap,
                  help="Output stored per attempt of a task (such as 10MB, 512KiB); past it the log gets "
                  "a truncation marker and the rest is dropped."),
+    click.option("--node-port-range", "node_port_range", default="30000-32767", show_default=True,
+                 callback=_port_range, help="Ports on the nodes given to pods' published ports that ask for no "
+                 "hostPort (LOW-HIGH)."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
     click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
@@ -234,7 +259,8 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float, max_log_bytes: int) -> Settings:
+              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767)
+              ) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
@@ -248,7 +274,8 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
                     default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
-                    max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes)
+                    max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes,
+                    node_port_range=node_port_range)
 
 
 @click.command()
@@ -262,9 +289,13 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
               help="Answer requests without the access token (not recommended: see the warning it prints).")
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["docker", "process"]),
               help="Runtimes the local worker offers [default: process, and docker when it answers].")
+@click.option("--advertise-address", default="127.0.0.1", show_default=True, callback=_address,
+              help="Where the local worker's pods are reached (their ports are published on it when it is a "
+              "loopback address, else on every interface).")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], **common: Any) -> None:
+       allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], advertise_address: str,
+       **common: Any) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
@@ -287,7 +318,8 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
-                      "runtimes": list(runtimes) or ["process", "docker"]},
+                      "runtimes": list(runtimes) or ["process", "docker"],
+                      "advertise_address": advertise_address},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
         dialect_ports=ports,
@@ -360,6 +392,10 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
 @click.option("--grace", default="30s", show_default=True,
               help="On SIGTERM or Ctrl-C, how long running tasks may take to finish before they are stopped "
               "and handed back (a second signal stops at once).")
+@click.option("--advertise-address", default=None, callback=_address,
+              help="The address users reach this node's pods at, sent to the coordinator [default: this "
+              "machine's primary IP]. Pods' ports are published on it when it is a loopback address, else on "
+              "every interface.")
 @click.option("--podling-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Podling's worker endpoints (execute, status, logs of the tasks this node runs) on "
               "this port [default: not served].")
@@ -369,7 +405,8 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(server_url: str, token: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
-           grace: str, podling_port: int | None, podling_bind: str, log_level: str) -> None:
+           grace: str, advertise_address: str | None, podling_port: int | None, podling_bind: str,
+           log_level: str) -> None:
     """Run a worker that dials out to a coordinator and runs the tasks it is given."""
     from corral.agent.lock import DirLocked
     from corral.agent.transport import HttpTransport, Refused
@@ -385,7 +422,7 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
         node_labels[PORT_LABEL] = str(podling_port)  # shown as the node's port by Podling's GET /nodes
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
                       queues=list(queues) or ["default"], labels=node_labels, cpus=cpus,
-                      memory=_memory(memory))
+                      memory=_memory(memory), advertise_address=advertise_address)
     if name:
         cfg.name = name
 

@@ -44,6 +44,7 @@ class BackgroundLoops:
                 return
             try:
                 self.coord.schedule_once()
+                self.coord.pods.place_once()  # pods after tasks, in this thread: one placement pass at a time
                 nxt = self.coord.next_retry_in()
                 timeout = 1.0 if nxt is None else min(max(nxt, 0.01), 1.0)
             except Exception:
@@ -59,6 +60,10 @@ class BackgroundLoops:
                     log.warning("marked %d node(s) down; their tasks are rescheduled", n)
             except Exception:
                 log.exception("reaper pass failed; trying again")
+            try:
+                self.coord.pods.reconcile_once()  # dead nodes' pods, silent nodes, TTLs, deletes
+            except Exception:
+                log.exception("pod reconcile pass failed; trying again")
             try:
                 retention.delete_expired(self.coord.store)
             except Exception:

@@ -65,6 +65,7 @@ class Settings:
     max_tasks_per_job: int = flow.MAX_TASKS_PER_JOB  # task rows of one job across all levels (subjobs too)
     policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
     max_log_bytes: int = 10_000_000  # output stored per attempt of a task; past it, a marker and no more
+    node_port_range: tuple[int, int] = (30000, 32767)  # node ports given to pods' published ports
 
 
 @dataclass
@@ -82,6 +83,7 @@ class NodeInfo:
     runtimes: list[str] = field(default_factory=list)
     queues: list[str] = field(default_factory=lambda: ["default"])
     id: str | None = None
+    address: str | None = None  # where its pods are reached (corral worker --advertise-address)
 
 
 @dataclass
@@ -204,6 +206,8 @@ class Coordinator:
         # cache of the store (bounded), saving a read on every heartbeat, poll and report.
         self._node_secrets: OrderedDict[str, str] = OrderedDict()
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
+        from corral.coordinator.pods import Pods  # pods build on this module: imported here, not above
+        self.pods = Pods(self)
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
@@ -404,7 +408,7 @@ class Coordinator:
         row = {"id": node_id, "name": info.name, "hostname": info.hostname, "version": info.version,
                "state": "ready", "cpu": info.cpu, "memory": info.memory, "disk": info.disk,
                "gpus": info.gpus, "labels": info.labels, "runtimes": info.runtimes, "queues": info.queues,
-               "usage": {}, "registered_at": now, "last_heartbeat": now}
+               "usage": {}, "registered_at": now, "last_heartbeat": now, "address": info.address}
         keep = set(running)
         issued: str | None = None
         with self.store.transaction() as tx:

@@ -61,5 +61,6 @@ def safe_node(n: dict[str, Any]) -> dict[str, Any]:
         out[k] = number(n.get(k))
     for k in ("memory", "disk"):
         out[k] = int(number(n.get(k)))
+    out["address"] = None if n.get("address") is None else text(n.get("address"))
     out.pop("secret_hash", None)
     return out

@@ -145,6 +145,8 @@ nodes = sa.Table(
     # sha256 (hex) of the secret the node was given at its first registration; it proves the node's
     # identity on every later call. NULL for a node registered before secrets existed: never claimable.
     sa.Column("secret_hash", sa.String(64), nullable=True),
+    # 0009: the address where the node's pods are reached (corral worker --advertise-address); NULL: unknown
+    sa.Column("address", sa.String(255), nullable=True),
     sa.Index("ix_nodes_state", "state"),
 )
 
@@ -185,6 +187,90 @@ idempotency_keys = sa.Table(
     sa.Column("result", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_idempotency_created", "created_at"),
+)
+
+# -- pods (0009): long-running work, placed on a node with its containers (see domain/pods.py) -------------
+POD_ID = sa.String(64)  # native ids are new_id(); a dialect may choose its own (Podling's, Stacks')
+
+pods = sa.Table(
+    "pods", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", POD_ID, nullable=False, unique=True),
+    sa.Column("origin", sa.String(16), nullable=False),  # native | podling | stacks
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),  # the PodSpec as validated (domain.pods.dump_pod)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),  # why pending, why failed, a back-off
+    sa.Column("desired", sa.String(8), nullable=False),  # run | stop
+    sa.Column("restart_policy", sa.String(16), nullable=False),
+    sa.Column("runtime", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Float, nullable=False),  # summed requests
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("disk", sa.BigInteger, nullable=False),
+    sa.Column("gpu", sa.Integer, nullable=False),
+    sa.Column("node_selector", sa.JSON, nullable=False),
+    sa.Column("node_id", ID),
+    sa.Column("instance_id", ID),  # one per placement: a move to another node is a new instance
+    sa.Column("ready", sa.Boolean, nullable=False),
+    sa.Column("ttl_expires_at", sa.Float),
+    sa.Column("grace", sa.Float, nullable=False),  # seconds between SIGTERM and SIGKILL
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("scheduled_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_pods_state", "state"),
+    sa.Index("ix_pods_node", "node_id", "state"),
+    sa.Index("ix_pods_namespace", "namespace", "seq"),
+    sa.Index("ix_pods_ttl", "ttl_expires_at"),
+)
+
+pod_containers = sa.Table(
+    "pod_containers", metadata,
+    sa.Column("pod_id", POD_ID, primary_key=True),
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # waiting | running | terminated
+    sa.Column("reason", sa.Text),
+    sa.Column("container_id", sa.String(128)),
+    sa.Column("restart_count", sa.Integer, nullable=False),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("ready", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    # Output stored for the current instance (reset at each placement); past --max-log-bytes, a marker.
+    sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# A port taken on a node: the primary key makes taking one a compare-and-set. Rows go when the pod
+# instance that holds them ends or moves. kind: host (asked for as hostPort) | node (allocated from
+# --node-port-range) | service (a NodePort service's, on every node).
+node_ports = sa.Table(
+    "node_ports", metadata,
+    sa.Column("node_id", ID, primary_key=True),
+    sa.Column("port", sa.Integer, primary_key=True),
+    sa.Column("protocol", sa.String(3), primary_key=True),
+    sa.Column("pod_id", POD_ID),
+    sa.Column("instance_id", ID),
+    sa.Column("container", sa.String(63)),
+    sa.Column("container_port", sa.Integer),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Index("ix_node_ports_pod", "pod_id"),
+)
+
+pod_logs = sa.Table(
+    "pod_logs", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("pod_id", POD_ID, nullable=False),
+    sa.Column("instance_id", ID, nullable=False),
+    sa.Column("container", sa.String(63), nullable=False),
+    sa.Column("stream", sa.String(6), nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Index("ix_pod_logs_pod", "pod_id", "seq"),
 )
 
 # A Podling task (0012): its id as Podling shapes them (YYYYMMDDHHMMSS-xxxxxxxx) and the native job of one

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
+from corral.store.pods import PodQueries
 
 Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
@@ -108,8 +109,9 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx:
-    """One transaction. Methods return plain dicts; CAS methods return whether the row changed."""
+class Tx(PodQueries):
+    """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
+    queries about pods are in store/pods.py."""
 
     def __init__(self, conn: Connection) -> None:
         self.c = conn
@@ -419,7 +421,8 @@ class Tx:
         return self.c.execute(q).rowcount == 1
 
     def allocations(self) -> list[Row]:
-        """Per node: resources held by its scheduled and running executions, and the GPUs in use."""
+        """Per node: resources held by its scheduled and running executions and its placed pods, and the
+        GPUs in use."""
         e = s.executions.c
         q = (sa.select(e.node_id, sa.func.sum(e.cpu).label("cpu"), sa.func.sum(e.memory).label("memory"),
                        sa.func.sum(e.disk).label("disk"), sa.func.sum(e.gpu).label("gpu"),
@@ -432,6 +435,16 @@ class Tx:
             used.setdefault(nid, []).extend(gl or [])
         for r in out:
             r["gpus_used"] = used.get(r["node_id"], [])
+        # Pods share a node's capacity with tasks: a placed pod holds its summed requests.
+        by_node = {r["node_id"]: r for r in out}
+        for p in self.pod_allocations():
+            mine = by_node.get(p["node_id"])
+            if mine is None:
+                out.append({**p, "n": 0, "pods": p["n"], "gpus_used": []})
+            else:
+                for k in ("cpu", "memory", "disk", "gpu"):
+                    mine[k] = (mine[k] or 0) + (p[k] or 0)
+                mine["pods"] = p["n"]
         return out
 
     # -- nodes --------------------------------------------------------------------------------

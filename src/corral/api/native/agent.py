@@ -86,6 +86,8 @@ def _labels(v: dict[str, Any]) -> dict[str, str]:
 
 
 Labels = Annotated[dict[str, Any], AfterValidator(_labels)]
+# An IP address or a host name: what a client puts before ':port' to reach a pod.
+Address = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")]
 ExecutionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MAX_EXECUTIONS = 100_000  # executions a node may name in one call (running, known, updates)
 MAX_LOG_LINES = 200_000  # lines in one report (the agent buffers at most this many)
@@ -115,6 +117,7 @@ class RegisterBody(Strict):
     runtimes: list[RuntimeName] = Field([], max_length=8)
     queues: list[QueueName] = Field(["default"], max_length=64)
     running: list[ExecutionId] = Field([], max_length=MAX_EXECUTIONS)
+    address: Address | None = None  # where the node's pods are reached (corral worker --advertise-address)
 
     @model_validator(mode="after")
     def _distinct_gpus(self) -> RegisterBody:

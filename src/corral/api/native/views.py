@@ -105,4 +105,5 @@ def node_view(n: Row, alloc: Row | None = None) -> dict[str, Any]:
         "gpus": n["gpus"], "labels": n["labels"], "runtimes": n["runtimes"], "queues": n["queues"],
         "usage": n["usage"], "registered_at": rfc3339(n["registered_at"]),
         "last_heartbeat": rfc3339(n["last_heartbeat"]),
+        "address": n.get("address"), "pods": int(a.get("pods") or 0),
     }

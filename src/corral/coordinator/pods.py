@@ -1,0 +1,532 @@
+"""Pods: long-running work next to jobs. Create, read, delete; the placement pass; the reconciler's pass;
+and the node's level-triggered sync (what it runs → what it should run).
+
+Each public method is one transaction (or a read, then one); every state change is a compare-and-set on
+the pod's state and instance, so a late report about an old instance, or a report racing a delete,
+changes nothing it should not. The rules (restart policy, dead nodes, TTL, deletes) are in
+domain/reconcile.py, the placement in scheduler/pods.py; this module reads, asks and commits.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.coordinator.errors import Conflict, Invalid, NotFound
+from corral.coordinator.flow import new_id
+from corral.domain import reconcile
+from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
+from corral.domain.resources import Resources
+from corral.scheduler.pods import PodRequest, place_pods
+from corral.store.sql import Row, Tx
+
+if TYPE_CHECKING:
+    from corral.coordinator.service import Coordinator
+
+log = logging.getLogger("corral.pods")
+FINAL = [s.value for s in FINAL_POD_STATES]
+PLACED = [s.value for s in PLACED_POD_STATES]
+LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value]
+PLACE_BATCH = 64  # pending pods read per step of a placement pass
+MAX_LIST = 1000
+
+
+@dataclass
+class ContainerStatus:
+    name: str
+    state: str  # waiting | running | terminated
+    reason: str | None = None
+    container_id: str | None = None
+    restart_count: int = 0
+    exit_code: int | None = None
+    ready: bool = False
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class PodStatus:
+    """What a node says about one pod instance it runs (or ran)."""
+
+    instance_id: str
+    pod_id: str
+    phase: str  # running | succeeded | failed | stopped
+    containers: list[ContainerStatus] = field(default_factory=list)
+    ts: float = 0.0
+
+
+@dataclass
+class PodLogLine:
+    instance_id: str
+    container: str
+    stream: str
+    line: str
+    ts: float
+
+
+def truncation_marker(cap: int) -> str:
+    return (f"[corral: log truncated: this container's output passed the stored log limit of {cap} bytes "
+            "(--max-log-bytes); the rest of it was dropped]")
+
+
+def published_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every port the pod's containers declare, in order: each is published on the node (its hostPort,
+    or a node port)."""
+    return [{"container": c["name"], "name": p.get("name"), "containerPort": p["containerPort"],
+             "protocol": p.get("protocol", "TCP"), "hostPort": p.get("hostPort")}
+            for c in spec.get("containers") or () for p in c.get("ports") or ()]
+
+
+class Pods:
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.store = coord.store
+        self.stats = {"pods_created": 0, "pods_placed": 0, "pods_replaced": 0, "pod_reports_ignored": 0}
+
+    @property
+    def settings(self) -> Any:
+        return self.coord.settings
+
+    # -- commands ---------------------------------------------------------------------------------
+    def create(self, spec: PodSpec, *, pod_id: str | None = None, origin: str = "native", ttl: float | None = None,
+               extra_ports: Sequence[Mapping[str, Any]] = ()) -> Row:
+        """Add a pod (``pending``) and ask for a placement pass. ``ttl`` (seconds) overrides the spec's;
+        ``extra_ports`` ({containerPort, protocol?, container?}) are published too, each on a node port
+        (a dialect's target ports). Conflict if ``pod_id`` is taken."""
+        now = time.time()
+        spec = self._with_ports(spec, extra_ports)
+        pid = pod_id or new_id()
+        if not 1 <= len(pid) <= 64:
+            raise Invalid("a pod id is 1 to 64 characters")
+        life = ttl if ttl is not None else spec.ttl_seconds()
+        need = spec.requests()
+        row = {"id": pid, "origin": origin, "name": spec.name, "namespace": spec.namespace,
+               "labels": dict(spec.labels), "spec": dump_pod(spec), "state": PodState.PENDING.value,
+               "reason": "waiting for a placement pass", "desired": "run", "restart_policy": spec.restartPolicy,
+               "runtime": spec.runtime, "cpu": need.cpu, "memory": need.memory, "disk": need.disk,
+               "gpu": need.gpu, "node_selector": dict(spec.node_selector), "node_id": None, "instance_id": None,
+               "ready": False, "ttl_expires_at": None if life is None else now + life, "grace": spec.grace(),
+               "created_at": now, "scheduled_at": None, "started_at": None, "finished_at": None,
+               "updated_at": now}
+        containers = [{"pod_id": pid, "name": c.name, "position": i, "state": "waiting", "reason": None,
+                       "container_id": None, "restart_count": 0, "exit_code": None, "ready": False, "error": None,
+                       "started_at": None, "finished_at": None, "log_bytes": 0}
+                      for i, c in enumerate(spec.containers)]
+        with self.store.transaction() as tx:
+            if not tx.insert_pod(row, containers):
+                raise Conflict(f"a pod with id '{pid}' exists")
+        self.stats["pods_created"] += 1
+        self.coord.kick()
+        return self.get(pid)
+
+    @staticmethod
+    def _with_ports(spec: PodSpec, extra: Sequence[Mapping[str, Any]]) -> PodSpec:
+        if not extra:
+            return spec
+        data = dump_pod(spec)
+        by_name = {c["name"]: c for c in data["containers"]}
+        for e in extra:
+            c = by_name.get(str(e.get("container") or data["containers"][0]["name"]))
+            if c is None:
+                raise Invalid(f"no container named '{e.get('container')}' for an extra port")
+            port = {"containerPort": e["containerPort"], "protocol": e.get("protocol", "TCP")}
+            have = c.setdefault("ports", [])
+            if not any(p["containerPort"] == port["containerPort"] and p.get("protocol", "TCP") == port["protocol"]
+                       for p in have):
+                have.append(port)
+        return PodSpec.model_validate(data)
+
+    def delete(self, pod_id: str, grace: float | None = None) -> Row:
+        """Stop the pod: ``terminating`` until its node says its containers are gone (at once
+        ``terminated`` if it was never placed or its node is down). The record stays until purged; a pod
+        that has ended already is left as it is."""
+        now = time.time()
+        woken: set[str] = set()
+        with self.store.transaction() as tx:
+            pod = tx.pod(pod_id)
+            if pod is None:
+                raise NotFound(f"no pod with id '{pod_id}'")
+            if pod["state"] not in FINAL and pod["state"] != PodState.TERMINATING.value:
+                node = tx.node(pod["node_id"]) if pod["node_id"] else None
+                g = pod["grace"] if grace is None else grace
+                if pod["node_id"] is None or node is None or node["state"] == "down":
+                    self._end(tx, pod, PodState.TERMINATED.value, "deleted", now)
+                elif tx.cas_pod(pod_id, [pod["state"]], pod["instance_id"], state=PodState.TERMINATING.value,
+                                desired="stop", grace=g, ready=False, reason="deleted: stopping its containers",
+                                updated_at=now):
+                    woken.add(pod["node_id"])
+                else:
+                    raise Conflict(f"pod '{pod_id}' changed meanwhile: try again")
+        if woken:
+            self.coord.on_nodes_changed(woken)
+        self.coord.kick()
+        return self.get(pod_id)
+
+    def purge(self, pod_id: str) -> None:
+        """Remove a pod that has ended, with its logs."""
+        with self.store.transaction() as tx:
+            pod = tx.pod(pod_id)
+            if pod is None:
+                raise NotFound(f"no pod with id '{pod_id}'")
+            if not tx.delete_pod(pod_id, FINAL):
+                raise Conflict(f"pod '{pod_id}' is {pod['state']}; delete it and wait until it is terminated "
+                               "before purging it")
+
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, pod_id: str) -> Row:
+        with self.store.read() as tx:
+            pod = tx.pod(pod_id)
+            if pod is None:
+                raise NotFound(f"no pod with id '{pod_id}'")
+            return self._views(tx, [pod])[0]
+
+    def list(self, namespace: str | None = None, selector: Mapping[str, str] | None = None,
+             origin: str | None = None, limit: int = 100, after: int = 0, states: Sequence[str] | None = None
+             ) -> builtins.list[Row]:
+        """Pods in creation order; ``after``: the ``seq`` of the last one of the previous page."""
+        with self.store.read() as tx:
+            rows = tx.find_pods(namespace=namespace, selector=selector, origin=origin, states=states,
+                                after_seq=after, limit=min(max(limit, 1), MAX_LIST))
+            return self._views(tx, rows)
+
+    def _views(self, tx: Tx, pods: Sequence[Row]) -> builtins.list[Row]:
+        ids = [p["id"] for p in pods]
+        containers: dict[str, list[Row]] = {}
+        for c in tx.pod_containers(ids):
+            containers.setdefault(c["pod_id"], []).append(c)
+        held: dict[tuple[str, str, int, str], Row] = {}
+        for r in tx.pod_ports(ids):
+            if r["container"] is not None:
+                held[(r["pod_id"], r["container"], r["container_port"], r["protocol"])] = r
+        nodes = {n["id"]: n for n in tx.nodes()} if any(p["node_id"] for p in pods) else {}
+        out = []
+        for p in pods:
+            images = {c["name"]: c.get("image") for c in p["spec"].get("containers") or ()}
+            cs = [{k: v for k, v in c.items() if k not in ("pod_id", "position", "log_bytes")}
+                  | {"image": images.get(c["name"])} for c in containers.get(p["id"], [])]
+            ports = []
+            for port in published_ports(p["spec"]):
+                h = held.get((p["id"], port["container"], port["containerPort"], port["protocol"]))
+                ports.append({**port, "hostPort": h["port"] if h else port["hostPort"],
+                              "nodePort": h["port"] if h and h["kind"] == "node" else None})
+            node = nodes.get(p["node_id"]) if p["node_id"] else None
+            out.append({**p, "containers": cs, "ports": ports,
+                        "node_name": node["name"] if node else None,
+                        "address": (node.get("address") or None) if node else None})
+        return out
+
+    def logs(self, pod_id: str, container: str | None = None, after: int = 0, limit: int = 1000
+             ) -> builtins.list[Row]:
+        with self.store.read() as tx:
+            pod = tx.pod(pod_id)
+            if pod is None:
+                raise NotFound(f"no pod with id '{pod_id}'")
+            names = [c["name"] for c in pod["spec"].get("containers") or ()]
+            if container is not None and container not in names:
+                raise NotFound(f"pod '{pod_id}' has no container '{container}' (it has {', '.join(names)})")
+            return tx.pod_logs(pod_id, container=container, after_seq=after, limit=limit)
+
+    def state(self, pod_id: str) -> str:
+        with self.store.read() as tx:
+            pod = tx.pod(pod_id)
+        if pod is None:
+            raise NotFound(f"no pod with id '{pod_id}'")
+        return str(pod["state"])
+
+    # -- the placement pass ---------------------------------------------------------------------------
+    def place_once(self) -> int:
+        """Place pending pods where they fit (resources, runtime, selector, ports); record why the others
+        wait. Runs in the scheduler's thread, after the task pass: no two placement passes at once."""
+        placed_total = 0
+        while True:
+            with self.store.read() as tx:
+                pending = tx.pending_pods(PLACE_BATCH)
+                if not pending:
+                    return placed_total
+                node_rows = tx.nodes("ready")
+                alloc = {a["node_id"]: a for a in tx.allocations()}
+                used = tx.used_ports()
+            views = []
+            for n in node_rows:
+                try:
+                    views.append(self.coord._node_view(n, alloc.get(n["id"])))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self.coord._skip_row("node", str(n.get("id")), e)
+            requests = {p["id"]: self._request(p) for p in pending}
+            result = place_pods(views, requests.values(), used, self.settings.node_port_range,
+                                self.settings.strategy)
+            now = time.time()
+            woken: set[str] = set()
+            by_id = {p["id"]: p for p in pending}
+            placed = 0
+            with self.store.transaction() as tx:
+                for pl in result.placements:
+                    inst = new_id()
+                    spec_ports = published_ports(by_id[pl.pod_id]["spec"])
+                    rows, it = [], iter(pl.node_ports)
+                    for port in spec_ports:
+                        kind = "host" if port["hostPort"] is not None else "node"
+                        rows.append({"node_id": pl.node_id, "port": port["hostPort"] or next(it),
+                                     "protocol": port["protocol"], "pod_id": pl.pod_id, "instance_id": inst,
+                                     "container": port["container"], "container_port": port["containerPort"],
+                                     "kind": kind})
+                    if not tx.take_ports(rows):
+                        continue  # taken since the snapshot: the next pass tries again
+                    if not tx.cas_pod(pl.pod_id, [PodState.PENDING.value], None, state=PodState.SCHEDULED.value,
+                                      node_id=pl.node_id, instance_id=inst, scheduled_at=now, reason=None,
+                                      ready=False, updated_at=now):
+                        tx.release_ports(pl.pod_id, inst)
+                        continue
+                    tx.reset_containers(pl.pod_id)
+                    woken.add(pl.node_id)
+                    placed += 1
+                for pid, why in result.reasons.items():
+                    if by_id[pid]["reason"] != why:
+                        tx.cas_pod(pid, [PodState.PENDING.value], None, reason=why, updated_at=now)
+            placed_total += placed
+            self.stats["pods_placed"] += placed
+            if woken:
+                self.coord.on_nodes_changed(woken)
+            if result.reasons or len(pending) < PLACE_BATCH:
+                return placed_total
+
+    @staticmethod
+    def _request(p: Row) -> PodRequest:
+        ports = published_ports(p["spec"])
+        sel = p["node_selector"] or {}
+        return PodRequest(p["id"], int(p["seq"]), _resources(p), p["runtime"], dict(sel),
+                          tuple((int(x["hostPort"]), x["protocol"]) for x in ports if x["hostPort"] is not None),
+                          tuple(x["protocol"] for x in ports if x["hostPort"] is None))
+
+    # -- the reconciler's pass ------------------------------------------------------------------------
+    def reconcile_once(self, now: float | None = None) -> int:
+        """Dead nodes' pods placed again (or failed), silent nodes' pods ``unknown``, TTLs expired, deletes
+        finished: what domain/reconcile.py decides, each committed with a compare-and-set. Returns how
+        many pods changed."""
+        now = time.time() if now is None else now
+        if now - self.coord.started_at < self.settings.node_ttl:
+            return 0  # after a coordinator restart, every node gets one full lease to check in
+        with self.store.read() as tx:
+            pods = tx.unfinished_pods()
+            if not pods:
+                return 0
+            nodes = {n["id"]: reconcile.NodeView(n["id"], n["name"], n["state"], float(n["last_heartbeat"]))
+                     for n in tx.nodes()}
+        views = [reconcile.PodView(p["id"], p["state"], p["desired"], p["restart_policy"], p["node_id"],
+                                   p["instance_id"], p["ttl_expires_at"]) for p in pods]
+        decisions = reconcile.reconcile(views, nodes, now, self.settings.heartbeat_interval)
+        if not decisions:
+            return 0
+        changed, woken, replaced = 0, set(), 0
+        with self.store.transaction() as tx:
+            for d in decisions:
+                ok = self._apply(tx, d, now)
+                changed += ok
+                if ok and d.action == "delete" and (node_id := nodes_of(pods, d.pod_id)):
+                    woken.add(node_id)
+                replaced += ok and d.action == "replace"
+        if replaced:
+            self.stats["pods_replaced"] += replaced
+            log.warning("%d pod(s) of dead nodes are placed again", replaced)
+        if woken:
+            self.coord.on_nodes_changed(woken)
+        if changed:
+            self.coord.kick()
+        return changed
+
+    def _apply(self, tx: Tx, d: reconcile.Decision, now: float) -> bool:
+        base = {"updated_at": now}
+        if d.action == "replace":
+            if not tx.cas_pod(d.pod_id, [d.state], d.instance_id, state=PodState.PENDING.value, node_id=None,
+                              instance_id=None, ready=False, reason=d.reason, scheduled_at=None, started_at=None,
+                              **base):
+                return False
+            tx.release_ports(d.pod_id, d.instance_id)
+            tx.reset_containers(d.pod_id)
+            return True
+        if d.action in ("fail", "terminated"):
+            state = PodState.FAILED.value if d.action == "fail" else PodState.TERMINATED.value
+            extra = {"desired": "stop"} if d.action == "terminated" else {}
+            if not tx.cas_pod(d.pod_id, [d.state], d.instance_id, state=state, ready=False, reason=d.reason,
+                              finished_at=now, **extra, **base):
+                return False
+            tx.release_ports(d.pod_id)
+            return True
+        if d.action == "delete":
+            return tx.cas_pod(d.pod_id, [d.state], d.instance_id, state=PodState.TERMINATING.value, desired="stop",
+                              ready=False, reason=f"{d.reason}: stopping its containers", **base)
+        if d.action == "unknown":
+            return tx.cas_pod(d.pod_id, [d.state], d.instance_id, state=PodState.UNKNOWN.value, ready=False,
+                              reason=d.reason, **base)
+        return False
+
+    def _end(self, tx: Tx, pod: Row, state: str, reason: str, now: float) -> bool:
+        if not tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], state=state, desired="stop", ready=False,
+                          reason=reason, finished_at=now, updated_at=now):
+            raise Conflict(f"pod '{pod['id']}' changed meanwhile: try again")
+        tx.release_ports(pod["id"])
+        return True
+
+    # -- the node's sync --------------------------------------------------------------------------
+    def sync(self, node_id: str, pods: Sequence[PodStatus], logs: Sequence[PodLogLine]) -> Row:
+        """Apply what a node says about the pod instances it runs, store their output, and answer with
+        the node's whole desired set. Only the node that holds an instance may report about it: anything
+        about another node's pod, an old instance or an unknown pod changes nothing."""
+        now = time.time()
+        ended = False
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            asked = {p.pod_id for p in pods} | set()
+            by_instance = {p.instance_id: p.pod_id for p in pods}
+            rows = {r["id"]: r for r in tx.pods_by_ids(asked)} if asked else {}
+            ignored = 0
+            for st in pods:
+                pod = rows.get(st.pod_id)
+                if pod is None or pod["node_id"] != node_id or pod["instance_id"] != st.instance_id:
+                    ignored += 1
+                    continue
+                ended |= self._status(tx, pod, st, now)
+            self.stats["pod_reports_ignored"] += ignored
+            full = self._append_logs(tx, node_id, logs, by_instance)
+            desired = tx.node_pods(node_id)
+            answer = {"pods": self._assignments(tx, desired),
+                      "log_full": sorted({i for i, _ in full}),
+                      "log_full_containers": [{"instance_id": i, "container": c} for i, c in sorted(full)]}
+        if ended:
+            self.coord.kick()
+        return answer
+
+    def _status(self, tx: Tx, pod: Row, st: PodStatus, now: float) -> bool:
+        """Apply one status; True if the pod ended (its capacity is free)."""
+        names = {c["name"] for c in pod["spec"].get("containers") or ()}
+        cs = [c for c in st.containers if c.name in names]
+        if pod["state"] in FINAL:
+            return False
+        tx.update_containers([{"pod_id": pod["id"], "name": c.name, "state": c.state, "reason": c.reason,
+                               "container_id": c.container_id, "restart_count": c.restart_count,
+                               "exit_code": c.exit_code, "ready": c.ready, "error": c.error,
+                               "started_at": c.started_at, "finished_at": c.finished_at} for c in cs])
+        final = reconcile.final_state(st.phase)
+        if final == PodState.TERMINATED.value and pod["state"] != PodState.TERMINATING.value:
+            final = None  # the node stopped what it was not told to stop: it is told again to run it
+        if final is not None:
+            reason = {PodState.FAILED.value: _failure(cs), PodState.TERMINATED.value: "deleted"}.get(final)
+            if tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], state=final, ready=False, reason=reason,
+                          finished_at=st.ts or now, updated_at=now):
+                tx.release_ports(pod["id"])
+                return True
+            return False
+        if st.phase != "running":
+            return False
+        ready = bool(cs) and len(cs) == len(names) and all(c.ready for c in cs)
+        waiting = [c.reason for c in cs if c.state != "running" and c.reason]
+        values: dict[str, Any] = {"ready": ready and pod["state"] != PodState.TERMINATING.value,
+                                  "updated_at": now}
+        if pod["state"] != PodState.TERMINATING.value:
+            values["state"] = PodState.RUNNING.value
+            values["reason"] = "; ".join(waiting) if waiting else None
+        if pod["started_at"] is None:
+            values["started_at"] = min([c.started_at for c in cs if c.started_at] or [st.ts or now])
+        changed = any(pod.get(k) != v for k, v in values.items() if k != "updated_at")
+        if changed:
+            tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], **values)
+        return False
+
+    def _append_logs(self, tx: Tx, node_id: str, logs: Sequence[PodLogLine], by_instance: Mapping[str, str]
+                     ) -> set[tuple[str, str]]:
+        """Store the lines of instances this node holds, within each container's cap; returns the
+        (instance, container) pairs whose stored log is full."""
+        if not logs:
+            return set()
+        pods = {p["instance_id"]: p for p in tx.pods_by_ids(
+            {by_instance[ln.instance_id] for ln in logs if ln.instance_id in by_instance} | set())
+            if p["node_id"] == node_id and p["instance_id"]}
+        if len(pods) < len({ln.instance_id for ln in logs}):  # lines of instances the batch has no status for
+            missing = {ln.instance_id for ln in logs} - set(pods)
+            for p in tx.find_pods(node_id=node_id, states=PLACED + FINAL, limit=MAX_LIST):
+                if p["instance_id"] in missing:
+                    pods[p["instance_id"]] = p
+        stored = {(c["pod_id"], c["name"]): int(c["log_bytes"] or 0)
+                  for c in tx.pod_containers({p["id"] for p in pods.values()})}
+        cap = self.settings.max_log_bytes
+        sizes: dict[tuple[str, str], int] = {}
+        rows, full = [], set()
+        for ln in logs:
+            pod = pods.get(ln.instance_id)
+            key = (pod["id"], ln.container) if pod else None
+            if key is None or key not in stored:
+                continue
+            size = sizes.get(key, stored[key])
+            if size > cap:
+                full.add((ln.instance_id, ln.container))
+                continue
+            n = len(ln.line.encode("utf-8", "replace")) + 1
+            line, stream = ln.line, ln.stream
+            if size + n > cap:
+                line, stream, n = truncation_marker(cap), "stderr", cap + 1 - size
+                full.add((ln.instance_id, ln.container))
+            sizes[key] = size + n
+            rows.append({"pod_id": pod["id"] if pod else "", "instance_id": ln.instance_id,
+                         "container": ln.container, "stream": stream, "line": line, "ts": ln.ts})
+        tx.append_pod_logs(rows)
+        tx.add_container_log_bytes([(p, c, stored[(p, c)], n) for (p, c), n in sizes.items()])
+        return full
+
+    def _assignments(self, tx: Tx, pods: Sequence[Row]) -> builtins.list[Row]:
+        ports: dict[str, list[Row]] = {}
+        for r in tx.pod_ports([p["id"] for p in pods]):
+            ports.setdefault(r["pod_id"], []).append(r)
+        policy = self.settings.policy
+        out = []
+        for p in pods:
+            spec = PodSpec.model_validate(p["spec"])
+            held = {(r["container"], r["container_port"], r["protocol"]): r["port"]
+                    for r in ports.get(p["id"], []) if r["instance_id"] == p["instance_id"]}
+            env = {"CORRAL_POD_ID": p["id"], "CORRAL_POD_NAME": p["name"], "CORRAL_NAMESPACE": p["namespace"]}
+            out.append({
+                "instance_id": p["instance_id"], "pod_id": p["id"], "name": p["name"], "namespace": p["namespace"],
+                "restart_policy": p["restart_policy"], "grace": p["grace"],
+                "desired": "stop" if p["desired"] == "stop" or p["state"] == PodState.TERMINATING.value else "run",
+                "containers": [_container(c, env, policy) for c in spec.containers],
+                "ports": [{"container": c.name, "name": port.name, "containerPort": port.containerPort,
+                           "protocol": port.protocol,
+                           "hostPort": held.get((c.name, port.containerPort, port.protocol), port.hostPort)}
+                          for c in spec.containers for port in c.ports],
+            })
+        return out
+
+
+def nodes_of(pods: Sequence[Row], pod_id: str) -> str | None:
+    return next((p["node_id"] for p in pods if p["id"] == pod_id), None)
+
+
+def _resources(p: Row) -> Resources:
+    return Resources(float(p["cpu"]), int(p["memory"]), int(p["disk"]), int(p["gpu"]))
+
+
+def _failure(cs: Sequence[ContainerStatus]) -> str:
+    bad = [c for c in cs if c.exit_code not in (0, None) or c.error]
+    if not bad:
+        return "its containers ended"
+    c = bad[0]
+    return f"container {c.name} " + (c.error or f"exited with code {c.exit_code}")
+
+
+def _container(c: ContainerSpec, env: Mapping[str, str], policy: Any) -> Row:
+    d = c.model_dump(mode="json", exclude_none=True)
+    d["env"] = {**env, **c.env}
+    limits = c.resources.limits
+    cpu = limits.cores()
+    mem = limits.bytes()
+    default_cpu, default_mem = policy.limits({})
+    d["cpu_limit"] = cpu if cpu else default_cpu
+    d["memory_limit"] = mem if mem else default_mem
+    return d
+

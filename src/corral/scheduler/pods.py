@@ -1,0 +1,102 @@
+"""Placement of pending pods: ``plan()`` for resources, runtime and node selector, plus the ports a pod
+needs on its node (the ``hostPort`` it asks for, and a node port from the configured range for each other
+published port). A node where a port cannot be had is not looked at; none anywhere: the pod waits with the
+reason. Pure: no store, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from corral.domain.resources import Resources
+from corral.scheduler.placement import NodeView, Strategy, TaskView, plan
+
+POD_QUEUE = "\x00pods"  # pods are not queued: every ready node takes them
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    id: str
+    seq: int
+    resources: Resources
+    runtime: str
+    node_selector: dict[str, str] = field(default_factory=dict)
+    host_ports: tuple[tuple[int, str], ...] = ()  # (port, protocol) asked for as hostPort
+    node_ports: tuple[str, ...] = ()  # the protocol of each port that needs a node port
+
+
+@dataclass(frozen=True, slots=True)
+class PodPlacement:
+    pod_id: str
+    node_id: str
+    node_ports: tuple[int, ...]  # in the order of PodRequest.node_ports
+
+
+@dataclass(slots=True)
+class PodPlan:
+    placements: list[PodPlacement] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def _free_ports(used: set[tuple[int, str]], protocols: Sequence[str], lo: int, hi: int) -> tuple[int, ...] | None:
+    """The lowest free port in ``lo..hi`` for each protocol in turn, or None if the range runs out."""
+    taken = set(used)
+    out = []
+    for proto in protocols:
+        port = next((p for p in range(lo, hi + 1) if (p, proto) not in taken), None)
+        if port is None:
+            return None
+        taken.add((port, proto))
+        out.append(port)
+    return tuple(out)
+
+
+def _ports_fit(pod: PodRequest, used: set[tuple[int, str]], lo: int, hi: int) -> bool:
+    if any(hp in used for hp in pod.host_ports):
+        return False
+    for proto in set(pod.node_ports):
+        want = pod.node_ports.count(proto)
+        held = sum(1 for p, pr in used if pr == proto and lo <= p <= hi)
+        if hi - lo + 1 - held < want:
+            return False
+    return True
+
+
+def _ports_reason(pod: PodRequest, n: int) -> str:
+    what = [f"hostPort {p}/{proto}" for p, proto in pod.host_ports]
+    if pod.node_ports:
+        what.append(f"{len(pod.node_ports)} node port{'s' if len(pod.node_ports) != 1 else ''}")
+    return (f"waiting for ports: none of the {n} node{'s' if n != 1 else ''} with room for it has "
+            + " and ".join(what) + " free")
+
+
+def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapping[str, set[tuple[int, str]]],
+               port_range: tuple[int, int], strategy: Strategy = "spread") -> PodPlan:
+    """Place ``pods`` (oldest first) on ``nodes`` without over-committing a node or taking a port twice.
+    ``used``: the ports held on each node. The views are copied: the caller's stay as they were."""
+    lo, hi = port_range
+    views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, frozenset({POD_QUEUE}),
+                      list(n.free_gpus)) for n in nodes]
+    held = {n.id: set(used.get(n.id, ())) for n in views}
+    out = PodPlan()
+    for pod in sorted(pods, key=lambda p: p.seq):
+        task = TaskView(pod.id, pod.id, POD_QUEUE, 0, pod.seq, pod.resources, pod.runtime, pod.node_selector)
+        fit = [n for n in views if _ports_fit(pod, held[n.id], lo, hi)]
+        result = plan(fit, [task], strategy)
+        if not result.placements:
+            anywhere = plan(views, [task], strategy)
+            if anywhere.placements:  # room for it, but not with its ports
+                room = sum(1 for n in views if plan([n], [task], strategy).placements)
+                out.reasons[pod.id] = _ports_reason(pod, room)
+            else:
+                out.reasons[pod.id] = anywhere.reasons.get(pod.id) or result.reasons.get(pod.id, "cannot be placed")
+            continue
+        node = next(n for n in views if n.id == result.placements[0].node_id)
+        ports = _free_ports(held[node.id], pod.node_ports, lo, hi)
+        assert ports is not None  # _ports_fit said so
+        held[node.id].update(zip(ports, pod.node_ports, strict=True))
+        held[node.id].update(pod.host_ports)
+        node.allocated = node.allocated + pod.resources
+        out.placements.append(PodPlacement(pod.id, node.id, ports))
+    return out
