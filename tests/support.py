@@ -245,5 +245,8 @@ class RecordingTransport:
     async def leave(self, node_id: str) -> None:
         return None
 
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        return []
+
     async def close(self) -> None:
         return None

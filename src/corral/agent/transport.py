@@ -53,6 +53,9 @@ class Transport(Protocol):
         whole desired set for the node (``{"pods": [assignment], "log_full": [instance id]}``)."""
         ...
     async def leave(self, node_id: str) -> None: ...
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        """The NodePort services this node forwards, with their ready endpoints."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -117,6 +120,16 @@ class HttpTransport:
     async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
         out = await self._post(f"/v1/agent/nodes/{node_id}/pods", body)
         return out if isinstance(out, dict) else {}
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
+        r = await self.client.get(f"/v1/agent/nodes/{node_id}/services", headers=headers)
+        if r.status_code == 404:
+            raise UnknownNode(r.text)
+        if r.status_code in (401, 403):
+            raise Refused(f"the coordinator refused this node: {_detail(r)}")
+        r.raise_for_status()
+        return list(r.json()["services"])
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -188,6 +201,10 @@ class LocalTransport:
         lines = [PodLogLine(**ln) for ln in body.get("logs") or ()]
         out: dict[str, Any] = await self._call(node_id, lambda: self.coord.pods.sync(node_id, statuses, lines))
         return out
+
+    async def node_services(self, node_id: str) -> list[dict[str, Any]]:
+        from corral.coordinator.services import Services
+        return await self._call(node_id, lambda: Services(self.coord).for_node(node_id))
 
     async def close(self) -> None:
         return None

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from corral import __version__
 from corral.agent import capacity
+from corral.agent.forward import Forwarder
 from corral.agent.lock import lock_dir, unlock
 from corral.agent.logbuf import LogBuffer, fit_update, next_report
 from corral.agent.pods import PodAgent
@@ -30,6 +31,7 @@ from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
+SERVICES_INTERVAL_S = 1.0  # how often the NodePort services to forward are read
 
 
 REFUSED_LINE = "[corral: a line the coordinator refused was dropped]"
@@ -63,6 +65,7 @@ class AgentConfig:
     # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
     # it when it is a loopback address, else on every interface.
     advertise_address: str | None = None
+    forward_host: str = "0.0.0.0"  # where NodePort services' node ports are opened
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -113,6 +116,7 @@ class Agent:
         self._stopped = False
         self.address = config.advertise_address or capacity.primary_address()
         self.pods: PodAgent | None = None  # made once registered
+        self.forwarder = Forwarder(config.forward_host)  # NodePort services (corral.agent.forward)
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -175,7 +179,8 @@ class Agent:
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
-                       asyncio.create_task(self._progress_loop(), name="agent-progress")]
+                       asyncio.create_task(self._progress_loop(), name="agent-progress"),
+                       asyncio.create_task(self._services_loop(), name="agent-services")]
         self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
         self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
@@ -279,6 +284,7 @@ class Agent:
         for t in flush:
             t.cancel()
         await asyncio.gather(*flush, return_exceptions=True)
+        await self.forwarder.close()
         if self.node_id is not None:
             try:
                 await asyncio.wait_for(self.transport.leave(self.node_id), 5)
@@ -330,6 +336,19 @@ class Agent:
                 raise
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
+
+    async def _services_loop(self) -> None:
+        """Every second, the NodePort services to forward here and their ready endpoints; while the
+        coordinator does not answer, forwarding goes on to the endpoints it gave last."""
+        while True:
+            assert self.node_id is not None
+            try:
+                await self.forwarder.apply(await self.transport.node_services(self.node_id))
+            except (asyncio.CancelledError, Refused):
+                raise
+            except Exception as e:  # UnknownNode too: the heartbeat registers again
+                log.debug("reading this node's services failed: %s", e)
+            await asyncio.sleep(SERVICES_INTERVAL_S)
 
     def _stop(self, ids: list[str]) -> None:
         for ex_id in ids:

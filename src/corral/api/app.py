@@ -19,6 +19,7 @@ from corral.api.dialects import PORTS as DIALECT_PORTS
 from corral.api.dialects import edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
+from corral.api.native import services as services_api
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
 from corral.coordinator.wakeups import NodeWakeups
@@ -78,6 +79,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(pods.router)
     app.include_router(agent.router)
     app.include_router(agent_pods.router)
+    app.include_router(services_api.router)
+    app.include_router(services_api.agent_router)
     app.include_router(health.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))

@@ -215,6 +215,23 @@ class Client:
     def delete_schedule(self, schedule_id: str) -> None:
         self.request("DELETE", _schedule_path(schedule_id))
 
+    # -- services -----------------------------------------------------------------------------------
+
+    def create_service(self, spec: Json) -> Json:
+        return self._json("POST", "/v1/services", json=spec)
+
+    def services(self, namespace: str | None = None) -> Json:
+        return self._json("GET", "/v1/services", params={"namespace": namespace} if namespace else None)
+
+    def service(self, service_id: str) -> Json:
+        return self._json("GET", _service_path(service_id))
+
+    def service_endpoints(self, service_id: str) -> Json:
+        return self._json("GET", _service_path(service_id, "/endpoints"))
+
+    def delete_service(self, service_id: str) -> None:
+        self.request("DELETE", _service_path(service_id))
+
     # -- cluster ------------------------------------------------------------------------------------
 
     def nodes(self) -> Json:
@@ -230,6 +247,10 @@ def _job_path(job_id: str, suffix: str = "") -> str:
 
 def _schedule_path(schedule_id: str, suffix: str = "") -> str:
     return f"/v1/schedules/{quote(schedule_id, safe='')}{suffix}"
+
+
+def _service_path(service_id: str, suffix: str = "") -> str:
+    return f"/v1/services/{quote(service_id, safe='')}{suffix}"
 
 
 def _ndjson(lines: Iterator[str]) -> Iterator[Json]:

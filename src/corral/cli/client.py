@@ -655,5 +655,6 @@ def queues(fmt: str, server: str) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (run, submit, jobs, schedules, nodes, queues):
+    from corral.cli.services import services
+    for cmd in (run, submit, jobs, schedules, nodes, queues, services):
         cli.add_command(cmd)

@@ -287,3 +287,23 @@ podling_tasks = sa.Table(
     sa.UniqueConstraint("id", name="uq_podling_tasks_id"),
     sa.UniqueConstraint("job_id", name="uq_podling_tasks_job"),
 )
+
+# Services (0010): a stable name and port in front of the ready pods that match ``selector`` in
+# ``namespace``. ``spec`` is the ServiceSpec as stored, NodePort ports with their ``nodePort`` filled in;
+# a NodePort service also holds its ports on every node in ``node_ports`` (kind 'service'). ``version``
+# grows by one on every update: an update is a compare-and-set on it.
+services = sa.Table(
+    "services", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("namespace", "name", name="uq_services_name"),
+    sa.Index("ix_services_type", "type"),
+)

@@ -657,6 +657,102 @@ class Tx(PodQueries):
         q = sa.delete(s.schedules).where(s.schedules.c.id == schedule_id)
         return self.c.execute(q).rowcount == 1
 
+    # -- services -----------------------------------------------------------------------------
+    def insert_service(self, row: Row) -> bool:
+        """Add a service unless its namespace has one of that name (or its id is taken): whether it was
+        added."""
+        insert = pg_insert if self.c.dialect.name == "postgresql" else sqlite_insert
+        q = insert(s.services).values(**row).on_conflict_do_nothing().returning(s.services.c.id)
+        return self.c.execute(q).first() is not None
+
+    def service(self, service_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.services).where(s.services.c.id == service_id)).mappings().first()
+        return dict(r) if r else None
+
+    def services(self, namespace: str | None = None, type_: str | None = None, after_seq: int = 0,
+                 limit: int = 1000) -> list[Row]:
+        """Services in creation order, a page at a time (``after_seq``: the last ``seq`` seen)."""
+        sv = s.services.c
+        q = sa.select(s.services).where(sv.seq > after_seq).order_by(sv.seq).limit(limit)
+        if namespace is not None:
+            q = q.where(sv.namespace == namespace)
+        if type_ is not None:
+            q = q.where(sv.type == type_)
+        return _rows(self.c.execute(q))
+
+    def cas_service(self, service_id: str, version: int, **values: Any) -> bool:
+        """Compare-and-set on the service's version: changed only if nobody changed it since it was read."""
+        sv = s.services.c
+        q = (sa.update(s.services).where(sv.id == service_id, sv.version == version)
+             .values(version=version + 1, **values))
+        return self.c.execute(q).rowcount == 1
+
+    def delete_service(self, service_id: str) -> bool:
+        """Remove the service and the node ports it holds."""
+        self.release_service_ports(service_id)
+        return self.c.execute(sa.delete(s.services).where(s.services.c.id == service_id)).rowcount == 1
+
+    # Node ports of NodePort services: a row per node and port in node_ports (kind 'service', pod_id
+    # holding the service's id, container the port's name, container_port the service's port).
+    def node_ports_taken(self, low: int, high: int) -> set[int]:
+        """Ports of [low, high] held on any node, by a pod or a service."""
+        n = s.node_ports.c
+        q = sa.select(n.port).where(n.port >= low, n.port <= high).distinct()
+        return {int(r[0]) for r in self.c.execute(q)}
+
+    def live_node_ids(self) -> list[str]:
+        q = sa.select(s.nodes.c.id).where(s.nodes.c.state.in_(LIVE_NODE))
+        return [str(r[0]) for r in self.c.execute(q)]
+
+    def hold_node_ports(self, rows: Sequence[Row]) -> int:
+        """Insert node port rows, skipping any whose (node, port, protocol) is taken: how many were added
+        (the primary key makes each one a compare-and-set)."""
+        insert = pg_insert if self.c.dialect.name == "postgresql" else sqlite_insert
+        added = 0
+        for row in rows:  # one statement each: RETURNING tells, where rowcount may not (psycopg: -1)
+            q = insert(s.node_ports).values(**row).on_conflict_do_nothing().returning(s.node_ports.c.port)
+            added += self.c.execute(q).first() is not None
+        return added
+
+    def service_ports_on(self, node_id: str) -> list[Row]:
+        """The node ports that services hold on this node."""
+        n = s.node_ports.c
+        q = sa.select(n.pod_id, n.port, n.container, n.container_port).where(
+            n.node_id == node_id, n.kind == "service")
+        return _rows(self.c.execute(q))
+
+    def release_service_ports(self, service_id: str, ports: Iterable[int] | None = None) -> int:
+        n = s.node_ports.c
+        q = sa.delete(s.node_ports).where(n.pod_id == service_id, n.kind == "service")
+        if ports is not None:
+            q = q.where(n.port.in_(list(ports)))
+        return int(self.c.execute(q).rowcount)
+
+    def ready_pods(self, namespaces: Iterable[str]) -> list[Row]:
+        """The running and ready pods of these namespaces, each with ``ports``: the ports it publishes on
+        its node ([{container, containerPort, protocol, hostPort, name}]), for services' endpoints."""
+        p, n = s.pods.c, s.node_ports.c
+        pods: list[Row] = []
+        for part in chunks(set(namespaces)):
+            pods += _rows(self.c.execute(sa.select(p.id, p.namespace, p.labels, p.state, p.ready, p.node_id,
+                                                   p.spec).where(p.namespace.in_(part), p.state == "running",
+                                                                 p.ready.is_(True))))
+        by_id = {r["id"]: r for r in pods}
+        for r in pods:
+            r["ports"] = []
+        for part in chunks(by_id):
+            q = sa.select(n.pod_id, n.container, n.container_port, n.protocol, n.port).where(
+                n.pod_id.in_(part), n.kind != "service")
+            for pod_id, container, cport, protocol, port in self.c.execute(q):
+                by_id[pod_id]["ports"].append({"container": container, "containerPort": cport,
+                                               "protocol": protocol, "hostPort": port})
+        for r in pods:  # a named target port: the name is in the pod's spec
+            names = {(c.get("name"), cp.get("containerPort")): cp.get("name")
+                     for c in (r.pop("spec") or {}).get("containers") or () for cp in c.get("ports") or ()}
+            for port in r["ports"]:
+                port["name"] = names.get((port["container"], port["containerPort"]))
+        return pods
+
 
     # -- idempotency keys ----------------------------------------------------------------------
     def idempotency(self, scope: str, key: str, since: float) -> Row | None:

@@ -1,0 +1,125 @@
+"""NodePort forwarding (corral.agent.forward) with real HTTP traffic: two backend processes, one killed
+while requests flow; round robin; endpoints replaced; the connection cap and the idle timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from corral.agent.forward import Forwarder
+
+BACKEND = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = sys.argv[1].encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer.request_queue_size = 128
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, tuple[subprocess.Popen[str], int]]]:
+    procs = {}
+    for name in ("a", "b"):
+        p = subprocess.Popen([sys.executable, "-c", BACKEND, name], stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        procs[name] = (p, int(p.stdout.readline()))
+    yield procs
+    for p, _ in procs.values():
+        p.kill()
+        p.wait()
+
+
+def _services(node_port: int, *ports: int) -> list[dict[str, object]]:
+    return [{"id": "svc1", "ports": [{"nodePort": node_port, "endpoints": [
+        {"address": "127.0.0.1", "port": p} for p in ports]}]}]
+
+
+async def _get(client: httpx.AsyncClient, port: int) -> str:
+    r = await client.get(f"http://127.0.0.1:{port}/", headers={"Connection": "close"})
+    r.raise_for_status()
+    return r.text
+
+
+def test_round_robin_and_a_backend_killed_while_requests_flow(
+        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+    async def main() -> None:
+        fwd = Forwarder("127.0.0.1", connect_timeout=1.0)
+        node_port = free_port()
+        a, (pb, b) = backends["a"][1], backends["b"]
+        await fwd.apply(_services(node_port, a, b))
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                seen = collections.Counter([await _get(client, node_port) for _ in range(10)])
+                assert seen == {"a": 5, "b": 5}, seen  # one connection each, in turn
+                # b dies; the coordinator has not said so yet: every request still gets an answer.
+                os.kill(pb.pid, signal.SIGKILL)
+                pb.wait()
+                answers = await asyncio.gather(*(_get(client, node_port) for _ in range(20)))
+                assert set(answers) == {"a"}
+                # The endpoints now leave b out; a comes back as b: only the listed one is used.
+                await fwd.apply(_services(node_port, a))
+                assert {await _get(client, node_port) for _ in range(4)} == {"a"}
+                # No endpoint at all: the connection is closed, not hung.
+                await fwd.apply(_services(node_port))
+                with pytest.raises(httpx.HTTPError):
+                    await _get(client, node_port)
+            # The service goes away: its node port is closed.
+            await fwd.apply([])
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", node_port)
+        finally:
+            await fwd.close()
+
+    asyncio.run(main())
+
+
+def test_connection_cap_and_idle_timeout(backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+    async def main() -> None:
+        fwd = Forwarder("127.0.0.1", max_connections=2, idle_timeout=0.5)
+        node_port = free_port()
+        await fwd.apply(_services(node_port, backends["a"][1]))
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", node_port) for _ in range(2)]
+            deadline = time.monotonic() + 5
+            while len(fwd.conns) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(fwd.conns) == 2
+            r3, _ = await asyncio.open_connection("127.0.0.1", node_port)
+            assert await asyncio.wait_for(r3.read(), 5) == b""  # over the cap: closed at once
+            assert fwd.refused == 1
+            # Idle both ways: closed by the forwarder after about idle_timeout.
+            start = time.monotonic()
+            for r, _ in held:
+                assert await asyncio.wait_for(r.read(), 5) == b""
+            assert 0.4 <= time.monotonic() - start < 3
+            deadline = time.monotonic() + 5
+            while fwd.conns and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not fwd.conns
+        finally:
+            await fwd.close()
+
+    asyncio.run(main())
