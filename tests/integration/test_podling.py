@@ -310,3 +310,157 @@ def test_worker_port(distributed: tuple[Cluster, str, str], hello_image: str) ->
     r = c.client.get(f"/v1/agent/nodes/{w1}/podling/tasks/task-id-0",
                      headers={"Authorization": "Bearer cluster-secret"})
     assert r.status_code == 403
+
+
+# -- pods and services --------------------------------------------------------------------------------
+WEB = ["sh", "-c", "mkdir -p /www && echo hello from $HOSTNAME > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+
+def test_pod_curl_examples(server: tuple[Cluster, str]) -> None:
+    c, pl = server
+    # curl -X POST http://localhost:8070/api/v1/pods -H "Content-Type: application/json"
+    #   -d '{"name":"web-pod","containers":[{"name":"nginx","image":"nginx:latest"}]}'
+    r = c.client.post(f"{pl}/api/v1/pods", headers={"Content-Type": "application/json"},
+                      content='{"name":"web-pod","containers":[{"name":"nginx","image":"nginx:latest"}]}')
+    assert r.status_code == 201, r.text
+    pod = r.json()
+    assert ID_RE.match(pod["podId"]) and pod["name"] == "web-pod" and pod["namespace"] == "default"
+    assert pod["status"] == "pending" and GO_TIME_RE.match(pod["createdAt"])
+    assert [(x["name"], x["image"], x["status"]) for x in pod["containers"]] == [("nginx", "nginx:latest", "waiting")]
+    # The document's full body.
+    body = {"name": "my-web-app", "namespace": "production", "labels": {"app": "web", "version": "1.0"},
+            "containers": [{"name": "app", "image": "myapp:1.0", "env": {"PORT": "8080"}},
+                           {"name": "sidecar", "image": "nginx:latest"}]}
+    r = c.client.post(f"{pl}/api/v1/pods", json=body)
+    assert r.status_code == 201, r.text
+    full = r.json()
+    assert full["namespace"] == "production" and full["labels"] == {"app": "web", "version": "1.0"}
+    assert full["containers"][0]["env"] == {"PORT": "8080"} and full["restartPolicy"] == "Always"
+    # curl http://localhost:8070/api/v1/pods
+    listed = {p["podId"] for p in c.client.get(f"{pl}/api/v1/pods").json()}
+    assert {pod["podId"], full["podId"]} <= listed
+    # curl http://localhost:8070/api/v1/pods/20250119123456-pod123
+    r = c.client.get(f"{pl}/api/v1/pods/20250119123456-pod123")
+    assert r.status_code == 404 and r.json() == {"error": "pod not found"}
+    assert c.client.get(f"{pl}/api/v1/pods/{pod['podId']}").json()["podId"] == pod["podId"]
+    # curl -X DELETE http://localhost:8070/api/v1/pods/20250119123456-pod123
+    r = c.client.delete(f"{pl}/api/v1/pods/20250119123456-pod123")
+    assert r.status_code == 404 and r.json() == {"error": "pod not found"}
+    for p in (pod, full):
+        r = c.client.delete(f"{pl}/api/v1/pods/{p['podId']}")
+        assert r.status_code == 200 and r.json() == {"message": "pod deleted successfully"}
+        assert c.client.get(f"{pl}/api/v1/pods/{p['podId']}").status_code == 404
+    assert not {pod["podId"], full["podId"]} & {p["podId"] for p in c.client.get(f"{pl}/api/v1/pods").json()}
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"containers": [{"name": "a", "image": "x"}]}, "name is required"),
+    ({"name": "p"}, "at least one container is required"),
+    ({"name": "p", "containers": [{"image": "x"}]}, "all containers must have a name"),
+    ({"name": "p", "containers": [{"name": "a"}]}, "all containers must have an image"),
+    ({"name": "p", "containers": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}]},
+     "container names must be unique within a pod"),
+    ({"name": "p", "restartPolicy": "Sometimes", "containers": [{"name": "a", "image": "x"}]}, "restartPolicy"),
+    ({"name": "P_Q", "containers": [{"name": "a", "image": "x"}]}, "name"),
+    ({"name": "p", "containers": [{"name": "a", "image": "x", "privileged": True}]}, "unknown field privileged"),
+    ({"name": "p", "hostNetwork": True, "containers": [{"name": "a", "image": "x"}]}, "unknown field hostNetwork"),
+    ({"name": "p", "containers": [{"name": "a", "image": "x", "readinessProbe": {"type": "http", "httpPath": "/"}}]},
+     "needs a port"),
+    ({"name": "p", "containers": [{"name": "a", "image": "x", "resources": {"limits": {"memory": "lots"}}}]},
+     "memory (bytes) must be"),
+])
+def test_bad_pods(server: tuple[Cluster, str], body: dict[str, Any], error: str) -> None:
+    c, pl = server
+    r = c.client.post(f"{pl}/api/v1/pods", json=body)
+    assert r.status_code == 400 and list(r.json()) == ["error"] and error in r.json()["error"], r.text
+
+
+def test_pod_and_service(server: tuple[Cluster, str], busybox_image: str) -> None:
+    """A pod that serves HTTP, ready by its probe, behind the document's service; its status reported by
+    its node; the service updated and deleted."""
+    c, pl = server
+    body = {"name": "web", "labels": {"app": "nginx"}, "restartPolicy": "Never",
+            "containers": [{"name": "web", "image": busybox_image, "command": WEB,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "resources": {"requests": {"cpu": 100, "memory": 64 << 20}},
+                            "readinessProbe": {"type": "http", "httpPath": "/", "port": 8080, "periodSeconds": 1}}]}
+    r = c.client.post(f"{pl}/api/v1/pods", json=body)
+    assert r.status_code == 201, r.text
+    pid = r.json()["podId"]
+
+    def healthy() -> dict[str, Any] | None:
+        p = c.get(f"{pl}/api/v1/pods/{pid}")
+        return p if p["status"] == "running" and p["containers"][0].get("healthStatus") == "healthy" else None
+
+    pod = wait_until(healthy, 30, what="the pod to be running and ready")
+    ct = pod["containers"][0]
+    assert ct["containerId"] and GO_TIME_RE.match(ct["startedAt"]) and pod["nodeId"]
+    assert ct["resources"] == {"requests": {"cpu": 100, "memory": 64 << 20}}
+    assert ct["readinessProbe"]["type"] == "http" and ct["readinessProbe"]["httpPath"] == "/"
+    host_port = ct["ports"][0]["hostPort"]
+    assert c.client.get(f"http://127.0.0.1:{host_port}/").text.startswith("hello from")
+
+    # POST /api/v1/services, the document's body.
+    doc = {"name": "web-service", "namespace": "default", "selector": {"app": "nginx"},
+           "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    r = c.client.post(f"{pl}/api/v1/services", headers={"Content-Type": "application/json"}, json=doc)
+    assert r.status_code == 201, r.text
+    s = r.json()
+    assert ID_RE.match(s["serviceId"]) and s["type"] == "ClusterIP" and s["selector"] == {"app": "nginx"}
+    assert s["ports"] == [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]
+    sid = s["serviceId"]
+    # curl http://localhost:8070/api/v1/services/{id}/endpoints
+    ep = c.get(f"{pl}/api/v1/services/{sid}/endpoints")
+    assert ep["serviceId"] == sid and ep["serviceName"] == "web-service" and ep["namespace"] == "default"
+    assert ep["subsets"] == [{"addresses": [{"ip": "127.0.0.1", "podId": pid, "nodeId": pod["nodeId"]}],
+                              "ports": [{"name": "http", "port": host_port, "protocol": "TCP"}]}], ep
+    # curl http://localhost:8070/api/v1/services ; ?namespace=production
+    assert sid in {x["serviceId"] for x in c.client.get(f"{pl}/api/v1/services").json()}
+    assert c.client.get(f"{pl}/api/v1/services", params={"namespace": "production"}).json() == []
+    # curl http://localhost:8070/api/v1/services/{id}
+    assert c.get(f"{pl}/api/v1/services/{sid}")["name"] == "web-service"
+    # PUT /services/{id}: a selector nothing matches leaves no endpoints.
+    r = c.client.put(f"{pl}/api/v1/services/{sid}", json={"selector": {"app": "other"}, "labels": {"tier": "x"}})
+    assert r.status_code == 200 and r.json()["selector"] == {"app": "other"} and r.json()["labels"] == {"tier": "x"}
+    assert c.get(f"{pl}/api/v1/services/{sid}/endpoints")["subsets"] == []
+    assert c.client.put(f"{pl}/api/v1/services/{sid}", json={"name": "x"}).status_code == 400
+    assert c.client.put(f"{pl}/api/v1/services/20250119123456-svc123", json={}).status_code == 404
+
+    # PUT /pods/{id}/status: only from its node, only a step of the flow.
+    node_id, secret = _node_secret(c)
+    me = {"X-Corral-Node-Id": node_id, "X-Corral-Node-Secret": secret}
+    url = f"{pl}/api/v1/pods/{pid}/status"
+    assert c.client.put(url, json={"status": "failed"}).status_code == 403
+    r = c.client.put(url, json={"status": "pending"}, headers=me)
+    assert r.status_code == 400 and "placed by the coordinator" in r.json()["error"], r.text
+    r = c.client.put(url, json={"status": "failed", "containers": [{"name": "web", "status": "terminated",
+                                                                    "exitCode": 3}]}, headers=me)
+    assert r.status_code == 200 and r.json()["status"] == "failed", r.text
+    r = c.client.put(url, json={"status": "running"}, headers=me)
+    assert r.status_code == 400 and "failed already" in r.json()["error"]
+
+    # curl -X DELETE http://localhost:8070/api/v1/services/{id}
+    r = c.client.delete(f"{pl}/api/v1/services/{sid}")
+    assert r.status_code == 200 and r.json() == {"message": "service deleted"}
+    assert c.client.get(f"{pl}/api/v1/services/{sid}").json() == {"error": "service not found"}
+    assert c.client.get(f"{pl}/api/v1/services/{sid}/endpoints").status_code == 404
+    out = c.client.post(f"{pl}/api/v1/prune").json()
+    assert out["podsRemoved"] >= 1
+    r = c.client.get(f"/v1/pods/{pid}")
+    assert r.status_code == 404, r.text  # purged
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"selector": {"app": "x"}, "ports": [{"port": 80}]}, "name is required"),
+    ({"name": "s", "ports": [{"port": 80}]}, "selector is required"),
+    ({"name": "s", "selector": {"app": "x"}}, "at least one port is required"),
+    ({"name": "s", "selector": {"app": "x"}, "ports": [{"port": 70000}]}, "ports.0.port"),
+    ({"name": "s", "type": "LoadBalancer", "selector": {"app": "x"}, "ports": [{"port": 80}]}, "ClusterIP or NodePort"),
+    ({"name": "s", "sessionAffinity": "ClientIP", "selector": {"app": "x"}, "ports": [{"port": 80}]},
+     "sessionAffinity"),
+    ({"name": "S!", "selector": {"app": "x"}, "ports": [{"port": 80}]}, "not a valid service name"),
+])
+def test_bad_services(server: tuple[Cluster, str], body: dict[str, Any], error: str) -> None:
+    c, pl = server
+    r = c.client.post(f"{pl}/api/v1/services", json=body)
+    assert r.status_code == 400 and error in r.json()["error"], r.text

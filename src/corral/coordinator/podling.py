@@ -222,7 +222,7 @@ class PodlingTasks:
         """Podling's prune: finished tasks and offline nodes go; with ``everything``, unfinished tasks
         are cancelled and go too, and so do the nodes registered through Podling's API. Corral workers
         that are up are never removed (they would only register again)."""
-        removed = {"tasks": 0, "nodes": 0}
+        removed = {"tasks": 0, "nodes": 0, "pods": 0, "services": 0}
         before: int | None = None
         while True:
             page = self.recent(500, before)
@@ -240,8 +240,39 @@ class PodlingTasks:
                     removed["tasks"] += 1
                 except (Conflict, NotFound):
                     continue
+        removed["pods"] = self._prune_pods(everything)
+        if everything:
+            from corral.coordinator.services import Services
+            services = Services(self.coord)
+            for sv in services.list(limit=1000):
+                if sv["origin"] == "podling":
+                    with contextlib.suppress(NotFound):
+                        services.delete(sv["id"])
+                        removed["services"] += 1
         with self.coord.store.transaction() as tx:
             for n in tx.nodes():
                 if n["state"] == "down" or (everything and is_podling_node(n)):
                     removed["nodes"] += tx.delete_node(n["id"], [n["state"]])
         return removed
+
+    def _prune_pods(self, everything: bool) -> int:
+        """Podling's pods that have ended are purged; with ``everything``, the others are deleted (stopped:
+        gone from Podling's API at once, purged by a later prune once their containers are gone)."""
+        pods = self.coord.pods
+        n, after = 0, 0
+        while True:
+            page = pods.list(origin="podling", limit=500, after=after)
+            if not page:
+                return n
+            after = page[-1]["seq"]
+            for p in page:
+                try:
+                    if p["state"] in ("succeeded", "failed", "terminated"):
+                        pods.purge(p["id"])
+                        n += p["state"] != "terminated"  # a deleted pod was counted when it was deleted
+                    elif everything and p["state"] != "terminating":
+                        if pods.delete(p["id"])["state"] == "terminated":
+                            pods.purge(p["id"])
+                        n += 1
+                except (NotFound, Conflict):
+                    continue

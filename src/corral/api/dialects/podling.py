@@ -381,8 +381,8 @@ def list_nodes(svc: Svc) -> list[dict[str, Any]]:
 def prune(svc: Svc, all: str = "") -> dict[str, int]:
     everything = all == "true"
     removed = tasks_of(svc).prune(everything)
-    return {"podsRemoved": 0, "nodesRemoved": removed["nodes"], "servicesRemoved": 0,
-            "tasksRemoved": removed["tasks"]}
+    return {"podsRemoved": removed["pods"], "nodesRemoved": removed["nodes"],
+            "servicesRemoved": removed["services"], "tasksRemoved": removed["tasks"]}
 
 
 # -- the worker port's calls (agent/podling.py): node-authenticated --------------------------------
