@@ -124,7 +124,8 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
     assert cluster.client.get(f"/v1/pods/{pod['id']}/logs").text == "listening\n"
     # the node and its pods' capacity
     n = cluster.get(f"/v1/nodes/{node.id}")
-    assert n["address"] == "10.9.8.7"
+    assert n["address"] == "10.9.8.7" and n["pods"] == 1 and n["allocated"]["cpu"] > 0
+    assert 'corral_pods{state="running"}' in cluster.client.get("/metrics").text
 
     items = cluster.get("/v1/pods?selector=app=web&namespace=default")["items"]
     assert [p["id"] for p in items] == [pod["id"]]
@@ -132,7 +133,7 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
 
     r = cluster.client.delete(f"/v1/pods/{pod['id']}")
     assert r.status_code == 200 and r.json()["state"] == "terminating"
-    a = next(x for x in node.sync()["pods"] if x["pod_id"] == pod["id"])
+    a = next(x for x in node.sync([_status(a)])["pods"] if x["pod_id"] == pod["id"])
     assert a["desired"] == "stop"
     r = cluster.client.post(f"/v1/pods/{pod['id']}/purge")
     assert r.status_code == 409 and "terminat" in r.json()["detail"]

@@ -29,7 +29,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ import httpx
 
 from corral.agent.logbuf import LogBuffer
 from corral.agent.transport import Refused, Rejected
+from corral.domain.podenv import expand, port_env
 from corral.domain.reconcile import backoff, backoff_reason, next_streak, pod_phase, restart_decision
 from corral.runtime.base import FULL_PAUSE, RunRequest, RunResult
 from corral.runtime.docker import _in_thread, _Lines
@@ -56,6 +56,7 @@ SYNC_LINES = 2000  # output lines in one sync call
 SYNC_LOG_BYTES = 1 << 20  # and their bytes, about
 PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before it slows down, then drops
 TOTAL_LOG_BYTES = 16 << 20
+LOG_DELAY_S = 0.25  # output waits at most about this long to be shipped
 SHUTDOWN_GRACE_S = 3.0  # a worker stopping in good order gives each pod at most this long
 JOIN_RESTART_GRACE_S = 1.0  # a container whose pod network was started again stops this fast
 MAX_ERROR = 1000
@@ -63,20 +64,6 @@ MAX_ERROR = 1000
 
 def _now() -> float:
     return time.time()
-
-
-def port_env(ports: list[dict[str, Any]], container: str) -> dict[str, str]:
-    """``$PORT`` (the container's first port) and ``$PORT_<NAME>`` (each named one): the host ports a
-    process container listens on."""
-    env: dict[str, str] = {}
-    for p in ports:
-        if p.get("container") != container or not p.get("hostPort"):
-            continue
-        host = str(int(p["hostPort"]))
-        env.setdefault("PORT", host)
-        if p.get("name"):
-            env["PORT_" + re.sub(r"[^A-Z0-9]", "_", str(p["name"]).upper())] = host
-    return env
 
 
 async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
@@ -243,13 +230,13 @@ class _ProcessRun:
 
     async def start(self) -> None:
         spec = self.c.spec
-        argv = [*(spec.get("command") or ()), *(spec.get("args") or ())]
+        self.env = {**{str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                    **port_env(self.inst.ports, self.c.name)}
+        argv = expand([*(spec.get("command") or ()), *(spec.get("args") or ())], self.env)
         if not argv:
             raise ValueError("a container without an image runs a host process: give it a command")
         workdir = spec.get("workingDir") or os.path.join(self.owner.work_dir, self.inst.instance_id, self.c.name)
         await asyncio.to_thread(os.makedirs, workdir, exist_ok=True)
-        self.env = {**{str(k): str(v) for k, v in (spec.get("env") or {}).items()},
-                    **port_env(self.inst.ports, self.c.name)}
         req = RunRequest(execution_id=f"{self.inst.instance_id}-{self.c.name}", job_id=self.inst.pod_id,
                          task_id=self.inst.instance_id, task_name=self.c.name, node_id=self.owner.node_id,
                          argv=argv, env=self.env, workdir=workdir)
@@ -351,8 +338,7 @@ class PodInstance:
             self.tasks.append(asyncio.create_task(self._supervise(c), name=f"pod-{self.instance_id}-{c.name}"))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop every container (SIGTERM, SIGKILL after the grace period), those joined to the pod's
-        network first, and remove them."""
+        """Stop every container (SIGTERM, SIGKILL after the grace period; all at once) and remove them."""
         if self.stopping:
             await self.stopped.wait()
             return
@@ -363,10 +349,7 @@ class PodInstance:
             if c.state == "waiting":
                 c.reason = "stopping"
         self.owner.changed()
-        holder = self.holder.name if self.holder is not None else None
-        await asyncio.gather(*(self._stop_one(r, g) for n, r in self.runs.items() if n != holder))
-        if holder in self.runs:
-            await self._stop_one(self.runs[holder], g)
+        await asyncio.gather(*(self._stop_one(r, g) for r in self.runs.values()))  # all at once, as kubelet
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -656,7 +639,9 @@ class PodAgent:
         await self._scan()
         delay = 0.2
         while True:
-            await _wait_event(self._changed, self.agent.heartbeat_interval)
+            # Output waiting goes within LOG_DELAY_S; otherwise a sync every heartbeat, or at a change.
+            await _wait_event(self._changed, min(self.agent.heartbeat_interval, LOG_DELAY_S)
+                              if self.logs else self.agent.heartbeat_interval)
             await asyncio.sleep(0.02)  # changes that come together travel together
             self._changed.clear()
             try:

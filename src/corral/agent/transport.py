@@ -175,13 +175,15 @@ class LocalTransport:
 
     async def poll(self, node_id: str, known: list[str], wait: float) -> tuple[list[dict[str, Any]], list[str]]:
         deadline = time.monotonic() + wait
+        woken = False
         while True:
             ev = self.wakeups.arm(node_id)
             work, stop = await self._call(node_id, lambda: self.coord.poll(node_id, known))
             left = deadline - time.monotonic()
-            if work or stop or left <= 0:
+            if work or stop or left <= 0 or woken:  # woken with no work: its pods changed (see the route)
                 return work, stop
             await self.wakeups.wait(ev, left)
+            woken = ev.is_set()
 
     async def report(self, node_id: str, updates: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
         return await self._call(node_id, lambda: self.coord.report(node_id, [Update(**u) for u in updates],

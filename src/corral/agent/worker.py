@@ -318,6 +318,8 @@ class Agent:
                 delay = min(delay * 2, 5.0)
                 continue
             self._stop(stop)
+            if not work and not stop and self.pods is not None:
+                self.pods.changed()  # woken for something else: its pods (or the wait ran out)
             for w in work:
                 if w["execution_id"] not in self.known:
                     self.known.add(w["execution_id"])

@@ -40,10 +40,15 @@ class CorralCollector(Collector):
             c = CounterMetricFamily(f"corral_{key}", f"Count of {key.replace('_', ' ')} since start")
             c.add_metric([], value)
             yield c
+        for key, value in self.coord.pods.stats.items():
+            c = CounterMetricFamily(f"corral_{key}", f"Count of {key.replace('_', ' ')} since start")
+            c.add_metric([], value)
+            yield c
         with self.coord.store.read() as tx:
             jobs = tx.count_jobs_by_state()
             tasks = tx.count_tasks_by_queue_state()
             nodes = tx.nodes()
+            pods = tx.count_pods_by_state()
         g = GaugeMetricFamily("corral_jobs", "Jobs stored, by state", labels=["state"])
         for state, n in sorted(jobs.items()):
             g.add_metric([state], n)
@@ -56,6 +61,10 @@ class CorralCollector(Collector):
         for state in ("ready", "draining", "down"):
             nd.add_metric([state], sum(1 for n in nodes if n["state"] == state))
         yield nd
+        pg = GaugeMetricFamily("corral_pods", "Pods stored, by state", labels=["state"])
+        for state, n in sorted(pods):
+            pg.add_metric([state], n)
+        yield pg
 
 
 def metrics_router(coord: Coordinator) -> APIRouter:

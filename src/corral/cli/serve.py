@@ -27,6 +27,8 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic narrates every plugin and step; only a migration that actually runs is worth a line.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: a worker's heartbeats and its pods' HTTP probes would fill the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _serve(app: FastAPI, bind: str, port: int, log_level: str, dialects: dict[str, FastAPI] | None = None

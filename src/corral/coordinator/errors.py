@@ -36,3 +36,10 @@ class Invalid(ServiceError):
 
     status = 400
     title = "Bad request"
+
+
+class Unavailable(ServiceError):
+    """What is asked for cannot be had now (no free node port anywhere, a quota reached): try later."""
+
+    status = 503
+    title = "Service unavailable"

@@ -396,6 +396,17 @@ class Pods:
             self.stats["pod_reports_ignored"] += ignored
             full = self._append_logs(tx, node_id, logs, by_instance)
             desired = tx.node_pods(node_id)
+            # A sync lists every instance the node has: a pod being deleted that it does not list is not
+            # running there any more (it never started, or its containers went with a restart).
+            mentioned = {p.instance_id for p in pods}
+            for pod in desired:
+                if pod["state"] == PodState.TERMINATING.value and pod["instance_id"] not in mentioned:
+                    ended |= tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"],
+                                        state=PodState.TERMINATED.value, ready=False, reason="deleted",
+                                        finished_at=now, updated_at=now)
+                    tx.release_ports(pod["id"], pod["instance_id"])
+            if ended:
+                desired = tx.node_pods(node_id)
             answer = {"pods": self._assignments(tx, desired),
                       "log_full": sorted({i for i, _ in full}),
                       "log_full_containers": [{"instance_id": i, "container": c} for i, c in sorted(full)]}

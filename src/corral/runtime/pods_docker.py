@@ -24,6 +24,8 @@ import docker
 import docker.errors
 import docker.types
 
+from corral.domain.podenv import expand
+
 POD_LABEL = "corral.pod"
 INSTANCE_LABEL = "corral.instance"
 CONTAINER_LABEL = "corral.container"
@@ -101,14 +103,13 @@ class DockerPods:
             pids_limit=PIDS_LIMIT, port_bindings=published or None,
             network_mode=f"container:{network}" if network else None,
             log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
-        command = spec.get("args")
-        entrypoint = spec.get("command")
         env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+        command = expand(list(spec["args"]), env) if spec.get("args") else None
+        entrypoint = expand(list(spec["command"]), env) if spec.get("command") else None
 
         def make() -> str:
             out = api.create_container(
-                spec["image"], command=list(command) if command else None,
-                entrypoint=list(entrypoint) if entrypoint else None, environment=env,
+                spec["image"], command=command, entrypoint=entrypoint, environment=env,
                 working_dir=spec.get("workingDir") or None, name=name, detach=True, tty=False,
                 stdin_open=False, labels=labels, host_config=host,
                 ports=[(int(k.split("/")[0]), k.split("/")[1]) for k in published] or None)

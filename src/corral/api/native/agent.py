@@ -202,15 +202,20 @@ def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, A
 
 @router.post("/nodes/{node_id}/poll")
 async def poll(node_id: NodeId, body: PollIn, svc: NodeAgent, request: Request) -> dict[str, Any]:
-    """Work for this node, waiting up to ``wait`` seconds for some. A worker that has gone (its connection
-    closed) is noticed within a second, so its poll does not hold the server's shutdown."""
+    """Work for this node, waiting up to ``wait`` seconds for some, or until the node is woken for another
+    reason (its pods changed: it answers then with no work, and the worker syncs its pods). A worker that
+    has gone (its connection closed) is noticed within a second, so its poll does not hold the server's
+    shutdown."""
     deadline = time.monotonic() + body.wait
+    woken = False
     while True:
         ev = svc.wakeups.arm(node_id)
         work, stop = await asyncio.to_thread(svc.coord.poll, node_id, body.known)
         left = deadline - time.monotonic()
-        if work or stop or left <= 0:
+        # Woken with no work: something else changed for the node (its pods): the worker asks at once.
+        if work or stop or left <= 0 or woken:
             return {"work": work, "stop": stop}
+        woken = True
         while not ev.is_set() and (left := deadline - time.monotonic()) > 0:
             await svc.wakeups.wait(ev, min(left, POLL_CHECK))
             if await request.is_disconnected():
