@@ -1,10 +1,8 @@
-"""A NodePort service end to end with real processes: a server, a worker forwarding the node port, two
-HTTP backends standing for two ready pods on that worker. HTTP keeps being answered while one backend is
-killed; once its pod is no longer ready the endpoints drop it within 2 s; a deleted service's port closes.
-
-The pods' rows are written straight into the store here (as the pods' coordinator would after their node
-reported them), so that this checks the services' side alone: endpoints, the agent's services route, the
-worker's forwarding. tests/integration/test_pods_services.py runs real pods."""
+"""A NodePort service end to end with real processes: a server, a worker forwarding the node port, and two
+ready pods on a stand-in node (tests/integration/test_pods.py's FakeNode: it speaks the agent protocol),
+whose published host ports are two real HTTP servers. HTTP keeps being answered while one backend is
+killed; a pod that is no longer ready leaves the endpoints at once and gets no new connection within 2 s;
+a deleted service's port closes. tests/integration/test_pods_services.py runs real pods."""
 
 from __future__ import annotations
 
@@ -19,11 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from corral.store import schema
-from corral.store.sql import Store
 from tests.harness import Cluster, wait_until
+from tests.integration.test_pods import FakeNode, _assigned, _status
 
 BACKEND = """
 import http.server, sys
@@ -53,19 +49,13 @@ def backends() -> Iterator[dict[str, tuple[subprocess.Popen[str], int]]]:
         p.wait()
 
 
-def _pod(store: Store, pod_id: str, node_id: str, port: int) -> None:
-    """A running, ready pod labelled app=fw whose container port 8080 is published on ``port``."""
-    with store.transaction() as tx:
-        tx.c.execute(sa.insert(schema.pods).values(id=pod_id, namespace="default", labels={"app": "fw"},
-                                                   state="running", ready=True, node_id=node_id,
-                                                   spec={"containers": [{"name": "app"}]}))
-        tx.hold_node_ports([{"node_id": node_id, "port": port, "protocol": "TCP", "pod_id": pod_id,
-                             "container": "app", "container_port": 8080, "kind": "host"}])
-
-
-def _set_ready(store: Store, pod_id: str, ready: bool) -> None:
-    with store.transaction() as tx:
-        tx.c.execute(sa.update(schema.pods).where(schema.pods.c.id == pod_id).values(ready=ready))
+def _pod(c: Cluster, name: str, host_port: int) -> dict[str, Any]:
+    """A pod labelled app=fw for the stand-in node, its container port 8080 published on ``host_port``."""
+    r = c.client.post("/v1/pods", json={"name": name, "labels": {"app": "fw"}, "node_selector": {"t": "fw"},
+                                        "containers": [{"name": "app", "command": ["serve"], "ports": [
+                                            {"containerPort": 8080, "hostPort": host_port}]}]})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
 
 
 def _get(port: int) -> str:
@@ -82,44 +72,45 @@ def _refused(port: int) -> bool:
 def test_nodeport_keeps_answering_while_a_backend_dies(cluster: Cluster,
                                                         backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
     c = cluster
-    c.start_server()
-    c.add_worker("fw", "--runtime", "process")
-    node_id = c.nodes()[0]["id"]
-    store = Store(f"sqlite:///{c.tmp / 'server.db'}")
-    try:
-        (_, a), (pb, b) = backends["a"], backends["b"]
-        _pod(store, "pod-a", node_id, a)
-        _pod(store, "pod-b", node_id, b)
-        r = c.client.post("/v1/services", json={"name": "fw", "type": "NodePort", "selector": {"app": "fw"},
-                                                "ports": [{"port": 80, "targetPort": 8080}]})
-        assert r.status_code == 201, r.text
-        svc: dict[str, Any] = r.json()
-        node_port = svc["ports"][0]["nodePort"]
-        eps = c.get(f"/v1/services/{svc['id']}/endpoints")["endpoints"]
-        assert sorted((e["pod_id"], e["port"]) for e in eps) == [("pod-a", a), ("pod-b", b)]
+    c.start_server("--node-ttl", "60")
+    c.add_worker("fw", "--runtime", "process")  # the forwarder
+    node = FakeNode(c, "pods-fw", {"t": "fw"}, address="127.0.0.1")  # where the pods run
+    (_, a), (pb, b) = backends["a"], backends["b"]
+    pods = {"a": _pod(c, "fw-a", a), "b": _pod(c, "fw-b", b)}
+    assigned = {k: _assigned(node, p["id"]) for k, p in pods.items()}
 
-        wait_until(lambda: not _refused(node_port), 10, what="the worker to open the node port")
-        seen = {_get(node_port) for _ in range(10)}
-        assert seen == {"a", "b"}, seen  # round robin over both pods
+    def report(ready_b: bool = True) -> None:
+        node.sync([_status(assigned["a"]), _status(assigned["b"], ready=ready_b)])
 
-        # pod-b is no longer ready (its process still answers): the endpoints drop it at once, and the
-        # worker sends it no new connection within 2 s.
-        start = time.monotonic()
-        _set_ready(store, "pod-b", False)
-        assert [e["pod_id"] for e in c.get(f"/v1/services/{svc['id']}/endpoints")["endpoints"]] == ["pod-a"]
-        wait_until(lambda: {_get(node_port) for _ in range(6)} == {"a"}, 3, what="the worker to drop pod-b")
-        assert time.monotonic() - start < 2.5
-        # Ready again: back in turn.
-        _set_ready(store, "pod-b", True)
-        wait_until(lambda: "b" in {_get(node_port) for _ in range(4)}, 3, what="the worker to use pod-b again")
+    report()
+    r = c.client.post("/v1/services", json={"name": "fw", "type": "NodePort", "selector": {"app": "fw"},
+                                            "ports": [{"port": 80, "targetPort": 8080}]})
+    assert r.status_code == 201, r.text
+    svc: dict[str, Any] = r.json()
+    node_port = svc["ports"][0]["nodePort"]
+    eps = c.get(f"/v1/services/{svc['id']}/endpoints")["endpoints"]
+    assert sorted((e["pod_id"], e["address"], e["port"]) for e in eps) == sorted(
+        [(pods["a"]["id"], "127.0.0.1", a), (pods["b"]["id"], "127.0.0.1", b)])
 
-        # pod-b's process dies; until its node says so, each connection to it is retried on pod-a: every
-        # request is answered.
-        os.kill(pb.pid, signal.SIGKILL)
-        pb.wait()
-        assert [_get(node_port) for _ in range(20)] == ["a"] * 20
+    wait_until(lambda: not _refused(node_port), 10, what="the worker to open the node port")
+    wait_until(lambda: {_get(node_port) for _ in range(6)} == {"a", "b"}, 5, what="both pods to answer")
 
-        assert c.client.delete(f"/v1/services/{svc['id']}").status_code == 204
-        wait_until(lambda: _refused(node_port), 5, what="the node port to close")
-    finally:
-        store.close()
+    # pod-b is no longer ready (its process still answers): the endpoints drop it at once, and the
+    # worker sends it no new connection within 2 s.
+    start = time.monotonic()
+    report(ready_b=False)
+    assert [e["pod_id"] for e in c.get(f"/v1/services/{svc['id']}/endpoints")["endpoints"]] == [pods["a"]["id"]]
+    wait_until(lambda: {_get(node_port) for _ in range(6)} == {"a"}, 3, what="the worker to drop pod-b")
+    assert time.monotonic() - start < 2.5
+    # Ready again: back in turn.
+    report()
+    wait_until(lambda: "b" in {_get(node_port) for _ in range(4)}, 3, what="the worker to use pod-b again")
+
+    # pod-b's process dies; until its node says so, each connection to it is retried on pod-a: every
+    # request is answered.
+    os.kill(pb.pid, signal.SIGKILL)
+    pb.wait()
+    assert [_get(node_port) for _ in range(20)] == ["a"] * 20
+
+    assert c.client.delete(f"/v1/services/{svc['id']}").status_code == 204
+    wait_until(lambda: _refused(node_port), 5, what="the node port to close")

@@ -33,7 +33,6 @@ from corral.store.sql import Row, Tx
 
 log = logging.getLogger("corral.coordinator")
 ANY_NODE = "*"  # the node_ports row that holds a service's port cluster-wide
-DEFAULT_RANGE = (30000, 32767)
 ATTEMPTS = 8  # allocations retried after losing a race for a port
 
 
@@ -42,8 +41,8 @@ class _Lost(Exception):
 
 
 def port_range(coord: Coordinator) -> tuple[int, int]:
-    rng = getattr(coord.settings, "node_port_range", None) or DEFAULT_RANGE
-    return int(rng[0]), int(rng[1])
+    low, high = coord.settings.node_port_range
+    return int(low), int(high)
 
 
 def view(row: Row) -> dict[str, Any]:
