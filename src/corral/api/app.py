@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,13 +16,14 @@ from fastapi.openapi.utils import get_openapi
 from corral import __version__
 from corral.api import edge, errors, health
 from corral.api.deps import Services
-from corral.api.dialects import PORTS as DIALECT_PORTS
-from corral.api.dialects import edge_renderers
+from corral.api.dialects import PORT_APPS, edge_renderers
 from corral.api.dialects import install as install_dialects
+from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
 from corral.api.native import services as services_api
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
+from corral.coordinator.stacks import Stacks, StacksConfig
 from corral.coordinator.wakeups import NodeWakeups
 from corral.store.sql import Store
 
@@ -37,9 +39,8 @@ class ServerConfig:
     local_worker: dict[str, object] | None = None
     # The API's edge: access token, Host and Origin checks, body limits (corral.api.edge).
     edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
-    # A port of its own for a dialect (name -> port: corral up --dialect-port podling=8070), where it
-    # answers exactly as its seed, paths the main port gives to another API included (see create_dialect_app).
-    dialect_ports: dict[str, int] = field(default_factory=dict)
+    # The Stacks API: TTL, LimitRange, ResourceQuota, API key (corral.coordinator.stacks).
+    stacks: StacksConfig = field(default_factory=StacksConfig)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -48,11 +49,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     wakeups = NodeWakeups()
     coord.on_nodes_changed = wakeups.notify
     loops = BackgroundLoops(coord)
+    stacks = Stacks(coord, config.stacks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
         loops.start()
+        stacks.start()
         local = None
         if config.local_worker is not None:
             from corral.agent.transport import LocalTransport
@@ -65,6 +68,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         finally:
             if local is not None:
                 await local.stop()
+            stacks.stop()
             loops.stop()
             store.close()
 
@@ -72,6 +76,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                   description="Runs jobs of container and host-process tasks across worker machines.")
     app.state.services = Services(coord, wakeups, config.agent_token,
                                   auth=bool(config.agent_token or config.edge.api_token))
+    app.state.stacks = stacks
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -86,6 +91,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()
     config.edge.agent_token_set = bool(config.agent_token)
+    if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
+        config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
 
     def openapi() -> dict[str, Any]:
@@ -100,14 +107,16 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def create_dialect_app(name: str, main: FastAPI, config: ServerConfig) -> FastAPI:
-    """The app of a dialect's own port: that API alone (``corral.api.dialects.PORTS``), over the main
-    app's coordinator, behind the same edge. It has no lifespan of its own: the main app's runs the loops."""
-    if name not in DIALECT_PORTS:
-        raise ValueError(f"no dialect '{name}' serves a port of its own: one of {', '.join(sorted(DIALECT_PORTS))}")
-    app = FastAPI(title=f"Corral: the {name} API", version=__version__)
+def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAPI:
+    """One dialect alone (see ``PortApp``), over the coordinator of ``main`` (whose lifespan runs it): for a
+    port of its own. The edge's Host, Origin and body checks apply as on the main port."""
+    port_app = PORT_APPS[name]
+    app = FastAPI(title=f"Corral: the {name} API", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None)
     app.state.services = main.state.services
-    errors.install(app)
-    DIALECT_PORTS[name](app)
-    edge.install(app, replace(config.edge))
+    app.state.stacks = main.state.stacks
+    port_app.install(app)
+    own = ("",) if port_app.own_auth(app) else ()
+    edge.install(app, dataclasses.replace(config.edge, renderers=[("/", port_app.render)], own_auth_prefixes=own,
+                                          login_code=None))
     return app

@@ -80,6 +80,8 @@ class EdgeConfig:
     token_hint: str = "the server's access token"
     # Workers present the cluster token on /v1/agent/*, checked by that router: skip the API token there.
     agent_token_set: bool = False
+    # Path prefixes whose routes check a credential of their own (the Stacks API's key): no token there.
+    own_auth_prefixes: Sequence[str] = ()
     # Printed once at start: exchanged for the cookie by its first use.
     login_code: str | None = None
     renderers: Sequence[tuple[str, Render]] = field(default_factory=list)
@@ -164,7 +166,8 @@ class EdgeMiddleware:
             await self._login(scope, receive, send)
             return
         needs_token = cfg.api_token and path not in PROBES and not (
-            cfg.agent_token_set and path.startswith("/v1/agent/"))
+            cfg.agent_token_set and path.startswith("/v1/agent/")) and not any(
+            path == p or path.startswith(p + "/") for p in cfg.own_auth_prefixes)
         if needs_token and not self._token_ok(scope, headers):
             await self._deny(scope, receive, send, 401, "this server needs its access token: send 'Authorization: "
                              f"Bearer TOKEN' with {cfg.token_hint} (the corral commands read it by themselves), "

@@ -22,6 +22,8 @@ from corral.domain.resources import parse_duration, parse_size
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from corral.coordinator.stacks import StacksConfig
+
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,8 +33,9 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _serve(app: FastAPI, bind: str, port: int, log_level: str, dialects: dict[str, FastAPI] | None = None
-           ) -> None:
+def _serve(app: FastAPI, bind: str, port: int, log_level: str,
+           more: list[tuple[FastAPI, int]] | None = None) -> None:
+    """Serve ``app`` on ``port``, and each of ``more`` (a dialect alone) on its own port, in one event loop."""
     import sys
 
     import uvicorn
@@ -42,61 +45,54 @@ def _serve(app: FastAPI, bind: str, port: int, log_level: str, dialects: dict[st
     sys.setswitchinterval(0.0005)
     opts: dict[str, Any] = {"host": bind, "log_level": log_level.lower(), "access_log": False, "loop": "uvloop",
                             "http": "httptools", "timeout_graceful_shutdown": 5}
-    if not dialects:
+    if not more:
         uvicorn.run(app, port=port, **opts)
         return
-    import contextlib
+    servers = [uvicorn.Server(uvicorn.Config(app, port=port, **opts))]
+    servers += [uvicorn.Server(uvicorn.Config(a, port=p, lifespan="off", **opts)) for a, p in more]
 
-    import uvloop
-
-    class Quiet(uvicorn.Server):
-        """A dialect's port: it stops when the main server does, which handles the signals."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    main = uvicorn.Server(uvicorn.Config(app, port=port, **opts))
-    extra = [Quiet(uvicorn.Config(a, port=p, lifespan="off", **opts)) for p, a in
-             ((int(k), v) for k, v in dialects.items())]
-
-    async def run() -> None:
-        others = [asyncio.create_task(s.serve()) for s in extra]
-        await asyncio.sleep(0)  # the dialect ports first, so that the main server's signal handlers stay
-        try:
-            await main.serve()
-        finally:
-            for s in extra:
+    async def main() -> None:
+        async def one_stops_all() -> None:  # a signal reaches one server's handler: stop them all
+            while not any(s.should_exit for s in servers):
+                await asyncio.sleep(0.1)
+            for s in servers:
                 s.should_exit = True
-            await asyncio.gather(*others, return_exceptions=True)
 
-    uvloop.run(run())
+        watch = asyncio.ensure_future(one_stops_all())
+        try:
+            await asyncio.gather(*(s.serve() for s in servers))
+        finally:
+            watch.cancel()
+
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(main())
+    if not all(s.started for s in servers):
+        raise SystemExit(3)
 
 
-def _dialect_ports(values: tuple[str, ...], port: int) -> dict[str, int]:
-    """--dialect-port NAME=PORT values, checked: a dialect that can have its own port, a port not taken."""
-    from corral.api.dialects import PORTS
+def _dialect_ports(values: tuple[str, ...], main_port: int) -> dict[str, int]:
+    from corral.api.dialects import PORT_APPS
     out: dict[str, int] = {}
     for v in values:
-        name, _, num = v.partition("=")
+        name, sep, port = v.partition("=")
         name = name.strip().lower()
-        if name not in PORTS:
-            raise click.BadParameter(f"'{v}': NAME is one of {', '.join(sorted(PORTS))}", param_hint="--dialect-port")
-        try:
-            p = int(num)
-        except ValueError:
-            p = 0
-        if not 1 <= p <= 65535 or p == port or p in out.values():
-            raise click.BadParameter(f"'{v}': PORT is a free port from 1 to 65535, other than --port and the "
-                                     "other dialects' ports", param_hint="--dialect-port")
-        out[name] = p
+        if not sep or name not in PORT_APPS or not port.strip().isdigit() or not 1 <= int(port) <= 65535:
+            raise click.BadParameter(f"'{v}': give NAME=PORT with NAME one of {', '.join(sorted(PORT_APPS))}",
+                                     param_hint="--dialect-port")
+        if int(port) == main_port or int(port) in out.values() or name in out:
+            raise click.BadParameter(f"'{v}': each dialect once, each on a port of its own",
+                                     param_hint="--dialect-port")
+        out[name] = int(port)
     return out
 
 
-def _dialect_apps(app: FastAPI, config: Any) -> dict[str, FastAPI]:
-    """The dialect ports' apps by port (as text), for _serve."""
-    from corral.api.app import create_dialect_app
-    return {str(p): create_dialect_app(name, app, config) for name, p in config.dialect_ports.items()}
+def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports: dict[str, int]) -> None:
+    from corral.api.app import create_app, create_dialect_app
+    app = create_app(config)
+    more = [(create_dialect_app(app, name, config), p) for name, p in dialect_ports.items()]
+    for name, p in dialect_ports.items():
+        click.echo(f"The {name} API alone on http://{bind}:{p}", err=True)
+    _serve(app, bind, port, log_level, more)
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -191,9 +187,21 @@ common_server: list[_Deco] = [
                  "hostPort (LOW-HIGH)."),
     click.option("--log-level", default="info", show_default=True,
                  type=click.Choice(["debug", "info", "warning", "error"])),
+    # The Stacks API (docs/api/stacks.md).
+    click.option("--stacks-api-key", envvar="CORRAL_STACKS_API_KEY", default=None,
+                 help="Require this key (X-API-KEY header or ?api_key=) on every Stacks route; they then skip the "
+                 "access token [default: none: the access token, if any, guards them] [env CORRAL_STACKS_API_KEY]."),
+    click.option("--stacks-ttl", default="2h", show_default=True,
+                 help="How long a stack lives before the coordinator deletes it (such as 2h, 30m)."),
+    click.option("--stacks-limit-range", "stacks_limits", multiple=True, metavar="KEY=QTY,...",
+                 help="Per-container bounds of a stack, like a Kubernetes LimitRange: min.cpu, max.cpu, min.memory, "
+                 "max.memory (such as max.cpu=2,max.memory=4Gi); outside them: 400 [default: none]."),
     click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
-                 help="Serve a dialect's API on a port of its own as well, where it answers exactly as its seed "
-                 "(podling=8070: Podling's GET /health there; on the main port /health is Tork's). Repeatable."),
+                 help="Also serve one dialect alone on a port of its own, answering exactly as its document "
+                 "(such as stacks=8081); it stays on the main port too. Repeatable."),
+    click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
+                 help="Totals of all stacks, like a Kubernetes ResourceQuota: cpu, memory, pods (such as "
+                 "cpu=8,memory=16Gi,pods=50); past them: 503 [default: none]."),
 ]
 
 
@@ -259,6 +267,29 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
                     "stay on); keep the token unless this machine and its browser are yours alone")
 
 
+def _stacks(common: dict[str, Any]) -> StacksConfig:
+    """The Stacks API's settings, taken out of the options every server command shares."""
+    from corral.coordinator.stacks import StacksConfig
+    from corral.domain import k8s
+    key, ttl = common.pop("stacks_api_key"), common.pop("stacks_ttl")
+    limits, quota = common.pop("stacks_limits"), common.pop("stacks_quota")
+    try:
+        ttl_s = parse_duration(ttl)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-ttl") from e
+    if ttl_s <= 0:
+        raise click.BadParameter("must be longer than zero", param_hint="--stacks-ttl")
+    try:
+        lr = k8s.parse_limit_range(limits)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-limit-range") from e
+    try:
+        q = k8s.parse_quota(quota)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stacks-quota") from e
+    return StacksConfig(ttl=ttl_s, limits=lr, quota=q, api_key=(key or "").strip() or None)
+
+
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
               default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767)
@@ -296,17 +327,15 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
               "loopback address, else on every interface).")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], advertise_address: str,
-       **common: Any) -> None:
+       allow_hosts: tuple[str, ...], log_level: str, advertise_address: str, **common: Any) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
     themselves); a browser logs in once with the link printed at start.
     """
     from corral.agent.lock import DirLocked, lock_dir, unlock
-    from corral.api.app import ServerConfig, create_app
+    from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
-    ports = _dialect_ports(dialect_ports, port)
     _logging(log_level)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
@@ -316,8 +345,10 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         raise click.ClickException(str(e)) from None
     api_token, token_path = (None, None) if no_token else _token_file(data)
     code = None if no_token else secrets.token_urlsafe(24)
+    stacks = _stacks(common)
+    ports = _dialect_ports(common.pop("dialect_ports"), port)
     config = ServerConfig(
-        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token,
+        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
@@ -325,7 +356,6 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
                       "forward_host": bind},  # NodePort services answer where the API does
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
-        dialect_ports=ports,
     )
     click.echo(f"Corral standalone on http://{bind}:{port}  (state in {data})", err=True)
     if no_token:
@@ -334,10 +364,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         click.echo(f"Access token in {token_path} (the corral commands read it by themselves)", err=True)
         click.echo(f"Log in from a browser (this link works once): "
                    f"http://{_browser_host(bind)}:{port}/login?code={code}", err=True)
-    for name, p in ports.items():
-        click.echo(f"The {name} API also on http://{bind}:{p}", err=True)
-    app = create_app(config)
-    _serve(app, bind, port, log_level, _dialect_apps(app, config))
+    _serve_all(config, bind, port, log_level, ports)
 
 
 @click.command()
@@ -353,13 +380,13 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               "who reaches the port could run commands and join as a worker).")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, insecure: bool,
-           allow_hosts: tuple[str, ...], log_level: str, dialect_ports: tuple[str, ...], **common: Any) -> None:
+           allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`.
 
     On an address other than loopback it needs --api-token (for the API) and --token (for workers),
     unless --insecure says to run it open.
     """
-    from corral.api.app import ServerConfig, create_app
+    from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
     from corral.domain.addresses import is_loopback
     missing = [name for name, given in (("--api-token", api_token), ("--token", token)) if not given]
@@ -368,15 +395,14 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
             f"--bind {bind} reaches beyond this machine, and without {' and '.join(missing)} anyone who reaches "
             "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
             "--insecure to run it open anyway")
-    ports = _dialect_ports(dialect_ports, port)
     _logging(log_level)
-    config = ServerConfig(database_url=database_url, agent_token=token,
+    stacks = _stacks(common)
+    ports = _dialect_ports(common.pop("dialect_ports"), port)
+    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
-                                                   token_hint="the token given to corral server --api-token"),
-                          dialect_ports=ports)
-    app = create_app(config)
-    _serve(app, bind, port, log_level, _dialect_apps(app, config))
+                                                   token_hint="the token given to corral server --api-token"))
+    _serve_all(config, bind, port, log_level, ports)
 
 
 @click.command()

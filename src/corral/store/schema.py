@@ -307,3 +307,37 @@ services = sa.Table(
     sa.UniqueConstraint("namespace", "name", name="uq_services_name"),
     sa.Index("ix_services_type", "type"),
 )
+
+# The Stacks API (0011): what a stack holds beyond its pod (pods.id == stacks.id, origin "stacks"): the
+# sanitized manifest, the target ports, what it reserves against the namespace's quota and its time to live.
+# A deleted or expired stack's row is deleted (a compare-and-set: the one who deletes it stops the pod).
+stacks = sa.Table(
+    "stacks", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("pod_spec", sa.Text, nullable=False),
+    sa.Column("target_ports", sa.JSON, nullable=False),  # [{container_port, protocol}]
+    sa.Column("cpu_milli", sa.BigInteger, nullable=False),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=False),
+    sa.Column("ttl_expires_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_stacks_ttl", "ttl_expires_at"),
+)
+
+# A batch delete of stacks (POST /stacks/batch-delete): queued, then worked through one id at a time.
+stack_batch_jobs = sa.Table(
+    "stack_batch_jobs", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | completed | failed
+    sa.Column("stack_ids", sa.JSON, nullable=False),
+    sa.Column("done", sa.Integer, nullable=False),  # ids worked through so far
+    sa.Column("deleted", sa.Integer, nullable=False),
+    sa.Column("not_found", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("errors", sa.JSON, nullable=False),  # [{stack_id, error}], the first 100
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_stack_batch_jobs_status", "status"),
+)

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
 from corral.store.pods import PodQueries
+from corral.store.stacks import StackQueries
 
 Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
@@ -109,9 +110,9 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx(PodQueries):
+class Tx(PodQueries, StackQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
-    queries about pods are in store/pods.py."""
+    queries about pods are in store/pods.py, those about stacks in store/stacks.py."""
 
     def __init__(self, conn: Connection) -> None:
         self.c = conn

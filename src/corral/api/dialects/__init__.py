@@ -7,12 +7,13 @@ for any route: see corral.api.ratelimit).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import ratelimit
-from corral.api.dialects import cloudai, nomadlite, podling, tork, tork_scheduled
+from corral.api.dialects import cloudai, nomadlite, podling, stacks, tork, tork_scheduled
 from corral.api.dialects.base import CODES, DialectError
 
 CLOUDAI_RULES = [
@@ -42,7 +43,37 @@ def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
     return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
             *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
             *((p, _tork) for p in TORK_PREFIXES),
-            *((p, podling.render_limit) for p in podling.ERROR_PREFIXES)]
+            *((p, podling.render_limit) for p in podling.ERROR_PREFIXES),
+            *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
+
+
+@dataclass(frozen=True)
+class PortApp:
+    """A dialect served alone on a port of its own (``--dialect-port NAME=PORT``), answering exactly as its
+    seed: ``install`` adds its routes (and the paths it shares with others on the main port, such as a
+    health check), ``render`` answers the edge's refusals in its shape, and ``own_auth(app)`` says whether
+    its routes check a credential of their own, so that the access token is not asked for there."""
+
+    install: Callable[[FastAPI], None]
+    render: ratelimit.Render
+    own_auth: Callable[[FastAPI], bool]
+
+
+def _stacks_port(app: FastAPI) -> None:
+    app.include_router(stacks.health_router)  # /healthz as the seed has it: behind the key
+    app.include_router(stacks.router)
+
+
+def _podling_port(app: FastAPI) -> None:
+    app.include_router(podling.health_router)  # GET /health as Podling's master: on the main port it is Tork's
+    app.include_router(podling.router)
+
+
+PORT_APPS: dict[str, PortApp] = {
+    "stacks": PortApp(_stacks_port, stacks.render_edge, lambda app: bool(app.state.stacks.config.api_key)),
+    # Podling's bearer token is the access token: the edge checks it there as on the main port.
+    "podling": PortApp(_podling_port, podling.render_limit, lambda app: False),
+}
 
 
 def install(app: FastAPI) -> None:
@@ -51,19 +82,10 @@ def install(app: FastAPI) -> None:
     app.include_router(tork_scheduled.router)  # Tork's /scheduled-jobs
     app.include_router(cloudai.router)
     app.include_router(cloudai.ws_router)
-    app.include_router(podling.router)  # /api/v1/*; its GET /health only on a port of its own (below)
+    app.include_router(podling.router)  # /api/v1/*; its GET /health only on a port of its own (PORT_APPS)
     app.include_router(podling.node_router)  # the worker's Podling port asks through these
+    app.include_router(stacks.router)  # /stacks and /stats; /healthz stays Corral's probe on the main port
     renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
                  *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES)]
     ratelimit.install(app, cloudai.RATE_LIMITS, CLOUDAI_RULES, renderers)
 
-
-def _podling_port(app: FastAPI) -> None:
-    app.include_router(podling.health_router)
-    app.include_router(podling.router)
-
-
-# The dialects that can be given a port of their own (corral up/server --dialect-port NAME=PORT), where
-# each answers exactly as its seed: name -> what to mount on that port's app (corral.api.app).
-# GET /health is Tork's on the main port, Podling's on Podling's own port.
-PORTS: dict[str, Callable[[FastAPI], None]] = {"podling": _podling_port}
