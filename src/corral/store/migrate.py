@@ -26,9 +26,8 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
-        # "heads": migrations written side by side on one parent (before they are chained) all apply.
-        before = MigrationContext.configure(conn).get_current_heads()
-        command.upgrade(cfg, "heads")
-        after = MigrationContext.configure(conn).get_current_heads()
+        before = MigrationContext.configure(conn).get_current_revision()
+        command.upgrade(cfg, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
     if before != after:
-        log.info("database schema migrated from %s to %s", ", ".join(before) or "empty", ", ".join(after))
+        log.info("database schema migrated from %s to %s", before or "empty", after)

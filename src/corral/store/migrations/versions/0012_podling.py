@@ -1,14 +1,14 @@
 """podling: a Podling task's id (YYYYMMDDHHMMSS-xxxxxxxx) and the native job of one task it runs as
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 Create Date: 2026-12-01 10:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0012'
-down_revision = '0008'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
