@@ -123,3 +123,26 @@ def test_connection_cap_and_idle_timeout(backends: dict[str, tuple[subprocess.Po
             await fwd.close()
 
     asyncio.run(main())
+
+
+def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
+        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+    """As Docker's proxy does for a container that just died: it accepts, reads, and closes."""
+    async def main() -> None:
+        async def accept_and_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.read(1024)
+            w.close()
+
+        closer = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
+        closer_port = closer.sockets[0].getsockname()[1]
+        fwd = Forwarder("127.0.0.1")
+        node_port = free_port()
+        await fwd.apply(_services(node_port, closer_port, backends["a"][1]))
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                assert [await _get(client, node_port) for _ in range(6)] == ["a"] * 6
+        finally:
+            await fwd.close()
+            closer.close()
+
+    asyncio.run(main())

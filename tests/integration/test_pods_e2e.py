@@ -1,7 +1,7 @@
-"""Pods end to end: `corral up` (or a server and real `corral worker` processes), a pod whose server answers
-HTTP on the port it was given on its node, reached the way a user reaches it (the node's address and the
-pod's port), then gone after a delete; and a worker killed with kill -9 whose Always pod comes back on
-the other worker.
+"""Pods end to end, what test_pods_on_workers.py does not cover: on `corral up`, a pod's node port is the
+only one in the range, another pod waits for it and gets it once the first is deleted; with a server and
+two real `corral worker` processes, a worker killed with kill -9 whose Always pod comes back on the other
+worker and answers there.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import signal
 import sys
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
@@ -30,8 +29,9 @@ def _answer(url: str) -> str | None:
 
 
 def _http_pod(name: str, **extra: Any) -> dict[str, Any]:
-    """A host process serving HTTP on $PORT, ready once it answers."""
-    serve = f"echo pid=$$; exec {sys.executable} -m http.server --bind 127.0.0.1 $PORT"
+    """A host process serving HTTP on $PORT, ready once it answers (it says its pid: '$$' is written '$$$$',
+    as in Kubernetes' $(VAR) expansion of a command)."""
+    serve = f"echo pid=$$$$; exec {sys.executable} -m http.server --bind 127.0.0.1 $PORT"
     return {"name": name, "containers": [{
         "name": "web", "command": ["sh", "-c", serve], "ports": [{"name": "http", "containerPort": 8000}],
         "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}], **extra}
@@ -42,7 +42,7 @@ def _running_and_ready(c: Cluster, pod_id: str, timeout: float = 30) -> dict[str
                            timeout, what=f"pod {pod_id} running and ready"))
 
 
-def test_a_host_process_pod_on_corral_up_answers_on_its_node_port(cluster: Cluster) -> None:
+def test_a_deleted_pods_node_port_goes_to_the_pod_waiting_for_it(cluster: Cluster) -> None:
     port = free_port()
     cluster.up("--runtime", "process", "--node-port-range", f"{port}-{port}")
     r = cluster.client.post("/v1/pods", json=_http_pod("web"))
@@ -63,28 +63,6 @@ def test_a_host_process_pod_on_corral_up_answers_on_its_node_port(cluster: Clust
     wait_until(lambda: process_gone(pid), 10, what="the pod's process to end")
     # Its port went back: the second pod has it now.
     assert _running_and_ready(cluster, second)["ports"][0]["hostPort"] == port
-
-
-def test_a_docker_pod_on_corral_up_answers_on_its_node_port(cluster: Cluster, busybox_image: str,
-                                                             docker_client: docker.DockerClient) -> None:
-    port = free_port()
-    cluster.up("--runtime", "docker", "--node-port-range", f"{port}-{port}")
-    spec = {"name": "nginx-ish", "containers": [{
-        "name": "web", "image": busybox_image,
-        "command": ["sh", "-c", "echo hello from the pod > /tmp/index.html && exec httpd -f -p 80 -h /tmp"],
-        "ports": [{"containerPort": 80}], "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}}]}
-    r = cluster.client.post("/v1/pods", json=spec)
-    assert r.status_code == 201, r.text
-    pod = _running_and_ready(cluster, r.json()["id"], timeout=60)
-    assert pod["ports"][0]["hostPort"] == port
-    assert wait_until(lambda: _answer(f"http://127.0.0.1:{port}/"), 10) == "hello from the pod\n"
-    cid = pod["containers"][0]["container_id"]
-    assert cid and docker_client.containers.get(cid).status == "running"
-    cluster.client.delete(f"/v1/pods/{pod['id']}")
-    cluster.wait_for(f"/v1/pods/{pod['id']}", {"terminated"}, timeout=30)
-    wait_until(lambda: not docker_client.containers.list(all=True, filters={"label": f"corral.pod={pod['id']}"}),
-               15, what="the pod's container removed")
-    assert _answer(f"http://127.0.0.1:{port}/") is None
 
 
 def test_a_killed_workers_always_pod_comes_back_on_the_other_worker(cluster: Cluster) -> None:

@@ -6,7 +6,8 @@ under it (the choices are whole programs: HAProxy, socat, pproxy), and the event
 runs does it in a page. Per node port:
 
 - a new connection goes to the next endpoint in turn (round robin over the endpoints the coordinator gave
-  last); if that endpoint refuses or does not answer within ``connect_timeout``, the next one is tried, so a
+  last); if that endpoint refuses, does not answer within ``connect_timeout``, or closes the connection
+  before answering a byte, the next one is tried (with what the client sent so far, up to 64 KiB), so a
   pod that died a moment ago costs a retry, not a failed request;
 - an endpoint that is no longer listed (not ready, or gone) gets no new connection; connections already
   made to it are left to end by themselves, as kube-proxy does;
@@ -27,7 +28,16 @@ from typing import Any
 
 log = logging.getLogger("corral.agent")
 CHUNK = 64 * 1024
+REPLAY_MAX = 64 * 1024  # what a client sent that is kept to send again to another endpoint
 Backend = tuple[str, int]
+
+
+@dataclass
+class _Sent:
+    """What the client sent on a connection before any endpoint answered it."""
+
+    buf: bytearray | None = field(default_factory=bytearray)  # None: too much, or answered
+    eof: bool = False  # the client has finished sending
 
 
 @dataclass
@@ -112,41 +122,79 @@ class Forwarder:
         task.add_done_callback(self.conns.discard)
 
     async def _serve(self, entry: _Port, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        """Connect to an endpoint and copy both ways. An endpoint that refuses, does not answer the connect,
+        or closes the connection before sending a byte (a pod killed a moment ago: Docker's proxy may still
+        accept for it) is left for the next one, to which what the client sent so far is sent again (up
+        to REPLAY_MAX bytes; past that, or once the endpoint has answered, the connection is its own)."""
+        sent = _Sent()
+        up: asyncio.StreamWriter | None = None
         try:
             for host, port in entry.order():
                 try:
-                    up = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
-                    break
+                    up_r, w = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
                 except (OSError, TimeoutError):
                     continue
-            if up is None:
-                self.refused += 1
-                return
-            last = [time.monotonic()]
-            await asyncio.gather(self._pump(reader, up[1], last), self._pump(up[0], writer, last))
+                up = w
+                last = [time.monotonic()]
+                to_up: asyncio.Task[None] | None = None
+                try:
+                    if sent.buf:
+                        w.write(bytes(sent.buf))
+                        await w.drain()
+                    if sent.eof:
+                        w.write_eof()
+                    else:
+                        to_up = asyncio.create_task(self._pump(reader, w, last, sent))
+                    first = await self._read(up_r, last)
+                except (ConnectionError, OSError):
+                    first = b""
+                if first or sent.buf is None:  # answered (or too far along to replay): this one it is
+                    sent.buf = None
+                    if first:
+                        writer.write(first)
+                        await writer.drain()
+                        await asyncio.gather(*([to_up] if to_up else []), self._pump(up_r, writer, last))
+                    return
+                if to_up is not None:
+                    to_up.cancel()
+                    await asyncio.gather(to_up, return_exceptions=True)
+                w.transport.abort()
+                up = None
+            self.refused += 1
         except Exception:  # a reset on either side ends the connection, and only it
             pass
         finally:
-            for w in (writer, up[1] if up else None):
-                if w is not None:
-                    w.transport.abort()
+            writer.transport.abort()
+            if up is not None:
+                up.transport.abort()
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, last: list[float]) -> None:
-        """Copy one direction until its end of stream (then half-close the other side), or until the
-        connection has been idle both ways for idle_timeout."""
+    async def _read(self, src: asyncio.StreamReader, last: list[float]) -> bytes:
+        """The next chunk from ``src`` (b"" at its end); TimeoutError once the connection has been idle
+        both ways for idle_timeout."""
         while True:
             try:
-                data = await asyncio.wait_for(src.read(CHUNK), self.idle_timeout)
+                return await asyncio.wait_for(src.read(CHUNK), self.idle_timeout)
             except TimeoutError:
                 if time.monotonic() - last[0] >= self.idle_timeout:
                     raise
-                continue
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, last: list[float],
+                    sent: _Sent | None = None) -> None:
+        """Copy one direction until its end of stream (then half-close the other side). ``sent``: keep a
+        copy of what passes, for a retry on another endpoint, while it may still be needed."""
+        while True:
+            data = await self._read(src, last)
             if not data:
+                if sent is not None:
+                    sent.eof = True
                 if dst.can_write_eof():
                     with contextlib.suppress(OSError):
                         dst.write_eof()
                 return
             last[0] = time.monotonic()
+            if sent is not None and sent.buf is not None:
+                sent.buf += data
+                if len(sent.buf) > REPLAY_MAX:
+                    sent.buf = None
             dst.write(data)
             await dst.drain()

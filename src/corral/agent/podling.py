@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from corral.agent.transport import HttpTransport
-from corral.coordinator.service import NODE_SECRET_HEADER
+from corral.domain.agentwire import NODE_SECRET_HEADER
 
 log = logging.getLogger("corral.agent.podling")
 MAX_BODY = 1 << 20

@@ -26,7 +26,7 @@ from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
 from corral.domain.addresses import is_loopback
 from corral.runtime import scratch
-from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
+from corral.runtime.base import Mount, RegistryAuth, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
@@ -65,7 +65,6 @@ class AgentConfig:
     # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
     # it when it is a loopback address, else on every interface.
     advertise_address: str | None = None
-    forward_host: str = "0.0.0.0"  # where NodePort services' node ports are opened
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -116,7 +115,8 @@ class Agent:
         self._stopped = False
         self.address = config.advertise_address or capacity.primary_address()
         self.pods: PodAgent | None = None  # made once registered
-        self.forwarder = Forwarder(config.forward_host)  # NodePort services (corral.agent.forward)
+        # NodePort services (corral.agent.forward), opened where the pods' ports are published
+        self.forwarder = Forwarder(self.address if is_loopback(self.address) else "0.0.0.0")
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -529,7 +529,10 @@ class Agent:
                              memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
                              files=files, mounts=mounts, sidecars=sidecars, scratch=sc,
                              bind_roots=tuple(policy.get("bind_roots") or ()),
-                             volumes=tuple(policy.get("volumes") or ()))
+                             volumes=tuple(policy.get("volumes") or ()),
+                             registry=RegistryAuth(str(reg.get("username") or ""), str(reg.get("password") or ""))
+                             if isinstance(reg := w.get("registry"), dict) else None,
+                             networks=tuple(str(n) for n in w.get("networks") or ()))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

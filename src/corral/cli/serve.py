@@ -172,6 +172,9 @@ common_server: list[_Deco] = [
     click.option("--allow-volume", "volumes", multiple=True, envvar="CORRAL_ALLOW_VOLUME",
                  help="Let tasks mount this existing named volume (repeatable) [default: a task's named volume "
                  "is one of its job's own, never another application's] [env CORRAL_ALLOW_VOLUME]."),
+    click.option("--allow-network", "networks", multiple=True, envvar="CORRAL_ALLOW_NETWORK",
+                 help="Let container tasks join this existing Docker network (repeatable) [default: a task's "
+                 "networks are refused] [env CORRAL_ALLOW_NETWORK]."),
     click.option("--allow-webhook-host", "webhook_hosts", multiple=True, envvar="CORRAL_ALLOW_WEBHOOK_HOST",
                  help="Let webhooks reach this host (a name or an address) although it is loopback, private, "
                  "link-local or reserved (repeatable) [default: refused] [env CORRAL_ALLOW_WEBHOOK_HOST]."),
@@ -292,8 +295,8 @@ def _stacks(common: dict[str, Any]) -> StacksConfig:
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767)
-              ) -> Settings:
+              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767),
+              networks: tuple[str, ...] = ()) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
@@ -302,7 +305,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
         raise click.BadParameter(str(e), param_hint="--default-memory") from e
     if default_cpu < 0:
         raise click.BadParameter("cannot be negative", param_hint="--default-cpu")
-    policy = Policy(bind_roots=roots, volumes=tuple(volumes),
+    policy = Policy(bind_roots=roots, volumes=tuple(volumes), networks=tuple(networks),
                     webhook_hosts=tuple(h.strip().lower().strip("[]") for h in webhook_hosts),
                     default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
@@ -352,8 +355,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
-                      "advertise_address": advertise_address,
-                      "forward_host": bind},  # NodePort services answer where the API does
+                      "advertise_address": advertise_address},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
     )
@@ -447,7 +449,7 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
     _logging(log_level)
     node_labels = _labels(labels)
     if podling_port:
-        from corral.coordinator.podling import PORT_LABEL
+        from corral.domain.podling import PORT_LABEL
         node_labels[PORT_LABEL] = str(podling_port)  # shown as the node's port by Podling's GET /nodes
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
                       queues=list(queues) or ["default"], labels=node_labels, cpus=cpus,

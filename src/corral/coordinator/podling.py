@@ -28,8 +28,7 @@ from corral.domain.states import TERMINAL_JOB_STATES
 from corral.scheduler.placement import NODE_ID_LABEL
 from corral.store.sql import ACTIVE, DuplicateKey, Row, Tx
 
-PORT_LABEL = "podling.io/port"  # a node's Podling port (a worker's --podling-port, a registration's port)
-REGISTERED_LABEL = "podling.io/registered"  # "api": registered through Podling's API, not a Corral worker
+PORT_LABEL, REGISTERED_LABEL = pd.PORT_LABEL, pd.REGISTERED_LABEL
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
 
 

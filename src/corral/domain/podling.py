@@ -27,6 +27,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 TASK_STATUS = {"pending": "pending", "scheduled": "scheduled", "running": "running",
                "completed": "completed", "failed": "failed", "cancelled": "failed", "skipped": "completed",
                "lost": "failed"}
+PORT_LABEL = "podling.io/port"  # a node's Podling port (a worker's --podling-port, a registration's port)
+REGISTERED_LABEL = "podling.io/registered"  # "api": registered through Podling's API, not a Corral worker
 HEARTBEAT_TIMEOUT = 90.0  # Podling's master calls a node offline after this long without a heartbeat
 
 
