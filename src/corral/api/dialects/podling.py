@@ -36,6 +36,7 @@ from corral.domain.pods import PodSpec, parse_cpu
 from corral.domain.resources import parse_size
 from corral.domain.services import ServiceSpec
 from corral.domain.spec import JobSpec, ResourcesSpec, TaskSpec
+from corral.scheduler.placement import NODE_ID_LABEL
 from corral.store.sql import Row
 
 LIST_LIMIT = 1000  # the newest this many of a kind are listed (Podling lists everything)
@@ -408,7 +409,7 @@ async def node_execute(node_id: NodeId, task_id: str, request: Request, svc: Nod
 
 def _on_node(svc: Services, task_id: str, node_id: str) -> PodlingTask:
     t = _get(svc, task_id)
-    pinned = (t.task["node_selector"] or {}).get("corral.io/node-id")
+    pinned = (t.task["node_selector"] or {}).get(NODE_ID_LABEL)
     if t.task["node_id"] != node_id and not (t.status == "pending" and pinned == node_id):
         raise DialectError(404, "task not found")
     return t
