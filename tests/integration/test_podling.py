@@ -470,3 +470,21 @@ def test_bad_services(server: tuple[Cluster, str], body: dict[str, Any], error: 
     c, pl = server
     r = c.client.post(f"{pl}/api/v1/services", json=body)
     assert r.status_code == 400 and error in r.json()["error"], r.text
+
+
+def test_crashing_pod_shows_its_restarts(server: tuple[Cluster, str], busybox_image: str) -> None:
+    """A container that keeps exiting: Podling's view shows its restartCount growing and the back-off."""
+    c, pl = server
+    body = {"name": "crash", "containers": [{"name": "app", "image": busybox_image,
+                                             "command": ["sh", "-c", "echo bye; exit 3"]}]}
+    pid = c.client.post(f"{pl}/api/v1/pods", json=body).json()["podId"]
+
+    def backing_off() -> dict[str, Any] | None:
+        p = c.get(f"{pl}/api/v1/pods/{pid}")
+        ct = p["containers"][0]
+        return p if ct.get("restartCount", 0) >= 1 and p.get("reason") == "BackOff" else None
+
+    p = wait_until(backing_off, 40, interval=0.3, what="a restart and the back-off")
+    assert "back-off" in p["message"] and p["restartPolicy"] == "Always", p
+    assert p["containers"][0]["exitCode"] == 3 or p["containers"][0]["status"] == "running", p
+    assert c.client.delete(f"{pl}/api/v1/pods/{pid}").status_code == 200
