@@ -488,3 +488,24 @@ def test_crashing_pod_shows_its_restarts(server: tuple[Cluster, str], busybox_im
     assert "back-off" in p["message"] and p["restartPolicy"] == "Always", p
     assert p["containers"][0]["exitCode"] == 3 or p["containers"][0]["status"] == "running", p
     assert c.client.delete(f"{pl}/api/v1/pods/{pid}").status_code == 200
+
+
+def test_without_auth_anyone_reports(cluster: Cluster, hello_image: str) -> None:
+    """A server that checks no token (corral up --no-token): Podling's status report needs no node identity,
+    as in Podling; a pending task is scheduled onto the node named in the report."""
+    port = free_port()
+    c = cluster.up("--no-token", "--dialect-port", f"podling={port}")
+    pl = f"http://127.0.0.1:{port}"
+    assert c.client.get(f"{pl}/health").json()["authEnabled"] is False
+    waiting = c.client.post(f"{pl}/api/v1/tasks", json={"name": "w", "image": hello_image,
+                                                        "resources": {"limits": {"memory": 1 << 50}}}).json()
+    url = f"{pl}/api/v1/tasks/{waiting['taskId']}/status"
+    r = c.client.put(url, json={"status": "scheduled"})
+    assert r.status_code == 400 and "give nodeId" in r.json()["error"]
+    r = c.client.put(url, json={"status": "scheduled", "nodeId": "nope"})
+    assert r.status_code == 400 and r.json() == {"error": "no node 'nope'"}
+    local = c.nodes()[0]["id"]
+    r = c.client.put(url, json={"status": "scheduled", "nodeId": local})
+    assert r.status_code == 200 and r.json()["status"] == "pending", r.text  # pinned; still too big to place
+    r = c.client.put(url, json={"status": "failed", "error": "given up"})
+    assert r.status_code == 200 and r.json()["status"] == "failed" and r.json()["error"] == "given up"

@@ -120,6 +120,8 @@ class PodlingTasks:
             found = self._read(tx, task_id)
             if found is None:
                 raise NotFound("task not found")
+            if tx.node(node_id) is None:
+                raise Invalid(f"no node '{node_id}'")
             task = found.task
             if task["state"] == "pending":
                 sel = {**(task["node_selector"] or {}), NODE_ID_LABEL: node_id}
