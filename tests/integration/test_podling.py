@@ -8,7 +8,9 @@ port of its own (`--dialect-port podling=PORT`), where it answers exactly as Pod
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,21 +281,21 @@ def test_worker_port(distributed: tuple[Cluster, str, str], hello_image: str) ->
     nodes = {n["nodeId"]: n for n in c.client.get("/api/v1/nodes").json()}
     assert nodes[w1]["port"] == int(wk.rsplit(":", 1)[1])
     # Execute (the document's body): a task the coordinator does not know is created there, pinned here.
-    for i in range(3):
-        body = {"task": {"taskId": f"task-id-{i}", "name": "my-task", "image": hello_image,
-                         "env": {"NAME": f"run{i}"}}}
-        r = c.client.post(f"{wk}/api/v1/tasks/task-id-{i}/execute", json=body)
+    ids = ["task-id", "task-id-1", "task-id-2"]
+    for i, tid in enumerate(ids):
+        body = {"task": {"taskId": tid, "name": "my-task", "image": hello_image, "env": {"NAME": f"run{i}"}}}
+        r = c.client.post(f"{wk}/api/v1/tasks/{tid}/execute", json=body)
         assert r.status_code == 202, r.text
-        assert r.json() == {"message": "task execution started", "taskId": f"task-id-{i}"}
-    for i in range(3):
-        t = c.wait_for(f"/api/v1/tasks/task-id-{i}", DONE, "status")
+        assert r.json() == {"message": "task execution started", "taskId": tid}
+    for tid in ids:
+        t = c.wait_for(f"/api/v1/tasks/{tid}", DONE, "status")
         assert t["status"] == "completed" and t["nodeId"] == w1, t  # never on w2
     # curl http://localhost:8081/api/v1/tasks/task-id/status
-    r = c.client.get(f"{wk}/api/v1/tasks/task-id-0/status")
-    assert r.status_code == 200 and r.json()["taskId"] == "task-id-0" and r.json()["status"] == "completed"
+    r = c.client.get(f"{wk}/api/v1/tasks/task-id/status")
+    assert r.status_code == 200 and r.json()["taskId"] == "task-id" and r.json()["status"] == "completed"
     # curl http://localhost:8081/api/v1/tasks/task-id/logs?tail=100
-    r = c.client.get(f"{wk}/api/v1/tasks/task-id-1/logs?tail=100")
-    assert r.status_code == 200 and r.json() == {"taskId": "task-id-1", "logs": "hello from run1\n", "tail": 100}
+    r = c.client.get(f"{wk}/api/v1/tasks/task-id/logs?tail=100")
+    assert r.status_code == 200 and r.json() == {"taskId": "task-id", "logs": "hello from run0\n", "tail": 100}
     assert c.client.get(f"{wk}/api/v1/tasks/task-id-1/logs?tail=x").status_code == 400
     # A task elsewhere is not this worker's.
     other = c.client.post("/api/v1/tasks", json={"name": "any", "image": hello_image,
@@ -303,7 +305,7 @@ def test_worker_port(distributed: tuple[Cluster, str, str], hello_image: str) ->
     r = c.client.post(f"{wk}/api/v1/tasks/{other['taskId']}/execute", json={"task": {"taskId": other["taskId"]}})
     assert r.status_code == 202, r.text
     assert c.client.get(f"{wk}/api/v1/tasks/{other['taskId']}/status").json()["status"] == "pending"
-    r = c.client.post(f"{wk}/api/v1/tasks/task-id-0/execute", json={"task": {"taskId": "task-id-0"}})
+    r = c.client.post(f"{wk}/api/v1/tasks/task-id/execute", json={"task": {"taskId": "task-id"}})
     assert r.status_code == 409 and "completed already" in r.json()["error"]
     # Bad input.
     r = c.client.post(f"{wk}/api/v1/tasks/a/execute", json={"task": {"taskId": "b"}})
@@ -313,7 +315,7 @@ def test_worker_port(distributed: tuple[Cluster, str, str], hello_image: str) ->
     r = c.client.post(f"{wk}/api/v1/tasks/new-one/execute", json={"task": {"taskId": "new-one", "name": "x"}})
     assert r.status_code == 400 and r.json() == {"error": "name and image are required"}
     # Without the node's secret, the coordinator's node routes refuse.
-    r = c.client.get(f"/v1/agent/nodes/{w1}/podling/tasks/task-id-0",
+    r = c.client.get(f"/v1/agent/nodes/{w1}/podling/tasks/task-id",
                      headers={"Authorization": "Bearer cluster-secret"})
     assert r.status_code == 403
 
@@ -425,6 +427,12 @@ def test_pod_and_service(server: tuple[Cluster, str], busybox_image: str) -> Non
     assert c.client.get(f"{pl}/api/v1/services", params={"namespace": "production"}).json() == []
     # curl http://localhost:8070/api/v1/services/{id}
     assert c.get(f"{pl}/api/v1/services/{sid}")["name"] == "web-service"
+    # The document's own ids: no such service.
+    for method, path in (("GET", "/api/v1/services/20250119123456-svc123"),
+                         ("GET", "/api/v1/services/20250119123456-svc123/endpoints"),
+                         ("DELETE", "/api/v1/services/20250119123456-svc123")):
+        r = c.client.request(method, f"{pl}{path}")
+        assert r.status_code == 404 and r.json() == {"error": "service not found"}, (path, r.text)
     # PUT /services/{id}: a selector nothing matches leaves no endpoints.
     r = c.client.put(f"{pl}/api/v1/services/{sid}", json={"selector": {"app": "other"}, "labels": {"tier": "x"}})
     assert r.status_code == 200 and r.json()["selector"] == {"app": "other"} and r.json()["labels"] == {"tier": "x"}
@@ -509,3 +517,39 @@ def test_without_auth_anyone_reports(cluster: Cluster, hello_image: str) -> None
     assert r.status_code == 200 and r.json()["status"] == "pending", r.text  # pinned; still too big to place
     r = c.client.put(url, json={"status": "failed", "error": "given up"})
     assert r.status_code == 200 and r.json()["status"] == "failed" and r.json()["error"] == "given up"
+
+
+def test_task_status_document_body(distributed: tuple[Cluster, str, str], hello_image: str) -> None:
+    """PUT /api/v1/tasks/{id}/status with the document's body, from the node the task is scheduled on (a
+    worker stopped with SIGSTOP, so that the task stays scheduled until the report)."""
+    c, _, _ = distributed
+    w2 = next(w for w in c.workers if "w2" in " ".join(w.args))
+    d = c.tmp / "w-w2"
+    node_id, secret = (d / "node-id").read_text().strip(), (d / "node-secret").read_text().strip()
+    me = {"X-Corral-Node-Id": node_id, "X-Corral-Node-Secret": secret}
+    assert w2.popen is not None
+    os.killpg(w2.popen.pid, signal.SIGSTOP)
+    try:
+        # What w2's Podling port would ask: run this task here.
+        r = c.client.post(f"/v1/agent/nodes/{node_id}/podling/tasks/doc-status/execute",
+                          headers={"Authorization": "Bearer cluster-secret", "X-Corral-Node-Secret": secret},
+                          json={"task": {"taskId": "doc-status", "name": "doc", "image": hello_image}})
+        assert r.status_code == 202, r.text
+        c.wait_for("/api/v1/tasks/doc-status", {"scheduled"}, "status", timeout=10)
+        # PUT /api/v1/tasks/{taskId}/status {"status": "running", "containerId": "docker-container-id"}
+        r = c.client.put("/api/v1/tasks/doc-status/status", headers={"Content-Type": "application/json", **me},
+                         content='{"status": "running", "containerId": "docker-container-id"}')
+        assert r.status_code == 200, r.text
+        t = r.json()
+        assert t["status"] == "running" and t["containerId"] == "docker-container-id" and t["nodeId"] == node_id
+        assert GO_TIME_RE.match(t["startedAt"])
+        # Another node may not report for it.
+        d1 = c.tmp / "w-w1"
+        other = {"X-Corral-Node-Id": (d1 / "node-id").read_text().strip(),
+                 "X-Corral-Node-Secret": (d1 / "node-secret").read_text().strip()}
+        r = c.client.put("/api/v1/tasks/doc-status/status", json={"status": "completed"}, headers=other)
+        assert r.status_code == 403, r.text
+        r = c.client.put("/api/v1/tasks/doc-status/status", json={"status": "completed"}, headers=me)
+        assert r.status_code == 200 and r.json()["status"] == "completed" and "finishedAt" in r.json()
+    finally:
+        os.killpg(w2.popen.pid, signal.SIGCONT)
