@@ -254,6 +254,7 @@ def _node_views(svc: Services, only: str | None = None) -> list[dict[str, Any]]:
     with svc.coord.store.read() as tx:
         nodes = tx.nodes()
         allocs = {a["node_id"]: a for a in tx.allocations()}
+    nodes.sort(key=lambda n: -number(n["last_heartbeat"]))  # as Podling's store lists them
     return [node_view(n, allocs.get(n["id"]), now) for n in nodes if only is None or n["id"] == only]
 
 
