@@ -76,7 +76,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                   description="Runs jobs of container and host-process tasks across worker machines.",
                   docs_url=None, redoc_url=None)
     docs_ui.install(app)  # /docs and /redoc from local assets, not a CDN
-    app.state.services = Services(coord, wakeups, config.agent_token)
+    app.state.services = Services(coord, wakeups, config.agent_token,
+                                  auth=bool(config.agent_token or config.edge.api_token))
     app.state.stacks = stacks
     errors.install(app)
     app.include_router(jobs.router)

@@ -15,6 +15,7 @@ class Services:
     coord: Coordinator
     wakeups: NodeWakeups
     agent_token: str | None = None
+    auth: bool = False  # the server checks a token (the API's or the cluster's): its callers are known
 
 
 def services(request: Request) -> Services:

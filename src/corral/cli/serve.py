@@ -427,11 +427,17 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
               help="The address users reach this node's pods at, sent to the coordinator [default: this "
               "machine's primary IP]. Pods' ports are published on it when it is a loopback address, else on "
               "every interface.")
+@click.option("--podling-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Podling's worker endpoints (execute, status, logs of the tasks this node runs) on "
+              "this port [default: not served].")
+@click.option("--podling-bind", default="127.0.0.1", show_default=True,
+              help="The address the Podling port listens on.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(server_url: str, token: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
-           grace: str, advertise_address: str | None, log_level: str) -> None:
+           grace: str, advertise_address: str | None, podling_port: int | None, podling_bind: str,
+           log_level: str) -> None:
     """Run a worker that dials out to a coordinator and runs the tasks it is given."""
     from corral.agent.lock import DirLocked
     from corral.agent.transport import HttpTransport, Refused
@@ -441,21 +447,36 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--grace") from e
     _logging(log_level)
+    node_labels = _labels(labels)
+    if podling_port:
+        from corral.domain.podling import PORT_LABEL
+        node_labels[PORT_LABEL] = str(podling_port)  # shown as the node's port by Podling's GET /nodes
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
-                      queues=list(queues) or ["default"], labels=_labels(labels), cpus=cpus,
+                      queues=list(queues) or ["default"], labels=node_labels, cpus=cpus,
                       memory=_memory(memory), advertise_address=advertise_address)
     if name:
         cfg.name = name
 
     async def main() -> None:
-        agent = Agent(cfg, HttpTransport(server_url, token))
+        transport = HttpTransport(server_url, token)
+        agent = Agent(cfg, transport)
         if not agent.runtimes:
             raise click.ClickException("no runtime is available on this machine")
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await agent.serve(stop, grace_s)
+        if podling_port is None:
+            await agent.serve(stop, grace_s)
+            return
+        from corral.agent import podling
+        done = asyncio.Event()
+        side = asyncio.create_task(podling.serve(agent, transport, podling_bind, podling_port, done))
+        try:
+            await agent.serve(stop, grace_s)
+        finally:
+            done.set()
+            await side
 
     click.echo(f"Corral worker {cfg.name} (pid {os.getpid()}) -> {server_url}", err=True)
     try:

@@ -422,8 +422,9 @@ class TaskSpec(Strict):
             raise ValueError("mounts, sidecars, networks and registry need an image: they are for container tasks")
         if self.run is not None and self.command is not None:
             raise ValueError("give either 'run' (a script) or 'command' (an argv list), not both")
-        if self.run is None and not self.command and not (self.image and self.entrypoint):
-            raise ValueError("a task needs 'run' (a script) or 'command' (an argv list)")
+        if self.run is None and not self.command and not self.image:
+            # A container task may give neither: it runs its image's own entrypoint and command.
+            raise ValueError("a task needs 'run' (a script) or 'command' (an argv list), or an image")
         if self.run is not None and not self.run.strip():
             raise ValueError("'run' cannot be empty")
         return self

@@ -14,6 +14,9 @@ from typing import Literal
 from corral.domain.resources import Resources, format_size
 
 Strategy = Literal["spread", "binpack"]
+# A node_selector key every node matches with its own id: how a task is pinned to one node (Podling's
+# execute on a worker's port, for one).
+NODE_ID_LABEL = "corral.io/node-id"
 
 
 @dataclass(slots=True)
@@ -110,7 +113,7 @@ def _why_not(task: TaskView, nodes: Sequence[NodeView]) -> str:
 
 
 def _labels_match(node: NodeView, selector: dict[str, str]) -> bool:
-    return all(node.labels.get(k) == v for k, v in selector.items())
+    return all((node.id if k == NODE_ID_LABEL else node.labels.get(k)) == v for k, v in selector.items())
 
 
 def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strategy = "spread") -> Plan:

@@ -274,6 +274,21 @@ pod_logs = sa.Table(
     sa.Index("ix_pod_logs_pod", "pod_id", "seq"),
 )
 
+# A Podling task (0012): its id as Podling shapes them (YYYYMMDDHHMMSS-xxxxxxxx) and the native job of one
+# task it runs as (api/dialects/podling.py). The row goes with its job.
+podling_tasks = sa.Table(
+    "podling_tasks", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    # What Podling's task holds that a job does not (probes, restartPolicy, ports, resources as given),
+    # shown back as it came.
+    sa.Column("extra", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("id", name="uq_podling_tasks_id"),
+    sa.UniqueConstraint("job_id", name="uq_podling_tasks_job"),
+)
+
 # Services (0010): a stable name and port in front of the ready pods that match ``selector`` in
 # ``namespace``. ``spec`` is the ServiceSpec as stored, NodePort ports with their ``nodePort`` filled in;
 # a NodePort service also holds its ports on every node in ``node_ports`` (kind 'service'). ``version``

@@ -174,7 +174,7 @@ class Tx(PodQueries, StackQueries):
         gone = self.c.execute(sa.delete(s.jobs).where(s.jobs.c.id == job_id, s.jobs.c.state.in_(terminal)))
         if gone.rowcount != 1:
             return False
-        for t in (s.tasks, s.executions, s.logs):
+        for t in (s.tasks, s.executions, s.logs, s.podling_tasks):
             self.c.execute(sa.delete(t).where(t.c.job_id == job_id))
         return True
 
@@ -779,6 +779,44 @@ class Tx(PodQueries, StackQueries):
     def purge_idempotency(self, expired_before: float) -> int:
         q = sa.delete(s.idempotency_keys).where(s.idempotency_keys.c.created_at < expired_before)
         return int(self.c.execute(q).rowcount)
+
+    # -- Podling tasks (api/dialects/podling.py) -------------------------------------------------
+    def insert_podling_task(self, row: Row) -> None:
+        """Name a job with a Podling task id. Raises DuplicateKey when the id is taken (the primary key
+        makes it a compare-and-set): the transaction must then be rolled back."""
+        try:
+            self.c.execute(sa.insert(s.podling_tasks).values(**row))
+        except sa.exc.IntegrityError as e:
+            raise DuplicateKey("podling_tasks", row["id"]) from e
+
+    def podling_task(self, task_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.podling_tasks).where(s.podling_tasks.c.id == task_id)).mappings().first()
+        return dict(r) if r else None
+
+    def podling_tasks(self, limit: int, before_seq: int | None = None) -> list[Row]:
+        """Podling tasks (id, job_id, seq, created_at), newest first, in pages before ``before_seq``."""
+        p = s.podling_tasks.c
+        q = sa.select(s.podling_tasks).order_by(p.seq.desc()).limit(limit)
+        if before_seq is not None:
+            q = q.where(p.seq < before_seq)
+        return _rows(self.c.execute(q))
+
+    def podling_ids_of_jobs(self, job_ids: Iterable[str]) -> dict[str, str]:
+        p = s.podling_tasks.c
+        return {job: tid for part in chunks(job_ids)
+                for tid, job in self.c.execute(sa.select(p.id, p.job_id).where(p.job_id.in_(part)))}
+
+    def delete_podling_tasks(self, ids: Iterable[str]) -> int:
+        p = s.podling_tasks.c
+        return sum(int(self.c.execute(sa.delete(s.podling_tasks).where(p.id.in_(part))).rowcount)
+                   for part in chunks(ids))
+
+    def delete_node(self, node_id: str, states: Sequence[str]) -> bool:
+        """Remove a node that is in one of ``states`` and runs nothing (Podling's prune)."""
+        busy = sa.select(s.executions.c.id).where(s.executions.c.node_id == node_id,
+                                                  s.executions.c.state.in_(ACTIVE)).exists()
+        q = sa.delete(s.nodes).where(s.nodes.c.id == node_id, s.nodes.c.state.in_(states), ~busy)
+        return self.c.execute(q).rowcount == 1
 
 
 class DuplicateKey(Exception):

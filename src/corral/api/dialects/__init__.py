@@ -1,4 +1,4 @@
-"""The seed systems' APIs, each an adapter over the core: nomad-lite, CloudAI and Tork (more to come).
+"""The seed systems' APIs, each an adapter over the core: nomad-lite, CloudAI, Tork and Podling (more to come).
 
 ``install(app)`` mounts them and the rate limiter (on by default for the CloudAI routes, configurable
 for any route: see corral.api.ratelimit).
@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import ratelimit
-from corral.api.dialects import cloudai, nomadlite, stacks, tork, tork_scheduled
+from corral.api.dialects import cloudai, nomadlite, podling, stacks, tork, tork_scheduled
 from corral.api.dialects.base import CODES, DialectError
 
 CLOUDAI_RULES = [
@@ -43,6 +43,7 @@ def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
     return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
             *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
             *((p, _tork) for p in TORK_PREFIXES),
+            *((p, podling.render_limit) for p in podling.ERROR_PREFIXES),
             *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
 
 
@@ -63,8 +64,15 @@ def _stacks_port(app: FastAPI) -> None:
     app.include_router(stacks.router)
 
 
+def _podling_port(app: FastAPI) -> None:
+    app.include_router(podling.health_router)  # GET /health as Podling's master: on the main port it is Tork's
+    app.include_router(podling.router)
+
+
 PORT_APPS: dict[str, PortApp] = {
     "stacks": PortApp(_stacks_port, stacks.render_edge, lambda app: bool(app.state.stacks.config.api_key)),
+    # Podling's bearer token is the access token: the edge checks it there as on the main port.
+    "podling": PortApp(_podling_port, podling.render_limit, lambda app: False),
 }
 
 
@@ -74,7 +82,10 @@ def install(app: FastAPI) -> None:
     app.include_router(tork_scheduled.router)  # Tork's /scheduled-jobs
     app.include_router(cloudai.router)
     app.include_router(cloudai.ws_router)
+    app.include_router(podling.router)  # /api/v1/*; its GET /health only on a port of its own (PORT_APPS)
+    app.include_router(podling.node_router)  # the worker's Podling port asks through these
     app.include_router(stacks.router)  # /stacks and /stats; /healthz stays Corral's probe on the main port
     renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
                  *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES)]
     ratelimit.install(app, cloudai.RATE_LIMITS, CLOUDAI_RULES, renderers)
+

@@ -1,14 +1,14 @@
 """stacks: what a stack of the Stacks API holds beyond its pod, and its batch-delete jobs
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-01 10:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

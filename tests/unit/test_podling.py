@@ -1,0 +1,59 @@
+"""Podling's words for Corral's (domain/podling.py): ids, the task flow, Go's times, quantities."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.domain import podling as pd
+
+
+def test_ids_look_like_podlings() -> None:
+    assert pd.new_id(1737289496.0, "abc12345") == "20250119122456-abc12345"
+    ids = {pd.new_id(1737289496.0) for _ in range(100)}
+    assert len(ids) == 100 and all(pd.ID_RE.match(i) and len(i) == 23 for i in ids)
+    assert pd.ID_RE.match("20250119123456-pod123") and not pd.ID_RE.match("2025-pod")
+
+
+@pytest.mark.parametrize("current, wanted, ok", [
+    ("pending", "scheduled", True), ("pending", "failed", True), ("pending", "running", False),
+    ("pending", "completed", False), ("scheduled", "running", True), ("scheduled", "completed", True),
+    ("scheduled", "pending", False), ("running", "completed", True), ("running", "failed", True),
+    ("running", "scheduled", False), ("running", "running", False), ("completed", "failed", False),
+    ("failed", "running", False), ("running", "done", False),
+])
+def test_only_the_documented_flow(current: str, wanted: str, ok: bool) -> None:
+    assert (pd.transition_error(current, wanted) is None) is ok
+
+
+def test_corral_states_as_podlings() -> None:
+    assert pd.task_status("cancelled") == "failed" and pd.task_status("scheduled") == "scheduled"
+    assert set(pd.TASK_STATUS.values()) <= set(pd.TASK_STATUSES)
+
+
+def test_go_times() -> None:
+    assert pd.go_time(None) is None
+    assert pd.go_time(1737289496.0) == "2025-01-19T12:24:56Z"
+    assert pd.go_time(1737289496.25) == "2025-01-19T12:24:56.25Z"
+
+
+@pytest.mark.parametrize("text, milli", [("2", 2000), ("500m", 500), ("2.5", 2500), (" 1 ", 1000)])
+def test_cpu(text: str, milli: int) -> None:
+    assert pd.parse_cpu(text) == milli
+
+
+@pytest.mark.parametrize("text, n", [("1Gi", 1 << 30), ("512Mi", 512 << 20), ("1073741824", 1 << 30),
+                                     ("1G", 10**9), ("64ki", 64 << 10)])
+def test_memory(text: str, n: int) -> None:
+    assert pd.parse_memory(text) == n
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-1", "0", "1e3", "2000000"])
+def test_bad_cpu(bad: str) -> None:
+    with pytest.raises(ValueError):
+        pd.parse_cpu(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "1Zi", "0", "Gi", "2Pi0"])
+def test_bad_memory(bad: str) -> None:
+    with pytest.raises(ValueError):
+        pd.parse_memory(bad)
