@@ -9,7 +9,7 @@ from corral.cli.serve import server
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--dialect-port", "nope=8081"], "NAME one of stacks"),
+    (["--dialect-port", "nope=8081"], "NAME one of podling, stacks"),
     (["--dialect-port", "stacks"], "NAME=PORT"),
     (["--dialect-port", "stacks=70000"], "NAME=PORT"),
     (["--dialect-port", "stacks=8000"], "a port of its own"),
