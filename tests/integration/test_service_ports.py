@@ -101,3 +101,26 @@ def test_a_pod_port_is_never_a_service_port_and_a_late_node_skips_one_a_pod_took
     forwarded = {p["nodePort"] for s in svc.for_node(late) for p in s["ports"]}
     assert late_port not in forwarded and len(forwarded) == HIGH - LOW - 1
     assert late_port in {p["nodePort"] for s in svc.for_node(first) for p in s["ports"]}
+
+
+def test_a_node_never_holds_a_port_for_a_service_deleted_or_changed_meanwhile(
+        two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What nodes forward is read at most every SNAPSHOT_TTL; a node that joins meanwhile must not hold
+    the port of a service deleted since, nor the old port of one updated since."""
+    from corral.coordinator import services as module
+    monkeypatch.setattr(module, "SNAPSHOT_TTL", 3600.0)  # the snapshot stays stale for the whole test
+    svc, other = two
+    first = _node(svc.coord, "first")
+    gone = svc.create(_spec("gone"))
+    moved = svc.create(_spec("moved"))
+    assert len(svc.for_node(first)) == 2  # the snapshot now lists both
+    other.delete(gone["id"])
+    old_port = moved["ports"][0]["nodePort"]
+    new = other.update(moved["id"], _spec("moved", ports=[{"port": 80, "nodePort": HIGH}]))
+    assert new["ports"][0]["nodePort"] == HIGH != old_port
+    late = _node(svc.coord, "late")
+    svc.for_node(late)
+    with svc.store.read() as tx:
+        taken = tx.node_ports_taken(LOW, HIGH)
+    assert gone["ports"][0]["nodePort"] not in taken and old_port not in taken
+    assert HIGH in taken

@@ -21,6 +21,7 @@ import builtins
 import logging
 import secrets
 import time
+import weakref
 from typing import Any
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
@@ -34,6 +35,11 @@ from corral.store.sql import Row, Tx
 log = logging.getLogger("corral.coordinator")
 ANY_NODE = "*"  # the node_ports row that holds a service's port cluster-wide
 ATTEMPTS = 8  # allocations retried after losing a race for a port
+# What the nodes forward is read from the store at most this often per coordinator (seconds): a worker
+# reads it every second, so endpoints reach the forwarders within about 1.25 s of the store.
+SNAPSHOT_TTL = 0.25
+_snapshots: weakref.WeakKeyDictionary[Coordinator, tuple[float, list[Row], dict[str, list[dict[str, Any]]]]] = \
+    weakref.WeakKeyDictionary()
 
 
 class _Lost(Exception):
@@ -104,11 +110,12 @@ class Services:
                     for p in row["spec"].get("ports") or () if p.get("nodePort")}
             try:
                 with self.store.transaction() as tx:
+                    # The compare-and-set first: it locks the row, so no node holds an old port meanwhile.
+                    if not tx.cas_service(service_id, row["version"], type=spec.type, updated_at=time.time()):
+                        raise _Lost
                     tx.release_service_ports(service_id)
                     ports = self._allocate(tx, service_id, spec, keep)
-                    if not tx.cas_service(service_id, row["version"], type=spec.type,
-                                          spec=_stored(spec, ports), updated_at=time.time()):
-                        raise _Lost
+                    tx.set_service_spec(service_id, _stored(spec, ports))
                     new = tx.service(service_id)
             except _Lost:
                 if version is not None:
@@ -150,27 +157,26 @@ class Services:
         """What a node forwards: every NodePort service with, for each port held on this node, its ready
         endpoints. Ports missing on this node (it joined after the service was made, or came back) are
         held for it first; one that a pod holds there is left out."""
+        svcs, endpoints = self._forwarding()
         with self.store.read() as tx:
-            svcs = tx.services(type_="NodePort", limit=100_000)
             held = {(r["pod_id"], r["port"]) for r in tx.service_ports_on(node_id)}
         want = [(sv, p) for sv in svcs for p in sv["spec"].get("ports") or () if p.get("nodePort")]
         missing = [(sv, p) for sv, p in want if (sv["id"], p["nodePort"]) not in held]
         if missing:
             with self.store.transaction() as tx:
-                tx.hold_node_ports([_port_row(node_id, sv["id"], p) for sv, p in missing])
+                # Only what the services hold now: one deleted or changed since it was read is left alone.
+                alive = tx.lock_services({sv["id"] for sv, _ in missing})
+                current = {(sid, p.get("nodePort")) for sid, r in alive.items() for p in r["spec"].get("ports") or ()}
+                tx.hold_node_ports([_port_row(node_id, sv["id"], p) for sv, p in missing
+                                    if (sv["id"], p["nodePort"]) in current])
                 held = {(r["pod_id"], r["port"]) for r in tx.service_ports_on(node_id)}
             for sv, p in missing:
-                if (sv["id"], p["nodePort"]) not in held:
+                if (sv["id"], p["nodePort"]) in current and (sv["id"], p["nodePort"]) not in held:
                     log.warning("service %s: node port %s is taken on node %s; not forwarded there",
                                 sv["id"], p["nodePort"], node_id)
-        if not svcs:
-            return []
-        with self.store.read() as tx:
-            pods = tx.ready_pods({sv["namespace"] for sv in svcs})
-            nodes = {n["id"]: n for n in tx.nodes()}
         out = []
         for sv in svcs:
-            eps = domain.endpoints({**sv["spec"], "namespace": sv["namespace"]}, pods, nodes)
+            eps = endpoints[sv["id"]]
             ports = [{"name": p.get("name"), "port": p["port"], "protocol": "TCP", "nodePort": p["nodePort"],
                       "endpoints": [{"address": e["address"], "port": e["port"], "pod_id": e["pod_id"]}
                                     for e in eps if e["service_port"] == p["port"]]}
@@ -178,6 +184,22 @@ class Services:
             if ports:
                 out.append({"id": sv["id"], "name": sv["name"], "namespace": sv["namespace"], "ports": ports})
         return out
+
+    def _forwarding(self) -> tuple[builtins.list[Row], dict[str, builtins.list[dict[str, Any]]]]:
+        """The NodePort services and the endpoints of each, read at most once per SNAPSHOT_TTL by this
+        coordinator, however many nodes ask each second."""
+        now = time.monotonic()
+        snap = _snapshots.get(self.coord)
+        if snap is not None and now - snap[0] < SNAPSHOT_TTL:
+            return snap[1], snap[2]
+        with self.store.read() as tx:
+            svcs = tx.services(type_="NodePort", limit=100_000)
+            pods = tx.ready_pods({sv["namespace"] for sv in svcs}) if svcs else []
+            nodes = {n["id"]: n for n in tx.nodes()} if svcs else {}
+        endpoints = {sv["id"]: domain.endpoints({**sv["spec"], "namespace": sv["namespace"]}, pods, nodes)
+                     for sv in svcs}
+        _snapshots[self.coord] = (now, svcs, endpoints)
+        return svcs, endpoints
 
     # -- helpers --------------------------------------------------------------------------------
     def _row(self, service_id: str) -> Row:
