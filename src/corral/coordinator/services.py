@@ -28,12 +28,11 @@ from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
 from corral.coordinator.service import Coordinator
 from corral.domain import services as domain
-from corral.domain.services import ServiceSpec
+from corral.domain.services import ANY_NODE, ServiceSpec
 from corral.domain.spec import dump_spec
 from corral.store.sql import Row, Tx
 
 log = logging.getLogger("corral.coordinator")
-ANY_NODE = "*"  # the node_ports row that holds a service's port cluster-wide
 ATTEMPTS = 8  # allocations retried after losing a race for a port
 # What the nodes forward is read from the store at most this often per coordinator (seconds): a worker
 # reads it every second, so endpoints reach the forwarders within about 1.25 s of the store.

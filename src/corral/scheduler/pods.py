@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.domain.resources import Resources
+from corral.domain.services import ANY_NODE
 from corral.scheduler.placement import NodeView, Strategy, TaskView, plan
 
 POD_QUEUE = "\x00pods"  # pods are not queued: every ready node takes them
@@ -78,7 +79,10 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
     lo, hi = port_range
     views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, frozenset({POD_QUEUE}),
                       list(n.free_gpus)) for n in nodes]
-    held = {n.id: set(used.get(n.id, ())) for n in views}
+    # Ports held on every node (a NodePort service's, under the pseudo node ANY_NODE) count on each: a node
+    # that joined after the service was made has no row of its own for them yet.
+    everywhere = set(used.get(ANY_NODE, ()))
+    held = {n.id: set(used.get(n.id, ())) | everywhere for n in views}
     out = PodPlan()
     for pod in sorted(pods, key=lambda p: p.seq):
         task = TaskView(pod.id, pod.id, POD_QUEUE, 0, pod.seq, pod.resources, pod.runtime, pod.node_selector)
