@@ -7,12 +7,14 @@ A NodePort service holds one node port per service port, from the node port rang
 - a row on every live node, so that a pod's node port is never given the same number on any node (the
   table's primary key makes both allocations a compare-and-set: whichever commits second gets nothing and
   tries another port);
-- a row on the pseudo node ``*``, so that two services never share a port even while no node is up;
+- a row on the pseudo node ``*`` (ANY_NODE), so that two services never share a port even while no node is
+  up; pod placement counts these as held on every node;
 - a node that joins later, or comes back, gets its rows when it first asks for its services
-  (``for_node``); a port that a pod took there in the meantime is not opened on that node (and logged).
+  (``for_node``); a port that a pod holds there all the same is not opened on that node (and logged).
 
-This is rather than keeping the ports only in the service row: the pods' allocator then needs no
-knowledge of services, and one primary key decides every race, however many coordinators there are.
+This is rather than keeping the ports only in the service row: the pods' allocator then needs to know
+nothing of services but the ``*`` rows, and one primary key decides every race, however many coordinators
+there are.
 """
 
 from __future__ import annotations
