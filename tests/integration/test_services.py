@@ -94,9 +94,21 @@ def test_bad_input_is_a_400_that_says_what_is_wrong(server: Cluster, body: Any, 
         assert any(e["field"] == field for e in r.json()["errors"]), r.json()
 
 
-def test_an_id_too_long_is_a_400(server: Cluster) -> None:
-    r = server.client.get("/v1/services/" + "x" * 65)
+def test_bad_ids_queries_and_updates_are_4xx(server: Cluster) -> None:
+    c = server
+    r = c.client.get("/v1/services/" + "x" * 65)
     assert r.status_code == 400 and "service_id" in r.text, r.text
+    for query in ("cursor=nope", "limit=0", "limit=1001"):
+        r = c.client.get(f"/v1/services?{query}")
+        assert r.status_code == 400, (query, r.text)
+    assert "cursor" in c.client.get("/v1/services?cursor=nope").json()["detail"]
+    assert c.client.put("/v1/services/nope", json=WEB).status_code == 404
+    svc = _create(c, {**WEB, "name": "upd"}).json()
+    r = c.client.put(f"/v1/services/{svc['id']}", json={**WEB, "name": "upd", "ports": []})
+    assert r.status_code == 400 and "ports" in r.text
+    r = c.client.put(f"/v1/services/{svc['id']}", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert c.get(f"/v1/services/{svc['id']}")["version"] == 1  # nothing changed
 
 
 def test_node_ports_on_every_node_and_the_agent_route(server: Cluster) -> None:
