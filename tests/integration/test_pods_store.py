@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
 from corral.coordinator.service import Coordinator, NodeInfo, Settings
 from corral.domain.pods import PodSpec
@@ -134,3 +134,27 @@ def test_a_deleted_pod_its_node_does_not_list_is_over(coord: Coordinator) -> Non
     assert coord.pods.get(pod["id"])["state"] == "terminated"
     with coord.store.read() as tx:
         assert tx.used_ports() == {}
+
+
+def test_pods_that_wait_do_not_hold_up_those_behind_them(coord: Coordinator) -> None:
+    _node(coord, "a")
+    stuck = [coord.pods.create(_spec(f"s{i}", node_selector={"zone": "nowhere"}))["id"] for i in range(70)]
+    fits = coord.pods.create(_spec("fits"))["id"]
+    assert coord.pods.place_once() == 1
+    assert coord.pods.get(fits)["state"] == "scheduled"
+    assert coord.pods.get(stuck[-1])["reason"] == "no node matches node_selector zone=nowhere"
+
+
+def test_extra_ports_and_back_pressure(coord: Coordinator) -> None:
+    _node(coord, "a")
+    pod = coord.pods.create(_spec("stack-like"), ttl=60, extra_ports=[{"containerPort": 8080}, {"containerPort": 80}])
+    assert [(p["containerPort"], p["protocol"]) for p in pod["ports"]] == [(80, "TCP"), (8080, "TCP")]
+    assert 59 < pod["ttl_expires_at"] - pod["created_at"] <= 60
+    coord.pods.place_once()
+    assert sorted(p["hostPort"] for p in coord.pods.get(pod["id"])["ports"]) == [30000, 30001]
+    with pytest.raises(Invalid):
+        coord.pods.create(_spec("x"), extra_ports=[{"container": "nope", "containerPort": 1}])
+    coord.settings.max_pending_tasks = 1
+    coord.pods.create(_spec("waits", node_selector={"zone": "none"}))
+    with pytest.raises(Overloaded):
+        coord.pods.create(_spec("one-too-many"))

@@ -101,9 +101,14 @@ def test_listing_is_newest_first_and_paged(standalone: Cluster) -> None:
     assert lst["items"][0]["cron"] == "@daily" and "tasks" not in lst["items"][0]
     assert [s["name"] for s in c.get("/scheduled-jobs?size=2&page=2")["items"]] == ["s0"]
     assert c.get("/scheduled-jobs")["size"] == 3  # size 10 by default
-    for size in (0, 21):
-        r = c.client.get("/scheduled-jobs", params={"size": size})
-        assert r.status_code == 400 and r.json() == {"message": "size must be between 1 and 20"}
+    # As Tork's handler: a size above 20 is 20, below 1 is 1, and a page below 1 is page 1.
+    for i in range(3, 22):
+        _create(c, f"name: s{i}\ncron: '@daily'\ntasks:\n- run: 'true'\n", "application/x-yaml")
+    big = c.get("/scheduled-jobs?size=50&page=0")
+    assert (big["number"], big["size"], big["totalPages"], big["totalItems"]) == (1, 20, 2, 22)
+    assert [s["name"] for s in c.get("/scheduled-jobs?size=50&page=2")["items"]] == ["s1", "s0"]
+    one = c.get("/scheduled-jobs?size=0")
+    assert (one["size"], one["totalPages"], [s["name"] for s in one["items"]]) == (1, 22, ["s21"])
 
 
 @pytest.mark.parametrize(("ctype", "body", "message"), [

@@ -137,7 +137,10 @@ def test_a_silent_node_makes_its_pods_unknown_once() -> None:
 def test_ttl_expiry_deletes() -> None:
     assert _decide(_view(ttl_expires_at=NOW + 1)) == []
     assert _decide(_view(ttl_expires_at=NOW)) == [("delete", "its ttl ran out")]
-    assert _decide(_view(ttl_expires_at=NOW - 5, state="pending", node_id=None, instance_id=None))[0][0] == "delete"
+    # never placed, or on a dead node: over at once
+    assert _decide(_view(ttl_expires_at=NOW - 5, state="pending", node_id=None, instance_id=None)) == [
+        ("terminated", "its ttl ran out")]
+    assert _decide(_view(ttl_expires_at=NOW - 5, node_id="n2")) == [("terminated", "its ttl ran out")]
 
 
 def test_deletes_end_at_once_only_when_nothing_runs_anywhere() -> None:

@@ -94,7 +94,7 @@ class ContainerState:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    crashes: int = 0  # in the current crash series (see corral.domain.backoff)
+    crashes: int = 0  # in the current crash series (see corral.domain.reconcile)
 
     @property
     def name(self) -> str:

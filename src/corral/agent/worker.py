@@ -26,7 +26,7 @@ from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
 from corral.domain.addresses import is_loopback
 from corral.runtime import scratch
-from corral.runtime.base import Mount, RunRequest, RunResult, Runtime, Scratch, Sidecar
+from corral.runtime.base import Mount, RegistryAuth, RunRequest, RunResult, Runtime, Scratch, Sidecar
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
@@ -529,7 +529,10 @@ class Agent:
                              memory_limit=w.get("memory_limit"), gpus=tuple(w.get("gpus") or ()),
                              files=files, mounts=mounts, sidecars=sidecars, scratch=sc,
                              bind_roots=tuple(policy.get("bind_roots") or ()),
-                             volumes=tuple(policy.get("volumes") or ()))
+                             volumes=tuple(policy.get("volumes") or ()),
+                             registry=RegistryAuth(str(reg.get("username") or ""), str(reg.get("password") or ""))
+                             if isinstance(reg := w.get("registry"), dict) else None,
+                             networks=tuple(str(n) for n in w.get("networks") or ()))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

@@ -51,8 +51,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         loops.start()
         local = None
         if config.local_worker is not None:
-            from corral.agent.transport import LocalTransport
             from corral.agent.worker import Agent, AgentConfig
+            from corral.coordinator.local import LocalTransport
             local = Agent(AgentConfig(**config.local_worker),  # type: ignore[arg-type]
                           LocalTransport(coord, wakeups))
             await local.start()

@@ -120,6 +120,9 @@ common_server: list[_Deco] = [
     click.option("--allow-volume", "volumes", multiple=True, envvar="CORRAL_ALLOW_VOLUME",
                  help="Let tasks mount this existing named volume (repeatable) [default: a task's named volume "
                  "is one of its job's own, never another application's] [env CORRAL_ALLOW_VOLUME]."),
+    click.option("--allow-network", "networks", multiple=True, envvar="CORRAL_ALLOW_NETWORK",
+                 help="Let container tasks join this existing Docker network (repeatable) [default: a task's "
+                 "networks are refused] [env CORRAL_ALLOW_NETWORK]."),
     click.option("--allow-webhook-host", "webhook_hosts", multiple=True, envvar="CORRAL_ALLOW_WEBHOOK_HOST",
                  help="Let webhooks reach this host (a name or an address) although it is loopback, private, "
                  "link-local or reserved (repeatable) [default: refused] [env CORRAL_ALLOW_WEBHOOK_HOST]."),
@@ -202,8 +205,8 @@ NO_TOKEN_WARNING = ("warning: --no-token: any program of any user on this machin
 
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
-              default_cpu: float, max_log_bytes: int, node_port_range: tuple[int, int] = (30000, 32767)
-              ) -> Settings:
+              default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
+              node_port_range: tuple[int, int] = (30000, 32767)) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
@@ -212,7 +215,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
         raise click.BadParameter(str(e), param_hint="--default-memory") from e
     if default_cpu < 0:
         raise click.BadParameter("cannot be negative", param_hint="--default-cpu")
-    policy = Policy(bind_roots=roots, volumes=tuple(volumes),
+    policy = Policy(bind_roots=roots, volumes=tuple(volumes), networks=tuple(networks),
                     webhook_hosts=tuple(h.strip().lower().strip("[]") for h in webhook_hosts),
                     default_cpu=default_cpu or None, default_memory=memory or None)
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,

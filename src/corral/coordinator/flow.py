@@ -50,14 +50,15 @@ def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now:
     return {
         # A name made from its composite's ('outer[3].item[12]') is cut to fit the column.
         "id": new_id(), "job_id": job_id, "position": pos, "name": str(t.name)[:200], "spec": spec,
-        "queue": t.queue or queue, "priority": priority,
+        # A queue that is an expression is known once evaluated; until then the task counts in the job's.
+        "queue": t.queue if t.queue and not expr.has_expr(t.queue) else queue, "priority": priority,
         "runtime": "docker" if t.image else "process",
         "cpu": res.cpu, "memory": res.memory, "disk": res.disk, "gpu": res.gpu,
         "node_selector": t.node_selector, "state": TaskState.PENDING.value,
         "ready_at": now if ready else None, "attempts": 0, "lost_count": 0, "created_at": now,
         "kind": kind, "parent_id": parent_id,
         # Evaluated tasks keep what was submitted, so that a restart evaluates it again.
-        "template": {"spec": spec, "scope": scope} if kind == "template" or scope else None,
+        "template": {"spec": spec, "scope": scope} if kind == "template" or scope or workflow.needs_eval(t) else None,
     }
 
 
@@ -112,6 +113,7 @@ class Opening:
     job: tuple[Row, list[Row]] | None = None
     detached: bool = False
     size: int = 0
+    header: Row = field(default_factory=dict)  # a composite's evaluated name, var, queue: written as it opens
 
 
 class Flow:
@@ -181,8 +183,16 @@ class Flow:
             return Opening(r, "skip")
         if r["kind"] == "template":
             return Opening(r, "evaluate", values=self._evaluate(r, spec, ctx))
+        header: Row = {}
+        evaluated = workflow.render_header(spec, ctx, str(r["name"]))
+        if evaluated != spec:
+            spec = evaluated
+            header = {"spec": spec, "name": str(spec.get("name") or r["name"])[:200],
+                      "queue": spec.get("queue") or r["queue"]}
+        name = str(header.get("name") or r["name"])
         if r["kind"] == "subjob":
-            sub = dict(spec["subjob"])
+            sub = workflow.render_subjob(spec["subjob"], ctx, (job["spec"] or {}).get("secrets") or {},
+                                         f"{name}.subjob")
             detached = bool(sub.pop("detached", False))
             sub.setdefault("queue", job["spec"].get("queue", "default"))
             sub.setdefault("priority", job["spec"].get("priority", 0))
@@ -192,8 +202,8 @@ class Flow:
             sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r,
                                           root=job.get("root_job_id") or job["id"])
             return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
-                           size=workflow.rows_of_job(sub_spec))
-        kids, width = workflow.children(spec, r["kind"], str(r["name"]), ctx, scope)
+                           size=workflow.rows_of_job(sub_spec), header=header)
+        kids, width = workflow.children(spec, r["kind"], name, ctx, scope)
         rows, size = [], 0
         each_rows: int | None = None  # an each's copies are one task: counted once
         first: TaskSpec | None = None  # and validated once (they differ only in their names)
@@ -213,7 +223,7 @@ class Flow:
             row = task_row(r["job_id"], i, t, r["queue"], r["priority"], now, i < width, r["id"], child_scope)
             row["job_seq"] = r["job_seq"]
             rows.append(row)
-        return Opening(r, "open", children=rows, size=size)
+        return Opening(r, "open", children=rows, size=size, header=header)
 
     def _too_big(self, r: Row, size: int, have: int | None = None) -> str:
         held = "" if have is None else f" to the {have:,} it holds"
@@ -247,10 +257,10 @@ class Flow:
                 assert o.values is not None
                 evaluated.append(o.values)
             elif o.action == "open":
-                done += self._open(tx, r, o.children, now)
+                done += self._open(tx, r, o.children, now, o.header)
             elif o.action == "subjob":
                 assert o.job is not None
-                done += self._open_subjob(tx, r, o.job, o.detached, now)
+                done += self._open_subjob(tx, r, o.job, o.detached, now, o.header)
             elif tx.cas_task(r["id"], ["pending"], state=TaskState.FAILED.value, finished_at=now,
                              error=o.error, reason=None):
                 nodes |= self.fail(tx, r, f"task '{r['name']}' failed: {o.error}", now)
@@ -270,12 +280,14 @@ class Flow:
             raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {str(e)[:2000]}") from None
         self.policy.check_task(rendered, str(r["name"]))
         return {"id": r["id"], "kind": "run", "spec": rendered,
-                "runtime": "docker" if rendered.get("image") else "process"}
+                "runtime": "docker" if rendered.get("image") else "process",
+                "name": str(rendered.get("name") or r["name"])[:200], "queue": rendered.get("queue") or r["queue"]}
 
     @staticmethod
-    def _open(tx: Tx, r: Row, rows: list[Row], now: float) -> list[Row]:
+    def _open(tx: Tx, r: Row, rows: list[Row], now: float, header: Row) -> list[Row]:
         """Open a composite into its children; returns it when it finished at once (an empty each)."""
-        if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None):
+        if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None,
+                           **header):
             return []
         tx.jobs_to_state([r["job_id"]], ["pending", "scheduled"], state=JobState.RUNNING.value)
         tx.jobs_started({r["job_id"]: now})
@@ -286,10 +298,11 @@ class Flow:
         return []
 
     @staticmethod
-    def _open_subjob(tx: Tx, r: Row, sub: tuple[Row, list[Row]], detached: bool, now: float) -> list[Row]:
+    def _open_subjob(tx: Tx, r: Row, sub: tuple[Row, list[Row]], detached: bool, now: float,
+                     header: Row) -> list[Row]:
         sub_job, sub_tasks = sub
         if not tx.cas_task(r["id"], ["pending"], state=TaskState.RUNNING.value, started_at=now, reason=None,
-                           subjob_id=sub_job["id"]):
+                           subjob_id=sub_job["id"], **header):
             return []
         tx.insert_jobs([(sub_job, sub_tasks)])
         tx.jobs_to_state([r["job_id"]], ["pending", "scheduled"], state=JobState.RUNNING.value)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from corral.coordinator.errors import Conflict, Invalid, NotFound
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
 from corral.domain import reconcile
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
@@ -32,6 +32,7 @@ FINAL = [s.value for s in FINAL_POD_STATES]
 PLACED = [s.value for s in PLACED_POD_STATES]
 LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value]
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
+PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
 
 
@@ -118,6 +119,10 @@ class Pods:
                        "started_at": None, "finished_at": None, "log_bytes": 0}
                       for i, c in enumerate(spec.containers)]
         with self.store.transaction() as tx:
+            limit = self.settings.max_pending_tasks
+            if tx.count_pending_pods() >= limit:  # back-pressure, as for tasks (--max-pending)
+                raise Overloaded(f"{limit} pods are waiting to be placed, the most this server holds: try again "
+                                 "shortly")
             if not tx.insert_pod(row, containers):
                 raise Conflict(f"a pod with id '{pid}' exists")
         self.stats["pods_created"] += 1
@@ -242,10 +247,10 @@ class Pods:
     def place_once(self) -> int:
         """Place pending pods where they fit (resources, runtime, selector, ports); record why the others
         wait. Runs in the scheduler's thread, after the task pass: no two placement passes at once."""
-        placed_total = 0
-        while True:
+        placed_total, after = 0, 0
+        for _ in range(PLACE_PAGES):
             with self.store.read() as tx:
-                pending = tx.pending_pods(PLACE_BATCH)
+                pending = tx.pending_pods(PLACE_BATCH, after)
                 if not pending:
                     return placed_total
                 node_rows = tx.nodes("ready")
@@ -254,9 +259,9 @@ class Pods:
             views = []
             for n in node_rows:
                 try:
-                    views.append(self.coord._node_view(n, alloc.get(n["id"])))
+                    views.append(self.coord.scheduling.node_view(n, alloc.get(n["id"])))
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    self.coord._skip_row("node", str(n.get("id")), e)
+                    self.coord.scheduling._skip_row("node", str(n.get("id")), e)
             requests = {p["id"]: self._request(p) for p in pending}
             result = place_pods(views, requests.values(), used, self.settings.node_port_range,
                                 self.settings.strategy)
@@ -292,8 +297,11 @@ class Pods:
             self.stats["pods_placed"] += placed
             if woken:
                 self.coord.on_nodes_changed(woken)
-            if result.reasons or len(pending) < PLACE_BATCH:
+            # Pods that wait do not hold up those behind them: the pass pages on through the pending ones.
+            if len(pending) < PLACE_BATCH:
                 return placed_total
+            after = pending[-1]["seq"]
+        return placed_total
 
     @staticmethod
     def _request(p: Row) -> PodRequest:
@@ -383,9 +391,9 @@ class Pods:
             node = tx.node(node_id)
             if node is None:
                 raise NotFound(f"no node with id '{node_id}': register again")
-            asked = {p.pod_id for p in pods} | set()
-            by_instance = {p.instance_id: p.pod_id for p in pods}
-            rows = {r["id"]: r for r in tx.pods_by_ids(asked)} if asked else {}
+            asked = {p.pod_id for p in pods}
+            # Locked while the statuses are applied: a move or a delete in between waits, then wins or loses.
+            rows = {r["id"]: r for r in tx.pods_by_ids(asked, lock=True)} if asked else {}
             ignored = 0
             for st in pods:
                 pod = rows.get(st.pod_id)
@@ -394,7 +402,7 @@ class Pods:
                     continue
                 ended |= self._status(tx, pod, st, now)
             self.stats["pod_reports_ignored"] += ignored
-            full = self._append_logs(tx, node_id, logs, by_instance)
+            full = self._append_logs(tx, node_id, logs)
             desired = tx.node_pods(node_id)
             # A sync lists every instance the node has: a pod being deleted that it does not list is not
             # running there any more (it never started, or its containers went with a restart).
@@ -450,20 +458,13 @@ class Pods:
             tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], **values)
         return False
 
-    def _append_logs(self, tx: Tx, node_id: str, logs: Sequence[PodLogLine], by_instance: Mapping[str, str]
-                     ) -> set[tuple[str, str]]:
+    def _append_logs(self, tx: Tx, node_id: str, logs: Sequence[PodLogLine]) -> set[tuple[str, str]]:
         """Store the lines of instances this node holds, within each container's cap; returns the
         (instance, container) pairs whose stored log is full."""
         if not logs:
             return set()
-        pods = {p["instance_id"]: p for p in tx.pods_by_ids(
-            {by_instance[ln.instance_id] for ln in logs if ln.instance_id in by_instance} | set())
-            if p["node_id"] == node_id and p["instance_id"]}
-        if len(pods) < len({ln.instance_id for ln in logs}):  # lines of instances the batch has no status for
-            missing = {ln.instance_id for ln in logs} - set(pods)
-            for p in tx.find_pods(node_id=node_id, states=PLACED + FINAL, limit=MAX_LIST):
-                if p["instance_id"] in missing:
-                    pods[p["instance_id"]] = p
+        pods = {p["instance_id"]: p for p in tx.pods_by_instances({ln.instance_id for ln in logs})
+                if p["node_id"] == node_id}
         stored = {(c["pod_id"], c["name"]): int(c["log_bytes"] or 0)
                   for c in tx.pod_containers({p["id"] for p in pods.values()})}
         cap = self.settings.max_log_bytes

@@ -32,6 +32,7 @@ class PolicyError(ValueError):
 class Policy:
     bind_roots: tuple[str, ...] = ()  # host directories bind mounts may use; none: bind mounts are refused
     volumes: tuple[str, ...] = ()  # existing named volumes tasks may mount, by name
+    networks: tuple[str, ...] = ()  # existing Docker networks container tasks may join; none: networks refused
     webhook_hosts: tuple[str, ...] = ()  # hosts webhooks may reach though they are loopback, private, ...
     default_cpu: float | None = DEFAULT_CPU  # None: no limit (only with --default-cpu 0)
     default_memory: int | None = DEFAULT_MEMORY
@@ -42,6 +43,7 @@ class Policy:
         for what this server does not allow."""
         for t in _walk(spec.tasks):
             self._mounts(str(t.name), [m.model_dump() for m in t.mounts])
+            self._networks(str(t.name), t.networks)
 
     def check_stored(self, spec: Mapping[str, Any]) -> None:
         """``check`` for a job specification as stored (a job's at restart): validated when it was made."""
@@ -53,6 +55,7 @@ class Policy:
         """The checks for one task dict (its sidecars and nested tasks included), such as a template's
         evaluated form."""
         self._mounts(name, list(task.get("mounts") or ()))
+        self._networks(name, list(task.get("networks") or ()))
         for i, s in enumerate(task.get("sidecars") or ()):
             self.check_task(s, f"{name}.sidecars[{i}]")
         for key in ("pre", "post"):
@@ -76,6 +79,13 @@ class Policy:
             if not under(src, self.bind_roots):
                 raise PolicyError(f"task '{name}': bind mount source '{src}' is outside the allowed "
                                   f"directories: {', '.join(self.bind_roots)}")
+
+    def _networks(self, name: str, networks: Sequence[str]) -> None:
+        for net in networks:
+            if net not in self.networks:
+                allowed = f"allowed: {', '.join(self.networks)}" if self.networks else "none is allowed"
+                raise PolicyError(f"task '{name}': network '{net}' is not one this server lets tasks join ({allowed}; "
+                                  f"corral server --allow-network {net} allows it)")
 
     # -- what the worker is told ------------------------------------------------------------------
     def for_worker(self) -> dict[str, Any]:

@@ -118,7 +118,9 @@ def reconcile(pods: Iterable[PodView], nodes: Mapping[str, NodeView], now: float
                 out.append(Decision(p.id, "delete", p.state, p.instance_id, "deleted"))
             continue
         if p.ttl_expires_at is not None and now >= p.ttl_expires_at:
-            out.append(Decision(p.id, "delete", p.state, p.instance_id, "its ttl ran out"))
+            # Expired: deleted, over at once where nothing runs (never placed, or its node is gone).
+            over = p.state == PodState.PENDING.value or p.node_id is None or dead
+            out.append(Decision(p.id, "terminated" if over else "delete", p.state, p.instance_id, "its ttl ran out"))
             continue
         if p.state not in LIVE:
             continue

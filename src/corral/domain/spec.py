@@ -118,7 +118,7 @@ def _check_args(args: list[str] | None) -> list[str] | None:
     return args
 
 
-def _check_queue(q: str) -> str:
+def check_queue(q: str) -> str:
     if not QUEUE_RE.match(q):
         raise ValueError("a queue name is 1-100 letters, digits, '_', '-' or '.'")
     return q
@@ -128,7 +128,33 @@ Env = Annotated[dict[Key, Value], AfterValidator(_check_env)]
 Args = Annotated[list[Value] | None, Field(max_length=MAX_ARGS), AfterValidator(_check_args)]
 Inputs = Annotated[dict[Key, Value], _bounded_map("the map")]
 Labels = Annotated[dict[Key, Annotated[str, Field(max_length=MAX_KEY)]], Field(max_length=100)]
-QueueName = Annotated[str, AfterValidator(_check_queue)]
+QueueName = Annotated[str, AfterValidator(check_queue)]
+
+
+def _check_task_queue(q: str) -> str:
+    return q if expr.has_expr(q) else check_queue(q)
+
+
+# A task's queue may be an expression (Tork evaluates it when the task's turn comes); what it gives is
+# checked then as a queue name.
+TaskQueue = Annotated[str, Field(max_length=100), AfterValidator(_check_task_queue)]
+NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# Docker's own network modes, which are not networks a container is attached to: 'host' would share the
+# node's network stack, 'none' takes the network away.
+RESERVED_NETWORKS = frozenset({"host", "none"})
+
+
+def _check_network(n: str) -> str:
+    if not NETWORK_RE.match(n):
+        raise ValueError(f"network '{n[:100]}' is not a Docker network name: 1-128 letters, digits, '_', '-' "
+                         "or '.'")
+    if n in RESERVED_NETWORKS:
+        raise ValueError(f"network '{n}' is refused: a task is attached to networks the operator created, not "
+                         "to the node's host network or to none")
+    return n
+
+
+NetworkName = Annotated[str, AfterValidator(_check_network)]
 
 
 class ResourcesSpec(Strict):
@@ -173,6 +199,12 @@ class RetrySpec(Strict):
 
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+def check_var(v: str) -> str:
+    if not VAR_RE.match(v):
+        raise ValueError("a variable name is 1-100 letters, digits and '_', not starting with a digit")
+    return v
 MAX_FILES_BYTES = 1 << 20
 # Where a mount may not go: over the root, or over the kernel's own file systems.
 FORBIDDEN_TARGETS = ("/proc", "/sys", "/dev")
@@ -211,6 +243,14 @@ class MountSpec(Strict):
         return self
 
 
+class RegistrySpec(Strict):
+    """Credentials for the registry a task's image is pulled from (when the node does not have it). The
+    password is a secret: it is redacted from every answer, log line and webhook, like ``secrets``."""
+
+    username: str = Field(min_length=1, max_length=1000)
+    password: str = Field("", max_length=10_000)
+
+
 class ParallelSpec(Strict):
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
 
@@ -231,6 +271,23 @@ class EachSpec(Strict):
         return v
 
 
+class SubjobWebhookSpec(Strict):
+    """A subjob's webhook: its url and headers may be expressions, evaluated as the subjob is created (in
+    the context of the task that creates it); the result is checked as a job's webhook."""
+
+    url: str = Field(max_length=2000)
+    headers: dict[Key, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict, max_length=50)
+    event: Literal["job.StateChange", "task.StateChange"] = "job.StateChange"
+    if_: str | None = Field(None, alias="if", max_length=MAX_EXPR)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not expr.has_expr(v) and not re.match(r"^https?://", v):
+            raise ValueError("a webhook url starts with http:// or https://")
+        return v
+
+
 class SubjobSpec(Strict):
     name: str = Field("subjob", max_length=MAX_NAME)
     description: str | None = Field(None, max_length=MAX_TEXT)
@@ -239,6 +296,7 @@ class SubjobSpec(Strict):
     secrets: Inputs = Field(default_factory=dict)
     output: str | None = Field(None, max_length=MAX_EXPR)
     detached: bool = Field(False, description="true: the task completes as soon as the subjob is created.")
+    webhooks: list[SubjobWebhookSpec] = Field(default_factory=list, max_length=20)
 
 
 class TaskSpec(Strict):
@@ -254,7 +312,7 @@ class TaskSpec(Strict):
     resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
     timeout: Duration | None = None
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
-    queue: QueueName | None = None
+    queue: TaskQueue | None = None
     node_selector: Labels = Field(default_factory=dict)
     depends_on: list[Annotated[str, Field(max_length=MAX_TASK_NAME)]] | None = Field(
         None, max_length=1000,
@@ -262,7 +320,9 @@ class TaskSpec(Strict):
                     "depends_on, the job is a graph: a task without it waits for nothing.")
     if_: str | None = Field(None, alias="if", max_length=MAX_EXPR,
                             description="An expression; when it is false the task is skipped.")
-    var: str | None = Field(None, description="Keep the task's output under this name: tasks.<var>.")
+    var: str | None = Field(None, max_length=MAX_EXPR,
+                            description="Keep the task's output under this name: tasks.<var>. May be an "
+                                        "expression, such as 'eachTask{{ item.index }}'.")
     parallel: ParallelSpec | None = None
     each: EachSpec | None = None
     subjob: SubjobSpec | None = None
@@ -272,12 +332,15 @@ class TaskSpec(Strict):
     mounts: list[MountSpec] = Field(default_factory=list, max_length=50)
     files: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ITEMS,
                                   description="File name -> content, written into the task's working directory.")
+    networks: list[NetworkName] = Field(default_factory=list, max_length=20,
+                                        description="Docker networks (existing on the node) the container joins.")
+    registry: RegistrySpec | None = Field(None, description="Credentials to pull the image with.")
 
     @field_validator("var")
     @classmethod
     def _var(cls, v: str | None) -> str | None:
-        if v is not None and not VAR_RE.match(v):
-            raise ValueError("a variable name is letters, digits and '_', not starting with a digit")
+        if v is not None and not expr.has_expr(v):  # an expression is checked when it has been evaluated
+            check_var(v)
         return v
 
     @field_validator("files")
@@ -320,12 +383,12 @@ class TaskSpec(Strict):
             if len(kinds) > 1:
                 raise ValueError(f"a task is one of parallel, each or subjob, not {' and '.join(kinds)}")
             leaf = [k for k in ("run", "command", "image", "entrypoint", "pre", "post", "sidecars", "mounts",
-                                "files") if getattr(self, k)]
+                                "files", "networks", "registry") if getattr(self, k)]
             if leaf:
                 raise ValueError(f"a {kinds[0]} task runs other tasks: it takes no {', '.join(leaf)}")
             return self
-        if (self.mounts or self.sidecars) and not self.image:
-            raise ValueError("mounts and sidecars need an image: they are for container tasks")
+        if (self.mounts or self.sidecars or self.networks or self.registry) and not self.image:
+            raise ValueError("mounts, sidecars, networks and registry need an image: they are for container tasks")
         if self.run is not None and self.command is not None:
             raise ValueError("give either 'run' (a script) or 'command' (an argv list), not both")
         if self.run is None and not self.command and not (self.image and self.entrypoint):
@@ -414,6 +477,10 @@ class JobSpec(Strict):
             seen.add(t.name)
         if self.is_dag():
             for t in self.tasks:
+                if expr.has_expr(t.name):
+                    raise ValueError(f"task '{t.name}': in a job whose tasks use depends_on, a task's name is "
+                                     "what others depend on, so it cannot be an expression")
+            for t in self.tasks:
                 if t.depends_on is None:
                     t.depends_on = []  # stored, so that every task of the job says it is in a graph
             dag.check(self.dependencies())
@@ -475,7 +542,8 @@ def _prepare(t: TaskSpec, defaults: DefaultsSpec | None, where: str, top: bool) 
             t.timeout = defaults.timeout
         if defaults.queue is not None and t.queue is None:
             t.queue = defaults.queue
-    fields = [("run", t.run), ("image", t.image), ("if", t.if_), ("each.list", t.each.list if t.each else None)]
+    fields = [("run", t.run), ("image", t.image), ("if", t.if_), ("each.list", t.each.list if t.each else None),
+              ("name", t.name), ("var", t.var), ("queue", t.queue)]
     fields += [(f"env.{k}", v) for k, v in t.env.items()]
     fields += [(f"command[{i}]", v) for i, v in enumerate(t.command or [])]
     for name, value in fields:
@@ -486,6 +554,14 @@ def _prepare(t: TaskSpec, defaults: DefaultsSpec | None, where: str, top: bool) 
             c.name = f"{t.name}.{at.split('[')[0].split('.')[0]}-{i + 1}" if not t.each else f"{t.name}.item"
         _prepare(c, defaults, f"{where}.{at}", top=False)
     if t.subjob is not None:
+        sub = t.subjob
+        texts: list[tuple[str, str | None]] = [("name", sub.name), *((f"inputs.{k}", v) for k, v in sub.inputs.items())]
+        for i, w in enumerate(sub.webhooks):
+            texts += [(f"webhooks[{i}].url", w.url), (f"webhooks[{i}].if", w.if_),
+                      *((f"webhooks[{i}].headers.{k}", h) for k, h in w.headers.items())]
+        for name, value in texts:
+            if value is not None:
+                expr.check(value, f"{where}.subjob.{name}")
         for j, c in enumerate(t.subjob.tasks):
             if c.name is None:
                 c.name = f"task-{j + 1}"

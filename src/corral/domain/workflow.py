@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.domain import expr
-from corral.domain.spec import JobSpec, TaskSpec
+from corral.domain.spec import MAX_TASK_NAME, JobSpec, TaskSpec, check_queue, check_var
 
 REDACTED = "[REDACTED]"
 MAX_EACH_ITEMS = 10_000  # tasks one each may open: each is a row, written in one transaction
@@ -25,10 +25,16 @@ MAX_RENDERED = 8 << 20
 COMPOSITE = ("parallel", "each", "subjob", "steps")
 
 
+# The fields of a task that are evaluated as it is about to run (with ``run``, ``command``, ``image``,
+# ``env``, ``files`` and ``if``), as Tork's evaluator does: its name, the name its output is kept under
+# and its queue. What they give is checked as a submitted value is.
+HEADER = ("name", "var", "queue")
+
+
 def needs_eval(t: TaskSpec) -> bool:
     if t.if_ is not None:
         return True
-    texts = [t.run, t.image, *t.env.values(), *(t.command or []), *t.files.values()]
+    texts = [t.name, t.var, t.queue, t.run, t.image, *t.env.values(), *(t.command or []), *t.files.values()]
     for s in t.sidecars:
         texts += [s.run, s.image, *s.env.values(), *(s.command or [])]
     return any(expr.has_expr(x) for x in texts)
@@ -55,11 +61,34 @@ def is_true(cond: str, ctx: Mapping[str, Any], where: str) -> bool:
     return expr.truthy(expr.evaluate(cond, ctx, where))
 
 
-def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The task with its run, command, image, env, files and sidecars evaluated, and 'if' dropped (it was
-    decided). Raises ``expr.ExprError`` naming the field that failed, or when the rendered fields hold more
-    than ``MAX_RENDERED`` characters in all (checked as they are rendered)."""
+def render_header(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The task with its name, var and queue evaluated (``HEADER``), each checked as a submitted one:
+    a name of 1-100 characters, a variable name, a queue name. Any kind of task has them: a composite's
+    are evaluated when it opens. Raises ``expr.ExprError`` naming the field."""
     out = dict(spec)
+    for k in HEADER:
+        value = out.get(k)
+        if not isinstance(value, str) or not expr.has_expr(value):
+            continue
+        text = expr.render(value, ctx, f"{where}.{k}")
+        try:
+            if k == "name" and not 1 <= len(text) <= MAX_TASK_NAME:
+                raise ValueError(f"a task name is 1-{MAX_TASK_NAME} characters")
+            if k == "var":
+                check_var(text)
+            if k == "queue":
+                check_queue(text)
+        except ValueError as e:
+            raise expr.ExprError(f"{where}.{k}: the expression gave '{text[:100]}', which is not valid: {e}") from None
+        out[k] = text
+    return out
+
+
+def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The task with its name, var, queue, run, command, image, env, files and sidecars evaluated, and 'if'
+    dropped (it was decided). Raises ``expr.ExprError`` naming the field that failed, or when the rendered
+    fields hold more than ``MAX_RENDERED`` characters in all (checked as they are rendered)."""
+    out = render_header(spec, ctx, where)
     out.pop("if", None)
     total = 0
 
@@ -86,6 +115,45 @@ def render_task(spec: Mapping[str, Any], ctx: Mapping[str, Any], where: str) -> 
         out["sidecars"] = [dict(s) for s in out["sidecars"]]
         for i, s in enumerate(out["sidecars"]):
             one(s, f"{where}.sidecars[{i}]")
+    return out
+
+
+def _once(text: str, where: str) -> str:
+    """An evaluated webhook header, which is rendered again when the hook is sent: it may not give an
+    expression (an input's value would otherwise be evaluated as one)."""
+    if expr.has_expr(text):
+        raise expr.ExprError(f"{where}: the evaluated value holds '{{{{' or '{{%': it would be evaluated again")
+    return text
+
+
+def render_subjob(sub: Mapping[str, Any], ctx: Mapping[str, Any], secrets: Mapping[str, str],
+                  where: str) -> dict[str, Any]:
+    """A subjob's spec with its name, inputs and webhooks (url and headers) evaluated in the context of the
+    task that opens it, as Tork does. A secret of the parent job (``secrets``) that an evaluated value
+    holds is given to the subjob as a secret too (under its name, or ``parent_<name>`` if the subjob has
+    its own of that name), so that every view of the subjob redacts it. Raises ``expr.ExprError``."""
+    out = dict(sub)
+    if isinstance(out.get("name"), str):
+        out["name"] = expr.render(out["name"], ctx, f"{where}.name")
+    if out.get("inputs"):
+        out["inputs"] = {k: expr.render(v, ctx, f"{where}.inputs.{k}") for k, v in out["inputs"].items()}
+    if out.get("webhooks"):
+        hooks = []
+        for i, w in enumerate(out["webhooks"]):
+            hook = {**w, "url": expr.render(w["url"], ctx, f"{where}.webhooks[{i}].url")}
+            if w.get("headers"):
+                hook["headers"] = {k: _once(expr.render(v, ctx, at := f"{where}.webhooks[{i}].headers.{k}"), at)
+                                   for k, v in w["headers"].items()}
+            hooks.append(hook)
+        out["webhooks"] = hooks
+    texts = [out.get("name"), *(out.get("inputs") or {}).values()]
+    texts += [x for w in out.get("webhooks") or () for x in (w["url"], *(w.get("headers") or {}).values())]
+    own = dict(out.get("secrets") or {})
+    for name, value in secrets.items():
+        if value and value not in own.values() and any(isinstance(t, str) and value in t for t in texts):
+            own[name if name not in own else f"parent_{name}"] = value
+    if own:
+        out["secrets"] = own
     return out
 
 
@@ -159,7 +227,8 @@ def children(spec: Mapping[str, Any], kind: str, name: str, ctx: Mapping[str, An
         var = each.get("var") or "item"
         for i, v in enumerate(items):
             child = dict(each["task"])
-            child["name"] = f"{name}[{i}]"
+            if not expr.has_expr(child.get("name")):  # a name that is an expression is evaluated per item
+                child["name"] = f"{name}[{i}]"
             kids.append((child, {**(scope or {}), var: {"index": i, "value": v}}))
         return kids, min(int(each.get("concurrency") or len(kids) or 1), max(len(kids), 1))
     if kind == "steps":
@@ -194,7 +263,8 @@ def redact(value: Any, secrets: Mapping[str, str] | list[str] | tuple[str, ...])
 
 def secrets_in(spec: Any) -> tuple[str, ...]:
     """The text of every secret ``spec`` holds: its own ``secrets`` and those of every subjob in it, at any
-    depth (a parent's views show its subjobs' specs, and their outputs)."""
+    depth (a parent's views show its subjobs' specs, and their outputs), and every task's registry
+    password."""
     found: set[str] = set()
 
     def walk(v: Any) -> None:
@@ -202,6 +272,8 @@ def secrets_in(spec: Any) -> tuple[str, ...]:
             for k, x in v.items():
                 if k == "secrets" and isinstance(x, dict):
                     found.update(s for s in x.values() if isinstance(s, str) and s)
+                elif k == "registry" and isinstance(x, dict) and isinstance(x.get("password"), str) and x["password"]:
+                    found.add(x["password"])  # a task's registry password is a secret like these
                 else:
                     walk(x)
         elif isinstance(v, list):
@@ -214,15 +286,16 @@ def secrets_in(spec: Any) -> tuple[str, ...]:
 
 def shown(out: Mapping[str, Any], secrets: Mapping[str, str] | tuple[str, ...] | list[str]) -> dict[str, Any]:
     """What an API answer (or a webhook body) may show of ``out``: the text of every secret (``secrets``,
-    and any found in ``out`` itself) replaced by [REDACTED], and every ``secrets`` map in it, at any depth,
-    reduced to its names."""
+    and any found in ``out`` itself) replaced by [REDACTED], every ``secrets`` map in it, at any depth,
+    reduced to its names, and every registry password [REDACTED]."""
     given = secrets.values() if isinstance(secrets, Mapping) else secrets
     texts = {*(s for s in given if s), *secrets_in(dict(out))}
 
     def mask(v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: {n: REDACTED for n in x} if k == "secrets" and isinstance(x, dict) else mask(x)
-                    for k, x in v.items()}
+            return {k: {n: REDACTED for n in x} if k == "secrets" and isinstance(x, dict)
+                    else {**x, "password": REDACTED} if k == "registry" and isinstance(x, dict) and "password" in x
+                    else mask(x) for k, x in v.items()}
         if isinstance(v, list):
             return [mask(x) for x in v]
         return v

@@ -45,6 +45,15 @@ class Sidecar:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryAuth:
+    """Credentials to pull a task's image with (``registry`` in its spec). The password never shows in a
+    repr, so no log line that prints a request carries it."""
+
+    username: str
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Scratch:
     """Where one execution leaves its output and its progress, as host paths (see scratch.py).
 
@@ -86,6 +95,8 @@ class RunRequest:
     # task may mount by name (any other name is a volume of the job's own, see DockerRuntime).
     bind_roots: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    registry: RegistryAuth | None = None  # container tasks: to pull a missing image with
+    networks: tuple[str, ...] = ()  # container tasks: Docker networks (existing on the node) to join
 
 
 @dataclass(frozen=True, slots=True)

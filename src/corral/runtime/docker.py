@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ import docker.types
 
 from corral.domain.paths import under
 from corral.runtime import scratch
-from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RunRequest, RunResult, StartedSink
+from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RegistryAuth, RunRequest, RunResult, StartedSink
 
 T = TypeVar("T")
 
@@ -64,6 +65,11 @@ def job_volume(job_id: str, name: str) -> str:
 
 class _ImageMissing(Exception):
     """The image is not here and could not be pulled; the message is for the user."""
+
+
+def _host_name(name: str) -> str:
+    """A task's name as a host name on its networks: lowercase letters, digits and '-' (at most 63)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].strip("-")
 
 
 def _short(e: BaseException) -> str:
@@ -141,18 +147,24 @@ class DockerRuntime:
         finally:
             client.close()
 
-    def _pull(self, image: str) -> str | None:
-        """Pull a missing image; the error to show the user, or None."""
+    def _pull(self, image: str, registry: RegistryAuth | None = None) -> str | None:
+        """Pull a missing image (with the task's registry credentials, if it has them); the error to show
+        the user, or None."""
         if not self.pull:
             return f"image {image!r} is not present and pulling is off"
         try:
-            self.client.images.pull(image)
+            if registry is not None:
+                self.client.images.pull(image, auth_config={"username": registry.username,
+                                                            "password": registry.password})
+            else:
+                self.client.images.pull(image)
             return None
         except docker.errors.DockerException as e:
             return f"image {image!r} could not be pulled: {_short(e)}"
 
     def _create(self, image: str, name: str, labels: dict[str, str], host: dict[str, Any], *,
-                argv: list[str], entrypoint: list[str] | None, env: dict[str, str], workdir: str | None) -> str:
+                argv: list[str], entrypoint: list[str] | None, env: dict[str, str], workdir: str | None,
+                registry: RegistryAuth | None = None) -> str:
         """Create the container and return its id, with as few Engine calls as `docker run` makes: the
         image is pulled only when the create says it is missing, and a leftover of the same name (after
         a crash) is removed only when the create says the name is taken."""
@@ -169,7 +181,7 @@ class DockerRuntime:
             try:
                 return create()
             except docker.errors.ImageNotFound:
-                error = self._pull(image)
+                error = self._pull(image, registry)
                 if error:
                     raise _ImageMissing(error) from None
             except docker.errors.APIError as e:
@@ -238,6 +250,17 @@ class DockerRuntime:
                 mounts.append(docker.types.Mount(workdir, os.path.join(own, scratch.WORK), type="bind"))
         return mounts, env, workdir
 
+    def _join(self, cid: str, networks: tuple[str, ...], alias: str) -> None:
+        """Attach the container to the task's networks (before it starts), reachable there as ``alias``
+        (its task's name, as a host name). A network the node does not have is refused, saying so."""
+        for net in networks:
+            try:
+                self.client.api.inspect_network(net)
+            except docker.errors.NotFound:
+                raise Refused(f"network {net!r} does not exist on this node: create it first "
+                              f"(docker network create {net})") from None
+            self.client.api.connect_container_to_network(cid, net, aliases=[alias] if alias else None)
+
     def _remove(self, name: str) -> bool:
         """Kill and remove the container called ``name`` (or with this id), and its anonymous volumes;
         whether there was one."""
@@ -269,6 +292,7 @@ class DockerRuntime:
             return RunResult(None, "the docker runtime needs an image")
         name = f"corral-{req.execution_id}"
         side_names = [f"{name}-sidecar-{i}" for i in range(len(req.sidecars))]
+        alias = _host_name(req.task_name)  # what the task is called on its networks
         everything = [name, *side_names]  # in the order of removal: the main container first
         loop = asyncio.get_running_loop()
         api = self.client.api
@@ -364,8 +388,12 @@ class DockerRuntime:
                         self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, network_mode=network),
                         argv=sc.argv, entrypoint=sc.entrypoint,
                         env=sc.env, workdir=None))
+                    if network is None and req.networks:  # the first holds the network namespace
+                        await loop.run_in_executor(serial, self._join, sid, req.networks, alias)
                     side_readers.append(await attach(sid, f"[sidecar {sc.name}] "))
                     await loop.run_in_executor(serial, api.start, sid)
+                except Refused as e:
+                    return await fail(str(e))
                 except _ImageMissing as e:
                     return await fail(f"{what}: {e}")
                 except docker.errors.DockerException as e:
@@ -376,9 +404,11 @@ class DockerRuntime:
                     self._create, req.image, name, labels,
                     self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, gpus=req.gpus,
                                mounts=mounts, network_mode=network),
-                    argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir))
+                    argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir, registry=req.registry))
+                if network is None and req.networks:
+                    await loop.run_in_executor(serial, self._join, cid, req.networks, alias)
                 reader = await attach(cid, "")
-            except _ImageMissing as e:
+            except (Refused, _ImageMissing) as e:
                 return await fail(str(e))
             except docker.errors.DockerException as e:
                 return await fail(f"could not create container: {_short(e)}")

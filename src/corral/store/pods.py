@@ -55,8 +55,21 @@ class PodQueries:
         r = self.c.execute(sa.select(s.pods).where(_P.id == pod_id)).mappings().first()
         return dict(r) if r else None
 
-    def pods_by_ids(self, ids: Iterable[str]) -> list[Row]:
-        return [r for part in _parts(set(ids)) for r in _rows(self.c.execute(sa.select(s.pods).where(_P.id.in_(part))))]
+    def pods_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
+        """The pods; with ``lock``, their rows stay locked until the transaction ends (PostgreSQL; SQLite
+        has one writer at a time already)."""
+        out: list[Row] = []
+        for part in _parts(sorted(set(ids))):
+            q = sa.select(s.pods).where(_P.id.in_(part)).order_by(_P.id)
+            if lock and self.c.dialect.name == "postgresql":
+                q = q.with_for_update()
+            out += _rows(self.c.execute(q))
+        return out
+
+    def pods_by_instances(self, instance_ids: Iterable[str]) -> list[Row]:
+        """The pods whose current instance is one of these."""
+        return [r for part in _parts(sorted(set(instance_ids))) for r in _rows(self.c.execute(
+            sa.select(s.pods).where(_P.instance_id.in_(part))))]
 
     def find_pods(self, *, namespace: str | None = None, selector: Mapping[str, str] | None = None,
                   origin: str | None = None, states: Sequence[str] | None = None, node_id: str | None = None,
@@ -75,10 +88,11 @@ class PodQueries:
             conds.append(_P.labels[k].as_string() == v)
         return _rows(self.c.execute(sa.select(s.pods).where(*conds).order_by(_P.seq).limit(limit)))
 
-    def pending_pods(self, limit: int) -> list[Row]:
+    def pending_pods(self, limit: int, after_seq: int = 0) -> list[Row]:
+        """Pods waiting for a placement, oldest first, after ``after_seq``."""
         q = (sa.select(_P.id, _P.seq, _P.spec, _P.runtime, _P.cpu, _P.memory, _P.disk, _P.gpu, _P.node_selector,
                        _P.reason)
-             .where(_P.state == "pending", _P.desired == "run").order_by(_P.seq).limit(limit))
+             .where(_P.state == "pending", _P.desired == "run", _P.seq > after_seq).order_by(_P.seq).limit(limit))
         return _rows(self.c.execute(q))
 
     def unfinished_pods(self) -> list[Row]:
@@ -104,6 +118,10 @@ class PodQueries:
         self.c.execute(sa.delete(s.node_ports).where(_NP.pod_id == pod_id))
         self.c.execute(sa.delete(s.pod_logs).where(_L.pod_id == pod_id))
         return True
+
+    def count_pending_pods(self) -> int:
+        q = sa.select(sa.func.count()).select_from(s.pods).where(_P.state == "pending")
+        return int(self.c.execute(q).scalar_one())
 
     def count_pods_by_state(self) -> list[tuple[str, int]]:
         q = sa.select(_P.state, sa.func.count()).group_by(_P.state)

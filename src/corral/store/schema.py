@@ -225,6 +225,7 @@ pods = sa.Table(
     sa.Index("ix_pods_node", "node_id", "state"),
     sa.Index("ix_pods_namespace", "namespace", "seq"),
     sa.Index("ix_pods_ttl", "ttl_expires_at"),
+    sa.Index("ix_pods_instance", "instance_id"),
 )
 
 pod_containers = sa.Table(

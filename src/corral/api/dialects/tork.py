@@ -38,8 +38,9 @@ JOB_FIELDS = {"name", "description", "tags", "inputs", "secrets", "tasks", "prio
 JOB_LATER = {"permissions", "schedule"}
 TASK_FIELDS = {"name", "description", "image", "run", "cmd", "entrypoint", "env", "queue", "timeout", "retry",
                "workdir", "parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "files", "limits",
-               "sidecars", "gpus", "tags", "priority", "depends_on"}
-TASK_LATER = {"networks", "registry", "probe"}
+               "sidecars", "gpus", "tags", "priority", "depends_on", "networks", "registry"}
+TASK_LATER = {"probe"}
+LOG_PAGE_SIZE, LOG_PAGE_MOST = 25, 100  # a log page's size when none is asked, and the most it holds (Tork's)
 DOCKER_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)[bB]?$")
 
 def render_error(request: Request, e: DialectError) -> Response:
@@ -82,7 +83,8 @@ def _task(t: Any, where: str) -> dict[str, Any]:
         raise DialectError(400, f"{where.rstrip('.')} must be a mapping")
     _check_fields(t, TASK_FIELDS, TASK_LATER, where)
     out: dict[str, Any] = {k: t[k] for k in ("name", "description", "image", "run", "entrypoint", "env", "queue",
-                                             "timeout", "workdir", "if", "var", "files", "mounts", "depends_on")
+                                             "timeout", "workdir", "if", "var", "files", "mounts", "depends_on",
+                                             "networks", "registry")
                            if t.get(k) is not None}
     if t.get("cmd") is not None:
         out["command"] = t["cmd"]
@@ -118,10 +120,11 @@ def _task(t: Any, where: str) -> dict[str, Any]:
     if sub is not None:
         if not isinstance(sub, dict) or not isinstance(sub.get("tasks"), list):
             raise DialectError(400, f"{where}subjob needs 'tasks', a list")
-        unknown = set(sub) - {"name", "description", "tasks", "inputs", "secrets", "output", "detached"}
+        unknown = set(sub) - {"name", "description", "tasks", "inputs", "secrets", "output", "detached", "webhooks"}
         if unknown:
             raise DialectError(400, f"{where}subjob.{sorted(unknown)[0]} is not supported")
-        out["subjob"] = {**{k: sub[k] for k in ("name", "description", "inputs", "secrets", "output", "detached")
+        out["subjob"] = {**{k: sub[k] for k in ("name", "description", "inputs", "secrets", "output", "detached",
+                                                "webhooks")
                             if sub.get(k) is not None},
                          "tasks": [_task(c, f"{where}subjob.tasks[{i}].") for i, c in enumerate(sub["tasks"])]}
     return out
@@ -155,7 +158,8 @@ def to_spec(data: dict[str, Any]) -> JobSpec:
 def task_spec_view(spec: dict[str, Any]) -> dict[str, Any]:
     """A task as Tork's job definition shows it (Tork's field names), nested tasks included."""
     out: dict[str, Any] = {k: spec[k] for k in ("name", "description", "image", "run", "entrypoint", "queue",
-                                                "timeout", "workdir", "if", "var", "files", "mounts", "depends_on")
+                                                "timeout", "workdir", "if", "var", "files", "mounts", "depends_on",
+                                                "networks", "registry")
                            if spec.get(k) not in (None, {}, [])}
     if spec.get("command") is not None:
         out["cmd"] = spec["command"]
@@ -242,11 +246,13 @@ def _job(tx: Tx, job_id: str) -> Row:
     return job
 
 
-def page_args(page: int, size: int, most: int) -> None:
-    if page < 1:
-        raise DialectError(400, "page must be 1 or more")
-    if not 1 <= size <= most:
-        raise DialectError(400, f"size must be between 1 and {most}")
+MAX_PAGE = 1 << 31  # a page past every row answers empty; this keeps the offset a number the store can hold
+
+
+def page_args(page: int, size: int, most: int) -> tuple[int, int]:
+    """A page and its size as Tork's handlers take them: a page below 1 is page 1, and the size is brought
+    within 1 and ``most`` (20 for jobs and scheduled jobs, 100 for logs) instead of being refused."""
+    return min(max(page, 1), MAX_PAGE), min(max(size, 1), most)
 
 
 async def read_job(request: Request) -> dict[str, Any]:
@@ -282,7 +288,7 @@ async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, An
 
 @router.get("/jobs", summary="Tork: jobs, newest first; q searches names and tags, 'tag:x' filters by tag")
 def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str, Any]:
-    page_args(page, size, 20)
+    page, size = page_args(page, size, 20)
     words = q.split()
     tags = [w.removeprefix("tag:") for w in words if w.startswith("tag:")]
     text = " ".join(w for w in words if not w.startswith("tag:")) or None
@@ -363,16 +369,16 @@ def _log_page(tx: Tx, job_id: str, page: int, size: int, owner: str | None = Non
 
 
 @router.get("/jobs/{job_id}/log", summary="Tork: a job's output, one part per line, newest first")
-def job_log(job_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    page_args(page, size, 100)
+def job_log(job_id: str, svc: Svc, page: int = 1, size: int = LOG_PAGE_SIZE) -> dict[str, Any]:
+    page, size = page_args(page, size, LOG_PAGE_MOST)
     with svc.coord.store.read() as tx:
         _job(tx, job_id)
         return _log_page(tx, job_id, page, size)
 
 
 @router.get("/tasks/{task_id}/log", summary="Tork: one execution's output (or every attempt of a task)")
-def task_log(task_id: str, svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    page_args(page, size, 100)
+def task_log(task_id: str, svc: Svc, page: int = 1, size: int = LOG_PAGE_SIZE) -> dict[str, Any]:
+    page, size = page_args(page, size, LOG_PAGE_MOST)
     with svc.coord.store.read() as tx:
         ex = tx.executions_by_ids([task_id])
         if (owner := ex[0] if ex else tx.task(task_id)) is None:

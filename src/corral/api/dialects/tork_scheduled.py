@@ -86,7 +86,7 @@ async def create(request: Request, svc: Svc) -> dict[str, Any]:
 
 @router.get("/scheduled-jobs", summary="Tork: scheduled jobs, newest first")
 def list_scheduled(svc: Svc, page: int = 1, size: int = 10) -> dict[str, Any]:
-    tork.page_args(page, size, 20)
+    page, size = tork.page_args(page, size, 20)
     rows = sorted(Schedules(svc.coord).all(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
     items = rows[(page - 1) * size:page * size]
     return {"items": [scheduled_summary(r) for r in items], "number": page, "size": len(items),

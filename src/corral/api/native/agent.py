@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.coordinator.errors import Unauthorized
-from corral.coordinator.service import LogLine, NodeInfo, Update
+from corral.domain.agentwire import LogLine, NodeInfo, Update
 from corral.domain.spec import QueueName, lone_surrogate
 
 Svc = Annotated[Services, Depends(services)]

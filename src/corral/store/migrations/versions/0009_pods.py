@@ -53,6 +53,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_pods_node', ['node_id', 'state'], unique=False)
         batch_op.create_index('ix_pods_namespace', ['namespace', 'seq'], unique=False)
         batch_op.create_index('ix_pods_ttl', ['ttl_expires_at'], unique=False)
+        batch_op.create_index('ix_pods_instance', ['instance_id'], unique=False)
     op.create_table('pod_containers',
     sa.Column('pod_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=63), nullable=False),
@@ -109,6 +110,7 @@ def downgrade() -> None:
     op.drop_table('node_ports')
     op.drop_table('pod_containers')
     with op.batch_alter_table('pods', schema=None) as batch_op:
+        batch_op.drop_index('ix_pods_instance')
         batch_op.drop_index('ix_pods_ttl')
         batch_op.drop_index('ix_pods_namespace')
         batch_op.drop_index('ix_pods_node')

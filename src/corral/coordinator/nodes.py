@@ -1,0 +1,438 @@
+"""The node protocol: register, authenticate, heartbeat, poll (a node's assignments), report (its updates
+and output lines), drain and leave; and what happens to the work of a node that is gone.
+
+Each public method is one transaction over the store. Every state change is a compare-and-set, so a late
+or duplicate report (a completion after a cancel, a stale heartbeat) never changes a finished task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets as secrets_mod
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.coordinator.errors import Conflict, Forbidden, Invalid, NotFound
+from corral.coordinator.flow import new_id
+from corral.domain import workflow
+from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs
+from corral.domain.resources import parse_duration
+from corral.domain.spec import TaskSpec, argv_of
+from corral.domain.states import JobState
+from corral.store.sql import ACTIVE, LIVE_NODE, Row, Tx
+
+if TYPE_CHECKING:
+    from corral.coordinator.service import Coordinator
+
+log = logging.getLogger("corral.coordinator")
+MAX_LOST_RESCHEDULES = 3
+
+
+def secret_hash(secret: str) -> str:
+    """What the store keeps of a node secret: its sha256, hex (the secret itself is never stored)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _secret_ok(given: str | None, stored: str | None) -> bool:
+    return bool(given) and bool(stored) and hmac.compare_digest(secret_hash(given or ""), stored or "")
+
+
+@dataclass
+class _Changes:
+    """What one report batch changes, gathered so that it is written in bulk."""
+
+    started: list[Row] = field(default_factory=list)  # executions scheduled -> running
+    tasks_started: list[Row] = field(default_factory=list)
+    execs: list[Row] = field(default_factory=list)  # executions that ended
+    tasks: list[Row] = field(default_factory=list)  # tasks that ended
+    retries: list[Row] = field(default_factory=list)  # tasks back to pending for another attempt
+    done: list[Row] = field(default_factory=list)  # completed tasks: what waited for them may start
+    failures: list[tuple[Row, str, str]] = field(default_factory=list)  # (task, state, error): ended for good
+    jobs_started: dict[str, float] = field(default_factory=dict)
+
+    def start(self, ex: Row, task: Row | None, u: Update) -> None:
+        self.started.append({"id": ex["id"], "state": "running", "started_at": u.ts,
+                             "container_id": u.container_id})
+        if task is not None and task["execution_id"] == ex["id"] and task["state"] == "scheduled":
+            self.tasks_started.append({"id": task["id"], "_exec": ex["id"], "state": "running",
+                                       "started_at": u.ts})
+            self.jobs_started[task["job_id"]] = u.ts
+
+
+class Nodes:
+    """The coordinator's side of the agent protocol."""
+
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.store = coord.store
+        self.settings = coord.settings
+        self.flow = coord.flow
+        self.stats = coord.stats
+        # Secret values by job, so that output lines are redacted before they are stored (bounded).
+        self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # Node id -> sha256 of its secret. A node's secret never changes once given, so this is only a
+        # cache of the store (bounded), saving a read on every heartbeat, poll and report.
+        self._node_secrets: OrderedDict[str, str] = OrderedDict()
+
+    def register(self, info: NodeInfo, running: Iterable[str] = (), secret: str | None = None) -> Row:
+        """Add a node, or bring back one that restarted. Work the coordinator believes is on the node
+        but that the node no longer has is lost, and is rescheduled.
+
+        A new node is given a secret (in the answer's ``node_secret``, once; the store keeps its hash).
+        A registration that names a node that exists must present that node's secret, or it is refused:
+        an identity is never taken over. A node id the store does not know (its state was lost) is
+        registered with the secret presented, if any.
+        """
+        now = time.time()
+        node_id = info.id or new_id()
+        row = {"id": node_id, "name": info.name, "hostname": info.hostname, "version": info.version,
+               "state": "ready", "cpu": info.cpu, "memory": info.memory, "disk": info.disk,
+               "gpus": info.gpus, "labels": info.labels, "runtimes": info.runtimes, "queues": info.queues,
+               "usage": {}, "registered_at": now, "last_heartbeat": now, "address": info.address}
+        keep = set(running)
+        issued: str | None = None
+        with self.store.transaction() as tx:
+            # A compare-and-set: the row is locked while its secret is checked, and a new one is added
+            # only if no concurrent registration of the same id added it first (then that one's secret
+            # must be presented, like any existing node's). An update never changes the secret.
+            exists, stored = tx.node_secret_hash(node_id, lock=True) if info.id else (False, None)
+            if not exists:
+                if not secret or not info.id:
+                    secret = issued = secrets_mod.token_urlsafe(32)
+                stored = secret_hash(secret)
+                if not tx.insert_node({**row, "secret_hash": stored}):
+                    issued = None
+                    exists, stored = tx.node_secret_hash(node_id, lock=True)
+                    if not exists:  # added and removed again meanwhile
+                        raise Conflict(f"node '{node_id}' is being registered concurrently: try again")
+            if exists:
+                if not _secret_ok(secret, stored):
+                    log.warning("refused a registration as node %s (%s) without its secret", node_id, info.name)
+                    raise Forbidden(f"node '{node_id}' is registered already, and this registration does not "
+                                    f"present its secret ({NODE_SECRET_HEADER}); a node's secret is kept in "
+                                    "its data dir (node-secret). Without it, register as a new node (no id)")
+                tx.update_node(row)
+            for ex in tx.active_executions(node_id):
+                if ex["id"] not in keep:
+                    self.lose(tx, ex, now, f"node {info.name} restarted without it")
+        self._remember_node(node_id, stored)
+        self.coord.kick()
+        out = {k: v for k, v in row.items() if k != "secret_hash"}
+        out["node_secret"] = issued
+        return out
+
+    def _remember_node(self, node_id: str, stored: str | None) -> None:
+        if stored:
+            self._node_secrets[node_id] = stored
+            self._node_secrets.move_to_end(node_id)
+            while len(self._node_secrets) > 10_000:
+                self._node_secrets.popitem(last=False)
+
+    def authenticate(self, node_id: str, secret: str | None) -> None:
+        """Refuse a call for ``node_id`` that does not present its secret (NotFound: an unknown node,
+        which should register again)."""
+        stored = self._node_secrets.get(node_id)
+        if stored is None:
+            with self.store.read() as tx:
+                exists, stored = tx.node_secret_hash(node_id)
+            if not exists:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            self._remember_node(node_id, stored)
+        if not _secret_ok(secret, stored):
+            raise Forbidden(f"a call for node '{node_id}' must present that node's secret ({NODE_SECRET_HEADER}), "
+                            "which the node was given when it first registered")
+
+    def drain(self, node_id: str, running: Iterable[str] = ()) -> list[str]:
+        """The node is shutting down: it takes no new work, and what was assigned to it that it has not
+        started (not in ``running``) is handed back at once. Returns the executions handed back, which
+        the node must not start."""
+        now = time.time()
+        keep = set(running)
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            tx.cas_node(node_id, "ready", state="draining")
+            handed = [ex["id"] for ex in tx.active_executions(node_id)
+                      if ex["id"] not in keep and self._hand_back(tx, ex, now, f"node {node['name']} is shutting down")]
+        log.info("node %s (%s) is draining; %d assignment(s) handed back", node_id, node["name"], len(handed))
+        self.coord.kick()
+        return handed
+
+    def leave(self, node_id: str) -> int:
+        """The node stops now: it is down at once (no wait for its lease to expire), and whatever still
+        runs on it is handed back (pending again, without using up an attempt). Returns how many."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            for state in LIVE_NODE:
+                tx.cas_node(node_id, state, state="down", usage={})
+            n = sum(self._hand_back(tx, ex, now, f"node {node['name']} stopped before it finished")
+                    for ex in tx.active_executions(node_id))
+        log.info("node %s (%s) left; %d task(s) handed back", node_id, node["name"], n)
+        self.coord.kick()
+        return n
+
+    def _hand_back(self, tx: Tx, ex: Row, now: float, why: str) -> bool:
+        """A node gives back an execution it will not finish: the task is pending again at once, and
+        this attempt is not counted (neither a failure nor a loss)."""
+        if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=f"handed back: {why}"):
+            return False
+        task = tx.task(ex["task_id"])
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return True
+        if tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now, node_id=None,
+                       execution_id=None, attempts=max(int(task["attempts"]) - 1, 0),
+                       reason=f"rescheduling: {why}"):
+            self.stats["tasks_handed_back"] += 1
+        return True
+
+    def heartbeat(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None = None) -> list[str]:
+        """Renew the node's lease; returns the executions it runs that it must stop."""
+        now = time.time()
+        cpu_percent = (usage or {}).get("cpu_percent")
+        if isinstance(cpu_percent, (int, float)) and cpu_percent > 100:
+            with self.store.read() as tx:
+                node = tx.node(node_id)
+            cores = max(float(node["cpu"]), 1.0) if node else 1.0
+            if cpu_percent > 100 * cores:
+                raise Invalid(f"usage.cpu_percent {cpu_percent:g} is more than 100 per core ({cores:g} cores)")
+        with self.store.transaction() as tx:
+            if not tx.touch_node(node_id, now, usage):
+                node = tx.node(node_id)
+                if node is None:
+                    raise NotFound(f"no node with id '{node_id}': register again")
+                # A node marked down that speaks again is back; its old work was already rescheduled.
+                tx.cas_node(node_id, "down", state="ready", last_heartbeat=now, usage=usage or {})
+                self.coord.kick()
+            return self._to_stop(tx, node_id, running)
+
+    def _to_stop(self, tx: Tx, node_id: str, known: Sequence[str]) -> list[str]:
+        if not known:
+            return []
+        alive = {ex["id"] for ex in tx.executions_by_ids(known, brief=True)
+                 if ex["state"] in ACTIVE and ex["node_id"] == node_id}
+        return [k for k in known if k not in alive]
+
+    def poll(self, node_id: str, known: Sequence[str]) -> tuple[list[Row], list[str]]:
+        """New assignments for the node (scheduled, and not yet known to it) and executions to stop."""
+        with self.store.read() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}': register again")
+            known_set = set(known)
+            fresh = [ex for ex in tx.active_executions(node_id, "scheduled") if ex["id"] not in known_set]
+            work = self._assignments(tx, fresh) if fresh else []
+            return work, self._to_stop(tx, node_id, known)
+
+    def _secrets_of(self, tx: Tx, job_ids: set[str]) -> dict[str, tuple[str, ...]]:
+        missing = [j for j in job_ids if j not in self._secrets]
+        if missing:
+            for jid, spec in tx.job_specs(missing).items():
+                self._remember_secrets(jid, spec)
+        return {j: self._secrets.get(j, ()) for j in job_ids}
+
+    def _remember_secrets(self, job_id: str, spec: dict[str, Any]) -> None:
+        self._secrets[job_id] = workflow.secrets_in(spec)  # its subjobs' secrets too: their output reaches it
+        self._secrets.move_to_end(job_id)
+        while len(self._secrets) > 10_000:
+            self._secrets.popitem(last=False)
+
+    def _assignments(self, tx: Tx, execs: list[Row]) -> list[Row]:
+        tasks = {t["id"]: t for t in tx.tasks_by_ids({e["task_id"] for e in execs})}
+        specs = tx.job_specs({e["job_id"] for e in execs})
+        envs = {}
+        for jid, job_spec in specs.items():
+            envs[jid] = dict(job_spec.get("env") or {})
+            self._remember_secrets(jid, job_spec)
+        out = []
+        policy = self.settings.policy
+        host_policy = policy.for_worker()
+        for ex in execs:
+            t, job_env = tasks.get(ex["task_id"]), envs.get(ex["job_id"])
+            if t is None or job_env is None:
+                continue
+            spec = t["spec"]  # validated at submit (or when its expressions were evaluated): read as stored
+            env = {**job_env, **(spec.get("env") or {}), "CORRAL_JOB_ID": ex["job_id"], "CORRAL_TASK_ID": t["id"],
+                   "CORRAL_TASK_NAME": t["name"],
+                   "CORRAL_EXECUTION_ID": ex["id"], "CORRAL_ATTEMPT": str(ex["attempt"])}
+            cpu_limit, memory_limit = policy.limits(spec.get("resources") or {})
+            out.append({
+                "execution_id": ex["id"], "job_id": ex["job_id"], "task_id": t["id"], "task_name": t["name"],
+                "attempt": ex["attempt"], "image": spec.get("image"), "argv": argv_of(spec),
+                "entrypoint": spec.get("entrypoint"), "env": env, "workdir": spec.get("workdir"),
+                "timeout": None if spec.get("timeout") is None else parse_duration(spec["timeout"]),
+                "cpu_limit": cpu_limit, "memory_limit": memory_limit, "policy": host_policy,
+                "gpus": ex["gpus"], "files": spec.get("files") or {},
+                "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
+                "registry": spec.get("registry"), "networks": spec.get("networks") or [],
+                "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
+                              "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
+                             for c in spec.get("sidecars") or ()],
+            })
+        return out
+
+    def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> list[str]:
+        """Apply an agent's batch of state changes and output lines, in one transaction.
+
+        The rows involved are read (and on PostgreSQL locked) once, the decisions are made here, and
+        the changes are written back in a few bulk compare-and-set statements, whatever the batch size.
+        Returns the executions of the batch's lines whose stored log is full: their agent may keep
+        the rest of their output.
+        """
+        if not updates and not logs:
+            return []
+        full: list[str] = []
+        now = time.time()
+        with self.store.transaction() as tx:
+            asked = {u.execution_id for u in updates} | {ln.execution_id for ln in logs}
+            found = tx.executions_by_ids(asked, lock=True, brief=True)
+            # Only what is assigned to the calling node counts; lines for an execution that has ended
+            # (or is another node's, or unknown) are not appended.
+            execs = {e["id"]: e for e in found if e["node_id"] == node_id}
+            foreign = asked - set(execs)
+            if foreign:
+                n = sum(u.execution_id in foreign for u in updates) + sum(ln.execution_id in foreign for ln in logs)
+                self.stats["agent_reports_ignored"] += n
+                log.warning("node %s sent %d update(s) or line(s) about %d execution(s) not assigned to it "
+                            "(such as %s): ignored", node_id, n, len(foreign), min(foreign))
+            if logs:
+                open_ = {i: e for i, e in execs.items() if e["state"] in ACTIVE}
+                full = self._append_logs(tx, open_, [ln for ln in logs if ln.execution_id in open_])
+            # Per execution: when it started, and how it ended (if it did). A start and an end in one
+            # batch (a quick task) become one change.
+            started: dict[str, Update] = {}
+            ended: dict[str, Update] = {}
+            progress: dict[str, float] = {}
+            for u in updates:
+                ex = execs.get(u.execution_id)
+                if ex is None or ex["node_id"] != node_id or ex["state"] not in ACTIVE:
+                    continue  # unknown, someone else's, or already finished: a late report changes nothing
+                if u.state != "running":
+                    ended[u.execution_id] = u
+                elif u.progress is not None:
+                    progress[u.execution_id] = u.progress
+                else:
+                    started.setdefault(u.execution_id, u)
+            if progress:
+                tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
+                                 for i, p in progress.items() if i not in ended])
+            if not started and not ended:
+                return full
+            tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
+                                                         lock=True, brief=True)}
+            ch = _Changes()
+            for ex_id, u in started.items():
+                if ex_id not in ended and execs[ex_id]["state"] == "scheduled":
+                    ch.start(execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u)
+            for ex_id, u in ended.items():
+                self._end(tx, ch, execs[ex_id], tasks.get(execs[ex_id]["task_id"]), u, started.get(ex_id), now)
+            nodes = self._apply(tx, ch, now)
+        if nodes:
+            self.coord.on_nodes_changed(nodes)
+        if ended:
+            self.coord.kick()
+        return full
+
+    def _append_logs(self, tx: Tx, execs: dict[str, Row], logs: Sequence[LogLine]) -> list[str]:
+        """Store the lines of a batch, within each execution's stored log cap: the first line past it
+        is replaced by one truncation marker, and what comes after is dropped. Returns the executions
+        whose stored log is full."""
+        cap = self.settings.max_log_bytes
+        stored = {i: e["log_bytes"] or 0 for i, e in execs.items()}
+        kept, sizes = cap_logs(logs, stored, cap)
+        full = sorted({i for i in {ln.execution_id for ln in logs} if sizes.get(i, stored.get(i, 0)) > cap})
+        if not kept:
+            return full
+        secrets = self._secrets_of(tx, {execs[ln.execution_id]["job_id"] for ln in kept})
+        rows = []
+        for ln in kept:
+            ex = execs[ln.execution_id]
+            hidden = secrets.get(ex["job_id"])
+            rows.append({"job_id": ex["job_id"], "task_id": ex["task_id"], "execution_id": ln.execution_id,
+                         "stream": ln.stream, "line": workflow.redact(ln.line, hidden) if hidden else ln.line,
+                         "ts": ln.ts})
+        tx.append_logs(rows)
+        tx.add_log_bytes([(i, execs[i]["log_bytes"] or 0, n) for i, n in sizes.items()])
+        return full
+
+    def _end(self, tx: Tx, ch: _Changes, ex: Row, task: Row | None, u: Update, start: Update | None,
+             now: float) -> None:
+        ok = u.state == "completed" and u.exit_code == 0
+        state = "completed" if ok else ("cancelled" if u.state == "cancelled" else "failed")
+        error = None if ok else (u.error or (f"exit code {u.exit_code}" if u.exit_code is not None
+                                             else "the attempt ended without an exit code"))
+        started_at = start.ts if start else ex["started_at"]
+        ch.execs.append({"id": ex["id"], "state": state, "exit_code": u.exit_code, "error": error,
+                         "finished_at": u.ts, "started_at": started_at,
+                         "container_id": u.container_id or (start.container_id if start else None)
+                         or ex["container_id"]})
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return
+        if started_at is not None:
+            ch.jobs_started[task["job_id"]] = started_at
+        if ok:
+            self.stats["tasks_completed"] += 1
+            ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": "completed", "exit_code": 0,
+                             "error": None, "finished_at": u.ts, "reason": None,
+                             "started_at": started_at, "output": u.output})
+            ch.done.append(task)
+            return
+        spec = TaskSpec.model_validate(tx.task_spec(task["id"]))
+        # A lost attempt is the infrastructure's fault, not the task's: it does not use up a retry.
+        failures = task["attempts"] - task["lost_count"]
+        if state == "failed" and failures <= spec.retry.limit:
+            delay = spec.retry.delay(failures)
+            self.stats["tasks_retried"] += 1
+            ch.retries.append({"id": task["id"], "_exec": ex["id"], "state": "pending", "ready_at": now + delay,
+                               "node_id": None, "execution_id": None, "exit_code": u.exit_code, "error": error,
+                               "reason": f"retrying in {delay:g}s after attempt {failures} failed: {error}"})
+            return
+        self.stats["tasks_failed"] += 1
+        ch.tasks.append({"id": task["id"], "_exec": ex["id"], "state": state, "exit_code": u.exit_code,
+                         "error": error, "finished_at": u.ts, "reason": None, "started_at": started_at,
+                         "output": u.output})
+        ch.failures.append((task, state, f"task '{task['name']}' {state}: {error}"))
+
+    def _apply(self, tx: Tx, ch: _Changes, now: float) -> set[str]:
+        """Write the batch's changes; returns the nodes that have executions to stop."""
+        expected = len(ch.started) + len(ch.execs)
+        changed = tx.cas_many("executions", ["scheduled"], ch.started)
+        changed += tx.cas_many("executions", ACTIVE, ch.execs)
+        changed += tx.cas_many("tasks", ["scheduled"], ch.tasks_started, on_execution=True)
+        changed += tx.cas_many("tasks", ACTIVE, ch.tasks + ch.retries, on_execution=True)
+        expected += len(ch.tasks_started) + len(ch.tasks) + len(ch.retries)
+        if changed != expected:  # the rows were read under lock: this would be a bug, not a race
+            log.warning("report: %d of %d compare-and-set changes applied", changed, expected)
+        tx.jobs_to_state(ch.jobs_started, ["pending", "scheduled"], state=JobState.RUNNING.value)
+        tx.jobs_started(ch.jobs_started)
+        failed_jobs = {t["job_id"] for t, _, _ in ch.failures}
+        if ch.done:
+            self.flow.advance(tx, [t for t in ch.done if t["job_id"] not in failed_jobs], now)
+        nodes: set[str] = set()
+        for task, state, error in ch.failures:
+            nodes |= self.flow.fail(tx, task, error, now, state)
+        return nodes
+
+    def lose(self, tx: Tx, ex: Row, now: float, why: str) -> None:
+        """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
+        if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=why):
+            return
+        task = tx.task(ex["task_id"])
+        if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
+            return
+        self.stats["tasks_lost"] += 1
+        if task["lost_count"] < MAX_LOST_RESCHEDULES:
+            tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="pending", ready_at=now,
+                        node_id=None, execution_id=None, lost_count=task["lost_count"] + 1,
+                        reason=f"rescheduling: {why}")
+        elif tx.cas_task(task["id"], ACTIVE, on_execution=ex["id"], state="lost", error=why, finished_at=now):
+            self.coord.on_nodes_changed(self.flow.fail(
+                tx, task, f"task '{task['name']}' lost {task['lost_count'] + 1} times: {why}", now))

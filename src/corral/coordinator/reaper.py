@@ -1,0 +1,34 @@
+"""The reaper: nodes that stopped heartbeating are marked down and their work rescheduled."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.coordinator.service import Coordinator
+
+
+class Reaper:
+    """Leases: a node silent for the TTL is down, and what it ran is lost (rescheduled, see Nodes.lose)."""
+
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.store = coord.store
+        self.settings = coord.settings
+
+    def reap_once(self) -> int:
+        """Mark nodes that stopped heartbeating as down and reschedule their work. Returns how many."""
+        now = time.time()
+        ttl = self.settings.node_ttl
+        if now - self.coord.started_at < ttl:
+            return 0  # after a coordinator restart, give every node one full lease to check in
+        with self.store.transaction() as tx:
+            stale = tx.stale_nodes(now - ttl)
+            for n in stale:
+                if tx.cas_node(n["id"], n["state"], state="down"):  # ready, or draining
+                    for ex in tx.active_executions(n["id"]):
+                        self.coord.nodes.lose(tx, ex, now, f"node {n['name']} missed its heartbeats for {ttl:g}s")
+        if stale:
+            self.coord.kick()
+        return len(stale)

@@ -1,0 +1,187 @@
+"""The scheduling pass: open what is not placed as it is (templates, composites), place the ready tasks
+with the pure ``scheduler.plan``, and commit each plan through one step (``commit``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from corral.coordinator.flow import new_id
+from corral.domain.resources import Resources
+from corral.domain.states import JobState
+from corral.scheduler import NodeView, TaskView, plan
+from corral.scheduler.placement import Plan
+from corral.store.sql import Row
+
+if TYPE_CHECKING:
+    from corral.coordinator.service import Coordinator
+
+log = logging.getLogger("corral.coordinator")
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    items = _list(value, what)
+    if not all(isinstance(x, str) for x in items):
+        raise ValueError(f"{what} holds something other than strings")
+    return items
+
+
+def _gpu_index(g: Any) -> int:
+    index = g.get("index") if isinstance(g, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError("a GPU without an integer index")
+    return index
+
+
+class Scheduling:
+    """Placing ready tasks on nodes."""
+
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord = coord
+        self.store = coord.store
+        self.settings = coord.settings
+        self.flow = coord.flow
+        self.stats = coord.stats
+        self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
+
+    def schedule_once(self) -> int:
+        """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
+        self.stats["schedule_passes"] += 1
+        placed_total = 0
+        opened = 0
+        while True:
+            now = time.time()
+            with self.store.read() as tx:
+                ready = tx.ready_tasks(now, self.settings.schedule_batch)
+                if not ready:
+                    return placed_total
+                if opened < 20 and any(t["kind"] != "run" for t in ready):
+                    # Composite and template tasks are opened (or evaluated) first, then the tasks are read
+                    # again. They come in the same read as the tasks to place: plain jobs pay no extra query.
+                    ready = []
+                else:
+                    ready = [t for t in ready if t["kind"] == "run"]
+                    node_rows = tx.nodes("ready")
+                    alloc = {a["node_id"]: a for a in tx.allocations()}
+            if not ready:
+                if opened >= 20:
+                    return placed_total
+                self.open_composites()
+                opened += 1
+                continue
+            # One malformed row (a node's GPU without an index, say) is skipped, logged and counted;
+            # it never stops the pass, which would stop all scheduling.
+            views = []
+            for n in node_rows:
+                try:
+                    views.append(self.node_view(n, alloc.get(n["id"])))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self._skip_row("node", str(n.get("id")), e)
+            tviews, bad = [], {}
+            for t in ready:
+                try:
+                    tviews.append(self.task_view(t))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self._skip_row("task", str(t.get("id")), e)
+                    bad[t["id"]] = f"cannot be placed: its stored record is malformed ({e})"
+            result = plan(views, tviews, self.settings.strategy)
+            result.reasons.update(bad)
+            placed_total += self.commit(result, {t["id"]: t for t in ready}, now)
+            # Go on only while everything fitted and more may be waiting.
+            if result.reasons or len(ready) < self.settings.schedule_batch:
+                return placed_total
+
+    def commit(self, result: Plan, by_id: dict[str, Row], now: float) -> int:
+        """The one step that writes a plan: each placement is a compare-and-set of its task (still pending:
+        a task cancelled since the snapshot is left alone) with its new execution, the jobs
+        placed become scheduled, and the reasons of what waits are written where they changed. The nodes
+        given work are woken. Returns how many tasks were placed."""
+        woken: set[str] = set()
+        with self.store.transaction() as tx:
+            rows: list[dict[str, Any]] = [
+                {"id": p.task_id, "node_id": p.node_id, "execution_id": new_id(), "gpus": list(p.gpus)}
+                for p in result.placements]
+            won = tx.assign_tasks(rows)
+            new_execs = []
+            for r in rows:
+                if r["id"] not in won:
+                    continue  # cancelled since the snapshot
+                t = by_id[r["id"]]
+                new_execs.append({"id": r["execution_id"], "task_id": t["id"], "job_id": t["job_id"],
+                                  "attempt": t["attempts"] + 1, "node_id": r["node_id"],
+                                  "state": "scheduled", "cpu": t["cpu"], "memory": t["memory"],
+                                  "disk": t["disk"], "gpu": t["gpu"], "gpus": r["gpus"], "scheduled_at": now})
+                woken.add(r["node_id"])
+            tx.insert_executions(new_execs)
+            tx.jobs_to_state({e["job_id"] for e in new_execs}, ["pending"], state=JobState.SCHEDULED.value)
+            tx.set_reasons({tid: r for tid, r in result.reasons.items() if by_id[tid]["reason"] != r})
+        if woken:
+            self.coord.on_nodes_changed(woken)
+        return len(new_execs)
+
+    def open_composites(self) -> None:
+        """Evaluate and open the ready tasks that are not placed as they are (templates, parallel, each,
+        subjob, pre/post). The expressions are evaluated between a read and the write, not inside the write
+        transaction: a slow one holds up no submission."""
+        now = time.time()
+        with self.store.read() as tx:
+            rows, jobs, contexts = self.flow.read_ready(tx, now)
+        if not rows:
+            return
+        openings = self.flow.decide(rows, jobs, contexts, now)
+        with self.store.transaction() as tx:
+            nodes = self.flow.apply(tx, openings, now)
+        if nodes:
+            self.coord.on_nodes_changed(nodes)
+
+    def _skip_row(self, kind: str, row_id: str, e: Exception) -> None:
+        self.stats["schedule_rows_skipped"] += 1
+        key = f"{kind}:{row_id}"
+        if key not in self._bad_rows_logged:  # once per row, not on every pass
+            if len(self._bad_rows_logged) >= 1000:
+                self._bad_rows_logged.clear()
+            self._bad_rows_logged.add(key)
+            log.warning("scheduling pass: skipped %s %s, whose stored record is malformed: %s", kind, row_id, e)
+
+    @staticmethod
+    def node_view(n: Row, a: Row | None) -> NodeView:
+        """The scheduler's view of a node row; ValueError or TypeError if the row is malformed."""
+        allocated = Resources(float(a["cpu"] or 0), int(a["memory"] or 0), int(a["disk"] or 0),
+                              int(a["gpu"] or 0)) if a else Resources()
+        used = set(a["gpus_used"]) if a else set()
+        gpu_idx = [_gpu_index(g) for g in _list(n["gpus"], "gpus")]
+        labels = n["labels"] or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise ValueError("labels is not a map of strings")
+        return NodeView(n["id"], n["name"], Resources(float(n["cpu"]), int(n["memory"]), int(n["disk"]),
+                                                      len(gpu_idx)),
+                        allocated, labels, frozenset(_strings(n["runtimes"], "runtimes")),
+                        frozenset(_strings(n["queues"], "queues")), [g for g in gpu_idx if g not in used])
+
+    @staticmethod
+    def task_view(t: Row) -> TaskView:
+        sel = t["node_selector"] or {}
+        if not isinstance(sel, dict) or not all(isinstance(v, str) for v in sel.values()):
+            raise ValueError("node_selector is not a map of strings")
+        return TaskView(t["id"], t["job_id"], t["queue"], int(t["priority"]), t["job_seq"],
+                        Resources(float(t["cpu"]), int(t["memory"]), int(t["disk"]), int(t["gpu"])),
+                        t["runtime"], sel)
+
+    def next_retry_in(self) -> float | None:
+        now = time.time()
+        with self.store.read() as tx:
+            at = tx.next_ready_at(now)
+        return None if at is None else max(at - now, 0.0)
+
+    def refresh_pending(self) -> None:
+        with self.store.read() as tx:
+            self.coord.pending_tasks = tx.count_pending_tasks()
