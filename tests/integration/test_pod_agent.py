@@ -140,37 +140,18 @@ def test_two_containers_share_localhost_and_the_pod_port(node: Node, busybox_ima
     # Not wanted any more: stopped, removed, and said so.
     drop_pod(node, iid)
     wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 20, what="the pod reported stopped")
-    assert not docker_client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={iid}"})
+    assert not docker_client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={iid}"})
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{host_port}/", timeout=2)
 
 
-def test_a_crashing_container_backs_off_and_restarts(node: Node, busybox_image: str) -> None:
+def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> None:
+    """Three pods at once (their back-offs overlap): a crash loop, a one-shot, and probes."""
     crash = {"name": "app", "image": busybox_image, "command": ["sh", "-c", "echo boom; exit 3"]}
     done = {"name": "once", "image": busybox_image, "command": ["sh", "-c", "echo done"]}
-    iid = run_pod(node, assignment([crash], policy="OnFailure"))
-    ok = run_pod(node, assignment([done], policy="OnFailure"))
-    t = node.transport
-    c = wait_until(lambda: (lambda c: c if c and "back-off" in (c.get("reason") or "") else None)(
-        t.container(iid, "app")), 20, what="the back-off to show")
-    assert c["state"] == "waiting" and c["exit_code"] == 3 and c["reason"] == "back-off 10s restarting app"
-    assert c["restart_count"] == 0
-    assert (t.pod(iid) or {})["phase"] == "running"
-    # A clean exit under OnFailure is the end: the pod succeeded.
-    wait_until(lambda: (t.pod(ok) or {}).get("phase") == "succeeded", 20, what="the one-shot pod to succeed")
-    assert t.container(ok, "once")["exit_code"] == 0  # type: ignore[index]
-    # After the back-off, it is started again (and crashes again: the next wait is longer).
-    wait_until(lambda: (t.container(iid, "app") or {}).get("restart_count") == 1, 20, what="the restart")
-    wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 10,
-               what="the longer back-off")
-    assert t.pod_lines(iid, "app").count("boom") == 2
-    for i in (iid, ok):
-        drop_pod(node, i)
-
-
-def test_liveness_restarts_and_readiness_flips(node: Node, busybox_image: str) -> None:
-    # Alive while /tmp/alive exists (gone after 2 s: the probe fails and the container is restarted);
-    # ready while /tmp/ready exists (made at 1 s, removed at 4 s).
+    # "ready" holds the pod's network and is ready while /tmp/ready exists (made at 1 s, removed at 4 s);
+    # "live" is alive while /tmp/alive exists (gone after 2 s: the probe fails and it is restarted, again
+    # and again).
     live = {"name": "live", "image": busybox_image,
             "command": ["sh", "-c", "touch /tmp/alive; echo started; sleep 2; rm /tmp/alive; exec sleep 3600"],
             "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1,
@@ -179,31 +160,53 @@ def test_liveness_restarts_and_readiness_flips(node: Node, busybox_image: str) -
              "command": ["sh", "-c", "sleep 1; touch /tmp/ready; sleep 3; rm /tmp/ready; exec sleep 3600"],
              "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1,
                                 "failureThreshold": 1}}
-    iid = run_pod(node, assignment([live, ready], grace=1))
+    iid = run_pod(node, assignment([crash], policy="OnFailure"))
+    ok = run_pod(node, assignment([done], policy="OnFailure"))
+    probed = run_pod(node, assignment([ready, live], grace=1))
     t = node.transport
     seen: list[bool] = []
 
     def flips() -> bool:
-        c = t.container(iid, "ready")
+        c = t.container(probed, "ready")
         if c and c["state"] == "running" and (not seen or seen[-1] != c["ready"]):
             seen.append(c["ready"])
         return seen[-3:] == [False, True, False]
     wait_until(flips, 20, interval=0.1, what="readiness false, true, false")
-    first = (t.container(iid, "live") or {}).get("container_id")
-    c = wait_until(lambda: (lambda c: c if c and "liveness probe failed" in (c.get("error") or "") else None)(
-        t.container(iid, "live")), 20, what="the liveness failure")
-    assert c["state"] in ("terminated", "waiting")
-    wait_until(lambda: (t.container(iid, "live") or {}).get("restart_count") == 1, 25, what="the restart")
-    c = wait_until(lambda: (lambda c: c if c and c["state"] == "running" else None)(t.container(iid, "live")), 10)
-    assert c["container_id"] != first and t.pod_lines(iid, "live").count("started") == 2
-    drop_pod(node, iid)
+    # The crash shows as a back-off.
+    c = wait_until(lambda: (lambda c: c if c and "back-off" in (c.get("reason") or "") else None)(
+        t.container(iid, "app")), 20, what="the back-off to show")
+    assert c["state"] == "waiting" and c["exit_code"] == 3 and c["reason"] == "back-off 10s restarting app"
+    assert c["restart_count"] == 0
+    assert (t.pod(iid) or {})["phase"] == "running"
+    # A clean exit under OnFailure is the end: the pod succeeded.
+    wait_until(lambda: (t.pod(ok) or {}).get("phase") == "succeeded", 20, what="the one-shot pod to succeed")
+    assert t.container(ok, "once")["exit_code"] == 0  # type: ignore[index]
+    # The liveness failure stops "live"; after its back-off it is a new container ("ready" goes on).
+    first = {n: (t.container(probed, n) or {}).get("container_id") for n in ("live", "ready")}
+    wait_until(lambda: (lambda c: c and "liveness probe failed" in (c.get("error") or "")
+                        and c["state"] in ("terminated", "waiting"))(t.container(probed, "live")), 20,
+               what="the liveness failure")
+    wait_until(lambda: (t.container(probed, "live") or {}).get("restart_count") == 1, 25, what="the restart")
+    wait_until(lambda: (lambda c: c and c["state"] == "running" and c["container_id"] != first["live"])(
+        t.container(probed, "live")), 15, what="live running again")
+    assert t.pod_lines(probed, "live").count("started") == 2
+    r = t.container(probed, "ready")
+    assert r is not None and r["restart_count"] == 0 and r["container_id"] == first["ready"] and r["state"] == "running"
+    # The crashing container was started again after its back-off (and crashed again: a longer one).
+    wait_until(lambda: (t.container(iid, "app") or {}).get("restart_count") == 1, 20, what="the restart")
+    wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 10,
+               what="the longer back-off")
+    assert t.pod_lines(iid, "app").count("boom") == 2
+    for i in (iid, ok, probed):
+        drop_pod(node, i)
 
 
 def test_a_host_process_gets_its_ports_and_a_clean_environment(node: Node, tmp_path: Path) -> None:
     port = free_port()
     os.environ["CORRAL_PODAGENT_SECRET"] = "must-not-leak"
     try:
-        proc = {"name": "srv", "command": ["sh", "-c", 'echo "port=$PORT http=$PORT_HTTP pid=$$"; env; '
+        # $$$$: pods' commands are expanded as Kubernetes does ($(VAR), and $$ for a $).
+        proc = {"name": "srv", "command": ["sh", "-c", 'echo "port=$PORT http=$PORT_HTTP pid=$$$$"; env; '
                                            "trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"],
                 "ports": [{"name": "http", "containerPort": 8000}],
                 "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}
@@ -232,16 +235,16 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
     first = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
     first.desired = [keep, old]
     try:
-        a = Node(tmp_path / "a", first, {"docker": DockerRuntime(docker_client)})
+        a = Node(tmp_path / "w", first, {"docker": DockerRuntime(docker_client)})
         wait_until(lambda: all((first.container(x["instance_id"], n) or {}).get("state") == "running"
-                               for x, n in ((keep, "app"), (old, "old"))), 30, what="both pods running")
+                               for x, n in ((keep, "app"), (old, "old"))), 30, what="the pods running")
         cid = first.container(keep["instance_id"], "app")["container_id"]  # type: ignore[index]
         started = docker_client.api.inspect_container(cid)["State"]["StartedAt"]
         a.crash()
         # The new worker wants only one of them.
         second = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
         second.desired = [keep]
-        b = Node(tmp_path / "b", second, {"docker": DockerRuntime(docker_client)})
+        b = Node(tmp_path / "w", second, {"docker": DockerRuntime(docker_client)})
         try:
             # Its first sync reports what it found, before it knows what is wanted.
             wait_until(lambda: second.syncs, 10)
@@ -252,12 +255,12 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
             assert c is not None and c["container_id"] == cid and c["state"] == "running" and c["restart_count"] == 0
             info = docker_client.api.inspect_container(cid)
             assert info["State"]["Running"] and info["State"]["StartedAt"] == started  # not restarted
-            wait_until(lambda: not docker_client.containers.list(
+            wait_until(lambda: not docker_client.api.containers(
                 all=True, filters={"label": f"{INSTANCE_LABEL}={old['instance_id']}"}), 20,
                 what="the unwanted container removed")
         finally:
             b.stop()
-        assert not docker_client.containers.list(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})
+        assert not docker_client.api.containers(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})
     finally:
         remove_containers(docker_client, f"{NODE_LABEL}={node_id}")
 

@@ -13,7 +13,7 @@ import pytest
 
 from corral.runtime.pods_docker import INSTANCE_LABEL, NODE_LABEL, container_name
 from tests.harness import Cluster, wait_until
-from tests.support import remove_containers
+from tests.support import process_gone, remove_containers
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -79,7 +79,7 @@ def test_two_containers_talk_over_localhost_and_answer_on_the_node_port(
     # Deleted: the containers are stopped and removed, the port answers no more.
     assert up.client.delete(f"/v1/pods/{pod['id']}").status_code in (200, 202)
     when(up, pod["id"], lambda p: p["state"] == "terminated", 30, what="duo terminated")
-    assert not docker_client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={p['instance_id']}"})
+    assert not docker_client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={p['instance_id']}"})
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
@@ -148,17 +148,29 @@ def test_a_host_process_pod_listens_on_its_port(up: Cluster, tmp_path: Path) -> 
 def test_a_restarted_worker_adopts_its_running_pod(cluster: Cluster, busybox_image: str,
                                                    docker_client: docker.DockerClient) -> None:
     cluster.start_server()
-    w = cluster.add_worker("adopter", "--advertise-address", "127.0.0.1")
+    args = ("--advertise-address", "127.0.0.1", "--runtime", "docker", "--runtime", "process")
+    w = cluster.add_worker("adopter", *args)
     node = next(n["id"] for n in cluster.nodes() if n["name"] == "adopter")
     try:
         pod = create(cluster, {"name": "keep", "terminationGracePeriodSeconds": 1, "containers": [
             {"name": "app", "image": busybox_image,
              "command": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.3; done"]}]})
-        p = when(cluster, pod["id"], lambda p: p["state"] == "running", what="the pod running")
+        # A host process cannot be adopted: the restarted worker ends the one the killed worker left (which
+        # would hold its port), and starts it again.
+        proc = create(cluster, {"name": "proc", "containers": [
+            {"name": "p", "command": ["sh", "-c", "echo pid=$$$$; exec sleep 3600"]}]})
+        p = when(cluster, pod["id"], lambda p: container(p, "app")["state"] == "running", what="the pod running")
         cid = container(p, "app")["container_id"]
         started = docker_client.api.inspect_container(cid)["State"]["StartedAt"]
+
+        def pids() -> list[int]:
+            return [int(ln[4:]) for ln in cluster.client.get(f"/v1/pods/{proc['id']}/logs").text.splitlines()]
+        pid = wait_until(pids, 20, what="the process pod's pid")[0]
         w.kill9()
-        cluster.add_worker("adopter", "--advertise-address", "127.0.0.1")
+        assert not process_gone(pid)
+        cluster.add_worker("adopter", *args)
+        wait_until(lambda: process_gone(pid), 20, what="the old process ended")
+        wait_until(lambda: len(pids()) == 2, 20, what="the process started again")
         # The new worker process reports the same container, and its output goes on being shipped.
         before = len(cluster.client.get(f"/v1/pods/{pod['id']}/logs").text.splitlines())
         wait_until(lambda: len(cluster.client.get(f"/v1/pods/{pod['id']}/logs").text.splitlines()) > before + 3,

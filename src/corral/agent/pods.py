@@ -80,6 +80,51 @@ def _exit_code(code: int | None) -> int | None:
     return 128 - code if code is not None and code < 0 else code
 
 
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc): with its pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def write_pidfile(pid_dir: str, name: str, pid: int) -> str | None:
+    path = os.path.join(pid_dir, name)
+    try:
+        os.makedirs(pid_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(f"{pid} {_start_time(pid) or ''}\n")
+    except OSError as e:
+        log.warning("cannot write %s: %s", path, e)
+        return None
+    return path
+
+
+def kill_leftovers(pid_dir: str) -> int:
+    """Kill the process groups of the pod processes a previous run left (a pid file each, checked against
+    the process's start time, so that a pid used again by another process is left alone); how many."""
+    try:
+        names = os.listdir(pid_dir)
+    except OSError:
+        return 0
+    n = 0
+    for name in names:
+        path = os.path.join(pid_dir, name)
+        try:
+            with open(path) as f:
+                pid_s, _, start = f.read().strip().partition(" ")
+            pid = int(pid_s)
+            if start and _start_time(pid) == start:
+                os.killpg(pid, signal.SIGKILL)
+                n += 1
+        except (OSError, ValueError):
+            pass
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return n
+
+
 @dataclass
 class ContainerState:
     """What is known of one container of a pod instance, as sent to the coordinator."""
@@ -94,7 +139,7 @@ class ContainerState:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    crashes: int = 0  # in the current crash series (see corral.domain.reconcile)
+    crashes: int = 0  # exits in a row, each before it ran 10 minutes (corral.domain.reconcile.next_streak)
 
     @property
     def name(self) -> str:
@@ -227,6 +272,7 @@ class _ProcessRun:
         self.task: asyncio.Task[RunResult] | None = None
         self.env: dict[str, str] = {}
         self.id: str | None = None
+        self.pidfile: str | None = None
 
     async def start(self) -> None:
         spec = self.c.spec
@@ -244,6 +290,8 @@ class _ProcessRun:
         def on_started(pid: str | None) -> None:
             self.id = pid
             self.started.set()
+            if pid is not None:  # so that a worker restarted after a crash can end it (see _scan)
+                self.pidfile = write_pidfile(self.owner.pid_dir, f"{self.inst.instance_id}-{self.c.name}", int(pid))
 
         def on_output(stream: str, line: str) -> bool:
             self.owner.add_line(self.key, stream, line)
@@ -279,6 +327,9 @@ class _ProcessRun:
     def close(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.pidfile is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pidfile)
 
     async def exec(self, argv: list[str]) -> int:
         env = {**self.env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -618,6 +669,7 @@ class PodAgent:
         self.docker: DockerPods | None = DockerPods(client) if client is not None else None
         self.process: ProcessRuntime | None = (ProcessRuntime() if "process" in self.agent.runtimes else None)
         self.work_dir = os.path.abspath(os.path.join(self.agent.config.data_dir, "pods"))
+        self.pid_dir = os.path.join(self.work_dir, "pids")
         self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -637,6 +689,7 @@ class PodAgent:
     # -- the loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
         await self._scan()
+        self._changed.set()  # the first sync at once: what this node has, and what it should run
         delay = 0.2
         while True:
             # Output waiting goes within LOG_DELAY_S; otherwise a sync every heartbeat, or at a change.
@@ -656,7 +709,11 @@ class PodAgent:
                 self._changed.set()
 
     async def _scan(self) -> None:
-        """Find the pod containers a previous run of this worker left (running or not)."""
+        """Find the pod containers a previous run of this worker left (running or not); end the host
+        processes it left (they cannot be adopted: they are started again if still wanted)."""
+        ended = await asyncio.to_thread(kill_leftovers, self.pid_dir)
+        if ended:
+            log.info("ended %d pod process group(s) left from a previous run", ended)
         if self.docker is None or not self.node_id:
             return
         pods = self.docker
