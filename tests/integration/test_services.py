@@ -171,3 +171,14 @@ def test_cli_create_ls_get_endpoints_rm(server: Cluster, tmp_path: Path) -> None
     assert refused.returncode == 2 and "is not a valid service" in refused.stderr and "ports" in refused.stderr
     rm = corral("services", "rm", sid, sid, server=url)
     assert rm.returncode == 1 and rm.stdout.strip() == f"{sid} deleted" and f"no service with id '{sid}'" in rm.stderr
+
+
+def test_the_openapi_document_describes_the_service_body(server: Cluster) -> None:
+    doc = server.get("/openapi.json")
+    for method in ("post", "put"):
+        path = "/v1/services" if method == "post" else "/v1/services/{service_id}"
+        assert doc["paths"][path][method]["requestBody"]["content"]["application/yaml"]["schema"] == {
+            "$ref": "#/components/schemas/ServiceSpec"}
+    schemas = doc["components"]["schemas"]
+    assert {"ServiceSpec", "ServicePortSpec"} <= set(schemas)
+    assert schemas["ServiceSpec"]["properties"]["type"]["enum"] == ["ClusterIP", "NodePort"]
