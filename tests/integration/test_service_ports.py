@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corral.coordinator.errors import Conflict, Overloaded
+from corral.coordinator.errors import Conflict, Unavailable
 from corral.coordinator.service import Coordinator, NodeInfo
 from corral.coordinator.services import Services
 from corral.domain.services import ServiceSpec
@@ -66,7 +66,7 @@ def test_two_coordinators_at_once_never_share_a_port(two: tuple[Services, Servic
     assert not errors, errors
     ports = [m["ports"][0]["nodePort"] for m in made]
     assert sorted(ports) == list(range(LOW, HIGH + 1))  # 20 services, 20 distinct ports: the whole range
-    with pytest.raises(Overloaded, match=f"no free node port left in {LOW}-{HIGH}"):
+    with pytest.raises(Unavailable, match=f"no free node port left in {LOW}-{HIGH}"):
         one.create(_spec("full"))
     for n in nodes:  # every node holds every port
         assert sorted(p["nodePort"] for s in one.for_node(n) for p in s["ports"]) == sorted(ports)

@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Any
 
-from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Unavailable
 from corral.coordinator.flow import new_id
 from corral.coordinator.service import Coordinator
 from corral.domain import services as domain
@@ -75,7 +75,7 @@ class Services:
     # -- commands -------------------------------------------------------------------------------
     def create(self, spec: ServiceSpec, *, service_id: str | None = None, origin: str = "native") -> dict[str, Any]:
         """Store a service; a NodePort one gets its node ports. Conflict if its namespace has a service of
-        that name (or ``service_id`` is taken, or a ``nodePort`` asked for is in use); Overloaded (503)
+        that name (or ``service_id`` is taken, or a ``nodePort`` asked for is in use); Unavailable (503)
         when the range has no free port left."""
         sid = service_id or new_id()
         self._check_range(spec)
@@ -227,7 +227,7 @@ class Services:
                   keep: dict[tuple[int, str], int]) -> builtins.list[dict[str, Any]]:
         """The spec's ports, each with its ``targetPort`` resolved and, for a NodePort service, its
         ``nodePort``, held in node_ports on the pseudo node and every live node. Raises _Lost if a port
-        was taken meanwhile, Conflict if one asked for is in use, Overloaded if the range is full."""
+        was taken meanwhile, Conflict if one asked for is in use, Unavailable if the range is full."""
         ports = [{"name": p.name, "protocol": p.protocol, "port": p.port, "targetPort": p.target}
                  for p in spec.ports]
         if spec.type != "NodePort":
@@ -244,7 +244,7 @@ class Services:
         fresh = domain.pick_node_ports(sum(n is None for n in wanted), taken | given, low, high,
                                        secrets.randbelow(high - low + 1))
         if len(fresh) < sum(n is None for n in wanted):
-            raise Overloaded(f"no free node port left in {low}-{high}")
+            raise Unavailable(f"no free node port left in {low}-{high}")
         it = iter(fresh)
         for port, n in zip(ports, wanted, strict=True):
             port["nodePort"] = n if n is not None else next(it)
