@@ -13,13 +13,14 @@ import pytest
 from tests.harness import Cluster
 from tests.support import ID_RE, corral
 
+LOW, HIGH = 30300, 30315  # no worker here: nothing listens on these
 WEB = {"name": "web", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("services"))
-    c.start_server()
+    c.start_server("--node-port-range", f"{LOW}-{HIGH}")
     yield c
     c.close()
 
@@ -119,7 +120,7 @@ def test_node_ports_on_every_node_and_the_agent_route(server: Cluster) -> None:
     assert r.status_code == 201, r.text
     svc = r.json()
     ports = [p["nodePort"] for p in svc["ports"]]
-    assert len(set(ports)) == 2 and all(30000 <= p <= 32767 for p in ports)
+    assert len(set(ports)) == 2 and all(LOW <= p <= HIGH for p in ports)
     # A second service never gets the same ports; one asked for that is taken is refused.
     r2 = _create(c, {**WEB, "name": "np2", "type": "NodePort", "ports": [{"port": 80}]})
     assert r2.status_code == 201 and r2.json()["ports"][0]["nodePort"] not in ports
@@ -182,3 +183,20 @@ def test_the_openapi_document_describes_the_service_body(server: Cluster) -> Non
     schemas = doc["components"]["schemas"]
     assert {"ServiceSpec", "ServicePortSpec"} <= set(schemas)
     assert schemas["ServiceSpec"]["properties"]["type"]["enum"] == ["ClusterIP", "NodePort"]
+
+
+def test_a_full_node_port_range_is_a_503(server: Cluster) -> None:
+    c = server
+    made = []
+    while True:
+        r = _create(c, {**WEB, "name": f"fill{len(made)}", "type": "NodePort", "ports": [{"port": 80}]})
+        if r.status_code != 201:
+            break
+        made.append(r.json()["id"])
+        assert len(made) <= HIGH - LOW + 1, "more services than ports"
+    assert r.status_code == 503 and f"no free node port left in {LOW}-{HIGH}" in r.json()["detail"], r.text
+    assert made  # the range was not full before
+    assert _create(c, {**WEB, "name": "fill-clusterip"}).status_code == 201  # ClusterIP needs no port
+    for sid in made:
+        assert c.client.delete(f"/v1/services/{sid}").status_code == 204
+    assert _create(c, {**WEB, "name": "fill-after", "type": "NodePort", "ports": [{"port": 80}]}).status_code == 201
