@@ -186,7 +186,7 @@ class RecordingTransport:
         self.reports: list[tuple[list[dict[str, Any]], list[dict[str, Any]], int]] = []
         self.registered: list[dict[str, Any]] = []
         self.desired: list[dict[str, Any]] = []
-        self.log_full: list[str] = []
+        self.log_full: list[dict[str, str]] = []  # {instance_id, container} whose stored log is full
         self.syncs: list[dict[str, Any]] = []
 
     @property
@@ -240,7 +240,8 @@ class RecordingTransport:
 
     async def sync_pods(self, node_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self.syncs.append(json.loads(json.dumps(body)))  # as it would travel
-        return {"pods": [dict(a) for a in self.desired], "log_full": list(self.log_full)}
+        return {"pods": [dict(a) for a in self.desired], "log_full": sorted({f["instance_id"] for f in self.log_full}),
+                "log_full_containers": list(self.log_full)}
 
     async def leave(self, node_id: str) -> None:
         return None

@@ -154,15 +154,21 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     # and again).
     live = {"name": "live", "image": busybox_image,
             "command": ["sh", "-c", "touch /tmp/alive; echo started; sleep 2; rm /tmp/alive; exec sleep 3600"],
-            "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1,
+            "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "timeoutSeconds": 5,
                               "failureThreshold": 1}}
     ready = {"name": "ready", "image": busybox_image,
              "command": ["sh", "-c", "sleep 1; touch /tmp/ready; sleep 3; rm /tmp/ready; exec sleep 3600"],
-             "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1,
+             "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "timeoutSeconds": 5,
                                 "failureThreshold": 1}}
     iid = run_pod(node, assignment([crash], policy="OnFailure"))
     ok = run_pod(node, assignment([done], policy="OnFailure"))
     probed = run_pod(node, assignment([ready, live], grace=1))
+    # The container holding the pod's network ends after 5 s: when it is started again, the one that
+    # joined its network is too (its namespace went with it), which is not a restart of its own.
+    net = run_pod(node, assignment([
+        {"name": "net", "image": busybox_image, "command": ["sh", "-c", "sleep 5; exit 1"]},
+        {"name": "joined", "image": busybox_image, "command": ["sh", "-c", "echo joined; exec sleep 3600"]}],
+        grace=1))
     t = node.transport
     seen: list[bool] = []
 
@@ -197,8 +203,34 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 10,
                what="the longer back-off")
     assert t.pod_lines(iid, "app").count("boom") == 2
-    for i in (iid, ok, probed):
+    joined = t.container(net, "joined")
+    assert joined is not None and joined["restart_count"] == 0
+    wait_until(lambda: t.pod_lines(net, "joined").count("joined") == 2, 10, what="joined started again")
+    assert (t.container(net, "net") or {}).get("restart_count") == 1
+    for i in (iid, ok, probed, net):
         drop_pod(node, i)
+
+
+def test_a_container_whose_stored_log_is_full_is_no_longer_shipped(node: Node, busybox_image: str) -> None:
+    chatty = {"name": "chatty", "image": busybox_image, "command": ["sh", "-c", "yes flood"]}
+    quiet = {"name": "quiet", "image": busybox_image,
+             "command": ["sh", "-c", "while :; do echo tick; sleep 0.1; done"]}
+    iid = run_pod(node, assignment([chatty, quiet], grace=0))
+    t = node.transport
+    wait_until(lambda: len(t.pod_lines(iid, "chatty")) > 1000, 20, what="the flood shipped")
+    t.log_full.append({"instance_id": iid, "container": "chatty"})
+    node.poke()
+    mark = len(t.syncs)
+    wait_until(lambda: len(t.syncs) > mark + 5, 20, what="five syncs after the answer")
+    mark = len(t.syncs)  # lines read before the answer came may still go: from here on, none
+
+    def lines_since(container: str) -> int:
+        return sum(1 for body in t.syncs[mark:] for ln in body["logs"]
+                   if ln["instance_id"] == iid and ln["container"] == container)
+    wait_until(lambda: lines_since("quiet") >= 10, 20, what="the other container's output going on")
+    assert lines_since("chatty") == 0
+    assert (t.container(iid, "chatty") or {}).get("state") == "running"
+    drop_pod(node, iid)
 
 
 def test_a_host_process_gets_its_ports_and_a_clean_environment(node: Node, tmp_path: Path) -> None:

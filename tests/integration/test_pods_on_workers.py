@@ -93,10 +93,12 @@ def test_restart_policy_back_off_liveness_and_readiness(up: Cluster, busybox_ima
     probed = create(up, {"name": "probed", "terminationGracePeriodSeconds": 1, "containers": [
         {"name": "ready", "image": busybox_image,
          "command": ["sh", "-c", "sleep 1; touch /tmp/ready; sleep 3; rm /tmp/ready; exec sleep 3600"],
-         "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}},
+         "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "timeoutSeconds": 5,
+                            "failureThreshold": 1}},
         {"name": "live", "image": busybox_image,
          "command": ["sh", "-c", "touch /tmp/alive; echo alive; sleep 2; rm /tmp/alive; exec sleep 3600"],
-         "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}]})
+         "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "timeoutSeconds": 5,
+                           "failureThreshold": 1}}]})
     # The crash shows as a back-off, on the container and on the pod.
     p = when(up, crashy["id"], lambda p: "back-off" in (container(p, "app")["reason"] or ""), what="the back-off")
     app = container(p, "app")

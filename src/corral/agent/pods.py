@@ -30,6 +30,7 @@ import functools
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from corral.domain.reconcile import backoff, backoff_reason, next_streak, pod_ph
 from corral.runtime.base import FULL_PAUSE, RunRequest, RunResult
 from corral.runtime.docker import _in_thread, _Lines
 from corral.runtime.pods_docker import DockerPods, Found, PodImageMissing, short_error
-from corral.runtime.process import ProcessRuntime
+from corral.runtime.process import ProcessRuntime, base_env
 
 if TYPE_CHECKING:
     from corral.agent.worker import Agent
@@ -273,6 +274,7 @@ class _ProcessRun:
         self.env: dict[str, str] = {}
         self.id: str | None = None
         self.pidfile: str | None = None
+        self.workdir: str | None = None
 
     async def start(self) -> None:
         spec = self.c.spec
@@ -283,6 +285,7 @@ class _ProcessRun:
             raise ValueError("a container without an image runs a host process: give it a command")
         workdir = spec.get("workingDir") or os.path.join(self.owner.work_dir, self.inst.instance_id, self.c.name)
         await asyncio.to_thread(os.makedirs, workdir, exist_ok=True)
+        self.workdir = workdir
         req = RunRequest(execution_id=f"{self.inst.instance_id}-{self.c.name}", job_id=self.inst.pod_id,
                          task_id=self.inst.instance_id, task_name=self.c.name, node_id=self.owner.node_id,
                          argv=argv, env=self.env, workdir=workdir)
@@ -332,12 +335,14 @@ class _ProcessRun:
                 os.unlink(self.pidfile)
 
     async def exec(self, argv: list[str]) -> int:
-        env = {**self.env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        """A probe's command, as the process itself runs: its clean environment, its directory."""
+        env = {**base_env(self.workdir or "/"), **self.env}
+        cwd = self.workdir
 
         def run() -> int:
-            import subprocess
-            return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, check=False, timeout=60).returncode
+            return subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, check=False, timeout=60,
+                                  start_new_session=True).returncode
         return await asyncio.to_thread(run)
 
     def target(self, port: int) -> tuple[str, int]:
@@ -366,6 +371,7 @@ class PodInstance:
         self.net_cid: str | None = None
         self.net_gen = 0
         self.net_changed = asyncio.Event()
+        self.creating: set[asyncio.Future[str]] = set()  # containers being created (see stop)
 
     # -- what the coordinator sees ------------------------------------------------------------------
     def phase(self) -> str:
@@ -404,6 +410,8 @@ class PodInstance:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.creating:
+            await asyncio.wait(set(self.creating), timeout=60)
         if self.owner.docker is not None and self.holder is not None:
             await _in_thread(lambda: self._remove_all())
         for c in self.containers:
@@ -463,10 +471,15 @@ class PodInstance:
         else:
             if found is not None:  # it ended while the worker was away: that counts as an end
                 c.restart_count = max(c.restart_count, found.restarts)
-            cid = await _in_thread(lambda: pods.create(
+            creating = _in_thread(lambda: pods.create(
                 node_id=self.owner.node_id, pod_id=self.pod_id, instance_id=self.instance_id, spec=c.spec,
                 ports=self.ports, host_ip=self.owner.host_ip, network=net or None,
                 restarts=c.restart_count))
+            # A stop meanwhile waits for the create to finish before it removes what was made (a create
+            # cannot be called back: the container would be left behind).
+            self.creating.add(creating)
+            creating.add_done_callback(self.creating.discard)
+            cid = await asyncio.shield(creating)
             run = _DockerRun(self.owner, self, cid, net or cid)
             await run.follow(key, logs=True)
             await _in_thread(lambda: pods.start(cid))
