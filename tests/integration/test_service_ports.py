@@ -115,12 +115,13 @@ def test_a_node_never_holds_a_port_for_a_service_deleted_or_changed_meanwhile(
     moved = svc.create(_spec("moved"))
     assert len(svc.for_node(first)) == 2  # the snapshot now lists both
     other.delete(gone["id"])
-    old_port = moved["ports"][0]["nodePort"]
-    new = other.update(moved["id"], _spec("moved", ports=[{"port": 80, "nodePort": HIGH}]))
-    assert new["ports"][0]["nodePort"] == HIGH != old_port
+    old_port, gone_port = moved["ports"][0]["nodePort"], gone["ports"][0]["nodePort"]
+    target = next(p for p in range(LOW, HIGH + 1) if p not in (old_port, gone_port))
+    new = other.update(moved["id"], _spec("moved", ports=[{"port": 80, "nodePort": target}]))
+    assert new["ports"][0]["nodePort"] == target
     late = _node(svc.coord, "late")
     svc.for_node(late)
     with svc.store.read() as tx:
         taken = tx.node_ports_taken(LOW, HIGH)
-    assert gone["ports"][0]["nodePort"] not in taken and old_port not in taken
-    assert HIGH in taken
+    assert gone_port not in taken and old_port not in taken
+    assert target in taken
