@@ -146,3 +146,25 @@ def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
             closer.close()
 
     asyncio.run(main())
+
+
+def test_a_port_held_by_something_else_is_opened_once_it_is_free(
+        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+    async def main() -> None:
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        node_port = squatter.getsockname()[1]
+        fwd = Forwarder("127.0.0.1")
+        try:
+            await fwd.apply(_services(node_port, backends["a"][1]))
+            assert fwd.ports[node_port].server is None and fwd.ports[node_port].failing
+            squatter.close()
+            await fwd.apply(_services(node_port, backends["a"][1]))  # the next read of the services
+            async with httpx.AsyncClient(timeout=5) as client:
+                assert await _get(client, node_port) == "a"
+        finally:
+            squatter.close()
+            await fwd.close()
+
+    asyncio.run(main())

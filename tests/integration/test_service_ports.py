@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from corral.coordinator.errors import Conflict, Overloaded
+from corral.coordinator.errors import Conflict, Unavailable
 from corral.coordinator.service import Coordinator, NodeInfo
 from corral.coordinator.services import Services
 from corral.domain.services import ServiceSpec
@@ -66,7 +66,7 @@ def test_two_coordinators_at_once_never_share_a_port(two: tuple[Services, Servic
     assert not errors, errors
     ports = [m["ports"][0]["nodePort"] for m in made]
     assert sorted(ports) == list(range(LOW, HIGH + 1))  # 20 services, 20 distinct ports: the whole range
-    with pytest.raises(Overloaded, match=f"no free node port left in {LOW}-{HIGH}"):
+    with pytest.raises(Unavailable, match=f"no free node port left in {LOW}-{HIGH}"):
         one.create(_spec("full"))
     for n in nodes:  # every node holds every port
         assert sorted(p["nodePort"] for s in one.for_node(n) for p in s["ports"]) == sorted(ports)
@@ -101,3 +101,27 @@ def test_a_pod_port_is_never_a_service_port_and_a_late_node_skips_one_a_pod_took
     forwarded = {p["nodePort"] for s in svc.for_node(late) for p in s["ports"]}
     assert late_port not in forwarded and len(forwarded) == HIGH - LOW - 1
     assert late_port in {p["nodePort"] for s in svc.for_node(first) for p in s["ports"]}
+
+
+def test_a_node_never_holds_a_port_for_a_service_deleted_or_changed_meanwhile(
+        two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What nodes forward is read at most every SNAPSHOT_TTL; a node that joins meanwhile must not hold
+    the port of a service deleted since, nor the old port of one updated since."""
+    from corral.coordinator import services as module
+    monkeypatch.setattr(module, "SNAPSHOT_TTL", 3600.0)  # the snapshot stays stale for the whole test
+    svc, other = two
+    first = _node(svc.coord, "first")
+    gone = svc.create(_spec("gone"))
+    moved = svc.create(_spec("moved"))
+    assert len(svc.for_node(first)) == 2  # the snapshot now lists both
+    other.delete(gone["id"])
+    old_port, gone_port = moved["ports"][0]["nodePort"], gone["ports"][0]["nodePort"]
+    target = next(p for p in range(LOW, HIGH + 1) if p not in (old_port, gone_port))
+    new = other.update(moved["id"], _spec("moved", ports=[{"port": 80, "nodePort": target}]))
+    assert new["ports"][0]["nodePort"] == target
+    late = _node(svc.coord, "late")
+    svc.for_node(late)
+    with svc.store.read() as tx:
+        taken = tx.node_ports_taken(LOW, HIGH)
+    assert gone_port not in taken and old_port not in taken
+    assert target in taken

@@ -13,13 +13,14 @@ import pytest
 from tests.harness import Cluster
 from tests.support import ID_RE, corral
 
+LOW, HIGH = 30300, 30315  # no worker here: nothing listens on these
 WEB = {"name": "web", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("services"))
-    c.start_server()
+    c.start_server("--node-port-range", f"{LOW}-{HIGH}")
     yield c
     c.close()
 
@@ -94,9 +95,21 @@ def test_bad_input_is_a_400_that_says_what_is_wrong(server: Cluster, body: Any, 
         assert any(e["field"] == field for e in r.json()["errors"]), r.json()
 
 
-def test_an_id_too_long_is_a_400(server: Cluster) -> None:
-    r = server.client.get("/v1/services/" + "x" * 65)
+def test_bad_ids_queries_and_updates_are_4xx(server: Cluster) -> None:
+    c = server
+    r = c.client.get("/v1/services/" + "x" * 65)
     assert r.status_code == 400 and "service_id" in r.text, r.text
+    for query in ("cursor=nope", "limit=0", "limit=1001"):
+        r = c.client.get(f"/v1/services?{query}")
+        assert r.status_code == 400, (query, r.text)
+    assert "cursor" in c.client.get("/v1/services?cursor=nope").json()["detail"]
+    assert c.client.put("/v1/services/nope", json=WEB).status_code == 404
+    svc = _create(c, {**WEB, "name": "upd"}).json()
+    r = c.client.put(f"/v1/services/{svc['id']}", json={**WEB, "name": "upd", "ports": []})
+    assert r.status_code == 400 and "ports" in r.text
+    r = c.client.put(f"/v1/services/{svc['id']}", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert c.get(f"/v1/services/{svc['id']}")["version"] == 1  # nothing changed
 
 
 def test_node_ports_on_every_node_and_the_agent_route(server: Cluster) -> None:
@@ -107,7 +120,7 @@ def test_node_ports_on_every_node_and_the_agent_route(server: Cluster) -> None:
     assert r.status_code == 201, r.text
     svc = r.json()
     ports = [p["nodePort"] for p in svc["ports"]]
-    assert len(set(ports)) == 2 and all(30000 <= p <= 32767 for p in ports)
+    assert len(set(ports)) == 2 and all(LOW <= p <= HIGH for p in ports)
     # A second service never gets the same ports; one asked for that is taken is refused.
     r2 = _create(c, {**WEB, "name": "np2", "type": "NodePort", "ports": [{"port": 80}]})
     assert r2.status_code == 201 and r2.json()["ports"][0]["nodePort"] not in ports
@@ -159,3 +172,31 @@ def test_cli_create_ls_get_endpoints_rm(server: Cluster, tmp_path: Path) -> None
     assert refused.returncode == 2 and "is not a valid service" in refused.stderr and "ports" in refused.stderr
     rm = corral("services", "rm", sid, sid, server=url)
     assert rm.returncode == 1 and rm.stdout.strip() == f"{sid} deleted" and f"no service with id '{sid}'" in rm.stderr
+
+
+def test_the_openapi_document_describes_the_service_body(server: Cluster) -> None:
+    doc = server.get("/openapi.json")
+    for method in ("post", "put"):
+        path = "/v1/services" if method == "post" else "/v1/services/{service_id}"
+        assert doc["paths"][path][method]["requestBody"]["content"]["application/yaml"]["schema"] == {
+            "$ref": "#/components/schemas/ServiceSpec"}
+    schemas = doc["components"]["schemas"]
+    assert {"ServiceSpec", "ServicePortSpec"} <= set(schemas)
+    assert schemas["ServiceSpec"]["properties"]["type"]["enum"] == ["ClusterIP", "NodePort"]
+
+
+def test_a_full_node_port_range_is_a_503(server: Cluster) -> None:
+    c = server
+    made = []
+    while True:
+        r = _create(c, {**WEB, "name": f"fill{len(made)}", "type": "NodePort", "ports": [{"port": 80}]})
+        if r.status_code != 201:
+            break
+        made.append(r.json()["id"])
+        assert len(made) <= HIGH - LOW + 1, "more services than ports"
+    assert r.status_code == 503 and f"no free node port left in {LOW}-{HIGH}" in r.json()["detail"], r.text
+    assert made  # the range was not full before
+    assert _create(c, {**WEB, "name": "fill-clusterip"}).status_code == 201  # ClusterIP needs no port
+    for sid in made:
+        assert c.client.delete(f"/v1/services/{sid}").status_code == 204
+    assert _create(c, {**WEB, "name": "fill-after", "type": "NodePort", "ports": [{"port": 80}]}).status_code == 201

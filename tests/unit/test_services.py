@@ -98,3 +98,17 @@ def test_pick_node_ports_skips_taken_and_wraps() -> None:
     assert pick_node_ports(2, {30004}, 30000, 30004, start=4) == [30000, 30001]
     assert pick_node_ports(3, {30000, 30001, 30002}, 30000, 30003) == [30003]
     assert pick_node_ports(0, set(), 30000, 30003) == []
+
+
+def test_pod_placement_never_gives_a_pod_a_service_port_on_a_node_that_joined_later() -> None:
+    """A NodePort service's ports are held under the pseudo node ANY_NODE too; a node with no rows of its
+    own yet (it just registered) must not hand them to a pod."""
+    from corral.domain.resources import Resources
+    from corral.domain.services import ANY_NODE
+    from corral.scheduler.placement import NodeView
+    from corral.scheduler.pods import PodRequest, place_pods
+
+    node = NodeView("new", "new", Resources(2, 2**32), Resources(), {}, frozenset({"docker"}))
+    pod = PodRequest("p", 0, Resources(0.5, 2**20), "docker", {}, (), ("TCP", "TCP"))
+    plan = place_pods([node], [pod], {ANY_NODE: {(30000, "TCP"), (30002, "TCP")}}, (30000, 30010))
+    assert [p.node_ports for p in plan.placements] == [(30001, 30003)]

@@ -47,6 +47,7 @@ class _Port:
     backends: list[Backend] = field(default_factory=list)
     turn: int = 0
     service: str = ""
+    failing: bool = False  # the last try to open the port failed (logged once, tried at every apply)
 
     def order(self) -> list[Backend]:
         """The backends to try for a new connection: the next in turn first, then the others."""
@@ -92,9 +93,13 @@ class Forwarder:
         try:
             entry.server = await asyncio.start_server(lambda r, w: self._accept(entry, r, w), self.host,
                                                       entry.port, reuse_address=True)
+            entry.failing = False
             log.info("service %s: forwarding node port %d", entry.service, entry.port)
         except OSError as e:  # tried again at the next apply
-            log.warning("service %s: cannot open node port %d (%s)", entry.service, entry.port, e)
+            if not entry.failing:
+                log.warning("service %s: cannot open node port %d (%s); trying again every second",
+                            entry.service, entry.port, e)
+            entry.failing = True
 
     async def _close_port(self, entry: _Port) -> None:
         if entry.server is not None:

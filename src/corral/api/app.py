@@ -103,6 +103,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                                  routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(jobs.job_schemas())
             schema["components"]["schemas"].update(pods.pod_schemas())
+            schema["components"]["schemas"].update(services_api.service_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,6 +12,7 @@ from corral.agent.transport import REJECTED, Refused, Rejected, UnknownNode
 from corral.coordinator.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
 from corral.coordinator.service import Coordinator
+from corral.coordinator.services import Services
 from corral.coordinator.wakeups import NodeWakeups
 from corral.domain.agentwire import LogLine, NodeInfo, Update
 
@@ -87,7 +88,6 @@ class LocalTransport:
         return out
 
     async def node_services(self, node_id: str) -> list[dict[str, Any]]:
-        from corral.coordinator.services import Services
         return await self._call(node_id, lambda: Services(self.coord).for_node(node_id))
 
     async def close(self) -> None:

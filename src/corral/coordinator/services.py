@@ -7,12 +7,14 @@ A NodePort service holds one node port per service port, from the node port rang
 - a row on every live node, so that a pod's node port is never given the same number on any node (the
   table's primary key makes both allocations a compare-and-set: whichever commits second gets nothing and
   tries another port);
-- a row on the pseudo node ``*``, so that two services never share a port even while no node is up;
+- a row on the pseudo node ``*`` (ANY_NODE), so that two services never share a port even while no node is
+  up; pod placement counts these as held on every node;
 - a node that joins later, or comes back, gets its rows when it first asks for its services
-  (``for_node``); a port that a pod took there in the meantime is not opened on that node (and logged).
+  (``for_node``); a port that a pod holds there all the same is not opened on that node (and logged).
 
-This is rather than keeping the ports only in the service row: the pods' allocator then needs no
-knowledge of services, and one primary key decides every race, however many coordinators there are.
+This is rather than keeping the ports only in the service row: the pods' allocator then needs to know
+nothing of services but the ``*`` rows, and one primary key decides every race, however many coordinators
+there are.
 """
 
 from __future__ import annotations
@@ -21,19 +23,24 @@ import builtins
 import logging
 import secrets
 import time
+import weakref
 from typing import Any
 
-from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
+from corral.coordinator.errors import Conflict, Invalid, NotFound, Unavailable
 from corral.coordinator.flow import new_id
 from corral.coordinator.service import Coordinator
 from corral.domain import services as domain
-from corral.domain.services import ServiceSpec
+from corral.domain.services import ANY_NODE, ServiceSpec
 from corral.domain.spec import dump_spec
 from corral.store.sql import Row, Tx
 
 log = logging.getLogger("corral.coordinator")
-ANY_NODE = "*"  # the node_ports row that holds a service's port cluster-wide
 ATTEMPTS = 8  # allocations retried after losing a race for a port
+# What the nodes forward is read from the store at most this often per coordinator (seconds): a worker
+# reads it every second, so endpoints reach the forwarders within about 1.25 s of the store.
+SNAPSHOT_TTL = 0.25
+_snapshots: weakref.WeakKeyDictionary[Coordinator, tuple[float, list[Row], dict[str, list[dict[str, Any]]]]] = \
+    weakref.WeakKeyDictionary()
 
 
 class _Lost(Exception):
@@ -68,7 +75,7 @@ class Services:
     # -- commands -------------------------------------------------------------------------------
     def create(self, spec: ServiceSpec, *, service_id: str | None = None, origin: str = "native") -> dict[str, Any]:
         """Store a service; a NodePort one gets its node ports. Conflict if its namespace has a service of
-        that name (or ``service_id`` is taken, or a ``nodePort`` asked for is in use); Overloaded (503)
+        that name (or ``service_id`` is taken, or a ``nodePort`` asked for is in use); Unavailable (503)
         when the range has no free port left."""
         sid = service_id or new_id()
         self._check_range(spec)
@@ -104,11 +111,12 @@ class Services:
                     for p in row["spec"].get("ports") or () if p.get("nodePort")}
             try:
                 with self.store.transaction() as tx:
+                    # The compare-and-set first: it locks the row, so no node holds an old port meanwhile.
+                    if not tx.cas_service(service_id, row["version"], type=spec.type, updated_at=time.time()):
+                        raise _Lost
                     tx.release_service_ports(service_id)
                     ports = self._allocate(tx, service_id, spec, keep)
-                    if not tx.cas_service(service_id, row["version"], type=spec.type,
-                                          spec=_stored(spec, ports), updated_at=time.time()):
-                        raise _Lost
+                    tx.set_service_spec(service_id, _stored(spec, ports))
                     new = tx.service(service_id)
             except _Lost:
                 if version is not None:
@@ -150,27 +158,26 @@ class Services:
         """What a node forwards: every NodePort service with, for each port held on this node, its ready
         endpoints. Ports missing on this node (it joined after the service was made, or came back) are
         held for it first; one that a pod holds there is left out."""
+        svcs, endpoints = self._forwarding()
         with self.store.read() as tx:
-            svcs = tx.services(type_="NodePort", limit=100_000)
             held = {(r["pod_id"], r["port"]) for r in tx.service_ports_on(node_id)}
         want = [(sv, p) for sv in svcs for p in sv["spec"].get("ports") or () if p.get("nodePort")]
         missing = [(sv, p) for sv, p in want if (sv["id"], p["nodePort"]) not in held]
         if missing:
             with self.store.transaction() as tx:
-                tx.hold_node_ports([_port_row(node_id, sv["id"], p) for sv, p in missing])
+                # Only what the services hold now: one deleted or changed since it was read is left alone.
+                alive = tx.lock_services({sv["id"] for sv, _ in missing})
+                current = {(sid, p.get("nodePort")) for sid, r in alive.items() for p in r["spec"].get("ports") or ()}
+                tx.hold_node_ports([_port_row(node_id, sv["id"], p) for sv, p in missing
+                                    if (sv["id"], p["nodePort"]) in current])
                 held = {(r["pod_id"], r["port"]) for r in tx.service_ports_on(node_id)}
             for sv, p in missing:
-                if (sv["id"], p["nodePort"]) not in held:
+                if (sv["id"], p["nodePort"]) in current and (sv["id"], p["nodePort"]) not in held:
                     log.warning("service %s: node port %s is taken on node %s; not forwarded there",
                                 sv["id"], p["nodePort"], node_id)
-        if not svcs:
-            return []
-        with self.store.read() as tx:
-            pods = tx.ready_pods({sv["namespace"] for sv in svcs})
-            nodes = {n["id"]: n for n in tx.nodes()}
         out = []
         for sv in svcs:
-            eps = domain.endpoints({**sv["spec"], "namespace": sv["namespace"]}, pods, nodes)
+            eps = endpoints[sv["id"]]
             ports = [{"name": p.get("name"), "port": p["port"], "protocol": "TCP", "nodePort": p["nodePort"],
                       "endpoints": [{"address": e["address"], "port": e["port"], "pod_id": e["pod_id"]}
                                     for e in eps if e["service_port"] == p["port"]]}
@@ -178,6 +185,22 @@ class Services:
             if ports:
                 out.append({"id": sv["id"], "name": sv["name"], "namespace": sv["namespace"], "ports": ports})
         return out
+
+    def _forwarding(self) -> tuple[builtins.list[Row], dict[str, builtins.list[dict[str, Any]]]]:
+        """The NodePort services and the endpoints of each, read at most once per SNAPSHOT_TTL by this
+        coordinator, however many nodes ask each second."""
+        now = time.monotonic()
+        snap = _snapshots.get(self.coord)
+        if snap is not None and now - snap[0] < SNAPSHOT_TTL:
+            return snap[1], snap[2]
+        with self.store.read() as tx:
+            svcs = tx.services(type_="NodePort", limit=100_000)
+            pods = tx.ready_pods({sv["namespace"] for sv in svcs}) if svcs else []
+            nodes = {n["id"]: n for n in tx.nodes()} if svcs else {}
+        endpoints = {sv["id"]: domain.endpoints({**sv["spec"], "namespace": sv["namespace"]}, pods, nodes)
+                     for sv in svcs}
+        _snapshots[self.coord] = (now, svcs, endpoints)
+        return svcs, endpoints
 
     # -- helpers --------------------------------------------------------------------------------
     def _row(self, service_id: str) -> Row:
@@ -204,7 +227,7 @@ class Services:
                   keep: dict[tuple[int, str], int]) -> builtins.list[dict[str, Any]]:
         """The spec's ports, each with its ``targetPort`` resolved and, for a NodePort service, its
         ``nodePort``, held in node_ports on the pseudo node and every live node. Raises _Lost if a port
-        was taken meanwhile, Conflict if one asked for is in use, Overloaded if the range is full."""
+        was taken meanwhile, Conflict if one asked for is in use, Unavailable if the range is full."""
         ports = [{"name": p.name, "protocol": p.protocol, "port": p.port, "targetPort": p.target}
                  for p in spec.ports]
         if spec.type != "NodePort":
@@ -221,7 +244,7 @@ class Services:
         fresh = domain.pick_node_ports(sum(n is None for n in wanted), taken | given, low, high,
                                        secrets.randbelow(high - low + 1))
         if len(fresh) < sum(n is None for n in wanted):
-            raise Overloaded(f"no free node port left in {low}-{high}")
+            raise Unavailable(f"no free node port left in {low}-{high}")
         it = iter(fresh)
         for port, n in zip(ports, wanted, strict=True):
             port["nodePort"] = n if n is not None else next(it)

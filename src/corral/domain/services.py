@@ -21,6 +21,7 @@ MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 253, 256
 MAX_PORTS = 32
 LIVE_NODE = ("ready", "draining")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
+ANY_NODE = "*"  # the pseudo node whose node_ports rows hold a NodePort service's ports on every node
 
 
 def _dns_label(v: str, what: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.domain.resources import Resources
+from corral.domain.services import ANY_NODE
 from corral.scheduler.placement import NodeView, Strategy, TaskView, plan
 
 POD_QUEUE = "\x00pods"  # pods are not queued: every ready node takes them
@@ -76,7 +77,10 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
     lo, hi = port_range
     views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, frozenset({POD_QUEUE}),
                       list(n.free_gpus)) for n in nodes]
-    held = {n.id: set(used.get(n.id, ())) for n in views}
+    # Ports held on every node (a NodePort service's, under the pseudo node ANY_NODE) count on each: a node
+    # that joined after the service was made has no row of its own for them yet.
+    everywhere = set(used.get(ANY_NODE, ()))
+    held = {n.id: set(used.get(n.id, ())) | everywhere for n in views}
     in_range = {nid: Counter(proto for port, proto in ports if lo <= port <= hi) for nid, ports in held.items()}
     out = PodPlan()
     for pod in sorted(pods, key=lambda p: p.seq):

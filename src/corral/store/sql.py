@@ -691,9 +691,25 @@ class Tx(PodQueries, StackQueries):
         return self.c.execute(q).rowcount == 1
 
     def delete_service(self, service_id: str) -> bool:
-        """Remove the service and the node ports it holds."""
+        """Remove the service, then the node ports it holds (in that order: the row's lock, taken first,
+        makes a concurrent ``lock_services`` wait, then find the service gone)."""
+        gone = self.c.execute(sa.delete(s.services).where(s.services.c.id == service_id)).rowcount == 1
         self.release_service_ports(service_id)
-        return self.c.execute(sa.delete(s.services).where(s.services.c.id == service_id)).rowcount == 1
+        return gone
+
+    def set_service_spec(self, service_id: str, spec: dict[str, Any]) -> None:
+        """The spec of a service this transaction has just compare-and-set (and so locked)."""
+        self.c.execute(sa.update(s.services).where(s.services.c.id == service_id).values(spec=spec))
+
+    def lock_services(self, ids: Iterable[str]) -> dict[str, Row]:
+        """The services among ``ids`` that still exist, locked (on PostgreSQL) until the transaction ends:
+        a node port held for one of them then matches its current spec and cannot outlive it."""
+        sv = s.services.c
+        out: dict[str, Row] = {}
+        for part in chunks(sorted(set(ids))):
+            q = self._locked(sa.select(sv.id, sv.spec).where(sv.id.in_(part)).order_by(sv.id), True)
+            out.update({str(i): {"id": i, "spec": spec} for i, spec in self.c.execute(q)})
+        return out
 
     # Node ports of NodePort services: a row per node and port in node_ports (kind 'service', pod_id
     # holding the service's id, container the port's name, container_port the service's port).

@@ -29,6 +29,20 @@ ServiceId = Annotated[str, Path(min_length=1, max_length=64, description="The se
 FORWARD_POLL = 1.0  # seconds between a worker's reads of its services
 
 
+_SERVICE_SCHEMA = ServiceSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+_SERVICE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/ServiceSpec"}},
+    "application/yaml": {"schema": {"$ref": "#/components/schemas/ServiceSpec"}}}}}
+
+
+def service_schemas() -> dict[str, Any]:
+    """The service specification's schemas, for the OpenAPI document (the body is parsed by hand: it may
+    be YAML)."""
+    defs = dict(_SERVICE_SCHEMA.get("$defs", {}))
+    defs["ServiceSpec"] = {k: v for k, v in _SERVICE_SCHEMA.items() if k != "$defs"}
+    return defs
+
+
 def service_view(s: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in s.items() if k != "seq"},
             "created_at": rfc3339(s["created_at"]), "updated_at": rfc3339(s["updated_at"])}
@@ -44,7 +58,7 @@ def validate_service(data: Any) -> ServiceSpec:
         raise BadInput("; ".join(f"{x['field']}: {x['message']}" for x in errs), errs) from e
 
 
-@router.post("", status_code=201, summary="Create a service (JSON or YAML)")
+@router.post("", status_code=201, summary="Create a service (JSON or YAML)", openapi_extra=_SERVICE_BODY)
 async def create(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
     spec = validate_service(await read_body(request))
     out = await asyncio.to_thread(Services(svc.coord).create, spec)
@@ -72,7 +86,8 @@ def get(service_id: ServiceId, svc: Svc) -> dict[str, Any]:
     return service_view(Services(svc.coord).get(service_id))
 
 
-@router.put("/{service_id}", summary="Replace a service's spec (its name and namespace stay)")
+@router.put("/{service_id}", summary="Replace a service's spec (its name and namespace stay)",
+            openapi_extra=_SERVICE_BODY)
 async def update(service_id: ServiceId, request: Request, svc: Svc,
                  version: Annotated[int | None, Query(ge=1, description="Refuse (409) unless the service is "
                                                                    "still at this version")] = None
