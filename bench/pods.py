@@ -1,0 +1,116 @@
+"""Pod start: 50 one-container pods on docker through Corral, next to `docker run -d` of the same image at the
+same parallelism.
+
+Direct: `docker run -d corral-test/busybox:latest sleep 3600`, 50 times from a pool of 10 threads; each
+container's time is the call's (`docker run -d` returns once the container has started). Corral: a
+`corral up --runtime docker` standalone and 50 `POST /v1/pods` from a pool of 10 threads; each pod's time is
+from just before its POST to its container's `started_at` (stamped by the worker on this machine's clock when
+Docker had started it; a pod without a readiness probe is ready once running). The sides alternate; the
+ratio is Corral's p50 (and p99) over the direct p50 (p99). The issue's target: at most 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from bench.common import corral_up, summary, ts
+from bench.containers import IMAGE, ensure_image
+
+LABEL = "corral.bench.pods"
+
+
+def run_direct(n: int, parallel: int) -> dict[str, object]:
+    tag = uuid.uuid4().hex[:8]
+
+    def one(i: int) -> float:
+        t = time.monotonic()
+        r = subprocess.run(["docker", "run", "-d", "--label", f"{LABEL}={tag}", IMAGE, "sleep", "3600"],
+                           capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"docker run failed: {r.stderr.decode()}")
+        return time.monotonic() - t
+
+    t0 = time.monotonic()
+    try:
+        with ThreadPoolExecutor(parallel) as pool:
+            each = list(pool.map(one, range(n)))
+        elapsed = time.monotonic() - t0
+    finally:
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL}={tag}"], capture_output=True,
+                             text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    return {"elapsed_s": round(elapsed, 3), "per_pod_s": summary(each, 3)}
+
+
+def run_corral(n: int, parallel: int) -> dict[str, object]:
+    with corral_up("--runtime", "docker") as (url, _), httpx.Client(base_url=url, timeout=60) as c:
+        sent: dict[str, float] = {}
+
+        def one(i: int) -> None:
+            spec = {"name": f"p{i}", "restartPolicy": "Always",
+                    "containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"],
+                                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+            t = time.time()
+            r = c.post("/v1/pods", json=spec)
+            r.raise_for_status()
+            sent[r.json()["id"]] = t
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(one, range(n)))
+        while True:  # rare, cheap polls: the server shares two cores with dockerd
+            pods = c.get("/v1/pods", params={"limit": 1000}).json()["items"]
+            if sum(1 for p in pods if p["state"] == "running" and p["ready"]) >= n:
+                break
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError("the pods did not all start within 5 minutes")
+            time.sleep(0.2)
+        observed = time.monotonic() - t0
+        each = [ts(p["containers"][0]["started_at"]) - sent[p["id"]] for p in pods if p["id"] in sent]
+        for pid in sent:
+            c.delete(f"/v1/pods/{pid}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pods = c.get("/v1/pods", params={"limit": 1000}).json()["items"]
+            if all(p["state"] not in ("pending", "scheduled", "running", "terminating", "unknown") for p in pods):
+                break
+            time.sleep(0.2)
+    return {"observed_by_polling_s": round(observed, 3), "per_pod_s": summary(each, 3)}
+
+
+def run(n: int = 50, parallel: int = 10, rounds: int = 2) -> dict[str, object]:
+    ensure_image()
+    subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True, capture_output=True)  # warm up
+    direct, corral = [], []
+    for _ in range(rounds):
+        direct.append(run_direct(n, parallel))
+        corral.append(run_corral(n, parallel))
+
+    def best(rs: list[dict[str, object]], key: str) -> float:
+        return min(float(r["per_pod_s"][key]) for r in rs)  # type: ignore[index]
+
+    return {"benchmark": "pod start", "pods": n, "parallel": parallel, "rounds": rounds,
+            "direct_docker_run_d": direct, "corral_pods": corral,
+            "ratio_p50": round(best(corral, "p50") / best(direct, "p50"), 2),
+            "ratio_p99": round(best(corral, "p99") / best(direct, "p99"), 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pods", type=int, default=50)
+    p.add_argument("--parallel", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2)
+    a = p.parse_args()
+    print(json.dumps(run(a.pods, a.parallel, a.rounds), indent=2))
+
+
+if __name__ == "__main__":
+    main()
