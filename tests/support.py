@@ -57,7 +57,8 @@ def due_now(c: Cluster, schedule_id: str) -> None:
 def corral(*args: str, server: str | None, stdin: str | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `corral ARGS` with CORRAL_SERVER set to ``server`` (None: unset)."""
-    e = {k: v for k, v in os.environ.items() if k != "CORRAL_SERVER"}
+    # Not the test runner's terminal size either: a piped `corral` sizes its tables by their content.
+    e = {k: v for k, v in os.environ.items() if k not in ("CORRAL_SERVER", "COLUMNS", "LINES")}
     if server is not None:
         e["CORRAL_SERVER"] = server
     e.update(token_env(server))
