@@ -627,7 +627,8 @@ class PodInstance:
         raise ValueError(f"no port named {port!r}")
 
     async def _check(self, c: ContainerState, run: _Run, spec: dict[str, Any], timeout: float) -> str | None:
-        """None when the probe succeeds, else why it failed."""
+        """None when the probe succeeds, else why it failed. A probe reaches its own pod only: a ``host``
+        in it is not followed (the worker's network is not the pod's to probe)."""
         try:
             async with asyncio.timeout(timeout):
                 if spec.get("exec"):
@@ -683,7 +684,9 @@ class PodAgent:
         self.process: ProcessRuntime | None = (ProcessRuntime() if "process" in self.agent.runtimes else None)
         self.work_dir = os.path.abspath(os.path.join(self.agent.config.data_dir, "pods"))
         self.pid_dir = os.path.join(self.work_dir, "pids")
-        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # Probes: no proxy from the worker's environment; an HTTPS probe does not check the pod's
+        # certificate (as kubelet: a pod's own certificate is rarely one the node trusts).
+        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=False)
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
