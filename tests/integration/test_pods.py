@@ -330,3 +330,12 @@ def _cli(cluster: Cluster, node: FakeNode, tmp_path: Path) -> None:
     bad.write_text("name: x\ncontainers: []\n")
     r = corral("pods", "create", str(bad), server=cluster.url)
     assert r.returncode != 0 and "containers" in r.stderr
+
+
+def test_the_openapi_document_describes_the_pod_body(cluster: Cluster) -> None:
+    doc = cluster.get("/openapi.json")
+    assert doc["paths"]["/v1/pods"]["post"]["requestBody"]["content"]["application/yaml"]["schema"] == {
+        "$ref": "#/components/schemas/PodSpec"}
+    schemas = doc["components"]["schemas"]
+    assert {"PodSpec", "ContainerSpec", "ProbeSpec", "PortSpec"} <= set(schemas)
+    assert schemas["PodSpec"]["properties"]["restartPolicy"]["enum"] == ["Always", "OnFailure", "Never"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,15 +55,18 @@ def test_a_deleted_pods_node_port_goes_to_the_pod_waiting_for_it(cluster: Cluste
     pid = int(next(ln for ln in cluster.client.get(f"/v1/pods/{pod['id']}/logs").text.splitlines()
                    if ln.startswith("pid=")).split("=")[1])
     # The port is the pod's: a second pod that needs one waits, and says why.
-    r = cluster.client.post("/v1/pods", json=_http_pod("second"))
+    example = (Path(__file__).parents[2] / "examples" / "web-pod.yaml").read_bytes()
+    r = cluster.client.post("/v1/pods", content=example, headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 201, r.text
     second = r.json()["id"]
     wait_until(lambda: "waiting for ports" in (cluster.get(f"/v1/pods/{second}")["reason"] or ""), 10,
                what="the second pod to wait for a port")
     assert cluster.client.delete(f"/v1/pods/{pod['id']}").status_code == 200
     cluster.wait_for(f"/v1/pods/{pod['id']}", {"terminated"}, timeout=20)
     wait_until(lambda: process_gone(pid), 10, what="the pod's process to end")
-    # Its port went back: the second pod has it now.
+    # Its port went back: the second pod (examples/web-pod.yaml) has it now, and answers there.
     assert _running_and_ready(cluster, second)["ports"][0]["hostPort"] == port
+    assert "Directory listing" in (_answer(f"http://127.0.0.1:{port}/") or "")
 
 
 def test_a_killed_workers_always_pod_comes_back_on_the_other_worker(cluster: Cluster) -> None:

@@ -158,3 +158,16 @@ def test_extra_ports_and_back_pressure(coord: Coordinator) -> None:
     coord.pods.create(_spec("waits", node_selector={"zone": "none"}))
     with pytest.raises(Overloaded):
         coord.pods.create(_spec("one-too-many"))
+
+
+def test_a_deleted_pod_whose_containers_fail_on_the_way_out_is_terminated(coord: Coordinator) -> None:
+    a = _node(coord, "a")
+    pod = coord.pods.create(_spec("sigterm-dies-hard"))
+    coord.pods.place_once()
+    pod = coord.pods.get(pod["id"])
+    _running(coord, pod, a)
+    coord.pods.delete(pod["id"])
+    coord.pods.sync(a, [PodStatus(pod["instance_id"], pod["id"], "failed",
+                                  [ContainerStatus("app", "terminated", exit_code=143)])], [])
+    got = coord.pods.get(pod["id"])
+    assert (got["state"], got["reason"]) == ("terminated", "deleted")

@@ -85,6 +85,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(jobs.job_schemas())
+            schema["components"]["schemas"].update(pods.pod_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 

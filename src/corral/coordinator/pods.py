@@ -433,7 +433,9 @@ class Pods:
                                "exit_code": c.exit_code, "ready": c.ready, "error": c.error,
                                "started_at": c.started_at, "finished_at": c.finished_at} for c in cs])
         final = reconcile.final_state(st.phase)
-        if final == PodState.TERMINATED.value and pod["state"] != PodState.TERMINATING.value:
+        if pod["state"] == PodState.TERMINATING.value and final is not None:
+            final = PodState.TERMINATED.value  # deleted: however its containers ended on the way out
+        elif final == PodState.TERMINATED.value:
             final = None  # the node stopped what it was not told to stop: it is told again to run it
         if final is not None:
             reason = {PodState.FAILED.value: _failure(cs), PodState.TERMINATED.value: "deleted"}.get(final)

@@ -6,6 +6,7 @@ reason. Pure: no store, no clock.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -52,15 +53,12 @@ def _free_ports(used: set[tuple[int, str]], protocols: Sequence[str], lo: int, h
     return tuple(out)
 
 
-def _ports_fit(pod: PodRequest, used: set[tuple[int, str]], lo: int, hi: int) -> bool:
+def _ports_fit(pod: PodRequest, used: set[tuple[int, str]], in_range: Counter[str], size: int) -> bool:
+    """Whether the node has the pod's host ports free, and enough free node ports (``in_range``: how many
+    of the range's ports it holds, per protocol)."""
     if any(hp in used for hp in pod.host_ports):
         return False
-    for proto in set(pod.node_ports):
-        want = pod.node_ports.count(proto)
-        held = sum(1 for p, pr in used if pr == proto and lo <= p <= hi)
-        if hi - lo + 1 - held < want:
-            return False
-    return True
+    return all(size - in_range[proto] >= n for proto, n in Counter(pod.node_ports).items())
 
 
 def _ports_reason(pod: PodRequest, n: int) -> str:
@@ -79,10 +77,12 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
     views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, frozenset({POD_QUEUE}),
                       list(n.free_gpus)) for n in nodes]
     held = {n.id: set(used.get(n.id, ())) for n in views}
+    in_range = {nid: Counter(proto for port, proto in ports if lo <= port <= hi) for nid, ports in held.items()}
     out = PodPlan()
     for pod in sorted(pods, key=lambda p: p.seq):
         task = TaskView(pod.id, pod.id, POD_QUEUE, 0, pod.seq, pod.resources, pod.runtime, pod.node_selector)
-        fit = [n for n in views if _ports_fit(pod, held[n.id], lo, hi)]
+        needs = pod.host_ports or pod.node_ports
+        fit = [n for n in views if _ports_fit(pod, held[n.id], in_range[n.id], hi - lo + 1)] if needs else views
         result = plan(fit, [task], strategy)
         if not result.placements:
             anywhere = plan(views, [task], strategy)
@@ -95,8 +95,9 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
         node = next(n for n in views if n.id == result.placements[0].node_id)
         ports = _free_ports(held[node.id], pod.node_ports, lo, hi)
         assert ports is not None  # _ports_fit said so
-        held[node.id].update(zip(ports, pod.node_ports, strict=True))
-        held[node.id].update(pod.host_ports)
+        taken = {*zip(ports, pod.node_ports, strict=True), *pod.host_ports} - held[node.id]
+        held[node.id] |= taken
+        in_range[node.id].update(proto for port, proto in taken if lo <= port <= hi)
         node.allocated = node.allocated + pod.resources
         out.placements.append(PodPlacement(pod.id, node.id, ports))
     return out

@@ -91,9 +91,18 @@ def pod_view(p: Row) -> dict[str, Any]:
     }
 
 
+_POD_SCHEMA = PodSpec.model_json_schema(ref_template="#/components/schemas/{model}")
 _POD_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": PodSpec.model_json_schema()},
-    "application/yaml": {"schema": {"type": "object"}}}}}
+    "application/json": {"schema": {"$ref": "#/components/schemas/PodSpec"}},
+    "application/yaml": {"schema": {"$ref": "#/components/schemas/PodSpec"}}}}}
+
+
+def pod_schemas() -> dict[str, Any]:
+    """The pod specification's schemas, for the OpenAPI document (the body is parsed by hand: it may be
+    YAML)."""
+    defs = dict(_POD_SCHEMA.get("$defs", {}))
+    defs["PodSpec"] = {k: v for k, v in _POD_SCHEMA.items() if k != "$defs"}
+    return defs
 
 
 @router.post("", status_code=201, summary="Create a pod (JSON or YAML; a Kubernetes Pod manifest too)",
