@@ -484,10 +484,10 @@ class PodInstance:
             await run.follow(key, logs=True)
             await _in_thread(lambda: pods.start(cid))
             c.started_at = _now()
-        if not joins:
-            run.ip = await _in_thread(lambda: pods.ip(run.net_cid))
-        else:
-            run.ip = await _in_thread(lambda: pods.ip(net))
+        if any((c.spec.get(k) or {}).get(a) for k in ("livenessProbe", "readinessProbe")
+               for a in ("httpGet", "tcpSocket")):  # where its network probes go (one more Engine call)
+            net_cid = run.net_cid
+            run.ip = await _in_thread(lambda: pods.ip(net_cid))
         return run, gen
 
     async def _supervise(self, c: ContainerState) -> None:
