@@ -275,7 +275,7 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
         a.crash()
         # The new worker wants only one of them.
         second = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
-        second.desired = [keep]
+        second.desired = [keep, {**old, "desired": "stop"}]  # deleted while the worker was away
         b = Node(tmp_path / "w", second, {"docker": DockerRuntime(docker_client)})
         try:
             # Its first sync reports what it found, before it knows what is wanted.
@@ -290,6 +290,8 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
             wait_until(lambda: not docker_client.api.containers(
                 all=True, filters={"label": f"{INSTANCE_LABEL}={old['instance_id']}"}), 30,
                 what="the unwanted container removed")
+            wait_until(lambda: (second.pod(old["instance_id"]) or {}).get("phase") == "stopped", 30,
+                       what="the unwanted pod reported stopped")
         finally:
             b.stop()
         assert not docker_client.api.containers(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})

@@ -818,9 +818,14 @@ class PodAgent:
         for iid, g in list(self.gone.items()):
             if g.sent and iid not in wanted:
                 del self.gone[iid]
-        for iid in [i for i in self.found if i not in wanted]:  # left by a previous run, not wanted now
+        # Left by a previous run and not wanted now (not listed, or to stop): removed, then said stopped.
+        for iid in [i for i in self.found if wanted.get(i, {}).get("desired", "stop") != "run"]:
             cs = self.found.pop(iid)
-            asyncio.create_task(self._remove_found(list(cs.values())))
+            grace = wanted.get(iid, {}).get("grace")
+            t = asyncio.create_task(self._remove_found(iid, cs, float(grace) if isinstance(grace, int | float)
+                                                       else 2.0))
+            self._stopping.add(t)
+            t.add_done_callback(self._stopping.discard)
 
     def _stop_later(self, inst: PodInstance, grace: float | None) -> None:
         async def stop() -> None:
@@ -836,20 +841,24 @@ class PodAgent:
         self._stopping.add(t)
         t.add_done_callback(self._stopping.discard)
 
-    async def _remove_found(self, found: list[Found]) -> None:
+    async def _remove_found(self, instance_id: str, found: dict[str, Found], grace: float) -> None:
         pods = self.docker
         if pods is None:
             return
 
         def remove(f: Found) -> None:
-            pods.stop(f.id, 2)
+            pods.stop(f.id, grace)
             pods.remove(f.id)
 
-        for f in found:
-            log.info("removing pod container %s of instance %s: the coordinator no longer wants it",
-                     f.container, f.instance_id)
-            with contextlib.suppress(docker.errors.DockerException):
-                await _in_thread(functools.partial(remove, f))
+        log.info("removing the %d pod container(s) of instance %s: the coordinator no longer wants them",
+                 len(found), instance_id)
+        status = self._found_status(instance_id, found)
+        with contextlib.suppress(docker.errors.DockerException):
+            await asyncio.gather(*(_in_thread(functools.partial(remove, f)) for f in found.values()))
+        for c in status["containers"]:
+            c.update(state="terminated", reason="stopped", ready=False, finished_at=c["finished_at"] or _now())
+        self.gone[instance_id] = _Gone({**status, "phase": "stopped", "ts": _now()})
+        self.changed()
 
     async def close(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """The worker stops in good order: stop every pod (within ``grace`` each), tell the coordinator."""
