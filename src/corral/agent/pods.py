@@ -140,6 +140,7 @@ class ContainerState:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    killed: str | None = None  # why this run is being stopped (a failed liveness probe)
     crashes: int = 0  # exits in a row, each before it ran 10 minutes (corral.domain.reconcile.next_streak)
 
     @property
@@ -509,8 +510,8 @@ class PodInstance:
                 else:
                     run, gen = await self._start(c, key)
                     self.runs[c.name] = run
-                    c.state, c.reason, c.container_id = "running", None, run.id
-                    c.exit_code, c.error, c.finished_at = None, None, None
+                    # exit_code and error stay those of its last end (why it was restarted) until the next.
+                    c.state, c.reason, c.container_id, c.finished_at = "running", None, run.id, None
                     c.ready = not c.spec.get("readinessProbe")
                     ran_from = c.started_at or _now()
                     if c is self.holder and run.id is not None:
@@ -544,8 +545,7 @@ class PodInstance:
                 continue
             c.state, c.ready, c.finished_at = "terminated", False, _now()
             c.exit_code = code
-            if error:
-                c.error = error
+            c.error, c.killed = error or c.killed, None  # why it ended, if not by itself
             c.reason = "Completed" if code == 0 and not error else "Error"
             self.owner.changed()
             if not restart_decision(self.policy, None if error else code):
@@ -607,10 +607,13 @@ class PodInstance:
                     ready = False
                 if ready != c.ready:
                     c.ready = ready
-                    c.error = None if ready else f"readiness probe failed: {why}"
+                    if not ready:
+                        c.error = f"readiness probe failed: {why}"
+                    elif c.error and c.error.startswith("readiness probe failed"):
+                        c.error = None
                     self.owner.changed()
             elif failures >= failure_threshold:
-                c.error = f"liveness probe failed {failures} times: {why}"
+                c.error = c.killed = f"liveness probe failed {failures} times: {why}"
                 log.info("pod %s: container %s: %s; restarting it", self.pod_id, c.name, c.error)
                 self.owner.changed()
                 await run.stop(self.grace)
