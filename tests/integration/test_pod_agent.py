@@ -125,7 +125,7 @@ def test_two_containers_share_localhost_and_the_pod_port(node: Node, busybox_ima
         {"container": "web", "name": "http", "containerPort": 8080, "protocol": "TCP", "hostPort": host_port}]))
     t = node.transport
     wait_until(lambda: "hello-from-web" in t.pod_lines(iid, "client"), 30, what="the client's line from localhost")
-    wait_until(lambda: (t.container(iid, "web") or {}).get("ready"), 20, what="web ready (httpGet probe)")
+    wait_until(lambda: (t.container(iid, "web") or {}).get("ready"), 30, what="web ready (httpGet probe)")
     p = t.pod(iid)
     assert p is not None and p["phase"] == "running" and p["pod_id"] == f"pod-{iid}"
     assert all(c["state"] == "running" and c["container_id"] for c in p["containers"])
@@ -139,7 +139,7 @@ def test_two_containers_share_localhost_and_the_pod_port(node: Node, busybox_ima
     assert joined["HostConfig"]["NetworkMode"] == f"container:{info['Id']}"
     # Not wanted any more: stopped, removed, and said so.
     drop_pod(node, iid)
-    wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 20, what="the pod reported stopped")
+    wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 30, what="the pod reported stopped")
     assert not docker_client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={iid}"})
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{host_port}/", timeout=2)
@@ -177,7 +177,7 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
         if c and c["state"] == "running" and (not seen or seen[-1] != c["ready"]):
             seen.append(c["ready"])
         return seen[-3:] == [False, True, False]
-    wait_until(flips, 20, interval=0.1, what="readiness false, true, false")
+    wait_until(flips, 30, interval=0.1, what="readiness false, true, false")
     # The crash shows as a back-off.
     c = wait_until(lambda: (lambda c: c if c and "back-off" in (c.get("reason") or "") else None)(
         t.container(iid, "app")), 20, what="the back-off to show")
@@ -185,27 +185,27 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     assert c["restart_count"] == 0
     assert (t.pod(iid) or {})["phase"] == "running"
     # A clean exit under OnFailure is the end: the pod succeeded.
-    wait_until(lambda: (t.pod(ok) or {}).get("phase") == "succeeded", 20, what="the one-shot pod to succeed")
+    wait_until(lambda: (t.pod(ok) or {}).get("phase") == "succeeded", 30, what="the one-shot pod to succeed")
     assert t.container(ok, "once")["exit_code"] == 0  # type: ignore[index]
     # The liveness failure stops "live"; after its back-off it is a new container ("ready" goes on).
     first = {n: (t.container(probed, n) or {}).get("container_id") for n in ("live", "ready")}
     wait_until(lambda: (lambda c: c and "liveness probe failed" in (c.get("error") or "")
                         and c["state"] in ("terminated", "waiting"))(t.container(probed, "live")), 20,
                what="the liveness failure")
-    wait_until(lambda: (t.container(probed, "live") or {}).get("restart_count") == 1, 25, what="the restart")
+    wait_until(lambda: (t.container(probed, "live") or {}).get("restart_count") == 1, 30, what="the restart")
     wait_until(lambda: (lambda c: c and c["state"] == "running" and c["container_id"] != first["live"])(
-        t.container(probed, "live")), 15, what="live running again")
+        t.container(probed, "live")), 30, what="live running again")
     assert t.pod_lines(probed, "live").count("started") == 2
     r = t.container(probed, "ready")
     assert r is not None and r["restart_count"] == 0 and r["container_id"] == first["ready"] and r["state"] == "running"
     # The crashing container was started again after its back-off (and crashed again: a longer one).
-    wait_until(lambda: (t.container(iid, "app") or {}).get("restart_count") == 1, 20, what="the restart")
-    wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 10,
+    wait_until(lambda: (t.container(iid, "app") or {}).get("restart_count") == 1, 30, what="the restart")
+    wait_until(lambda: (t.container(iid, "app") or {}).get("reason") == "back-off 20s restarting app", 30,
                what="the longer back-off")
     assert t.pod_lines(iid, "app").count("boom") == 2
     joined = t.container(net, "joined")
     assert joined is not None and joined["restart_count"] == 0
-    wait_until(lambda: t.pod_lines(net, "joined").count("joined") == 2, 10, what="joined started again")
+    wait_until(lambda: t.pod_lines(net, "joined").count("joined") == 2, 30, what="joined started again")
     assert (t.container(net, "net") or {}).get("restart_count") == 1
     for i in (iid, ok, probed, net):
         drop_pod(node, i)
@@ -217,17 +217,17 @@ def test_a_container_whose_stored_log_is_full_is_no_longer_shipped(node: Node, b
              "command": ["sh", "-c", "while :; do echo tick; sleep 0.1; done"]}
     iid = run_pod(node, assignment([chatty, quiet], grace=0))
     t = node.transport
-    wait_until(lambda: len(t.pod_lines(iid, "chatty")) > 1000, 20, what="the flood shipped")
+    wait_until(lambda: len(t.pod_lines(iid, "chatty")) > 1000, 30, what="the flood shipped")
     t.log_full.append({"instance_id": iid, "container": "chatty"})
     node.poke()
     mark = len(t.syncs)
-    wait_until(lambda: len(t.syncs) > mark + 5, 20, what="five syncs after the answer")
+    wait_until(lambda: len(t.syncs) > mark + 5, 30, what="five syncs after the answer")
     mark = len(t.syncs)  # lines read before the answer came may still go: from here on, none
 
     def lines_since(container: str) -> int:
         return sum(1 for body in t.syncs[mark:] for ln in body["logs"]
                    if ln["instance_id"] == iid and ln["container"] == container)
-    wait_until(lambda: lines_since("quiet") >= 10, 20, what="the other container's output going on")
+    wait_until(lambda: lines_since("quiet") >= 10, 30, what="the other container's output going on")
     assert lines_since("chatty") == 0
     assert (t.container(iid, "chatty") or {}).get("state") == "running"
     drop_pod(node, iid)
@@ -250,12 +250,12 @@ def test_a_host_process_gets_its_ports_and_a_clean_environment(node: Node, tmp_p
     line = wait_until(lambda: next((ln for ln in t.pod_lines(iid) if ln.startswith("port=")), None), 20)
     assert line.startswith(f"port={port} http={port} pid=")
     pid = int(line.rsplit("=", 1)[1])
-    wait_until(lambda: (t.container(iid, "srv") or {}).get("ready"), 10, what="ready")
+    wait_until(lambda: (t.container(iid, "srv") or {}).get("ready"), 30, what="ready")
     assert not any("CORRAL_PODAGENT_SECRET" in ln for ln in t.pod_lines(iid))
     drop_pod(node, iid)
-    wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 20, what="stopped")
+    wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 30, what="stopped")
     assert "bye" in t.pod_lines(iid)  # SIGTERM first: it could say goodbye
-    wait_until(lambda: process_gone(pid), 10, what="the process to end")
+    wait_until(lambda: process_gone(pid), 30, what="the process to end")
 
 
 def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_client: docker.DockerClient,
@@ -275,21 +275,23 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
         a.crash()
         # The new worker wants only one of them.
         second = RecordingTransport([], node_id=node_id, heartbeat_interval=0.5)
-        second.desired = [keep]
+        second.desired = [keep, {**old, "desired": "stop"}]  # deleted while the worker was away
         b = Node(tmp_path / "w", second, {"docker": DockerRuntime(docker_client)})
         try:
             # Its first sync reports what it found, before it knows what is wanted.
-            wait_until(lambda: second.syncs, 10)
+            wait_until(lambda: second.syncs, 30)
             assert {p["instance_id"] for p in second.syncs[0]["pods"]} == {keep["instance_id"], old["instance_id"]}
-            wait_until(lambda: any(ln.startswith("tick") for ln in second.pod_lines(keep["instance_id"])), 10,
+            wait_until(lambda: any(ln.startswith("tick") for ln in second.pod_lines(keep["instance_id"])), 30,
                        what="output of the adopted container")
             c = second.container(keep["instance_id"], "app")
             assert c is not None and c["container_id"] == cid and c["state"] == "running" and c["restart_count"] == 0
             info = docker_client.api.inspect_container(cid)
             assert info["State"]["Running"] and info["State"]["StartedAt"] == started  # not restarted
             wait_until(lambda: not docker_client.api.containers(
-                all=True, filters={"label": f"{INSTANCE_LABEL}={old['instance_id']}"}), 20,
+                all=True, filters={"label": f"{INSTANCE_LABEL}={old['instance_id']}"}), 30,
                 what="the unwanted container removed")
+            wait_until(lambda: (second.pod(old["instance_id"]) or {}).get("phase") == "stopped", 30,
+                       what="the unwanted pod reported stopped")
         finally:
             b.stop()
         assert not docker_client.api.containers(all=True, filters={"label": f"{NODE_LABEL}={node_id}"})

@@ -75,7 +75,7 @@ def test_two_containers_talk_over_localhost_and_answer_on_the_node_port(
     assert r.status_code == 200 and r.text.strip() == "hello-duo"
     # The side container read the page over localhost; its output is the pod's log for that container.
     wait_until(lambda: "hello-duo" in up.client.get(f"/v1/pods/{pod['id']}/logs",
-                                                    params={"container": "side"}).text, 15, what="side's log")
+                                                    params={"container": "side"}).text, 30, what="side's log")
     # Deleted: the containers are stopped and removed, the port answers no more.
     assert up.client.delete(f"/v1/pods/{pod['id']}").status_code in (200, 202)
     when(up, pod["id"], lambda p: p["state"] == "terminated", 30, what="duo terminated")
@@ -113,17 +113,17 @@ def test_restart_policy_back_off_liveness_and_readiness(up: Cluster, busybox_ima
         if c["state"] == "running" and (not seen or seen[-1] != c["ready"]):
             seen.append(c["ready"])
         return seen[-2:] == [True, False] and not p["ready"]
-    when(up, probed["id"], flips, 20, what="readiness true then false")
+    when(up, probed["id"], flips, 30, what="readiness true then false")
     # The liveness failure kills "live"; after its back-off it is started again, a new container.
-    p = when(up, probed["id"], lambda p: "liveness probe failed" in (container(p, "live")["error"] or ""), 20,
+    p = when(up, probed["id"], lambda p: "liveness probe failed" in (container(p, "live")["error"] or ""), 30,
              what="the liveness failure")
     first = container(p, "live")["container_id"]
     p = when(up, probed["id"], lambda p: container(p, "live")["restart_count"] == 1
-             and container(p, "live")["state"] == "running", 25, what="live restarted")
+             and container(p, "live")["state"] == "running", 30, what="live restarted")
     assert container(p, "live")["container_id"] != first
     # Meanwhile the crashing container was started again, and crashed again: a longer back-off.
     p = when(up, crashy["id"], lambda p: container(p, "app")["restart_count"] >= 1
-             and container(p, "app")["reason"] == "back-off 20s restarting app", 20, what="the second back-off")
+             and container(p, "app")["reason"] == "back-off 20s restarting app", 30, what="the second back-off")
     assert up.client.get(f"/v1/pods/{crashy['id']}/logs").text.splitlines().count("boom") >= 2
     for x in (crashy, probed):
         assert up.client.delete(f"/v1/pods/{x['id']}").status_code in (200, 202)
@@ -142,7 +142,7 @@ def test_a_host_process_pod_listens_on_its_port(up: Cluster, tmp_path: Path) -> 
     r = httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=5)
     assert r.status_code == 200 and r.text == "hello-process\n"
     assert up.client.delete(f"/v1/pods/{pod['id']}").status_code in (200, 202)
-    when(up, pod["id"], lambda p: p["state"] == "terminated", 20, what="the process pod terminated")
+    when(up, pod["id"], lambda p: p["state"] == "terminated", 30, what="the process pod terminated")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
@@ -167,12 +167,12 @@ def test_a_restarted_worker_adopts_its_running_pod(cluster: Cluster, busybox_ima
 
         def pids() -> list[int]:
             return [int(ln[4:]) for ln in cluster.client.get(f"/v1/pods/{proc['id']}/logs").text.splitlines()]
-        pid = wait_until(pids, 20, what="the process pod's pid")[0]
+        pid = wait_until(pids, 30, what="the process pod's pid")[0]
         w.kill9()
         assert not process_gone(pid)
         cluster.add_worker("adopter", *args)
-        wait_until(lambda: process_gone(pid), 20, what="the old process ended")
-        wait_until(lambda: len(pids()) == 2, 20, what="the process started again")
+        wait_until(lambda: process_gone(pid), 30, what="the old process ended")
+        wait_until(lambda: len(pids()) == 2, 30, what="the process started again")
         # The new worker process reports the same container, and its output goes on being shipped.
         before = len(cluster.client.get(f"/v1/pods/{pod['id']}/logs").text.splitlines())
         wait_until(lambda: len(cluster.client.get(f"/v1/pods/{pod['id']}/logs").text.splitlines()) > before + 3,

@@ -140,6 +140,7 @@ class ContainerState:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    killed: str | None = None  # why this run is being stopped (a failed liveness probe)
     crashes: int = 0  # exits in a row, each before it ran 10 minutes (corral.domain.reconcile.next_streak)
 
     @property
@@ -484,10 +485,10 @@ class PodInstance:
             await run.follow(key, logs=True)
             await _in_thread(lambda: pods.start(cid))
             c.started_at = _now()
-        if not joins:
-            run.ip = await _in_thread(lambda: pods.ip(run.net_cid))
-        else:
-            run.ip = await _in_thread(lambda: pods.ip(net))
+        if any((c.spec.get(k) or {}).get(a) for k in ("livenessProbe", "readinessProbe")
+               for a in ("httpGet", "tcpSocket")):  # where its network probes go (one more Engine call)
+            net_cid = run.net_cid
+            run.ip = await _in_thread(lambda: pods.ip(net_cid))
         return run, gen
 
     async def _supervise(self, c: ContainerState) -> None:
@@ -509,8 +510,8 @@ class PodInstance:
                 else:
                     run, gen = await self._start(c, key)
                     self.runs[c.name] = run
-                    c.state, c.reason, c.container_id = "running", None, run.id
-                    c.exit_code, c.error, c.finished_at = None, None, None
+                    # exit_code and error stay those of its last end (why it was restarted) until the next.
+                    c.state, c.reason, c.container_id, c.finished_at = "running", None, run.id, None
                     c.ready = not c.spec.get("readinessProbe")
                     ran_from = c.started_at or _now()
                     if c is self.holder and run.id is not None:
@@ -544,8 +545,7 @@ class PodInstance:
                 continue
             c.state, c.ready, c.finished_at = "terminated", False, _now()
             c.exit_code = code
-            if error:
-                c.error = error
+            c.error, c.killed = error or c.killed, None  # why it ended, if not by itself
             c.reason = "Completed" if code == 0 and not error else "Error"
             self.owner.changed()
             if not restart_decision(self.policy, None if error else code):
@@ -607,10 +607,13 @@ class PodInstance:
                     ready = False
                 if ready != c.ready:
                     c.ready = ready
-                    c.error = None if ready else f"readiness probe failed: {why}"
+                    if not ready:
+                        c.error = f"readiness probe failed: {why}"
+                    elif c.error and c.error.startswith("readiness probe failed"):
+                        c.error = None
                     self.owner.changed()
             elif failures >= failure_threshold:
-                c.error = f"liveness probe failed {failures} times: {why}"
+                c.error = c.killed = f"liveness probe failed {failures} times: {why}"
                 log.info("pod %s: container %s: %s; restarting it", self.pod_id, c.name, c.error)
                 self.owner.changed()
                 await run.stop(self.grace)
@@ -627,7 +630,8 @@ class PodInstance:
         raise ValueError(f"no port named {port!r}")
 
     async def _check(self, c: ContainerState, run: _Run, spec: dict[str, Any], timeout: float) -> str | None:
-        """None when the probe succeeds, else why it failed."""
+        """None when the probe succeeds, else why it failed. A probe reaches its own pod only: a ``host``
+        in it is not followed (the worker's network is not the pod's to probe)."""
         try:
             async with asyncio.timeout(timeout):
                 if spec.get("exec"):
@@ -683,7 +687,9 @@ class PodAgent:
         self.process: ProcessRuntime | None = (ProcessRuntime() if "process" in self.agent.runtimes else None)
         self.work_dir = os.path.abspath(os.path.join(self.agent.config.data_dir, "pods"))
         self.pid_dir = os.path.join(self.work_dir, "pids")
-        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # Probes: no proxy from the worker's environment; an HTTPS probe does not check the pod's
+        # certificate (as kubelet: a pod's own certificate is rarely one the node trusts).
+        self.http = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=False)
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
@@ -815,9 +821,14 @@ class PodAgent:
         for iid, g in list(self.gone.items()):
             if g.sent and iid not in wanted:
                 del self.gone[iid]
-        for iid in [i for i in self.found if i not in wanted]:  # left by a previous run, not wanted now
+        # Left by a previous run and not wanted now (not listed, or to stop): removed, then said stopped.
+        for iid in [i for i in self.found if wanted.get(i, {}).get("desired", "stop") != "run"]:
             cs = self.found.pop(iid)
-            asyncio.create_task(self._remove_found(list(cs.values())))
+            grace = wanted.get(iid, {}).get("grace")
+            t = asyncio.create_task(self._remove_found(iid, cs, float(grace) if isinstance(grace, int | float)
+                                                       else 2.0))
+            self._stopping.add(t)
+            t.add_done_callback(self._stopping.discard)
 
     def _stop_later(self, inst: PodInstance, grace: float | None) -> None:
         async def stop() -> None:
@@ -833,20 +844,24 @@ class PodAgent:
         self._stopping.add(t)
         t.add_done_callback(self._stopping.discard)
 
-    async def _remove_found(self, found: list[Found]) -> None:
+    async def _remove_found(self, instance_id: str, found: dict[str, Found], grace: float) -> None:
         pods = self.docker
         if pods is None:
             return
 
         def remove(f: Found) -> None:
-            pods.stop(f.id, 2)
+            pods.stop(f.id, grace)
             pods.remove(f.id)
 
-        for f in found:
-            log.info("removing pod container %s of instance %s: the coordinator no longer wants it",
-                     f.container, f.instance_id)
-            with contextlib.suppress(docker.errors.DockerException):
-                await _in_thread(functools.partial(remove, f))
+        log.info("removing the %d pod container(s) of instance %s: the coordinator no longer wants them",
+                 len(found), instance_id)
+        status = self._found_status(instance_id, found)
+        with contextlib.suppress(docker.errors.DockerException):
+            await asyncio.gather(*(_in_thread(functools.partial(remove, f)) for f in found.values()))
+        for c in status["containers"]:
+            c.update(state="terminated", reason="stopped", ready=False, finished_at=c["finished_at"] or _now())
+        self.gone[instance_id] = _Gone({**status, "phase": "stopped", "ts": _now()})
+        self.changed()
 
     async def close(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """The worker stops in good order: stop every pod (within ``grace`` each), tell the coordinator."""
