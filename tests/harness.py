@@ -212,6 +212,10 @@ class Cluster:
         return self.client.get(f"/v1/jobs/{job_id}/logs").text
 
     def close(self) -> None:
+        nodes: list[str] = []
+        if self.server:
+            with contextlib.suppress(Exception):
+                nodes = [n["id"] for n in self.client.get("/v1/nodes", timeout=2).json()["items"]]
         for w in self.workers:
             w.stop()
         if self.server:
@@ -220,3 +224,19 @@ class Cluster:
         self.client.close()
         if self in LIVE:
             LIVE.remove(self)
+        _sweep_containers(nodes)
+
+
+def _sweep_containers(node_ids: list[str]) -> None:
+    """Remove the containers this test's nodes left behind: a worker killed with -9 cannot remove its own
+    task or pod containers, and the next test (or the next run on a developer's machine) should not find them."""
+    if not node_ids:
+        return
+    with contextlib.suppress(Exception):
+        import docker  # only where the tests use Docker
+
+        client = docker.from_env(timeout=5)
+        for label in ("corral.node", "corral.pod.node"):
+            for node_id in node_ids:
+                for c in client.containers.list(all=True, filters={"label": f"{label}={node_id}"}):
+                    c.remove(force=True, v=True)

@@ -5,6 +5,7 @@ subprocess, a stand-in nvidia-smi, waiting for processes to end, and a recorder 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,41 @@ class Recorder:
 
     def stdout(self) -> list[str | None]:
         return self.lines("stdout")
+
+
+# A tiny HTTP server answering every GET with its name (argv[1]), listening on argv[2] at a free port that it
+# prints first: the backends the NodePort forwarding tests send real traffic to.
+HTTP_BACKEND = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = sys.argv[1].encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer.request_queue_size = 128
+s = http.server.ThreadingHTTPServer((sys.argv[2], 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+Backends = dict[str, tuple["subprocess.Popen[str]", int]]
+
+
+@contextlib.contextmanager
+def http_backends(*names: str, host: str = "127.0.0.1") -> Iterator[Backends]:
+    """One HTTP_BACKEND per name, as ``{name: (process, port)}``; all killed at the end."""
+    procs: Backends = {}
+    try:
+        for name in names:
+            p = subprocess.Popen([sys.executable, "-c", HTTP_BACKEND, name, host], stdout=subprocess.PIPE, text=True)
+            assert p.stdout is not None
+            procs[name] = (p, int(p.stdout.readline()))
+        yield procs
+    finally:
+        for p, _ in procs.values():
+            p.kill()
+            p.wait()
 
 
 def remove_containers(client: docker.DockerClient, label: str) -> None:

@@ -8,8 +8,6 @@ import collections
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,39 +15,14 @@ import httpx
 import pytest
 
 from corral.agent.forward import Forwarder
-
-BACKEND = """
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = sys.argv[1].encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer.request_queue_size = 128
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness import free_port
+from tests.support import Backends, http_backends
 
 
 @pytest.fixture
-def backends() -> Iterator[dict[str, tuple[subprocess.Popen[str], int]]]:
-    procs = {}
-    for name in ("a", "b"):
-        p = subprocess.Popen([sys.executable, "-c", BACKEND, name], stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None
-        procs[name] = (p, int(p.stdout.readline()))
-    yield procs
-    for p, _ in procs.values():
-        p.kill()
-        p.wait()
+def backends() -> Iterator[Backends]:
+    with http_backends("a", "b", host="127.0.0.1") as procs:
+        yield procs
 
 
 def _services(node_port: int, *ports: int) -> list[dict[str, object]]:
@@ -64,7 +37,7 @@ async def _get(client: httpx.AsyncClient, port: int) -> str:
 
 
 def test_round_robin_and_a_backend_killed_while_requests_flow(
-        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+        backends: Backends) -> None:
     async def main() -> None:
         fwd = Forwarder("127.0.0.1", connect_timeout=1.0)
         node_port = free_port()
@@ -96,7 +69,7 @@ def test_round_robin_and_a_backend_killed_while_requests_flow(
     asyncio.run(main())
 
 
-def test_connection_cap_and_idle_timeout(backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+def test_connection_cap_and_idle_timeout(backends: Backends) -> None:
     async def main() -> None:
         fwd = Forwarder("127.0.0.1", max_connections=2, idle_timeout=0.5)
         node_port = free_port()
@@ -126,7 +99,7 @@ def test_connection_cap_and_idle_timeout(backends: dict[str, tuple[subprocess.Po
 
 
 def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
-        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+        backends: Backends) -> None:
     """As Docker's proxy does for a container that just died: it accepts, reads, and closes."""
     async def main() -> None:
         async def accept_and_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -149,7 +122,7 @@ def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
 
 
 def test_a_port_held_by_something_else_is_opened_once_it_is_free(
-        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+        backends: Backends) -> None:
     async def main() -> None:
         squatter = socket.socket()
         squatter.bind(("127.0.0.1", 0))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,33 +18,13 @@ import pytest
 
 from tests.harness import Cluster, wait_until
 from tests.integration.test_pods import FakeNode, _assigned, _status
-
-BACKEND = """
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = sys.argv[1].encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer.request_queue_size = 128
-s = http.server.ThreadingHTTPServer(("0.0.0.0", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"""
+from tests.support import Backends, http_backends
 
 
 @pytest.fixture
-def backends() -> Iterator[dict[str, tuple[subprocess.Popen[str], int]]]:
-    procs = {}
-    for name in ("a", "b"):
-        p = subprocess.Popen([sys.executable, "-c", BACKEND, name], stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None
-        procs[name] = (p, int(p.stdout.readline()))
-    yield procs
-    for p, _ in procs.values():
-        p.kill()
-        p.wait()
+def backends() -> Iterator[Backends]:
+    with http_backends("a", "b", host="0.0.0.0") as procs:
+        yield procs
 
 
 def _pod(c: Cluster, name: str, host_port: int) -> dict[str, Any]:
@@ -70,7 +48,7 @@ def _refused(port: int) -> bool:
 
 
 def test_nodeport_keeps_answering_while_a_backend_dies(cluster: Cluster,
-                                                        backends: dict[str, tuple[subprocess.Popen[str], int]]) -> None:
+                                                        backends: Backends) -> None:
     c = cluster
     c.start_server("--node-ttl", "60")
     c.add_worker("fw", "--runtime", "process")  # the forwarder

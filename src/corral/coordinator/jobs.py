@@ -14,6 +14,7 @@ from corral.coordinator.flow import DONE_TASK, dag_ready, job_rows
 from corral.coordinator.idempotency import HEADER as IDEM_HEADER
 from corral.coordinator.idempotency import TTL as IDEM_TTL
 from corral.coordinator.idempotency import IdemKey, fingerprint
+from corral.coordinator.part import Part
 from corral.coordinator.policy import PolicyError
 from corral.domain import workflow
 from corral.domain.spec import JobSpec, dump_spec
@@ -26,15 +27,11 @@ if TYPE_CHECKING:
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
 
 
-class Jobs:
+class Jobs(Part):
     """What a user does with jobs."""
 
     def __init__(self, coord: Coordinator) -> None:
-        self.coord = coord
-        self.store = coord.store
-        self.settings = coord.settings
-        self.flow = coord.flow
-        self.stats = coord.stats
+        super().__init__(coord)
         self._purged_at = 0.0  # when expired idempotency keys were last deleted
 
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.errors import Conflict, Forbidden, Invalid, NotFound
 from corral.coordinator.flow import new_id
+from corral.coordinator.part import Part
 from corral.domain import workflow
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs
 from corral.domain.resources import parse_duration
@@ -64,15 +65,11 @@ class _Changes:
             self.jobs_started[task["job_id"]] = u.ts
 
 
-class Nodes:
+class Nodes(Part):
     """The coordinator's side of the agent protocol."""
 
     def __init__(self, coord: Coordinator) -> None:
-        self.coord = coord
-        self.store = coord.store
-        self.settings = coord.settings
-        self.flow = coord.flow
-        self.stats = coord.stats
+        super().__init__(coord)
         # Secret values by job, so that output lines are redacted before they are stored (bounded).
         self._secrets: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         # Node id -> sha256 of its secret. A node's secret never changes once given, so this is only a

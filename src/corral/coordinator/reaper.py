@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from corral.coordinator.service import Coordinator
+from corral.coordinator.part import Part
 
 
-class Reaper:
+class Reaper(Part):
     """Leases: a node silent for the TTL is down, and what it ran is lost (rescheduled, see Nodes.lose)."""
-
-    def __init__(self, coord: Coordinator) -> None:
-        self.coord = coord
-        self.store = coord.store
-        self.settings = coord.settings
 
     def reap_once(self) -> int:
         """Mark nodes that stopped heartbeating as down and reschedule their work. Returns how many."""

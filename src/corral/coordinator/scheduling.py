@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.flow import new_id
+from corral.coordinator.part import Part
 from corral.domain.resources import Resources
 from corral.domain.states import JobState
 from corral.scheduler import NodeView, TaskView, plan
@@ -42,15 +43,11 @@ def _gpu_index(g: Any) -> int:
     return index
 
 
-class Scheduling:
+class Scheduling(Part):
     """Placing ready tasks on nodes."""
 
     def __init__(self, coord: Coordinator) -> None:
-        self.coord = coord
-        self.store = coord.store
-        self.settings = coord.settings
-        self.flow = coord.flow
-        self.stats = coord.stats
+        super().__init__(coord)
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
 
     def schedule_once(self) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
-from corral.domain.spec import MAX_PATH, Args, Duration, Env, Labels, NoBool, Strict
+from corral.domain.spec import MAX_PATH, Args, Duration, Env, ImageRef, Labels, NoBool, Strict
 
 # DNS-1123: a label (container names, namespaces) and a subdomain (pod names).
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -224,7 +224,7 @@ def _env_list(v: Any) -> Any:
 
 class ContainerSpec(Strict):
     name: Annotated[str, Field(max_length=63)]
-    image: str | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
+    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")
@@ -239,13 +239,6 @@ class ContainerSpec(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _dns(DNS_LABEL_RE, "container name", v)
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str | None) -> str | None:
-        if v is not None and (not v.strip() or any(c.isspace() for c in v)):
-            raise ValueError("an image reference cannot be empty or contain spaces")
-        return v
 
     @field_validator("workingDir")
     @classmethod

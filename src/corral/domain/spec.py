@@ -83,6 +83,16 @@ def _surrogates(v: Any, path: str, depth: int) -> None:
             _surrogates(x, f"{path}[{i}]", depth - 1)
 
 
+def _check_image(v: str) -> str:
+    if not v.strip() or any(c.isspace() for c in v):
+        raise ValueError("an image reference cannot be empty or contain spaces")
+    return v
+
+
+# A container image reference, as tasks and pods take it.
+ImageRef = Annotated[str, AfterValidator(_check_image)]
+
+
 _KNOWN: dict[type[BaseModel], tuple[str, ...]] = {}
 
 
@@ -334,7 +344,7 @@ class TaskSpec(Strict):
     name: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME,
                              description="Unique within the job; defaults to task-<n>.")
     description: str | None = Field(None, max_length=MAX_TEXT)
-    image: str | None = Field(None, max_length=1000, description="Container image; omitted: a host process.")
+    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process.")
     run: str | None = Field(None, max_length=MAX_VALUE, description="A script run with 'sh -c' (at most 128 KiB).")
     command: Args = Field(None, description="An argv list, run as is.")
     entrypoint: Args = None
@@ -394,13 +404,6 @@ class TaskSpec(Strict):
     def _timeout(cls, v: str | int | float | None) -> str | int | float | None:
         if v is not None and parse_duration(v) <= 0:
             raise ValueError("a timeout must be longer than zero")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str | None) -> str | None:
-        if v is not None and (not v.strip() or any(c.isspace() for c in v)):
-            raise ValueError("an image reference cannot be empty or contain spaces")
         return v
 
     def composite(self) -> str | None:
