@@ -120,7 +120,8 @@ class Client:
             raise _problem(r)
         return r
 
-    def _json(self, method: str, path: str, **kw: Any) -> Json:
+    def json(self, method: str, path: str, **kw: Any) -> Json:
+        """A request whose answer is a JSON object (errors raised as ApiError, as for request)."""
         r = self.request(method, path, **kw)
         try:
             data = r.json()
@@ -133,10 +134,10 @@ class Client:
     # -- jobs ---------------------------------------------------------------------------------------
 
     def submit(self, spec: Json) -> Json:
-        return self._json("POST", "/v1/jobs", json=spec)
+        return self.json("POST", "/v1/jobs", json=spec)
 
     def list_jobs(self, **params: Any) -> Json:
-        return self._json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
+        return self.json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
 
     def job_id(self, given: str) -> str:
         """The full id of the job whose id is or starts with ``given`` (the short ids tables show, at least
@@ -154,13 +155,13 @@ class Client:
         return f"/v1/jobs/{quote(self.job_id(given), safe='')}{suffix}"
 
     def job(self, job_id: str) -> Json:
-        return self._json("GET", self._job_path(job_id))
+        return self.json("GET", self._job_path(job_id))
 
     def cancel(self, job_id: str) -> Json:
-        return self._json("POST", self._job_path(job_id, "/cancel"))
+        return self.json("POST", self._job_path(job_id, "/cancel"))
 
     def restart(self, job_id: str) -> Json:
-        return self._json("POST", self._job_path(job_id, "/restart"))
+        return self.json("POST", self._job_path(job_id, "/restart"))
 
     def delete(self, job_id: str) -> None:
         self.request("DELETE", self._job_path(job_id))
@@ -215,19 +216,19 @@ class Client:
         body: Json = {"cron": cron, "job": job}
         if name is not None:
             body["name"] = name
-        return self._json("POST", "/v1/schedules", json=body)
+        return self.json("POST", "/v1/schedules", json=body)
 
     def schedules(self) -> Json:
-        return self._json("GET", "/v1/schedules")
+        return self.json("GET", "/v1/schedules")
 
     def schedule(self, schedule_id: str) -> Json:
-        return self._json("GET", _schedule_path(schedule_id))
+        return self.json("GET", _schedule_path(schedule_id))
 
     def pause_schedule(self, schedule_id: str) -> Json:
-        return self._json("POST", _schedule_path(schedule_id, "/pause"))
+        return self.json("POST", _schedule_path(schedule_id, "/pause"))
 
     def resume_schedule(self, schedule_id: str) -> Json:
-        return self._json("POST", _schedule_path(schedule_id, "/resume"))
+        return self.json("POST", _schedule_path(schedule_id, "/resume"))
 
     def delete_schedule(self, schedule_id: str) -> None:
         self.request("DELETE", _schedule_path(schedule_id))
@@ -235,16 +236,16 @@ class Client:
     # -- services -----------------------------------------------------------------------------------
 
     def create_service(self, spec: Json) -> Json:
-        return self._json("POST", "/v1/services", json=spec)
+        return self.json("POST", "/v1/services", json=spec)
 
     def services(self, namespace: str | None = None) -> Json:
-        return self._json("GET", "/v1/services", params={"namespace": namespace} if namespace else None)
+        return self.json("GET", "/v1/services", params={"namespace": namespace} if namespace else None)
 
     def service(self, service_id: str) -> Json:
-        return self._json("GET", _service_path(service_id))
+        return self.json("GET", _service_path(service_id))
 
     def service_endpoints(self, service_id: str) -> Json:
-        return self._json("GET", _service_path(service_id, "/endpoints"))
+        return self.json("GET", _service_path(service_id, "/endpoints"))
 
     def delete_service(self, service_id: str) -> None:
         self.request("DELETE", _service_path(service_id))
@@ -252,10 +253,10 @@ class Client:
     # -- cluster ------------------------------------------------------------------------------------
 
     def nodes(self) -> Json:
-        return self._json("GET", "/v1/nodes")
+        return self.json("GET", "/v1/nodes")
 
     def queues(self) -> Json:
-        return self._json("GET", "/v1/queues")
+        return self.json("GET", "/v1/queues")
 
 
 FULL_ID = re.compile(r"[0-9a-f]{32}")

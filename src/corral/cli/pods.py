@@ -13,7 +13,7 @@ import yaml
 from rich.table import Table
 
 from corral.cli import output
-from corral.cli.api import Client, CliError, Json
+from corral.cli.api import Client, CliError
 from corral.cli.client import guarded, output_option, server_option
 
 FINAL = {"succeeded", "failed", "terminated"}
@@ -21,17 +21,6 @@ FINAL = {"succeeded", "failed", "terminated"}
 
 def _path(pod_id: str, suffix: str = "") -> str:
     return f"/v1/pods/{quote(pod_id, safe='')}{suffix}"
-
-
-def _json(c: Client, method: str, path: str, **kw: Any) -> Json:
-    r = c.request(method, path, **kw)
-    try:
-        data = r.json()
-    except ValueError as e:
-        raise CliError(f"{c.server}{path} did not answer with JSON: is this a Corral server?") from e
-    if not isinstance(data, dict):
-        raise CliError(f"{c.server}{path} answered with unexpected JSON: is this a Corral server?")
-    return data
 
 
 @click.group()
@@ -63,7 +52,7 @@ def pods_create(file: IO[bytes], fmt: str, server: str) -> None:
     if not isinstance(data, dict):
         raise CliError(f"{file.name}: a pod is an object with at least 'name' and 'containers'", 2)
     with Client(server) as c:
-        pod = _json(c, "POST", "/v1/pods", json=data)
+        pod = c.json("POST", "/v1/pods", json=data)
     if fmt == "json":
         output.print_json(pod)
     else:
@@ -83,7 +72,7 @@ def pods_ls(namespace: str | None, selector: str | None, limit: int, cursor: str
     """List pods, oldest first."""
     params = {k: v for k, v in (("namespace", namespace), ("selector", selector), ("cursor", cursor)) if v}
     with Client(server) as c:
-        page = _json(c, "GET", "/v1/pods", params={**params, "limit": limit})
+        page = c.json("GET", "/v1/pods", params={**params, "limit": limit})
     if fmt == "json":
         output.print_json(page)
         return
@@ -115,7 +104,7 @@ def pods_ls(namespace: str | None, selector: str | None, limit: int, cursor: str
 def pods_get(pod_id: str, fmt: str, server: str) -> None:
     """Show a pod: its state and why, its node and address, its ports and each container."""
     with Client(server) as c:
-        p = _json(c, "GET", _path(pod_id))
+        p = c.json("GET", _path(pod_id))
     if fmt == "json":
         output.print_json(p)
         return
@@ -166,7 +155,7 @@ def pods_logs(pod_id: str, container: str | None, follow: bool, server: str) -> 
                 if not follow or ended:
                     return
                 # A node reports a pod's end with or after its last lines: one more read after the end.
-                ended = _json(c, "GET", _path(pod_id)).get("state") in FINAL
+                ended = c.json("GET", _path(pod_id)).get("state") in FINAL
                 if not ended:
                     time.sleep(0.5)
         except KeyboardInterrupt:
@@ -191,7 +180,7 @@ def pods_rm(ids: tuple[str, ...], grace: float | None, purge: bool, server: str)
                     click.echo(f"{pod_id}: purged")
                 else:
                     params = {} if grace is None else {"grace": grace}
-                    p = _json(c, "DELETE", _path(pod_id), params=params)
+                    p = c.json("DELETE", _path(pod_id), params=params)
                     click.echo(f"{pod_id}: {p['state']}")
             except CliError as e:
                 click.echo(f"{pod_id}: {e}", err=True)
