@@ -5,8 +5,10 @@ Direct: `docker run -d corral-test/busybox:latest sleep 3600`, 50 times from a p
 container's time is the call's (`docker run -d` returns once the container has started). Corral: a
 `corral up --runtime docker` standalone and 50 `POST /v1/pods` from a pool of 10 threads; each pod's time is
 from just before its POST to its container's `started_at` (stamped by the worker on this machine's clock when
-Docker had started it; a pod without a readiness probe is ready once running). The sides alternate; the
-ratio is Corral's p50 (and p99) over the direct p50 (p99). The issue's target: at most 1.2.
+Docker had started it; a pod without a readiness probe is ready once running); each thread waits for its pod
+to run and be ready before it creates the next, so that at most 10 start at once on either side. The sides
+alternate; the ratios are Corral's over the direct side's: p50, p99 and the wall time of all 50. The issue's
+target: at most 1.2.
 """
 
 from __future__ import annotations
@@ -52,30 +54,33 @@ def run_direct(n: int, parallel: int) -> dict[str, object]:
 
 def run_corral(n: int, parallel: int) -> dict[str, object]:
     with corral_up("--runtime", "docker") as (url, _), httpx.Client(base_url=url, timeout=60) as c:
-        sent: dict[str, float] = {}
+        ids: list[str] = []
 
-        def one(i: int) -> None:
+        def one(i: int) -> float:
+            """Create a pod and wait until it runs and is ready (as `docker run -d` waits for the start), so
+            that at most ``parallel`` pods are starting at once, as on the direct side."""
             spec = {"name": f"p{i}", "restartPolicy": "Always",
                     "containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"],
                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
             t = time.time()
             r = c.post("/v1/pods", json=spec)
             r.raise_for_status()
-            sent[r.json()["id"]] = t
+            pod_id = r.json()["id"]
+            ids.append(pod_id)
+            deadline = time.monotonic() + 120
+            while True:
+                pod = c.get(f"/v1/pods/{pod_id}").json()
+                if pod["state"] == "running" and pod["ready"]:
+                    return ts(pod["containers"][0]["started_at"]) - t
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pod {pod_id} did not start within 2 minutes: {pod}")
+                time.sleep(0.05)
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(parallel) as pool:
-            list(pool.map(one, range(n)))
-        while True:  # rare, cheap polls: the server shares two cores with dockerd
-            pods = c.get("/v1/pods", params={"limit": 1000}).json()["items"]
-            if sum(1 for p in pods if p["state"] == "running" and p["ready"]) >= n:
-                break
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError("the pods did not all start within 5 minutes")
-            time.sleep(0.2)
-        observed = time.monotonic() - t0
-        each = [ts(p["containers"][0]["started_at"]) - sent[p["id"]] for p in pods if p["id"] in sent]
-        for pid in sent:
+            each = list(pool.map(one, range(n)))
+        elapsed = time.monotonic() - t0
+        for pid in ids:
             c.delete(f"/v1/pods/{pid}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -83,7 +88,7 @@ def run_corral(n: int, parallel: int) -> dict[str, object]:
             if all(p["state"] not in ("pending", "scheduled", "running", "terminating", "unknown") for p in pods):
                 break
             time.sleep(0.2)
-    return {"observed_by_polling_s": round(observed, 3), "per_pod_s": summary(each, 3)}
+    return {"elapsed_s": round(elapsed, 3), "per_pod_s": summary(each, 3)}
 
 
 def run(n: int = 50, parallel: int = 10, rounds: int = 2) -> dict[str, object]:
@@ -100,7 +105,9 @@ def run(n: int = 50, parallel: int = 10, rounds: int = 2) -> dict[str, object]:
     return {"benchmark": "pod start", "pods": n, "parallel": parallel, "rounds": rounds,
             "direct_docker_run_d": direct, "corral_pods": corral,
             "ratio_p50": round(best(corral, "p50") / best(direct, "p50"), 2),
-            "ratio_p99": round(best(corral, "p99") / best(direct, "p99"), 2)}
+            "ratio_p99": round(best(corral, "p99") / best(direct, "p99"), 2),
+            "ratio_wall": round(min(float(r["elapsed_s"]) for r in corral)  # type: ignore[arg-type]
+                                / min(float(r["elapsed_s"]) for r in direct), 2)}  # type: ignore[arg-type]
 
 
 def main() -> None:
