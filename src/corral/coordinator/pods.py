@@ -208,7 +208,7 @@ class Pods:
         for r in tx.pod_ports(ids):
             if r["container"] is not None:
                 held[(r["pod_id"], r["container"], r["container_port"], r["protocol"])] = r
-        nodes = {n["id"]: n for n in tx.nodes()} if any(p["node_id"] for p in pods) else {}
+        nodes = {n["id"]: n for n in tx.nodes_by_ids(p["node_id"] for p in pods if p["node_id"])}
         out = []
         for p in pods:
             images = {c["name"]: c.get("image") for c in p["spec"].get("containers") or ()}

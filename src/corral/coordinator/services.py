@@ -151,7 +151,7 @@ class Services:
                 raise NotFound(f"no service with id '{service_id}'")
             spec = {**row["spec"], "namespace": row["namespace"]}
             pods = tx.ready_pods([row["namespace"]])
-            nodes = {n["id"]: n for n in tx.nodes()}
+            nodes = {n["id"]: n for n in tx.nodes_by_ids(p["node_id"] for p in pods if p.get("node_id"))}
         return domain.endpoints(spec, pods, nodes)
 
     def for_node(self, node_id: str) -> builtins.list[dict[str, Any]]:

@@ -15,23 +15,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from corral.store import schema as s
+from corral.store.rows import Row, chunks
+from corral.store.rows import rows as _rows
 
-Row = dict[str, Any]
 _P, _C, _NP, _L = s.pods.c, s.pod_containers.c, s.node_ports.c, s.pod_logs.c
 FINAL = ("succeeded", "failed", "terminated")
 PLACED = ("scheduled", "running", "unknown", "terminating")  # a pod in these holds capacity on its node
-CHUNK = 500
-
-
-def _rows(result: sa.CursorResult[Any]) -> list[Row]:
-    keys = list(result.keys())
-    return [dict(zip(keys, r, strict=True)) for r in result]
-
-
-def _parts(ids: Iterable[Any]) -> Iterable[list[Any]]:
-    items = list(ids)
-    for i in range(0, len(items), CHUNK):
-        yield items[i:i + CHUNK]
 
 
 _BRIEF = [_P.id, _P.state, _P.desired, _P.restart_policy, _P.node_id, _P.instance_id, _P.ttl_expires_at,
@@ -59,7 +48,7 @@ class PodQueries:
         """The pods; with ``lock``, their rows stay locked until the transaction ends (PostgreSQL; SQLite
         has one writer at a time already)."""
         out: list[Row] = []
-        for part in _parts(sorted(set(ids))):
+        for part in chunks(sorted(set(ids))):
             q = sa.select(s.pods).where(_P.id.in_(part)).order_by(_P.id)
             if lock and self.c.dialect.name == "postgresql":
                 q = q.with_for_update()
@@ -68,7 +57,7 @@ class PodQueries:
 
     def pods_by_instances(self, instance_ids: Iterable[str]) -> list[Row]:
         """The pods whose current instance is one of these."""
-        return [r for part in _parts(sorted(set(instance_ids))) for r in _rows(self.c.execute(
+        return [r for part in chunks(sorted(set(instance_ids))) for r in _rows(self.c.execute(
             sa.select(s.pods).where(_P.instance_id.in_(part))))]
 
     def find_pods(self, *, namespace: str | None = None, selector: Mapping[str, str] | None = None,
@@ -129,7 +118,7 @@ class PodQueries:
 
     # -- containers ------------------------------------------------------------------------------
     def pod_containers(self, pod_ids: Iterable[str]) -> list[Row]:
-        return [r for part in _parts(set(pod_ids)) for r in _rows(self.c.execute(
+        return [r for part in chunks(set(pod_ids)) for r in _rows(self.c.execute(
             sa.select(s.pod_containers).where(_C.pod_id.in_(part)).order_by(_C.pod_id, _C.position)))]
 
     def reset_containers(self, pod_id: str) -> None:
@@ -182,7 +171,7 @@ class PodQueries:
         return int(self.c.execute(sa.delete(s.node_ports).where(*conds)).rowcount)
 
     def pod_ports(self, pod_ids: Iterable[str]) -> list[Row]:
-        return [r for part in _parts(set(pod_ids)) for r in _rows(self.c.execute(
+        return [r for part in chunks(set(pod_ids)) for r in _rows(self.c.execute(
             sa.select(s.node_ports).where(_NP.pod_id.in_(part)).order_by(_NP.port)))]
 
     def used_ports(self, node_ids: Iterable[str] | None = None) -> dict[str, set[tuple[int, str]]]:

@@ -24,28 +24,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
 from corral.store.pods import PodQueries
+from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
+from corral.store.rows import Row as Row
+from corral.store.rows import chunks as chunks
+from corral.store.rows import rows as _rows
 from corral.store.stacks import StackQueries
 
-Row = dict[str, Any]
 ACTIVE = ("scheduled", "running")
 LIVE_NODE = ("ready", "draining")  # nodes that heartbeat: a draining node finishes its work first
 COMPOSITE_KINDS = ("template", "parallel", "each", "subjob", "steps")  # tasks the coordinator opens itself
-# Ids bound in one IN (...): a list of any length is sent in parts of this many (SQLite refuses statements
-# with more than 32,766 variables, and long lists plan badly on both engines).
-CHUNK = 500
-
-
-def chunks(ids: Iterable[Any], n: int = CHUNK) -> Iterator[list[Any]]:
-    items = list(ids)
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
-def _rows(result: sa.CursorResult[Any]) -> list[Row]:
-    keys = list(result.keys())
-    return [dict(zip(keys, r, strict=True)) for r in result]
-
-
 def _by_ids(table: sa.Table, cols: Sequence[Any] | None = None) -> Any:
     """SELECT ... WHERE id IN (:ids), with the list bound as one expanding parameter: cheaper than
     building an IN clause value by value on every call."""
@@ -474,6 +461,11 @@ class Tx(PodQueries, StackQueries):
         if state:
             q = q.where(s.nodes.c.state == state)
         return _rows(self.c.execute(q))
+
+    def nodes_by_ids(self, ids: Iterable[str]) -> list[Row]:
+        """These nodes only (a view of a few pods need not read every node of a large cluster)."""
+        return [r for part in chunks(sorted(set(ids)))
+                for r in _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.id.in_(part))))]
 
     def touch_node(self, node_id: str, now: float, usage: dict[str, Any] | None = None) -> bool:
         values: dict[str, Any] = {"last_heartbeat": now}

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from corral.store import schema as s
+from corral.store.rows import Row
 
-Row = dict[str, Any]
 _S, _J = s.stacks.c, s.stack_batch_jobs.c
 # Any constant: the key of the advisory lock that makes a quota check and the insert after it one step.
 _QUOTA_LOCK = 0x5374616B
