@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
-from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
 from corral.coordinator.service import Coordinator, NodeInfo, Settings
+from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus
 from corral.domain.pods import PodSpec
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store

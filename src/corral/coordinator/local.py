@@ -10,11 +10,10 @@ from typing import Any, TypeVar
 
 from corral.agent.transport import REJECTED, Refused, Rejected, UnknownNode
 from corral.coordinator.errors import Forbidden, NotFound, ServiceError, Unauthorized
-from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
 from corral.coordinator.service import Coordinator
 from corral.coordinator.services import Services
 from corral.coordinator.wakeups import NodeWakeups
-from corral.domain.agentwire import LogLine, NodeInfo, Update
+from corral.domain.agentwire import ContainerStatus, LogLine, NodeInfo, PodLogLine, PodStatus, Update
 
 T = TypeVar("T")
 

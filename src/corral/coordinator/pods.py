@@ -13,12 +13,12 @@ import builtins
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
 from corral.domain import reconcile
+from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus, cap_lines, truncation_marker
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
 from corral.domain.resources import Resources
 from corral.scheduler.pods import PodRequest, place_pods
@@ -34,45 +34,6 @@ LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
 PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
-
-
-@dataclass
-class ContainerStatus:
-    name: str
-    state: str  # waiting | running | terminated
-    reason: str | None = None
-    container_id: str | None = None
-    restart_count: int = 0
-    exit_code: int | None = None
-    ready: bool = False
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass
-class PodStatus:
-    """What a node says about one pod instance it runs (or ran)."""
-
-    instance_id: str
-    pod_id: str
-    phase: str  # running | succeeded | failed | stopped
-    containers: list[ContainerStatus] = field(default_factory=list)
-    ts: float = 0.0
-
-
-@dataclass
-class PodLogLine:
-    instance_id: str
-    container: str
-    stream: str
-    line: str
-    ts: float
-
-
-def truncation_marker(cap: int) -> str:
-    return (f"[corral: log truncated: this container's output passed the stored log limit of {cap} bytes "
-            "(--max-log-bytes); the rest of it was dropped]")
 
 
 def published_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -256,12 +217,7 @@ class Pods:
                 node_rows = tx.nodes("ready")
                 alloc = {a["node_id"]: a for a in tx.allocations()}
                 used = tx.used_ports()
-            views = []
-            for n in node_rows:
-                try:
-                    views.append(self.coord.scheduling.node_view(n, alloc.get(n["id"])))
-                except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    self.coord.scheduling._skip_row("node", str(n.get("id")), e)
+            views = self.coord.scheduling.node_views(node_rows, alloc)
             requests = {p["id"]: self._request(p) for p in pending}
             result = place_pods(views, requests.values(), used, self.settings.node_port_range,
                                 self.settings.strategy)
@@ -470,25 +426,18 @@ class Pods:
         stored = {(c["pod_id"], c["name"]): int(c["log_bytes"] or 0)
                   for c in tx.pod_containers({p["id"] for p in pods.values()})}
         cap = self.settings.max_log_bytes
-        sizes: dict[tuple[str, str], int] = {}
-        rows, full = [], set()
-        for ln in logs:
-            pod = pods.get(ln.instance_id)
-            key = (pod["id"], ln.container) if pod else None
-            if key is None or key not in stored:
-                continue
-            size = sizes.get(key, stored[key])
-            if size > cap:
-                full.add((ln.instance_id, ln.container))
-                continue
-            n = len(ln.line.encode("utf-8", "replace")) + 1
-            line, stream = ln.line, ln.stream
-            if size + n > cap:
-                line, stream, n = truncation_marker(cap), "stderr", cap + 1 - size
-                full.add((ln.instance_id, ln.container))
-            sizes[key] = size + n
-            rows.append({"pod_id": pod["id"] if pod else "", "instance_id": ln.instance_id,
-                         "container": ln.container, "stream": stream, "line": line, "ts": ln.ts})
+        # A line of an instance this node does not hold has no key in ``stored`` and is dropped.
+        keys = [(pods[ln.instance_id]["id"], ln.container) if ln.instance_id in pods else ("", "") for ln in logs]
+        kept, sizes = cap_lines(keys, [ln.line for ln in logs], stored, cap)
+        rows = []
+        for i, cut in kept:
+            ln = logs[i]
+            rows.append({"pod_id": keys[i][0], "instance_id": ln.instance_id, "container": ln.container,
+                         "stream": "stderr" if cut else ln.stream,
+                         "line": truncation_marker(cap, "this container's output") if cut else ln.line,
+                         "ts": ln.ts})
+        full = {(ln.instance_id, ln.container) for ln, k in zip(logs, keys, strict=True)
+                if sizes.get(k, stored.get(k, 0)) > cap}
         tx.append_pod_logs(rows)
         tx.add_container_log_bytes([(p, c, stored[(p, c)], n) for (p, c), n in sizes.items()])
         return full

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.flow import new_id
@@ -75,14 +76,7 @@ class Scheduling(Part):
                 self.open_composites()
                 opened += 1
                 continue
-            # One malformed row (a node's GPU without an index, say) is skipped, logged and counted;
-            # it never stops the pass, which would stop all scheduling.
-            views = []
-            for n in node_rows:
-                try:
-                    views.append(self.node_view(n, alloc.get(n["id"])))
-                except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    self._skip_row("node", str(n.get("id")), e)
+            views = self.node_views(node_rows, alloc)
             tviews, bad = [], {}
             for t in ready:
                 try:
@@ -139,6 +133,18 @@ class Scheduling(Part):
             nodes = self.flow.apply(tx, openings, now)
         if nodes:
             self.coord.on_nodes_changed(nodes)
+
+    def node_views(self, node_rows: Sequence[Row], alloc: dict[str, Row]) -> list[NodeView]:
+        """The nodes as placement sees them, for tasks and pods alike. One malformed row (a node's GPU
+        without an index, say) is skipped, logged and counted; it never stops the pass, which would stop
+        all scheduling."""
+        views = []
+        for n in node_rows:
+            try:
+                views.append(self.node_view(n, alloc.get(n["id"])))
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                self._skip_row("node", str(n.get("id")), e)
+        return views
 
     def _skip_row(self, kind: str, row_id: str, e: Exception) -> None:
         self.stats["schedule_rows_skipped"] += 1

@@ -27,10 +27,10 @@ from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.native.agent import NodeAgent, NodeId
 from corral.coordinator.errors import Conflict, Forbidden, NotFound
 from corral.coordinator.podling import PORT_LABEL, PodlingTask, PodlingTasks, is_podling_node
-from corral.coordinator.pods import ContainerStatus, PodStatus
 from corral.coordinator.service import NODE_SECRET_HEADER
 from corral.coordinator.services import Services as CoreServices
 from corral.domain import podling as pd
+from corral.domain.agentwire import ContainerStatus, PodStatus
 from corral.domain.nodes import number
 from corral.domain.pods import PodSpec, parse_cpu
 from corral.domain.resources import parse_size

@@ -38,14 +38,14 @@ Agent = Annotated[Services, Depends(_auth)]
 NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="The node's id (32 hex digits)")]
 
 
-def _node(node_id: NodeId, svc: Agent,
+def node_guard(node_id: NodeId, svc: Agent,
           x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> Services:
     """Every call about a node must come from that node: it presents the secret it was given."""
     svc.coord.authenticate(node_id, x_corral_node_secret)
     return svc
 
 
-NodeAgent = Annotated[Services, Depends(_node)]
+NodeAgent = Annotated[Services, Depends(node_guard)]
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 POLL_CHECK = 1.0  # seconds between checks, during a long-poll, that the worker is still connected
 
@@ -173,10 +173,10 @@ class ReportBody(Strict):
 # Each body depends on the check of its caller (the cluster token; for a node's calls, its secret too):
 # nothing is read or parsed for a caller that is refused, whatever the order of a route's parameters.
 RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody, guard=_auth))]
-HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody, guard=_node))]
-PollIn = Annotated[PollBody, Depends(model_body(PollBody, guard=_node))]
-ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody, guard=_node))]
-DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=_node))]
+HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody, guard=node_guard))]
+PollIn = Annotated[PollBody, Depends(model_body(PollBody, guard=node_guard))]
+ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody, guard=node_guard))]
+DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=node_guard))]
 
 
 # -- routes ------------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from corral.api.native.agent import (
     NodeId,
     Strict,
     Text200,
-    _node,
+    node_guard,
 )
-from corral.coordinator.pods import ContainerStatus, PodLogLine, PodStatus
+from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 MAX_PODS = 10_000  # pod instances one node may name in one sync
@@ -71,7 +71,7 @@ class SyncBody(Strict):
     logs: list[PodLogBody] = Field([], max_length=MAX_LOG_LINES)
 
 
-SyncIn = Annotated[SyncBody, Depends(model_body(SyncBody, guard=_node))]
+SyncIn = Annotated[SyncBody, Depends(model_body(SyncBody, guard=node_guard))]
 
 
 @router.post("/nodes/{node_id}/pods")
