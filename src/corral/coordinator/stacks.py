@@ -139,7 +139,10 @@ class Stacks:
         deadline = time.monotonic() + self.config.placement_wait
         delay = 0.005
         while True:
-            pod = self.pods.get(stack_id)
+            with self.store.read() as tx:  # the pod's row alone: its view (containers, ports, node) is not needed
+                pod = tx.pod(stack_id)
+            if pod is None:
+                raise NotFound(f"no pod with id '{stack_id}'")
             if pod["node_id"] is not None or pod["state"] != "pending":
                 return
             reason = str(pod.get("reason") or "")
