@@ -41,6 +41,10 @@ class ServerConfig:
     edge: edge.EdgeConfig = field(default_factory=edge.EdgeConfig)
     # The Stacks API: TTL, LimitRange, ResourceQuota, API key (corral.coordinator.stacks).
     stacks: StacksConfig = field(default_factory=StacksConfig)
+    # nomad-lite's gRPC SchedulerService on this port (corral.api.grpcapi); None: not served.
+    grpc_port: int | None = None
+    grpc_bind: str = "127.0.0.1"
+    grpc_optional: bool = False  # the port is only a default (corral up): taken, the server runs without it
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -63,9 +67,22 @@ def create_app(config: ServerConfig) -> FastAPI:
             local = Agent(AgentConfig(**config.local_worker),  # type: ignore[arg-type]
                           LocalTransport(coord, wakeups))
             await local.start()
+        grpc_server = None
+        if config.grpc_port is not None:
+            from corral.api.grpcapi.service import SchedulerService, start
+            scheduler = SchedulerService(coord, f"{config.grpc_bind}:{config.grpc_port}", config.edge.api_token,
+                                         local_node=lambda: local.node_id if local is not None else None)
+            try:
+                grpc_server = await start(scheduler, config.grpc_bind, config.grpc_port)
+            except OSError as e:
+                if not config.grpc_optional:
+                    raise
+                log.warning("%s: nomad-lite's gRPC API is not served (give corral up --grpc-port)", e)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
             if local is not None:
                 await local.stop()
             stacks.stop()

@@ -255,6 +255,25 @@ class Client:
     def nodes(self) -> Json:
         return self.json("GET", "/v1/nodes")
 
+    def node_id(self, given: str) -> str:
+        """The id of the node named ``given``, or whose id is or starts with it (at least 4 characters)."""
+        items = self.nodes()["items"]
+        found = {n["id"] for n in items if n["id"] == given or n["name"] == given}
+        if not found and len(given) >= 4:
+            found = {n["id"] for n in items if n["id"].startswith(given)}
+        if not found:
+            raise ApiError(404, f"no node with the id or name '{given}'")
+        if len(found) > 1:
+            raise ApiError(409, f"'{given}' names more than one node: give its full id")
+        return str(found.pop())
+
+    def drain_node(self, node: str, deadline: str | None = None) -> Json:
+        body = {} if deadline is None else {"deadline": deadline}
+        return self.json("POST", f"/v1/nodes/{quote(self.node_id(node), safe='')}/drain", json=body)
+
+    def undrain_node(self, node: str) -> Json:
+        return self.json("POST", f"/v1/nodes/{quote(self.node_id(node), safe='')}/undrain")
+
     def queues(self) -> Json:
         return self.json("GET", "/v1/queues")
 

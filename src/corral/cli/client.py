@@ -630,21 +630,57 @@ def schedules_rm(ids: tuple[str, ...], server: str) -> None:
 # -- cluster ---------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @output_option
 @server_option
+@click.pass_context
 @guarded
-def nodes(fmt: str, server: str) -> None:
-    """List worker nodes and what is allocated on them.
+def nodes(ctx: click.Context, fmt: str, server: str) -> None:
+    """List worker nodes and what is allocated on them; drain and undrain them.
 
     CPU, MEMORY and GPU show allocated/capacity; TASKS the tasks running there.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     with Client(server) as c:
         data = c.nodes()
     if fmt == "json":
         output.print_json(data)
     else:
         output.nodes_table(data)
+
+
+def _drained(n: dict[str, object], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(n, indent=2)
+    drain = n.get("drain")
+    deadline = drain.get("deadline") if isinstance(drain, dict) else None
+    moves = f"; what still runs there moves at {deadline}" if deadline else ""
+    return f"{n['id']} ({n['name']}) {n['state']}{moves}"
+
+
+@nodes.command("drain")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="After this long (such as 10m), tasks still running there are stopped and placed on other "
+              "nodes, without using a retry [default: none: they may take as long as they need].")
+@output_option
+@server_option
+@guarded
+def nodes_drain(ids: tuple[str, ...], deadline: str | None, fmt: str, server: str) -> None:
+    """Drain nodes (by id, id prefix or name): no new work is placed there; running tasks finish (or move at
+    the deadline), and pods that restart are placed on other nodes now."""
+    _each(ids, server, lambda c, node: _drained(c.drain_node(node, deadline), fmt))
+
+
+@nodes.command("undrain")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@output_option
+@server_option
+@guarded
+def nodes_undrain(ids: tuple[str, ...], fmt: str, server: str) -> None:
+    """Let drained nodes take new work again."""
+    _each(ids, server, lambda c, node: _drained(c.undrain_node(node), fmt))
 
 
 @click.command()

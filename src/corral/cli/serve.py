@@ -86,6 +86,20 @@ def _dialect_ports(values: tuple[str, ...], main_port: int) -> dict[str, int]:
     return out
 
 
+UP_GRPC_PORT = 50051  # nomad-lite's own default port; `corral up` serves its gRPC API there unless told
+
+
+def _grpc_port(given: int | None, default: int | None, main_port: int, dialect_ports: dict[str, int]) -> int | None:
+    port = given or default
+    taken = port == main_port or port in dialect_ports.values()
+    if given is None and taken:
+        return None  # the default collides with an HTTP port given: no gRPC unless asked for
+    if port is not None and taken:
+        raise click.BadParameter(f"{port} is taken by the HTTP API: give the gRPC API a port of its own",
+                                 param_hint="--grpc-port")
+    return port
+
+
 def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports: dict[str, int]) -> None:
     from corral.api.app import create_app, create_dialect_app
     app = create_app(config)
@@ -199,6 +213,9 @@ common_server: list[_Deco] = [
     click.option("--stacks-limit-range", "stacks_limits", multiple=True, metavar="KEY=QTY,...",
                  help="Per-container bounds of a stack, like a Kubernetes LimitRange: min.cpu, max.cpu, min.memory, "
                  "max.memory (such as max.cpu=2,max.memory=4Gi); outside them: 400 [default: none]."),
+    click.option("--grpc-port", type=click.IntRange(1, 65535), default=None,
+                 help="Serve nomad-lite's gRPC SchedulerService on this port, on the --bind address "
+                 "[default: not served; `corral up`: 50051]."),
     click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
                  help="Also serve one dialect alone on a port of its own, answering exactly as its document "
                  "(such as stacks=8081); it stays on the main port too. Repeatable."),
@@ -350,8 +367,11 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     code = None if no_token else secrets.token_urlsafe(24)
     stacks = _stacks(common)
     ports = _dialect_ports(common.pop("dialect_ports"), port)
+    given_grpc = common.pop("grpc_port")
+    grpc_port = _grpc_port(given_grpc, UP_GRPC_PORT, port, ports)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks,
+        grpc_port=grpc_port, grpc_bind=bind, grpc_optional=not given_grpc,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
@@ -360,6 +380,8 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
                                  token_hint=f"the token in {token_path}"),
     )
     click.echo(f"Corral standalone on http://{bind}:{port}  (state in {data})", err=True)
+    if grpc_port:
+        click.echo(f"nomad-lite's gRPC SchedulerService on {bind}:{grpc_port}", err=True)
     if no_token:
         click.echo(NO_TOKEN_WARNING, err=True)
     else:
@@ -400,7 +422,11 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     _logging(log_level)
     stacks = _stacks(common)
     ports = _dialect_ports(common.pop("dialect_ports"), port)
+    grpc_port = _grpc_port(common.pop("grpc_port"), None, port, ports)
+    if grpc_port:
+        click.echo(f"nomad-lite's gRPC SchedulerService on {bind}:{grpc_port}", err=True)
     config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks,
+                          grpc_port=grpc_port, grpc_bind=bind,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))

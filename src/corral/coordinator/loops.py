@@ -61,6 +61,10 @@ class BackgroundLoops:
             except Exception:
                 log.exception("reaper pass failed; trying again")
             try:
+                self.coord.nodes.drain_deadlines()  # drained nodes past their deadline: their tasks move
+            except Exception:
+                log.exception("drain deadline pass failed; trying again")
+            try:
                 self.coord.pods.reconcile_once()  # dead nodes' pods, silent nodes, TTLs, deletes
             except Exception:
                 log.exception("pod reconcile pass failed; trying again")

@@ -161,6 +161,70 @@ class Nodes(Part):
         self.coord.kick()
         return handed
 
+    def admin_drain(self, node_id: str, deadline: float | None = None) -> Row:
+        """An operator drains the node (``corral nodes drain``): nothing new is placed on it; what runs
+        there may finish, and ``deadline`` seconds from now (if given) what still runs is stopped and
+        placed elsewhere without using up a retry (``drain_deadlines``). Its pods that restart are placed
+        on other nodes at once (domain/reconcile.py). Draining again sets the new deadline."""
+        now = time.time()
+        if deadline is not None and deadline < 0:
+            raise Invalid("the drain deadline cannot be negative")
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}'")
+            if node["state"] == "down":
+                raise Conflict(f"node {node['name']} is down: nothing runs there to drain")
+            if node["state"] == "draining" and node.get("drain_requested_at") is None:
+                raise Conflict(f"node {node['name']} is shutting down already (its worker is stopping)")
+            values = {"state": "draining", "drain_requested_at": node.get("drain_requested_at") or now,
+                      "drain_deadline": None if deadline is None else now + deadline}
+            if not tx.cas_node(node_id, node["state"], **values):
+                raise Conflict(f"node {node['name']} changed meanwhile: try again")
+            node.update(values)
+        log.info("node %s (%s) drained by an operator%s", node_id, node["name"],
+                 "" if deadline is None else f"; what runs there in {deadline:g}s is placed elsewhere")
+        self.coord.kick()
+        return node
+
+    def undrain(self, node_id: str) -> Row:
+        """Undo ``admin_drain``: the node takes new work again."""
+        with self.store.transaction() as tx:
+            node = tx.node(node_id)
+            if node is None:
+                raise NotFound(f"no node with id '{node_id}'")
+            if node["state"] == "ready":
+                return node
+            if node["state"] != "draining" or node.get("drain_requested_at") is None:
+                raise Conflict(f"node {node['name']} is {node['state']}, not drained by an operator: "
+                               "it takes work again when its worker registers")
+            values = {"state": "ready", "drain_requested_at": None, "drain_deadline": None}
+            if not tx.cas_node(node_id, "draining", **values):
+                raise Conflict(f"node {node['name']} changed meanwhile: try again")
+            node.update(values)
+        self.coord.kick()
+        return node
+
+    def drain_deadlines(self, now: float | None = None) -> int:
+        """Drained nodes whose deadline passed: what still runs there is handed back (pending again,
+        without using up an attempt; the node stops it at its next heartbeat). Returns how many."""
+        now = time.time() if now is None else now
+        n = 0
+        woken: set[str] = set()
+        with self.store.transaction() as tx:
+            for node in tx.nodes("draining"):
+                if node.get("drain_deadline") is None or node["drain_deadline"] > now:
+                    continue
+                for ex in tx.active_executions(node["id"]):
+                    if self._hand_back(tx, ex, now, f"node {node['name']} was drained and its deadline passed"):
+                        n += 1
+                        woken.add(node["id"])
+        if n:
+            log.info("%d task(s) of drained nodes past their deadline are placed elsewhere", n)
+            self.coord.on_nodes_changed(woken)
+            self.coord.kick()
+        return n
+
     def leave(self, node_id: str) -> int:
         """The node stops now: it is down at once (no wait for its lease to expire), and whatever still
         runs on it is handed back (pending again, without using up an attempt). Returns how many."""

@@ -132,6 +132,12 @@ class Coordinator:
     def leave(self, node_id: str) -> int:
         return self.nodes.leave(node_id)
 
+    def admin_drain(self, node_id: str, deadline: float | None = None) -> Row:
+        return self.nodes.admin_drain(node_id, deadline)
+
+    def undrain(self, node_id: str) -> Row:
+        return self.nodes.undrain(node_id)
+
     def heartbeat(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None = None) -> list[str]:
         return self.nodes.heartbeat(node_id, running, usage)
 

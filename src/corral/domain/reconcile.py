@@ -130,6 +130,10 @@ def reconcile(pods: Iterable[PodView], nodes: Mapping[str, NodeView], now: float
                 out.append(Decision(p.id, "fail", p.state, p.instance_id, f"{why}; restartPolicy Never"))
             else:
                 out.append(Decision(p.id, "replace", p.state, p.instance_id, f"{why}: placing it again"))
+        elif node is not None and node.state == "draining" and p.restart_policy != "Never":
+            # A drained node: a pod that restarts anyway is placed on another node now (its containers here
+            # are stopped once it is placed again); one that never restarts finishes where it is.
+            out.append(Decision(p.id, "replace", p.state, p.instance_id, f"{where} is draining: placing it again"))
         elif node is not None and p.state != PodState.UNKNOWN.value and now - node.last_heartbeat > silent_after:
             out.append(Decision(p.id, "unknown", p.state, p.instance_id,
                                 f"{where} has not been heard from for {now - node.last_heartbeat:.0f}s"))

@@ -147,6 +147,10 @@ nodes = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=True),
     # 0009: the address where the node's pods are reached (corral worker --advertise-address); NULL: unknown
     sa.Column("address", sa.String(255), nullable=True),
+    # 0016: an operator drained the node (corral nodes drain) at this time; NULL: not drained by an operator
+    sa.Column("drain_requested_at", sa.Float, nullable=True),
+    # 0016: when what still runs on the drained node is stopped and placed elsewhere; NULL: no deadline
+    sa.Column("drain_deadline", sa.Float, nullable=True),
     sa.Index("ix_nodes_state", "state"),
 )
 

@@ -611,6 +611,16 @@ class Tx(PodQueries, StackQueries):
                                                          sa.func.count(e.finished_at))).one()
         return int(submitted) + int(ended) + int(placed) + int(started) + int(done)
 
+    def state_change_rows(self) -> tuple[list[Row], list[Row]]:
+        """What ``state_change_count`` counts, row by row: every stored job (``seq``, ``id``, ``state``,
+        ``created_at``, ``finished_at``) and every execution (``job_id``, ``node_id``, ``state``,
+        ``exit_code``, ``scheduled_at``, ``started_at``, ``finished_at``). For nomad-lite's log view."""
+        j, e = s.jobs.c, s.executions.c
+        jobs = _rows(self.c.execute(sa.select(j.seq, j.id, j.state, j.created_at, j.finished_at).order_by(j.seq)))
+        execs = _rows(self.c.execute(sa.select(e.job_id, e.node_id, e.state, e.exit_code, e.scheduled_at,
+                                               e.started_at, e.finished_at)))
+        return jobs, execs
+
     def queued_jobs_of_queue(self, queue: str) -> list[str]:
         """Jobs with a task waiting in ``queue`` for a node (pending and ready), for the Tork dialect."""
         t = s.tasks.c

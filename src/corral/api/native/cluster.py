@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict
 
+from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.api.native.views import node_view
-from corral.coordinator.errors import NotFound
+from corral.coordinator.errors import Invalid, NotFound
+from corral.domain.resources import parse_duration
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 Svc = Annotated[Services, Depends(services)]
@@ -29,6 +32,41 @@ def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
             raise NotFound(f"no node with id '{node_id}'")
         alloc = {a["node_id"]: a for a in tx.allocations()}
         return node_view(n, alloc.get(node_id))
+
+
+class DrainBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline: str | float | None = None  # "10m", or seconds; none: running tasks may take as long as they need
+
+
+DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
+
+
+def _node_answer(svc: Services, node_id: str) -> dict[str, Any]:
+    with svc.coord.store.read() as tx:
+        n = tx.node(node_id)
+        if n is None:
+            raise NotFound(f"no node with id '{node_id}'")
+        alloc = {a["node_id"]: a for a in tx.allocations()}
+        return node_view(n, alloc.get(node_id))
+
+
+@router.post("/nodes/{node_id}/drain", summary="Drain a node: no new work; running tasks finish, or move at a deadline")
+def drain_node(node_id: str, body: DrainIn, svc: Svc) -> dict[str, Any]:
+    deadline = None
+    if body.deadline is not None:
+        try:
+            deadline = parse_duration(body.deadline)
+        except ValueError as e:
+            raise Invalid(f"deadline: {e}") from e
+    svc.coord.admin_drain(node_id, deadline)
+    return _node_answer(svc, node_id)
+
+
+@router.post("/nodes/{node_id}/undrain", summary="Undo a drain: the node takes new work again")
+def undrain_node(node_id: str, svc: Svc) -> dict[str, Any]:
+    svc.coord.undrain(node_id)
+    return _node_answer(svc, node_id)
 
 
 @router.get("/queues", summary="Queues: tasks pending and running, and the workers that serve each")

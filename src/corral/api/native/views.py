@@ -106,4 +106,8 @@ def node_view(n: Row, alloc: Row | None = None) -> dict[str, Any]:
         "usage": n["usage"], "registered_at": rfc3339(n["registered_at"]),
         "last_heartbeat": rfc3339(n["last_heartbeat"]),
         "address": n.get("address"), "pods": int(a.get("pods") or 0),
+        # an operator's drain (POST /v1/nodes/{id}/drain): since when, and when what still runs moves
+        "drain": None if n.get("drain_requested_at") is None else {
+            "since": rfc3339(n["drain_requested_at"]),
+            "deadline": rfc3339(n["drain_deadline"]) if n.get("drain_deadline") is not None else None},
     }
