@@ -96,7 +96,7 @@ class Cluster:
         self.client = httpx.Client(base_url=self.url, timeout=30)
         LIVE.append(self)
         self.token: str | None = None  # the API's access token, sent by self.client
-        self.grpc_port = free_port()  # nomad-lite's gRPC API, on `up` (and on `server` when asked)
+        self.grpc_port = free_port()  # for nomad-lite's gRPC API, where a test asks for it (--grpc-port)
 
     def use_token(self, token: str | None) -> None:
         """Every request of ``client``, and CLI commands run with ``token_env``, carry ``token``."""
@@ -120,7 +120,7 @@ class Cluster:
         wait_until(ok, 30, what="the server to answer")
 
     def up(self, *extra: str, env: dict[str, str] | None = None) -> Cluster:
-        grpc = () if "--grpc-port" in extra else ("--grpc-port", str(self.grpc_port))
+        grpc = () if "--grpc-port" in extra else ("--grpc-port", "0")  # off (its default port is shared)
         self.server = Proc(["up", "--port", str(self.port), "--data-dir", str(self.tmp / "data"),
                             "--log-level", "warning", *grpc, *extra], self.tmp / "server.log", env or {}).start()
         self._wait_ready()

@@ -48,7 +48,7 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleTy
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # a short backpressure limit, so RESOURCE_EXHAUSTED can be reached with a few jobs
     c = Cluster(tmp_path_factory.mktemp("nomadlite-grpc"))
-    c.up("--max-pending", "10")
+    c.up("--max-pending", "10", "--grpc-port", str(c.grpc_port))
     yield c
     c.close()
 

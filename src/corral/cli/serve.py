@@ -90,6 +90,8 @@ UP_GRPC_PORT = 50051  # nomad-lite's own default port; `corral up` serves its gR
 
 
 def _grpc_port(given: int | None, default: int | None, main_port: int, dialect_ports: dict[str, int]) -> int | None:
+    if given == 0:
+        return None
     port = given or default
     taken = port == main_port or port in dialect_ports.values()
     if given is None and taken:
@@ -213,9 +215,9 @@ common_server: list[_Deco] = [
     click.option("--stacks-limit-range", "stacks_limits", multiple=True, metavar="KEY=QTY,...",
                  help="Per-container bounds of a stack, like a Kubernetes LimitRange: min.cpu, max.cpu, min.memory, "
                  "max.memory (such as max.cpu=2,max.memory=4Gi); outside them: 400 [default: none]."),
-    click.option("--grpc-port", type=click.IntRange(1, 65535), default=None,
-                 help="Serve nomad-lite's gRPC SchedulerService on this port, on the --bind address "
-                 "[default: not served; `corral up`: 50051]."),
+    click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+                 help="Serve nomad-lite's gRPC SchedulerService on this port, on the --bind address; 0: not "
+                 "served [default: not served; `corral up`: 50051]."),
     click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
                  help="Also serve one dialect alone on a port of its own, answering exactly as its document "
                  "(such as stacks=8081); it stays on the main port too. Repeatable."),
