@@ -189,7 +189,8 @@ def find_jobs(tx: Tx, f: JobFilter) -> tuple[list[Row], int, str]:
         before = decode_cursor(f.page_token) if f.page_token else None
     except ValueError as e:
         raise DialectError(400, "page_token is not one this server handed out") from e
-    after, until = _ms("created_after_ms", f.created_after_ms), _ms("created_before_ms", f.created_before_ms, upper=True)
+    after = _ms("created_after_ms", f.created_after_ms)
+    until = _ms("created_before_ms", f.created_before_ms, upper=True)
     prefix = _worker_prefix(tx, f.worker) if f.worker else None
     rows, total = tx.find_jobs(states=states, node_prefix=prefix, command=f.command or None,
                                created_from=after, created_to=until, before_seq=before, limit=size + 1)
