@@ -268,7 +268,8 @@ class SchedulerService:
 
 async def start(service: SchedulerService, bind: str, port: int) -> grpc.aio.Server:
     """A grpcio asyncio server for ``service`` on ``bind:port``, in the running event loop."""
-    server = grpc.aio.server()
+    # No SO_REUSEPORT (grpcio's default on Linux): a second server on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((service.handler(),))
     host = f"[{bind}]" if ":" in bind else bind
     try:
