@@ -32,7 +32,7 @@ from corral.api.dialects.nomadlite_core import (
 )
 from corral.api.grpcapi import leadership
 from corral.api.grpcapi.proto import pb2
-from corral.coordinator.errors import Invalid, Overloaded, Unavailable
+from corral.coordinator.errors import Invalid, Overloaded, ServiceError, Unavailable
 from corral.coordinator.service import Coordinator
 
 log = logging.getLogger("corral.grpc")
@@ -203,8 +203,11 @@ class SchedulerService:
         said = ["node is draining: it accepts no new job"]
         node = self.local_node()
         if node:
-            await asyncio.to_thread(self.coord.admin_drain, node, None)
-            said.append("its worker finishes its running tasks and takes no new work")
+            try:
+                await asyncio.to_thread(self.coord.admin_drain, node, None)
+                said.append("its worker finishes its running tasks and takes no new work")
+            except ServiceError as e:  # its worker is stopping by itself, say: it takes no new work either
+                said.append(f"its worker: {e}")
         said.append(await asyncio.to_thread(leadership.hand_over, self.coord))
         return self.pb.DrainNodeResponse(success=True, message="; ".join(said))
 
