@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -249,6 +250,12 @@ def _http_get(url: str) -> str | None:
     return r.text if r.status_code == 200 else None
 
 
+def _task_ports_held(c: Cluster) -> int:
+    """Rows of node ports held by tasks in the `corral up` store (read-only): what a port leak would leave."""
+    with contextlib.closing(sqlite3.connect(f"file:{c.tmp / 'data' / 'corral.db'}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM node_ports WHERE kind = 'task'").fetchone()[0])
+
+
 def test_a_task_publishes_its_ports_and_its_probe_gates_running(
         server: Cluster, busybox_image: str, docker_client: docker.DockerClient) -> None:
     """ports: the task's port is published on a node port of the range, shown in the task's view (Tork and
@@ -267,6 +274,7 @@ def test_a_task_publishes_its_ports_and_its_probe_gates_running(
     native = c.get(f"/v1/jobs/{job['id']}")["tasks"][0]
     assert native["ports"] == [{"port": 8080, "protocol": "tcp"}] and native["executions"][0]["ports"] == [port]
     assert _http_get(f"http://{port['address']}/index.html") == "hi\n"
+    assert _task_ports_held(c) == 1
     # Running only after the probe answered: the container had started at least ~1 s before.
     ctr = docker_client.containers.get(f"corral-{task['id']}")
     started = datetime.fromisoformat(ctr.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
@@ -277,6 +285,7 @@ def test_a_task_publishes_its_ports_and_its_probe_gates_running(
     assert c.wait_for(f"/jobs/{job['id']}", DONE)["state"] == "CANCELLED"
     wait_until(lambda: _http_get(f"http://{port['address']}/index.html") is None, 10, what="the port closed")
     assert "ports" not in c.get(f"/tasks/{task['id']}")
+    wait_until(lambda: _task_ports_held(c) == 0, 10, what="the node port given back")
 
 
 def test_a_probe_that_never_answers_fails_the_task(server: Cluster, busybox_image: str) -> None:

@@ -183,6 +183,7 @@ class Nodes(Part):
         this attempt is not counted (neither a failure nor a loss)."""
         if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=f"handed back: {why}"):
             return False
+        tx.release_task_ports([ex["id"]])
         task = tx.task(ex["task_id"])
         if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
             return True
@@ -237,9 +238,9 @@ class Nodes(Part):
         """Node ports for the assignments' published ports, from the node-port range the pods' ports come
         from; each assignment's ``ports`` become ``{port, protocol, node_port}`` (or it gets
         ``ports_error`` when the range is full on this node). The ports are held under the execution's id
-        (kind 'task') until it ends (see report); an execution that ended without saying so (its node was
-        lost) gives its ports back here, at the next task with ports. An assignment handed out again
-        keeps the ports it was given."""
+        (kind 'task') until it ends (see report, lose, _hand_back); any held by an execution that is no
+        longer active are given back here too, at the next task with ports. An assignment handed out
+        again keeps the ports it was given."""
         low, high = self.settings.node_port_range
         with self.store.transaction() as tx:
             owners = tx.task_port_owners()
@@ -391,10 +392,13 @@ class Nodes(Part):
             if progress:
                 tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
                                  for i, p in progress.items() if i not in ended])
+            # A task's published ports go with its attempt, once the node says it has ended there (also
+            # when it had ended in the store already: a cancel, a timeout the coordinator decided).
+            done_here = {u.execution_id for u in updates if u.state != "running" and u.execution_id in execs}
+            if done_here:
+                tx.release_task_ports(done_here)
             if not started and not ended:
                 return full
-            if ended:
-                tx.release_task_ports(ended)  # a task's published ports go with its attempt
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
                                                          lock=True, brief=True)}
             ch = _Changes()
@@ -494,6 +498,7 @@ class Nodes(Part):
         """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
         if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=why):
             return
+        tx.release_task_ports([ex["id"]])  # its published ports, if it had any
         task = tx.task(ex["task_id"])
         if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
             return
