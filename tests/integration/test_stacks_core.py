@@ -18,6 +18,7 @@ from corral.coordinator.service import Coordinator, NodeInfo, Settings
 from corral.coordinator.stacks import MAX_ERROR_CHARS, MAX_ERRORS, Stacks, StacksConfig
 from corral.domain.k8s import LimitRange, Quota
 from corral.store.sql import Store
+from tests.harness import wait_until
 
 SPEC = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: "
         "busybox\n    ports:\n    - containerPort: 80\n    resources:\n      limits: {cpu: 100m, memory: 64Mi}\n")
@@ -221,3 +222,25 @@ def test_two_coordinators_working_one_batch_count_each_stack_once(database_url: 
     finally:
         one.close()
         two.close()
+
+
+def test_creates_waiting_for_placement_are_bounded(database_url: str) -> None:
+    """POST /stacks waits for placement on a thread of the API's pool: past max_creating at once, a create
+    is a 503 at once (it neither waits nor leaves a stack), and the ones under way end as before."""
+    c = Core(database_url, placement_wait=1.5, max_creating=2)  # no node: the two wait, then are refused
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(c.stacks.create, SPEC, TCP80) for _ in range(2)]
+            wait_until(lambda: len(c.stacks.list()) == 2, 5)  # both are in, waiting for a node
+            t = time.monotonic()
+            with pytest.raises(Overloaded, match="^2 stack creates are under way"):
+                c.stacks.create(SPEC, TCP80)
+            assert time.monotonic() - t < 1.0 and len(c.stacks.list()) == 2
+            for f in waiting:
+                with pytest.raises(Overloaded, match="^cluster saturated"):
+                    f.result(10)
+        c.add_node()  # the bound is free again: a create goes through
+        assert c.stacks.create(SPEC, TCP80)["status"] == "creating"
+    finally:
+        c.close()
+

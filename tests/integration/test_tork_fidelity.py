@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import httpx
 import pytest
 
 from corral.runtime.base import RegistryAuth, RunRequest
@@ -235,3 +238,63 @@ def test_the_assignment_carries_the_registry_and_networks_to_the_worker(tmp_path
         assert lines == ["login with [REDACTED]"]
     finally:
         store.close()
+
+
+def _http_get(url: str) -> str | None:
+    """The body at ``url``, or None while nothing answers there (a fresh client: this is the task's port,
+    not the API)."""
+    try:
+        r = httpx.get(url, timeout=2, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    return r.text if r.status_code == 200 else None
+
+
+def _task_ports_held(c: Cluster) -> int:
+    """Rows of node ports held by tasks in the `corral up` store (read-only): what a port leak would leave."""
+    with contextlib.closing(sqlite3.connect(f"file:{c.tmp / 'data' / 'corral.db'}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM node_ports WHERE kind = 'task'").fetchone()[0])
+
+
+def test_a_task_publishes_its_ports_and_its_probe_gates_running(
+        server: Cluster, busybox_image: str, docker_client: docker.DockerClient) -> None:
+    """ports: the task's port is published on a node port of the range, shown in the task's view (Tork and
+    native) and answers there; it goes when the task ends. probe: the task is RUNNING only once its probe
+    answers 2xx (here /ready appears 1 s after the container starts, while httpd answers 404 before)."""
+    c = server
+    run = "echo hi > /tmp/index.html; (sleep 1; echo ok > /tmp/ready) & exec httpd -f -p 8080 -h /tmp"
+    job = _post(c, f"name: web\ntasks:\n- name: web\n  image: {busybox_image}\n  timeout: 60s\n"
+                   f"  run: \"{run}\"\n  ports: [8080]\n  probe: {{path: /ready, port: 8080, timeout: 20s}}\n")
+    task = c.wait_for(f"/jobs/{job['id']}", {"RUNNING"})["execution"][0]
+    view = c.get(f"/tasks/{task['id']}")
+    assert view["state"] == "RUNNING" and len(view["ports"]) == 1, view
+    port = view["ports"][0]
+    assert port["port"] == 8080 and port["protocol"] == "tcp" and 30000 <= port["node_port"] <= 32767
+    assert port["address"] == f"127.0.0.1:{port['node_port']}"
+    native = c.get(f"/v1/jobs/{job['id']}")["tasks"][0]
+    assert native["ports"] == [{"port": 8080, "protocol": "tcp"}] and native["executions"][0]["ports"] == [port]
+    assert _http_get(f"http://{port['address']}/index.html") == "hi\n"
+    assert _task_ports_held(c) == 1
+    # Running only after the probe answered: the container had started at least ~1 s before.
+    ctr = docker_client.containers.get(f"corral-{task['id']}")
+    started = datetime.fromisoformat(ctr.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+    running = datetime.fromisoformat(view["startedAt"].replace("Z", "+00:00"))
+    assert (running - started).total_seconds() >= 0.9, (started, running)
+    # The end of the task closes its port.
+    assert c.client.put(f"/jobs/{job['id']}/cancel").status_code == 200
+    assert c.wait_for(f"/jobs/{job['id']}", DONE)["state"] == "CANCELLED"
+    wait_until(lambda: _http_get(f"http://{port['address']}/index.html") is None, 10, what="the port closed")
+    assert "ports" not in c.get(f"/tasks/{task['id']}")
+    wait_until(lambda: _task_ports_held(c) == 0, 10, what="the node port given back")
+
+
+def test_a_probe_that_never_answers_fails_the_task(server: Cluster, busybox_image: str) -> None:
+    c = server
+    never = _wait(c, _post(c, f"name: deaf\ntasks:\n- image: {busybox_image}\n  run: sleep 30\n"
+                              "  probe: {port: 8080, timeout: 1s}\n")["id"])
+    assert never["state"] == "FAILED"
+    assert "probe GET :8080/ did not answer 2xx within 1s" in never["error"], never["error"]
+    # A container that exits before its probe answers fails at once, saying so.
+    gone = _wait(c, _post(c, f"name: gone\ntasks:\n- image: {busybox_image}\n  run: exit 3\n"
+                             "  probe: {port: 8080, timeout: 30s}\n")["id"])
+    assert gone["state"] == "FAILED" and "exited (status 3) before its probe answered" in gone["error"], gone

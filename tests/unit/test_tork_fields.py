@@ -3,6 +3,7 @@ registry credentials and networks: validation at submit, evaluation, and redacti
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -119,8 +120,41 @@ def test_tork_takes_registry_networks_and_subjob_webhooks() -> None:
                                  "webhooks": [{"url": "http://h.example/{{ inputs.a }}"}]}}]})
     assert spec.tasks[0].networks == ["net1"] and spec.tasks[0].registry is not None
     assert spec.tasks[1].subjob is not None and len(spec.tasks[1].subjob.webhooks) == 1
-    with pytest.raises(DialectError, match="probe is not supported yet"):
-        tork.to_spec({"tasks": [{"run": "true", "probe": {"path": "/"}}]})
+    with pytest.raises(DialectError, match="tasks.0.probe.port: Field required"):
+        tork.to_spec({"tasks": [{"image": "busybox", "run": "true", "probe": {"path": "/"}}]})
+
+
+def test_tork_ports_and_probe_map_onto_the_task() -> None:
+    spec = tork.to_spec({"tasks": [{"name": "web", "image": "busybox", "run": "httpd -f", "ports": [8080, "53/udp"],
+                                    "probe": {"path": "/ready", "port": 8080, "timeout": "5s"}}]})
+    t = spec.tasks[0]
+    assert [(p.port, p.protocol) for p in t.ports] == [(8080, "tcp"), (53, "udp")]
+    assert t.probe is not None and (t.probe.path, t.probe.port, t.probe.timeout) == ("/ready", 8080, "5s")
+    shown = tork.task_spec_view(t.model_dump(by_alias=True, exclude_none=True))
+    assert shown["ports"] == [8080, "53/udp"]
+    assert shown["probe"] == {"path": "/ready", "port": 8080, "timeout": "5s"}
+    # Tork's defaults: path '/', timeout 1m.
+    d = tork.to_spec({"tasks": [{"image": "busybox", "run": "x", "probe": {"port": 80}}]}).tasks[0].probe
+    assert d is not None and (d.path, d.timeout) == ("/", "1m")
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"image": "busybox", "run": "x", "ports": 8080}, "tasks[0].ports must be a list of container ports"),
+    ({"image": "busybox", "run": "x", "ports": ["http"]}, "tasks[0].ports[0]: 'http' is not a port such as 8080"),
+    ({"image": "busybox", "run": "x", "ports": [True]}, "tasks[0].ports[0]: 'True' is not a port"),
+    ({"image": "busybox", "run": "x", "ports": [70000]}, "tasks.0.ports.0.port: Input should be less than or equal"),
+    ({"image": "busybox", "run": "x", "ports": [80, "80/tcp"]}, "each (port, protocol) at most once"),
+    ({"run": "x", "ports": [80]}, "ports and probe need an image"),
+    ({"run": "x", "probe": {"port": 80}}, "ports and probe need an image"),
+    ({"image": "busybox", "run": "x", "probe": {"port": 80, "path": "ready"}}, "a probe's path starts with '/'"),
+    ({"image": "busybox", "run": "x", "probe": {"port": 80, "timeout": "2h"}}, "at most 1h"),
+    ({"image": "busybox", "run": "x", "probe": {"port": 80, "scheme": "https"}}, "tasks.0.probe.scheme: Extra"),
+    ({"image": "busybox", "run": "x", "sidecars": [{"image": "busybox", "run": "y", "ports": [80]}]},
+     "a sidecar takes no networks, registry, ports or probe"),
+])
+def test_bad_ports_and_probes_are_refused_saying_why(task: dict[str, object], message: str) -> None:
+    with pytest.raises((DialectError, ValueError), match=re.escape(message)):
+        tork.to_spec({"tasks": [{"name": "t", **task}]})
 
 
 def test_networks_are_only_those_the_operator_allows() -> None:

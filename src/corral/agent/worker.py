@@ -25,8 +25,19 @@ from corral.agent.logbuf import LogBuffer, fit_update, next_report
 from corral.agent.pods import PodAgent
 from corral.agent.transport import Refused, Rejected, Transport, UnknownNode
 from corral.domain.addresses import is_loopback
+from corral.domain.resources import parse_duration
 from corral.runtime import scratch
-from corral.runtime.base import Mount, RegistryAuth, RunRequest, RunResult, Runtime, Scratch, Sidecar
+from corral.runtime.base import (
+    Mount,
+    Probe,
+    PublishedPort,
+    RegistryAuth,
+    RunRequest,
+    RunResult,
+    Runtime,
+    Scratch,
+    Sidecar,
+)
 
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
@@ -532,7 +543,16 @@ class Agent:
                              volumes=tuple(policy.get("volumes") or ()),
                              registry=RegistryAuth(str(reg.get("username") or ""), str(reg.get("password") or ""))
                              if isinstance(reg := w.get("registry"), dict) else None,
-                             networks=tuple(str(n) for n in w.get("networks") or ()))
+                             networks=tuple(str(n) for n in w.get("networks") or ()),
+                             ports=tuple(PublishedPort(int(p["port"]), str(p["protocol"]), int(p["node_port"]))
+                                         for p in w.get("ports") or ()),
+                             publish_ip=self.address if is_loopback(self.address) else "0.0.0.0",
+                             probe=Probe(int(pr["port"]), str(pr.get("path") or "/"),
+                                         parse_duration(pr.get("timeout") or "1m"))
+                             if isinstance(pr := w.get("probe"), dict) else None)
+            if w.get("ports_error"):
+                self._update(ex_id, "failed", error=str(w["ports_error"]))
+                return
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

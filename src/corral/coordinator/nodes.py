@@ -23,6 +23,7 @@ from corral.coordinator.part import Part
 from corral.domain import workflow
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs
 from corral.domain.resources import parse_duration
+from corral.domain.services import pick_node_ports
 from corral.domain.spec import TaskSpec, argv_of
 from corral.domain.states import JobState
 from corral.store.sql import ACTIVE, LIVE_NODE, Row, Tx
@@ -246,6 +247,7 @@ class Nodes(Part):
         this attempt is not counted (neither a failure nor a loss)."""
         if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=f"handed back: {why}"):
             return False
+        tx.release_task_ports([ex["id"]])
         task = tx.task(ex["task_id"])
         if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
             return True
@@ -291,7 +293,75 @@ class Nodes(Part):
             known_set = set(known)
             fresh = [ex for ex in tx.active_executions(node_id, "scheduled") if ex["id"] not in known_set]
             work = self._assignments(tx, fresh) if fresh else []
-            return work, self._to_stop(tx, node_id, known)
+            stop = self._to_stop(tx, node_id, known)
+        if any(w["ports"] for w in work):
+            self._publish(node_id, work)
+        return work, stop
+
+    def _publish(self, node_id: str, work: list[Row]) -> None:
+        """Node ports for the assignments' published ports, from the node-port range the pods' ports come
+        from; each assignment's ``ports`` become ``{port, protocol, node_port}`` (or it gets
+        ``ports_error`` when the range is full on this node). The ports are held under the execution's id
+        (kind 'task') until it ends (see report, lose, _hand_back); any held by an execution that is no
+        longer active are given back here too, at the next task with ports. An assignment handed out
+        again keeps the ports it was given."""
+        low, high = self.settings.node_port_range
+        with self.store.transaction() as tx:
+            owners = tx.task_port_owners()
+            if owners:
+                alive = {e["id"] for e in tx.executions_by_ids(owners, brief=True) if e["state"] in ACTIVE}
+                if owners - alive:
+                    tx.release_task_ports(owners - alive)
+            wanting = [w for w in work if w["ports"]]
+            held: dict[str, dict[tuple[int, str], int]] = {}
+            for r in tx.pod_ports([w["execution_id"] for w in wanting]):
+                held.setdefault(r["pod_id"], {})[(r["container_port"], r["protocol"])] = r["port"]
+            for w in wanting:
+                ex_id, ports = w["execution_id"], w["ports"]
+                got = held.get(ex_id)
+                for _ in range(5 if got is None else 0):  # another placement may take a port meanwhile
+                    taken = {p for p, _proto in tx.used_ports([node_id]).get(node_id, set())}
+                    fresh = pick_node_ports(len(ports), taken, low, high, secrets_mod.randbelow(high - low + 1))
+                    if len(fresh) < len(ports):
+                        break
+                    rows = [{"node_id": node_id, "port": n, "protocol": p["protocol"], "pod_id": ex_id,
+                             "instance_id": ex_id, "container": str(w["task_name"])[:63],
+                             "container_port": p["port"], "kind": "task"} for p, n in zip(ports, fresh, strict=True)]
+                    if tx.take_ports(rows):
+                        got = {(p["port"], p["protocol"]): n for p, n in zip(ports, fresh, strict=True)}
+                        break
+                if got is None:
+                    w["ports_error"] = (f"no free node port on this node for {len(ports)} port(s) in "
+                                        f"{low}-{high}")
+                    w["ports"] = []
+                    continue
+                w["ports"] = [{**p, "node_port": got[(p["port"], p["protocol"])]} for p in ports]
+
+    def attach_task_ports(self, tasks: Iterable[Row], execs: Iterable[Row]) -> None:
+        """Give each running (or scheduled) execution of a task that publishes ports its ``ports`` (see
+        task_ports), for the views; one read, and none when no task publishes any."""
+        wanting = {t["id"] for t in tasks if (t.get("spec") or {}).get("ports")}
+        live = [e for e in execs if e["task_id"] in wanting and e["state"] in ACTIVE]
+        got = self.task_ports(e["id"] for e in live) if live else {}
+        for e in live:
+            e["ports"] = got.get(e["id"], [])
+
+    def task_ports(self, execution_ids: Iterable[str]) -> dict[str, list[Row]]:
+        """Per execution: the ports it publishes now, ``{port, protocol, node_port, address}`` (address: the
+        node's public address and the node port; None while the node's address is unknown)."""
+        ids = list(execution_ids)
+        if not ids:
+            return {}
+        with self.store.read() as tx:
+            rows = [r for r in tx.pod_ports(ids) if r["kind"] == "task"]
+            nodes = {n["id"]: n for n in tx.nodes_by_ids({r["node_id"] for r in rows})} if rows else {}
+        out: dict[str, list[Row]] = {}
+        for r in rows:
+            addr = (nodes.get(r["node_id"]) or {}).get("address")
+            out.setdefault(r["pod_id"], []).append({
+                "port": r["container_port"], "protocol": r["protocol"], "node_port": r["port"],
+                "address": f"{addr}:{r['port']}" if addr else None})
+        return out
 
     def _secrets_of(self, tx: Tx, job_ids: set[str]) -> dict[str, tuple[str, ...]]:
         missing = [j for j in job_ids if j not in self._secrets]
@@ -334,6 +404,7 @@ class Nodes(Part):
                 "gpus": ex["gpus"], "files": spec.get("files") or {},
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
                 "registry": spec.get("registry"), "networks": spec.get("networks") or [],
+                "ports": [dict(p) for p in spec.get("ports") or ()], "probe": spec.get("probe"),
                 "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
                               "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
                              for c in spec.get("sidecars") or ()],
@@ -385,6 +456,11 @@ class Nodes(Part):
             if progress:
                 tx.set_progress([{"id": execs[i]["task_id"], "_exec": i, "progress": p}
                                  for i, p in progress.items() if i not in ended])
+            # A task's published ports go with its attempt, once the node says it has ended there (also
+            # when it had ended in the store already: a cancel, a timeout the coordinator decided).
+            done_here = {u.execution_id for u in updates if u.state != "running" and u.execution_id in execs}
+            if done_here:
+                tx.release_task_ports(done_here)
             if not started and not ended:
                 return full
             tasks = {t["id"]: t for t in tx.tasks_by_ids({execs[i]["task_id"] for i in {*started, *ended}},
@@ -486,6 +562,7 @@ class Nodes(Part):
         """The node running ``ex`` is gone: reschedule its task, unless it was lost too often."""
         if not tx.cas_execution(ex["id"], ACTIVE, state="lost", finished_at=now, error=why):
             return
+        tx.release_task_ports([ex["id"]])  # its published ports, if it had any
         task = tx.task(ex["task_id"])
         if task is None or task["execution_id"] != ex["id"] or task["state"] not in ACTIVE:
             return

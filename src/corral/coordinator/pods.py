@@ -10,8 +10,11 @@ domain/reconcile.py, the placement in scheduler/pods.py; this module reads, asks
 from __future__ import annotations
 
 import builtins
+import copy
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,7 @@ LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
 PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
+ASSIGNED_CACHE = 20_000  # pods whose assignment is kept built (see Pods._built)
 
 
 def published_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -49,6 +53,9 @@ class Pods:
         self.coord = coord
         self.store = coord.store
         self.stats = {"pods_created": 0, "pods_placed": 0, "pods_replaced": 0, "pod_reports_ignored": 0}
+        # pod id -> (the spec they were built from, its containers as assigned, its declared ports)
+        self._assigned: OrderedDict[str, tuple[Row, builtins.list[Row], builtins.list[Row]]] = OrderedDict()
+        self._assigned_lock = threading.Lock()
 
     @property
     def settings(self) -> Any:
@@ -348,18 +355,35 @@ class Pods:
             if node is None:
                 raise NotFound(f"no node with id '{node_id}': register again")
             asked = {p.pod_id for p in pods}
+            # A sync lists every pod of the node, and most have not changed since the last one: those are
+            # found by one read of their rows and containers, and only the others are locked and written.
+            desired = tx.node_pods(node_id)  # read once: for the statuses, and for the answer
+            current = {r["id"]: r for r in desired}
+            others = asked - set(current)  # not placed here: ended here (a no-op), or not this node's
+            if others:
+                current.update((r["id"], r) for r in tx.pods_by_ids(others))
+            ours = [st for st in pods if (pod := current.get(st.pod_id)) is not None
+                    and pod["node_id"] == node_id and pod["instance_id"] == st.instance_id]
+            self.stats["pod_reports_ignored"] += len(pods) - len(ours)
+            stored: dict[tuple[str, str], Row] = {}
+            for c in tx.pod_containers({st.pod_id for st in ours}) if ours else ():
+                stored[(c["pod_id"], c["name"])] = c
+            moved = [st for st in ours if not _unchanged(current[st.pod_id], st, stored)]
             # Locked while the statuses are applied: a move or a delete in between waits, then wins or loses.
-            rows = {r["id"]: r for r in tx.pods_by_ids(asked, lock=True)} if asked else {}
-            ignored = 0
-            for st in pods:
+            rows = {r["id"]: r for r in tx.pods_by_ids({st.pod_id for st in moved}, lock=True)} if moved else {}
+            writes: builtins.list[Row] = []
+            for st in moved:
                 pod = rows.get(st.pod_id)
                 if pod is None or pod["node_id"] != node_id or pod["instance_id"] != st.instance_id:
-                    ignored += 1
+                    self.stats["pod_reports_ignored"] += 1  # moved or gone since it was read
                     continue
-                ended |= self._status(tx, pod, st, now)
-            self.stats["pod_reports_ignored"] += ignored
+                ended |= self._status(tx, pod, st, now, writes)
+            tx.update_containers(writes)  # one statement for every changed container of the sync
             full = self._append_logs(tx, node_id, logs)
-            desired = tx.node_pods(node_id)
+            # A status changes no pod's instance or wish to stop, which is all the answer reads of them,
+            # unless it ended the pod: the set is read again then.
+            if ended:
+                desired = tx.node_pods(node_id)
             # A sync lists every instance the node has: a pod being deleted that it does not list is not
             # running there any more (it never started, or its containers went with a restart).
             mentioned = {p.instance_id for p in pods}
@@ -378,16 +402,14 @@ class Pods:
             self.coord.kick()
         return answer
 
-    def _status(self, tx: Tx, pod: Row, st: PodStatus, now: float) -> bool:
-        """Apply one status; True if the pod ended (its capacity is free)."""
+    def _status(self, tx: Tx, pod: Row, st: PodStatus, now: float, writes: builtins.list[Row]) -> bool:
+        """Apply one status (its containers' rows are added to ``writes``, written after); True if the pod
+        ended (its capacity is free)."""
         names = {c["name"] for c in pod["spec"].get("containers") or ()}
         cs = [c for c in st.containers if c.name in names]
         if pod["state"] in FINAL:
             return False
-        tx.update_containers([{"pod_id": pod["id"], "name": c.name, "state": c.state, "reason": c.reason,
-                               "container_id": c.container_id, "restart_count": c.restart_count,
-                               "exit_code": c.exit_code, "ready": c.ready, "error": c.error,
-                               "started_at": c.started_at, "finished_at": c.finished_at} for c in cs])
+        writes += [{"pod_id": pod["id"], "name": c.name, **_container_values(c)} for c in cs]
         final = reconcile.final_state(st.phase)
         if pod["state"] == PodState.TERMINATING.value and final is not None:
             final = PodState.TERMINATED.value  # deleted: however its containers ended on the way out
@@ -402,15 +424,7 @@ class Pods:
             return False
         if st.phase != "running":
             return False
-        ready = bool(cs) and len(cs) == len(names) and all(c.ready for c in cs)
-        waiting = [c.reason for c in cs if c.state != "running" and c.reason]
-        values: dict[str, Any] = {"ready": ready and pod["state"] != PodState.TERMINATING.value,
-                                  "updated_at": now}
-        if pod["state"] != PodState.TERMINATING.value:
-            values["state"] = PodState.RUNNING.value
-            values["reason"] = "; ".join(waiting) if waiting else None
-        if pod["started_at"] is None:
-            values["started_at"] = min([c.started_at for c in cs if c.started_at] or [st.ts or now])
+        values = _running_values(pod, st, cs, len(names), now)
         changed = any(pod.get(k) != v for k, v in values.items() if k != "updated_at")
         if changed:
             tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"], **values)
@@ -446,24 +460,80 @@ class Pods:
         ports: dict[str, list[Row]] = {}
         for r in tx.pod_ports([p["id"] for p in pods]):
             ports.setdefault(r["pod_id"], []).append(r)
-        policy = self.settings.policy
         out = []
         for p in pods:
-            spec = PodSpec.model_validate(p["spec"])
+            containers, declared = self._built(p)
             held = {(r["container"], r["container_port"], r["protocol"]): r["port"]
                     for r in ports.get(p["id"], []) if r["instance_id"] == p["instance_id"]}
-            env = {"CORRAL_POD_ID": p["id"], "CORRAL_POD_NAME": p["name"], "CORRAL_NAMESPACE": p["namespace"]}
             out.append({
                 "instance_id": p["instance_id"], "pod_id": p["id"], "name": p["name"], "namespace": p["namespace"],
                 "restart_policy": p["restart_policy"], "grace": p["grace"],
                 "desired": "stop" if p["desired"] == "stop" or p["state"] == PodState.TERMINATING.value else "run",
-                "containers": [_container(c, env, policy) for c in spec.containers],
-                "ports": [{"container": c.name, "name": port.name, "containerPort": port.containerPort,
-                           "protocol": port.protocol,
-                           "hostPort": held.get((c.name, port.containerPort, port.protocol), port.hostPort)}
-                          for c in spec.containers for port in c.ports],
+                "containers": [{**c, "env": dict(c["env"])} for c in containers],
+                "ports": [{**d, "hostPort": held.get((d["container"], d["containerPort"], d["protocol"]),
+                                                     d["hostPort"])} for d in declared],
             })
         return out
+
+    def _built(self, p: Row) -> tuple[builtins.list[Row], builtins.list[Row]]:
+        """A pod's containers as its node is told to run them, and its declared ports: built from its stored
+        spec once, and again only when the spec is not the one they were built from (a sync answers with
+        every pod of the node, and validating each spec every time was most of a sync's cost)."""
+        with self._assigned_lock:  # syncs run on several threads
+            hit = self._assigned.get(p["id"])
+            if hit is not None and hit[0] == p["spec"]:
+                self._assigned.move_to_end(p["id"])
+                return hit[1], hit[2]
+        spec = PodSpec.model_validate(p["spec"])
+        env = {"CORRAL_POD_ID": p["id"], "CORRAL_POD_NAME": p["name"], "CORRAL_NAMESPACE": p["namespace"]}
+        containers = [_container(c, env, self.settings.policy) for c in spec.containers]
+        declared = [{"container": c.name, "name": port.name, "containerPort": port.containerPort,
+                     "protocol": port.protocol, "hostPort": port.hostPort} for c in spec.containers for port in c.ports]
+        with self._assigned_lock:
+            self._assigned[p["id"]] = (copy.deepcopy(p["spec"]), containers, declared)
+            while len(self._assigned) > ASSIGNED_CACHE:
+                self._assigned.popitem(last=False)
+        return containers, declared
+
+
+CONTAINER_FIELDS = ("state", "reason", "container_id", "restart_count", "exit_code", "ready", "error", "started_at",
+                    "finished_at")
+
+
+def _container_values(c: ContainerStatus) -> Row:
+    return {k: getattr(c, k) for k in CONTAINER_FIELDS}
+
+
+def _running_values(pod: Row, st: PodStatus, cs: Sequence[ContainerStatus], n: int, now: float) -> Row:
+    """What a running instance's status sets on its pod's row (``n``: how many containers the pod has)."""
+    ready = bool(cs) and len(cs) == n and all(c.ready for c in cs)
+    waiting = [c.reason for c in cs if c.state != "running" and c.reason]
+    values: dict[str, Any] = {"ready": ready and pod["state"] != PodState.TERMINATING.value, "updated_at": now}
+    if pod["state"] != PodState.TERMINATING.value:
+        values["state"] = PodState.RUNNING.value
+        values["reason"] = "; ".join(waiting) if waiting else None
+    if pod["started_at"] is None:
+        values["started_at"] = min([c.started_at for c in cs if c.started_at] or [st.ts or now])
+    return values
+
+
+def _unchanged(pod: Row, st: PodStatus, stored: Mapping[tuple[str, str], Row]) -> bool:
+    """Whether applying ``st`` to ``pod`` (read, not locked) would write nothing: its containers' rows say
+    what it says, and the pod's row is as the status would leave it. Pure."""
+    if pod["state"] in FINAL:
+        return True
+    names = {c["name"] for c in pod["spec"].get("containers") or ()}
+    cs = [c for c in st.containers if c.name in names]
+    if reconcile.final_state(st.phase) is not None:
+        return False
+    for c in cs:
+        row = stored.get((pod["id"], c.name))
+        if row is None or any(row.get(k) != v for k, v in _container_values(c).items()):
+            return False
+    if st.phase != "running":
+        return True
+    values = _running_values(pod, st, cs, len(names), 0.0)
+    return all(pod.get(k) == v for k, v in values.items() if k != "updated_at")
 
 
 def nodes_of(pods: Sequence[Row], pod_id: str) -> str | None:

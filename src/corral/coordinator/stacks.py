@@ -48,6 +48,9 @@ class StacksConfig:
     limits: k8s.LimitRange = field(default_factory=k8s.LimitRange)
     quota: k8s.Quota = field(default_factory=k8s.Quota)
     placement_wait: float = 10.0  # how long a create waits for a node with room and ports
+    # Creates that may be under way at once (each holds a thread of the API's pool while it waits for
+    # placement); one more is a 503 at once, so that waiting creates never take every thread.
+    max_creating: int = 16
     api_key: str | None = None  # X-API-KEY / ?api_key= on every Stacks route when set
 
 
@@ -90,6 +93,7 @@ class Stacks:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._creating = threading.BoundedSemaphore(max(self.config.max_creating, 1))
 
     @property
     def pods(self) -> Pods:
@@ -97,7 +101,18 @@ class Stacks:
 
     # -- commands -----------------------------------------------------------------------------------
     def create(self, pod_spec: Any, target_port: Any) -> Row:
-        """Check, reserve and place a stack; its view (status ``creating`` until its pod is ready)."""
+        """Check, reserve and place a stack; its view (status ``creating`` until its pod is ready). At most
+        ``max_creating`` at once (they wait for placement up to ``placement_wait``): one more is Overloaded
+        at once."""
+        if not self._creating.acquire(blocking=False):
+            raise Overloaded(f"{self.config.max_creating} stack creates are under way, the most this server "
+                             "takes at once: try again shortly")
+        try:
+            return self._create(pod_spec, target_port)
+        finally:
+            self._creating.release()
+
+    def _create(self, pod_spec: Any, target_port: Any) -> Row:
         from corral.domain.pods import PodSpec
         try:
             targets = k8s.target_ports(target_port)

@@ -292,6 +292,38 @@ class RegistrySpec(Strict):
     password: str = Field("", max_length=10_000)
 
 
+class TaskPortSpec(Strict):
+    """A container port of a task published on its node: the node port is allocated from the node-port
+    range (the one pods' ports without a hostPort get) when the task is handed to its node, and released
+    when that attempt ends."""
+
+    port: Annotated[int, NoBool] = Field(ge=1, le=65535, description="The port the container listens on.")
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class ProbeSpec(Strict):
+    """Tork's probe: an HTTP GET the container must answer with a 2xx before the task counts as running. It
+    is asked every second for at most ``timeout`` (default 1m); a probe that never answers fails the task."""
+
+    path: str = Field("/", max_length=2000)
+    port: Annotated[int, NoBool] = Field(ge=1, le=65535)
+    timeout: Duration = "1m"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() or ord(c) < 32 for c in v):
+            raise ValueError("a probe's path starts with '/' and has no spaces or control characters")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: str | int | float) -> str | int | float:
+        if not 0 < parse_duration(v) <= 3600:
+            raise ValueError("a probe's timeout is longer than zero and at most 1h")
+        return v
+
+
 class ParallelSpec(Strict):
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
 
@@ -376,6 +408,18 @@ class TaskSpec(Strict):
     networks: list[NetworkName] = Field(default_factory=list, max_length=20,
                                         description="Docker networks (existing on the node) the container joins.")
     registry: RegistrySpec | None = Field(None, description="Credentials to pull the image with.")
+    ports: list[TaskPortSpec] = Field(default_factory=list, max_length=20,
+                                      description="Container ports published on node ports while it runs.")
+    probe: ProbeSpec | None = Field(None, description="An HTTP probe that must answer before it counts as "
+                                                      "running.")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[TaskPortSpec]) -> list[TaskPortSpec]:
+        seen = [(p.port, p.protocol) for p in v]
+        if len(set(seen)) != len(seen):
+            raise ValueError("a port is published once: each (port, protocol) at most once")
+        return v
 
     @field_validator("var")
     @classmethod
@@ -417,12 +461,14 @@ class TaskSpec(Strict):
             if len(kinds) > 1:
                 raise ValueError(f"a task is one of parallel, each or subjob, not {' and '.join(kinds)}")
             leaf = [k for k in ("run", "command", "image", "entrypoint", "pre", "post", "sidecars", "mounts",
-                                "files", "networks", "registry") if getattr(self, k)]
+                                "files", "networks", "registry", "ports", "probe") if getattr(self, k)]
             if leaf:
                 raise ValueError(f"a {kinds[0]} task runs other tasks: it takes no {', '.join(leaf)}")
             return self
-        if (self.mounts or self.sidecars or self.networks or self.registry) and not self.image:
-            raise ValueError("mounts, sidecars, networks and registry need an image: they are for container tasks")
+        if (self.mounts or self.sidecars or self.networks or self.registry or self.ports or self.probe) \
+                and not self.image:
+            raise ValueError("mounts, sidecars, networks, registry, ports and probe need an image: they are for "
+                             "container tasks")
         if self.run is not None and self.command is not None:
             raise ValueError("give either 'run' (a script) or 'command' (an argv list), not both")
         if self.run is None and not self.command and not self.image:
@@ -585,9 +631,9 @@ def _prepare(t: TaskSpec, defaults: DefaultsSpec | None, where: str, top: bool) 
         if value is not None:
             expr.check(value, f"{where}.{name}")
     for i, (at, c) in enumerate(children(t)):
-        if at.startswith("sidecars") and (c.networks or c.registry):
-            raise ValueError(f"{where}.{at}: a sidecar takes no networks or registry (it shares the task's "
-                             "network; give them on the task)")
+        if at.startswith("sidecars") and (c.networks or c.registry or c.ports or c.probe):
+            raise ValueError(f"{where}.{at}: a sidecar takes no networks, registry, ports or probe (it shares "
+                             "the task's network; give them on the task)")
         if c.name is None:
             c.name = f"{t.name}.{at.split('[')[0].split('.')[0]}-{i + 1}" if not t.each else f"{t.name}.item"
         _prepare(c, defaults, f"{where}.{at}", top=False)

@@ -54,6 +54,25 @@ class RegistryAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedPort:
+    """A container task's port published on its node: ``node_port`` was allocated by the coordinator."""
+
+    port: int
+    protocol: str  # tcp | udp
+    node_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An HTTP GET on the container's ``port`` at ``path`` that must answer 2xx within ``timeout`` seconds
+    before the attempt counts as started (Tork's probe)."""
+
+    port: int
+    path: str = "/"
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Scratch:
     """Where one execution leaves its output and its progress, as host paths (see scratch.py).
 
@@ -97,6 +116,9 @@ class RunRequest:
     volumes: tuple[str, ...] = ()
     registry: RegistryAuth | None = None  # container tasks: to pull a missing image with
     networks: tuple[str, ...] = ()  # container tasks: Docker networks (existing on the node) to join
+    ports: tuple[PublishedPort, ...] = ()  # container tasks: ports to publish on the node
+    publish_ip: str = "0.0.0.0"  # the node's address the ports are published on
+    probe: Probe | None = None  # container tasks: must answer before the attempt counts as started
 
 
 @dataclass(frozen=True, slots=True)

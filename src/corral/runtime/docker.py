@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import docker.types
+import httpx
 
 from corral.domain.paths import under
 from corral.runtime import scratch
@@ -29,6 +30,7 @@ from corral.runtime.base import (
     FULL_PAUSE,
     MAX_LINE,
     OutputSink,
+    Probe,
     RegistryAuth,
     RunRequest,
     RunResult,
@@ -45,6 +47,8 @@ PIDS_LIMIT = 512
 MAX_BATCHES_IN_FLIGHT = 4
 DRAIN_TIMEOUT = 10.0  # seconds to wait for the output after the container has exited
 SIDECAR_DRAIN_TIMEOUT = 2.0  # seconds to wait for a sidecar's last output once it is removed
+PROBE_EVERY = (0.1, 1.0)  # seconds between a probe's tries: the first wait, doubling up to the second
+PROBE_REQUEST_TIMEOUT = 3.0  # seconds one try of a probe may take
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
 
 
@@ -133,6 +137,36 @@ class _Lines:
             self.buf = b""
 
 
+def _exited_early(exited: asyncio.Future[Any]) -> str:
+    code = exited.result()["StatusCode"] if exited.exception() is None else "?"
+    return f"the container exited (status {code}) before its probe answered"
+
+
+async def _probe(probe: Probe, host_port: int, exited: asyncio.Future[Any]) -> str | None:
+    """Ask the probe until it answers 2xx (None), the container exits, or its time is up (the error)."""
+    url = f"http://127.0.0.1:{host_port}{probe.path}"
+    last = "no answer yet"
+    pause = PROBE_EVERY[0]
+    async with httpx.AsyncClient(timeout=PROBE_REQUEST_TIMEOUT, trust_env=False) as client:
+        try:
+            async with asyncio.timeout(probe.timeout):
+                while True:
+                    if exited.done():
+                        return _exited_early(exited)
+                    try:
+                        r = await client.get(url)
+                        if 200 <= r.status_code < 300:
+                            return None
+                        last = f"HTTP {r.status_code}"
+                    except httpx.HTTPError as e:
+                        last = type(e).__name__
+                    await asyncio.wait([exited], timeout=pause)
+                    pause = min(pause * 2, PROBE_EVERY[1])
+        except TimeoutError:
+            return (f"probe GET :{probe.port}{probe.path} did not answer 2xx within {probe.timeout:g}s "
+                    f"(last: {last})")
+
+
 class DockerRuntime:
     """Runs each attempt in a container named ``corral-<execution_id>``, labelled for :meth:`reap`."""
 
@@ -173,7 +207,7 @@ class DockerRuntime:
 
     def _create(self, image: str, name: str, labels: dict[str, str], host: dict[str, Any], *,
                 argv: list[str], entrypoint: list[str] | None, env: dict[str, str], workdir: str | None,
-                registry: RegistryAuth | None = None) -> str:
+                registry: RegistryAuth | None = None, ports: list[tuple[int, str]] | None = None) -> str:
         """Create the container and return its id, with as few Engine calls as `docker run` makes: the
         image is pulled only when the create says it is missing, and a leftover of the same name (after
         a crash) is removed only when the create says the name is taken."""
@@ -183,7 +217,7 @@ class DockerRuntime:
             out = api.create_container(
                 image, command=list(argv), entrypoint=entrypoint, environment=dict(env),
                 working_dir=workdir, name=name, detach=True, tty=False, stdin_open=False, labels=labels,
-                host_config=host)
+                host_config=host, ports=ports or None)
             return str(out["Id"])
 
         for _ in range(3):
@@ -200,13 +234,15 @@ class DockerRuntime:
         return create()
 
     def _host(self, *, cpu_limit: float | None = None, memory_limit: int | None = None, gpus: tuple[int, ...] = (),
-              mounts: list[docker.types.Mount] | None = None, network_mode: str | None = None) -> dict[str, Any]:
+              mounts: list[docker.types.Mount] | None = None, network_mode: str | None = None,
+              port_bindings: dict[str, Any] | None = None) -> dict[str, Any]:
         requests = [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
         host: dict[str, Any] = self.client.api.create_host_config(
             nano_cpus=int(cpu_limit * 1e9) if cpu_limit is not None else None,
             mem_limit=memory_limit, privileged=False, cap_drop=["ALL"],
             security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
             device_requests=requests if gpus else None, mounts=mounts or None, network_mode=network_mode,
+            port_bindings=port_bindings or None,
         )
         return host
 
@@ -269,6 +305,14 @@ class DockerRuntime:
                 raise Refused(f"network {net!r} does not exist on this node: create it first "
                               f"(docker network create {net})") from None
             self.client.api.connect_container_to_network(cid, net, aliases=[alias] if alias else None)
+
+    def _probe_port(self, cid: str, port: int) -> int | None:
+        """The host port Docker gave the probe's container port (published on 127.0.0.1)."""
+        ports = (self.client.api.inspect_container(cid).get("NetworkSettings") or {}).get("Ports") or {}
+        for b in ports.get(f"{port}/tcp") or ():
+            if b.get("HostPort"):
+                return int(b["HostPort"])
+        return None
 
     def _remove(self, name: str) -> bool:
         """Kill and remove the container called ``name`` (or with this id), and its anonymous volumes;
@@ -382,6 +426,19 @@ class DockerRuntime:
             await loop.run_in_executor(serial, self._remove_all, everything)
             return RunResult(status, message)
 
+        # The ports go on the container that holds the task's network namespace (the first sidecar's, or
+        # the main one's). A probe is asked on its port's node port, or, for a port not published, on a
+        # port Docker picks on 127.0.0.1 (as Tork does).
+        bindings: dict[str, Any] = {f"{p.port}/{p.protocol}": (req.publish_ip, p.node_port) for p in req.ports}
+        probe_at: int | None = None
+        if req.probe is not None:
+            probe_at = next((p.node_port for p in req.ports if p.port == req.probe.port and p.protocol == "tcp"),
+                            None)
+            if probe_at is None:
+                bindings[f"{req.probe.port}/tcp"] = ("127.0.0.1", None)
+        exposed = [(int(k.split("/")[0]), k.split("/")[1]) for k in bindings]
+        holder: str | None = None  # the container that publishes them
+
         try:
             try:
                 mounts, env, workdir = await loop.run_in_executor(serial, self._prepare, req)
@@ -397,9 +454,11 @@ class DockerRuntime:
                 try:
                     sid = await loop.run_in_executor(serial, functools.partial(
                         self._create, sc.image, sc_name, {**labels, "corral.sidecar": sc.name},
-                        self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, network_mode=network),
+                        self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, network_mode=network,
+                                   port_bindings=bindings if network is None else None),
                         argv=sc.argv, entrypoint=sc.entrypoint,
-                        env=sc.env, workdir=None))
+                        env=sc.env, workdir=None, ports=exposed if network is None else None))
+                    holder = holder or sid
                     if network is None and req.networks:  # the first holds the network namespace
                         await loop.run_in_executor(serial, self._join, sid, req.networks, alias)
                     side_readers.append(await attach(sid, f"[sidecar {sc.name}] "))
@@ -415,8 +474,11 @@ class DockerRuntime:
                 cid = await loop.run_in_executor(serial, functools.partial(
                     self._create, req.image, name, labels,
                     self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, gpus=req.gpus,
-                               mounts=mounts, network_mode=network),
-                    argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir, registry=req.registry))
+                               mounts=mounts, network_mode=network,
+                               port_bindings=bindings if network is None else None),
+                    argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir, registry=req.registry,
+                    ports=exposed if network is None else None))
+                holder = holder or cid
                 if network is None and req.networks:
                     await loop.run_in_executor(serial, self._join, cid, req.networks, alias)
                 reader = await attach(cid, "")
@@ -429,10 +491,25 @@ class DockerRuntime:
             except docker.errors.DockerException as e:
                 message = f"could not start container: {_short(e)}"
                 return await fail(message, exec_failure_status(message))  # 127 or 126, as `docker run`
+            waiting = _in_thread(lambda: api.wait(cid))
+            if req.probe is not None:
+                if probe_at is None:
+                    try:
+                        probe_at = await loop.run_in_executor(serial, self._probe_port, holder, req.probe.port)
+                    except docker.errors.DockerException as e:
+                        return await fail(f"could not read the probe's port: {_short(e)}")
+                    if probe_at is None:  # a container that has exited has no ports any more
+                        await asyncio.wait([waiting], timeout=2)
+                        return await fail(_exited_early(waiting) if waiting.done()
+                                          else f"the probe's port {req.probe.port} was not published")
+                error = await _probe(req.probe, probe_at, waiting)
+                if error is not None:
+                    gate.set()  # what it said meanwhile is kept
+                    return await fail(error)
             on_started(cid)
             gate.set()
             try:
-                status = await _in_thread(lambda: api.wait(cid))
+                status = await waiting
             except docker.errors.DockerException as e:
                 return await fail(f"lost track of the container: {_short(e)}")
             exited = True

@@ -174,6 +174,18 @@ class PodQueries:
         return [r for part in chunks(set(pod_ids)) for r in _rows(self.c.execute(
             sa.select(s.node_ports).where(_NP.pod_id.in_(part)).order_by(_NP.port)))]
 
+    # A task's published ports (kind 'task'): held under its execution's id (pod_id and instance_id), from
+    # when the execution is handed to its node until it ends.
+    def task_port_owners(self) -> set[str]:
+        """The executions that hold node ports."""
+        return {str(r[0]) for r in self.c.execute(sa.select(_NP.pod_id).where(_NP.kind == "task").distinct())}
+
+    def release_task_ports(self, execution_ids: Iterable[str]) -> int:
+        n = 0
+        for part in chunks(set(execution_ids)):
+            n += int(self.c.execute(sa.delete(s.node_ports).where(_NP.pod_id.in_(part), _NP.kind == "task")).rowcount)
+        return n
+
     def used_ports(self, node_ids: Iterable[str] | None = None) -> dict[str, set[tuple[int, str]]]:
         """Per node: the ports held there, ``(port, protocol)``."""
         q = sa.select(_NP.node_id, _NP.port, _NP.protocol)

@@ -38,8 +38,9 @@ JOB_FIELDS = {"name", "description", "tags", "inputs", "secrets", "tasks", "prio
 JOB_LATER = {"permissions", "schedule"}
 TASK_FIELDS = {"name", "description", "image", "run", "cmd", "entrypoint", "env", "queue", "timeout", "retry",
                "workdir", "parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "files", "limits",
-               "sidecars", "gpus", "tags", "priority", "depends_on", "networks", "registry"}
-TASK_LATER = {"probe"}
+               "sidecars", "gpus", "tags", "priority", "depends_on", "networks", "registry", "ports", "probe"}
+TASK_LATER: set[str] = set()
+PORT_RE = re.compile(r"^(\d{1,5})(?:/(tcp|udp))?$")
 LOG_PAGE_SIZE, LOG_PAGE_MOST = 25, 100  # a log page's size when none is asked, and the most it holds (Tork's)
 DOCKER_SIZE = re.compile(r"^(\d+)\s*([kKmMgG]?)[bB]?$")
 
@@ -78,14 +79,29 @@ def _limits(limits: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def _ports(ports: Any, where: str) -> list[dict[str, Any]]:
+    """Tork's ports (container ports to publish: 8080, "8080" or "8080/udp") as Corral's [{port, protocol}]."""
+    if not isinstance(ports, list):
+        raise DialectError(400, f"{where}ports must be a list of container ports, such as [8080]")
+    out = []
+    for i, p in enumerate(ports):
+        m = PORT_RE.match(str(p).strip()) if isinstance(p, (int, str)) and not isinstance(p, bool) else None
+        if m is None:
+            raise DialectError(400, f"{where}ports[{i}]: '{str(p)[:100]}' is not a port such as 8080 or '8080/udp'")
+        out.append({"port": int(m.group(1)), "protocol": m.group(2) or "tcp"})
+    return out
+
+
 def _task(t: Any, where: str) -> dict[str, Any]:
     if not isinstance(t, dict):
         raise DialectError(400, f"{where.rstrip('.')} must be a mapping")
     _check_fields(t, TASK_FIELDS, TASK_LATER, where)
     out: dict[str, Any] = {k: t[k] for k in ("name", "description", "image", "run", "entrypoint", "env", "queue",
                                              "timeout", "workdir", "if", "var", "files", "mounts", "depends_on",
-                                             "networks", "registry")
+                                             "networks", "registry", "probe")
                            if t.get(k) is not None}
+    if t.get("ports") is not None:
+        out["ports"] = _ports(t["ports"], where)
     if t.get("cmd") is not None:
         out["command"] = t["cmd"]
     retry = t.get("retry")
@@ -159,8 +175,11 @@ def task_spec_view(spec: dict[str, Any]) -> dict[str, Any]:
     """A task as Tork's job definition shows it (Tork's field names), nested tasks included."""
     out: dict[str, Any] = {k: spec[k] for k in ("name", "description", "image", "run", "entrypoint", "queue",
                                                 "timeout", "workdir", "if", "var", "files", "mounts", "depends_on",
-                                                "networks", "registry")
+                                                "networks", "registry", "probe")
                            if spec.get(k) not in (None, {}, [])}
+    if spec.get("ports"):
+        out["ports"] = [p["port"] if p.get("protocol", "tcp") == "tcp" else f"{p['port']}/{p['protocol']}"
+                        for p in spec["ports"]]
     if spec.get("command") is not None:
         out["cmd"] = spec["command"]
     if spec.get("env"):
@@ -218,6 +237,8 @@ def task_view(t: Row, e: Row | None) -> dict[str, Any]:
            "error": (e["error"] if e else None) or t["error"] or None, "subjobId": t["subjob_id"]}
     if t["kind"] in ("parallel", "each", "subjob", "steps"):
         out["kind"] = t["kind"]
+    if e is not None and "ports" in e:
+        out["ports"] = e["ports"]  # where its published ports are reached while it runs
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -309,7 +330,9 @@ def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str,
 def get_job(job_id: str, svc: Svc) -> dict[str, Any]:
     with svc.coord.store.read() as tx:
         job = _job(tx, job_id)
-        return job_detail(job, tx.tasks_of(job_id), tx.executions_of_job(job_id))
+        tasks, execs = tx.tasks_of(job_id), tx.executions_of_job(job_id)
+    svc.coord.nodes.attach_task_ports(tasks, execs)
+    return job_detail(job, tasks, execs)
 
 
 @contextlib.contextmanager
@@ -353,6 +376,7 @@ def get_task(task_id: str, svc: Svc) -> dict[str, Any]:
         if not ex and task["execution_id"]:
             ex = tx.executions_by_ids([task["execution_id"]])
         job = tx.job(task["job_id"])
+    svc.coord.nodes.attach_task_ports([task], ex)
     return redacted(task_view(task, ex[0] if ex else None), job["spec"] if job else {})
 
 

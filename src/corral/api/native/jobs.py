@@ -144,6 +144,7 @@ def get_job(job_id: str, svc: Svc,
             tasks_limit: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="How many tasks to show")] = TASKS_SHOWN,
             ) -> dict[str, Any]:
     job, tasks, execs, summary, more = svc.coord.get_job_page(job_id, tasks_limit)
+    svc.coord.nodes.attach_task_ports(tasks, execs)
     out = job_view(job, tasks, execs)
     out["task_summary"] = {"total": sum(summary.values()), **summary}
     out["tasks_next_cursor"] = encode_cursor(tasks[-1]["seq"] if tasks else 0) if more else None
@@ -158,6 +159,7 @@ def get_tasks(job_id: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=MAX_LI
     except ValueError as e:
         raise BadInput(str(e), [{"field": "cursor", "message": str(e)}]) from e
     job, tasks, execs, _, more = svc.coord.get_job_page(job_id, limit, after)
+    svc.coord.nodes.attach_task_ports(tasks, execs)
     return tasks_page_view(job, tasks, execs, encode_cursor(tasks[-1]["seq"]) if more and tasks else None)
 
 

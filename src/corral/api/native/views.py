@@ -15,7 +15,8 @@ def execution_view(e: Row) -> dict[str, Any]:
     return {"id": e["id"], "attempt": e["attempt"], "node_id": e["node_id"], "state": e["state"],
             "container_id": e["container_id"], "exit_code": e["exit_code"], "error": e["error"],
             "gpus": e["gpus"], "scheduled_at": rfc3339(e["scheduled_at"]),
-            "started_at": rfc3339(e["started_at"]), "finished_at": rfc3339(e["finished_at"])}
+            "started_at": rfc3339(e["started_at"]), "finished_at": rfc3339(e["finished_at"]),
+            **({"ports": e["ports"]} if "ports" in e else {})}
 
 
 def task_view(t: Row, executions: list[Row] | dict[str, list[Row]] | None = None,
@@ -36,7 +37,8 @@ def task_view(t: Row, executions: list[Row] | dict[str, list[Row]] | None = None
         "created_at": rfc3339(t["created_at"]), "started_at": rfc3339(t["started_at"]),
         "finished_at": rfc3339(t["finished_at"]),
     }
-    for k in ("if", "var", "depends_on", "parallel", "each", "subjob", "pre", "post", "sidecars", "mounts", "files"):
+    for k in ("if", "var", "depends_on", "parallel", "each", "subjob", "pre", "post", "sidecars", "mounts", "files",
+              "ports", "probe"):
         if k in spec:
             out[k] = spec[k]
     if t["subjob_id"]:
