@@ -7,6 +7,7 @@ now. It never touches the store, so it is fast, deterministic and testable on th
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -116,44 +117,202 @@ def _labels_match(node: NodeView, selector: dict[str, str]) -> bool:
     return all((node.id if k == NODE_ID_LABEL else node.labels.get(k)) == v for k, v in selector.items())
 
 
+# A group of tasks (same queue, runtime, node selector and request) of this many or more keeps its eligible
+# nodes in a heap ordered by score; a smaller one scans them, which costs no more than building the heap. At
+# most _MAX_HEAPS groups get a heap in one plan (the largest first), bounding the memory a plan of thousands
+# of different requests takes; the others are scanned, as every task was before heaps.
+_HEAP_MIN_TASKS = 2
+_MAX_HEAPS = 256
+
+
+class _Slot:
+    """A node during one plan: what placement reads and changes, in plain numbers (no Resources per step).
+    ``version`` grows with each placement on it, so that a heap entry scored before is known to be stale."""
+
+    __slots__ = ("alloc_cpu", "alloc_disk", "alloc_gpu", "alloc_mem", "cap_cpu", "cap_disk", "cap_gpu",
+                 "cap_mem", "free_gpus", "index", "node", "version")
+
+    def __init__(self, index: int, node: NodeView) -> None:
+        self.index = index
+        self.node = node
+        c, a = node.capacity, node.allocated
+        self.cap_cpu, self.cap_mem, self.cap_disk, self.cap_gpu = c.cpu, c.memory, c.disk, c.gpu
+        self.alloc_cpu, self.alloc_mem, self.alloc_disk, self.alloc_gpu = a.cpu, a.memory, a.disk, a.gpu
+        self.free_gpus = list(node.free_gpus)
+        self.version = 0
+
+    def fits(self, need: Resources) -> bool:
+        """``need.fits_in(free)`` and enough free GPU indexes, with the same arithmetic."""
+        return (need.cpu <= (self.cap_cpu - self.alloc_cpu) + 1e-9
+                and need.memory <= self.cap_mem - self.alloc_mem and need.disk <= self.cap_disk - self.alloc_disk
+                and (not need.gpu or (need.gpu <= self.cap_gpu - self.alloc_gpu and len(self.free_gpus) >= need.gpu)))
+
+    def score(self, need: Resources, spread: bool) -> float:
+        """``_score`` on the slot's numbers (the same sums in the same order, so the same float)."""
+        used = 0.0
+        dims = 0
+        if self.cap_cpu > 0:
+            used += (self.alloc_cpu + need.cpu) / self.cap_cpu
+            dims += 1
+        if self.cap_mem > 0:
+            used += (self.alloc_mem + need.memory) / self.cap_mem
+            dims += 1
+        if self.cap_gpu > 0:
+            used += (self.alloc_gpu + need.gpu) / self.cap_gpu
+            dims += 1
+        frac = used / dims if dims else 0.0
+        return -frac if spread else frac
+
+    def take(self, need: Resources) -> tuple[int, ...]:
+        self.alloc_cpu += need.cpu
+        self.alloc_mem += need.memory
+        self.alloc_disk += need.disk
+        self.alloc_gpu += need.gpu
+        gpus = tuple(self.free_gpus[: need.gpu])
+        del self.free_gpus[: need.gpu]
+        self.version += 1
+        return gpus
+
+
+class _Heap:
+    """The eligible nodes of one group of tasks, best score first; on a tie the earlier node, as a scan
+    picks. Entries are (-score, node index, node version, node).
+
+    Nothing is freed during a plan, so a node that no longer fits the group's request is dropped for good,
+    and a node's score only moves one way as it is given work: down under spread, up under bin-pack. Under
+    spread a stale entry overrates its node, so it is re-scored when it comes to the top (no work for the
+    nodes that never do). Under bin-pack a stale entry underrates its node, so before each pick the heap
+    pushes a fresh entry for each node given work since it last looked (``changed``: every placement's
+    node, in order), once per node however much it was given."""
+
+    __slots__ = ("entries", "members", "need", "seen", "spread")
+
+    def __init__(self, eligible: list[_Slot], need: Resources, spread: bool, seen: int) -> None:
+        self.need = need
+        self.spread = spread
+        self.seen = seen  # how much of ``changed`` the entries account for
+        self.members = {s.index for s in eligible} if not spread else set()
+        fits, score = _Slot.fits, _Slot.score
+        self.entries = [(-score(s, need, spread), s.index, s.version, s) for s in eligible if fits(s, need)]
+        heapq.heapify(self.entries)
+
+    def best(self, changed: list[_Slot]) -> _Slot | None:
+        entries, need, spread = self.entries, self.need, self.spread
+        fits, score = _Slot.fits, _Slot.score
+        if not spread and self.seen < len(changed):
+            members = self.members
+            for s in {s.index: s for s in changed[self.seen:] if s.index in members}.values():
+                if fits(s, need):
+                    heapq.heappush(entries, (-score(s, need, False), s.index, s.version, s))
+            self.seen = len(changed)
+        while entries:
+            _, _, version, s = entries[0]
+            if not fits(s, need):
+                heapq.heappop(entries)
+            elif version == s.version:
+                return s
+            elif spread:
+                heapq.heapreplace(entries, (-score(s, need, True), s.index, s.version, s))
+            else:
+                heapq.heappop(entries)  # a fresh entry for it was pushed above
+        return None
+
+
+def _scan(eligible: list[_Slot], need: Resources, spread: bool) -> _Slot | None:
+    best: _Slot | None = None
+    best_score = 0.0
+    for s in eligible:
+        if not s.fits(need):
+            continue
+        sc = s.score(need, spread)
+        if best is None or sc > best_score:
+            best, best_score = s, sc
+    return best
+
+
+class _Group:
+    """Tasks that ask for the same thing (queue, runtime, node selector, request) in one plan."""
+
+    __slots__ = ("eligible", "heap", "key", "size")
+
+    def __init__(self, key: tuple[str, str, tuple[tuple[str, str], ...], Resources]) -> None:
+        self.key = key
+        self.size = 0
+        self.eligible: list[_Slot] | None = None
+        self.heap: _Heap | None = None
+
+
 def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strategy = "spread") -> Plan:
     """Place ``tasks`` (highest priority first, then oldest) onto ``nodes`` without over-committing any.
 
-    The node views are copied, so the caller's snapshot is left as it was.
+    Each task goes to the node that scoring every eligible node would pick (the best score; the earliest
+    such node on a tie) without scoring every node: the nodes that serve a queue, offer a runtime and match
+    a node selector are found once per distinct combination, and the tasks that ask for the same thing
+    share a heap of those nodes ordered by score, kept up to date lazily (see ``_Heap``). The caller's node
+    views are left as they were.
     """
-    views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, n.queues,
-                      list(n.free_gpus)) for n in nodes]
+    views = list(nodes)
+    slots = [_Slot(i, n) for i, n in enumerate(views)]
+    by_id = {s.node.id: s for s in slots}
+    spread = strategy == "spread"
     result = Plan()
-    why: dict[tuple[object, ...], str] = {}
-    # Index nodes by queue so a pass over many tasks does not scan every node each time.
-    by_queue: dict[str, list[NodeView]] = {}
-    for n in views:
-        for q in n.queues:
-            by_queue.setdefault(q, []).append(n)
-    for task in sorted(tasks, key=lambda t: (-t.priority, t.seq)):
+    by_queue: dict[str, list[_Slot]] = {}
+    for s in slots:
+        for q in s.node.queues:
+            by_queue.setdefault(q, []).append(s)
+    ordered = sorted(tasks, key=lambda t: (-t.priority, t.seq))
+    groups: dict[tuple[str, str, tuple[tuple[str, str], ...], Resources], _Group] = {}
+    task_groups = []
+    for task in ordered:
+        sel = tuple(sorted(task.node_selector.items())) if task.node_selector else ()
+        key = (task.queue, task.runtime, sel, task.resources)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = _Group(key)
+        g.size += 1
+        task_groups.append(g)
+    # The largest groups get a heap: those of one task are cheaper to scan.
+    heaped = {id(g) for g in sorted((g for g in groups.values() if g.size >= _HEAP_MIN_TASKS),
+                                    key=lambda g: -g.size)[:_MAX_HEAPS]}
+    eligible_of: dict[tuple[object, ...], list[_Slot]] = {}
+    why: dict[int, str] = {}
+    changed: list[_Slot] = []  # the nodes given work, in order (bin-pack heaps catch up on it)
+    placements = result.placements
+    for task, g in zip(ordered, task_groups, strict=True):
         need = task.resources
-        best: NodeView | None = None
-        best_score = 0.0
-        for n in by_queue.get(task.queue, ()):
-            if task.runtime not in n.runtimes or not need.fits_in(n.free):
-                continue
-            if task.node_selector and not _labels_match(n, task.node_selector):
-                continue
-            if need.gpu and len(n.free_gpus) < need.gpu:
-                continue
-            s = _score(n, need, strategy)
-            if best is None or s > best_score:
-                best, best_score = n, s
+        eligible = g.eligible
+        if eligible is None:
+            ekey = g.key[:3]
+            eligible = eligible_of.get(ekey)
+            if eligible is None:
+                eligible = eligible_of[ekey] = _eligible(task, by_queue, by_id)
+            g.eligible = eligible
+        heap = g.heap
+        if heap is None and id(g) in heaped:
+            heap = g.heap = _Heap(eligible, need, spread, len(changed))
+        best = heap.best(changed) if heap is not None else _scan(eligible, need, spread)
         if best is None:
             # Tasks that ask for the same thing wait for the same reason: work it out once per pass.
-            key = (task.queue, task.runtime, need, tuple(sorted(task.node_selector.items())))
-            reason = why.get(key)
+            reason = why.get(id(g))
             if reason is None:
-                reason = why[key] = _why_not(task, views)
+                reason = why[id(g)] = _why_not(task, views)
             result.reasons[task.id] = reason
             continue
-        gpus = tuple(best.free_gpus[: need.gpu])
-        del best.free_gpus[: need.gpu]
-        best.allocated = best.allocated + need
-        result.placements.append(Placement(task.id, best.id, gpus))
+        gpus = best.take(need)
+        if not spread:
+            changed.append(best)
+        placements.append(Placement(task.id, best.node.id, gpus))
     return result
+
+
+def _eligible(task: TaskView, by_queue: dict[str, list[_Slot]], by_id: dict[str, _Slot]) -> list[_Slot]:
+    """The nodes (in snapshot order) that serve the task's queue, offer its runtime and match its selector;
+    a selector that names a node by id looks that one node up."""
+    sel = task.node_selector
+    pinned = sel.get(NODE_ID_LABEL)
+    if pinned is not None:
+        one = by_id.get(pinned)
+        pool = [one] if one is not None and task.queue in one.node.queues else []
+    else:
+        pool = by_queue.get(task.queue, [])
+    return [s for s in pool if task.runtime in s.node.runtimes and (not sel or _labels_match(s.node, sel))]
