@@ -163,6 +163,10 @@ class _Slot:
         frac = used / dims if dims else 0.0
         return -frac if spread else frac
 
+    def key(self, need: Resources, spread: bool) -> float | None:
+        """The slot's heap key for ``need`` (its score, negated), or None if the request does not fit."""
+        return -self.score(need, spread) if self.fits(need) else None
+
     def take(self, need: Resources) -> tuple[int, ...]:
         self.alloc_cpu += need.cpu
         self.alloc_mem += need.memory
@@ -192,29 +196,46 @@ class _Heap:
         self.spread = spread
         self.seen = seen  # how much of ``changed`` the entries account for
         self.members = {s.index for s in eligible} if not spread else set()
-        fits, score = _Slot.fits, _Slot.score
-        self.entries = [(-score(s, need, spread), s.index, s.version, s) for s in eligible if fits(s, need)]
-        heapq.heapify(self.entries)
+        self.entries = entries = []
+        ncpu, nmem, ndisk, ngpu = need.cpu, need.memory, need.disk, need.gpu
+        for s in eligible:  # _Slot.fits and _Slot.score, inline: this runs for every eligible node
+            if not (ncpu <= s.cap_cpu - s.alloc_cpu + 1e-9 and nmem <= s.cap_mem - s.alloc_mem
+                    and ndisk <= s.cap_disk - s.alloc_disk
+                    and (not ngpu or (ngpu <= s.cap_gpu - s.alloc_gpu and len(s.free_gpus) >= ngpu))):
+                continue
+            used = 0.0
+            dims = 0
+            if s.cap_cpu > 0:
+                used += (s.alloc_cpu + ncpu) / s.cap_cpu
+                dims += 1
+            if s.cap_mem > 0:
+                used += (s.alloc_mem + nmem) / s.cap_mem
+                dims += 1
+            if s.cap_gpu > 0:
+                used += (s.alloc_gpu + ngpu) / s.cap_gpu
+                dims += 1
+            frac = used / dims if dims else 0.0
+            entries.append((frac if spread else -frac, s.index, s.version, s))
+        heapq.heapify(entries)
 
     def best(self, changed: list[_Slot]) -> _Slot | None:
         entries, need, spread = self.entries, self.need, self.spread
-        fits, score = _Slot.fits, _Slot.score
         if not spread and self.seen < len(changed):
             members = self.members
             for s in {s.index: s for s in changed[self.seen:] if s.index in members}.values():
-                if fits(s, need):
-                    heapq.heappush(entries, (-score(s, need, False), s.index, s.version, s))
+                key = s.key(need, False)
+                if key is not None:
+                    heapq.heappush(entries, (key, s.index, s.version, s))
             self.seen = len(changed)
         while entries:
             _, _, version, s = entries[0]
-            if not fits(s, need):
+            if version == s.version:
+                return s  # it fitted when scored, and has been given nothing since
+            key = s.key(need, spread) if spread else None
+            if key is not None:
+                heapq.heapreplace(entries, (key, s.index, s.version, s))
+            else:  # no longer fits, or (bin-pack) a fresh entry for it was pushed above
                 heapq.heappop(entries)
-            elif version == s.version:
-                return s
-            elif spread:
-                heapq.heapreplace(entries, (-score(s, need, True), s.index, s.version, s))
-            else:
-                heapq.heappop(entries)  # a fresh entry for it was pushed above
         return None
 
 
