@@ -196,7 +196,8 @@ class _Heap:
         self.spread = spread
         self.seen = seen  # how much of ``changed`` the entries account for
         self.members = {s.index for s in eligible} if not spread else set()
-        self.entries = entries = []
+        entries: list[tuple[float, int, int, _Slot]] = []
+        self.entries = entries
         ncpu, nmem, ndisk, ngpu = need.cpu, need.memory, need.disk, need.gpu
         for s in eligible:  # _Slot.fits and _Slot.score, inline: this runs for every eligible node
             if not (ncpu <= s.cap_cpu - s.alloc_cpu + 1e-9 and nmem <= s.cap_mem - s.alloc_mem
