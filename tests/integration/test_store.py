@@ -117,8 +117,8 @@ def test_capacity_is_released_on_every_terminal_state(coord: Coordinator) -> Non
 
 
 def test_one_pass_places_a_large_backlog_in_growing_steps_without_overcommitting(coord: Coordinator) -> None:
-    """A pass reads 64 tasks, then four times more after each step in which all fitted: 100 small
-    tasks are placed in one pass; when capacity runs out in a later step, exactly what fits is placed."""
+    """A pass reads 64 tasks, then four times more after each step in which all fitted (and the next pass
+    starts there): 100 small tasks are placed in one pass; then exactly what fits of 100 more is placed."""
     row = coord.register(NodeInfo(name="big", hostname="big", version="t", cpu=2, memory=2**40, disk=0,
                                   runtimes=["process"]))  # 2 cores, memory for all (64Mi per task)
     node = str(row["id"])
@@ -127,7 +127,7 @@ def test_one_pass_places_a_large_backlog_in_growing_steps_without_overcommitting
     assert coord.schedule_once() == 100
     coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "x", "resources": {"cpu": 0.025}}]})
                        for _ in range(100)])
-    assert coord.schedule_once() == 76  # 1.9 cores left: 64 in the first step, 12 of the next one's 36
+    assert coord.schedule_once() == 76  # 1.9 cores left, 0.025 each
     with coord.store.read() as tx:
         alloc = {a["node_id"]: a for a in tx.allocations()}
         assert tx.count_pending_tasks() == 24
