@@ -34,7 +34,7 @@ def random_cluster(rng: random.Random, n_nodes: int, n_tasks: int) -> tuple[list
             queues=frozenset(rng.choice([{"default"}, {"default", "gpu"}, {"batch"}])),
             free_gpus=list(range(gpus * used // 2, gpus))))
     shapes = [Resources(0.5, GiB // 2), Resources(1, GiB), Resources(2, 4 * GiB), Resources(1, 2 * GiB, 0, 1),
-              Resources(4, 8 * GiB, 0, 2)]
+              Resources(4, 8 * GiB, 0, 2), Resources(0, 0, 20 * GiB)]  # the last: disk only
     tasks = []
     for i in range(n_tasks):
         need = rng.choice(shapes) if rng.random() < 0.9 else Resources(rng.choice([0.25, 3, 20]), GiB)

@@ -129,8 +129,8 @@ class _Slot:
     """A node during one plan: what placement reads and changes, in plain numbers (no Resources per step).
     ``version`` grows with each placement on it, so that a heap entry scored before is known to be stale."""
 
-    __slots__ = ("alloc_cpu", "alloc_disk", "alloc_gpu", "alloc_mem", "cap_cpu", "cap_disk", "cap_gpu",
-                 "cap_mem", "free_gpus", "index", "node", "version")
+    __slots__ = ("alloc_cpu", "alloc_disk", "alloc_gpu", "alloc_mem", "buckets", "cap_cpu", "cap_disk",
+                 "cap_gpu", "cap_mem", "free_gpus", "index", "logged", "node", "version")
 
     def __init__(self, index: int, node: NodeView) -> None:
         self.index = index
@@ -140,6 +140,8 @@ class _Slot:
         self.alloc_cpu, self.alloc_mem, self.alloc_disk, self.alloc_gpu = a.cpu, a.memory, a.disk, a.gpu
         self.free_gpus = list(node.free_gpus)
         self.version = 0
+        self.buckets: list[_Bucket] = []  # its bucket in each pool it is in
+        self.logged = False  # in the plan's ``changed``: heaps push it themselves
 
     def fits(self, need: Resources) -> bool:
         """``need.fits_in(free)`` and enough free GPU indexes, with the same arithmetic."""
@@ -178,63 +180,129 @@ class _Slot:
         return gpus
 
 
+class _Pool:
+    """The eligible nodes of one (queue, runtime, node selector), in snapshot order, and the same nodes in
+    buckets of identical state in the snapshot (capacity, allocation, free GPUs): the nodes of a bucket that
+    have been given nothing yet in this plan fit and score alike, so a heap holds one entry for them
+    instead of one per node. On a cluster of a few node sizes that is a few dozen entries, not thousands."""
+
+    __slots__ = ("buckets", "members", "slots")
+
+    def __init__(self, slots: list[_Slot]) -> None:
+        self.slots = slots
+        self.members = {s.index for s in slots}
+        by_state: dict[tuple[float, ...], _Bucket] = {}
+        for s in slots:
+            n = s.node
+            c, a = n.capacity, n.allocated
+            state = (c.cpu, c.memory, c.disk, c.gpu, a.cpu, a.memory, a.disk, a.gpu, len(n.free_gpus))
+            bucket = by_state.get(state)
+            if bucket is None:
+                bucket = by_state[state] = _Bucket()
+            bucket.members.append(s)
+            if s.version and not s.logged:
+                bucket.departed.append(s)
+            s.buckets.append(bucket)
+        self.buckets = list(by_state.values())
+
+
+def _ties(s: _Slot) -> bool:
+    """Whether the node, given work in this plan, still scores as it did in the snapshot for any request:
+    the work used none of the CPU, memory or GPUs its score counts (only disk, say)."""
+    a = s.node.allocated
+    return ((s.cap_cpu <= 0 or s.alloc_cpu == a.cpu) and (s.cap_mem <= 0 or s.alloc_mem == a.memory)
+            and (s.cap_gpu <= 0 or s.alloc_gpu == a.gpu))
+
+
+class _Bucket:
+    """Nodes in one snapshot state, by index, and (``departed``) those of them given work since that now
+    score worse than the bucket does under spread, for any request (they never come back to it)."""
+
+    __slots__ = ("departed", "members", "pos")
+
+    def __init__(self) -> None:
+        self.members: list[_Slot] = []
+        self.departed: list[_Slot] = []
+        self.pos = 0
+
+    def first(self) -> _Slot | None:
+        """The first node given nothing yet."""
+        members, pos = self.members, self.pos
+        while pos < len(members) and members[pos].version:
+            pos += 1
+        self.pos = pos
+        return members[pos] if pos < len(members) else None
+
+
 class _Heap:
     """The eligible nodes of one group of tasks, best score first; on a tie the earlier node, as a scan
-    picks. Entries are (-score, node index, node version, node).
+    picks. Entries are (-score, node index, node version, node) for a node given work in this plan, and
+    (-score, index of its first untouched node, -1, bucket) for a bucket's untouched nodes.
 
-    Nothing is freed during a plan, so a node that no longer fits the group's request is dropped for good,
-    and a node's score only moves one way as it is given work: down under spread, up under bin-pack. Under
-    spread a stale entry overrates its node, so it is re-scored when it comes to the top (no work for the
-    nodes that never do). Under bin-pack a stale entry underrates its node, so before each pick the heap
-    pushes a fresh entry for each node given work since it last looked (``changed``: every placement's
-    node, in order), once per node however much it was given."""
+    Nothing is freed during a plan, so a node that no longer fits the group's request never will, and a
+    node's score only moves one way as it is given work: down under spread, up under bin-pack.
+    Under spread a node that left a bucket scores worse than the bucket (it uses more), so it is pushed with
+    its own entry only once the bucket has no untouched node left; one that may still tie with it (it was
+    given only what its score does not count, see ``_ties``) is logged in ``changed`` and pushed before the
+    heap's next pick. A stale entry overrates its node, so it is re-scored when it reaches the top. Nodes
+    that never come near the top cost nothing. (Spread's "worse" is in real numbers: a float sum could
+    round a tiny difference away, and then the node picked is one of equal score.)
+    Under bin-pack a node given work may now beat the top, so before each pick the heap pushes a fresh entry
+    for each node given work since it last looked (``changed``: every placement's node, in order), once per
+    node however much it was given, and drops stale entries."""
 
     __slots__ = ("entries", "members", "need", "seen", "spread")
 
-    def __init__(self, eligible: list[_Slot], need: Resources, spread: bool, seen: int) -> None:
+    def __init__(self, pool: _Pool, need: Resources, spread: bool, touched: list[_Slot], changed: list[_Slot]
+                 ) -> None:
         self.need = need
         self.spread = spread
-        self.seen = seen  # how much of ``changed`` the entries account for
-        self.members = {s.index for s in eligible} if not spread else set()
-        entries: list[tuple[float, int, int, _Slot]] = []
+        self.members = members = pool.members
+        self.seen = len(changed)  # how much of ``changed`` the entries account for
+        entries: list[tuple[float, int, int, _Slot | _Bucket]] = []
         self.entries = entries
-        ncpu, nmem, ndisk, ngpu = need.cpu, need.memory, need.disk, need.gpu
-        for s in eligible:  # _Slot.fits and _Slot.score, inline: this runs for every eligible node
-            if not (ncpu <= s.cap_cpu - s.alloc_cpu + 1e-9 and nmem <= s.cap_mem - s.alloc_mem
-                    and ndisk <= s.cap_disk - s.alloc_disk
-                    and (not ngpu or (ngpu <= s.cap_gpu - s.alloc_gpu and len(s.free_gpus) >= ngpu))):
-                continue
-            used = 0.0
-            dims = 0
-            if s.cap_cpu > 0:
-                used += (s.alloc_cpu + ncpu) / s.cap_cpu
-                dims += 1
-            if s.cap_mem > 0:
-                used += (s.alloc_mem + nmem) / s.cap_mem
-                dims += 1
-            if s.cap_gpu > 0:
-                used += (s.alloc_gpu + ngpu) / s.cap_gpu
-                dims += 1
-            frac = used / dims if dims else 0.0
-            entries.append((frac if spread else -frac, s.index, s.version, s))
+        for bucket in pool.buckets:
+            s = bucket.first()
+            if s is not None:
+                if s.fits(need):
+                    entries.append((-s.score(need, spread), s.index, -1, bucket))
+            elif spread:  # all of it has departed: no bucket entry to bring them in later
+                entries.extend((-d.score(need, True), d.index, d.version, d) for d in bucket.departed
+                               if d.fits(need))
+        # Under spread, ``changed`` holds only the nodes that were given work and still tie: their buckets
+        # do not stand for them.
+        logged = {s.index: s for s in changed}.values() if spread else touched
+        entries.extend((-s.score(need, spread), s.index, s.version, s) for s in logged
+                       if s.index in members and s.fits(need))
         heapq.heapify(entries)
 
     def best(self, changed: list[_Slot]) -> _Slot | None:
         entries, need, spread = self.entries, self.need, self.spread
-        if not spread and self.seen < len(changed):
+        push = heapq.heappush
+        if self.seen < len(changed):
             members = self.members
             for s in {s.index: s for s in changed[self.seen:] if s.index in members}.values():
-                key = s.key(need, False)
-                if key is not None:
-                    heapq.heappush(entries, (key, s.index, s.version, s))
+                if s.fits(need):
+                    push(entries, (-s.score(need, spread), s.index, s.version, s))
             self.seen = len(changed)
         while entries:
-            _, _, version, s = entries[0]
-            if version == s.version:
-                return s  # it fitted when scored, and has been given nothing since
-            key = s.key(need, spread) if spread else None
-            if key is not None:
-                heapq.heapreplace(entries, (key, s.index, s.version, s))
+            key, index, version, obj = entries[0]
+            if isinstance(obj, _Bucket):
+                first = obj.first()
+                if first is None:
+                    heapq.heappop(entries)
+                    if spread:  # now its departed nodes may come next
+                        for d in obj.departed:
+                            if d.fits(need):
+                                push(entries, (-d.score(need, True), d.index, d.version, d))
+                elif first.index != index:  # its first node was given work: the next one stands for it
+                    heapq.heapreplace(entries, (key, first.index, -1, obj))
+                else:
+                    return first
+            elif version == obj.version:
+                return obj  # it fitted when scored, and has been given nothing since
+            elif spread and obj.fits(need):
+                heapq.heapreplace(entries, (-obj.score(need, True), index, obj.version, obj))
             else:  # no longer fits, or (bin-pack) a fresh entry for it was pushed above
                 heapq.heappop(entries)
         return None
@@ -255,12 +323,12 @@ def _scan(eligible: list[_Slot], need: Resources, spread: bool) -> _Slot | None:
 class _Group:
     """Tasks that ask for the same thing (queue, runtime, node selector, request) in one plan."""
 
-    __slots__ = ("eligible", "heap", "key", "size")
+    __slots__ = ("heap", "key", "pool", "size")
 
     def __init__(self, key: tuple[str, str, tuple[tuple[str, str], ...], Resources]) -> None:
         self.key = key
         self.size = 0
-        self.eligible: list[_Slot] | None = None
+        self.pool: _Pool | None = None
         self.heap: _Heap | None = None
 
 
@@ -296,23 +364,26 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
     # The largest groups get a heap: those of one task are cheaper to scan.
     heaped = {id(g) for g in sorted((g for g in groups.values() if g.size >= _HEAP_MIN_TASKS),
                                     key=lambda g: -g.size)[:_MAX_HEAPS]}
-    eligible_of: dict[tuple[object, ...], list[_Slot]] = {}
+    pool_of: dict[tuple[object, ...], _Pool] = {}
     why: dict[int, str] = {}
-    changed: list[_Slot] = []  # the nodes given work, in order (bin-pack heaps catch up on it)
+    touched: list[_Slot] = []  # the nodes given work, the first time each is (they leave their buckets)
+    # The nodes given work that heaps must push themselves, in order: under bin-pack every placement's node,
+    # under spread those that still tie with their bucket.
+    changed: list[_Slot] = []
     placements = result.placements
     for task, g in zip(ordered, task_groups, strict=True):
         need = task.resources
-        eligible = g.eligible
-        if eligible is None:
+        pool = g.pool
+        if pool is None:
             ekey = g.key[:3]
-            eligible = eligible_of.get(ekey)
-            if eligible is None:
-                eligible = eligible_of[ekey] = _eligible(task, by_queue, by_id)
-            g.eligible = eligible
+            pool = pool_of.get(ekey)
+            if pool is None:
+                pool = pool_of[ekey] = _Pool(_eligible(task, by_queue, by_id))
+            g.pool = pool
         heap = g.heap
         if heap is None and id(g) in heaped:
-            heap = g.heap = _Heap(eligible, need, spread, len(changed))
-        best = heap.best(changed) if heap is not None else _scan(eligible, need, spread)
+            heap = g.heap = _Heap(pool, need, spread, touched, changed)
+        best = heap.best(changed) if heap is not None else _scan(pool.slots, need, spread)
         if best is None:
             # Tasks that ask for the same thing wait for the same reason: work it out once per pass.
             reason = why.get(id(g))
@@ -320,9 +391,15 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
                 reason = why[id(g)] = _why_not(task, views)
             result.reasons[task.id] = reason
             continue
+        if not best.version:
+            touched.append(best)
         gpus = best.take(need)
-        if not spread:
+        if not spread or _ties(best):
             changed.append(best)
+            best.logged = True
+        elif best.version == 1:
+            for bucket in best.buckets:
+                bucket.departed.append(best)
         placements.append(Placement(task.id, best.node.id, gpus))
     return result
 
