@@ -9,7 +9,8 @@ A fresh database is created for the run (the user in --pg must be allowed to CRE
 after. The phases, each with the server's CPU (user + system, of the server process only: PostgreSQL's own
 work is not counted) over what it did:
 1. register: every node registers (mixed sizes, zone and disk labels, one in ten with 4 or 8 GPUs);
-2. heartbeat: every node heartbeats once (with its usage), as fast as the connections allow: CPU per
+2. heartbeat: every node heartbeats once (or --heartbeats N, node after node), with its usage, as fast as
+   the connections allow: CPU per
    heartbeat, and from it how many nodes one core could hold at the default 3 s interval;
 3. place: the jobs are submitted (250 per request) and the coordinator's scheduling loop places them; the
    phase ends when no job is pending. Placements per second over the phase, and over the part after the
@@ -134,15 +135,15 @@ class Agents:
             self.ids[i], self.secrets[i] = r.json()["node_id"], r.json()["node_secret"]
         await self.each(n, reg)
 
-    async def heartbeat(self, rounds: int) -> int:
+    async def heartbeat(self, count: int) -> int:
         n = len(self.ids)
 
         async def hb(i: int) -> None:
             r = await self.client.post(f"/v1/agent/nodes/{self.ids[i % n]}/heartbeat", headers=self.headers(i % n),
                                        json={"running": [], "usage": {"cpu_percent": 5.0, "memory_percent": 10.0}})
             r.raise_for_status()
-        await self.each(n * rounds, hb)
-        return n * rounds
+        await self.each(count, hb)
+        return count
 
     async def deliver(self) -> int:
         """Each node polls once for its work and reports every execution it got completed."""
@@ -198,7 +199,7 @@ async def run(url: str, proc: psutil.Process, args: argparse.Namespace) -> dict[
     out["register"] = {"per_s": round(args.nodes / took), "server_cpu_ms_each": round(cpu / args.nodes * 1000, 2)}
 
     c0, t0 = cpu_of(proc), time.monotonic()
-    beats = await agents.heartbeat(1)
+    beats = await agents.heartbeat(args.heartbeats or args.nodes)
     took, cpu = time.monotonic() - t0, cpu_of(proc) - c0
     each = cpu / beats
     out["heartbeat"] = {"per_s": round(beats / took), "server_cpu_ms_each": round(each * 1000, 3),
@@ -249,6 +250,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--tasks", type=int, default=50000)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--heartbeats", type=int, default=0, help="heartbeats sent in phase 2 (default: one per node)")
     ap.add_argument("--deliver", action="store_true", help="also poll the work and report it completed")
     ap.add_argument("--idle", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds a phase may take")
