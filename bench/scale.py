@@ -10,8 +10,8 @@ after. The phases, each with the server's CPU (user + system, of the server proc
 work is not counted) over what it did:
 1. register: every node registers (mixed sizes, zone and disk labels, one in ten with 4 or 8 GPUs);
 2. heartbeat: every node heartbeats once (or --heartbeats N, node after node), with its usage, as fast as
-   the connections allow: CPU per
-   heartbeat, and from it how many nodes one core could hold at the default 3 s interval;
+   the connections allow: CPU per heartbeat, and from it how many nodes one core could hold at the
+   default 3 s interval;
 3. place: the jobs are submitted (250 per request) and the coordinator's scheduling loop places them; the
    phase ends when no job is pending. Placements per second over the phase, and over the part after the
    last submission (placement alone);
