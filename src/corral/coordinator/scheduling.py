@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from corral.coordinator.service import Coordinator
 
 log = logging.getLogger("corral.coordinator")
-MAX_STEP = 4096  # tasks one step of a scheduling pass reads and places, at most
+MAX_STEP = 1024  # tasks one step of a scheduling pass reads and places, at most (one write transaction)
 
 
 def _list(value: Any, what: str) -> list[Any]:
