@@ -116,6 +116,27 @@ def test_capacity_is_released_on_every_terminal_state(coord: Coordinator) -> Non
     assert alloc[node]["cpu"] == 1
 
 
+def test_one_pass_places_a_large_backlog_in_growing_steps_without_overcommitting(coord: Coordinator) -> None:
+    """A pass reads 64 tasks, then four times more after each step in which all fitted (and the next pass
+    starts there): 100 small tasks are placed in one pass; then exactly what fits of 100 more is placed."""
+    row = coord.register(NodeInfo(name="big", hostname="big", version="t", cpu=2, memory=2**40, disk=0,
+                                  runtimes=["process"]))  # 2 cores, memory for all (64Mi per task)
+    node = str(row["id"])
+    coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "x", "resources": {"cpu": 0.001}}]})
+                       for _ in range(100)])
+    assert coord.schedule_once() == 100
+    coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "x", "resources": {"cpu": 0.025}}]})
+                       for _ in range(100)])
+    assert coord.schedule_once() == 76  # 1.9 cores left, 0.025 each
+    with coord.store.read() as tx:
+        alloc = {a["node_id"]: a for a in tx.allocations()}
+        assert tx.count_pending_tasks() == 24
+    assert alloc[node]["cpu"] <= 2 + 1e-9
+    coord.authenticate(node, row["node_secret"])
+    work, _ = coord.poll(node, [])
+    assert len(work) == 176
+
+
 # -- task dependencies (depends_on) ---------------------------------------------------------------
 DIAMOND = {"tasks": [{"name": "a", "run": "a"}, {"name": "b", "run": "b", "depends_on": ["a"]},
                      {"name": "c", "run": "c", "depends_on": ["a"]},

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from corral.coordinator.service import Coordinator
 
 log = logging.getLogger("corral.coordinator")
+MAX_STEP = 1024  # tasks one step of a scheduling pass reads and places, at most (one write transaction)
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -50,16 +51,22 @@ class Scheduling(Part):
     def __init__(self, coord: Coordinator) -> None:
         super().__init__(coord)
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
+        self._step = self.settings.schedule_batch  # tasks the next step of a pass reads
 
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
         self.stats["schedule_passes"] += 1
         placed_total = 0
         opened = 0
+        # Each step reads every ready node and what is allocated on it: a step that placed all it read takes
+        # four times as many tasks next (up to MAX_STEP), and so does the next pass's first step, so that a
+        # large backlog on a large cluster is not placed 64 tasks per read of 5,000 nodes. A step that left
+        # tasks waiting sets it back to schedule_batch: a full cluster's passes stay small.
+        batch = self._step
         while True:
             now = time.time()
             with self.store.read() as tx:
-                ready = tx.ready_tasks(now, self.settings.schedule_batch)
+                ready = tx.ready_tasks(now, batch)
                 if not ready:
                     return placed_total
                 if opened < 20 and any(t["kind"] != "run" for t in ready):
@@ -88,8 +95,12 @@ class Scheduling(Part):
             result.reasons.update(bad)
             placed_total += self.commit(result, {t["id"]: t for t in ready}, now)
             # Go on only while everything fitted and more may be waiting.
-            if result.reasons or len(ready) < self.settings.schedule_batch:
+            if result.reasons:
+                self._step = self.settings.schedule_batch
                 return placed_total
+            if len(ready) < batch:
+                return placed_total
+            self._step = batch = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
 
     def commit(self, result: Plan, by_id: dict[str, Row], now: float) -> int:
         """The one step that writes a plan: each placement is a compare-and-set of its task (still pending:
