@@ -102,8 +102,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     def render_for(path: str) -> edge.Render:
         return next((r for prefix, r in renderers if path.startswith(prefix)), edge.problem)
 
-    # A 405's Allow lists every route of the path (Starlette's, only the first one's), in the path's API's shape.
-    app.add_exception_handler(405, api_doc.method_not_allowed(lambda: app.routes, render_for))
+    # A 405's Allow lists the methods of the resource, its body in the shape of the path's API.
+    app.add_exception_handler(405, api_doc.method_not_allowed(lambda: app.openapi()["paths"], lambda: app.routes,
+                                                              render_for))
     doc_config = api_doc.DocConfig(access_token=bool(config.edge.api_token), agent_token=bool(config.agent_token),
                                    own_auth_prefixes=tuple(config.edge.own_auth_prefixes),
                                    edge_prefixes=edge_prefixes())

@@ -73,6 +73,18 @@ DESCRIPTIONS = {
 _PARAM = re.compile(r"{[^}]+}")
 
 
+# What a route checks of a parameter by hand, said in its schema: (path, parameter) -> schema keywords.
+_UUID = {"type": "string", "format": "uuid",
+         "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}
+_NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
+PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/jobs", "limit"): {"maximum": 1000},
+    ("/api/jobs/{job_id}", "job_id"): _UUID,
+    ("/api/jobs", "status"): {"enum": ["", *_NOMAD_STATES, *(f"JOB_STATUS_{s.upper()}" for s in _NOMAD_STATES)]},
+    ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
+}
+
+
 @dataclass(frozen=True)
 class DocConfig:
     """What of the server's configuration the document depends on."""
@@ -183,6 +195,9 @@ def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
             responses.pop("422", None)
+            for param in op.get("parameters", []):
+                if extra := PARAMETERS.get((path, param.get("name", ""))):
+                    param["schema"] = {**param.get("schema", {}), **extra}
             for status, answer in operation_responses(method, path, op.get("tags", []), config).items():
                 responses.setdefault(status, answer)  # a route's own documentation of a status wins
     if config.access_token:
@@ -196,24 +211,44 @@ def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
     return schema
 
 
-# -- 405 with an Allow header that lists every route of the path ---------------------------------------------
+# -- 405 with an Allow header that lists the methods of the resource -----------------------------------------
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def allowed_methods(routes: Iterable[BaseRoute], scope: dict[str, Any]) -> list[str]:
-    """The methods some route takes on the request's path (Starlette's own 405 lists only the first route's)."""
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile("^" + _PARAM.sub("[^/]+", re.escape(path).replace(r"\{", "{").replace(r"\}", "}")) + "$")
+
+
+def allowed_methods(paths: dict[str, dict[str, Any]], path: str) -> list[str] | None:
+    """The methods the document gives the resource at ``path``: of the path templates that match it, those with
+    the fewest parameters (``/stacks/batch-delete`` is that resource, not a stack called so); None when no
+    documented path matches."""
+    matching = [(len(_PARAM.findall(t)), t) for t in paths if _template(t).match(path)]
+    if not matching:
+        return None
+    fewest = min(n for n, _ in matching)
+    methods = {m.upper() for n, t in matching if n == fewest for m in paths[t]}
+    return [m for m in METHODS if m in methods]
+
+
+def routed_methods(routes: Iterable[BaseRoute], scope: dict[str, Any]) -> list[str]:
+    """The methods some route takes on the request's path (for a path the document does not list)."""
     return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
-def method_not_allowed(routes: Callable[[], Iterable[BaseRoute]], render: Callable[[str], Callable[..., Response]]
-                       ) -> Callable[[Request, Exception], Response]:
-    """An exception handler for 405: the Allow header from every route of the path, the body in the shape of the
-    API that owns it (``render(path)`` gives the edge's renderer of that path)."""
+def method_not_allowed(paths: Callable[[], dict[str, dict[str, Any]]], routes: Callable[[], Iterable[BaseRoute]],
+                       render: Callable[[str], Callable[..., Response]]) -> Callable[[Request, Exception], Response]:
+    """An exception handler for 405 (Starlette's lists only the first route's methods in Allow): Allow from the
+    document (``paths()``), the body in the shape of the API that owns the path (``render(path)``)."""
 
     def handle(request: Request, e: Exception) -> Response:
-        allow = ", ".join(allowed_methods(routes(), dict(request.scope)))
-        message = f"{request.method} is not allowed on {request.url.path}: it takes {allow}"
-        return render(request.url.path)(405, message, {"Allow": allow})
+        path = request.url.path
+        methods = allowed_methods(paths(), path)
+        if methods is None:
+            methods = routed_methods(routes(), dict(request.scope))
+        allow = ", ".join(methods)
+        message = f"{request.method} is not allowed on {path}: it takes {allow}"
+        return render(path)(405, message, {"Allow": allow})
 
     return handle
 
