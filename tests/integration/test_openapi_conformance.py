@@ -1,7 +1,7 @@
 """The OpenAPI document tells the truth: Schemathesis, every check on, against a real `corral up`, finds no 5xx
 and no answer the document does not describe (status, content type, headers, body schema, Allow on a 405, a
 schema-valid request refused). A few examples per operation and a time budget here (on a busy machine the
-budget ends before every operation is reached: the run goes in the document's order); the full run (25 per
+budget may end before every operation is reached); the full run (25 per
 operation, every phase) is bench/openapi_conformance.sh, its figures in docs/benchmarks.md."""
 
 from __future__ import annotations
@@ -54,3 +54,20 @@ def test_schemathesis_finds_nothing(up: Cluster, tmp_path: Path) -> None:
                        "--phases", "examples,coverage,fuzzing", "--exclude-checks", "positive_data_acceptance")
     assert "Operations:" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+
+
+def test_a_405_lists_the_methods_of_the_resource_in_the_paths_api_shape(up: Cluster) -> None:
+    r = up.client.put("/v1/jobs")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["status"] == 405
+    r = up.client.patch("/jobs")  # Tork's
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST" and set(r.json()) == {"message"}, r.text
+    r = up.client.put("/stacks/batch-delete")  # the resource, not the stack called "batch-delete"
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and set(r.json()) == {"error"}, r.text
+    doc = up.client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "405" in op["responses"] and "422" not in op["responses"], (method, path)
+    metrics = up.client.get("/metrics")
+    assert metrics.headers["content-type"].split(";")[0] in doc["paths"]["/metrics"]["get"]["responses"]["200"][
+        "content"]
