@@ -15,8 +15,9 @@ from fastapi.openapi.utils import get_openapi
 
 from corral import __version__
 from corral.api import docs_ui, edge, errors, health
+from corral.api import openapi as api_doc
 from corral.api.deps import Services
-from corral.api.dialects import PORT_APPS, edge_renderers
+from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
@@ -113,6 +114,17 @@ def create_app(config: ServerConfig) -> FastAPI:
     if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
         config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
+    renderers = config.edge.renderers
+
+    def render_for(path: str) -> edge.Render:
+        return next((r for prefix, r in renderers if path.startswith(prefix)), edge.problem)
+
+    # A 405's Allow lists the methods of the resource, its body in the shape of the path's API.
+    app.add_exception_handler(405, api_doc.method_not_allowed(lambda: app.openapi()["paths"], lambda: app.routes,
+                                                              render_for))
+    doc_config = api_doc.DocConfig(access_token=bool(config.edge.api_token), agent_token=bool(config.agent_token),
+                                   own_auth_prefixes=tuple(config.edge.own_auth_prefixes),
+                                   edge_prefixes=edge_prefixes())
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -121,7 +133,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(jobs.job_schemas())
             schema["components"]["schemas"].update(pods.pod_schemas())
             schema["components"]["schemas"].update(services_api.service_schemas())
-            app.openapi_schema = schema
+            app.openapi_schema = api_doc.document(schema, doc_config)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from corral import __version__
+from corral.api import openapi as api_doc
 from corral.api.deps import Services, services
 from corral.coordinator.service import Coordinator
 
@@ -72,7 +73,8 @@ def metrics_router(coord: Coordinator) -> APIRouter:
     registry.register(CorralCollector(coord))
     r = APIRouter(tags=["health"])
 
-    @r.get("/metrics", summary="Prometheus metrics")
+    @r.get("/metrics", summary="Prometheus metrics",
+           responses=api_doc.text_answer("Prometheus' text exposition format (version 0.0.4)", "text/plain"))
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 

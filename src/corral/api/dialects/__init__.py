@@ -38,13 +38,23 @@ def _tork(status: int, message: str, headers: dict[str, str]) -> Response:
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
+EDGE_RENDER: dict[str, ratelimit.Render] = {"cloudai": _cloudai, "nomad-lite": nomadlite.render_limit, "tork": _tork,
+                                             "podling": podling.render_limit, "stacks": stacks.render_edge}
+
+
+def edge_prefixes() -> list[tuple[str, str]]:
+    """(path prefix, API) whose shape the refusals of the API's edge take there; the first match wins (the
+    OpenAPI document reads it too: corral.api.openapi)."""
+    return [*((p, "cloudai") for p in cloudai.ERROR_PREFIXES),
+            *((p, "nomad-lite") for p in nomadlite.ERROR_PREFIXES),
+            *((p, "tork") for p in TORK_PREFIXES),
+            *((p, "podling") for p in podling.ERROR_PREFIXES),
+            *((p, "stacks") for p in stacks.ERROR_PREFIXES)]
+
+
 def edge_renderers() -> list[tuple[str, ratelimit.Render]]:
     """(path prefix, render) for the refusals of the API's edge (corral.api.edge), in each API's shape."""
-    return [*((p, _cloudai) for p in cloudai.ERROR_PREFIXES),
-            *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES),
-            *((p, _tork) for p in TORK_PREFIXES),
-            *((p, podling.render_limit) for p in podling.ERROR_PREFIXES),
-            *((p, stacks.render_edge) for p in stacks.ERROR_PREFIXES)]
+    return [(p, EDGE_RENDER[api]) for p, api in edge_prefixes()]
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def install(app: FastAPI) -> None:
     app.include_router(podling.router)  # /api/v1/*; its GET /health only on a port of its own (PORT_APPS)
     app.include_router(podling.node_router)  # the worker's Podling port asks through these
     app.include_router(stacks.router)  # /stacks and /stats; /healthz stays Corral's probe on the main port
-    renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES),
-                 *((p, nomadlite.render_limit) for p in nomadlite.ERROR_PREFIXES)]
+    # A 429 in the shape of the API that owns the path (CloudAI's with its retry_after), as the edge's refusals.
+    renderers = [*((p, cloudai.render_limit) for p in cloudai.ERROR_PREFIXES), *edge_renderers()]
     ratelimit.install(app, cloudai.RATE_LIMITS, CLOUDAI_RULES, renderers)
 

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from corral.api import body
+from corral.api import openapi as api_doc
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors
 from corral.api.idempotency import idem_key
@@ -187,7 +188,8 @@ def _line(r: dict[str, Any], fmt: str, names: dict[str, str]) -> str:
     return str(r["line"]) + "\n"
 
 
-@router.get("/{job_id}/logs", summary="The job's output, a page at a time; follow=true streams it until the job ends")
+@router.get("/{job_id}/logs", summary="The job's output, a page at a time; follow=true streams it until the job ends",
+            responses=api_doc.LOG_LINES)
 async def logs(
     job_id: str, svc: Svc, request: Request,
     tail: Annotated[int | None, Query(ge=0, le=100000, description="Only the last N lines")] = None,

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from corral.api import body
+from corral.api import openapi as api_doc
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput, field_errors
 from corral.api.timefmt import rfc3339
@@ -160,7 +161,8 @@ def _line(r: Row, fmt: str) -> str:
     return str(r["line"]) + "\n"
 
 
-@router.get("/{pod_id}/logs", summary="A pod's output (one container's with ?container=); follow=true streams it")
+@router.get("/{pod_id}/logs", summary="A pod's output (one container's with ?container=); follow=true streams it",
+            responses=api_doc.LOG_LINES)
 async def logs(
     pod_id: str, svc: Svc,
     container: Annotated[str | None, Query(max_length=63)] = None,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The full conformance run of the OpenAPI document (docs/benchmarks.md, "OpenAPI conformance"): Schemathesis,
+# every check, 25 examples per operation, against a fresh `corral up` (docker runtime: what the fuzzer submits
+# is never run, for no image can be pulled). Prints Schemathesis' report; exits non-zero on any failure.
+# Usage: bench/openapi_conformance.sh [extra schemathesis options]   (EXAMPLES=25 PORT=18499 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PORT=${PORT:-18499}
+EXAMPLES=${EXAMPLES:-25}
+DATA=$(mktemp -d)
+CORRAL_RATE_LIMIT=off "$BIN/corral" up --port "$PORT" --data-dir "$DATA" --runtime docker --log-level warning \
+  >"$DATA/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.5; done
+start=$(date +%s)
+set +e
+"$BIN/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" --checks all --max-examples "$EXAMPLES" \
+  -H "Authorization: Bearer $(cat "$DATA/token")" --seed 1 --request-timeout 5 --generation-database none \
+  --no-color --workers 2 "$@"
+rc=$?
+echo "schemathesis exit status $rc in $(( $(date +%s) - start )) s"
+exit $rc

@@ -1,0 +1,263 @@
+"""The OpenAPI document tells the truth: every answer an operation can give, in the shape its API gives it.
+
+FastAPI documents only a route's success (and a 422 that Corral never sends: bad input is a 400). This module
+adds, by rule and in one place, the answers every operation shares, each in the error shape of the API it
+belongs to (problem+json for the native API, each dialect its own: see ``SHAPES``):
+
+- from the edge (corral.api.edge) and the rate limiter, in the shape of the API that owns the path prefix
+  (``edge_api``): 400 (a ``Host`` that does not name the server), 401 and 403 where a credential is
+  checked (``checks_credentials``: the one place to declare it), 405, 413, 415, 429;
+- from the route itself, in its API's shape (``route_api``): 400 (bad parameters or body), 404 where the
+  path names an object, 409 where a request changes something, 503 (overloaded, or nothing can take it).
+
+A route documents only what is its own (another success code, a streaming media type) with ``responses=``.
+``document`` is pure: it takes the document FastAPI generated and the routes, and returns the new one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+
+from corral.api.edge import PROBES, UNSAFE
+
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+_STRING = {"type": "string"}
+
+# The error shape of each API: (component name, media type, JSON schema).
+SHAPES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "native": ("Problem", PROBLEM, {
+        "type": "object", "required": ["type", "title", "status", "detail"],
+        "description": "RFC 9457 problem details.",
+        "properties": {"type": _STRING, "title": _STRING, "status": {"type": "integer"}, "detail": _STRING,
+                       "instance": _STRING,
+                       "errors": {"type": "array", "description": "One entry per field that is wrong.",
+                                  "items": {"type": "object", "required": ["field", "message"],
+                                            "properties": {"field": _STRING, "message": _STRING}}}}}),
+    "tork": ("TorkError", JSON, {"type": "object", "required": ["message"], "properties": {"message": _STRING}}),
+    "nomad-lite": ("NomadLiteError", JSON, {
+        "type": "object", "required": ["error"],
+        "description": "`success: false` is there on a DELETE.",
+        "properties": {"error": _STRING, "success": {"type": "boolean", "const": False}}}),
+    "cloudai": ("CloudAIError", JSON, {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message", "details"],
+                                 "properties": {"code": _STRING, "message": _STRING,
+                                                "details": {"type": "object"}}}}}),
+    "podling": ("PodlingError", JSON, {"type": "object", "required": ["error"], "properties": {"error": _STRING}}),
+    "stacks": ("StacksError", JSON, {"type": "object", "required": ["error"], "properties": {"error": _STRING}}),
+}
+# A route's tag -> its API (a native router's tags are its own: jobs, pods, ...).
+API_OF_TAG = {"tork": "tork", "nomad-lite": "nomad-lite", "cloudai": "cloudai", "podling": "podling",
+              "stacks": "stacks"}
+DESCRIPTIONS = {
+    400: "Bad input: a parameter or the body is wrong (the answer names it), or the Host does not name this "
+         "server",
+    401: "No credential, or not a valid one",
+    403: "The caller may not do this (or the request comes from a page of another site)",
+    404: "No such object",
+    405: "Method not allowed: the Allow header lists those the path takes",
+    409: "The object is not in a state that allows this, or it conflicts with another",
+    413: "The body is over the limit of this route",
+    415: "The body's content type is not accepted",
+    429: "Over a rate limit: try again after Retry-After seconds",
+    503: "Overloaded, or nothing can take this now: try again later (Retry-After)",
+}
+_PARAM = re.compile(r"{[^}]+}")
+
+
+# What a route checks of a parameter by hand, said in its schema: (path, parameter) -> schema keywords.
+_UUID = {"type": "string", "format": "uuid",
+         "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}
+_NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
+PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/jobs", "limit"): {"maximum": 1000},
+    ("/api/jobs/{job_id}", "job_id"): _UUID,
+    ("/api/jobs", "status"): {"enum": ["", *_NOMAD_STATES, *(f"JOB_STATUS_{s.upper()}" for s in _NOMAD_STATES)]},
+    ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
+}
+
+
+@dataclass(frozen=True)
+class DocConfig:
+    """What of the server's configuration the document depends on."""
+
+    access_token: bool = False  # the edge asks every route but the probes for the access token
+    agent_token: bool = False  # /v1/agent/* asks for the cluster token instead (api/native/agent.py)
+    own_auth_prefixes: Sequence[str] = ()  # routes that check a credential of their own (the Stacks key)
+    # (path prefix, API) in the order the edge and the rate limiter pick the shape of their refusals.
+    edge_prefixes: Sequence[tuple[str, str]] = ()
+
+
+def route_api(path: str, tags: Iterable[str]) -> str:
+    """The API whose error shape a route's own errors have."""
+    if "/podling/" in path:  # the worker's Podling port asks through /v1/agent/.../podling: Podling's errors
+        return "podling"
+    return next((API_OF_TAG[t] for t in tags if t in API_OF_TAG), "native")
+
+
+def edge_api(path: str, config: DocConfig) -> str:
+    """The API whose error shape the edge's and the rate limiter's refusals on ``path`` have."""
+    return next((api for prefix, api in config.edge_prefixes if path.startswith(prefix)), "native")
+
+
+# -- who checks a credential: the one place to declare it -----------------------------------------------------
+def checks_credentials(method: str, path: str, config: DocConfig) -> bool:
+    """Whether the operation asks for a credential: a 401 without or with a bad one, in its API's shape.
+
+    The auth package declares its rules here (and only here): the document follows."""
+    if path.startswith("/v1/agent/") and config.agent_token:
+        return True
+    if any(path == p or path.startswith(p + "/") for p in config.own_auth_prefixes):
+        return True
+    return config.access_token and path not in PROBES
+
+
+def may_forbid(method: str, path: str, config: DocConfig) -> bool:
+    """Whether the operation can answer 403: a known caller without the right, or (a request that changes
+    something) from a page of another site (the edge's Origin check)."""
+    return method.upper() in UNSAFE or (path.startswith("/v1/agent/") and config.agent_token)
+
+
+# -- the rules ------------------------------------------------------------------------------------------------
+def common_statuses(method: str, path: str, config: DocConfig) -> tuple[set[int], set[int]]:
+    """(statuses the edge or the rate limiter may answer, statuses the route itself may answer)."""
+    edge = {400, 405, 413, 415, 429}
+    if checks_credentials(method, path, config):
+        edge.add(401)
+    if may_forbid(method, path, config):
+        edge.add(403)
+    route = {400, 503}
+    if _PARAM.search(path):
+        route.add(404)
+    if method.upper() in UNSAFE:
+        route.add(409)
+    return edge, route
+
+
+def _ref(api: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{SHAPES[api][0]}"}
+
+
+def _content(apis: Iterable[str]) -> dict[str, Any]:
+    """The content of an error answer that may come in the shapes of ``apis``: by media type, anyOf when two
+    shapes share one."""
+    by_type: dict[str, list[str]] = {}
+    for api in sorted(set(apis)):
+        by_type.setdefault(SHAPES[api][1], []).append(api)
+    return {mt: {"schema": _ref(a[0]) if len(a) == 1 else {"anyOf": [_ref(x) for x in a]}}
+            for mt, a in by_type.items()}
+
+
+def _headers(status: int) -> dict[str, Any]:
+    integer = {"schema": {"type": "integer"}}
+    if status == 405:
+        return {"Allow": {"description": "The methods the path takes", "schema": _STRING}}
+    if status in (429, 503):
+        return {"Retry-After": {"description": "Seconds to wait before trying again", **integer}}
+    if status == 401:
+        return {"WWW-Authenticate": {"description": "The scheme to authenticate with", "schema": _STRING}}
+    return {}
+
+
+def operation_responses(method: str, path: str, tags: Iterable[str], config: DocConfig) -> dict[str, Any]:
+    """The error answers of one operation, by rule."""
+    edge, route = common_statuses(method, path, config)
+    shapes: dict[int, set[str]] = {}
+    for status in edge:
+        shapes.setdefault(status, set()).add(edge_api(path, config))
+    for status in route:
+        shapes.setdefault(status, set()).add(route_api(path, tags))
+    out: dict[str, Any] = {}
+    for status in sorted(shapes):
+        answer: dict[str, Any] = {"description": DESCRIPTIONS[status], "content": _content(shapes[status])}
+        if headers := _headers(status):
+            answer["headers"] = headers
+        out[str(status)] = answer
+    return out
+
+
+def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
+    """``schema`` (as FastAPI generated it) with every operation's error answers and the shapes they use."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, _, shape in SHAPES.values():
+        components[name] = shape
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422: Corral answers bad input with a 400
+        components.pop(name, None)
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            for param in op.get("parameters", []):
+                if extra := PARAMETERS.get((path, param.get("name", ""))):
+                    param["schema"] = {**param.get("schema", {}), **extra}
+            for status, answer in operation_responses(method, path, op.get("tags", []), config).items():
+                responses.setdefault(status, answer)  # a route's own documentation of a status wins
+    if config.access_token:
+        components_root = schema["components"]
+        components_root.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer", "description": "The server's access token"}
+        for path, ops in schema.get("paths", {}).items():
+            for method, op in ops.items():
+                if checks_credentials(method, path, config):
+                    op.setdefault("security", [{"bearer": []}])
+    return schema
+
+
+# -- 405 with an Allow header that lists the methods of the resource -----------------------------------------
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile("^" + _PARAM.sub("[^/]+", re.escape(path).replace(r"\{", "{").replace(r"\}", "}")) + "$")
+
+
+def allowed_methods(paths: dict[str, dict[str, Any]], path: str) -> list[str] | None:
+    """The methods the document gives the resource at ``path``: of the path templates that match it, those with
+    the fewest parameters (``/stacks/batch-delete`` is that resource, not a stack called so); None when no
+    documented path matches."""
+    matching = [(len(_PARAM.findall(t)), t) for t in paths if _template(t).match(path)]
+    if not matching:
+        return None
+    fewest = min(n for n, _ in matching)
+    methods = {m.upper() for n, t in matching if n == fewest for m in paths[t]}
+    return [m for m in METHODS if m in methods]
+
+
+def routed_methods(routes: Iterable[BaseRoute], scope: dict[str, Any]) -> list[str]:
+    """The methods some route takes on the request's path (for a path the document does not list)."""
+    return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
+
+
+def method_not_allowed(paths: Callable[[], dict[str, dict[str, Any]]], routes: Callable[[], Iterable[BaseRoute]],
+                       render: Callable[[str], Callable[..., Response]]) -> Callable[[Request, Exception], Response]:
+    """An exception handler for 405 (Starlette's lists only the first route's methods in Allow): Allow from the
+    document (``paths()``), the body in the shape of the API that owns the path (``render(path)``)."""
+
+    def handle(request: Request, e: Exception) -> Response:
+        path = request.url.path
+        methods = allowed_methods(paths(), path)
+        if methods is None:
+            methods = routed_methods(routes(), dict(request.scope))
+        allow = ", ".join(methods)
+        message = f"{request.method} is not allowed on {path}: it takes {allow}"
+        return render(path)(405, message, {"Allow": allow})
+
+    return handle
+
+
+# -- what a route documents of its own (responses=) ------------------------------------------------------------
+def text_answer(description: str, *media_types: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is text, not JSON (a route's ``responses=``): log lines, Prometheus metrics."""
+    return {200: {"description": description, "content": {mt: {"schema": _STRING} for mt in media_types}}}
+
+
+LOG_LINES = text_answer("The lines: text, or one JSON object per line with format=ndjson", "text/plain",
+                        "application/x-ndjson")
