@@ -342,3 +342,34 @@ stack_batch_jobs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_stack_batch_jobs_status", "status"),
 )
+
+# The audit log (0014): who (the caller's identity, else "local" or "anonymous") did what change (created,
+# cancelled, deleted, drained, changed a permission...) through which route, and when. Only the path is
+# kept, never a query string or a body (they may hold credentials). Old entries are deleted (retention).
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("address", sa.String(64)),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# Join tokens (0014): made by an admin (corral tokens create --worker) for workers to register with instead
+# of the cluster token; only the sha256 of the token is kept. Revoked or expired: refused (401).
+join_tokens = sa.Table(
+    "join_tokens", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # worker
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+)
