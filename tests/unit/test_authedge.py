@@ -1,0 +1,73 @@
+"""Pure parts of worker credentials, TLS and the audit log: what a request counts as in the audit log, who
+an entry names, how a client certificate's subject is read, and which uvicorn options the TLS flags give."""
+
+from __future__ import annotations
+
+import ssl
+from types import SimpleNamespace
+
+import pytest
+
+from corral.api import tls
+from corral.coordinator import audit
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/v1/jobs", "create"),
+    ("POST", "/v1/jobs/batch", "create"),
+    ("POST", "/v1/jobs/abc/cancel", "cancel"),
+    ("POST", "/v1/jobs/abc/restart", "restart"),
+    ("DELETE", "/v1/jobs/abc", "delete"),
+    ("PUT", "/jobs/abc/cancel", "cancel"),  # Tork
+    ("DELETE", "/api/jobs/abc", "delete"),  # nomad-lite
+    ("POST", "/api/tasks/abc/cancel", "cancel"),  # CloudAI
+    ("POST", "/stacks/batch-delete", "batch-delete"),
+    ("PUT", "/v1/services/abc", "update"),
+    ("POST", "/v1/nodes/abc/drain", "drain"),
+    ("POST", "/v1/keys", "permission.create"),
+    ("DELETE", "/v1/keys/abc", "permission.delete"),
+    ("POST", "/v1/tokens", "permission.create"),
+    ("DELETE", "/v1/tokens/abc", "permission.delete"),
+    ("POST", "/users", "permission.create"),  # Tork's users
+    # Not kept: reads, logins, and what workers report about their own work.
+    ("GET", "/v1/jobs", None),
+    ("HEAD", "/v1/jobs", None),
+    ("POST", "/v1/auth/token", None),
+    ("POST", "/v1/agent/register", None),
+    ("POST", "/v1/agent/nodes/abc/report", None),
+    ("PUT", "/api/v1/tasks/abc/status", None),  # Podling's worker report
+    ("POST", "/api/v1/nodes/abc/heartbeat", None),
+])
+def test_which_requests_the_audit_log_keeps(method: str, path: str, expected: str | None) -> None:
+    assert audit.action(method, path) == expected
+
+
+def test_an_entry_names_the_identity_then_the_certificate_then_the_server_owner() -> None:
+    assert audit.actor(SimpleNamespace(name="alice", role="user"), True, "w1") == "alice"
+    assert audit.actor(None, True, "w1") == "cn:w1"
+    assert audit.actor(None, True) == "local"
+    assert audit.actor(None, False) == "anonymous"
+    assert audit.actor(SimpleNamespace(name="", role="user"), False) == "anonymous"
+    assert len(audit.actor(SimpleNamespace(name="x" * 1000), False)) == 200
+
+
+def test_a_certificate_subject_and_common_name() -> None:
+    peer = {"subject": ((("countryName", "FR"),), (("organizationName", "Acme"),), (("commonName", "node-7"),))}
+    assert tls.subject(peer) == ("CN=node-7,O=Acme,C=FR", "node-7")
+    assert tls.subject({"subject": ((("organizationName", "Acme"),),)}) == ("O=Acme", None)
+    assert tls.subject(None) == (None, None)
+    assert tls.subject({}) == (None, None)
+    assert tls.client_cn({"state": {"client_cn": "node-7"}}) == "node-7"
+    assert tls.client_cn({"state": {}}) is None
+    assert tls.client_cn({}) is None
+
+
+def test_tls_flags_give_uvicorns_options() -> None:
+    assert tls.server_options(None, None, None) == {}
+    assert tls.server_options("c.pem", "k.pem", None) == {"ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
+    both = tls.server_options("c.pem", "k.pem", "ca.pem")
+    assert both["ssl_ca_certs"] == "ca.pem" and both["ssl_cert_reqs"] == ssl.CERT_OPTIONAL
+    assert both["http"] is tls.CertProtocol
+    for bad in (("c.pem", None, None), (None, "k.pem", None), (None, None, "ca.pem")):
+        with pytest.raises(ValueError, match="go together"):
+            tls.server_options(*bad)
