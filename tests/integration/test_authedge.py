@@ -132,6 +132,27 @@ def test_the_audit_log_names_who_changed_what(shared: Cluster) -> None:
     assert c.client.get("/v1/audit?limit=0").status_code in (400, 422)
 
 
+def test_secrets_are_encrypted_in_the_database_file_and_still_reach_the_task(shared: Cluster) -> None:
+    c = shared
+    c.add_worker("sealer", "--runtime", "process", "--token", CLUSTER_TOKEN)
+    secret, header = "Sealed-Secret-Value-7d1f", "Header-Secret-Value-93ab"
+    job = c.submit({"name": "sealed", "secrets": {"token": secret},
+                    "tasks": [{"run": "printf '%s\\n' \"$TOKEN\" | tr a-z A-Z",  # its output is not the secret
+                               "env": {"TOKEN": "{{ secrets.token }}"}}],
+                    "webhooks": [{"url": "https://hooks.invalid/x", "headers": {"X-Auth": header}}]})
+    done = c.wait_job(job["id"])
+    assert done["state"] == "completed", done
+    assert c.logs(job["id"]) == secret.upper() + "\n"  # the task received the secret
+    assert secret not in str(c.job(job["id"])) and header not in str(c.job(job["id"]))
+    # The raw database file (and its write-ahead log): no secret in clear text, and the key beside it.
+    raw = b"".join(p.read_bytes() for p in c.tmp.glob("server.db*"))
+    assert b"corral-sealed:v1:" in raw
+    for text in (secret, header):
+        assert text.encode() not in raw
+    key = c.tmp / "secret.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.read_text().strip()
+
+
 # -- TLS ---------------------------------------------------------------------------------------------
 def _cert(path: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *,
           ca: bool = False, ip: str | None = None) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:

@@ -1,9 +1,12 @@
 """Pure parts of worker credentials, TLS and the audit log: what a request counts as in the audit log, who
-an entry names, how a client certificate's subject is read, and which uvicorn options the TLS flags give."""
+an entry names, how a client certificate's subject is read, which uvicorn options the TLS flags give, and
+which parts of a spec are sealed at rest."""
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -71,3 +74,53 @@ def test_tls_flags_give_uvicorns_options() -> None:
     for bad in (("c.pem", None, None), (None, "k.pem", None), (None, None, "ca.pem")):
         with pytest.raises(ValueError, match="go together"):
             tls.server_options(*bad)
+
+
+# -- secrets sealed at rest ----------------------------------------------------------------------------
+@pytest.fixture
+def keys() -> Iterator[list[str]]:
+    from corral.store import sealing
+    ks = [sealing.new_key(), sealing.new_key()]
+    sealing.configure(ks[:1])
+    yield ks
+    sealing.configure([])
+
+
+def test_secrets_webhook_headers_registry_passwords_and_marked_text_are_sealed(keys: list[str]) -> None:
+    from corral.store import sealing
+    spec = {"name": "j", "secrets": {"tok": "s3cret-1"},
+            "webhooks": [{"url": "http://h/x", "headers": {"Authorization": "hdr-s3cret"}}],
+            "tasks": [{"name": "t", "image": "busybox", "registry": {"username": "u", "password": "pw-s3cret"},
+                       "env": {"A": "plain"},
+                       "subjob": {"secrets": {"deep": "deep-s3cret"}, "tasks": []}},
+                      {"name": "u", "env": sealing.mark({"B": "x-s3cret-1-y", "C": "nothing"}, ["s3cret-1"])}]}
+    stored = sealing.seal(spec)
+    text = json.dumps(stored)
+    for secret in ("s3cret-1", "hdr-s3cret", "pw-s3cret", "deep-s3cret"):
+        assert secret not in text
+    assert text.count(sealing.PREFIX) == 5
+    assert stored["tasks"][0]["registry"]["username"] == "u" and stored["tasks"][0]["env"] == {"A": "plain"}
+    assert stored["tasks"][1]["env"]["C"] == "nothing" and stored["webhooks"][0]["url"] == "http://h/x"
+    assert sealing.unseal(json.loads(text)) == spec
+    assert spec["secrets"] == {"tok": "s3cret-1"}  # the spec given is not changed
+
+
+def test_a_rotated_key_still_opens_what_the_old_one_sealed(keys: list[str]) -> None:
+    from corral.store import sealing
+    old = sealing.seal({"secrets": {"a": "before rotation"}})
+    sealing.configure([keys[1], keys[0]])  # a new key first, the old one after it
+    new = sealing.seal({"secrets": {"a": "after rotation"}})
+    assert sealing.unseal(old) == {"secrets": {"a": "before rotation"}}
+    assert sealing.unseal(new) == {"secrets": {"a": "after rotation"}}
+    sealing.configure([keys[1]])  # the old key dropped: what it sealed stays sealed (and is logged)
+    assert sealing.unseal(old)["secrets"]["a"].startswith(sealing.PREFIX)
+    with pytest.raises(ValueError, match="Fernet"):
+        sealing.configure(["not a key"])
+
+
+def test_without_a_key_nothing_is_sealed_and_key_files_parse() -> None:
+    from corral.store import sealing
+    spec = {"secrets": {"a": "b"}}
+    assert sealing.seal(spec) == spec
+    assert sealing.parse_keys("# keys\nk1\n\n k2 # old\n") == ["k1", "k2"]
+    assert sealing.parse_keys("k1,k2") == ["k1", "k2"]

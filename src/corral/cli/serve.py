@@ -230,6 +230,11 @@ common_server: list[_Deco] = [
                  envvar="CORRAL_TLS_CLIENT_CA", help="Accept client certificates signed by this CA (PEM); a "
                  "certificate's common name is the caller's identity (a worker's: its node name). Clients "
                  "without one may still use tokens [env CORRAL_TLS_CLIENT_CA]."),
+    click.option("--secret-key-file", type=click.Path(dir_okay=False), default=None,
+                 envvar="CORRAL_SECRET_KEY_FILE", help="The key file that encrypts job secrets, webhook headers "
+                 "and registry passwords at rest (Fernet keys, one a line, the first encrypts), made at first "
+                 "start [default: secret.key beside the SQLite database; .corral/secret.key with PostgreSQL] "
+                 "[env CORRAL_SECRET_KEY_FILE; CORRAL_SECRET_KEY gives the keys themselves]."),
     click.option("--audit-retention", default="90d", show_default=True,
                  help="How long the audit log (GET /v1/audit) keeps an entry (such as 90d, 12h)."),
     click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
@@ -268,23 +273,55 @@ def _token_file(data: Path) -> tuple[str, Path]:
     return token, path
 
 
-def _read_private(path: Path, nofollow: int) -> str:
+def _secret_keys(common: dict[str, Any], default: Path) -> list[str]:
+    """The keys that seal secrets at rest: CORRAL_SECRET_KEY (comma-separated), else the key file
+    (--secret-key-file, else ``default``), made with a new key at first start (mode 0600). The first key
+    seals; the others only open what they sealed (rotation: put a new key first, keep the old after it)."""
+    from corral.store import sealing
+    given = common.pop("secret_key_file")
+    if os.environ.get("CORRAL_SECRET_KEY"):
+        keys = sealing.parse_keys(os.environ["CORRAL_SECRET_KEY"])
+    else:
+        path = Path(given) if given else default
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+        except FileExistsError:
+            keys = sealing.parse_keys(_read_private(path, nofollow, what="key", size=1 << 16))
+        else:
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(sealing.new_key() + "\n")
+            click.echo(f"Made a new secret key in {path}: secrets are encrypted with it at rest; keep it (and "
+                       "back it up) with the database", err=True)
+            keys = sealing.parse_keys(path.read_text())
+    if not keys:
+        raise click.UsageError("no secret key: the key file or CORRAL_SECRET_KEY is empty")
+    try:
+        sealing.configure(keys)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return keys
+
+
+def _read_private(path: Path, nofollow: int, what: str = "token", size: int = 4096) -> str:
     """The text of a file only this user may read or write (ClickException otherwise)."""
     try:
         fd = os.open(path, os.O_RDONLY | nofollow)
     except OSError as e:  # ELOOP: a symlink
         raise click.ClickException(f"{path} must be a regular file of yours, not a link; remove it and start "
-                                   f"again for a new token ({e.strerror})") from None
+                                   f"again for a new {what} ({e.strerror})") from None
     with os.fdopen(fd, "r") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             raise click.ClickException(f"{path} is not a regular file owned by you: it may have been planted; "
-                                       "remove it and start again for a new token")
+                                       f"remove it and start again for a new {what}")
         if st.st_mode & 0o077:
             raise click.ClickException(f"{path} may be read or written by other users (mode "
-                                       f"{stat.S_IMODE(st.st_mode):o}): its token cannot be trusted; remove it "
-                                       "and start again for a new token")
-        return fh.read(4096).strip()
+                                       f"{stat.S_IMODE(st.st_mode):o}): its {what} cannot be trusted; remove it "
+                                       f"and start again for a new {what}")
+        return fh.read(size).strip()
 
 
 def _browser_host(bind: str) -> str:
@@ -381,6 +418,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     stacks = _stacks(common)
     ports = _dialect_ports(common.pop("dialect_ports"), port)
     tls, audit = _tls(common), _audit(common)
+    _secret_keys(common, data / "secret.key")
     scheme = "https" if tls else "http"
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks, audit=audit,
@@ -433,6 +471,9 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     stacks = _stacks(common)
     ports = _dialect_ports(common.pop("dialect_ports"), port)
     tls, audit = _tls(common), _audit(common)
+    sqlite_path = database_url.split("///", 1)[-1] if database_url.startswith("sqlite") else ""
+    _secret_keys(common, (Path(sqlite_path).parent if sqlite_path and sqlite_path != ":memory:"
+                          else Path(".corral")) / "secret.key")
     config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from corral.store.sealing import SealedJSON
+
 metadata = sa.MetaData()
 
 ID = sa.String(32)
@@ -22,7 +24,7 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("search", sa.Text, nullable=False),  # lower-cased name and tags, for ?q=
-    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("spec", SealedJSON, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("task_count", sa.Integer, nullable=False),
@@ -58,7 +60,7 @@ tasks = sa.Table(
     sa.Column("job_seq", sa.BigInteger, nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("spec", SealedJSON, nullable=False),
     sa.Column("queue", sa.String(100), nullable=False),
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("runtime", sa.String(16), nullable=False),
@@ -87,7 +89,7 @@ tasks = sa.Table(
     # holds its evaluated form. output: what the task wrote to $CORRAL_OUTPUT. progress: 0-100.
     sa.Column("kind", sa.String(16), nullable=False, server_default="run"),
     sa.Column("parent_id", ID),
-    sa.Column("template", sa.JSON),
+    sa.Column("template", SealedJSON),
     sa.Column("output", sa.Text),
     sa.Column("progress", sa.Float),
     sa.Column("subjob_id", ID),
@@ -167,7 +169,7 @@ schedules = sa.Table(
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("cron", sa.String(200), nullable=False),
-    sa.Column("spec", sa.JSON, nullable=False),  # the job created at each tick (a JobSpec)
+    sa.Column("spec", SealedJSON, nullable=False),  # the job created at each tick (a JobSpec)
     sa.Column("state", sa.String(16), nullable=False),  # active | paused
     sa.Column("next_run_at", sa.Float, nullable=False),
     sa.Column("last_run_at", sa.Float),
