@@ -153,6 +153,55 @@ def test_secrets_are_encrypted_in_the_database_file_and_still_reach_the_task(sha
     assert key.stat().st_mode & 0o777 == 0o600 and key.read_text().strip()
 
 
+STACK_POD = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{spec}  containers:\n  - name: app\n" \
+            "    image: nginx:stable\n{container}"
+ESCALATIONS: list[tuple[str, str, Any]] = [
+    # (API, path, body asking for the escalation named by its key)
+    ("native", "/v1/jobs", lambda k, v: {"tasks": [{"name": "t", "image": "busybox", "run": "true", k: v}]}),
+    ("native pods", "/v1/pods", lambda k, v: {"name": "p", "containers": [{"name": "a", "image": "busybox", k: v}]}),
+    ("tork", "/jobs", lambda k, v: {"name": "j", "tasks": [{"name": "t", "image": "busybox", "run": "true", k: v}]}),
+    ("podling tasks", "/api/v1/tasks", lambda k, v: {"name": "t", "image": "busybox", k: v}),
+    ("podling pods", "/api/v1/pods",
+     lambda k, v: {"name": "p", "containers": [{"name": "a", "image": "busybox", k: v}]}),
+    ("nomad-lite", "/api/jobs", lambda k, v: {"command": "true", "image": "busybox", k: v}),
+]
+ASKS = [("privileged", True), ("cap_add", ["SYS_ADMIN"]), ("hostNetwork", True), ("pid", "host"),
+        ("ipc_mode", "host"), ("devices", ["/dev/sda:/dev/sda"])]
+
+
+def test_escalations_are_refused_with_a_400_in_every_api(shared: Cluster) -> None:
+    c = shared
+    before = c.get("/v1/jobs?limit=1000")["total"], len(c.get("/v1/pods")["items"])
+    for api, path, body in ESCALATIONS:
+        for key, value in ASKS:
+            r = c.client.post(path, json=body(key, value))
+            assert r.status_code == 400 and key in r.text, (api, key, r.status_code, r.text)
+            if api not in ("podling tasks", "podling pods"):  # Podling names the field it does not know
+                assert "not allowed" in r.text, (api, key, r.text)
+    # CloudAI (a few calls: its per-address limit is low).
+    for key, value in ASKS[:2]:
+        r = c.client.post("/api/tasks", json={"user_id": "u", "docker_image": "busybox", "command": "true", key: value})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == key, r.text
+        assert "not allowed" in r.json()["error"]["details"]["reason"]
+    # The Stacks API (a Pod manifest): privileged, added capabilities, host namespaces, host paths.
+    for spec, container in (("", "    securityContext:\n      privileged: true\n"),
+                            ("", "    securityContext:\n      capabilities:\n        add: [SYS_ADMIN]\n"),
+                            ("  hostNetwork: true\n", ""), ("  hostPID: true\n", ""), ("  hostIPC: true\n", ""),
+                            ("  volumes:\n  - name: v\n    hostPath: {path: /etc}\n", "")):
+        r = c.client.post("/stacks", json={"target_port": [{"container_port": 80, "protocol": "TCP"}],
+                                           "pod_spec": STACK_POD.format(spec=spec, container=container)})
+        assert r.status_code == 400 and "forbidden" in r.text, (spec, container, r.text)
+    # Host bind mounts outside the allow-list (none here), natively and through Tork.
+    mount = [{"type": "bind", "source": "/etc", "target": "/x"}]
+    for path, body in (("/v1/jobs", {"tasks": [{"name": "t", "image": "busybox", "run": "true", "mounts": mount}]}),
+                       ("/jobs", {"name": "j", "tasks": [{"name": "t", "image": "busybox", "run": "true",
+                                                          "mounts": mount}]})):
+        r = c.client.post(path, json=body)
+        assert r.status_code == 400 and "bind mounts are not allowed" in r.text, r.text
+    # Nothing was made.
+    assert (c.get("/v1/jobs?limit=1000")["total"], len(c.get("/v1/pods")["items"])) == before
+
+
 # -- TLS ---------------------------------------------------------------------------------------------
 def _cert(path: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *,
           ca: bool = False, ip: str | None = None) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:

@@ -124,3 +124,16 @@ def test_without_a_key_nothing_is_sealed_and_key_files_parse() -> None:
     assert sealing.seal(spec) == spec
     assert sealing.parse_keys("# keys\nk1\n\n k2 # old\n") == ["k1", "k2"]
     assert sealing.parse_keys("k1,k2") == ["k1", "k2"]
+
+
+# -- hardening ---------------------------------------------------------------------------------------------
+def test_what_a_hardened_container_never_gets_is_named_in_the_refusal() -> None:
+    from corral.coordinator.policy import escalation, escalation_message
+    assert escalation({"command": "true", "image": "x"}) is None
+    msg = escalation({"command": "true", "privileged": True}, "tasks[0].")
+    assert msg is not None and msg.startswith("tasks[0].privileged: privileged mode is not allowed")
+    for field, what in (("tasks.0.cap_add", "added capabilities"), ("containers.0.hostNetwork", "the host's network"),
+                        ("hostPID", "PID namespace"), ("tasks[1].devices", "host devices"), ("ipc_mode", "IPC")):
+        refusal = escalation_message(field)
+        assert refusal is not None and what in refusal and "for every caller" in refusal, field
+    assert escalation_message("tasks.0.env") is None and escalation_message("") is None

@@ -22,6 +22,7 @@ from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.idempotency import idem_key
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.policy import escalation
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec, TaskSpec
@@ -116,6 +117,8 @@ def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
 @router.post("/api/jobs", summary="nomad-lite: submit a shell command, optionally in an image")
 async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
+    if (refused := escalation(data)) is not None:
+        raise DialectError(400, refused)
     command = data.get("command")
     if command is None:
         raise DialectError(400, "command is required")
