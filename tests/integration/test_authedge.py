@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.harness import Cluster, wait_until
+from tests.support import corral
 
 API_TOKEN, CLUSTER_TOKEN = "api-token-for-authedge", "cluster-token-for-authedge"
 NODE_SECRET = "X-Corral-Node-Secret"
@@ -130,6 +132,17 @@ def test_the_audit_log_names_who_changed_what(shared: Cluster) -> None:
     assert c.get("/v1/audit?action=cancel")["items"][0]["path"] == f"/v1/jobs/{job['id']}/cancel"
     assert c.client.get("/v1/audit?cursor=nonsense").status_code == 400
     assert c.client.get("/v1/audit?limit=0").status_code in (400, 422)
+    # The commands: a join token made, listed and revoked; the audit log shows it.
+    made = corral("tokens", "create", "--worker", "--ttl", "1h", server=c.url)
+    assert made.returncode == 0 and made.stdout.startswith("cjt_"), made.stderr
+    listed = corral("tokens", "ls", server=c.url)
+    assert listed.returncode == 0 and made.stdout.strip() not in listed.stdout
+    token_id = next(t["id"] for t in c.get("/v1/tokens")["items"] if t["revoked_at"] is None)
+    assert token_id in listed.stdout
+    assert corral("tokens", "revoke", token_id, server=c.url).returncode == 0
+    shown = corral("audit", "--action", "permission.delete", "-o", "json", server=c.url)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["items"][0]["path"] == f"/v1/tokens/{token_id}"
 
 
 def test_secrets_are_encrypted_in_the_database_file_and_still_reach_the_task(shared: Cluster) -> None:
