@@ -245,6 +245,7 @@ def _cert(path: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivat
     return subject, key
 
 
+@pytest.mark.slow  # a server and a worker of its own
 def test_tls_with_a_ca_made_here_and_client_certificates(cluster: Cluster, tmp_path: Path) -> None:
     ca = _cert(tmp_path / "ca", "corral test CA", None, ca=True)
     _cert(tmp_path / "server", "coordinator", ca, ip="127.0.0.1")
