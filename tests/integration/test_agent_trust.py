@@ -101,9 +101,9 @@ def test_forged_reports_and_log_lines_change_nothing(cluster: Cluster, database_
     node, secret = _register(cluster)
     forged = {"updates": [{"execution_id": ex["id"], "state": "completed", "ts": time.time(), "exit_code": 0}],
               "logs": [{"execution_id": ex["id"], "stream": "stdout", "line": "forged line", "ts": time.time()}]}
-    # From a node of its own, with its own valid secret: accepted as a call, and it changes nothing.
+    # From a node of its own, with its own valid secret: refused (another node's execution), nothing changes.
     r = cluster.client.post(f"/v1/agent/nodes/{node}/report", json=forged, headers={NODE_SECRET: secret})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 403 and "not assigned" in r.json()["detail"], r.text
     # Under a made-up node id: that node does not exist.
     r = cluster.client.post(f"/v1/agent/nodes/{'f' * 32}/report", json=forged, headers={NODE_SECRET: "x"})
     assert r.status_code == 404, r.text

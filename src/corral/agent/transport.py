@@ -5,6 +5,7 @@ coordinator."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Protocol
 
 import httpx
@@ -64,10 +65,18 @@ def _detail(r: httpx.Response) -> str:
 
 
 class HttpTransport:
-    def __init__(self, server: str, token: str | None = None) -> None:
+    def __init__(self, server: str, token: str | None = None, ca: str | None = None,
+                 cert: tuple[str, str] | None = None) -> None:
+        """``ca``: verify an HTTPS coordinator against this CA file (else the system's); ``cert``: a client
+        certificate and its key to present."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.node_secret: str | None = None
-        self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers,
+        verify: ssl.SSLContext | bool = True
+        if ca or cert:
+            verify = ssl.create_default_context(cafile=ca)
+            if cert:
+                verify.load_cert_chain(*cert)
+        self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers, verify=verify,
                                         timeout=httpx.Timeout(10.0, read=75.0))
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:

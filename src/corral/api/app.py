@@ -20,8 +20,9 @@ from corral.api.deps import Services
 from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
-from corral.api.native import agent, agent_pods, cluster, jobs, pods, schedules
+from corral.api.native import admin, agent, agent_pods, cluster, jobs, pods, schedules
 from corral.api.native import services as services_api
+from corral.coordinator.audit import AuditConfig, AuditLog
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
 from corral.coordinator.stacks import Stacks, StacksConfig
@@ -46,6 +47,8 @@ class ServerConfig:
     grpc_port: int | None = None
     grpc_bind: str = "127.0.0.1"
     grpc_optional: bool = False  # the port is only a default (corral up): taken, the server runs without it
+    # The audit log's retention (corral.coordinator.audit).
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -55,12 +58,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     coord.on_nodes_changed = wakeups.notify
     loops = BackgroundLoops(coord)
     stacks = Stacks(coord, config.stacks)
+    audit_log = AuditLog(store, config.audit)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
         loops.start()
         stacks.start()
+        audit_log.start()
         local = None
         if config.local_worker is not None:
             from corral.agent.worker import Agent, AgentConfig
@@ -88,6 +93,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 await local.stop()
             stacks.stop()
             loops.stop()
+            audit_log.stop()
             store.close()
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
@@ -97,6 +103,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.services = Services(coord, wakeups, config.agent_token,
                                   auth=bool(config.agent_token or config.edge.api_token))
     app.state.stacks = stacks
+    app.state.audit = audit_log
+    app.state.audit_local = bool(config.edge.api_token)
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -107,12 +115,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(services_api.router)
     app.include_router(services_api.agent_router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()
     config.edge.agent_token_set = bool(config.agent_token)
     if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
         config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
+    app.add_middleware(admin.AuditMiddleware, log=audit_log, local=bool(config.edge.api_token))
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
     renderers = config.edge.renderers
 
@@ -148,7 +158,10 @@ def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAP
                   redoc_url=None)
     app.state.services = main.state.services
     app.state.stacks = main.state.stacks
+    app.state.audit = main.state.audit
+    app.state.audit_local = main.state.audit_local
     port_app.install(app)
+    app.add_middleware(admin.AuditMiddleware, log=main.state.audit, local=bool(config.edge.api_token))
     own = ("",) if port_app.own_auth(app) else ()
     edge.install(app, dataclasses.replace(config.edge, renderers=[("/", port_app.render)], own_auth_prefixes=own,
                                           login_code=None))

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.coordinator.errors import Overloaded, ServiceError
+from corral.coordinator.policy import escalation_message
 
 log = logging.getLogger("corral.api")
 PROBLEM = "application/problem+json"
@@ -47,7 +48,8 @@ def field_errors(e: ValidationError | RequestValidationError) -> list[dict[str, 
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err.get("type") == "extra_forbidden" and "did you mean" not in msg:
-            msg = "unknown field"
+            refused = escalation_message(".".join(loc))
+            msg = refused.split(": ", 1)[1] if refused else "unknown field"
         out.append({"field": ".".join(loc) or "(body)", "message": msg})
     return out
 

@@ -26,8 +26,10 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import client, pods
+    from corral.cli import admin, client, pods
 
     client.register(cli)
     cli.add_command(pods.pods)
+    cli.add_command(admin.tokens)
+    cli.add_command(admin.audit)
     cli(prog_name="corral")

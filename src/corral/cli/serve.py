@@ -34,7 +34,7 @@ def _logging(level: str) -> None:
 
 
 def _serve(app: FastAPI, bind: str, port: int, log_level: str,
-           more: list[tuple[FastAPI, int]] | None = None) -> None:
+           more: list[tuple[FastAPI, int]] | None = None, tls: dict[str, Any] | None = None) -> None:
     """Serve ``app`` on ``port``, and each of ``more`` (a dialect alone) on its own port, in one event loop."""
     import sys
 
@@ -44,7 +44,7 @@ def _serve(app: FastAPI, bind: str, port: int, log_level: str,
     # task; with the default 5 ms GIL switch interval every hand-over can stall that long.
     sys.setswitchinterval(0.0005)
     opts: dict[str, Any] = {"host": bind, "log_level": log_level.lower(), "access_log": False, "loop": "uvloop",
-                            "http": "httptools", "timeout_graceful_shutdown": 5}
+                            "http": "httptools", "timeout_graceful_shutdown": 5, **(tls or {})}
     if not more:
         uvicorn.run(app, port=port, **opts)
         return
@@ -102,13 +102,31 @@ def _grpc_port(given: int | None, default: int | None, main_port: int, dialect_p
     return port
 
 
-def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports: dict[str, int]) -> None:
+def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports: dict[str, int],
+               tls: dict[str, Any] | None = None) -> None:
     from corral.api.app import create_app, create_dialect_app
     app = create_app(config)
     more = [(create_dialect_app(app, name, config), p) for name, p in dialect_ports.items()]
     for name, p in dialect_ports.items():
-        click.echo(f"The {name} API alone on http://{bind}:{p}", err=True)
-    _serve(app, bind, port, log_level, more)
+        click.echo(f"The {name} API alone on {'https' if tls else 'http'}://{bind}:{p}", err=True)
+    _serve(app, bind, port, log_level, more, tls)
+
+
+def _tls(common: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn's TLS options from --tls-cert, --tls-key and --tls-client-ca (taken out of ``common``)."""
+    from corral.api.tls import server_options
+    try:
+        return server_options(common.pop("tls_cert"), common.pop("tls_key"), common.pop("tls_client_ca"))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _audit(common: dict[str, Any]) -> Any:
+    from corral.coordinator.audit import AuditConfig
+    try:
+        return AuditConfig(retention=parse_duration(common.pop("audit_retention")))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--audit-retention") from None
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -221,6 +239,23 @@ common_server: list[_Deco] = [
     click.option("--dialect-port", "dialect_ports", multiple=True, metavar="NAME=PORT",
                  help="Also serve one dialect alone on a port of its own, answering exactly as its document "
                  "(such as stacks=8081); it stays on the main port too. Repeatable."),
+    # TLS (docs/operations.md): the API over HTTPS, and client certificates.
+    click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+                 envvar="CORRAL_TLS_CERT", help="Serve HTTPS with this certificate (PEM; with --tls-key) "
+                 "[env CORRAL_TLS_CERT]."),
+    click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                 envvar="CORRAL_TLS_KEY", help="The private key of --tls-cert (PEM) [env CORRAL_TLS_KEY]."),
+    click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+                 envvar="CORRAL_TLS_CLIENT_CA", help="Accept client certificates signed by this CA (PEM); a "
+                 "certificate's common name is the caller's identity (a worker's: its node name). Clients "
+                 "without one may still use tokens [env CORRAL_TLS_CLIENT_CA]."),
+    click.option("--secret-key-file", type=click.Path(dir_okay=False), default=None,
+                 envvar="CORRAL_SECRET_KEY_FILE", help="The key file that encrypts job secrets, webhook headers "
+                 "and registry passwords at rest (Fernet keys, one a line, the first encrypts), made at first "
+                 "start [default: secret.key beside the SQLite database; .corral/secret.key with PostgreSQL] "
+                 "[env CORRAL_SECRET_KEY_FILE; CORRAL_SECRET_KEY gives the keys themselves]."),
+    click.option("--audit-retention", default="90d", show_default=True,
+                 help="How long the audit log (GET /v1/audit) keeps an entry (such as 90d, 12h)."),
     click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
                  help="Totals of all stacks, like a Kubernetes ResourceQuota: cpu, memory, pods (such as "
                  "cpu=8,memory=16Gi,pods=50); past them: 503 [default: none]."),
@@ -257,23 +292,55 @@ def _token_file(data: Path) -> tuple[str, Path]:
     return token, path
 
 
-def _read_private(path: Path, nofollow: int) -> str:
+def _secret_keys(common: dict[str, Any], default: Path) -> list[str]:
+    """The keys that seal secrets at rest: CORRAL_SECRET_KEY (comma-separated), else the key file
+    (--secret-key-file, else ``default``), made with a new key at first start (mode 0600). The first key
+    seals; the others only open what they sealed (rotation: put a new key first, keep the old after it)."""
+    from corral.store import sealing
+    given = common.pop("secret_key_file")
+    if os.environ.get("CORRAL_SECRET_KEY"):
+        keys = sealing.parse_keys(os.environ["CORRAL_SECRET_KEY"])
+    else:
+        path = Path(given) if given else default
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+        except FileExistsError:
+            keys = sealing.parse_keys(_read_private(path, nofollow, what="key", size=1 << 16))
+        else:
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(sealing.new_key() + "\n")
+            click.echo(f"Made a new secret key in {path}: secrets are encrypted with it at rest; keep it (and "
+                       "back it up) with the database", err=True)
+            keys = sealing.parse_keys(path.read_text())
+    if not keys:
+        raise click.UsageError("no secret key: the key file or CORRAL_SECRET_KEY is empty")
+    try:
+        sealing.configure(keys)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return keys
+
+
+def _read_private(path: Path, nofollow: int, what: str = "token", size: int = 4096) -> str:
     """The text of a file only this user may read or write (ClickException otherwise)."""
     try:
         fd = os.open(path, os.O_RDONLY | nofollow)
     except OSError as e:  # ELOOP: a symlink
         raise click.ClickException(f"{path} must be a regular file of yours, not a link; remove it and start "
-                                   f"again for a new token ({e.strerror})") from None
+                                   f"again for a new {what} ({e.strerror})") from None
     with os.fdopen(fd, "r") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             raise click.ClickException(f"{path} is not a regular file owned by you: it may have been planted; "
-                                       "remove it and start again for a new token")
+                                       f"remove it and start again for a new {what}")
         if st.st_mode & 0o077:
             raise click.ClickException(f"{path} may be read or written by other users (mode "
-                                       f"{stat.S_IMODE(st.st_mode):o}): its token cannot be trusted; remove it "
-                                       "and start again for a new token")
-        return fh.read(4096).strip()
+                                       f"{stat.S_IMODE(st.st_mode):o}): its {what} cannot be trusted; remove it "
+                                       f"and start again for a new {what}")
+        return fh.read(size).strip()
 
 
 def _browser_host(bind: str) -> str:
@@ -371,8 +438,11 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     ports = _dialect_ports(common.pop("dialect_ports"), port)
     given_grpc = common.pop("grpc_port")
     grpc_port = _grpc_port(given_grpc, UP_GRPC_PORT, port, ports)
+    tls, audit = _tls(common), _audit(common)
+    _secret_keys(common, data / "secret.key")
+    scheme = "https" if tls else "http"
     config = ServerConfig(
-        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks,
+        database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks, audit=audit,
         grpc_port=grpc_port, grpc_bind=bind, grpc_optional=not given_grpc,
         settings=_settings(**common),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
@@ -381,7 +451,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
     )
-    click.echo(f"Corral standalone on http://{bind}:{port}  (state in {data})", err=True)
+    click.echo(f"Corral standalone on {scheme}://{bind}:{port}  (state in {data})", err=True)
     if grpc_port:
         click.echo(f"nomad-lite's gRPC SchedulerService on {bind}:{grpc_port}", err=True)
     if no_token:
@@ -389,8 +459,8 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     else:
         click.echo(f"Access token in {token_path} (the corral commands read it by themselves)", err=True)
         click.echo(f"Log in from a browser (this link works once): "
-                   f"http://{_browser_host(bind)}:{port}/login?code={code}", err=True)
-    _serve_all(config, bind, port, log_level, ports)
+                   f"{scheme}://{_browser_host(bind)}:{port}/login?code={code}", err=True)
+    _serve_all(config, bind, port, log_level, ports, tls)
 
 
 @click.command()
@@ -427,18 +497,30 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     grpc_port = _grpc_port(common.pop("grpc_port"), None, port, ports)
     if grpc_port:
         click.echo(f"nomad-lite's gRPC SchedulerService on {bind}:{grpc_port}", err=True)
-    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks,
+    tls, audit = _tls(common), _audit(common)
+    sqlite_path = database_url.split("///", 1)[-1] if database_url.startswith("sqlite") else ""
+    _secret_keys(common, (Path(sqlite_path).parent if sqlite_path and sqlite_path != ":memory:"
+                          else Path(".corral")) / "secret.key")
+    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit,
                           grpc_port=grpc_port, grpc_bind=bind,
                           settings=_settings(**common),
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))
-    _serve_all(config, bind, port, log_level, ports)
+    _serve_all(config, bind, port, log_level, ports, tls)
 
 
 @click.command()
 @click.option("--server", "-s", "server_url", envvar="CORRAL_SERVER", default="http://127.0.0.1:8000",
               show_default=True, help="The coordinator's URL [env CORRAL_SERVER].")
-@click.option("--token", envvar="CORRAL_TOKEN", default=None, help="The cluster token [env CORRAL_TOKEN].")
+@click.option("--token", envvar="CORRAL_TOKEN", default=None,
+              help="The cluster token, or a join token (corral tokens create --worker) [env CORRAL_TOKEN].")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), default=None, envvar="CORRAL_CA",
+              help="Verify the coordinator's HTTPS certificate against this CA (PEM) [default: the system's "
+              "CAs] [env CORRAL_CA].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Present this client certificate (PEM; with --tls-key) to a coordinator that asks for one.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The private key of --tls-cert (PEM).")
 @click.option("--name", default=None, help="This node's name [default: the hostname].")
 @click.option("--data-dir", default=".corral/worker", show_default=True, type=click.Path(file_okay=False),
               help="Where the worker keeps its node id and secret between restarts (one worker per directory).")
@@ -462,7 +544,8 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
               help="The address the Podling port listens on.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(server_url: str, token: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
+def worker(server_url: str, token: str | None, ca: str | None, tls_cert: str | None, tls_key: str | None,
+           name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
            grace: str, advertise_address: str | None, podling_port: int | None, podling_bind: str,
            log_level: str) -> None:
@@ -484,9 +567,11 @@ def worker(server_url: str, token: str | None, name: str | None, data_dir: str, 
                       memory=_memory(memory), advertise_address=advertise_address)
     if name:
         cfg.name = name
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     async def main() -> None:
-        transport = HttpTransport(server_url, token)
+        transport = HttpTransport(server_url, token, ca=ca, cert=(tls_cert, tls_key) if tls_cert and tls_key else None)
         agent = Agent(cfg, transport)
         if not agent.runtimes:
             raise click.ClickException("no runtime is available on this machine")

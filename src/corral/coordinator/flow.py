@@ -23,6 +23,7 @@ from corral.domain import expr, workflow
 from corral.domain.resources import parse_duration
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
+from corral.store import sealing
 from corral.store.sql import ACTIVE, Row, Tx
 
 log = logging.getLogger("corral.coordinator")
@@ -279,6 +280,8 @@ class Flow:
         except ValueError as e:
             raise expr.ExprError(f"{r['name']}: the evaluated task is not valid: {str(e)[:2000]}") from None
         self.policy.check_task(rendered, str(r["name"]))
+        # What an expression filled from a secret is sealed in the store like the secret itself.
+        rendered = sealing.mark(rendered, [v for v in (ctx.get("secrets") or {}).values() if isinstance(v, str)])
         return {"id": r["id"], "kind": "run", "spec": rendered,
                 "runtime": "docker" if rendered.get("image") else "process",
                 "name": str(rendered.get("name") or r["name"])[:200], "queue": rendered.get("queue") or r["queue"]}

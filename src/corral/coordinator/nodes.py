@@ -35,6 +35,9 @@ log = logging.getLogger("corral.coordinator")
 MAX_LOST_RESCHEDULES = 3
 
 
+JOIN_TOKEN_PREFIX = "cjt_"  # a join token (corral tokens create --worker), told apart from the cluster token
+
+
 def secret_hash(secret: str) -> str:
     """What the store keeps of a node secret: its sha256, hex (the secret itself is never stored)."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
@@ -144,6 +147,34 @@ class Nodes(Part):
         if not _secret_ok(secret, stored):
             raise Forbidden(f"a call for node '{node_id}' must present that node's secret ({NODE_SECRET_HEADER}), "
                             "which the node was given when it first registered")
+
+    def secret_owner(self, secret: str) -> str | None:
+        """The id of the node whose secret this is, if any."""
+        with self.store.read() as tx:
+            return tx.node_with_secret_hash(secret_hash(secret))
+
+    # -- join tokens ------------------------------------------------------------------------------
+    def create_join_token(self, created_by: str, ttl: float | None) -> tuple[Row, str]:
+        """A new join token for workers (the token once; the store keeps its hash)."""
+        token = JOIN_TOKEN_PREFIX + secrets_mod.token_urlsafe(32)
+        now = time.time()
+        row = {"id": new_id(), "token_hash": secret_hash(token), "kind": "worker", "created_by": created_by,
+               "created_at": now, "expires_at": now + ttl if ttl else None, "revoked_at": None,
+               "last_used_at": None}
+        with self.store.transaction() as tx:
+            tx.insert_join_token(row)
+        return row, token
+
+    def join_token_ok(self, token: str) -> bool:
+        """Whether ``token`` is a join token that is neither revoked nor expired (its use is recorded)."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            row = tx.join_token_by_hash(secret_hash(token))
+            if row is None or row["revoked_at"] is not None or (row["expires_at"] is not None
+                                                                 and row["expires_at"] <= now):
+                return False
+            tx.touch_join_token(row["id"], now)
+        return True
 
     def drain(self, node_id: str, running: Iterable[str] = ()) -> list[str]:
         """The node is shutting down: it takes no new work, and what was assigned to it that it has not
@@ -433,6 +464,14 @@ class Nodes(Part):
             if foreign:
                 n = sum(u.execution_id in foreign for u in updates) + sum(ln.execution_id in foreign for ln in logs)
                 self.stats["agent_reports_ignored"] += n
+                # Another node's execution: a node never legitimately reports one (an execution is one
+                # attempt on one node), so the whole batch is refused and nothing of it is written.
+                others = sorted(e["id"] for e in found if e["node_id"] != node_id)
+                if others:
+                    log.warning("node %s reported on %d execution(s) of other nodes (such as %s): refused",
+                                node_id, len(others), others[0])
+                    raise Forbidden(f"execution '{others[0]}' is not assigned to node '{node_id}': a node "
+                                    "reports only on its own executions")
                 log.warning("node %s sent %d update(s) or line(s) about %d execution(s) not assigned to it "
                             "(such as %s): ignored", node_id, n, len(foreign), min(foreign))
             if logs:

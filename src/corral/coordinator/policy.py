@@ -24,6 +24,41 @@ DEFAULT_MEMORY = 512 * 2**20  # a container's memory limit when its task asks fo
 DEFAULT_CPU = 1.0  # a container's CPU limit (cores) when its task asks for none
 
 
+# What a hardened container never gets, in the spellings of Docker, Compose, Kubernetes and the seed APIs.
+# Containers always run unprivileged, with capabilities dropped, no-new-privileges, in namespaces of their own
+# (network, PID, IPC) and with no host device (corral.runtime.docker, corral.runtime.pods_docker); no role or
+# flag turns that off, so a request that asks for one of these is refused (400) in every API, never ignored.
+ESCALATIONS: dict[str, str] = {
+    "privileged": "privileged mode",
+    "cap_add": "added capabilities", "capAdd": "added capabilities", "add_capabilities": "added capabilities",
+    "network_mode": "the host's network", "networkMode": "the host's network", "hostNetwork": "the host's network",
+    "pid": "the host's PID namespace", "pid_mode": "the host's PID namespace", "pidMode": "the host's PID namespace",
+    "hostPID": "the host's PID namespace",
+    "ipc": "the host's IPC namespace", "ipc_mode": "the host's IPC namespace", "ipcMode": "the host's IPC namespace",
+    "hostIPC": "the host's IPC namespace",
+    "devices": "host devices", "device_cgroup_rules": "host devices",
+    "security_opt": "security options", "securityOpt": "security options",
+    "userns_mode": "the host's user namespace", "usernsMode": "the host's user namespace",
+}
+HARDENED = ("containers run unprivileged, with no added capabilities, host namespaces (network, PID, IPC) or "
+            "devices, for every caller")
+
+
+def escalation_message(field: str) -> str | None:
+    """The refusal for a field named ``field`` (its last part is the key), if it asks for an escalation."""
+    what = ESCALATIONS.get(field.rsplit(".", 1)[-1].rsplit("]", 1)[-1])
+    return f"{field}: {what} is not allowed on this server: {HARDENED}" if what else None
+
+
+def escalation(data: Mapping[str, Any], where: str = "") -> str | None:
+    """For one object of a request (a task or a container as an API takes it): the refusal for its first key
+    that asks for what a hardened container never gets, or None."""
+    for key in data:
+        if key in ESCALATIONS:
+            return escalation_message(f"{where}{key}")
+    return None
+
+
 class PolicyError(ValueError):
     """A job asks for something the operator does not allow; the message says what and how to allow it."""
 

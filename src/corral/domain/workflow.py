@@ -287,14 +287,20 @@ def secrets_in(spec: Any) -> tuple[str, ...]:
 def shown(out: Mapping[str, Any], secrets: Mapping[str, str] | tuple[str, ...] | list[str]) -> dict[str, Any]:
     """What an API answer (or a webhook body) may show of ``out``: the text of every secret (``secrets``,
     and any found in ``out`` itself) replaced by [REDACTED], every ``secrets`` map in it, at any depth,
-    reduced to its names, and every registry password [REDACTED]."""
+    reduced to its names, and every registry password and webhook header value [REDACTED]."""
     given = secrets.values() if isinstance(secrets, Mapping) else secrets
     texts = {*(s for s in given if s), *secrets_in(dict(out))}
+
+    def hook(w: Any) -> Any:  # a webhook's header values are credentials: their names only
+        if isinstance(w, dict) and isinstance(w.get("headers"), dict):
+            return {**mask(w), "headers": {n: REDACTED for n in w["headers"]}}
+        return mask(w)
 
     def mask(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: {n: REDACTED for n in x} if k == "secrets" and isinstance(x, dict)
                     else {**x, "password": REDACTED} if k == "registry" and isinstance(x, dict) and "password" in x
+                    else [hook(w) for w in x] if k == "webhooks" and isinstance(x, list)
                     else mask(x) for k, x in v.items()}
         if isinstance(v, list):
             return [mask(x) for x in v]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from corral.store.sealing import SealedJSON
+
 metadata = sa.MetaData()
 
 ID = sa.String(32)
@@ -22,7 +24,7 @@ jobs = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("search", sa.Text, nullable=False),  # lower-cased name and tags, for ?q=
-    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("spec", SealedJSON, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("task_count", sa.Integer, nullable=False),
@@ -58,7 +60,7 @@ tasks = sa.Table(
     sa.Column("job_seq", sa.BigInteger, nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("spec", SealedJSON, nullable=False),
     sa.Column("queue", sa.String(100), nullable=False),
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("runtime", sa.String(16), nullable=False),
@@ -87,7 +89,7 @@ tasks = sa.Table(
     # holds its evaluated form. output: what the task wrote to $CORRAL_OUTPUT. progress: 0-100.
     sa.Column("kind", sa.String(16), nullable=False, server_default="run"),
     sa.Column("parent_id", ID),
-    sa.Column("template", sa.JSON),
+    sa.Column("template", SealedJSON),
     sa.Column("output", sa.Text),
     sa.Column("progress", sa.Float),
     sa.Column("subjob_id", ID),
@@ -171,7 +173,7 @@ schedules = sa.Table(
     sa.Column("id", ID, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("cron", sa.String(200), nullable=False),
-    sa.Column("spec", sa.JSON, nullable=False),  # the job created at each tick (a JobSpec)
+    sa.Column("spec", SealedJSON, nullable=False),  # the job created at each tick (a JobSpec)
     sa.Column("state", sa.String(16), nullable=False),  # active | paused
     sa.Column("next_run_at", sa.Float, nullable=False),
     sa.Column("last_run_at", sa.Float),
@@ -345,4 +347,35 @@ stack_batch_jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_stack_batch_jobs_status", "status"),
+)
+
+# The audit log (0014): who (the caller's identity, else "local" or "anonymous") did what change (created,
+# cancelled, deleted, drained, changed a permission...) through which route, and when. Only the path is
+# kept, never a query string or a body (they may hold credentials). Old entries are deleted (retention).
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("address", sa.String(64)),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# Join tokens (0014): made by an admin (corral tokens create --worker) for workers to register with instead
+# of the cluster token; only the sha256 of the token is kept. Revoked or expired: refused (401).
+join_tokens = sa.Table(
+    "join_tokens", metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # worker
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
 )

@@ -33,6 +33,7 @@ from corral.api.dialects.cloudai_views import (
 from corral.api.dialects.telemetry import Hub
 from corral.api.idempotency import idem_key
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.policy import escalation_message
 from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx
 
@@ -93,6 +94,9 @@ def _number(data: dict[str, Any], name: str, default: float | None, positive: bo
 
 
 def task_spec(data: dict[str, Any]) -> JobSpec:
+    for key in data:
+        if (refused := escalation_message(key)) is not None:
+            raise invalid(key, refused.split(": ", 1)[1])
     user = _text(data, "user_id", MAX_USER_ID)
     image = _text(data, "docker_image")
     if any(c.isspace() for c in image):

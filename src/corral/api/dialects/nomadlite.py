@@ -31,6 +31,7 @@ from corral.api.dialects.nomadlite_core import (
     worker_number,
 )
 from corral.api.idempotency import idem_key
+from corral.coordinator.policy import escalation
 from corral.store.sql import Row, Tx
 
 __all__ = ["job_uuid", "parse_job_id", "worker_number"]  # also read from here by other modules
@@ -76,6 +77,8 @@ def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
 @router.post("/api/jobs", summary="nomad-lite: submit a shell command, optionally in an image")
 async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
+    if (refused := escalation(data)) is not None:
+        raise DialectError(400, refused)
     spec = job_spec(data.get("command"), data.get("image"))
     job = await asyncio.to_thread(svc.coord.submit, spec, idem_key(request, "nomad-lite/jobs"))
     return {"job_id": job_uuid(job["id"]), "status": "pending"}

@@ -27,6 +27,7 @@ from corral.api.dialects.base import DialectError, route_class
 from corral.api.idempotency import idem_key
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.policy import escalation_message
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec
@@ -55,6 +56,8 @@ Svc = Annotated[Services, Depends(services)]
 # -- translation ----------------------------------------------------------------------------------
 def _check_fields(data: dict[str, Any], known: set[str], later: set[str], where: str) -> None:
     for key in data:
+        if (refused := escalation_message(f"{where}{key}")) is not None:
+            raise DialectError(400, refused)
         if key in later:
             raise DialectError(400, f"{where}{key} is not supported yet")
         if key not in known:

@@ -18,30 +18,67 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
-from corral.coordinator.errors import Unauthorized
-from corral.domain.agentwire import LogLine, NodeInfo, Update
+from corral.coordinator.errors import Forbidden, Unauthorized
+from corral.coordinator.nodes import JOIN_TOKEN_PREFIX
+from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update
 from corral.domain.spec import QueueName, lone_surrogate
 
 Svc = Annotated[Services, Depends(services)]
 ID_PATTERN = "^[0-9a-f]{32}$"
 
 
+def _bearer(authorization: str | None) -> str:
+    return (authorization or "").removeprefix("Bearer ").strip()
+
+
 def _auth(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
+    """The cluster token (when the server has one), or a join token: that one is checked by what follows
+    (its validity at registration; on a node's calls, the node's own secret is the credential)."""
+    given = _bearer(authorization)
+    if svc.agent_token and hmac.compare_digest(given.encode(), svc.agent_token.encode()):
+        return svc
+    if given.startswith(JOIN_TOKEN_PREFIX):
+        return svc
     if svc.agent_token:
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), svc.agent_token.encode()):
-            raise Unauthorized("a worker must present the cluster token: corral worker --token ...")
+        raise Unauthorized("a worker must present the cluster token or a join token: corral worker --token ...")
     return svc
 
 
 Agent = Annotated[Services, Depends(_auth)]
 NodeId = Annotated[str, Path(pattern=ID_PATTERN, description="The node's id (32 hex digits)")]
+Secret = Annotated[str | None, Header(max_length=200, alias=NODE_SECRET_HEADER)]
 
 
-def node_guard(node_id: NodeId, svc: Agent,
-          x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> Services:
-    """Every call about a node must come from that node: it presents the secret it was given."""
-    svc.coord.authenticate(node_id, x_corral_node_secret)
+def _register_guard(svc: Agent, secret: Secret = None,
+                    authorization: Annotated[str | None, Header()] = None) -> str | None:
+    """Who may register: a caller with the cluster token, or with a join token that is neither revoked nor
+    expired; with a join token no longer valid, only a node coming back (its own secret): the answer is
+    then the one node id it may register as (None: any)."""
+    given = _bearer(authorization)
+    if not given.startswith(JOIN_TOKEN_PREFIX) or (
+            svc.agent_token and hmac.compare_digest(given.encode(), svc.agent_token.encode())):
+        return None
+    if svc.coord.nodes.join_token_ok(given):
+        return None
+    owner = svc.coord.nodes.secret_owner(secret) if secret else None
+    if owner is None:
+        raise Unauthorized("this join token is unknown, revoked or expired: an admin makes another with "
+                           "corral tokens create --worker")
+    return owner
+
+
+def node_guard(node_id: NodeId, svc: Agent, secret: Secret = None,
+               authorization: Annotated[str | None, Header()] = None) -> Services:
+    """Every call about a node must come from that node: it presents the secret it was given. A worker
+    that joined with a join token has no other credential: without a secret of any node, it is unknown
+    (401); with another node's, it is refused (403)."""
+    try:
+        svc.coord.authenticate(node_id, secret)
+    except Forbidden:
+        if not _bearer(authorization).startswith(JOIN_TOKEN_PREFIX) or (
+                secret and svc.coord.nodes.secret_owner(secret)):
+            raise
+        raise Unauthorized(f"no node has this credential ({NODE_SECRET_HEADER}): register again") from None
     return svc
 
 
@@ -172,7 +209,7 @@ class ReportBody(Strict):
 
 # Each body depends on the check of its caller (the cluster token; for a node's calls, its secret too):
 # nothing is read or parsed for a caller that is refused, whatever the order of a route's parameters.
-RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody, guard=_auth))]
+RegisterIn = Annotated[RegisterBody, Depends(model_body(RegisterBody, guard=_register_guard))]
 HeartbeatIn = Annotated[HeartbeatBody, Depends(model_body(HeartbeatBody, guard=node_guard))]
 PollIn = Annotated[PollBody, Depends(model_body(PollBody, guard=node_guard))]
 ReportIn = Annotated[ReportBody, Depends(model_body(ReportBody, guard=node_guard))]
@@ -181,10 +218,15 @@ DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=node_guard))]
 
 # -- routes ------------------------------------------------------------------------------------------
 @router.post("/register")
-def register(body: RegisterIn, svc: Agent,
+def register(body: RegisterIn, svc: Agent, only: Annotated[str | None, Depends(_register_guard)],
              x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
     """Register a new node (no id: the answer holds its id and, once, its secret) or bring back one that
-    restarted (its id and its secret in X-Corral-Node-Secret; without the secret: 403)."""
+    restarted (its id and its secret in X-Corral-Node-Secret; without the secret: 403). With a join token
+    (corral tokens create --worker) instead of the cluster token: a revoked or expired one only lets a node
+    that joined before come back as itself (401 otherwise)."""
+    if only is not None and body.id != only:
+        raise Unauthorized("this join token is unknown, revoked or expired: an admin makes another with "
+                           "corral tokens create --worker")
     info = NodeInfo(**{**body.model_dump(exclude={"running", "gpus"}), "gpus": [g.model_dump() for g in body.gpus]})
     row = svc.coord.register(info, body.running, secret=x_corral_node_secret)
     s = svc.coord.settings
