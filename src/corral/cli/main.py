@@ -26,8 +26,9 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import client, pods
+    from corral.cli import client, cluster, pods
 
     client.register(cli)
     cli.add_command(pods.pods)
+    cli.add_command(cluster.cluster)
     cli(prog_name="corral")

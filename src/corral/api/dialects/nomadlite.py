@@ -30,7 +30,7 @@ from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
 MAX_COMMAND_BYTES = 1024
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-LEADER_ID = 1  # this coordinator, in the cluster it reports
+LEADER_ID = 1  # the number of a coordinator alone on its database, in the cluster it reports
 OUTPUT_LINES = 1000  # the last lines of output shown per job
 OUTPUT_BYTES = 256 * 1024  # and at most about this much text of them
 # Corral's job states as nomad-lite's: a job placed on a worker but not started yet is still pending.
@@ -219,31 +219,38 @@ def cancel(job_id: str, svc: Svc) -> dict[str, Any]:
 
 
 # -- cluster and health ---------------------------------------------------------------------------
-@router.get("/api/cluster", summary="nomad-lite: this coordinator as the leader of its cluster, and the workers")
+@router.get("/api/cluster", summary="nomad-lite: the coordinators (leader, followers, the epoch as the term) "
+                                    "and the workers")
 def cluster(request: Request, svc: Svc) -> dict[str, Any]:
-    server = request.scope.get("server") or ("0.0.0.0", 0)
-    address = f"{server[0]}:{server[1]}"
     try:
+        state = svc.coord.cluster_status()
         with svc.coord.store.read() as tx:
             index = tx.state_change_count()
             nodes = tx.nodes()
-        leader: int | None = LEADER_ID
     except Exception:  # the store does not answer: no leader can commit anything
-        index, nodes, leader = 0, [], None
-    members = [{"node_id": LEADER_ID, "address": address, "is_alive": leader is not None, "role": "coordinator",
-                "name": "coordinator"}]
+        return {"node_id": LEADER_ID, "role": "candidate", "current_term": 0, "leader_id": None,
+                "commit_index": 0, "last_applied": 0, "log_length": 0, "nodes": []}
+    numbers = {m.id: m.node_no for m in state.members}
+    me = numbers.get(state.me, LEADER_ID)
+    leader = numbers.get(state.leader_id) if state.leader_id else None
+    members = [{"node_id": m.node_no, "address": _host_port(m.address), "is_alive": m.alive, "role": "coordinator",
+                "name": m.id} for m in state.members]
     members += [{"node_id": worker_number(n["id"]), "address": n["hostname"], "is_alive": n["state"] == "ready",
                  "role": "worker", "name": n["name"]} for n in map(safe_node, nodes)]
     return {
-        "node_id": LEADER_ID,
-        "role": "leader" if leader is not None else "candidate",
-        "current_term": int(svc.coord.started_at),
+        "node_id": me,
+        "role": "leader" if leader is not None and leader == me else "follower" if leader else "candidate",
+        "current_term": state.epoch,
         "leader_id": leader,
         "commit_index": index,
         "last_applied": index,
         "log_length": index,
         "nodes": members,
     }
+
+
+def _host_port(address: str) -> str:
+    return address.split("://", 1)[-1].rstrip("/")
 
 
 @router.get("/health/live", summary="nomad-lite: the process is up")
@@ -253,6 +260,16 @@ def live() -> dict[str, str]:
 
 @router.get("/health/ready", summary="nomad-lite: a leader can commit (the store answers)")
 def ready(svc: Svc) -> Response:
-    if svc.coord.store.ping():
-        return JSONResponse({"status": "ok", "leader_id": LEADER_ID})
-    return JSONResponse({"status": "no_leader", "leader_id": None}, status_code=503)
+    """Ready while the store answers and a coordinator leads (``leader_id``: its number); a draining
+    coordinator answers 503 ``draining``."""
+    try:
+        state = svc.coord.cluster_status() if svc.coord.store.ping() else None
+    except Exception:
+        state = None
+    leader = next((m.node_no for m in state.members if m.id == state.leader_id), None) if state else None
+    me = state.member(state.me) if state else None
+    if me is not None and me.draining:
+        return JSONResponse({"status": "draining", "leader_id": leader}, status_code=503)
+    if state is None or state.leader_id is None:
+        return JSONResponse({"status": "no_leader", "leader_id": None}, status_code=503)
+    return JSONResponse({"status": "ok", "leader_id": leader if leader is not None else LEADER_ID})

@@ -1,0 +1,75 @@
+"""The store's queries about the coordinators sharing a database and their leadership lease.
+
+``Tx`` (store/sql.py) takes these methods in as a mixin. The lease is one row (``leadership``, id 1) with
+the leader's id, its expiry and the fencing epoch, raised at every change of leader. Times come from the
+database's clock on PostgreSQL (``db_now``), so coordinators on machines whose clocks differ agree on
+when a lease expires.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from corral.store import schema as s
+from corral.store.rows import Row
+
+_L, _C = s.leadership.c, s.coordinators.c
+
+
+class ClusterQueries:
+    c: Connection
+
+    def db_now(self) -> float:
+        """The database's clock (PostgreSQL), or this machine's (SQLite: one machine anyway)."""
+        if self.c.dialect.name == "postgresql":
+            return float(self.c.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        return time.time()
+
+    def lease(self, lock: bool = False) -> Row:
+        """The leadership row; ``lock``: held until this transaction ends (PostgreSQL), so that the steps of
+        the coordinators' elections take turns."""
+        q = sa.select(s.leadership).where(_L.id == 1)
+        if lock and self.c.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return dict(self.c.execute(q).mappings().one())
+
+    def set_lease(self, epoch: int, **values: Any) -> bool:
+        """Compare-and-set of the lease: changed only while its epoch is still ``epoch``."""
+        q = sa.update(s.leadership).where(_L.id == 1, _L.epoch == epoch).values(**values)
+        return self.c.execute(q).rowcount == 1
+
+    def fence(self, epoch: int) -> bool:
+        """Whether ``epoch`` is still the current one. On PostgreSQL the lease row is share-locked until this
+        transaction ends: a new leader's takeover waits for this write, or this write sees its epoch."""
+        q = sa.select(_L.epoch).where(_L.id == 1)
+        if self.c.dialect.name == "postgresql":
+            q = q.with_for_update(read=True)
+        return int(self.c.execute(q).scalar_one()) == epoch
+
+    def request_transfer(self, target: str) -> None:
+        self.c.execute(sa.update(s.leadership).where(_L.id == 1).values(transfer_to=target))
+
+    def upsert_coordinator(self, coord_id: str, address: str, started_at: float, now: float) -> None:
+        """Register a coordinator (a new one gets the next free small number) or renew its row."""
+        q = sa.update(s.coordinators).where(_C.id == coord_id).values(address=address, last_seen=now,
+                                                                     started_at=started_at)
+        if self.c.execute(q).rowcount:
+            return
+        nxt = self.c.execute(sa.select(sa.func.coalesce(sa.func.max(_C.node_no), 0) + 1)).scalar_one()
+        self.c.execute(sa.insert(s.coordinators).values(id=coord_id, node_no=int(nxt), address=address,
+                                                         started_at=started_at, last_seen=now, draining=False))
+
+    def coordinators(self) -> list[Row]:
+        return [dict(r) for r in self.c.execute(sa.select(s.coordinators).order_by(_C.node_no)).mappings()]
+
+    def coordinator(self, coord_id: str) -> Row | None:
+        r = self.c.execute(sa.select(s.coordinators).where(_C.id == coord_id)).mappings().first()
+        return dict(r) if r else None
+
+    def set_coordinator_draining(self, coord_id: str, draining: bool) -> bool:
+        q = sa.update(s.coordinators).where(_C.id == coord_id).values(draining=draining)
+        return self.c.execute(q).rowcount == 1
