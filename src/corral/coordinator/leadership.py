@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,24 +77,29 @@ def successor(coordinators: Sequence[Row], me: str, now: float, lease: float) ->
     return min(ok, key=lambda c: c["node_no"])["id"] if ok else None
 
 
-def decide(lease_row: Row, me: str, now: float, ttl: float, draining: bool, heir: str | None) -> Row | None:
-    """What coordinator ``me`` writes to the lease at one step of the election, or None to leave it.
+def decide(lease_row: Row, me: str, instance: str, now: float, ttl: float, draining: bool, heir: str | None,
+           instances: Mapping[str, str]) -> Row | None:
+    """What coordinator ``me`` (this run of it: ``instance``) writes to the lease at one step of the election,
+    or None to leave it.
 
     The leader renews it, or hands it over (to the coordinator a transfer names, or, while it drains, to
-    ``heir``) with a new epoch; anyone not draining takes a lease that has expired, with a new epoch."""
+    ``heir``; ``instances`` gives the run of each coordinator, which the lease names as its holder) with a
+    new epoch; anyone not draining takes a lease that has expired, with a new epoch. A coordinator that
+    restarted is not the holder of the lease its previous run held: it waits for it to expire, so two
+    processes given one id never lead under one epoch."""
     epoch = int(lease_row["epoch"])
     held = lease_row["leader_id"] is not None and lease_row["expires_at"] > now
-    if held and lease_row["leader_id"] == me:
+    if held and lease_row["leader_id"] == me and lease_row["holder"] == instance:
         target = lease_row["transfer_to"]
-        if target in (None, me):
+        if target in (None, me) or target not in instances:
             target = heir if draining else None
-        if target is not None:
-            return {"leader_id": target, "epoch": epoch + 1, "expires_at": now + ttl, "transfer_to": None,
-                    "changed_at": now}
+        if target is not None and target in instances:
+            return {"leader_id": target, "holder": instances[target], "epoch": epoch + 1, "expires_at": now + ttl,
+                    "transfer_to": None, "changed_at": now}
         return {"expires_at": now + ttl, "transfer_to": None}
     if not held and not draining:
-        return {"leader_id": me, "epoch": epoch + 1, "expires_at": now + ttl, "transfer_to": None,
-                "changed_at": now}
+        return {"leader_id": me, "holder": instance, "epoch": epoch + 1, "expires_at": now + ttl,
+                "transfer_to": None, "changed_at": now}
     return None
 
 
@@ -112,6 +118,7 @@ class Me:
     id: str
     address: str
     started_at: float
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)  # this run of the process
 
 
 class Election(Protocol):
@@ -139,7 +146,7 @@ class MemoryElection:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.lease: Row = {"leader_id": None, "epoch": 0, "expires_at": 0.0, "transfer_to": None,
+        self.lease: Row = {"leader_id": None, "holder": None, "epoch": 0, "expires_at": 0.0, "transfer_to": None,
                            "changed_at": 0.0}
         self.coords: dict[str, Row] = {}
         self._lock = threading.Lock()
@@ -149,12 +156,14 @@ class MemoryElection:
             now = self.clock()
             row = self.coords.setdefault(me.id, {"id": me.id, "node_no": len(self.coords) + 1,
                                                  "draining": False})
-            row.update(address=me.address, started_at=me.started_at, last_seen=now)
+            row.update(address=me.address, started_at=me.started_at, last_seen=now, instance=me.instance)
             heir = successor(list(self.coords.values()), me.id, now, ttl) if row["draining"] else None
-            values = decide(self.lease, me.id, now, ttl, row["draining"], heir)
+            values = decide(self.lease, me.id, me.instance, now, ttl, row["draining"], heir,
+                            {c["id"]: c["instance"] for c in self.coords.values()})
             if values:
                 self.lease.update(values)
-            mine = self.lease["leader_id"] == me.id and self.lease["expires_at"] > now
+            mine = (self.lease["leader_id"] == me.id and self.lease["holder"] == me.instance
+                    and self.lease["expires_at"] > now)
             return int(self.lease["epoch"]) if mine else 0
 
     def fence(self, tx: Tx, epoch: int) -> None:
@@ -194,16 +203,17 @@ class StoreElection:
         with self.store.transaction() as tx:
             lease_row = tx.lease(lock=True)
             now = tx.db_now()
-            tx.upsert_coordinator(me.id, me.address, me.started_at, now)
-            mine = tx.coordinator(me.id)
+            tx.upsert_coordinator(me.id, me.instance, me.address, me.started_at, now)
+            coords = tx.coordinators()
+            mine = next((c for c in coords if c["id"] == me.id), None)
             draining = bool(mine and mine["draining"])
-            heir = None
-            if draining and lease_row["leader_id"] == me.id:
-                heir = successor(tx.coordinators(), me.id, now, ttl)
-            values = decide(lease_row, me.id, now, ttl, draining, heir)
-            if values and tx.set_lease(int(lease_row["epoch"]), **values):
+            heir = successor(coords, me.id, now, ttl) if draining else None
+            values = decide(lease_row, me.id, me.instance, now, ttl, draining, heir,
+                            {c["id"]: c["instance"] for c in coords})
+            if values and tx.set_lease(int(lease_row["epoch"]), values):
                 lease_row.update(values)
-        held = lease_row["leader_id"] == me.id and lease_row["expires_at"] > now
+        held = (lease_row["leader_id"] == me.id and lease_row["holder"] == me.instance
+                and lease_row["expires_at"] > now)
         return int(lease_row["epoch"]) if held else 0
 
     def fence(self, tx: Tx, epoch: int) -> None:
@@ -217,7 +227,7 @@ class StoreElection:
 
     def resign(self, epoch: int) -> None:
         with self.store.transaction() as tx:
-            tx.set_lease(epoch, expires_at=0.0)
+            tx.set_lease(epoch, {"expires_at": 0.0})
 
     def request_transfer(self, target: str) -> None:
         with self.store.transaction() as tx:

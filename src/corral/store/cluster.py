@@ -37,9 +37,9 @@ class ClusterQueries:
             q = q.with_for_update()
         return dict(self.c.execute(q).mappings().one())
 
-    def set_lease(self, epoch: int, **values: Any) -> bool:
-        """Compare-and-set of the lease: changed only while its epoch is still ``epoch``."""
-        q = sa.update(s.leadership).where(_L.id == 1, _L.epoch == epoch).values(**values)
+    def set_lease(self, expected_epoch: int, values: Row) -> bool:
+        """Compare-and-set of the lease: changed only while its epoch is still ``expected_epoch``."""
+        q = sa.update(s.leadership).where(_L.id == 1, _L.epoch == expected_epoch).values(**values)
         return self.c.execute(q).rowcount == 1
 
     def fence(self, epoch: int) -> bool:
@@ -53,14 +53,16 @@ class ClusterQueries:
     def request_transfer(self, target: str) -> None:
         self.c.execute(sa.update(s.leadership).where(_L.id == 1).values(transfer_to=target))
 
-    def upsert_coordinator(self, coord_id: str, address: str, started_at: float, now: float) -> None:
+    def upsert_coordinator(self, coord_id: str, instance: str, address: str, started_at: float,
+                           now: float) -> None:
         """Register a coordinator (a new one gets the next free small number) or renew its row."""
         q = sa.update(s.coordinators).where(_C.id == coord_id).values(address=address, last_seen=now,
-                                                                     started_at=started_at)
+                                                                     started_at=started_at, instance=instance)
         if self.c.execute(q).rowcount:
             return
         nxt = self.c.execute(sa.select(sa.func.coalesce(sa.func.max(_C.node_no), 0) + 1)).scalar_one()
-        self.c.execute(sa.insert(s.coordinators).values(id=coord_id, node_no=int(nxt), address=address,
+        self.c.execute(sa.insert(s.coordinators).values(id=coord_id, node_no=int(nxt), instance=instance,
+                                                         address=address,
                                                          started_at=started_at, last_seen=now, draining=False))
 
     def coordinators(self) -> list[Row]:

@@ -348,6 +348,7 @@ coordinators = sa.Table(
     "coordinators", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("node_no", sa.Integer, nullable=False, unique=True),  # small and stable: nomad-lite's node_id
+    sa.Column("instance", sa.String(64), nullable=False),  # this run of the process: new at each start
     sa.Column("address", sa.String(256), nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("last_seen", sa.Float, nullable=False),
@@ -359,6 +360,7 @@ leadership = sa.Table(
     "leadership", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("leader_id", sa.String(64)),
+    sa.Column("holder", sa.String(64)),  # the instance of the leader that holds it: a restart must win it again
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("transfer_to", sa.String(64)),  # asked for: the leader hands its lease to this coordinator

@@ -18,6 +18,7 @@ def upgrade() -> None:
         'coordinators',
         sa.Column('id', sa.String(length=64), primary_key=True),
         sa.Column('node_no', sa.Integer(), nullable=False),
+        sa.Column('instance', sa.String(length=64), nullable=False),
         sa.Column('address', sa.String(length=256), nullable=False),
         sa.Column('started_at', sa.Float(), nullable=False),
         sa.Column('last_seen', sa.Float(), nullable=False),
@@ -28,12 +29,13 @@ def upgrade() -> None:
         'leadership',
         sa.Column('id', sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column('leader_id', sa.String(length=64)),
+        sa.Column('holder', sa.String(length=64)),
         sa.Column('epoch', sa.BigInteger(), nullable=False),
         sa.Column('expires_at', sa.Float(), nullable=False),
         sa.Column('transfer_to', sa.String(length=64)),
         sa.Column('changed_at', sa.Float(), nullable=False),
     )
-    op.bulk_insert(leadership, [{'id': 1, 'leader_id': None, 'epoch': 0, 'expires_at': 0.0,
+    op.bulk_insert(leadership, [{'id': 1, 'leader_id': None, 'holder': None, 'epoch': 0, 'expires_at': 0.0,
                                  'transfer_to': None, 'changed_at': 0.0}])
 
 
