@@ -22,12 +22,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from corral.coordinator.errors import Conflict, NotFound
 from corral.store.sql import Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 
 DEFAULT_LEASE = 3.0  # seconds a leader holds its lease without renewing it
+
+
+class LeaseBusy(Exception):
+    """A step could not lock the lease in time: tried again at the next step."""
 
 
 class Fenced(Exception):
@@ -200,7 +206,24 @@ class StoreElection:
         self.store = store
 
     def step(self, me: Me, ttl: float) -> int:
+        try:
+            return self._step(me, ttl)
+        except sa.exc.OperationalError as e:
+            if "lock timeout" not in str(e) and "LockNotAvailable" not in type(e.orig).__name__:
+                raise
+        # Another session holds the lease row (a coordinator inside a step or a fenced write). If the lease
+        # has expired, that session belongs to a coordinator that stopped in the middle: end it.
         with self.store.transaction() as tx:
+            lease_row, now = tx.lease(), tx.db_now()
+            if lease_row["expires_at"] <= now:
+                n = tx.end_stale_lease_holders(ttl)
+                if n:
+                    log.warning("ended %d database session(s) of a coordinator frozen while holding the lease", n)
+        raise LeaseBusy("the lease row is locked by another session")
+
+    def _step(self, me: Me, ttl: float) -> int:
+        with self.store.transaction() as tx:
+            tx.lock_timeout(ttl / 4)
             lease_row = tx.lease(lock=True)
             now = tx.db_now()
             tx.upsert_coordinator(me.id, me.instance, me.address, me.started_at, now)
@@ -257,6 +280,7 @@ class Leadership:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.stepped = threading.Event()  # set after the first step (readiness)
+        self._announced = 0  # the epoch last logged as won
 
     @property
     def epoch(self) -> int:
@@ -284,8 +308,11 @@ class Leadership:
         was = self.is_leader()
         try:
             epoch = self.election.step(self.me, self.lease)
-        except Exception:
-            log.exception("leadership step failed; trying again")
+        except Exception as e:
+            if isinstance(e, LeaseBusy):
+                log.info("leadership step: %s; trying again", e)
+            else:
+                log.exception("leadership step failed; trying again")
             epoch = 0 if time.monotonic() >= self._until else self._epoch
             if epoch == 0:
                 self._epoch, self._until = 0, 0.0
@@ -298,10 +325,13 @@ class Leadership:
         else:
             self._epoch, self._until = 0, 0.0
         if epoch and not was:
-            log.warning("coordinator %s leads (epoch %d)", self.me.id, epoch)
+            if epoch != self._announced:
+                log.warning("coordinator %s leads (epoch %d)", self.me.id, epoch)
+                self._announced = epoch
             self.on_elected()
-        elif was and not epoch:
+        elif self._announced and not epoch:
             log.warning("coordinator %s no longer leads", self.me.id)
+            self._announced = 0
 
     def state(self) -> ClusterState:
         return self.election.state(self.me.id, self.lease)

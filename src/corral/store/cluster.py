@@ -9,7 +9,6 @@ when a lease expires.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,6 +35,24 @@ class ClusterQueries:
         if lock and self.c.dialect.name == "postgresql":
             q = q.with_for_update()
         return dict(self.c.execute(q).mappings().one())
+
+    def lock_timeout(self, seconds: float) -> None:
+        """Until this transaction ends, a lock not granted within ``seconds`` fails the statement
+        (PostgreSQL)."""
+        if self.c.dialect.name == "postgresql":
+            self.c.execute(sa.text(f"SET LOCAL lock_timeout = {max(int(seconds * 1000), 1)}"))
+
+    def end_stale_lease_holders(self, older_than: float) -> int:
+        """Terminate the sessions whose transaction has held a lock on the lease for over ``older_than``
+        seconds (PostgreSQL): a coordinator frozen inside one (SIGSTOP, a VM paused) must not keep the
+        others from taking over. Its transaction is rolled back: that is its fencing. Returns how many."""
+        if self.c.dialect.name != "postgresql":
+            return 0
+        q = sa.text("SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a "
+                    "WHERE a.pid <> pg_backend_pid() AND a.xact_start < clock_timestamp() - make_interval(secs => :s) "
+                    "AND a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.relation = 'leadership'::regclass "
+                    "AND l.granted)")
+        return len(self.c.execute(q, {"s": older_than}).all())
 
     def set_lease(self, expected_epoch: int, values: Row) -> bool:
         """Compare-and-set of the lease: changed only while its epoch is still ``expected_epoch``."""
