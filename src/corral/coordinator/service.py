@@ -84,7 +84,9 @@ class Coordinator:
         me = Me(self.settings.coordinator_id or address, address, self.started_at)
         # One coordinator per SQLite database: the lease in memory. On PostgreSQL, in the database.
         election = MemoryElection() if store.is_sqlite else StoreElection(store)
-        self.leadership = Leadership(election, me, self.settings.leader_lease)
+        self.leadership = Leadership(election, me, self.settings.leader_lease, sole=store.is_sqlite)
+        if store.is_sqlite:
+            self.leadership.step()  # in memory: registers it at once
 
     # -- jobs (jobs.py) -------------------------------------------------------------------------
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
