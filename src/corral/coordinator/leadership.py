@@ -198,6 +198,13 @@ class MemoryElection:
             return True
 
 
+def _decide(lease_row: Row, coords: Sequence[Row], me: Me, now: float, ttl: float) -> Row | None:
+    mine = next((c for c in coords if c["id"] == me.id), None)
+    draining = bool(mine and mine["draining"])
+    heir = successor(coords, me.id, now, ttl) if draining else None
+    return decide(lease_row, me.id, me.instance, now, ttl, draining, heir, {c["id"]: c["instance"] for c in coords})
+
+
 class StoreElection:
     """The lease and the registry in the store's ``leadership`` and ``coordinators`` tables (PostgreSQL:
     the coordinators' steps take turns on the lease row's lock; times are the database's)."""
@@ -222,19 +229,21 @@ class StoreElection:
         raise LeaseBusy("the lease row is locked by another session")
 
     def _step(self, me: Me, ttl: float) -> int:
+        # The registration, and a look at the lease without locking it: a follower that has nothing to
+        # write (most steps) never holds the lease row, which the leader's fenced writes share-lock.
         with self.store.transaction() as tx:
-            tx.lock_timeout(ttl / 4)
-            lease_row = tx.lease(lock=True)
             now = tx.db_now()
             tx.upsert_coordinator(me.id, me.instance, me.address, me.started_at, now)
             coords = tx.coordinators()
-            mine = next((c for c in coords if c["id"] == me.id), None)
-            draining = bool(mine and mine["draining"])
-            heir = successor(coords, me.id, now, ttl) if draining else None
-            values = decide(lease_row, me.id, me.instance, now, ttl, draining, heir,
-                            {c["id"]: c["instance"] for c in coords})
-            if values and tx.set_lease(int(lease_row["epoch"]), values):
-                lease_row.update(values)
+            lease_row = tx.lease()
+        if _decide(lease_row, coords, me, now, ttl) is not None:
+            with self.store.transaction() as tx:  # a write is due: decide again under the row's lock
+                tx.lock_timeout(ttl / 4)
+                lease_row = tx.lease(lock=True)
+                now = tx.db_now()
+                values = _decide(lease_row, coords, me, now, ttl)
+                if values and tx.set_lease(int(lease_row["epoch"]), values):
+                    lease_row.update(values)
         held = (lease_row["leader_id"] == me.id and lease_row["holder"] == me.instance
                 and lease_row["expires_at"] > now)
         return int(lease_row["epoch"]) if held else 0
@@ -290,6 +299,11 @@ class Leadership:
         """The epoch this coordinator leads under, 0 if it does not lead."""
         if self.sole:
             return self._epoch or 1
+        if self._thread is None and not self._held():
+            self.step()  # used without its thread (tests, tools): campaign when asked
+        return self._held()
+
+    def _held(self) -> int:
         return self._epoch if time.monotonic() < self._until else 0
 
     def is_leader(self) -> bool:
@@ -312,7 +326,7 @@ class Leadership:
 
     def step(self) -> None:
         t0 = time.monotonic()
-        was = self.is_leader()
+        was = self._held() > 0
         try:
             epoch = self.election.step(self.me, self.lease)
         except Exception as e:
@@ -392,7 +406,7 @@ class Leadership:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        epoch = self.epoch
+        epoch = self._held()
         self._epoch, self._until = 0, 0.0
         if epoch:  # another coordinator takes over at once instead of when the lease runs out
             try:
