@@ -10,6 +10,7 @@ task run twice shows there.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -24,6 +25,7 @@ import pytest
 
 from tests import pg
 from tests.harness import Cluster, wait_until
+from tests.support import corral
 
 LEASE = "2"
 N = 4
@@ -165,6 +167,13 @@ def test_transfer_and_drain(ha: HA) -> None:
     assert r.status_code == 200 and r.json()["leader_id"] == "c1" and r.json()["epoch"] > epoch, r.text
     assert took < 2.5
     assert ha.cs[0].client.post("/v1/cluster/transfer", json={"target": "nope"}).status_code == 404
+    # The same through the CLI: `corral cluster transfer ID` and `corral cluster status`.
+    r2 = corral("cluster", "transfer", "c2", "-o", "json", server=ha.cs[3].url)
+    assert r2.returncode == 0 and json.loads(r2.stdout)["leader_id"] == "c2", r2.stderr
+    r2 = corral("cluster", "status", server=ha.cs[0].url)
+    assert r2.returncode == 0, r2.stderr
+    assert "leader: c2" in r2.stdout and "c0 (this one)" in r2.stdout and "follower" in r2.stdout
+    ha.lead(1)
     job = ha.job(0)
     ha.all_done([job], via=0)
     # Draining the leader: it hands over, takes the leadership no more, and is not ready.
