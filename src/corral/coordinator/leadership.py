@@ -347,7 +347,8 @@ class Leadership:
             self._epoch, self._until = 0, 0.0
         if epoch and not was:
             if epoch != self._announced:
-                log.warning("coordinator %s leads (epoch %d)", self.me.id, epoch)
+                log.log(logging.INFO if self.sole else logging.WARNING, "coordinator %s leads (epoch %d)",
+                        self.me.id, epoch)
                 self._announced = epoch
             self.on_elected()
         elif self._announced and not epoch:
