@@ -8,7 +8,8 @@ started_at - the job's created_at (both stamped on this machine). Then `--kills`
 all along (through any live coordinator); the leader is killed with SIGKILL; a probe job is submitted at
 once through a live coordinator, and the time from the kill to the probe running is the placement gap; the
 killed coordinator is started again (same id) before the next kill. At the end every accepted job must
-have completed, each task having appended its job id to a file exactly once: lost and twice are counted.
+have completed (a job completes once its task has run), each task having appended its job id to a file:
+an accepted job missing from the file is lost, one there twice ran twice.
 
     .venv/bin/python -m bench.failover --pg postgresql://corral:corral@127.0.0.1:5432/corral_test
 """
@@ -189,20 +190,18 @@ class Bench:
             stop.set()
             th.join()
         deadline = time.monotonic() + 120
-        lost = 0
-        for jid in accepted:
-            while True:
-                state = self.job(jid)["state"]
-                if state in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+        while time.monotonic() < deadline:  # one count per look: the coordinators share two cores with this
+            with contextlib.suppress(httpx.HTTPError, RuntimeError):
+                done = self.live()[0].client.get("/v1/jobs", params={"state": "completed", "limit": 1})
+                if done.json()["total"] >= len(accepted):
                     break
-                time.sleep(0.1)
-            lost += state != "completed"
+            time.sleep(0.5)
         ran = self.runs.read_text().split()
         counts: dict[str, int] = {}
         for jid in ran:
             counts[jid] = counts.get(jid, 0) + 1
         return {"kills": kills, "placement_gap_s": summary(gaps), "new_leader_s": summary(elections),
-                "accepted_jobs": len(accepted), "lost": lost + sum(1 for j in accepted if j not in counts),
+                "accepted_jobs": len(accepted), "lost": sum(1 for j in accepted if j not in counts),
                 "run_twice": sum(1 for v in counts.values() if v > 1)}
 
 
@@ -213,7 +212,7 @@ def main() -> None:
     ap.add_argument("--coordinators", type=int, default=3)
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--latency", type=int, default=50, help="sequential jobs for submit -> running (default 50)")
-    ap.add_argument("--lease", type=float, default=3.0, help="--leader-lease of each coordinator (default 3)")
+    ap.add_argument("--lease", type=float, default=2.0, help="--leader-lease of each coordinator (default 2)")
     args = ap.parse_args()
     if not args.pg:
         ap.error("--pg is required")

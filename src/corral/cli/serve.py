@@ -386,7 +386,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               "[default: its advertised URL].")
 @click.option("--advertise-url", default=None, metavar="URL",
               help="The URL workers and the other coordinators reach this one at [default: http://BIND:PORT].")
-@click.option("--leader-lease", type=click.FloatRange(0.5, 60), default=3.0, show_default=True,
+@click.option("--leader-lease", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
               help="Seconds the leader holds its lease without renewing it: a leader that dies is replaced "
               "after about this long.")
 @_with(common_server)

@@ -29,7 +29,7 @@ from corral.store.sql import Row, Store, Tx
 
 log = logging.getLogger("corral.coordinator")
 
-DEFAULT_LEASE = 3.0  # seconds a leader holds its lease without renewing it
+DEFAULT_LEASE = 2.0  # seconds a leader holds its lease without renewing it
 
 
 class LeaseBusy(Exception):
