@@ -88,6 +88,9 @@ class BackgroundLoops:
                 log.exception("reaper pass failed; trying again")
             try:
                 self.coord.pods.reconcile_once()  # dead nodes' pods, silent nodes, TTLs, deletes
+            except Fenced as e:
+                self._fenced(e)
+                continue
             except Exception:
                 log.exception("pod reconcile pass failed; trying again")
             try:
