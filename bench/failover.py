@@ -152,7 +152,12 @@ class Bench:
             out.append((ts(j["tasks"][0]["executions"][0]["started_at"]) - ts(j["created_at"])) * 1000)
         return summary(out)
 
+    def completed(self) -> int:
+        r = self.live()[0].client.get("/v1/jobs", params={"state": "completed", "limit": 1})
+        return int(r.json()["total"])
+
     def failover(self, kills: int) -> dict[str, Any]:
+        before = self.completed()  # the latency run's jobs
         accepted: list[str] = []
         stop = threading.Event()
 
@@ -192,16 +197,17 @@ class Bench:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # one count per look: the coordinators share two cores with this
             with contextlib.suppress(httpx.HTTPError, RuntimeError):
-                done = self.live()[0].client.get("/v1/jobs", params={"state": "completed", "limit": 1})
-                if done.json()["total"] >= len(accepted):
+                if self.completed() - before >= len(accepted):
                     break
             time.sleep(0.5)
         ran = self.runs.read_text().split()
         counts: dict[str, int] = {}
         for jid in ran:
             counts[jid] = counts.get(jid, 0) + 1
+        missing = {j: self.job(j)["state"] for j in accepted if j not in counts}  # not run: their states
         return {"kills": kills, "placement_gap_s": summary(gaps), "new_leader_s": summary(elections),
-                "accepted_jobs": len(accepted), "lost": sum(1 for j in accepted if j not in counts),
+                "accepted_jobs": len(accepted), "not_run": missing,
+                "lost": sum(1 for s in missing.values() if s in ("completed", "failed", "cancelled")),
                 "run_twice": sum(1 for v in counts.values() if v > 1)}
 
 
