@@ -152,10 +152,11 @@ def test_a_submit_on_one_coordinator_wakes_a_worker_polling_another(ha: HA) -> N
         wait_until(lambda j=job_id: ha.cs[1].job(j)["state"] in {"running", "completed"}, 10, interval=0.01,
                    what="the job to start")
         waits.append(time.monotonic() - t0)
-    # Without a wake-up across coordinators the worker's long-poll (20 s) would hold each start.
+    # Without a wake-up across coordinators the worker's long-poll (20 s) would hold each start; the bound
+    # leaves room for a machine whose two cores are shared by much else (bench/failover.py measures it).
     print(f"submit on c1 -> running via c2: p50 {statistics.median(waits) * 1000:.0f} ms, "
           f"max {max(waits) * 1000:.0f} ms")
-    assert max(waits) < 2.0, waits
+    assert max(waits) < 5.0, waits
 
 
 def test_transfer_and_drain(ha: HA) -> None:

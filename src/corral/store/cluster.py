@@ -17,6 +17,7 @@ from corral.store import schema as s
 from corral.store.rows import Row
 
 _L, _C = s.leadership.c, s.coordinators.c
+_REGISTER_LOCK = 0x436F6F72  # any constant: the key of the advisory lock a first registration holds
 
 
 class ClusterQueries:
@@ -77,6 +78,8 @@ class ClusterQueries:
                                                                      started_at=started_at, instance=instance)
         if self.c.execute(q).rowcount:
             return
+        if self.c.dialect.name == "postgresql":  # first registrations take turns for the next number
+            self.c.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REGISTER_LOCK})
         nxt = self.c.execute(sa.select(sa.func.coalesce(sa.func.max(_C.node_no), 0) + 1)).scalar_one()
         self.c.execute(sa.insert(s.coordinators).values(id=coord_id, node_no=int(nxt), instance=instance,
                                                          address=address,
