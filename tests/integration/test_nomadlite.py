@@ -51,7 +51,7 @@ def test_curl_examples(server: Cluster) -> None:
     assert cl["role"] == "leader" and cl["leader_id"] == cl["node_id"] == 1
     assert isinstance(cl["current_term"], int) and cl["current_term"] > 0
     assert cl["nodes"][0] == {"node_id": 1, "address": f"127.0.0.1:{server.port}", "is_alive": True,
-                              "role": "coordinator", "name": "coordinator"}
+                              "role": "coordinator", "name": f"http://127.0.0.1:{server.port}"}  # its id
     workers = cl["nodes"][1:]
     assert [(w["name"], w["role"], w["is_alive"]) for w in workers] == [("local", "worker", True)], cl["nodes"]
     assert isinstance(workers[0]["node_id"], int) and workers[0]["node_id"] != 1 and workers[0]["address"]

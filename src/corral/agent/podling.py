@@ -61,7 +61,7 @@ def make_app(agent: Any, transport: HttpTransport) -> FastAPI:
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
-            r = await transport.client.request(method, f"/v1/agent/nodes/{node_id}/podling{path}",
+            r = await transport.client.request(method, f"{transport.server}/v1/agent/nodes/{node_id}/podling{path}",
                                                content=body, params=params, headers=headers, timeout=10.0)
         except httpx.HTTPError as e:
             log.warning("the coordinator did not answer a Podling call: %s", e)

@@ -5,13 +5,16 @@ coordinator."""
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import httpx
 
 from corral.domain.agentwire import NODE_SECRET_HEADER
 
+log = logging.getLogger("corral.agent")
 TOKEN_REFUSED = "the coordinator refused the token"
 
 
@@ -65,26 +68,60 @@ def _detail(r: httpx.Response) -> str:
 
 
 class HttpTransport:
-    def __init__(self, server: str, token: str | None = None, ca: str | None = None,
+    """The agent protocol over HTTP, to one coordinator or to any of several sharing a database: the worker
+    talks to one at a time and moves to the next when its own cannot be reached. A request that never
+    reached a coordinator (connection refused) is sent to the next at once; one that may have reached it
+    (the connection broke during the request) fails, and the agent sends it again as after any error (a
+    report's changes are compare-and-sets, so one applied twice changes nothing the second time)."""
+
+    def __init__(self, servers: str | Sequence[str], token: str | None = None, ca: str | None = None,
                  cert: tuple[str, str] | None = None) -> None:
         """``ca``: verify an HTTPS coordinator against this CA file (else the system's); ``cert``: a client
         certificate and its key to present."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.node_secret: str | None = None
+        self.servers = [s.rstrip("/") for s in ([servers] if isinstance(servers, str) else servers)]
+        if not self.servers:
+            raise ValueError("no coordinator URL")
+        self.current = 0
         verify: ssl.SSLContext | bool = True
         if ca or cert:
             verify = ssl.create_default_context(cafile=ca)
             if cert:
                 verify.load_cert_chain(*cert)
-        self.client = httpx.AsyncClient(base_url=server.rstrip("/"), headers=headers, verify=verify,
-                                        timeout=httpx.Timeout(10.0, read=75.0))
+        self.client = httpx.AsyncClient(headers=headers, verify=verify, timeout=httpx.Timeout(10.0, read=75.0))
+
+    @property
+    def server(self) -> str:
+        return self.servers[self.current]
+
+    def _next(self, failed: int) -> None:
+        if len(self.servers) > 1 and self.current == failed:
+            self.current = (failed + 1) % len(self.servers)
+            log.warning("coordinator %s cannot be reached: moving to %s", self.servers[failed], self.server)
+
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        for _ in range(len(self.servers)):
+            at = self.current
+            try:
+                return await self.client.request(method, self.servers[at] + path, **kw)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                self._next(at)
+                if len(self.servers) == 1:
+                    raise
+            except httpx.TransportError:
+                self._next(at)
+                raise
+        raise httpx.ConnectError(f"none of the coordinators can be reached: {', '.join(self.servers)}")
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST a JSON body, with the node's secret once it has one. A report keeps within half the
         coordinator's limit for its route (``logbuf.REPORT_BYTES``); one it refuses all the same (400,
         413, 422) raises Rejected, which the agent handles by splitting the batch."""
         headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
-        r = await self.client.post(path, json=body, headers=headers)
+        timeout = None if path.endswith("/poll") else httpx.Timeout(10.0, read=20.0)
+        r = await self._send("POST", path, json=body, headers=headers,
+                             **({"timeout": timeout} if timeout else {}))
         if r.status_code == 404 and "/nodes/" in path:
             raise UnknownNode(r.text)
         if r.status_code == 401:
@@ -129,7 +166,7 @@ class HttpTransport:
 
     async def node_services(self, node_id: str) -> list[dict[str, Any]]:
         headers = {NODE_SECRET_HEADER: self.node_secret} if self.node_secret else None
-        r = await self.client.get(f"/v1/agent/nodes/{node_id}/services", headers=headers)
+        r = await self._send("GET", f"/v1/agent/nodes/{node_id}/services", headers=headers)
         if r.status_code == 404:
             raise UnknownNode(r.text)
         if r.status_code in (401, 403):

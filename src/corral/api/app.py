@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from corral.coordinator.audit import AuditConfig, AuditLog
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
 from corral.coordinator.stacks import Stacks, StacksConfig
-from corral.coordinator.wakeups import NodeWakeups
+from corral.coordinator.wakeups import NodeWakeups, PgBroadcast
 from corral.store.sql import Store
 
 log = logging.getLogger("corral")
@@ -56,6 +56,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     coord = Coordinator(store, config.settings)
     wakeups = NodeWakeups()
     coord.on_nodes_changed = wakeups.notify
+    broadcast: PgBroadcast | None = None
+    if not store.is_sqlite:  # several coordinators may share the database: wake-ups cross them
+        broadcast = PgBroadcast(_libpq_url(config.database_url), coord.leadership.me.id, wakeups.notify,
+                                coord.kick_local)
+        coord.on_nodes_changed = _both(wakeups.notify, broadcast.nodes_changed)
+        coord.on_kick = broadcast.kick
     loops = BackgroundLoops(coord)
     stacks = Stacks(coord, config.stacks)
     audit_log = AuditLog(store, config.audit)
@@ -63,6 +69,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
+        if broadcast is not None:
+            broadcast.start()
         loops.start()
         stacks.start()
         audit_log.start()
@@ -94,6 +102,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             stacks.stop()
             loops.stop()
             audit_log.stop()
+            if broadcast is not None:
+                broadcast.stop()
             store.close()
 
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
@@ -148,6 +158,19 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _libpq_url(url: str) -> str:
+    """The database URL as libpq takes it (without SQLAlchemy's driver name)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+def _both(a: Callable[[set[str]], None], b: Callable[[set[str]], None]) -> Callable[[set[str]], None]:
+    def call(ids: set[str]) -> None:
+        a(ids)
+        b(ids)
+    return call
 
 
 def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAPI:

@@ -25,11 +25,20 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="The store answers")
+@router.get("/readyz", summary="The store answers, a leader is known, and this coordinator is not draining")
 def readyz(svc: Svc) -> Response:
-    if svc.coord.store.ping():
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "store unreachable"}, status_code=503)
+    if not svc.coord.store.ping():
+        return JSONResponse({"status": "store unreachable"}, status_code=503)
+    try:
+        state = svc.coord.cluster_status()
+    except Exception:
+        return JSONResponse({"status": "store unreachable"}, status_code=503)
+    me = state.member(state.me)
+    if me is not None and me.draining:
+        return JSONResponse({"status": "draining", "leader_id": state.leader_id}, status_code=503)
+    if state.leader_id is None:
+        return JSONResponse({"status": "no leader"}, status_code=503)
+    return JSONResponse({"status": "ready", "leader_id": state.leader_id, "epoch": state.epoch})
 
 
 class CorralCollector(Collector):

@@ -26,10 +26,11 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import admin, client, pods
+    from corral.cli import admin, client, cluster, pods
 
     client.register(cli)
     cli.add_command(pods.pods)
     cli.add_command(admin.tokens)
     cli.add_command(admin.audit)
+    cli.add_command(cluster.cluster)
     cli(prog_name="corral")

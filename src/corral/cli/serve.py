@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -444,7 +445,7 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks, audit=audit,
         grpc_port=grpc_port, grpc_bind=bind, grpc_optional=not given_grpc,
-        settings=_settings(**common),
+        settings=dataclasses.replace(_settings(**common), address=f"{scheme}://{bind}:{port}"),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
                       "advertise_address": advertise_address},
@@ -474,9 +475,18 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
 @click.option("--insecure", is_flag=True, default=False,
               help="Listen on a non-loopback address without --api-token and --token (not recommended: anyone "
               "who reaches the port could run commands and join as a worker).")
+@click.option("--coordinator-id", default=None, metavar="ID",
+              help="This coordinator's id among those sharing the database; keep it across restarts "
+              "[default: its advertised URL].")
+@click.option("--advertise-url", default=None, metavar="URL",
+              help="The URL workers and the other coordinators reach this one at [default: http://BIND:PORT].")
+@click.option("--leader-lease", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              help="Seconds the leader holds its lease without renewing it: a leader that dies is replaced "
+              "after about this long.")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, insecure: bool,
-           allow_hosts: tuple[str, ...], log_level: str, **common: Any) -> None:
+           allow_hosts: tuple[str, ...], log_level: str, coordinator_id: str | None, advertise_url: str | None,
+           leader_lease: float, **common: Any) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`.
 
     On an address other than loopback it needs --api-token (for the API) and --token (for workers),
@@ -501,17 +511,23 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     sqlite_path = database_url.split("///", 1)[-1] if database_url.startswith("sqlite") else ""
     _secret_keys(common, (Path(sqlite_path).parent if sqlite_path and sqlite_path != ":memory:"
                           else Path(".corral")) / "secret.key")
+    settings = _settings(**common)
+    settings.address = (advertise_url or f"{'https' if tls else 'http'}://{bind}:{port}").rstrip("/")
+    settings.coordinator_id = coordinator_id or settings.address
+    settings.leader_lease = leader_lease
     config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit,
                           grpc_port=grpc_port, grpc_bind=bind,
-                          settings=_settings(**common),
+                          settings=settings,
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
                                                    token_hint="the token given to corral server --api-token"))
     _serve_all(config, bind, port, log_level, ports, tls)
 
 
 @click.command()
-@click.option("--server", "-s", "server_url", envvar="CORRAL_SERVER", default="http://127.0.0.1:8000",
-              show_default=True, help="The coordinator's URL [env CORRAL_SERVER].")
+@click.option("--server", "-s", "server_urls", envvar="CORRAL_SERVER", multiple=True,
+              help="A coordinator's URL; repeat it, or give a comma-separated list, for several coordinators: "
+              "the worker moves to the next when its own does not answer [default: http://127.0.0.1:8000] "
+              "[env CORRAL_SERVER].")
 @click.option("--token", envvar="CORRAL_TOKEN", default=None,
               help="The cluster token, or a join token (corral tokens create --worker) [env CORRAL_TOKEN].")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False), default=None, envvar="CORRAL_CA",
@@ -544,8 +560,8 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
               help="The address the Podling port listens on.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(server_url: str, token: str | None, ca: str | None, tls_cert: str | None, tls_key: str | None,
-           name: str | None, data_dir: str, queues: tuple[str, ...],
+def worker(server_urls: tuple[str, ...], token: str | None, ca: str | None, tls_cert: str | None,
+           tls_key: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
            grace: str, advertise_address: str | None, podling_port: int | None, podling_bind: str,
            log_level: str) -> None:
@@ -558,6 +574,8 @@ def worker(server_url: str, token: str | None, ca: str | None, tls_cert: str | N
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--grace") from e
     _logging(log_level)
+    servers = [u.strip() for given in server_urls for u in given.split(",") if u.strip()]
+    servers = servers or ["http://127.0.0.1:8000"]
     node_labels = _labels(labels)
     if podling_port:
         from corral.domain.podling import PORT_LABEL
@@ -571,7 +589,7 @@ def worker(server_url: str, token: str | None, ca: str | None, tls_cert: str | N
         raise click.UsageError("--tls-cert and --tls-key go together")
 
     async def main() -> None:
-        transport = HttpTransport(server_url, token, ca=ca, cert=(tls_cert, tls_key) if tls_cert and tls_key else None)
+        transport = HttpTransport(servers, token, ca=ca, cert=(tls_cert, tls_key) if tls_cert and tls_key else None)
         agent = Agent(cfg, transport)
         if not agent.runtimes:
             raise click.ClickException("no runtime is available on this machine")
@@ -591,7 +609,7 @@ def worker(server_url: str, token: str | None, ca: str | None, tls_cert: str | N
             done.set()
             await side
 
-    click.echo(f"Corral worker {cfg.name} (pid {os.getpid()}) -> {server_url}", err=True)
+    click.echo(f"Corral worker {cfg.name} (pid {os.getpid()}) -> {', '.join(servers)}", err=True)
     try:
         asyncio.run(main())
     except (Refused, DirLocked) as e:

@@ -233,6 +233,7 @@ class Pods:
             by_id = {p["id"]: p for p in pending}
             placed = 0
             with self.store.transaction() as tx:
+                self.coord.fence(tx)  # the leader's alone (coordinator/leadership.py)
                 for pl in result.placements:
                     inst = new_id()
                     spec_ports = published_ports(by_id[pl.pod_id]["spec"])
@@ -295,6 +296,7 @@ class Pods:
             return 0
         changed, woken, replaced = 0, set(), 0
         with self.store.transaction() as tx:
+            self.coord.fence(tx)
             for d in decisions:
                 ok = self._apply(tx, d, now)
                 changed += ok

@@ -17,6 +17,7 @@ class Reaper(Part):
         if now - self.coord.started_at < ttl:
             return 0  # after a coordinator restart, give every node one full lease to check in
         with self.store.transaction() as tx:
+            self.coord.fence(tx)  # the leader's alone
             stale = tx.stale_nodes(now - ttl)
             for n in stale:
                 if tx.cas_node(n["id"], n["state"], state="down"):  # ready, or draining

@@ -106,9 +106,11 @@ class Scheduling(Part):
         """The one step that writes a plan: each placement is a compare-and-set of its task (still pending:
         a task cancelled since the snapshot is left alone) with its new execution, the jobs
         placed become scheduled, and the reasons of what waits are written where they changed. The nodes
-        given work are woken. Returns how many tasks were placed."""
+        given work are woken. Returns how many tasks were placed. The write carries the leader's epoch: it
+        is refused (Fenced) if another coordinator has taken the leadership since."""
         woken: set[str] = set()
         with self.store.transaction() as tx:
+            self.coord.fence(tx)
             rows: list[dict[str, Any]] = [
                 {"id": p.task_id, "node_id": p.node_id, "execution_id": new_id(), "gpus": list(p.gpus)}
                 for p in result.placements]
@@ -141,6 +143,7 @@ class Scheduling(Part):
             return
         openings = self.flow.decide(rows, jobs, contexts, now)
         with self.store.transaction() as tx:
+            self.coord.fence(tx)
             nodes = self.flow.apply(tx, openings, now)
         if nodes:
             self.coord.on_nodes_changed(nodes)

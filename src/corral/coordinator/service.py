@@ -4,7 +4,8 @@ the parts, each in its own module:
 - jobs.py: job commands (submit and its admission, get, cancel, restart, delete; idempotency keys);
 - nodes.py: the node protocol (register, authenticate, heartbeat, poll, report, drain, leave);
 - scheduling.py: the scheduling pass and the one step that commits a placement;
-- reaper.py: nodes that stopped heartbeating.
+- reaper.py: nodes that stopped heartbeating;
+- leadership.py: which of the coordinators sharing a database leads, and the fencing epoch.
 
 Nothing here speaks HTTP: the API routers, the in-process agent transport and the background loops all
 call these methods. The wire types a worker sends (``NodeInfo``, ``Update``, ``LogLine``) live in
@@ -13,6 +14,7 @@ call these methods. The wire types a worker sends (``NodeInfo``, ``Update``, ``L
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +25,7 @@ from corral.coordinator import flow
 from corral.coordinator.flow import Flow
 from corral.coordinator.idempotency import IdemKey
 from corral.coordinator.jobs import Jobs
+from corral.coordinator.leadership import DEFAULT_LEASE, ClusterState, Leadership, Me, MemoryElection, StoreElection
 from corral.coordinator.nodes import MAX_LOST_RESCHEDULES, Nodes, secret_hash
 from corral.coordinator.policy import Policy
 from corral.coordinator.reaper import Reaper
@@ -51,6 +54,9 @@ class Settings:
     policy: Policy = field(default_factory=Policy)  # what jobs may reach on the host (bind mounts, volumes, ...)
     max_log_bytes: int = 10_000_000  # output stored per attempt of a task; past it, a marker and no more
     node_port_range: tuple[int, int] = (30000, 32767)  # node ports given to pods' published ports
+    coordinator_id: str = ""  # this coordinator's id among those sharing the database (default: its address)
+    address: str = ""  # the URL other coordinators and workers reach this one at
+    leader_lease: float = DEFAULT_LEASE  # seconds a leader holds its lease without renewing it
 
 
 
@@ -62,6 +68,7 @@ class Coordinator:
         self._kick = threading.Event()
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
+        self.on_kick: Callable[[], None] = lambda: None  # tells the other coordinators (their leader)
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
         self.flow = Flow(self.settings.policy, self.settings.max_tasks_per_job)
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,
@@ -73,6 +80,13 @@ class Coordinator:
         self.reaper = Reaper(self)
         from corral.coordinator.pods import Pods  # pods build on this module: imported here, not above
         self.pods = Pods(self)
+        address = self.settings.address or f"http://{socket.gethostname()}"
+        me = Me(self.settings.coordinator_id or address, address, self.started_at)
+        # One coordinator per SQLite database: the lease in memory. On PostgreSQL, in the database.
+        election = MemoryElection() if store.is_sqlite else StoreElection(store)
+        self.leadership = Leadership(election, me, self.settings.leader_lease, sole=store.is_sqlite)
+        if store.is_sqlite:
+            self.leadership.step()  # in memory: registers it at once
 
     # -- jobs (jobs.py) -------------------------------------------------------------------------
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
@@ -147,9 +161,32 @@ class Coordinator:
     def report(self, node_id: str, updates: Sequence[Update], logs: Sequence[LogLine]) -> list[str]:
         return self.nodes.report(node_id, updates, logs)
 
+    # -- the coordinators (leadership.py) ------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader()
+
+    def fence(self, tx: Tx) -> None:
+        """In a leader-only write: raise Fenced unless this coordinator leads under the current epoch."""
+        self.leadership.fence(tx)
+
+    def cluster_status(self) -> ClusterState:
+        return self.leadership.state()
+
+    def transfer_leadership(self, target: str | None = None) -> ClusterState:
+        return self.leadership.transfer(target)
+
+    def drain_coordinator(self, coord_id: str | None = None, draining: bool = True) -> ClusterState:
+        """A draining coordinator takes no leadership, hands it over if it leads, and is not ready."""
+        return self.leadership.set_draining(coord_id or self.leadership.me.id, draining)
+
     # -- background work (scheduling.py, reaper.py) --------------------------------------------
     def kick(self) -> None:
-        """Ask for a scheduling pass soon."""
+        """Ask for a scheduling pass soon (the leader's: on another coordinator, through ``on_kick``)."""
+        self._kick.set()
+        if not self.leadership.is_leader():
+            self.on_kick()
+
+    def kick_local(self) -> None:
         self._kick.set()
 
     def wait_for_kick(self, timeout: float) -> None:

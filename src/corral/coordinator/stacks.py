@@ -395,6 +395,8 @@ class Stacks:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if not self.coord.is_leader():  # TTL expiry and batches: the leader's (coordinator/leadership.py)
+                continue
             for step in (self.expire_once, self.run_batches_once, self.collect_orphans):
                 try:
                     step()

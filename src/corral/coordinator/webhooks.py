@@ -43,7 +43,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,8 +247,9 @@ class _Stopping(Exception):
 # -- the loop -----------------------------------------------------------------------------------------
 class Webhooks:
     def __init__(self, store: Store, interval: float | None = None, workers: int = WORKERS,
-                 allowed_hosts: Iterable[str] = ()) -> None:
+                 allowed_hosts: Iterable[str] = (), leading: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.leading = leading  # delivery is the leader's (several coordinators on one database)
         self.allowed_hosts = frozenset(h.lower().strip("[]") for h in allowed_hosts)
         self.interval = interval_from_env() if interval is None else interval
         self.stop_event = threading.Event()
@@ -270,6 +271,8 @@ class Webhooks:
         failing_since: float | None = None
         last_said = 0.0
         while not self.stop_event.wait(self.interval):
+            if not self.leading():
+                continue
             try:
                 self.poll_once()
                 if failing_since is not None:

@@ -379,3 +379,27 @@ join_tokens = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
 )
+
+# The coordinators sharing this database (several on PostgreSQL): each registers and renews its row.
+coordinators = sa.Table(
+    "coordinators", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("node_no", sa.Integer, nullable=False, unique=True),  # small and stable: nomad-lite's node_id
+    sa.Column("instance", sa.String(64), nullable=False),  # this run of the process: new at each start
+    sa.Column("address", sa.String(256), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+)
+
+# One row (id 1): the leader's lease and its fencing epoch, raised by every change of leader.
+leadership = sa.Table(
+    "leadership", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("leader_id", sa.String(64)),
+    sa.Column("holder", sa.String(64)),  # the instance of the leader that holds it: a restart must win it again
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("transfer_to", sa.String(64)),  # asked for: the leader hands its lease to this coordinator
+    sa.Column("changed_at", sa.Float, nullable=False),
+)

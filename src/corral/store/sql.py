@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
 from corral.store.audit import AuditQueries
+from corral.store.cluster import ClusterQueries
 from corral.store.pods import PodQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
 from corral.store.rows import Row as Row
@@ -98,7 +99,7 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx(PodQueries, StackQueries, AuditQueries):
+class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
     queries about pods are in store/pods.py, those about stacks in store/stacks.py, the audit log and join
     tokens in store/audit.py."""

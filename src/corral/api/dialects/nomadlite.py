@@ -28,6 +28,7 @@ from corral.api.dialects.nomadlite_core import (
     job_uuid,
     jobs_facts,
     parse_job_id,
+    state_numbers,
     worker_number,
 )
 from corral.api.idempotency import idem_key
@@ -121,23 +122,22 @@ def cancel(job_id: str, svc: Svc) -> dict[str, Any]:
 
 
 # -- cluster and health ---------------------------------------------------------------------------
-@router.get("/api/cluster", summary="nomad-lite: this coordinator as the leader of its cluster, and the workers")
+@router.get("/api/cluster", summary="nomad-lite: the coordinators (leader, followers, the epoch as the term) "
+                                    "and the workers")
 def cluster(request: Request, svc: Svc) -> dict[str, Any]:
-    server = request.scope.get("server") or ("0.0.0.0", 0)
-    address = f"{server[0]}:{server[1]}"
     try:
+        state = svc.coord.cluster_status()
         with svc.coord.store.read() as tx:
             index = tx.state_change_count()
-            members = cluster_members(tx, address)
-        leader: int | None = LEADER_ID
+            members = cluster_members(tx, state)
     except Exception:  # the store does not answer: no leader can commit anything
-        index, leader = 0, None
-        members = [{"node_id": LEADER_ID, "address": address, "is_alive": False, "role": "coordinator",
-                    "name": "coordinator"}]
+        return {"node_id": LEADER_ID, "role": "candidate", "current_term": 0, "leader_id": None,
+                "commit_index": 0, "last_applied": 0, "log_length": 0, "nodes": []}
+    me, leader = state_numbers(state)
     return {
-        "node_id": LEADER_ID,
-        "role": "leader" if leader is not None else "candidate",
-        "current_term": int(svc.coord.started_at),
+        "node_id": me,
+        "role": "leader" if leader is not None and leader == me else "follower" if leader else "candidate",
+        "current_term": state.epoch,
         "leader_id": leader,
         "commit_index": index,
         "last_applied": index,
@@ -153,6 +153,16 @@ def live() -> dict[str, str]:
 
 @router.get("/health/ready", summary="nomad-lite: a leader can commit (the store answers)")
 def ready(svc: Svc) -> Response:
-    if svc.coord.store.ping():
-        return JSONResponse({"status": "ok", "leader_id": LEADER_ID})
-    return JSONResponse({"status": "no_leader", "leader_id": None}, status_code=503)
+    """Ready while the store answers and a coordinator leads (``leader_id``: its number); a draining
+    coordinator answers 503 ``draining``."""
+    try:
+        state = svc.coord.cluster_status() if svc.coord.store.ping() else None
+    except Exception:
+        state = None
+    leader = next((m.node_no for m in state.members if m.id == state.leader_id), None) if state else None
+    me = state.member(state.me) if state else None
+    if me is not None and me.draining:
+        return JSONResponse({"status": "draining", "leader_id": leader}, status_code=503)
+    if state is None or state.leader_id is None:
+        return JSONResponse({"status": "no_leader", "leader_id": None}, status_code=503)
+    return JSONResponse({"status": "ok", "leader_id": leader if leader is not None else LEADER_ID})

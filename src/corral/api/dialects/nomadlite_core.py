@@ -22,6 +22,7 @@ from corral.domain.spec import JobSpec, TaskSpec
 from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
+    from corral.coordinator.leadership import ClusterState
     from corral.coordinator.service import Coordinator
 
 MAX_COMMAND_BYTES = 1024
@@ -200,10 +201,17 @@ def find_jobs(tx: Tx, f: JobFilter) -> tuple[list[Row], int, str]:
 
 
 # -- the cluster ----------------------------------------------------------------------------------
-def cluster_members(tx: Tx, address: str, alive: bool = True) -> list[dict[str, Any]]:
-    """This coordinator first (node 1), then every worker by its number."""
-    members: list[dict[str, Any]] = [{"node_id": LEADER_ID, "address": address, "is_alive": alive,
-                                      "role": "coordinator", "name": "coordinator"}]
+def state_numbers(state: ClusterState) -> tuple[int, int | None]:
+    """The answering coordinator's number and the leader's (None while no lease is held)."""
+    numbers = {m.id: m.node_no for m in state.members}
+    return numbers.get(state.me, LEADER_ID), numbers.get(state.leader_id) if state.leader_id else None
+
+
+def cluster_members(tx: Tx, state: ClusterState) -> list[dict[str, Any]]:
+    """The coordinators (their small stable numbers), then every worker by its number."""
+    members: list[dict[str, Any]] = [
+        {"node_id": m.node_no, "address": m.address.split("://", 1)[-1].rstrip("/"), "is_alive": m.alive,
+         "role": "coordinator", "name": m.id} for m in state.members]
     members += [{"node_id": worker_number(n["id"]), "address": n["hostname"], "is_alive": n["state"] == "ready",
                  "role": "worker", "name": n["name"]} for n in map(safe_node, tx.nodes())]
     return members

@@ -1,17 +1,16 @@
 """The coordinators as nomad-lite's cluster: who leads, in which term, and handing leadership over.
 
-The one place the gRPC service asks about leadership. Today a coordinator needs no election: each commits
-through the store, so each answers as the leader (node 1) of the cluster it sees, in a term that is the
-second its process started (docs/api/nomad-lite.md#the-cluster). Where the coordinator offers
-``cluster_status()`` and ``transfer_leadership(target)`` (several coordinators with a leadership lease),
-these functions are where they are called.
+The one place the gRPC service asks about leadership; it answers from the coordinator's leadership lease
+(``Coordinator.cluster_status``, ``transfer_leadership``, ``drain_coordinator``): the term is the lease's
+fencing epoch and each coordinator is known by its small stable number (docs/api/nomad-lite.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corral.api.dialects.nomadlite_core import LEADER_ID, cluster_members
+from corral.api.dialects.nomadlite_core import cluster_members, state_numbers
+from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.service import Coordinator
 
 
@@ -39,21 +38,33 @@ class Transfer:
 
 def cluster_status(coord: Coordinator, address: str) -> ClusterStatus:
     """This coordinator, the leader, and every member (coordinators first, then workers)."""
+    state = coord.cluster_status()
     with coord.store.read() as tx:
         members = [Member(int(m["node_id"]), str(m["address"]), bool(m["is_alive"]))
-                   for m in cluster_members(tx, address)]
-    return ClusterStatus(node_id=LEADER_ID, term=int(coord.started_at), leader_id=LEADER_ID, members=members)
+                   for m in cluster_members(tx, state)]
+    me, leader = state_numbers(state)
+    return ClusterStatus(node_id=me, term=state.epoch, leader_id=leader, members=members)
 
 
 def transfer_leadership(coord: Coordinator, target: int) -> Transfer:
-    """Hand leadership to coordinator ``target`` (0: any other). With one coordinator there is no other."""
-    if target in (0, LEADER_ID):
-        why = "it leads already" if target == LEADER_ID else "there is no other coordinator to lead"
-        return Transfer(target == LEADER_ID, f"node {LEADER_ID} stays the leader: {why}", LEADER_ID)
-    return Transfer(False, f"no coordinator {target} in this cluster (coordinators: {LEADER_ID})", LEADER_ID)
+    """Hand leadership to coordinator ``target`` (0: any other live one that is not draining)."""
+    state = coord.cluster_status()
+    _, leader = state_numbers(state)
+    by_number = {m.node_no: m.id for m in state.members}
+    if target and target not in by_number:
+        known = ", ".join(str(n) for n in sorted(by_number))
+        return Transfer(False, f"no coordinator {target} in this cluster (coordinators: {known})", leader or 0)
+    try:
+        after = coord.transfer_leadership(by_number[target] if target else None)
+    except (Conflict, NotFound) as e:
+        return Transfer(False, str(e), leader or 0)
+    _, new = state_numbers(after)
+    return Transfer(True, f"node {new} leads (term {after.epoch})", new or 0)
 
 
 def hand_over(coord: Coordinator) -> str:
-    """This coordinator is draining: let another lead. Returns what happened, in a few words."""
-    result = transfer_leadership(coord, 0)
-    return result.message
+    """This coordinator is draining: it takes no leadership and hands it over if it leads. Returns what
+    happened, in a few words."""
+    state = coord.drain_coordinator(None, True)
+    _, leader = state_numbers(state)
+    return f"coordinator draining; leader: node {leader}" if leader else "coordinator draining; no leader now"

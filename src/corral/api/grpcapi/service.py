@@ -186,7 +186,7 @@ class SchedulerService:
         commit, changes = await asyncio.to_thread(read)
         first = commit - len(changes) + 1  # the changes of deleted jobs are gone, as compacted entries are
         start = max(req.start_index, first)
-        term = int(self.coord.started_at)
+        term = (await asyncio.to_thread(self.coord.cluster_status)).epoch
         entries = [self.pb.RaftLogEntryInfo(index=start + i, term=term, command=self._command(c), is_committed=True)
                    for i, c in enumerate(changes[start - first:start - first + limit])]
         return self.pb.GetRaftLogEntriesResponse(entries=entries, commit_index=commit, last_log_index=commit,

@@ -1,11 +1,13 @@
-"""/v1/nodes and /v1/queues: what the cluster has and what waits on it."""
+"""/v1/nodes and /v1/queues: what the cluster has and what waits on it; /v1/cluster: the coordinators, which
+one leads, leadership transfer and a coordinator's drain."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
@@ -86,3 +88,32 @@ def list_queues(svc: Svc) -> dict[str, Any]:
         for name in node["queues"] or []:
             q(name)["workers"] += 1
     return {"items": sorted(queues.values(), key=lambda x: x["name"])}
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str | None = Field(None, min_length=1, max_length=64,
+                               description="The coordinator to lead; any other live one if not given")
+
+
+@router.get("/cluster", summary="The coordinators sharing the database: which leads, the epoch, liveness")
+def cluster_status(svc: Svc) -> dict[str, Any]:
+    return svc.coord.cluster_status().view()
+
+
+@router.post("/cluster/transfer", summary="Hand the leadership to a coordinator (or any other), within 2 s")
+async def transfer(svc: Svc, body: TransferIn | None = None) -> dict[str, Any]:
+    target = body.target if body is not None else None
+    state = await run_in_threadpool(svc.coord.transfer_leadership, target)
+    return state.view()
+
+
+@router.post("/cluster/{coord_id}/drain",
+             summary="A coordinator stops taking the leadership, hands it over, and is no longer ready")
+def drain_coordinator(coord_id: str, svc: Svc) -> dict[str, Any]:
+    return svc.coord.drain_coordinator(coord_id, True).view()
+
+
+@router.post("/cluster/{coord_id}/undrain", summary="A drained coordinator may lead again and is ready")
+def undrain_coordinator(coord_id: str, svc: Svc) -> dict[str, Any]:
+    return svc.coord.drain_coordinator(coord_id, False).view()
