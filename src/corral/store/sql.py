@@ -111,6 +111,8 @@ class Tx(PodQueries, StackQueries):
             return
         q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
         seqs: dict[str, int] = {jid: seq for jid, seq in self.c.execute(q, [job for job, _ in items])}
+        for job, _ in items:
+            job["seq"] = seqs[job["id"]]  # the caller's row gets the number the store gave it
         tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
         self.c.execute(_INSERT_TASKS, tasks)
 
@@ -837,6 +839,7 @@ class Store:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._sync = "FULL"  # SQLite's synchronous setting outside durable transactions (PostgreSQL: n/a)
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -844,6 +847,7 @@ class Store:
             self.engine: Engine = sa.create_engine(url, connect_args={"check_same_thread": False,
                                                                       "timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._sync = _sqlite_sync()
         else:
             self.engine = sa.create_engine(_pg_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
         # SQLite allows one writer at a time: take turns in-process instead of spinning on SQLITE_BUSY.
@@ -853,8 +857,24 @@ class Store:
             upgrade(self.engine)
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        if self._write_lock is not None:
+    def transaction(self, durable: bool = False) -> Iterator[Tx]:
+        """A write transaction. ``durable``: its commit returns only once it is on disk, through a power
+        loss too (what is acknowledged as created: submissions). PostgreSQL syncs every commit already; on
+        SQLite, whose other commits survive a crash of the process but may lose their last moments to a
+        power loss (WAL, ``synchronous=NORMAL``), this commit syncs the log (``synchronous=FULL``), and with
+        it every commit before it."""
+        if self._write_lock is not None and durable and self._sync != "FULL":
+            with self._write_lock, self.engine.connect() as conn:
+                # Set outside the transaction (SQLite refuses it inside one), and back after it.
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                conn.commit()
+                try:
+                    with conn.begin():
+                        yield Tx(conn)
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA synchronous={self._sync}")
+                    conn.commit()
+        elif self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
                 yield Tx(conn)
         else:
@@ -885,12 +905,20 @@ def _pg_url(url: str) -> str:
     return url
 
 
+def _sqlite_sync() -> str:
+    import os
+    value = os.environ.get("CORRAL_SQLITE_SYNC", "NORMAL").strip().upper()
+    if value not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"CORRAL_SQLITE_SYNC={value!r}: one of OFF, NORMAL, FULL, EXTRA")
+    return value
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # In WAL mode NORMAL keeps every committed transaction through a crash of the process
     # (kill -9); only a power loss may drop the last few. CORRAL_SQLITE_SYNC=FULL for that too.
-    import os
-    cur.execute(f"PRAGMA synchronous={os.environ.get('CORRAL_SQLITE_SYNC', 'NORMAL')}")
+    # Submissions are synced whatever this says (Store.transaction(durable=True)).
+    cur.execute(f"PRAGMA synchronous={_sqlite_sync()}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

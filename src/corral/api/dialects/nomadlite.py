@@ -7,7 +7,6 @@ command with ``sh -c``. Ids are Corral's job ids written as UUIDs. Errors are ``
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import uuid
@@ -135,7 +134,7 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     except ValidationError as e:
         err = e.errors()[0]
         raise DialectError(400, f"{'.'.join(str(x) for x in err['loc']) or 'job'}: {err['msg']}") from e
-    job = await asyncio.to_thread(svc.coord.submit, spec, idem_key(request, "nomad-lite/jobs"))
+    job = (await svc.coord.submit_async([spec], idem_key(request, "nomad-lite/jobs")))[0]
     return {"job_id": job_uuid(job["id"]), "status": "pending"}
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from corral.api import body
@@ -68,8 +68,9 @@ def job_schemas() -> dict[str, Any]:
     return defs
 
 
-@router.post("", status_code=201, summary="Submit a job (JSON or YAML)", openapi_extra=_JOB_BODY)
-async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
+@router.post("", status_code=201, summary="Submit a job (JSON or YAML)", openapi_extra=_JOB_BODY,
+             response_model=None)
+async def submit(request: Request, svc: Svc, response: Response) -> dict[str, Any] | Response:
     data = await read_body(request, then=_spec_unless_scheduled)
     if not isinstance(data, JobSpec):
         # A job with `schedule: {cron: ...}` is a scheduled job: create the schedule instead.
@@ -80,9 +81,9 @@ async def submit(request: Request, svc: Svc, response: Response) -> dict[str, An
             raise BadInput("schedule: an object with 'cron'", [{"field": "schedule", "message": "only 'cron'"}])
         return await create_schedule(svc, response, checked_cron(sched.get("cron"), "schedule.cron"), data, None,
                                      idem=idem_key(request, "v1/jobs"))
-    job = await asyncio.to_thread(svc.coord.submit, data, idem_key(request, "v1/jobs"))
-    response.headers["Location"] = f"/v1/jobs/{job['id']}"
-    return job_view(job)
+    # Written by the next group commit, with the submissions made meanwhile; answered once committed.
+    job = (await svc.coord.submit_async([data], idem_key(request, "v1/jobs")))[0]
+    return JSONResponse(job_view(job), status_code=201, headers={"Location": f"/v1/jobs/{job['id']}"})
 
 
 def _batch_specs(data: Any) -> list[JobSpec]:
@@ -97,7 +98,7 @@ def _batch_specs(data: Any) -> list[JobSpec]:
 @router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
 async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
     specs = await read_body(request, then=_batch_specs)
-    jobs = await asyncio.to_thread(svc.coord.submit_many, specs, idem_key(request, "v1/jobs/batch"))
+    jobs = await svc.coord.submit_async(specs, idem_key(request, "v1/jobs/batch"))
     return {"items": [job_view(j) for j in jobs]}
 
 
