@@ -64,6 +64,16 @@ _JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s
     sa.or_(s.jobs.c.parent_task_id.is_not(None), s.jobs.c.spec["output"].as_string().is_not(None)))
 
 
+# What a job's page reads (GET /v1/jobs/{id}), built once: building them cost more than running them.
+_JOB = sa.select(s.jobs).where(s.jobs.c.id == sa.bindparam("id"))
+_TASKS_PAGE = (sa.select(s.tasks).where(_T.job_id == sa.bindparam("job_id"), _T.seq > sa.bindparam("after"))
+               .order_by(_T.seq).limit(sa.bindparam("lim")))
+_TASK_STATES = (sa.select(_T.state, sa.func.count()).where(_T.job_id == sa.bindparam("job_id"))
+                .group_by(_T.state))
+_EXECS_OF_TASKS = (sa.select(s.executions).where(_E.task_id.in_(sa.bindparam("ids", expanding=True)))
+                   .order_by(_E.scheduled_at))
+
+
 @functools.lru_cache(maxsize=64)
 def _jobs_to_state_statement(expected: tuple[str, ...], keys: tuple[str, ...]) -> Any:
     j = s.jobs.c
@@ -117,7 +127,7 @@ class Tx(PodQueries, StackQueries):
         self.c.execute(_INSERT_TASKS, tasks)
 
     def job(self, job_id: str) -> Row | None:
-        r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.id == job_id)).mappings().first()
+        r = self.c.execute(_JOB, {"id": job_id}).mappings().first()
         return dict(r) if r else None
 
     def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
@@ -210,17 +220,13 @@ class Tx(PodQueries, StackQueries):
     def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
         """The job's tasks in the order they were created (top-level ones first, in position order, then
         those composites opened), from after ``after_seq``."""
-        q = (sa.select(s.tasks).where(_T.job_id == job_id, _T.seq > after_seq).order_by(_T.seq).limit(limit))
-        return _rows(self.c.execute(q))
+        return _rows(self.c.execute(_TASKS_PAGE, {"job_id": job_id, "after": after_seq, "lim": limit}))
 
     def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
-        q = sa.select(_T.state, sa.func.count()).where(_T.job_id == job_id).group_by(_T.state)
-        return {st: int(n) for st, n in self.c.execute(q).all()}
+        return {st: int(n) for st, n in self.c.execute(_TASK_STATES, {"job_id": job_id}).all()}
 
     def executions_of_tasks(self, task_ids: Iterable[str]) -> list[Row]:
-        e = s.executions.c
-        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(
-            sa.select(s.executions).where(e.task_id.in_(part)).order_by(e.scheduled_at)))]
+        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(_EXECS_OF_TASKS, {"ids": part}))]
 
     def task(self, task_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
