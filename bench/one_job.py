@@ -97,6 +97,9 @@ def main() -> None:
     # The dialects' jobs are container tasks (nomad-lite's through CORRAL_NOMADLITE_IMAGE) that the process-only
     # local worker never runs: what is measured is acceptance alone, as for `accept`.
     os.environ.setdefault("CORRAL_NOMADLITE_IMAGE", "busybox")
+    # CloudAI's submit route is rate limited per address (10/minute by default): measure the route, limiter
+    # included, under a limit this client stays below.
+    os.environ.setdefault("CORRAL_RATE_LIMIT_SUBMIT", "100000000/minute")
     with corral_up("--runtime", "process") as (url, proc):
         server = psutil.Process(proc.pid)
         client = httpx.Client(base_url=url, timeout=60)
