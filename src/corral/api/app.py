@@ -80,6 +80,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                                   auth=bool(config.agent_token or config.edge.api_token))
     app.state.stacks = stacks
     errors.install(app)
+    app.include_router(health.router)  # first: FastAPI tries routes in order, and probes come often
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cluster.router)
@@ -88,7 +89,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(agent_pods.router)
     app.include_router(services_api.router)
     app.include_router(services_api.agent_router)
-    app.include_router(health.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()

@@ -70,6 +70,8 @@ _TASKS_PAGE = (sa.select(s.tasks).where(_T.job_id == sa.bindparam("job_id"), _T.
                .order_by(_T.seq).limit(sa.bindparam("lim")))
 _TASK_STATES = (sa.select(_T.state, sa.func.count()).where(_T.job_id == sa.bindparam("job_id"))
                 .group_by(_T.state))
+# After every scheduling pass: built once.
+_NEXT_READY = sa.select(sa.func.min(_T.ready_at)).where(_T.state == "pending", _T.ready_at > sa.bindparam("now"))
 _EXECS_OF_TASKS = (sa.select(s.executions).where(_E.task_id.in_(sa.bindparam("ids", expanding=True)))
                    .order_by(_E.scheduled_at))
 
@@ -375,8 +377,7 @@ class Tx(PodQueries, StackQueries):
         return int(self.c.execute(q).scalar_one())
 
     def next_ready_at(self, now: float) -> float | None:
-        v = self.c.execute(sa.select(sa.func.min(s.tasks.c.ready_at)).where(
-            s.tasks.c.state == "pending", s.tasks.c.ready_at > now)).scalar()
+        v = self.c.execute(_NEXT_READY, {"now": now}).scalar()
         return None if v is None else float(v)
 
     def set_reasons(self, reasons: dict[str, str | None]) -> None:
