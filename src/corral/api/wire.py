@@ -5,7 +5,7 @@ calls and, with ``TCP_NODELAY``, two packets, the client woken twice. On a small
 submitted job) those calls were the biggest single cost of a request (docs/benchmarks.md). Here the writes
 made in one turn of the event loop are joined and leave in one call at the end of that turn: a response's
 head and body together. More than ``FLUSH_AT`` bytes leave at once, so a big or streamed body meets the
-socket's flow control as before.
+socket's flow control as before. A connection upgraded to a WebSocket is handed the socket's own transport.
 """
 
 from __future__ import annotations
@@ -75,3 +75,12 @@ class JoinedWritesProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_JoinedWrites(transport, self.loop))  # type: ignore[arg-type]
+
+    def handle_websocket_upgrade(self) -> None:
+        # A WebSocket's protocol gets the socket's own transport (the websockets library drives it through
+        # a stream writer of its own): what was written before goes first.
+        joined = self.transport
+        if isinstance(joined, _JoinedWrites):
+            joined.flush()
+            self.transport = joined._transport
+        super().handle_websocket_upgrade()
