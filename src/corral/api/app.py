@@ -116,6 +116,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.audit = audit_log
     app.state.audit_local = bool(config.edge.api_token)
     errors.install(app)
+    app.include_router(health.router)  # first: FastAPI tries routes in order, and probes come often
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cluster.router)
@@ -124,7 +125,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(agent_pods.router)
     app.include_router(services_api.router)
     app.include_router(services_api.agent_router)
-    app.include_router(health.router)
     app.include_router(admin.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))

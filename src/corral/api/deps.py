@@ -18,6 +18,7 @@ class Services:
     auth: bool = False  # the server checks a token (the API's or the cluster's): its callers are known
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency in a worker thread, a hop on every request
     svc: Services = request.app.state.services
     return svc

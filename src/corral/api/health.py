@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -20,9 +21,13 @@ router = APIRouter(tags=["health"])
 Svc = Annotated[Services, Depends(services)]
 
 
-@router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, Any]:
-    return {"status": "ok", "version": __version__}
+_HEALTHZ = json.dumps({"status": "ok", "version": __version__}, separators=(",", ":")).encode()
+
+
+@router.get("/healthz", summary="The process is up", response_model=None)
+async def healthz() -> Response:
+    # On the event loop, answered from bytes made once: a probe costs no thread hop and no serialization.
+    return Response(_HEALTHZ, media_type="application/json")
 
 
 @router.get("/readyz", summary="The store answers, a leader is known, and this coordinator is not draining")

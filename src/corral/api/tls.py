@@ -2,9 +2,9 @@
 app so that the identity layer can map it (for a worker: a CN equal to its node name).
 
 uvicorn verifies the client certificate against ``--tls-client-ca`` but does not pass it on to the app;
-``CertProtocol`` (uvicorn's httptools protocol) adds it to each request's scope, as the ASGI TLS extension
-spells it (``scope["extensions"]["tls"]["client_cert_name"]``: the subject, RFC 4514), and its common name
-alone under ``scope["state"]["client_cn"]`` (``request.state.client_cn``).
+``CertProtocol`` (uvicorn's httptools protocol, with api/wire.py's joined writes) adds it to each request's
+scope, as the ASGI TLS extension spells it (``scope["extensions"]["tls"]["client_cert_name"]``: the
+subject, RFC 4514), and its common name alone under ``scope["state"]["client_cn"]`` (``request.state.client_cn``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import ssl
 from typing import Any
 
 from starlette.types import Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from corral.api.wire import JoinedWritesProtocol
 
 
 def server_options(cert: str | None, key: str | None, client_ca: str | None) -> dict[str, Any]:
@@ -49,8 +50,9 @@ def client_cn(scope: Scope) -> str | None:
     return str(cn) if cn else None
 
 
-class CertProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with the verified client certificate's subject in every scope."""
+class CertProtocol(JoinedWritesProtocol):
+    """uvicorn's httptools protocol (with joined writes: api/wire.py), with the verified client
+    certificate's subject in every scope."""
 
     _dn: str | None = None
     _cn: str | None = None

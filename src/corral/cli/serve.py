@@ -44,8 +44,11 @@ def _serve(app: FastAPI, bind: str, port: int, log_level: str,
     # The event loop, the scheduler and the store hand work to each other across threads many times per
     # task; with the default 5 ms GIL switch interval every hand-over can stall that long.
     sys.setswitchinterval(0.0005)
+    from corral.api.wire import JoinedWritesProtocol
+
+    # httptools, with a response's head and body written in one system call (corral.api.wire)
     opts: dict[str, Any] = {"host": bind, "log_level": log_level.lower(), "access_log": False, "loop": "uvloop",
-                            "http": "httptools", "timeout_graceful_shutdown": 5, **(tls or {})}
+                            "http": JoinedWritesProtocol, "timeout_graceful_shutdown": 5, **(tls or {})}
     if not more:
         uvicorn.run(app, port=port, **opts)
         return

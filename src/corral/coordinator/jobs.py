@@ -5,8 +5,10 @@ Each public method is one transaction over the store; every state change a compa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
@@ -25,6 +27,69 @@ if TYPE_CHECKING:
     from corral.coordinator.service import Coordinator
 
 TERMINAL_JOB = [s.value for s in TERMINAL_JOB_STATES]
+GROUP_MAX_JOBS = 1000  # jobs one group commit writes at most (a batch request may bring that many alone)
+
+
+@dataclass
+class _Waiting:
+    """Submissions waiting for the next group commit: their rows, the task rows they add, their future."""
+
+    items: list[tuple[Row, list[Row]]]
+    adding: int
+    future: asyncio.Future[None] = field(repr=False)
+
+
+class GroupCommit:
+    """Concurrent submissions share one transaction and one sync of the store's log (group commit).
+
+    A submission waits in the event loop's queue; one writer at a time takes everything queued (up to
+    ``GROUP_MAX_JOBS`` jobs), writes it in one durable transaction in a worker thread, and answers every
+    submission in it only after the commit. While it writes, the next group gathers: the busier the
+    server, the bigger the groups, and one thread hop, one commit and one scheduler kick serve them all.
+    A group that fails is written again one submission at a time, so one bad submission fails alone."""
+
+    def __init__(self, jobs: Jobs) -> None:
+        self._jobs = jobs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def add(self, items: list[tuple[Row, list[Row]]], adding: int) -> None:
+        """Returns once ``items`` are committed (raises what writing them raised)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the first call, or a new event loop (tests): start afresh
+            self._loop, self._queue, self._writer = loop, [], None
+        waiting = _Waiting(items, adding, loop.create_future())
+        self._queue.append(waiting)
+        if self._writer is None:
+            self._writer = loop.create_task(self._write())
+        await waiting.future
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                group: list[_Waiting] = []
+                size = 0
+                while self._queue and (not group or size + len(self._queue[0].items) <= GROUP_MAX_JOBS):
+                    size += len(self._queue[0].items)
+                    group.append(self._queue.pop(0))
+                try:
+                    errors = await asyncio.to_thread(self._jobs.commit_group, [(w.items, w.adding) for w in group])
+                except BaseException as e:  # cancelled with the loop: nobody is answered with a success
+                    errors = [e] * len(group)
+                    if not isinstance(e, Exception):
+                        for w in group:
+                            w.future.cancel()
+                        raise
+                for w, err in zip(group, errors, strict=True):
+                    if w.future.done():  # its client went away: it was written all the same
+                        continue
+                    if err is None:
+                        w.future.set_result(None)
+                    else:
+                        w.future.set_exception(err)
+        finally:
+            self._writer = None
 
 
 class Jobs(Part):
@@ -33,6 +98,7 @@ class Jobs(Part):
     def __init__(self, coord: Coordinator) -> None:
         super().__init__(coord)
         self._purged_at = 0.0  # when expired idempotency keys were last deleted
+        self.group = GroupCommit(self)
 
     def submit(self, spec: JobSpec, idem: IdemKey | None = None) -> Row:
         return self.submit_many([spec], idem)[0]
@@ -55,6 +121,43 @@ class Jobs(Part):
         self.coord.pending_tasks += adding
         self.coord.kick()
         return [job for job, _ in items]
+
+    async def submit_async(self, specs: Sequence[JobSpec], idem: IdemKey | None = None) -> list[Row]:
+        """``submit_many`` for the API's event loop: the jobs are written by the next group commit (with
+        other submissions made meanwhile), and returned once committed. A submission with an idempotency
+        key takes ``submit_many``'s path (its key is looked up and written with its jobs)."""
+        if idem is not None:
+            return await asyncio.to_thread(self.submit_many, specs, idem)
+        adding = self.admit(*specs)
+        now = time.time()
+        items = [job_rows(spec, now) for spec in specs]
+        await self.group.add(items, adding)
+        return [job for job, _ in items]
+
+    def commit_group(self, group: Sequence[tuple[list[tuple[Row, list[Row]]], int]]) -> list[BaseException | None]:
+        """Write the jobs of several submissions (their rows, the task rows each adds) in one durable
+        transaction; if that fails, each submission in a transaction of its own. Returns, per submission,
+        None (written) or what writing it raised. Kicks the scheduler once."""
+        errors: list[BaseException | None] = [None] * len(group)
+        try:
+            with self.store.transaction(durable=True) as tx:
+                tx.insert_jobs([item for items, _ in group for item in items])
+        except Exception as e:
+            if len(group) == 1:
+                errors = [e]
+            else:
+                for i, (items, _) in enumerate(group):
+                    try:
+                        with self.store.transaction(durable=True) as tx:
+                            tx.insert_jobs(items)
+                    except Exception as e1:
+                        errors[i] = e1
+        done = [(items, adding) for (items, adding), err in zip(group, errors, strict=True) if err is None]
+        if done:
+            self.stats["jobs_submitted"] += sum(len(items) for items, _ in done)
+            self.coord.pending_tasks += sum(adding for _, adding in done)
+            self.coord.kick()
+        return errors
 
     def admit(self, *specs: JobSpec) -> int:
         """The one validation every way a job enters goes through before it is created (submitted now,
@@ -99,7 +202,7 @@ class Jobs(Part):
         None when this call wrote; the earlier request's result when a concurrent one with the same key won
         (the key is written first, so the loser waits on it and then fails on its unique constraint)."""
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction(durable=True) as tx:
                 if idem is not None:
                     self.record_key(tx, idem, mark, result, now)
                 insert(tx)

@@ -95,6 +95,10 @@ class Coordinator:
     def submit_many(self, specs: Sequence[JobSpec], idem: IdemKey | None = None) -> list[Row]:
         return self.jobs.submit_many(specs, idem)
 
+    async def submit_async(self, specs: Sequence[JobSpec], idem: IdemKey | None = None) -> list[Row]:
+        """For the API's event loop: written by a group commit with the submissions made meanwhile."""
+        return await self.jobs.submit_async(specs, idem)
+
     def admit(self, *specs: JobSpec) -> int:
         return self.jobs.admit(*specs)
 

@@ -66,6 +66,18 @@ _JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s
     sa.or_(s.jobs.c.parent_task_id.is_not(None), s.jobs.c.spec["output"].as_string().is_not(None)))
 
 
+# What a job's page reads (GET /v1/jobs/{id}), built once: building them cost more than running them.
+_JOB = sa.select(s.jobs).where(s.jobs.c.id == sa.bindparam("id"))
+_TASKS_PAGE = (sa.select(s.tasks).where(_T.job_id == sa.bindparam("job_id"), _T.seq > sa.bindparam("after"))
+               .order_by(_T.seq).limit(sa.bindparam("lim")))
+_TASK_STATES = (sa.select(_T.state, sa.func.count()).where(_T.job_id == sa.bindparam("job_id"))
+                .group_by(_T.state))
+# After every scheduling pass: built once.
+_NEXT_READY = sa.select(sa.func.min(_T.ready_at)).where(_T.state == "pending", _T.ready_at > sa.bindparam("now"))
+_EXECS_OF_TASKS = (sa.select(s.executions).where(_E.task_id.in_(sa.bindparam("ids", expanding=True)))
+                   .order_by(_E.scheduled_at))
+
+
 @functools.lru_cache(maxsize=64)
 def _jobs_to_state_statement(expected: tuple[str, ...], keys: tuple[str, ...]) -> Any:
     j = s.jobs.c
@@ -114,11 +126,13 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
             return
         q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
         seqs: dict[str, int] = {jid: seq for jid, seq in self.c.execute(q, [job for job, _ in items])}
+        for job, _ in items:
+            job["seq"] = seqs[job["id"]]  # the caller's row gets the number the store gave it
         tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
         self.c.execute(_INSERT_TASKS, tasks)
 
     def job(self, job_id: str) -> Row | None:
-        r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.id == job_id)).mappings().first()
+        r = self.c.execute(_JOB, {"id": job_id}).mappings().first()
         return dict(r) if r else None
 
     def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
@@ -211,17 +225,13 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
     def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
         """The job's tasks in the order they were created (top-level ones first, in position order, then
         those composites opened), from after ``after_seq``."""
-        q = (sa.select(s.tasks).where(_T.job_id == job_id, _T.seq > after_seq).order_by(_T.seq).limit(limit))
-        return _rows(self.c.execute(q))
+        return _rows(self.c.execute(_TASKS_PAGE, {"job_id": job_id, "after": after_seq, "lim": limit}))
 
     def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
-        q = sa.select(_T.state, sa.func.count()).where(_T.job_id == job_id).group_by(_T.state)
-        return {st: int(n) for st, n in self.c.execute(q).all()}
+        return {st: int(n) for st, n in self.c.execute(_TASK_STATES, {"job_id": job_id}).all()}
 
     def executions_of_tasks(self, task_ids: Iterable[str]) -> list[Row]:
-        e = s.executions.c
-        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(
-            sa.select(s.executions).where(e.task_id.in_(part)).order_by(e.scheduled_at)))]
+        return [r for part in chunks(task_ids) for r in _rows(self.c.execute(_EXECS_OF_TASKS, {"ids": part}))]
 
     def task(self, task_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.tasks).where(s.tasks.c.id == task_id)).mappings().first()
@@ -370,8 +380,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
         return int(self.c.execute(q).scalar_one())
 
     def next_ready_at(self, now: float) -> float | None:
-        v = self.c.execute(sa.select(sa.func.min(s.tasks.c.ready_at)).where(
-            s.tasks.c.state == "pending", s.tasks.c.ready_at > now)).scalar()
+        v = self.c.execute(_NEXT_READY, {"now": now}).scalar()
         return None if v is None else float(v)
 
     def set_reasons(self, reasons: dict[str, str | None]) -> None:
@@ -850,6 +859,7 @@ class Store:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._sync = "FULL"  # SQLite's synchronous setting outside durable transactions (PostgreSQL: n/a)
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -857,6 +867,7 @@ class Store:
             self.engine: Engine = sa.create_engine(url, connect_args={"check_same_thread": False,
                                                                       "timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._sync = _sqlite_sync()
         else:
             self.engine = sa.create_engine(_pg_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
         # SQLite allows one writer at a time: take turns in-process instead of spinning on SQLITE_BUSY.
@@ -866,8 +877,24 @@ class Store:
             upgrade(self.engine)
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        if self._write_lock is not None:
+    def transaction(self, durable: bool = False) -> Iterator[Tx]:
+        """A write transaction. ``durable``: its commit returns only once it is on disk, through a power
+        loss too (what is acknowledged as created: submissions). PostgreSQL syncs every commit already; on
+        SQLite, whose other commits survive a crash of the process but may lose their last moments to a
+        power loss (WAL, ``synchronous=NORMAL``), this commit syncs the log (``synchronous=FULL``), and with
+        it every commit before it."""
+        if self._write_lock is not None and durable and self._sync != "FULL":
+            with self._write_lock, self.engine.connect() as conn:
+                # Set outside the transaction (SQLite refuses it inside one), and back after it.
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                conn.commit()
+                try:
+                    with conn.begin():
+                        yield Tx(conn)
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA synchronous={self._sync}")
+                    conn.commit()
+        elif self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
                 yield Tx(conn)
         else:
@@ -898,12 +925,20 @@ def _pg_url(url: str) -> str:
     return url
 
 
+def _sqlite_sync() -> str:
+    import os
+    value = os.environ.get("CORRAL_SQLITE_SYNC", "NORMAL").strip().upper()
+    if value not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"CORRAL_SQLITE_SYNC={value!r}: one of OFF, NORMAL, FULL, EXTRA")
+    return value
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # In WAL mode NORMAL keeps every committed transaction through a crash of the process
     # (kill -9); only a power loss may drop the last few. CORRAL_SQLITE_SYNC=FULL for that too.
-    import os
-    cur.execute(f"PRAGMA synchronous={os.environ.get('CORRAL_SQLITE_SYNC', 'NORMAL')}")
+    # Submissions are synced whatever this says (Store.transaction(durable=True)).
+    cur.execute(f"PRAGMA synchronous={_sqlite_sync()}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

@@ -149,14 +149,8 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     spec = task_spec(await json_object(request, "the request body"))
     idem = idem_key(request, "cloudai/tasks")
 
-    def submit_and_number() -> str:
-        job = svc.coord.submit(spec, idem)
-        with svc.coord.store.read() as tx:  # the sequence number is the store's
-            row = tx.job(job["id"])
-        return task_id(row["seq"]) if row else job["id"]
-
-    return {"task_id": await asyncio.to_thread(submit_and_number), "status": "queued",
-            "message": "Task submitted successfully"}
+    job = (await svc.coord.submit_async([spec], idem))[0]  # its row has the sequence number the store gave
+    return {"task_id": task_id(job["seq"]), "status": "queued", "message": "Task submitted successfully"}
 
 
 @router.get("/api/tasks", summary="CloudAI: list tasks, newest first")

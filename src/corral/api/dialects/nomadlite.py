@@ -7,7 +7,6 @@ command with ``sh -c``. Ids are Corral's job ids written as UUIDs. Errors are ``
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -81,7 +80,7 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     if (refused := escalation(data)) is not None:
         raise DialectError(400, refused)
     spec = job_spec(data.get("command"), data.get("image"))
-    job = await asyncio.to_thread(svc.coord.submit, spec, idem_key(request, "nomad-lite/jobs"))
+    job = (await svc.coord.submit_async([spec], idem_key(request, "nomad-lite/jobs")))[0]
     return {"job_id": job_uuid(job["id"]), "status": "pending"}
 
 

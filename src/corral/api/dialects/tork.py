@@ -13,7 +13,7 @@ import math
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -282,13 +282,23 @@ def page_args(page: int, size: int, most: int) -> tuple[int, int]:
 async def read_job(request: Request) -> dict[str, Any]:
     """A Tork job from the request body (read by corral.api.body): JSON or YAML by its content type (any
     other type is a 415)."""
-    try:
-        data = await read_body(request, yaml=True)
-    except BadBody as e:
-        raise DialectError(e.status, str(e) if e.status != 400 else f"the job cannot be parsed: {e}") from e
+    data: dict[str, Any] = await read_job_then(request, lambda d: d)
+    return data
+
+
+def _mapping(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DialectError(400, "the job must be a mapping")
     return data
+
+
+async def read_job_then(request: Request, then: Callable[[dict[str, Any]], Any]) -> Any:
+    """``read_job``, with ``then`` applied to the job where the body is parsed (off the event loop when it
+    is big, on it when small: no thread hop for a small job)."""
+    try:
+        return await read_body(request, yaml=True, then=lambda d: then(_mapping(d)))
+    except BadBody as e:
+        raise DialectError(e.status, str(e) if e.status != 400 else f"the job cannot be parsed: {e}") from e
 
 
 # -- health and jobs ------------------------------------------------------------------------------
@@ -299,9 +309,8 @@ def health() -> dict[str, str]:
 
 @router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
 async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
-    data = await read_job(request)
-    # big jobs validate off the loop
-    job = await asyncio.to_thread(lambda: svc.coord.submit(to_spec(data), idem_key(request, "tork/jobs")))
+    spec = await read_job_then(request, to_spec)  # big jobs validate off the loop
+    job = (await svc.coord.submit_async([spec], idem_key(request, "tork/jobs")))[0]
     while wait and job["state"] not in TERMINAL:
         if await request.is_disconnected():
             break
