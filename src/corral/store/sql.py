@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from corral.store import schema as s
+from corral.store.auth import AuthQueries
 from corral.store.pods import PodQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
 from corral.store.rows import Row as Row
@@ -97,7 +98,7 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx(PodQueries, StackQueries):
+class Tx(PodQueries, StackQueries, AuthQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
     queries about pods are in store/pods.py, those about stacks in store/stacks.py."""
 

@@ -1,0 +1,89 @@
+"""Every request's caller: its credentials resolved to an ``Identity``, checked against the route's rule
+(corral.auth.rules), and put on ``request.state.identity`` (``scope["state"]["identity"]``).
+
+Called by the API's edge (corral.api.edge) where the access token used to be checked, so that a refusal
+comes before anything else reads the request, in the shape of the API the path belongs to: 401 with
+``WWW-Authenticate`` for no or bad credentials, 403 for a known caller without the right, 429 after too
+many failed logins from one address or for one user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
+
+import anyio.to_thread
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from corral.api.ratelimit import client_key
+from corral.auth.identity import ANONYMOUS, Identity, Perm
+from corral.auth.rules import RuleTable
+from corral.auth.service import Auth, Credential, parse_credentials
+
+Refusal = tuple[int, str, dict[str, str]]
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="corral", Basic realm="corral"'}
+
+
+def identity_of(scope: Scope) -> Identity:
+    """The caller the edge found (the anonymous admin where no edge ran, as in a unit test's app)."""
+    ident = scope.get("state", {}).get("identity")
+    return ident if isinstance(ident, Identity) else ANONYMOUS
+
+
+def _credentials(scope: Scope, headers: Headers, cookie_name: str) -> list[Credential]:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    cookie = SimpleCookie()
+    try:
+        cookie.load(headers.get("cookie", ""))
+    except Exception:  # a malformed cookie header carries no credential
+        cookie = SimpleCookie()
+    morsel = cookie.get(cookie_name)
+    ws_token = (query.get("token") or [""])[0] if scope["type"] == "websocket" else ""
+    api_key = headers.get("x-api-key", "") or (query.get("api_key") or [""])[0]
+    return parse_credentials(headers.get("authorization", ""), api_key, morsel.value if morsel else "", ws_token)
+
+
+async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers, cookie_name: str,
+                    passthrough: Sequence[str], hint: str) -> Refusal | None:
+    """Sets the caller on the scope; returns the refusal to answer with, or None to go on.
+
+    ``passthrough``: path prefixes whose routes check a credential of their own (the cluster token on
+    /v1/agent/*, a configured Stacks key): a request there without a credential this server knows goes on
+    to that check."""
+    path = str(scope["path"])
+    method = "WS" if scope["type"] == "websocket" else str(scope["method"])
+    perm = table.perm(scope)
+    ident: Identity | None = None
+    creds = _credentials(scope, headers, cookie_name)
+    address = client_key(scope)
+    own = any(path == p or path.startswith(p if p.endswith("/") else p + "/") for p in passthrough)
+    for cred in creds:
+        decided, ident = auth.cached(cred)
+        if not decided:
+            if cred.kind == "basic" and not await auth.login_allowed(address, cred.user):
+                return 429, "too many failed logins: wait a minute and try again", {"Retry-After": "60"}
+            ident = await anyio.to_thread.run_sync(auth.resolve, cred)
+        if ident is not None:
+            break
+        if cred.kind == "cookie" or own:
+            continue  # a stale login cookie: another credential may still be good
+        await auth.login_failed(address, cred.user)
+    if ident is None and not auth.enabled and not auth.local_token:
+        ident = ANONYMOUS  # an open server: its callers cannot be told apart
+    scope.setdefault("state", {})["identity"] = ident or ANONYMOUS
+    if perm is Perm.PUBLIC:
+        return None
+    if ident is None:
+        if own:
+            return None
+        what = "these credentials are not valid (or expired, or revoked)" if creds else "this server needs credentials"
+        return 401, (f"{what}: send 'Authorization: Bearer KEY' with an API key or a token from POST "
+                     f"/v1/auth/token, a user's 'Authorization: Basic', or {hint}"), CHALLENGE
+    if perm is None:
+        return None  # no such route: the router answers 404 (or 405) to a known caller
+    if not ident.can(perm):
+        return 403, (f"{ident.kind} '{ident.name}' (role {ident.role.value}) may not {method} {path[:200]}: "
+                     f"it needs the '{perm.value}' permission"), {}
+    return None

@@ -1,0 +1,32 @@
+"""Password hashes: argon2id through argon2-cffi, never a home-made hash."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+# Checked when a user is unknown, so that a wrong name costs as much time as a wrong password.
+_DUMMY = _HASHER.hash("corral-not-a-user-password")
+
+
+def check_password(password: str) -> str:
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise ValueError(f"a password must have {MIN_LENGTH} to {MAX_LENGTH} characters")
+    return password
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(check_password(password))
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``stored`` (None: no such user: the same work, always False)."""
+    if len(password) > MAX_LENGTH:
+        return False
+    try:
+        return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
