@@ -18,11 +18,13 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from corral.api.ratelimit import client_key
-from corral.auth.identity import ANONYMOUS, Identity, Perm
+from corral.auth import context
+from corral.auth.identity import ANONYMOUS, NAMESPACE_RE, Identity, Perm
 from corral.auth.rules import RuleTable
 from corral.auth.service import Auth, Credential, parse_credentials
 
 Refusal = tuple[int, str, dict[str, str]]
+NAMESPACE_HEADER = "x-corral-namespace"  # where a caller's new jobs, schedules and pods go
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="corral", Basic realm="corral"'}
 
 
@@ -73,6 +75,8 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
     if ident is None and not auth.enabled and not auth.local_token:
         ident = ANONYMOUS  # an open server: its callers cannot be told apart
     scope.setdefault("state", {})["identity"] = ident or ANONYMOUS
+    asked = headers.get(NAMESPACE_HEADER, "").strip() or None
+    context.bind(ident or ANONYMOUS, asked)
     if perm is Perm.PUBLIC:
         return None
     if ident is None:
@@ -86,4 +90,9 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
     if not ident.can(perm):
         return 403, (f"{ident.kind} '{ident.name}' (role {ident.role.value}) may not {method} {path[:200]}: "
                      f"it needs the '{perm.value}' permission"), {}
+    if asked is not None:
+        if not NAMESPACE_RE.match(asked):
+            return 400, f"{NAMESPACE_HEADER}: '{asked[:70]}' is not a namespace (a DNS label)", {}
+        if not ident.sees(asked):
+            return 403, f"{ident.kind} '{ident.name}' may not act in namespace '{asked}'", {}
     return None
