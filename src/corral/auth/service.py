@@ -31,7 +31,8 @@ from corral.auth.identity import (
     parse_role,
     parse_scopes,
 )
-from corral.coordinator.errors import ServiceError
+from corral.coordinator.errors import Conflict, Forbidden, NotFound, ServiceError
+from corral.coordinator.errors import Invalid as BadInput
 from corral.store.sql import Store
 
 log = logging.getLogger("corral.auth")
@@ -40,34 +41,9 @@ BOOTSTRAP = "bootstrap"
 LAST_USED_EVERY = 60.0  # seconds between writes of one key's last_used_at
 
 
-class Unauthorized(ServiceError):
-    status = 401
-    title = "Unauthorized"
-
-
-class Forbidden(ServiceError):
-    status = 403
-    title = "Forbidden"
-
-
 class TooManyFailures(ServiceError):
     status = 429
     title = "Too many requests"
-
-
-class NotFound(ServiceError):
-    status = 404
-    title = "Not found"
-
-
-class Conflict(ServiceError):
-    status = 409
-    title = "Conflict"
-
-
-class BadInput(ServiceError):
-    status = 400
-    title = "Bad request"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from corral.api.ratelimit import client_key
 from corral.auth import tokens
 from corral.auth.identity import Identity, Perm
 from corral.auth.middleware import identity_of
-from corral.auth.service import Auth, BadInput, Forbidden, TooManyFailures, Unauthorized
+from corral.auth.service import Auth, TooManyFailures
+from corral.coordinator.errors import Forbidden, Unauthorized
+from corral.coordinator.errors import Invalid as BadInput
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
