@@ -69,9 +69,8 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
             ident = await anyio.to_thread.run_sync(auth.resolve, cred)
         if ident is not None:
             break
-        if cred.kind == "cookie" or own:
-            continue  # a stale login cookie: another credential may still be good
-        await auth.login_failed(address, cred.user)
+        if cred.kind == "basic" and not own:  # a password: guessable, so its failures are counted
+            await auth.login_failed(address, cred.user)
     if ident is None and not auth.enabled and not auth.local_token:
         ident = ANONYMOUS  # an open server: its callers cannot be told apart
     scope.setdefault("state", {})["identity"] = ident or ANONYMOUS

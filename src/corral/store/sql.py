@@ -123,7 +123,7 @@ class Tx(PodQueries, StackQueries, AuthQueries):
 
     def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
         return [r for part in chunks(ids) for r in _rows(self.c.execute(sa.select(s.jobs).where(
-            s.jobs.c.id.in_(part))))]
+            s.jobs.c.id.in_(part)))) if context.sees(r["namespace"])]
 
     def cas_many(self, table: str, expected: Sequence[str], rows: Sequence[Row],
                  on_execution: bool = False) -> int:
