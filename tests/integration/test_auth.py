@@ -14,7 +14,9 @@ from websockets.sync.client import connect
 
 from tests.harness import Cluster, wait_until
 
-ENV = {"CORRAL_RATE_LIMIT_SUBMIT": "10000/minute", "CORRAL_RATE_LIMIT_READ": "100000/minute"}
+# argon2 at 1 pass over 8 MiB: the default profile takes a second a hash on a busy 2-core machine
+ENV = {"CORRAL_RATE_LIMIT_SUBMIT": "10000/minute", "CORRAL_RATE_LIMIT_READ": "100000/minute",
+       "CORRAL_ARGON2_TIME_COST": "1", "CORRAL_ARGON2_MEMORY_KIB": "8192"}
 JOB = {"name": "ns-job", "tasks": [{"name": "a", "run": "true"}]}
 
 
@@ -138,8 +140,8 @@ def test_another_namespace_is_a_404_on_every_api(srv: Cluster, keys: dict[str, s
     row = srv.client.get(f"/v1/jobs/{job['id']}", headers=alice).json()
     assert row["namespace"] == "team-a" and row["created_by"] == "user:alice"
     nomad = srv.client.post("/api/jobs", json={"command": "echo hi"}, headers=alice).json()["job_id"]
-    cloud = srv.client.post("/api/tasks", json={"user_id": "a", "docker_image": "busybox", "command": "true", "req_cpu": 0.1},
-                            headers=alice).json()["task_id"]
+    cloud = srv.client.post("/api/tasks", json={"user_id": "a", "docker_image": "busybox", "command": "true",
+                                                "req_cpu": 0.1}, headers=alice).json()["task_id"]
     pod_task = srv.client.post("/api/v1/tasks", json={"name": "p", "image": "busybox"}, headers=alice).json()
     mine = [f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/logs", f"/jobs/{job['id']}", f"/api/jobs/{nomad}",
             f"/api/tasks/{cloud}", f"/api/v1/tasks/{pod_task['taskId']}"]

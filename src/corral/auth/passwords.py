@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
+
+def _hasher() -> PasswordHasher:
+    """argon2id with the library's defaults (RFC 9106's low-memory profile: 3 passes over 64 MiB), which
+    ``CORRAL_ARGON2_TIME_COST`` and ``CORRAL_ARGON2_MEMORY_KIB`` change (a small machine; the tests). A
+    hash records its own parameters: changing them never locks anyone out."""
+    d = PasswordHasher()
+    return PasswordHasher(time_cost=int(os.environ.get("CORRAL_ARGON2_TIME_COST", d.time_cost)),
+                          memory_cost=int(os.environ.get("CORRAL_ARGON2_MEMORY_KIB", d.memory_cost)),
+                          parallelism=d.parallelism if "CORRAL_ARGON2_MEMORY_KIB" not in os.environ else 1)
+
+
+_HASHER = _hasher()
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
 # Checked when a user is unknown, so that a wrong name costs as much time as a wrong password.
