@@ -26,8 +26,9 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import client, pods
+    from corral.cli import auth, client, pods
 
     client.register(cli)
+    auth.register(cli)
     cli.add_command(pods.pods)
     cli(prog_name="corral")

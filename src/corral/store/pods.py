@@ -15,6 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from corral.auth import context
+from corral.coordinator.errors import Forbidden
 from corral.store import schema as s
 from corral.store.rows import Row, chunks
 from corral.store.rows import rows as _rows
@@ -35,6 +36,8 @@ class PodQueries:
     def insert_pod(self, row: Row, containers: Sequence[Row]) -> bool:
         """Add a pod and its containers; False if a pod with its id exists."""
         insert = pg_insert if self.c.dialect.name == "postgresql" else sqlite_insert
+        if not context.sees(row["namespace"]):  # a caller may make pods only where it may see them
+            raise Forbidden(f"you may not create pods in namespace '{row['namespace']}'")
         if "created_by" not in row:
             row = {**row, "created_by": context.stamp()[1]}
         q = insert(s.pods).values(**row).on_conflict_do_nothing(index_elements=[_P.id]).returning(_P.id)
