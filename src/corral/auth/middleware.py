@@ -81,6 +81,10 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
     if ident is None:
         if own:
             return None
+        if auth.local_token:  # `corral up` (or --api-token): its token is what most callers lack
+            return 401, ("this server needs its access token: send 'Authorization: Bearer TOKEN' with "
+                         f"{hint} (the corral commands read it by themselves), or open the login link printed "
+                         "at start; an API key or a token of a user works too"), {"WWW-Authenticate": "Bearer"}
         what = "these credentials are not valid (or expired, or revoked)" if creds else "this server needs credentials"
         return 401, (f"{what}: send 'Authorization: Bearer KEY' with an API key or a token from POST "
                      f"/v1/auth/token, a user's 'Authorization: Basic', or {hint}"), CHALLENGE

@@ -21,8 +21,15 @@ def _hasher() -> PasswordHasher:
 _HASHER = _hasher()
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
-# Checked when a user is unknown, so that a wrong name costs as much time as a wrong password.
-_DUMMY = _HASHER.hash("corral-not-a-user-password")
+# Checked when a user is unknown, so that a wrong name costs as much time as a wrong password (made with
+# the hasher in use, once).
+_DUMMIES: dict[int, str] = {}
+
+
+def _dummy() -> str:
+    if id(_HASHER) not in _DUMMIES:
+        _DUMMIES[id(_HASHER)] = _HASHER.hash("corral-not-a-user-password")
+    return _DUMMIES[id(_HASHER)]
 
 
 def check_password(password: str) -> str:
@@ -40,6 +47,6 @@ def verify_password(stored: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+        return _HASHER.verify(stored or _dummy(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
