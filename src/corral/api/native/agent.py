@@ -18,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
+from corral.auth.identity import Perm
+from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Unauthorized
 from corral.domain.agentwire import LogLine, NodeInfo, Update
 from corral.domain.spec import QueueName, lone_surrogate
@@ -26,8 +28,9 @@ Svc = Annotated[Services, Depends(services)]
 ID_PATTERN = "^[0-9a-f]{32}$"
 
 
-def _auth(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
-    if svc.agent_token:
+def _auth(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
+    ident = identity_of(request.scope)
+    if svc.agent_token and not (ident.kind != "anonymous" and ident.can(Perm.AGENT)):  # a worker key will do
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), svc.agent_token.encode()):
             raise Unauthorized("a worker must present the cluster token: corral worker --token ...")
