@@ -7,6 +7,7 @@ C client threads, to each server in turn (open, auth, open, auth, ...) so that t
 both alike. Prints requests per second for each, and auth's slowdown (the issue's target: at most 10 %).
 
     .venv/bin/python -m bench.auth -n 2000 -c 4 --rounds 3
+    .venv/bin/python -m bench.auth --micro -n 100000   # the auth step alone, in-process
 """
 
 from __future__ import annotations
@@ -93,12 +94,52 @@ def submit_rate(url: str, headers: dict[str, str], n: int, clients: int) -> floa
     return per * clients / elapsed
 
 
+def micro(n: int) -> dict[str, float]:
+    """What the edge adds to one request with a bearer key once the key is in the cache, in microseconds:
+    the credential read and checked, the route's rule found, the caller bound (no server, no I/O)."""
+    import asyncio
+
+    from starlette.datastructures import Headers
+
+    from corral.auth.middleware import authorize
+    from corral.auth.rules import RuleTable
+    from corral.auth.service import Auth
+    from corral.store.sql import Store
+
+    with tempfile.TemporaryDirectory() as data:
+        store = Store(f"sqlite:///{data}/corral.db")
+        auth = Auth(store, enabled=True)
+        key = auth.bootstrap(first_admin=True)
+        assert key
+        table = RuleTable()
+        raw = [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]
+
+        async def run() -> float:
+            scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": raw, "query_string": b"",
+                     "client": ("127.0.0.1", 1)}
+            assert await authorize(auth, table, scope, Headers(scope=scope), "c", (), "") is None
+            t0 = time.perf_counter()
+            for _ in range(n):
+                scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": raw, "query_string": b"",
+                         "client": ("127.0.0.1", 1)}
+                await authorize(auth, table, scope, Headers(scope=scope), "c", (), "")
+            return (time.perf_counter() - t0) / n * 1e6
+
+        per = asyncio.run(run())
+        store.close()
+    return {"requests": n, "us_per_request": round(per, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="submits per round and server")
     ap.add_argument("-c", "--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--micro", action="store_true", help="only the in-process cost of the auth step")
     args = ap.parse_args()
+    if args.micro:
+        print(json.dumps(micro(args.n), indent=2))
+        return
     rates: dict[str, list[float]] = {"open": [], "bearer_key": []}
     with corral_server(False) as (open_url, open_h), corral_server(True) as (auth_url, auth_h):
         submit_rate(open_url, open_h, 200, args.clients)  # warm both up (imports, caches, the key cache)

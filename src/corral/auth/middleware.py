@@ -35,16 +35,20 @@ def identity_of(scope: Scope) -> Identity:
 
 
 def _credentials(scope: Scope, headers: Headers, cookie_name: str) -> list[Credential]:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    cookie = SimpleCookie()
-    try:
-        cookie.load(headers.get("cookie", ""))
-    except Exception:  # a malformed cookie header carries no credential
+    raw_query = scope.get("query_string", b"")
+    query = parse_qs(raw_query.decode("latin-1")) if raw_query else {}
+    cookie_value = ""
+    if raw_cookie := headers.get("cookie"):
         cookie = SimpleCookie()
-    morsel = cookie.get(cookie_name)
+        try:
+            cookie.load(raw_cookie)
+        except Exception:  # a malformed cookie header carries no credential
+            cookie = SimpleCookie()
+        morsel = cookie.get(cookie_name)
+        cookie_value = morsel.value if morsel else ""
     ws_token = (query.get("token") or [""])[0] if scope["type"] == "websocket" else ""
     api_key = headers.get("x-api-key", "") or (query.get("api_key") or [""])[0]
-    return parse_credentials(headers.get("authorization", ""), api_key, morsel.value if morsel else "", ws_token)
+    return parse_credentials(headers.get("authorization", ""), api_key, cookie_value, ws_token)
 
 
 async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers, cookie_name: str,
@@ -59,18 +63,17 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
     perm = table.perm(scope)
     ident: Identity | None = None
     creds = _credentials(scope, headers, cookie_name)
-    address = client_key(scope)
     own = any(path == p or path.startswith(p if p.endswith("/") else p + "/") for p in passthrough)
     for cred in creds:
         decided, ident = auth.cached(cred)
         if not decided:
-            if cred.kind == "basic" and not await auth.login_allowed(address, cred.user):
+            if cred.kind == "basic" and not await auth.login_allowed(client_key(scope), cred.user):
                 return 429, "too many failed logins: wait a minute and try again", {"Retry-After": "60"}
             ident = await anyio.to_thread.run_sync(auth.resolve, cred)
         if ident is not None:
             break
         if cred.kind == "basic" and not own:  # a password: guessable, so its failures are counted
-            await auth.login_failed(address, cred.user)
+            await auth.login_failed(client_key(scope), cred.user)
     if ident is None and not auth.enabled and not auth.local_token:
         ident = ANONYMOUS  # an open server: its callers cannot be told apart
     scope.setdefault("state", {})["identity"] = ident or ANONYMOUS
