@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -135,7 +136,14 @@ class Cluster:
         self.server = Proc(["server", "--port", str(self.port), "--database-url", db, "--log-level", "warning",
                             *extra], self.tmp / "server.log", env or {}).start()
         self._wait_ready()
-        self.use_token(extra[extra.index("--api-token") + 1] if "--api-token" in extra else None)
+        if "--api-token" in extra:
+            self.use_token(extra[extra.index("--api-token") + 1])
+        elif "--auth" in extra:  # the first admin's key, printed once at the first start
+            key = wait_until(lambda: re.search(r"crl_[0-9a-f]{16}_[A-Za-z0-9_-]+", self.server.output()
+                                               if self.server else ""), 10, what="the first admin's key")
+            self.use_token(key.group(0))
+        else:
+            self.use_token(None)
         return self
 
     def add_worker(self, name: str, *extra: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:

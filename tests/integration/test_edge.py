@@ -78,6 +78,23 @@ def test_the_token_is_needed_and_kept_in_the_data_dir(up: Cluster) -> None:
     completes(up)
 
 
+def test_the_local_token_is_the_local_admin_wherever_a_dialect_takes_credentials(up: Cluster) -> None:
+    with bare(up) as anon:
+        for how in ({"headers": {"X-API-KEY": str(up.token)}}, {"params": {"api_key": str(up.token)}},
+                    {"headers": {"Authorization": f"Bearer {up.token}"}}):
+            who = anon.get("/v1/whoami", **how)  # type: ignore[arg-type]
+            assert who.status_code == 200 and who.json()["kind"] == "local" and who.json()["role"] == "admin"
+            assert anon.get("/stacks", **how).status_code == 200  # type: ignore[arg-type]
+            assert anon.get("/api/v1/tasks", **how).status_code == 200  # type: ignore[arg-type]
+        assert anon.get("/stacks", headers={"X-API-KEY": "not-it"}).status_code == 401
+        # keys made by the local admin work on `corral up` too
+        r = anon.post("/v1/keys", json={"name": "ro", "role": "viewer"}, headers={"X-API-KEY": str(up.token)})
+        assert r.status_code == 201, r.text
+        viewer = {"Authorization": f"Bearer {r.json()['key']}"}
+        assert anon.get("/v1/jobs", headers=viewer).status_code == 200
+        assert anon.post("/v1/jobs", json={"tasks": [{"run": "true"}]}, headers=viewer).status_code == 403
+
+
 def test_the_login_link_sets_a_cookie_that_works_once(up: Cluster) -> None:
     assert up.server is not None
     link = re.search(r"http://127\.0\.0\.1:\d+/login\?code=\S+", up.server.output())

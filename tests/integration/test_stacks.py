@@ -197,14 +197,17 @@ def test_a_stack_answers_on_its_node_port_until_it_is_deleted(stacks: StacksClus
 
 def test_the_api_key(stacks: StacksCluster) -> None:
     c = stacks
+    none = {"X-API-KEY": "", "Authorization": ""}  # neither the key nor the local token (docs/security.md)
     for url in ("/stacks", "/stats", alone(c, "/stacks"), alone(c, "/healthz")):
-        r = c.client.get(url, headers={"X-API-KEY": ""})
+        r = c.client.get(url, headers=none)
         assert r.status_code == 401 and r.json() == {"error": "invalid api key"}, (url, r.text)
-        r = c.client.get(url, headers={"X-API-KEY": "wrong"})
+        r = c.client.get(url, headers={**none, "X-API-KEY": "wrong"})
         assert r.status_code == 401, url
         assert c.client.get(url + ("&" if "?" in url else "?") + f"api_key={KEY}",
-                            headers={"X-API-KEY": ""}).status_code == 200, url
-    r = c.client.post("/stacks", json=SEED_BODY, headers={"X-API-KEY": ""})
+                            headers=none).status_code == 200, url
+        # the local access token is the local admin: a Stacks route takes it too
+        assert c.client.get(url, headers={"X-API-KEY": ""}).status_code == 200, url
+    r = c.client.post("/stacks", json=SEED_BODY, headers=none)
     assert r.status_code == 401
     # With a Stacks key the Stacks routes take it instead of Corral's access token; the others do not.
     r = c.client.get("/stacks", headers={"Authorization": ""})

@@ -152,12 +152,12 @@ def test_find_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert find_token("http://corral.example.com") == "given"
 
 
-def test_server_beyond_loopback_needs_both_tokens_or_insecure() -> None:
+def test_server_beyond_loopback_needs_auth_or_both_tokens_or_insecure() -> None:
     from click.testing import CliRunner
 
     from corral.cli.serve import server
 
     r = CliRunner().invoke(server, ["--bind", "0.0.0.0", "--port", "1"])
-    assert r.exit_code == 2 and "without --api-token and --token" in r.output, r.output
+    assert r.exit_code == 2 and "without --auth (or --api-token and --token)" in r.output, r.output
     r = CliRunner().invoke(server, ["--bind", "10.1.2.3", "--token", "t", "--port", "1"])
-    assert r.exit_code == 2 and "without --api-token anyone" in r.output, r.output
+    assert r.exit_code == 2 and "without --auth (or --api-token)" in r.output, r.output

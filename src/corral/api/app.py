@@ -21,7 +21,9 @@ from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import admin, agent, agent_pods, cluster, jobs, pods, schedules
+from corral.api.native import auth as auth_api
 from corral.api.native import services as services_api
+from corral.auth.service import Auth
 from corral.coordinator.audit import AuditConfig, AuditLog
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
@@ -49,6 +51,11 @@ class ServerConfig:
     grpc_optional: bool = False  # the port is only a default (corral up): taken, the server runs without it
     # The audit log's retention (corral.coordinator.audit).
     audit: AuditConfig = field(default_factory=AuditConfig)
+    # Identities (corral.auth): on, every caller needs a credential (a user, a key, a token, the local token)
+    # and is held to its role and namespaces; off, a caller without the access token is an anonymous admin.
+    auth: bool = False
+    # Made at the first start with auth on: the first admin's key, for the command to print once.
+    first_admin_key: str | None = None
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -65,6 +72,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     loops = BackgroundLoops(coord)
     stacks = Stacks(coord, config.stacks)
     audit_log = AuditLog(store, config.audit)
+    auth = Auth(store, enabled=config.auth or bool(config.edge.api_token), local_token=config.edge.api_token)
+    config.first_admin_key = auth.bootstrap(first_admin=config.auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,9 +101,11 @@ def create_app(config: ServerConfig) -> FastAPI:
                 if not config.grpc_optional:
                     raise
                 log.warning("%s: nomad-lite's gRPC API is not served (give corral up --grpc-port)", e)
+        flush = asyncio.create_task(_flush_key_use(auth))
         try:
             yield
         finally:
+            flush.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=2)
             if local is not None:
@@ -111,12 +122,14 @@ def create_app(config: ServerConfig) -> FastAPI:
                   docs_url=None, redoc_url=None)
     docs_ui.install(app)  # /docs and /redoc from local assets, not a CDN
     app.state.services = Services(coord, wakeups, config.agent_token,
-                                  auth=bool(config.agent_token or config.edge.api_token))
+                                  auth=bool(config.agent_token or config.edge.api_token or config.auth))
     app.state.stacks = stacks
     app.state.audit = audit_log
     app.state.audit_local = bool(config.edge.api_token)
+    app.state.auth = auth
     errors.install(app)
     app.include_router(health.router)  # first: FastAPI tries routes in order, and probes come often
+    app.include_router(auth_api.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cluster.router)
@@ -133,6 +146,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
         config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     app.add_middleware(admin.AuditMiddleware, log=audit_log, local=bool(config.edge.api_token))
+    config.edge.auth = auth
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
     renderers = config.edge.renderers
 
@@ -171,6 +185,14 @@ def _both(a: Callable[[set[str]], None], b: Callable[[set[str]], None]) -> Calla
         a(ids)
         b(ids)
     return call
+async def _flush_key_use(auth: Auth) -> None:
+    """Writes the keys' ``last_used_at`` every few seconds (not on each request: the hot path stays a read)."""
+    while True:
+        await asyncio.sleep(5)
+        try:
+            await asyncio.to_thread(auth.flush_last_used)
+        except Exception:
+            log.exception("could not write the API keys' last use")
 
 
 def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAPI:
@@ -183,6 +205,7 @@ def create_dialect_app(main: FastAPI, name: str, config: ServerConfig) -> FastAP
     app.state.stacks = main.state.stacks
     app.state.audit = main.state.audit
     app.state.audit_local = main.state.audit_local
+    app.state.auth = main.state.auth
     port_app.install(app)
     app.add_middleware(admin.AuditMiddleware, log=main.state.audit, local=bool(config.edge.api_token))
     own = ("",) if port_app.own_auth(app) else ()

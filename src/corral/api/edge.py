@@ -25,6 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.api.asgi import refuse
 from corral.api.body import media_type
+from corral.auth.middleware import authorize
+from corral.auth.rules import RuleTable
+from corral.auth.service import Auth
 from corral.coordinator.errors import ServiceError
 from corral.domain.addresses import is_loopback
 
@@ -85,6 +88,8 @@ class EdgeConfig:
     # Printed once at start: exchanged for the cookie by its first use.
     login_code: str | None = None
     renderers: Sequence[tuple[str, Render]] = field(default_factory=list)
+    # The server's identities (corral.auth): who each caller is, and whether the route's rule lets it in.
+    auth: Auth | None = None
 
     @classmethod
     def for_bind(cls, bind: str, extra_hosts: Sequence[str] = (), **kw: object) -> EdgeConfig:
@@ -99,6 +104,7 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, config: EdgeConfig) -> None:
         self.app = app
         self.config = config
+        self.rules = RuleTable()
 
     def _render(self, path: str) -> Render:
         return next((r for prefix, r in self.config.renderers if path.startswith(prefix)), problem)
@@ -165,7 +171,14 @@ class EdgeMiddleware:
         if cfg.api_token and method == "GET" and path == "/login":
             await self._login(scope, receive, send)
             return
-        needs_token = cfg.api_token and path not in PROBES and not (
+        if cfg.auth is not None:
+            passthrough = [*cfg.own_auth_prefixes, *(("/v1/agent/",) if cfg.agent_token_set else ())]
+            refusal = await authorize(cfg.auth, self.rules, scope, headers, self._cookie_name(scope), passthrough,
+                                      cfg.token_hint)
+            if refusal is not None:
+                await self._deny(scope, receive, send, *refusal)
+                return
+        needs_token = cfg.auth is None and cfg.api_token and path not in PROBES and not (
             cfg.agent_token_set and path.startswith("/v1/agent/")) and not any(
             path == p or path.startswith(p + "/") for p in cfg.own_auth_prefixes)
         if needs_token and not self._token_ok(scope, headers):

@@ -26,9 +26,10 @@ cli.add_command(serve.worker)
 
 
 def main() -> None:
-    from corral.cli import admin, client, cluster, pods
+    from corral.cli import admin, auth, client, cluster, pods
 
     client.register(cli)
+    auth.register(cli)
     cli.add_command(pods.pods)
     cli.add_command(admin.tokens)
     cli.add_command(admin.audit)

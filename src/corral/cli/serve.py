@@ -110,6 +110,9 @@ def _serve_all(config: Any, bind: str, port: int, log_level: str, dialect_ports:
                tls: dict[str, Any] | None = None) -> None:
     from corral.api.app import create_app, create_dialect_app
     app = create_app(config)
+    if config.first_admin_key:
+        click.echo("Identities are on (--auth). The first admin's API key, shown this once (keep it; make others "
+                   f"with `corral keys create`):\n  {config.first_admin_key}", err=True)
     more = [(create_dialect_app(app, name, config), p) for name, p in dialect_ports.items()]
     for name, p in dialect_ports.items():
         click.echo(f"The {name} API alone on {'https' if tls else 'http'}://{bind}:{p}", err=True)
@@ -475,9 +478,14 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
 @click.option("--api-token", envvar="CORRAL_API_TOKEN", default=None,
               help="Require this token (Authorization: Bearer) on every request but probes and the workers' "
               "/v1/agent/* [default: none] [env CORRAL_API_TOKEN].")
-@click.option("--insecure", is_flag=True, default=False,
-              help="Listen on a non-loopback address without --api-token and --token (not recommended: anyone "
-              "who reaches the port could run commands and join as a worker).")
+@click.option("--auth/--no-auth", "auth", envvar="CORRAL_AUTH", default=False, show_default=True,
+              help="Identities: every request needs a user's, a key's or a token's credentials and is held to "
+              "its role and namespaces (docs/security.md). The first start prints the first admin's key "
+              "[env CORRAL_AUTH].")
+@click.option("--insecure-no-auth", "--insecure", "insecure", is_flag=True, default=False,
+              help="Listen on a non-loopback address without --auth (nor --api-token and --token): not "
+              "recommended, anyone who reaches the port could run commands and join as a worker; a warning is "
+              "printed at every start.")
 @click.option("--coordinator-id", default=None, metavar="ID",
               help="This coordinator's id among those sharing the database; keep it across restarts "
               "[default: its advertised URL].")
@@ -488,22 +496,26 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
               "after about this long.")
 @_with(common_server)
 def server(bind: str, port: int, database_url: str, api_token: str | None, token: str | None, insecure: bool,
-           allow_hosts: tuple[str, ...], log_level: str, coordinator_id: str | None, advertise_url: str | None,
-           leader_lease: float, **common: Any) -> None:
+           auth: bool, allow_hosts: tuple[str, ...], log_level: str, coordinator_id: str | None,
+           advertise_url: str | None, leader_lease: float, **common: Any) -> None:
     """Start a coordinator alone; workers connect to it with `corral worker`.
 
-    On an address other than loopback it needs --api-token (for the API) and --token (for workers),
-    unless --insecure says to run it open.
+    On an address other than loopback it needs --auth (or --api-token for the API and --token for
+    workers), unless --insecure-no-auth says to run it open.
     """
     from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
     from corral.domain.addresses import is_loopback
-    missing = [name for name, given in (("--api-token", api_token), ("--token", token)) if not given]
-    if missing and not is_loopback(bind) and not insecure:
-        raise click.UsageError(
-            f"--bind {bind} reaches beyond this machine, and without {' and '.join(missing)} anyone who reaches "
-            "it could run commands on the workers or join as one: give them (see docs/operations.md), or "
-            "--insecure to run it open anyway")
+    missing = [] if auth else [name for name, given in (("--api-token", api_token), ("--token", token))
+                               if not given]
+    if missing and not is_loopback(bind):
+        if not insecure:
+            raise click.UsageError(
+                f"--bind {bind} reaches beyond this machine, and without --auth (or {' and '.join(missing)}) "
+                "anyone who reaches it could run commands on the workers or join as one: start it with --auth "
+                "(see docs/security.md), or --insecure-no-auth to run it open anyway")
+        click.echo(f"WARNING: --insecure-no-auth: {bind}:{port} answers anyone who reaches it without asking who "
+                   f"they are (missing: {', '.join(missing)}); start it with --auth", err=True)
     _logging(log_level)
     stacks = _stacks(common)
     ports = _dialect_ports(common.pop("dialect_ports"), port)
@@ -518,11 +530,12 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     settings.address = (advertise_url or f"{'https' if tls else 'http'}://{bind}:{port}").rstrip("/")
     settings.coordinator_id = coordinator_id or settings.address
     settings.leader_lease = leader_lease
-    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit,
+    config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit, auth=auth,
                           grpc_port=grpc_port, grpc_bind=bind,
                           settings=settings,
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,
-                                                   token_hint="the token given to corral server --api-token"))
+                                                   token_hint="the token given to corral server --api-token"
+                                                   if api_token else "the key in an X-API-KEY header"))
     _serve_all(config, bind, port, log_level, ports, tls)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.auth import context
 from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import expr, workflow
 from corral.domain.resources import parse_duration
@@ -63,10 +64,14 @@ def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now:
     }
 
 
-def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None, root: str | None = None) -> Row:
+def job_row(spec: JobSpec, now: float, job_id: str, parent: Row | None = None, root: str | None = None,
+            owner: tuple[str, str | None] | None = None) -> Row:
     """``parent``: the task an attached subjob runs for; ``root``: the job at the top of the tree a subjob
-    (attached or detached) was spawned from, whose size limit it counts against."""
-    return {"id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
+    (attached or detached) was spawned from, whose size limit it counts against; ``owner``: its namespace
+    and creator (default: the caller of the request being served, corral.auth.context)."""
+    namespace, created_by = owner or context.stamp()
+    return {"namespace": namespace, "created_by": created_by,
+            "id": job_id, "name": spec.name, "queue": spec.queue, "priority": spec.priority,
             "tags": spec.tags, "search": search_text(spec.name, spec.tags), "spec": dump_spec(spec),
             "state": JobState.PENDING.value, "task_count": len(spec.tasks), "created_at": now,
             "error": None, "started_at": None, "finished_at": None,
@@ -81,10 +86,10 @@ def search_text(name: str, tags: Sequence[str]) -> str:
 
 
 def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row | None = None,
-             root: str | None = None) -> tuple[Row, list[Row]]:
+             root: str | None = None, owner: tuple[str, str | None] | None = None) -> tuple[Row, list[Row]]:
     """The rows of a new job and its tasks, for ``Tx.insert_jobs``."""
     job_id = job_id or new_id()
-    job = job_row(spec, now, job_id, parent, root)
+    job = job_row(spec, now, job_id, parent, root, owner)
     # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
     dag = spec.is_dag()
     return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0)
@@ -201,7 +206,8 @@ class Flow:
             self.policy.check(sub_spec)
             # Detached or not, it counts against the size limit of the tree it was spawned from.
             sub_job, sub_tasks = job_rows(sub_spec, now, parent=None if detached else r,
-                                          root=job.get("root_job_id") or job["id"])
+                                          root=job.get("root_job_id") or job["id"],
+                                          owner=(job.get("namespace") or "default", job.get("created_by")))
             return Opening(r, "subjob", job=(sub_job, sub_tasks), detached=detached,
                            size=workflow.rows_of_job(sub_spec), header=header)
         kids, width = workflow.children(spec, r["kind"], name, ctx, scope)

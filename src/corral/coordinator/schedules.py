@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from corral.auth import context
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.idempotency import HEADER, IdemKey, fingerprint
 from corral.coordinator.service import Coordinator, job_rows, new_id
@@ -44,6 +45,7 @@ class Schedules:
         row = {"id": new_id(), "name": name or spec.name, "cron": expr, "spec": dump_spec(spec),
                "state": ACTIVE, "next_run_at": cron.next_after(expr, now), "last_run_at": None,
                "last_job_id": None, "created_at": now}
+        row["namespace"], row["created_by"] = context.stamp()
         earlier = self.coord.insert_once(idem, mark, {"schedule": row["id"]}, now, lambda tx: tx.insert_schedule(row))
         if earlier is not None:
             assert idem is not None
@@ -116,7 +118,7 @@ class Schedules:
     def _fire(self, sch: Row, now: float) -> str | None:
         tick, nxt = cron.catch_up(sch["cron"], float(sch["next_run_at"]), now)
         spec = JobSpec.model_validate(sch["spec"])
-        job, tasks = job_rows(spec, now)
+        job, tasks = job_rows(spec, now, owner=(sch.get("namespace") or "default", sch.get("created_by")))
         adding = 0
         try:  # checked again: the policy, the limits and the load may have changed since it was created
             adding = self.coord.admit(spec)

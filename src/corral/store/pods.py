@@ -14,6 +14,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from corral.auth import context
+from corral.coordinator.errors import Forbidden
 from corral.store import schema as s
 from corral.store.rows import Row, chunks
 from corral.store.rows import rows as _rows
@@ -34,6 +36,10 @@ class PodQueries:
     def insert_pod(self, row: Row, containers: Sequence[Row]) -> bool:
         """Add a pod and its containers; False if a pod with its id exists."""
         insert = pg_insert if self.c.dialect.name == "postgresql" else sqlite_insert
+        if not context.sees(row["namespace"]):  # a caller may make pods only where it may see them
+            raise Forbidden(f"you may not create pods in namespace '{row['namespace']}'")
+        if "created_by" not in row:
+            row = {**row, "created_by": context.stamp()[1]}
         q = insert(s.pods).values(**row).on_conflict_do_nothing(index_elements=[_P.id]).returning(_P.id)
         if self.c.execute(q).first() is None:
             return False
@@ -42,7 +48,7 @@ class PodQueries:
 
     def pod(self, pod_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.pods).where(_P.id == pod_id)).mappings().first()
-        return dict(r) if r else None
+        return dict(r) if r and context.sees(r["namespace"]) else None
 
     def pods_by_ids(self, ids: Iterable[str], lock: bool = False) -> list[Row]:
         """The pods; with ``lock``, their rows stay locked until the transaction ends (PostgreSQL; SQLite
@@ -67,6 +73,8 @@ class PodQueries:
         conds: list[Any] = [_P.seq > after_seq]
         if namespace is not None:
             conds.append(_P.namespace == namespace)
+        if (visible := context.visible()) is not None:  # what the current caller may see (corral.auth.context)
+            conds.append(_P.namespace.in_(sorted(visible)))
         if origin is not None:
             conds.append(_P.origin == origin)
         if states:

@@ -44,7 +44,11 @@ jobs = sa.Table(
     # 0009: the job at the top of the tree a subjob was spawned from (detached ones too), NULL for a job
     # submitted or fired; the tasks of a tree count together against --max-tasks-per-job.
     sa.Column("root_job_id", ID),
+    # 0013: the namespace it belongs to, and who created it (Identity.principal; NULL before 0013).
+    sa.Column("namespace", sa.String(63), nullable=False, server_default="default"),
+    sa.Column("created_by", sa.String(80)),
     sa.Index("ix_jobs_state", "state"),
+    sa.Index("ix_jobs_namespace", "namespace", "seq"),
     sa.Index("ix_jobs_parent", "parent_job_id"),
     sa.Index("ix_jobs_root", "root_job_id"),
     sa.Index("ix_jobs_hooks", "hooks_done"),
@@ -179,6 +183,8 @@ schedules = sa.Table(
     sa.Column("last_run_at", sa.Float),
     sa.Column("last_job_id", ID),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=False, server_default="default"),  # 0013
+    sa.Column("created_by", sa.String(80)),  # 0013
     sa.Index("ix_schedules_due", "state", "next_run_at"),
 )
 
@@ -227,6 +233,7 @@ pods = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(80)),  # 0013
     sa.Index("ix_pods_state", "state"),
     sa.Index("ix_pods_node", "node_id", "state"),
     sa.Index("ix_pods_namespace", "namespace", "seq"),
@@ -311,6 +318,7 @@ services = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(80)),  # 0013
     sa.UniqueConstraint("namespace", "name", name="uq_services_name"),
     sa.Index("ix_services_type", "type"),
 )
@@ -402,4 +410,39 @@ leadership = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("transfer_to", sa.String(64)),  # asked for: the leader hands its lease to this coordinator
     sa.Column("changed_at", sa.Float, nullable=False),
+)
+
+# -- identities (0013, corral.auth): users (password hashed with argon2), API keys (only their SHA-256 is
+# kept: they are 256-bit random), and secrets of the server itself (the token signing key).
+users = sa.Table(
+    "users", metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("namespaces", sa.JSON),  # NULL: every namespace
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # the key's public part: crl_<id>_<secret>
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("owner", sa.String(80), nullable=False),  # Identity.principal of its maker
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("namespaces", sa.JSON),  # NULL: every namespace
+    sa.Column("scopes", sa.JSON),  # NULL: all its role has
+    sa.Column("hash", sa.String(64), nullable=False),  # SHA-256 of the whole key, hex
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Index("ix_api_keys_owner", "owner"),
+)
+
+auth_secrets = sa.Table(
+    "auth_secrets", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),  # "jwt": the HS256 signing key
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )

@@ -22,8 +22,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from corral.auth import context
 from corral.store import schema as s
 from corral.store.audit import AuditQueries
+from corral.store.auth import AuthQueries
 from corral.store.cluster import ClusterQueries
 from corral.store.pods import PodQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
@@ -111,7 +113,7 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
+class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
     queries about pods are in store/pods.py, those about stacks in store/stacks.py, the audit log and join
     tokens in store/audit.py."""
@@ -132,12 +134,13 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
         self.c.execute(_INSERT_TASKS, tasks)
 
     def job(self, job_id: str) -> Row | None:
+        """None also for a job the current caller may not see (corral.auth.context): a 404, not a 403."""
         r = self.c.execute(_JOB, {"id": job_id}).mappings().first()
-        return dict(r) if r else None
+        return dict(r) if r and context.sees(r["namespace"]) else None
 
     def jobs_by_ids(self, ids: Iterable[str]) -> list[Row]:
         return [r for part in chunks(ids) for r in _rows(self.c.execute(sa.select(s.jobs).where(
-            s.jobs.c.id.in_(part))))]
+            s.jobs.c.id.in_(part)))) if context.sees(r["namespace"])]
 
     def cas_many(self, table: str, expected: Sequence[str], rows: Sequence[Row],
                  on_execution: bool = False) -> int:
@@ -206,7 +209,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int,
                       limit: int) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
-        match in all."""
+        match in all (of those the current caller may see)."""
+        if (visible := context.visible()) is not None:
+            conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
         total = self.c.execute(sa.select(sa.func.count()).select_from(s.jobs).where(*conds)).scalar_one()
         page = [*conds, s.jobs.c.seq < before_seq] if before_seq is not None else conds
         rows = _rows(self.c.execute(sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc())
@@ -563,13 +568,13 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
     # -- reads for the API dialects (nomad-lite, CloudAI) -----------------------------------------
     def job_by_seq(self, seq: int) -> Row | None:
         r = self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq == seq)).mappings().first()
-        return dict(r) if r else None
+        return dict(r) if r and context.sees(r["namespace"]) else None
 
     def jobs_by_seqs(self, seqs: Iterable[int]) -> list[Row]:
         out: list[Row] = []
         for part in chunks(sorted(set(seqs))):
             out += _rows(self.c.execute(sa.select(s.jobs).where(s.jobs.c.seq.in_(part))))
-        return out
+        return [r for r in out if context.sees(r["namespace"])]
 
     def tasks_of_jobs(self, job_ids: Iterable[str]) -> list[Row]:
         """Every task of these jobs, by job then position."""
@@ -645,15 +650,17 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
 
     def schedule(self, schedule_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.schedules).where(s.schedules.c.id == schedule_id)).mappings().first()
-        return dict(r) if r else None
+        return dict(r) if r and context.sees(r["namespace"]) else None
 
     def schedules(self) -> list[Row]:
-        return _rows(self.c.execute(sa.select(s.schedules).order_by(s.schedules.c.created_at,
-                                                                    s.schedules.c.id)))
+        q = sa.select(s.schedules).order_by(s.schedules.c.created_at, s.schedules.c.id)
+        if (visible := context.visible()) is not None:
+            q = q.where(s.schedules.c.namespace.in_(sorted(visible)))
+        return _rows(self.c.execute(q))
 
     def due_schedules(self, now: float, limit: int = 100) -> list[Row]:
         sc = s.schedules.c
-        q = (sa.select(sc.id, sc.cron, sc.spec, sc.next_run_at)
+        q = (sa.select(sc.id, sc.cron, sc.spec, sc.next_run_at, sc.namespace, sc.created_by)
              .where(sc.state == "active", sc.next_run_at <= now).order_by(sc.next_run_at).limit(limit))
         return _rows(self.c.execute(q))
 
@@ -684,7 +691,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
 
     def service(self, service_id: str) -> Row | None:
         r = self.c.execute(sa.select(s.services).where(s.services.c.id == service_id)).mappings().first()
-        return dict(r) if r else None
+        return dict(r) if r and context.sees(r["namespace"]) else None
 
     def services(self, namespace: str | None = None, type_: str | None = None, after_seq: int = 0,
                  limit: int = 1000) -> list[Row]:
@@ -693,6 +700,8 @@ class Tx(PodQueries, StackQueries, AuditQueries, ClusterQueries):
         q = sa.select(s.services).where(sv.seq > after_seq).order_by(sv.seq).limit(limit)
         if namespace is not None:
             q = q.where(sv.namespace == namespace)
+        if (visible := context.visible()) is not None:
+            q = q.where(sv.namespace.in_(sorted(visible)))
         if type_ is not None:
             q = q.where(sv.type == type_)
         return _rows(self.c.execute(q))

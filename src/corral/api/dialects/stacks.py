@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.dialects.base import DialectError, json_object, route_class
+from corral.auth.middleware import identity_of
 from corral.coordinator.stacks import MAX_BATCH, Stacks
 
 # The paths this API owns on the main port (the edge answers its refusals in this API's shape).
@@ -52,7 +53,7 @@ def stacks_of(request: Request) -> Stacks:
 def api_key(request: Request) -> None:
     """The API key (``X-API-KEY`` or ``?api_key=``), when one is configured: 401 without it."""
     want = stacks_of(request).config.api_key
-    if not want:
+    if not want or identity_of(request.scope).kind != "anonymous":  # a key, user or token the edge knew
         return
     given = request.headers.get("x-api-key", "").strip() or request.query_params.get("api_key", "").strip()
     if not given or not hmac.compare_digest(given.encode(), want.encode()):

@@ -476,3 +476,32 @@ def delete_queue(name: str, svc: Svc) -> dict[str, Any]:
         except (NotFound, Conflict):
             pass  # finished or gone meanwhile
     return {"status": "OK", "cancelled": cancelled}
+
+
+# -- users (Tork's POST /users; its basic-auth middleware is the edge's 'Authorization: Basic') ---------
+@router.post("/users", summary="Tork: create a user (admin); it then signs in with HTTP basic auth")
+async def create_user(request: Request) -> dict[str, Any]:
+    data = await read_body_object(request)
+    username = str(data.get("username") or "").strip()
+    password = str(data.get("password") or "").strip()
+    if not username:
+        raise DialectError(400, "must provide username")
+    if not password:
+        raise DialectError(400, "must provide password")
+    auth = request.app.state.auth
+    try:
+        view = await asyncio.to_thread(auth.create_user, username, password, "user", None)
+    except Conflict as e:
+        raise DialectError(400, "user already exists") from e
+    return {"id": view["name"], "name": str(data.get("name") or username), "username": view["name"],
+            "createdAt": rfc3339(view["created_at"])}
+
+
+async def read_body_object(request: Request) -> dict[str, Any]:
+    try:
+        data = await read_body(request)
+    except BadBody as e:
+        raise DialectError(e.status, str(e)) from e
+    if not isinstance(data, dict):
+        raise DialectError(400, "the body must be a JSON object")
+    return data

@@ -18,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
+from corral.auth.identity import Perm
+from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Forbidden, Unauthorized
 from corral.coordinator.nodes import JOIN_TOKEN_PREFIX
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update
@@ -31,9 +33,13 @@ def _bearer(authorization: str | None) -> str:
     return (authorization or "").removeprefix("Bearer ").strip()
 
 
-def _auth(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
-    """The cluster token (when the server has one), or a join token: that one is checked by what follows
-    (its validity at registration; on a node's calls, the node's own secret is the credential)."""
+def _auth(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
+    """A caller with the worker role (a worker's API key), the cluster token (when the server has one), or a
+    join token: that one is checked by what follows (its validity at registration; on a node's calls, the
+    node's own secret is the credential)."""
+    ident = identity_of(request.scope)
+    if ident.kind != "anonymous" and ident.can(Perm.AGENT):
+        return svc
     given = _bearer(authorization)
     if svc.agent_token and hmac.compare_digest(given.encode(), svc.agent_token.encode()):
         return svc

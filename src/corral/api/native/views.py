@@ -72,6 +72,7 @@ def job_view(j: Row, tasks: list[Row] | None = None, executions: list[Row] | Non
         "task_count": j["task_count"], "created_at": rfc3339(j["created_at"]),
         "started_at": rfc3339(j["started_at"]), "finished_at": rfc3339(j["finished_at"]),
         "output": j.get("output"), "parent_job_id": j["parent_job_id"], "parent_task_id": j["parent_task_id"],
+        "namespace": j.get("namespace") or "default", "created_by": j.get("created_by"),
     }
     for k in ("description", "inputs", "secrets", "defaults", "webhooks", "autoDelete"):
         if spec.get(k):

@@ -1,14 +1,14 @@
 """node drain: an operator's drain of a worker (corral nodes drain), and the deadline of its running tasks
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-01 13:10:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0012'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
