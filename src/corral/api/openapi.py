@@ -94,6 +94,16 @@ class DocConfig:
     own_auth_prefixes: Sequence[str] = ()  # routes that check a credential of their own (the Stacks key)
     # (path prefix, API) in the order the edge and the rate limiter pick the shape of their refusals.
     edge_prefixes: Sequence[tuple[str, str]] = ()
+    auth: bool = False  # identities on (corral.auth): every route but a public one asks for a credential
+
+
+def _public(method: str, path: str) -> bool:
+    """The route needs no credential in corral.auth's rule table (probes, the token exchange)."""
+    from corral.auth.identity import Perm
+    from corral.auth.rules import RULES
+
+    rule = RULES.get(path, {})
+    return rule.get(method.upper(), rule.get("*")) == Perm.PUBLIC
 
 
 def route_api(path: str, tags: Iterable[str]) -> str:
@@ -115,6 +125,8 @@ def checks_credentials(method: str, path: str, config: DocConfig) -> bool:
     The auth package declares its rules here (and only here): the document follows."""
     if path.startswith("/v1/agent/") and config.agent_token:
         return True
+    if config.auth:
+        return not _public(method, path)
     if any(path == p or path.startswith(p + "/") for p in config.own_auth_prefixes):
         return True
     return config.access_token and path not in PROBES
@@ -123,6 +135,8 @@ def checks_credentials(method: str, path: str, config: DocConfig) -> bool:
 def may_forbid(method: str, path: str, config: DocConfig) -> bool:
     """Whether the operation can answer 403: a known caller without the right, or (a request that changes
     something) from a page of another site (the edge's Origin check)."""
+    if config.auth and not _public(method, path):
+        return True  # a caller whose role lacks the right
     return method.upper() in UNSAFE or (path.startswith("/v1/agent/") and config.agent_token)
 
 

@@ -52,6 +52,12 @@ RULES: dict[str, dict[str, Perm]] = {
     # -- the cluster: nodes and queues (reading them is reading; changing them is operating) ----------
     "/v1/nodes": {"GET": R}, "/v1/nodes/{node_id}": {"GET": R},
     "/v1/queues": {"GET": R},
+    "/v1/nodes/{node_id}/drain": {"POST": OP}, "/v1/nodes/{node_id}/undrain": {"POST": OP},
+    # -- the coordinators, the audit log, workers' join tokens: an admin's ------------------------------
+    "/v1/cluster": {"GET": R}, "/v1/cluster/transfer": {"POST": A},
+    "/v1/cluster/{coord_id}/drain": {"POST": A}, "/v1/cluster/{coord_id}/undrain": {"POST": A},
+    "/v1/audit": {"GET": A},
+    "/v1/tokens": {"GET": A, "POST": A}, "/v1/tokens/{token_id}": {"DELETE": A},
     # -- a worker's routes -------------------------------------------------------------------------
     "/v1/agent/register": {"POST": AG},
     "/v1/agent/nodes/{node_id}/heartbeat": {"POST": AG}, "/v1/agent/nodes/{node_id}/poll": {"POST": AG},
