@@ -166,7 +166,8 @@ def test_node_and_health_endpoints(standalone: Cluster) -> None:
     assert nodes[0]["capacity"]["cpu"] >= 1 and nodes[0]["capacity"]["memory"] > 0
     one = standalone.client.get(f"/v1/nodes/{nodes[0]['id']}")
     assert one.status_code == 200 and one.json()["id"] == nodes[0]["id"]
-    assert standalone.client.get("/readyz").json() == {"status": "ready"}
+    ready = standalone.client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["leader_id"] and ready["epoch"] >= 1
     metrics = standalone.client.get("/metrics").text
     assert "corral_nodes{state=\"ready\"} 1.0" in metrics
     assert standalone.client.get("/openapi.json").json()["info"]["title"] == "Corral"

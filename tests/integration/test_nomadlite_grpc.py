@@ -213,7 +213,7 @@ def test_cluster_transfer_and_drain(server: Cluster, api: Any, seed: tuple[Modul
     assert cs.nodes[0].address == f"127.0.0.1:{server.grpc_port}"
 
     t = api.TransferLeadership(pb.TransferLeadershipRequest(target_node_id=0), metadata=md)
-    assert not t.success and t.new_leader_id == 1 and "no other coordinator" in t.message
+    assert not t.success and t.new_leader_id == 1 and "no other live coordinator" in t.message
     t = api.TransferLeadership(pb.TransferLeadershipRequest(target_node_id=7), metadata=md)
     assert not t.success and "no coordinator 7" in t.message
 

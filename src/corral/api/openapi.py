@@ -141,6 +141,14 @@ def may_forbid(method: str, path: str, config: DocConfig) -> bool:
 
 
 # -- the rules ------------------------------------------------------------------------------------------------
+# What a route answers beyond the rules below: a credential checked in its body (the token exchange), an
+# object named in its body rather than its path (a leadership transfer's target).
+OWN_STATUSES: dict[tuple[str, str], set[int]] = {
+    ("POST", "/v1/auth/token"): {401},
+    ("POST", "/v1/cluster/transfer"): {404},
+}
+
+
 def common_statuses(method: str, path: str, config: DocConfig) -> tuple[set[int], set[int]]:
     """(statuses the edge or the rate limiter may answer, statuses the route itself may answer)."""
     edge = {400, 405, 413, 415, 429}
@@ -153,6 +161,7 @@ def common_statuses(method: str, path: str, config: DocConfig) -> tuple[set[int]
         route.add(404)
     if method.upper() in UNSAFE:
         route.add(409)
+    route |= OWN_STATUSES.get((method.upper(), path), set())
     return edge, route
 
 

@@ -61,7 +61,7 @@ def actor(identity: Any, local: bool, cert_cn: str | None = None) -> str:
     client certificate ('cn:NAME'), else 'local' (a server whose access token stands for its owner) or
     'anonymous'."""
     name = getattr(identity, "name", None)
-    if name:
+    if name and getattr(identity, "kind", None) != "anonymous":  # an anonymous caller: what else is known
         return str(name)[:200]
     if cert_cn:
         return f"cn:{cert_cn}"[:200]

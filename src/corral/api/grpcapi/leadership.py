@@ -39,10 +39,10 @@ class Transfer:
 def cluster_status(coord: Coordinator, address: str) -> ClusterStatus:
     """This coordinator, the leader, and every member (coordinators first, then workers)."""
     state = coord.cluster_status()
-    with coord.store.read() as tx:
-        members = [Member(int(m["node_id"]), str(m["address"]), bool(m["is_alive"]))
-                   for m in cluster_members(tx, state)]
     me, leader = state_numbers(state)
+    with coord.store.read() as tx:  # this coordinator by its gRPC address (the others: by their API's)
+        members = [Member(int(m["node_id"]), address if (m["role"], m["node_id"]) == ("coordinator", me)
+                          else str(m["address"]), bool(m["is_alive"])) for m in cluster_members(tx, state)]
     return ClusterStatus(node_id=me, term=state.epoch, leader_id=leader, members=members)
 
 

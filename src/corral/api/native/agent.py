@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
-from corral.auth.identity import Perm
+from corral.auth.identity import Role
 from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Forbidden, Unauthorized
 from corral.coordinator.nodes import JOIN_TOKEN_PREFIX
@@ -38,8 +38,8 @@ def _auth(request: Request, svc: Svc, authorization: Annotated[str | None, Heade
     join token: that one is checked by what follows (its validity at registration; on a node's calls, the
     node's own secret is the credential)."""
     ident = identity_of(request.scope)
-    if ident.kind != "anonymous" and ident.can(Perm.AGENT):
-        return svc
+    if ident.role == Role.WORKER:  # a worker's key: the cluster token's stand-in (not an admin's key or the
+        return svc                 # local access token: workers are a role of their own)
     given = _bearer(authorization)
     if svc.agent_token and hmac.compare_digest(given.encode(), svc.agent_token.encode()):
         return svc
