@@ -48,7 +48,8 @@ def test_the_store_going_away_is_a_500_that_hides_the_cause_and_readyz_says_so(c
     with pg.TempServer(bindir) as server:  # a server of its own, to stop: the session's is shared
         cluster.start_server(database_url=server.url)
         cluster.add_worker("w1", "--runtime", "process")
-        assert cluster.client.get("/readyz").json() == {"status": "ready"}
+        assert wait_until(lambda: cluster.client.get("/readyz").json()["status"] == "ready", 10,
+                          what="a leader to be known")
 
         server.stop()
         r = wait_until(lambda: (x := cluster.client.get("/readyz")).status_code == 503 and x, 10,

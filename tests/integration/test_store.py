@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Update
+from corral.coordinator.errors import Forbidden
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 
@@ -73,13 +74,14 @@ def test_duplicate_and_stale_reports_are_no_ops(coord: Coordinator) -> None:
     assert len(execs) == 2 and all(e["state"] == "completed" for e in execs)
 
 
-def test_a_report_from_another_node_is_ignored(coord: Coordinator) -> None:
+def test_a_report_from_another_node_is_refused(coord: Coordinator) -> None:
     n1, n2 = _node(coord, "n1"), _node(coord, "n2")
     job = coord.submit(JobSpec.model_validate({"tasks": [{"run": "a"}]}))
     coord.schedule_once()
     owner, other = (n1, n2) if coord.poll(n1, [])[0] else (n2, n1)
     [ex] = [w["execution_id"] for w in coord.poll(owner, [])[0]]
-    _report(coord, other, ex, "completed", 0)
+    with pytest.raises(Forbidden):
+        _report(coord, other, ex, "completed", 0)
     assert coord.get_job(job["id"])[0]["state"] == "scheduled"
     _report(coord, owner, ex, "completed", 0)
     assert coord.get_job(job["id"])[0]["state"] == "completed"
