@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Update
 from corral.coordinator.errors import Forbidden
+from corral.coordinator.service import Coordinator, LogLine, NodeInfo, Update
 from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 
