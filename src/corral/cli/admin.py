@@ -6,7 +6,6 @@ import time
 from urllib.parse import quote
 
 import click
-from rich.table import Table
 
 from corral.cli import output
 from corral.cli.api import Client, CliError
@@ -62,16 +61,9 @@ def tokens_ls(fmt: str, server: str) -> None:
     """List join tokens (never the tokens themselves), newest first."""
     with Client(server) as c:
         data = c.json("GET", "/v1/tokens")
-    if fmt == "json":
-        output.print_json(data)
-        return
-    t = Table(box=None, pad_edge=False)
-    for col in ("ID", "KIND", "CREATED BY", "CREATED", "EXPIRES", "REVOKED", "LAST USED"):
-        t.add_column(col)
-    for r in data.get("items") or []:
-        t.add_row(r["id"], r["kind"], r["created_by"], _when(r["created_at"]), _when(r["expires_at"]),
-                  _when(r["revoked_at"]), _when(r["last_used_at"]))
-    output.out.print(t)
+    output.listing(data, fmt, ("ID", "KIND", "CREATED BY", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
+                   lambda r: (r["id"], r["kind"], r["created_by"], _when(r["created_at"]), _when(r["expires_at"]),
+                              _when(r["revoked_at"]), _when(r["last_used_at"])))
 
 
 @tokens.command("revoke")
@@ -98,15 +90,8 @@ def audit(limit: int, cursor: str | None, actor: str | None, action: str | None,
     params = {k: v for k, v in {"limit": limit, "cursor": cursor, "actor": actor, "action": action}.items() if v}
     with Client(server) as c:
         data = c.json("GET", "/v1/audit", params=params)
-    if fmt == "json":
-        output.print_json(data)
-        return
-    t = Table(box=None, pad_edge=False)
-    for col in ("WHEN", "ACTOR", "ACTION", "REQUEST", "STATUS", "FROM"):
-        t.add_column(col)
-    for r in data.get("items") or []:
-        t.add_row(_when(r["at"]), r["actor"], r["action"], f"{r['method']} {r['path']}", str(r["status"]),
-                  r.get("address") or "-")
-    output.out.print(t)
-    if data.get("next_cursor"):
+    output.listing(data, fmt, ("WHEN", "ACTOR", "ACTION", "REQUEST", "STATUS", "FROM"),
+                   lambda r: (_when(r["at"]), r["actor"], r["action"], f"{r['method']} {r['path']}",
+                              str(r["status"]), r.get("address") or "-"))
+    if fmt != "json" and data.get("next_cursor"):
         output.err.print(f"more: --cursor {data['next_cursor']}", style="dim")

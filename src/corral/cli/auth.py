@@ -7,7 +7,6 @@ for users; any key for one's own keys).
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from corral.cli import output
 from corral.cli.api import Client, CliError, Json
@@ -68,15 +67,8 @@ def users_create(name: str, role: str, namespaces: tuple[str, ...], password: st
 def users_ls(fmt: str, server: str) -> None:
     with Client(server) as c:
         data = c.json("GET", "/v1/users")
-    if fmt == "json":
-        output.print_json(data)
-        return
-    t = Table(box=None, header_style="bold")
-    for col in ("NAME", "ROLE", "NAMESPACES", "CREATED"):
-        t.add_column(col)
-    for u in data["items"]:
-        t.add_row(u["name"], u["role"], _namespaces(u["namespaces"]), output.when(_iso(u["created_at"])))
-    output.out.print(t)
+    output.listing(data, fmt, ("NAME", "ROLE", "NAMESPACES", "CREATED"),
+                   lambda u: (u["name"], u["role"], _namespaces(u["namespaces"]), output.when(_iso(u["created_at"]))))
 
 
 @users.command("rm", short_help="Remove a user (admin); its keys are revoked.")
@@ -149,17 +141,9 @@ def keys_create(name: str, role: str | None, namespaces: tuple[str, ...], scopes
 def keys_ls(fmt: str, server: str) -> None:
     with Client(server) as c:
         data = c.json("GET", "/v1/keys")
-    if fmt == "json":
-        output.print_json(data)
-        return
-    t = Table(box=None, header_style="bold")
-    for col in ("ID", "NAME", "OWNER", "ROLE", "NAMESPACES", "LAST USED", "STATE"):
-        t.add_column(col)
-    for k in data["items"]:
-        state = "revoked" if k["revoked_at"] else "active"
-        t.add_row(k["id"], k["name"], k["owner"], k["role"], _namespaces(k["namespaces"]),
-                  output.when(_iso(k["last_used_at"])), state)
-    output.out.print(t)
+    output.listing(data, fmt, ("ID", "NAME", "OWNER", "ROLE", "NAMESPACES", "LAST USED", "STATE"),
+                   lambda k: (k["id"], k["name"], k["owner"], k["role"], _namespaces(k["namespaces"]),
+                              output.when(_iso(k["last_used_at"])), "revoked" if k["revoked_at"] else "active"))
 
 
 @keys.command("revoke", short_help="Revoke an API key: the next request with it is refused.")

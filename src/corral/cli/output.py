@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +108,17 @@ def _table(*columns: str) -> Table:
     for c in columns:
         table.add_column(c, overflow="fold")
     return table
+
+
+def listing(data: Json, fmt: str, columns: Sequence[str], row: Callable[[Json], Sequence[str]]) -> None:
+    """A listing's answer: as JSON (``--output json``), or a table of its ``items``, a row each."""
+    if fmt == "json":
+        print_json(data)
+        return
+    t = _table(*columns)
+    for item in data.get("items") or []:
+        t.add_row(*row(item))
+    out.print(t)
 
 
 def jobs_table(page: Json) -> None:

@@ -26,14 +26,18 @@ def list_nodes(svc: Svc) -> dict[str, Any]:
         return {"items": [node_view(n, alloc.get(n["id"])) for n in tx.nodes()]}
 
 
-@router.get("/nodes/{node_id}", summary="One node")
-def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
+def _node_answer(svc: Services, node_id: str) -> dict[str, Any]:
     with svc.coord.store.read() as tx:
         n = tx.node(node_id)
         if n is None:
             raise NotFound(f"no node with id '{node_id}'")
         alloc = {a["node_id"]: a for a in tx.allocations()}
         return node_view(n, alloc.get(node_id))
+
+
+@router.get("/nodes/{node_id}", summary="One node")
+def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
+    return _node_answer(svc, node_id)
 
 
 class DrainBody(BaseModel):
@@ -42,15 +46,6 @@ class DrainBody(BaseModel):
 
 
 DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
-
-
-def _node_answer(svc: Services, node_id: str) -> dict[str, Any]:
-    with svc.coord.store.read() as tx:
-        n = tx.node(node_id)
-        if n is None:
-            raise NotFound(f"no node with id '{node_id}'")
-        alloc = {a["node_id"]: a for a in tx.allocations()}
-        return node_view(n, alloc.get(node_id))
 
 
 @router.post("/nodes/{node_id}/drain", summary="Drain a node: no new work; running tasks finish, or move at a deadline")
