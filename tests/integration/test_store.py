@@ -139,6 +139,23 @@ def test_one_pass_places_a_large_backlog_in_growing_steps_without_overcommitting
     assert len(work) == 176
 
 
+def test_tasks_that_wait_do_not_hide_those_behind_them(coord: Coordinator) -> None:
+    """300 tasks for a queue no node serves come first: a job submitted after them in a served queue is
+    placed (a pass looks past the waiting ones), and the waiting ones keep their reason."""
+    row = coord.register(NodeInfo(name="n", hostname="n", version="t", cpu=2, memory=2**34, disk=0,
+                                  runtimes=["process"]))
+    coord.submit_many([JobSpec.model_validate({"queue": "nobody", "tasks": [{"run": "x"}]}) for _ in range(300)])
+    late = coord.submit(JobSpec.model_validate({"tasks": [{"run": "late"}]}))
+    for _ in range(3):  # 300 waiting: a pass looks at 256 of them, the next goes on from there
+        coord.schedule_once()
+    assert coord.get_job(late["id"])[0]["state"] == "scheduled"
+    coord.authenticate(str(row["id"]), row["node_secret"])
+    work, _ = coord.poll(str(row["id"]), [])
+    assert [w["job_id"] for w in work] == [late["id"]]
+    with coord.store.read() as tx:
+        assert tx.count_pending_tasks() == 300
+
+
 # -- task dependencies (depends_on) ---------------------------------------------------------------
 DIAMOND = {"tasks": [{"name": "a", "run": "a"}, {"name": "b", "run": "b", "depends_on": ["a"]},
                      {"name": "c", "run": "c", "depends_on": ["a"]},

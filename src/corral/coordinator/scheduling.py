@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.coordinator")
 MAX_STEP = 1024  # tasks one step of a scheduling pass reads and places, at most (one write transaction)
+WAITING_PAGES = 4  # steps a pass takes past tasks that cannot be placed now, looking for ones that can
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -52,6 +53,7 @@ class Scheduling(Part):
         super().__init__(coord)
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
         self._step = self.settings.schedule_batch  # tasks the next step of a pass reads
+        self._resume = 0  # where, past the waiting tasks, the last pass stopped looking (0: it saw them all)
 
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
@@ -62,12 +64,18 @@ class Scheduling(Part):
         # four times as many tasks next (up to MAX_STEP), and so does the next pass's first step, so that a
         # large backlog on a large cluster is not placed 64 tasks per read of 5,000 nodes. A step that left
         # tasks waiting sets it back to schedule_batch: a full cluster's passes stay small.
-        batch = self._step
+        # Tasks that cannot be placed now (a queue no node serves, more than any node has) must not hide the
+        # ones behind them: a step that leaves tasks waiting is followed by one past them, up to WAITING_PAGES
+        # per pass; the next pass reads the top again (what frees up goes first), then goes on from where
+        # this one stopped, so that every ready task is looked at within a few passes.
+        batch, offset, waiting_pages = self._step, 0, 0
         while True:
             now = time.time()
             with self.store.read() as tx:
-                ready = tx.ready_tasks(now, batch)
+                ready = tx.ready_tasks(now, batch, offset)
                 if not ready:
+                    if offset:
+                        self._resume = 0  # looked at them all: the next pass starts from the top
                     return placed_total
                 if opened < 20 and any(t["kind"] != "run" for t in ready):
                     # Composite and template tasks are opened (or evaluated) first, then the tasks are read
@@ -93,13 +101,23 @@ class Scheduling(Part):
                     bad[t["id"]] = f"cannot be placed: its stored record is malformed ({e})"
             result = plan(views, tviews, self.settings.strategy)
             result.reasons.update(bad)
-            placed_total += self.commit(result, {t["id"]: t for t in ready}, now)
-            # Go on only while everything fitted and more may be waiting.
-            if result.reasons:
-                self._step = self.settings.schedule_batch
+            placed = self.commit(result, {t["id"]: t for t in ready}, now)
+            placed_total += placed
+            if len(ready) < batch:  # the last of the ready tasks
+                self._resume = 0
+                if result.reasons:
+                    self._step = self.settings.schedule_batch
                 return placed_total
-            if len(ready) < batch:
-                return placed_total
+            if result.reasons:  # some wait: look past them (a few steps a pass), in small steps
+                self._step = batch = self.settings.schedule_batch
+                offset += len(ready) - placed
+                if waiting_pages == 0:
+                    offset = max(offset, self._resume)
+                waiting_pages += 1
+                if waiting_pages >= WAITING_PAGES:
+                    self._resume = offset
+                    return placed_total
+                continue
             self._step = batch = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
 
     def commit(self, result: Plan, by_id: dict[str, Row], now: float) -> int:

@@ -61,7 +61,8 @@ _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
 _READY = (sa.select(_T.id, _T.job_id, _T.job_seq, _T.queue, _T.priority, _T.runtime, _T.attempts, _T.cpu,
                     _T.memory, _T.disk, _T.gpu, _T.node_selector, _T.reason, _T.kind)
           .where(_T.state == "pending", _T.ready_at <= sa.bindparam("now"))
-          .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(sa.bindparam("lim")))
+          .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(sa.bindparam("lim"))
+          .offset(sa.bindparam("off")))
 # Jobs that need more than a state change when they complete: an output to evaluate, or a parent task.
 _JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s.jobs.c.name, s.jobs.c.state).where(
     s.jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
@@ -376,9 +377,10 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
                  .values(progress=sa.bindparam("v")))
             self.c.execute(q, [{"b_id": r["id"], "b_exec": r["_exec"], "v": r["progress"]} for r in rows])
 
-    def ready_tasks(self, now: float, limit: int) -> list[Row]:
-        """Pending tasks whose time has come, by priority then age: of every kind (see ``kind``)."""
-        return _rows(self.c.execute(_READY, {"now": now, "lim": limit}))
+    def ready_tasks(self, now: float, limit: int, offset: int = 0) -> list[Row]:
+        """Pending tasks whose time has come, by priority then age: of every kind (see ``kind``); ``offset``:
+        past that many of them (those that wait, as a scheduling pass looks further)."""
+        return _rows(self.c.execute(_READY, {"now": now, "lim": limit, "off": offset}))
 
     def count_pending_tasks(self) -> int:
         q = sa.select(sa.func.count()).select_from(s.tasks).where(s.tasks.c.state == "pending")
