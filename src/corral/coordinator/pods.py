@@ -94,8 +94,9 @@ class Pods:
             if not tx.insert_pod(row, containers):
                 raise Conflict(f"a pod with id '{pid}' exists")
         self.stats["pods_created"] += 1
+        created = self.get(pid)  # the answer is the pod as created (pending): read before the pass can place it
         self.coord.kick()
-        return self.get(pid)
+        return created
 
     @staticmethod
     def _with_ports(spec: PodSpec, extra: Sequence[Mapping[str, Any]]) -> PodSpec:
