@@ -7,12 +7,14 @@ exactly as a user would.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ TERMINAL = {"completed", "failed", "cancelled"}
 TRANSIENT = {429, 502, 503, 504}  # answers a wait tries again after
 TRANSIENT_RETRY = 10.0  # seconds Cluster.get tries again after a transient answer
 LIVE: list[Cluster] = []  # clusters not closed yet: conftest attaches their logs to a failing test's report
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 TOKENS: dict[str, str] = {}  # server URL -> its access token, for CLI subprocesses (token_env)
 
 
@@ -33,6 +36,20 @@ def token_env(url: str | None) -> dict[str, str]:
     """The environment a `corral` command needs to reach the test server at ``url`` (its access token)."""
     token = TOKENS.get((url or "").rstrip("/"))
     return {"CORRAL_API_TOKEN": token} if token else {}
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A child set up to be killed when the test process dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG), so
+    that a killed pytest run leaves no server behind. The signal follows the *thread* that started the child,
+    so only a child started from the main thread gets it."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def set_pdeathsig() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return set_pdeathsig
 
 
 def free_port() -> int:
@@ -51,7 +68,8 @@ class Proc:
     def start(self) -> Proc:
         fh = self.log.open("ab")
         self.popen = subprocess.Popen(CORRAL + self.args, stdout=fh, stderr=subprocess.STDOUT,
-                                      env={**os.environ, **self.env}, start_new_session=True)
+                                      env={**os.environ, **self.env}, start_new_session=True,
+                                      preexec_fn=_die_with_parent())
         return self
 
     def kill9(self) -> None:
