@@ -330,3 +330,19 @@ def test_corral_server_can_require_a_token(cluster: Cluster) -> None:
         assert anon.get("/healthz").status_code == 200
     cluster.add_worker("w1", "--runtime", "process", "--token", "cluster-token")  # workers use the cluster token
     completes(cluster)
+
+
+def test_a_client_leaving_mid_body_is_not_a_server_error(up: Cluster) -> None:
+    """A client (a worker stopped mid-report) that goes away while its body is read: logged as that, not
+    as an unexpected 500 with a traceback."""
+    import socket
+
+    host, port = up.url.removeprefix("http://").split(":")
+    token = up.client.headers["Authorization"]
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {token}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"tasks\": [".encode())
+        time.sleep(0.2)  # the server starts reading the body before the client leaves
+    completes(up)  # the server has long handled the disconnect by the time a job ran
+    assert up.server
+    assert "unexpected error on POST /v1/jobs" not in up.server.output()

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from corral.coordinator.errors import Overloaded, ServiceError
 from corral.coordinator.policy import escalation_message
@@ -76,6 +77,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         return problem(e.status_code, str(e.detail), str(e.detail), request.url.path,
                        headers=getattr(e, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect) -> JSONResponse:
+        # The client left while its body was being read (a worker stopped mid-report): nothing failed here.
+        log.info("client left during %s %s", request.method, request.url.path)
+        return problem(400, "Bad request", "the client disconnected before its body was read",
+                       request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception) -> JSONResponse:
