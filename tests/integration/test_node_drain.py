@@ -1,6 +1,7 @@
 """An operator drains a worker (`corral nodes drain`, POST /v1/nodes/{id}/drain) with real workers: nothing new
 is placed there; at the deadline what still runs is stopped and placed on another worker without using up a
-retry; `undrain` lets it take work again; without a deadline a running task finishes where it is."""
+retry; `undrain` lets it take work again; without a deadline a running task finishes where it is; a pod that
+restarts (restartPolicy Always) on a drained node moves to another node."""
 
 from __future__ import annotations
 
@@ -65,3 +66,34 @@ def test_drain_with_a_deadline_moves_the_running_task_and_undrain(cluster: Clust
     assert r.status_code == 200 and r.json()["state"] == "ready", r.text
     r = cluster.client.post(f"/v1/nodes/{on}/undrain")  # again: it is ready, nothing to undo
     assert r.status_code == 200 and r.json()["state"] == "ready", r.text
+
+
+def test_a_drained_nodes_restarting_pod_moves_to_the_other_node(cluster: Cluster) -> None:
+    """A pod that restarts (restartPolicy Always) on a drained node is placed on another node at once: its
+    process there is stopped, and it runs again on the other worker (host-process pods: no Docker needed)."""
+    cluster.start_server()
+    cluster.add_worker("w1", "--runtime", "process")
+    r = cluster.client.post("/v1/pods", json={"name": "mover", "restartPolicy": "Always",
+                                              "terminationGracePeriodSeconds": 1, "containers": [
+                                                  {"name": "p", "command": ["sh", "-c",
+                                                                            "echo pid=$$$$; exec sleep 3600"]}]})
+    assert r.status_code == 201, r.text
+    pod_id = r.json()["id"]
+
+    def pids() -> list[int]:
+        return [int(ln[4:]) for ln in cluster.client.get(f"/v1/pods/{pod_id}/logs").text.splitlines()
+                if ln.startswith("pid=")]
+
+    first = wait_until(pids, 20, what="the pod's process on w1")[0]
+    cluster.add_worker("w2", "--runtime", "process")
+    names = {n["name"]: n["id"] for n in cluster.nodes()}
+    before = cluster.get(f"/v1/pods/{pod_id}")
+    assert before["node_id"] == names["w1"] and before["state"] == "running", before
+
+    assert cluster.client.post(f"/v1/nodes/{names['w1']}/drain", json={}).status_code == 200
+    moved = wait_until(lambda: (p := cluster.get(f"/v1/pods/{pod_id}"))["node_id"] == names["w2"]
+                       and p["state"] == "running" and p, 30, what="the pod to run on w2")
+    assert moved["instance_id"] != before["instance_id"], moved
+    wait_until(lambda: process_gone(first), 15, what="the drained worker to stop the pod's first process")
+    wait_until(lambda: len(pids()) >= 2 and not process_gone(pids()[-1]), 15, what="the pod's process on w2")
+    assert cluster.get(f"/v1/nodes/{names['w1']}")["state"] == "draining"
