@@ -17,6 +17,7 @@ import docker.errors
 import pytest
 import requests
 
+from tests import netns as netns_mod
 from tests import pg
 from tests.harness import LIVE, Cluster
 
@@ -139,6 +140,20 @@ def pg_admin_url() -> Iterator[str]:
                      "(Debian: apt-get install postgresql) so that the tests can start their own")
     with pg.TempServer(bindir) as server:
         yield server.url
+
+
+@pytest.fixture
+def netns() -> Iterator[netns_mod.NetNs]:
+    """A network namespace joined to this one by a veth pair on a private /30 (tests/netns.py), deleted
+    afterwards, whatever happened. Skips where `ip netns` is not permitted (not root), except under CI."""
+    try:
+        ns = netns_mod.NetNs()
+    except netns_mod.Unavailable as e:
+        _unavailable(f"NO NETWORK NAMESPACES: partition tests need `ip netns` as root ({e})")
+    try:
+        yield ns
+    finally:
+        ns.close()
 
 
 @pytest.fixture

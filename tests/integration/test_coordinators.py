@@ -226,10 +226,13 @@ def test_a_frozen_leader_that_wakes_up_places_nothing_twice(ha: HA) -> None:
         wait_until(lambda: len(sub.accepted) >= n + 10, 10, what="more jobs under the new leader")
     finally:
         os.killpg(c0.popen.pid, signal.SIGCONT)
-    # The old leader is back: it answers again, and it follows.
+        resumed = time.time()
+    # The old leader is back: it answers again, it follows, and its own loops have run since (its
+    # leadership step renewed its row after the resume), while jobs still come in.
     wait_until(lambda: ha.cs[0].client.get("/v1/cluster").json()["leader_id"] not in (None, "c0"), 10,
                what="c0 to answer as a follower")
-    time.sleep(0.5)  # let it run the steps it had queued when it froze, while jobs still come in
+    wait_until(lambda: next(c["last_seen"] for c in ha.status(1)["coordinators"] if c["id"] == "c0") > resumed,
+               10, interval=0.05, what="c0 to take a step after it was resumed")
     ha.all_done(sub.join(), via=1)
 
 

@@ -54,3 +54,40 @@ def test_when_no_coordinator_answers_the_error_says_so() -> None:
             HttpTransport([])
 
     asyncio.run(run())
+
+
+def test_a_coordinator_that_answers_but_cannot_serve_sends_the_worker_to_the_next() -> None:
+    """A coordinator cut off from its database still accepts connections but answers 5xx: with several
+    coordinators the worker asks the next at once (and stays there); alone, it gets the answer."""
+    async def run() -> None:
+        seen: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request.url.host)
+            if request.url.host in ("a", "c"):
+                return httpx.Response(500 if request.url.host == "a" else 503, json={"error": "database"})
+            return httpx.Response(200, json={"stop": ["x"], "log_full": []})
+
+        t = HttpTransport(["http://a", "http://b"])
+        await t.client.aclose()
+        t.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        assert await t.heartbeat("n1", [], {}) == ["x"]
+        assert seen == ["a", "b"] and t.server == "http://b"
+        assert await t.heartbeat("n1", [], {}) == ["x"] and seen[-1] == "b"
+        await t.close()
+
+        both = HttpTransport(["http://a", "http://c"])  # none can serve: the last answer is the caller's
+        await both.client.aclose()
+        both.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        with pytest.raises(httpx.HTTPStatusError):
+            await both.heartbeat("n1", [], {})
+        await both.close()
+        alone = HttpTransport("http://a")
+        await alone.client.aclose()
+        alone.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        with pytest.raises(httpx.HTTPStatusError):
+            await alone.heartbeat("n1", [], {})
+        assert alone.server == "http://a"
+        await alone.close()
+
+    asyncio.run(run())

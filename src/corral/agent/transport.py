@@ -35,6 +35,7 @@ class Rejected(Exception):
 
 
 REJECTED = (400, 413, 422)
+UNAVAILABLE = (500, 502, 503, 504)  # a coordinator that answers so cannot serve: with several, the next is asked
 
 
 class Transport(Protocol):
@@ -95,23 +96,34 @@ class HttpTransport:
     def server(self) -> str:
         return self.servers[self.current]
 
-    def _next(self, failed: int) -> None:
+    def _next(self, failed: int, why: str = "cannot be reached") -> None:
         if len(self.servers) > 1 and self.current == failed:
             self.current = (failed + 1) % len(self.servers)
-            log.warning("coordinator %s cannot be reached: moving to %s", self.servers[failed], self.server)
+            log.warning("coordinator %s %s: moving to %s", self.servers[failed], why, self.server)
 
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        unavailable: httpx.Response | None = None
         for _ in range(len(self.servers)):
             at = self.current
             try:
-                return await self.client.request(method, self.servers[at] + path, **kw)
+                r = await self.client.request(method, self.servers[at] + path, **kw)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 self._next(at)
                 if len(self.servers) == 1:
                     raise
+                continue
             except httpx.TransportError:
                 self._next(at)
                 raise
+            if r.status_code in UNAVAILABLE and len(self.servers) > 1:
+                # It answers but cannot do the work (its database is out of its reach, say): to the next at
+                # once. A request it half did is harmless again: every change is a compare-and-set.
+                self._next(at, f"answered {r.status_code}")
+                unavailable = r
+                continue
+            return r
+        if unavailable is not None:  # every one answered so: the caller sees the last answer
+            return unavailable
         raise httpx.ConnectError(f"none of the coordinators can be reached: {', '.join(self.servers)}")
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:

@@ -62,13 +62,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     store = Store(config.database_url)
     coord = Coordinator(store, config.settings)
     wakeups = NodeWakeups()
-    coord.on_nodes_changed = wakeups.notify
+    coord.on_nodes_changed = coord.on_nodes_local = wakeups.notify
     broadcast: PgBroadcast | None = None
     if not store.is_sqlite:  # several coordinators may share the database: wake-ups cross them
         broadcast = PgBroadcast(_libpq_url(config.database_url), coord.leadership.me.id, wakeups.notify,
                                 coord.kick_local)
         coord.on_nodes_changed = _both(wakeups.notify, broadcast.nodes_changed)
         coord.on_kick = broadcast.kick
+        coord.announce = broadcast.announce
     loops = BackgroundLoops(coord)
     stacks = Stacks(coord, config.stacks)
     audit_log = AuditLog(store, config.audit)

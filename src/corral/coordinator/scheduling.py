@@ -125,7 +125,8 @@ class Scheduling(Part):
         a task cancelled since the snapshot is left alone) with its new execution, the jobs
         placed become scheduled, and the reasons of what waits are written where they changed. The nodes
         given work are woken. Returns how many tasks were placed. The write carries the leader's epoch: it
-        is refused (Fenced) if another coordinator has taken the leadership since."""
+        is refused (Fenced) if another coordinator has taken the leadership since; the other coordinators are
+        told in the same transaction (``Coordinator.announce``), so a refused plan wakes nobody."""
         woken: set[str] = set()
         with self.store.transaction() as tx:
             self.coord.fence(tx)
@@ -146,8 +147,11 @@ class Scheduling(Part):
             tx.insert_executions(new_execs)
             tx.jobs_to_state({e["job_id"] for e in new_execs}, ["pending"], state=JobState.SCHEDULED.value)
             tx.set_reasons({tid: r for tid, r in result.reasons.items() if by_id[tid]["reason"] != r})
+            # The other coordinators hear of it with the commit itself: no thread hop or round trip after it
+            # stands between a placement and the long-poll of its worker on another coordinator.
+            told = bool(woken) and self.coord.announce(tx, woken)
         if woken:
-            self.coord.on_nodes_changed(woken)
+            (self.coord.on_nodes_local if told else self.coord.on_nodes_changed)(woken)
         return len(new_execs)
 
     def open_composites(self) -> None:

@@ -69,6 +69,11 @@ class Coordinator:
         # Called with the ids of nodes that have new work or cancels waiting (wakes their long-polls).
         self.on_nodes_changed: Callable[[set[str]], None] = lambda ids: None
         self.on_kick: Callable[[], None] = lambda: None  # tells the other coordinators (their leader)
+        # This coordinator's long-polls alone (after ``announce`` told the others).
+        self.on_nodes_local: Callable[[set[str]], None] = lambda ids: None
+        # Inside a write transaction: tell the other coordinators (PostgreSQL: NOTIFY, sent by the database
+        # with the commit) which nodes it gives news to; False where there are no others to tell.
+        self.announce: Callable[[Tx, set[str]], bool] = lambda tx, ids: False
         self.pending_tasks = 0  # refreshed from the store every second; raised by each submission
         self.flow = Flow(self.settings.policy, self.settings.max_tasks_per_job)
         self.stats = {"jobs_submitted": 0, "tasks_completed": 0, "tasks_failed": 0, "tasks_lost": 0,

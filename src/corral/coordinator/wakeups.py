@@ -8,7 +8,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.store.sql import Tx
 
 log = logging.getLogger("corral.coordinator")
 
@@ -104,6 +107,13 @@ class PgBroadcast:
         with self._lock:
             self._kick = True
         self._send.set()
+
+    def announce(self, tx: Tx, ids: set[str]) -> bool:
+        """Inside a write transaction: the NOTIFY that ``nodes_changed`` would send, sent by the database
+        when the transaction commits (and not at all if it rolls back)."""
+        for p in payloads(self.origin, ids, False):
+            tx.notify(CHANNEL, p)
+        return True
 
     def start(self) -> None:
         for t in self._threads:

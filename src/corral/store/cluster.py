@@ -29,6 +29,10 @@ class ClusterQueries:
             return float(self.c.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
         return time.time()
 
+    def notify(self, channel: str, payload: str) -> None:
+        """PostgreSQL's NOTIFY on ``channel``, delivered to its listeners when this transaction commits."""
+        self.c.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
     def lease(self, lock: bool = False) -> Row:
         """The leadership row; ``lock``: held until this transaction ends (PostgreSQL), so that the steps of
         the coordinators' elections take turns."""

@@ -27,6 +27,7 @@ from corral.store import schema as s
 from corral.store.audit import AuditQueries
 from corral.store.auth import AuthQueries
 from corral.store.cluster import ClusterQueries
+from corral.store.pods import PLACED as POD_PLACED
 from corral.store.pods import PodQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
 from corral.store.rows import Row as Row
@@ -77,6 +78,25 @@ _TASK_STATES = (sa.select(_T.state, sa.func.count()).where(_T.job_id == sa.bindp
                 .group_by(_T.state))
 # After every scheduling pass: built once.
 _NEXT_READY = sa.select(sa.func.min(_T.ready_at)).where(_T.state == "pending", _T.ready_at > sa.bindparam("now"))
+
+
+def _allocations_statement() -> Any:
+    """Per node, what its active executions hold and what its placed pods hold (``kind`` task | pod): one
+    round trip for the two, read by every scheduling pass."""
+    e, p = s.executions.c, s.pods.c
+
+    def sums(c: Any) -> list[Any]:
+        return [sa.func.sum(c.cpu).label("cpu"), sa.func.sum(c.memory).label("memory"),
+                sa.func.sum(c.disk).label("disk"), sa.func.sum(c.gpu).label("gpu"), sa.func.count().label("n")]
+
+    tasks = (sa.select(sa.literal_column("'task'").label("kind"), e.node_id, *sums(e))
+             .where(e.state.in_(ACTIVE)).group_by(e.node_id))
+    pods = (sa.select(sa.literal_column("'pod'").label("kind"), p.node_id, *sums(p))
+            .where(p.state.in_(POD_PLACED), p.node_id.is_not(None)).group_by(p.node_id))
+    return sa.union_all(tasks, pods)
+
+
+_ALLOCATIONS = _allocations_statement()
 _EXECS_OF_TASKS = (sa.select(s.executions).where(_E.task_id.in_(sa.bindparam("ids", expanding=True)))
                    .order_by(_E.scheduled_at))
 
@@ -431,22 +451,24 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
 
     def allocations(self) -> list[Row]:
         """Per node: resources held by its scheduled and running executions and its placed pods, and the
-        GPUs in use."""
-        e = s.executions.c
-        q = (sa.select(e.node_id, sa.func.sum(e.cpu).label("cpu"), sa.func.sum(e.memory).label("memory"),
-                       sa.func.sum(e.disk).label("disk"), sa.func.sum(e.gpu).label("gpu"),
-                       sa.func.count().label("n"))
-             .where(e.state.in_(ACTIVE)).group_by(e.node_id))
-        out = _rows(self.c.execute(q))
-        gpu_rows = self.c.execute(sa.select(e.node_id, e.gpus).where(e.state.in_(ACTIVE), e.gpu > 0)).all()
+        GPUs in use. One query, and a second only while some execution holds GPUs."""
+        out: list[Row] = []
+        by_node: dict[str, Row] = {}
+        pods: list[Row] = []
+        for r in _rows(self.c.execute(_ALLOCATIONS)):
+            kind = r.pop("kind")
+            (out if kind == "task" else pods).append(r)
+        gpus = any(r["gpu"] for r in out)
         used: dict[str, list[int]] = {}
-        for nid, gl in gpu_rows:
-            used.setdefault(nid, []).extend(gl or [])
+        if gpus:
+            e = s.executions.c
+            for nid, gl in self.c.execute(sa.select(e.node_id, e.gpus).where(e.state.in_(ACTIVE), e.gpu > 0)):
+                used.setdefault(nid, []).extend(gl or [])
         for r in out:
             r["gpus_used"] = used.get(r["node_id"], [])
+            by_node[r["node_id"]] = r
         # Pods share a node's capacity with tasks: a placed pod holds its summed requests.
-        by_node = {r["node_id"]: r for r in out}
-        for p in self.pod_allocations():
+        for p in pods:
             mine = by_node.get(p["node_id"])
             if mine is None:
                 out.append({**p, "n": 0, "pods": p["n"], "gpus_used": []})

@@ -2,31 +2,19 @@
 
 The one place the gRPC service asks about leadership; it answers from the coordinator's leadership lease
 (``Coordinator.cluster_status``, ``transfer_leadership``, ``drain_coordinator``): the term is the lease's
-fencing epoch and each coordinator is known by its small stable number (docs/api/nomad-lite.md).
+fencing epoch and each coordinator is known by its small stable number (``state_numbers``,
+docs/api/nomad-lite.md). The handlers read ``ClusterState`` itself; nothing here copies it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from corral.api.dialects.nomadlite_core import cluster_members, state_numbers
 from corral.coordinator.errors import Conflict, NotFound
+from corral.coordinator.leadership import ClusterState
 from corral.coordinator.service import Coordinator
-
-
-@dataclass
-class Member:
-    node_id: int
-    address: str
-    is_alive: bool
-
-
-@dataclass
-class ClusterStatus:
-    node_id: int  # the coordinator answering
-    term: int
-    leader_id: int | None
-    members: list[Member] = field(default_factory=list)
 
 
 @dataclass
@@ -36,14 +24,11 @@ class Transfer:
     new_leader_id: int = 0
 
 
-def cluster_status(coord: Coordinator, address: str) -> ClusterStatus:
-    """This coordinator, the leader, and every member (coordinators first, then workers)."""
+def cluster_view(coord: Coordinator) -> tuple[ClusterState, list[dict[str, Any]]]:
+    """The cluster state and its members (coordinators first, then workers), read in one go."""
     state = coord.cluster_status()
-    me, leader = state_numbers(state)
-    with coord.store.read() as tx:  # this coordinator by its gRPC address (the others: by their API's)
-        members = [Member(int(m["node_id"]), address if (m["role"], m["node_id"]) == ("coordinator", me)
-                          else str(m["address"]), bool(m["is_alive"])) for m in cluster_members(tx, state)]
-    return ClusterStatus(node_id=me, term=state.epoch, leader_id=leader, members=members)
+    with coord.store.read() as tx:
+        return state, cluster_members(tx, state)
 
 
 def transfer_leadership(coord: Coordinator, target: int) -> Transfer:

@@ -29,6 +29,7 @@ from corral.api.dialects.nomadlite_core import (
     jobs_facts,
     parse_job_id,
     state_changes,
+    state_numbers,
 )
 from corral.api.grpcapi import leadership
 from corral.api.grpcapi.proto import pb2
@@ -155,10 +156,14 @@ class SchedulerService:
                 return
 
     async def GetClusterStatus(self, req: Any) -> Any:  # noqa: N802
-        c = await asyncio.to_thread(leadership.cluster_status, self.coord, self.address)
+        state, members = await asyncio.to_thread(leadership.cluster_view, self.coord)
+        me, leader = state_numbers(state)
+        # This coordinator by its gRPC address (the others: by their API's).
         return self.pb.GetClusterStatusResponse(
-            current_term=c.term, leader_id=c.leader_id or 0,
-            nodes=[self.pb.NodeInfo(node_id=m.node_id, address=m.address, is_alive=m.is_alive) for m in c.members])
+            current_term=state.epoch, leader_id=leader or 0,
+            nodes=[self.pb.NodeInfo(node_id=int(m["node_id"]), is_alive=bool(m["is_alive"]),
+                                    address=self.address if (m["role"], m["node_id"]) == ("coordinator", me)
+                                    else str(m["address"])) for m in members])
 
     def _command(self, c: Change) -> Any:
         pb = self.pb
@@ -179,14 +184,14 @@ class SchedulerService:
     async def GetRaftLogEntries(self, req: Any) -> Any:  # noqa: N802
         limit = min(req.limit or LOG_DEFAULT, LOG_MAX)
 
-        def read() -> tuple[int, list[Change]]:
+        def read() -> tuple[int, list[Change], int]:
+            term = self.coord.cluster_status().epoch
             with self.coord.store.read() as tx:
-                return tx.state_change_count(), state_changes(*tx.state_change_rows())
+                return tx.state_change_count(), state_changes(*tx.state_change_rows()), term
 
-        commit, changes = await asyncio.to_thread(read)
+        commit, changes, term = await asyncio.to_thread(read)
         first = commit - len(changes) + 1  # the changes of deleted jobs are gone, as compacted entries are
         start = max(req.start_index, first)
-        term = (await asyncio.to_thread(self.coord.cluster_status)).epoch
         entries = [self.pb.RaftLogEntryInfo(index=start + i, term=term, command=self._command(c), is_committed=True)
                    for i, c in enumerate(changes[start - first:start - first + limit])]
         return self.pb.GetRaftLogEntriesResponse(entries=entries, commit_index=commit, last_log_index=commit,
