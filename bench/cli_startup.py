@@ -1,7 +1,7 @@
 """What one `corral jobs ls` costs: CPU seconds (user + system) and wall time of the whole process, for this
 tree and an older one (a git ref, exported with `git archive`), run alternately against one `corral up`.
 
-    .venv/bin/python -m bench.cli_startup --before HEAD~1 --rounds 5
+    .venv/bin/python -m bench.cli_startup --before HEAD~1 --rounds 5 [--server URL]
 
 Prints one JSON object: each side's runs and medians, and the load average before and after.
 """
@@ -9,6 +9,7 @@ Prints one JSON object: each side's runs and medians, and the load average befor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def one_run(url: str, pythonpath: str | None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one `corral jobs ls` process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CORRAL_API_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["CORRAL_SERVER"] = url
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -42,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", default="HEAD~1", help="the git ref to compare with (default HEAD~1)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--server", help="an existing server (its token as the CLI finds it) instead of a new corral up")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as old:
         tar = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"], check=True,
@@ -50,7 +52,8 @@ def main() -> None:
         sides = {f"before ({args.before})": str(Path(old) / "src"), "this tree": None}
         runs: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
         load = [os.getloadavg()[0]]
-        with corral_up("--runtime", "process") as (url, _):
+        with contextlib.ExitStack() as stack:
+            url = args.server or stack.enter_context(corral_up("--runtime", "process", "--grpc-port", "0"))[0]
             for _ in range(args.rounds):  # A, B, A, B: the machine's noise falls on both alike
                 for name, path in sides.items():
                     runs[name].append(one_run(url, path))
