@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -32,7 +32,6 @@ FULL_ID = re.compile(r"[0-9a-f]{32}")
 SHORT_ID = re.compile(r"[0-9a-f]{4,31}")
 PAGE_SIZE = 500  # jobs, pods and services per page when a listing iterates over every page
 USER_AGENT = f"corral-client/{__version__}"
-Kind = Literal["jobs", "pods", "services", "schedules", "nodes"]
 
 
 def normalize_url(url: str) -> str:

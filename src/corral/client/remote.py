@@ -133,6 +133,10 @@ class Task(Generic[P, R]):
         """Run ``fn(*args, **kwargs)`` as a job; ``.result(timeout=)`` of the answer is its return value."""
         return Submitted(self.client, self.client.submit(self.spec(*args, **kwargs)))
 
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Submitted[R]:
+        """Celery's name for ``submit``."""
+        return self.submit(*args, **kwargs)
+
 
 def function_source(fn: Callable[..., Any]) -> str:
     """``fn``'s source without its decorators; ValueError for what cannot run on its own elsewhere."""
