@@ -13,7 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.client import BadRequest, Client, Conflict, CorralError, JobSpec, NotFound, Unreachable, _core, task
+from corral.client import (
+    BadRequest,
+    Client,
+    Conflict,
+    CorralError,
+    JobSpec,
+    NotFound,
+    ServerError,
+    Unreachable,
+    _core,
+    task,
+)
 from corral.client.remote import RUNNER, function_source
 
 SERVER_MODULES = ("fastapi", "starlette", "sqlalchemy", "uvicorn", "alembic", "docker", "psycopg",
@@ -112,6 +123,23 @@ def test_reads_and_submissions_are_retried_after_a_connection_error_and_nothing_
     with pytest.raises(Unreachable):
         c.get("a" * 32)
     assert len(t.seen) == 3
+
+
+def test_a_read_is_retried_after_a_503_and_a_cancel_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    seen: list[str] = []
+
+    def busy_once(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) == 1 or request.method == "POST":
+            return httpx.Response(503, json={"title": "Service Unavailable", "detail": "overloaded"})
+        return httpx.Response(200, json={"id": "a" * 32, "state": "completed"})
+
+    c = Client("http://127.0.0.1:1", token="t", transport=httpx.MockTransport(busy_once))
+    assert c.wait("a" * 32, timeout=1)["state"] == "completed" and seen == ["GET", "GET"]
+    with pytest.raises(ServerError) as e:
+        c.cancel("a" * 32)
+    assert e.value.status == 503 and e.value.detail == "overloaded" and seen[2:] == ["POST"]
 
 
 def test_an_empty_or_bad_url_is_a_value_error() -> None:

@@ -28,6 +28,7 @@ Items = list[Json]  # (a class with a `list` method cannot name the builtin in i
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+TRANSIENT = frozenset({502, 503, 504})  # answers a retried request is sent again after
 FULL_ID = re.compile(r"[0-9a-f]{32}")
 SHORT_ID = re.compile(r"[0-9a-f]{4,31}")
 PAGE_SIZE = 500  # jobs, pods and services per page when a listing iterates over every page

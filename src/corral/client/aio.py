@@ -64,6 +64,10 @@ class AsyncClient:
                     raise _core.unreachable(self.url, e) from e
                 await asyncio.sleep(_core.retry_delay(attempt))
                 continue
+            if r.status_code in _core.TRANSIENT and retry and attempt < self.retries:
+                attempt += 1  # overloaded, or a proxy in front of a restarting server: ask again
+                await asyncio.sleep(_core.retry_delay(attempt))
+                continue
             if r.status_code >= 400:
                 raise _core.problem(r)
             return r

@@ -56,7 +56,7 @@ class Client:
 
     def request(self, method: str, path: str, *, retry: bool | None = None, **kw: Any) -> httpx.Response:
         """Send a request; an error answer raises its CorralError. ``retry`` (default: for GET) sends it
-        again after a connection error, waiting a little longer each time."""
+        again after a connection error or a 502, 503 or 504, waiting a little longer each time."""
         retry = method.upper() in _core.IDEMPOTENT if retry is None else retry
         attempt = 0
         while True:
@@ -68,6 +68,10 @@ class Client:
                 attempt += 1
                 if not retry or attempt > self.retries:
                     raise _core.unreachable(self.url, e) from e
+                time.sleep(_core.retry_delay(attempt))
+                continue
+            if r.status_code in _core.TRANSIENT and retry and attempt < self.retries:
+                attempt += 1  # overloaded, or a proxy in front of a restarting server: ask again
                 time.sleep(_core.retry_delay(attempt))
                 continue
             if r.status_code >= 400:
