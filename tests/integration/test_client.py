@@ -1,6 +1,6 @@
 """corral.client against a real `corral up --runtime process`: the examples of docs/client.md (run as the
 scripts a user would write), and what they do not show: every page of a listing, logs that follow a running
-task, errors, the async client, pods, and the CLI that now speaks through the same client."""
+task, errors, the async client, pods. (The CLI speaks through the same client: tests/integration/test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 
 from corral.client import AsyncClient, Client, Conflict, NotFound, Unauthorized, WaitTimeout
 from tests.harness import Cluster
-from tests.support import corral
 
 pytestmark = pytest.mark.timeout(90)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
@@ -121,11 +120,3 @@ def test_pods_through_the_client(client: Client) -> None:
     assert pod["id"] in {p["id"] for p in client.pods.list()}
     stopped = client.pods.delete(pod["id"], grace=1)
     assert stopped["id"] == pod["id"]
-
-
-def test_the_cli_speaks_through_the_client(server: Cluster) -> None:
-    job = Client(server.url, token=server.token).submit({"name": "via-lib", "tasks": [{"run": "echo hi"}]})
-    r = corral("jobs", "get", job["id"][:12], "-o", "json", server=server.url)
-    assert r.returncode == 0 and job["id"] in r.stdout, r.stderr
-    r = corral("jobs", "get", "0" * 32, server=server.url)
-    assert r.returncode == 1 and "no job" in r.stderr  # the problem's detail, exit status 1
