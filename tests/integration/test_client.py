@@ -24,9 +24,11 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("client")).up("--runtime", "process")
-    yield c
-    c.close()
+    c = Cluster(tmp_path_factory.mktemp("client"))
+    try:
+        yield c.up("--runtime", "process")
+    finally:  # a server that did not get ready in time is stopped too
+        c.close()
 
 
 @pytest.fixture
