@@ -1,4 +1,4 @@
-"""A small synchronous client for Corral's native HTTP API, used by the `corral` commands.
+"""The `corral` commands' HTTP layer: a thin wrapper over the client library (corral.client.Client).
 
 Every failure a user can cause or meet (a problem response, a server that is not there, a stream that
 breaks) becomes a ``CliError`` with a readable message and the exit status the command should use.
@@ -6,25 +6,27 @@ breaks) becomes a ``CliError`` with a readable message and the exit status the c
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import time
+import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from corral import __version__
-from corral.domain.addresses import is_loopback
+from corral.client import _core
+from corral.client._core import FULL_ID, SHORT_ID, TERMINAL, Json, find_token
+from corral.client._core import normalize_url as _normalize
+from corral.client.errors import CorralError, Unreachable
+from corral.client.sync import Client as LibClient
 
-Json = dict[str, Any]
-DEFAULT_SERVER = "http://127.0.0.1:8000"
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+DEFAULT_SERVER = _core.DEFAULT_URL
 # HTTP statuses that mean "what you sent is wrong": the command exits 2, like a usage error.
 INPUT_ERRORS = frozenset({400, 413, 415, 422})
+UNREACHABLE_HINT = "start one with `corral up`, or point --server / CORRAL_SERVER at yours"
+
+__all__ = ["DEFAULT_SERVER", "FULL_ID", "INPUT_ERRORS", "SHORT_ID", "TERMINAL", "ApiError", "CliError", "Client",
+           "Json", "find_token", "normalize_url"]
 
 
 class CliError(Exception):
@@ -48,77 +50,54 @@ class ApiError(CliError):
 
 
 def normalize_url(url: str) -> str:
-    url = url.strip().rstrip("/")
-    if not url:
-        raise CliError("--server is empty: give a URL such as http://127.0.0.1:8000", 2)
-    return url if "://" in url else f"http://{url}"
-
-
-def _problem(r: httpx.Response) -> ApiError:
     try:
-        body = r.json()
+        return _normalize(url)
     except ValueError:
-        body = None
-    if isinstance(body, dict) and ("detail" in body or "title" in body):
-        detail = str(body.get("detail") or body.get("title"))
-        errors = body.get("errors") if isinstance(body.get("errors"), list) else None
-        return ApiError(r.status_code, detail, errors)
-    text = " ".join(r.text.split())[:200] or r.reason_phrase
-    return ApiError(r.status_code, f"HTTP {r.status_code} from {r.request.url}: {text}")
+        raise CliError("--server is empty: give a URL such as http://127.0.0.1:8000", 2) from None
 
 
-def find_token(server: str) -> str | None:
-    """The access token to send: ``CORRAL_API_TOKEN`` (``--token``) when set; else, for a server on
-    this machine (a loopback address) only, the one ``corral up`` keeps in ``$CORRAL_DATA_DIR/token``,
-    or ``.corral/token`` under the current directory. A token read from a file never leaves the machine."""
-    given = os.environ.get("CORRAL_API_TOKEN", "").strip()
-    if given:
-        return given
-    if not is_loopback(urlsplit(server).hostname or ""):
-        return None
-    path = Path(os.environ.get("CORRAL_DATA_DIR") or ".corral") / "token"
+def cli_error(e: CorralError) -> CliError:
+    """The CLI's error for the library's."""
+    if isinstance(e, Unreachable):
+        hint = [UNREACHABLE_HINT] if e.detail.startswith("cannot reach") else []
+        return CliError(e.detail, details=hint)
+    return ApiError(e.status, e.detail, e.errors)
+
+
+@contextlib.contextmanager
+def _errors(server: str) -> Iterator[None]:
     try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+        yield
+    except CorralError as e:
+        raise cli_error(e) from e
+    except ValueError as e:  # the library's word for a URL that is not one
+        raise CliError(str(e), 2) from e
 
 
 class Client:
+    """The commands' client: corral.client.Client (``lib``) with CliError for every failure, the
+    answers as the server's JSON, and the short ids tables show accepted for jobs and nodes."""
+
     def __init__(self, server: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.server = normalize_url(server)
-        token = token or find_token(self.server)
-        headers = {"User-Agent": f"corral-cli/{__version__}"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            self.http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers)
-        except (httpx.InvalidURL, ValueError) as e:
-            raise CliError(f"'{server}' is not a server URL: {e}", 2) from e
+        with _errors(server):
+            # One retry of a read after a broken connection; a server that is not there is said at once.
+            self.lib = LibClient(self.server, token, timeout=timeout, retries=1,
+                                 user_agent=f"corral-cli/{__version__}")
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.lib.http
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.http.close()
-
-    def _unreachable(self, e: Exception) -> CliError:
-        if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
-            hint = "start one with `corral up`, or point --server / CORRAL_SERVER at yours"
-            return CliError(f"cannot reach the Corral server at {self.server} ({e or type(e).__name__})",
-                            details=[hint])
-        return CliError(f"the Corral server at {self.server} did not answer properly: "
-                        f"{e or type(e).__name__}")
+        self.lib.close()
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.InvalidURL as e:
-            raise CliError(f"'{self.server}' is not a server URL: {e}", 2) from e
-        except httpx.TransportError as e:
-            raise self._unreachable(e) from e
-        if r.status_code >= 400:
-            raise _problem(r)
-        return r
+        with _errors(self.server):
+            return self.lib.request(method, path, **kw)
 
     def json(self, method: str, path: str, **kw: Any) -> Json:
         """A request whose answer is a JSON object (errors raised as ApiError, as for request)."""
@@ -134,7 +113,8 @@ class Client:
     # -- jobs ---------------------------------------------------------------------------------------
 
     def submit(self, spec: Json) -> Json:
-        return self.json("POST", "/v1/jobs", json=spec)
+        with _errors(self.server):
+            return self.lib.submit(spec)
 
     def list_jobs(self, **params: Any) -> Json:
         return self.json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
@@ -142,14 +122,8 @@ class Client:
     def job_id(self, given: str) -> str:
         """The full id of the job whose id is or starts with ``given`` (the short ids tables show, at least
         4 characters). Anything else is passed on as it is, for the server to say what is wrong with it."""
-        if FULL_ID.fullmatch(given) or not SHORT_ID.fullmatch(given):
-            return given
-        items = self.list_jobs(id_prefix=given, limit=2)["items"]
-        if not items:
-            raise ApiError(404, f"no job with an id that starts with '{given}'")
-        if len(items) > 1:
-            raise ApiError(409, f"'{given}' starts more than one job's id: give more of it")
-        return str(items[0]["id"])
+        with _errors(self.server):
+            return self.lib.job_id(given)
 
     def _job_path(self, given: str, suffix: str = "") -> str:
         return f"/v1/jobs/{quote(self.job_id(given), safe='')}{suffix}"
@@ -167,48 +141,15 @@ class Client:
         self.request("DELETE", self._job_path(job_id))
 
     def logs(self, job_id: str, tail: int | None = None, follow: bool = False,
-             reconnect_for: float = 30.0) -> Iterator[Json]:
-        """Log lines as dicts (seq, task, task_id, execution_id, stream, line, ts), all of them: page
-        after page.
+             reconnect_for: float = 30.0, task: str | None = None) -> Iterator[Json]:
+        """Log lines as dicts (seq, task, task_id, execution_id, stream, line, time), all of them: page
+        after page; only ``task``'s (a name or id) when given.
 
         With ``follow`` the lines stream until the job ends. A stream that breaks (a server restart, a
         proxy timeout) is opened again after the last line seen, for up to ``reconnect_for`` seconds.
         """
-        path = self._job_path(job_id, "/logs")
-        params: dict[str, Any] = {"format": "ndjson"}
-        if tail is not None:
-            params["tail"] = tail
-        if not follow:
-            # Page after page: a page ends where X-Next-After says the next one starts.
-            while True:
-                r = self.request("GET", path, params=params)
-                yield from _ndjson(r.iter_lines())
-                nxt = r.headers.get("X-Next-After")
-                if nxt is None or tail is not None:
-                    return
-                params["after"] = int(nxt)
-        params["follow"] = "true"
-        timeout = httpx.Timeout(10.0, read=None)
-        broken_since: float | None = None
-        connected = False
-        while True:
-            try:
-                with self.http.stream("GET", path, params=params, timeout=timeout) as r:
-                    if r.status_code >= 400:
-                        r.read()
-                        raise _problem(r)
-                    broken_since, connected = None, True
-                    for line in _ndjson(r.iter_lines()):
-                        params["after"] = line.get("seq", params.get("after", 0))
-                        params.pop("tail", None)
-                        yield line
-                return
-            except httpx.TransportError as e:
-                now = time.monotonic()
-                broken_since = broken_since or now
-                if not connected or now - broken_since > reconnect_for:
-                    raise self._unreachable(e) from e
-                time.sleep(1.0)
+        with _errors(self.server):
+            yield from self.lib.logs(job_id, task, follow=follow, tail=tail, reconnect_for=reconnect_for)
 
     # -- schedules ----------------------------------------------------------------------------------
 
@@ -222,33 +163,37 @@ class Client:
         return self.json("GET", "/v1/schedules")
 
     def schedule(self, schedule_id: str) -> Json:
-        return self.json("GET", _schedule_path(schedule_id))
+        return self.json("GET", _core.path("schedules", schedule_id))
 
     def pause_schedule(self, schedule_id: str) -> Json:
-        return self.json("POST", _schedule_path(schedule_id, "/pause"))
+        return self.json("POST", _core.path("schedules", schedule_id, "/pause"))
 
     def resume_schedule(self, schedule_id: str) -> Json:
-        return self.json("POST", _schedule_path(schedule_id, "/resume"))
+        return self.json("POST", _core.path("schedules", schedule_id, "/resume"))
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self.request("DELETE", _schedule_path(schedule_id))
+        self.request("DELETE", _core.path("schedules", schedule_id))
 
     # -- services -----------------------------------------------------------------------------------
 
     def create_service(self, spec: Json) -> Json:
-        return self.json("POST", "/v1/services", json=spec)
+        with _errors(self.server):
+            return self.lib.services.create(spec)
 
     def services(self, namespace: str | None = None) -> Json:
         return self.json("GET", "/v1/services", params={"namespace": namespace} if namespace else None)
 
     def service(self, service_id: str) -> Json:
-        return self.json("GET", _service_path(service_id))
+        with _errors(self.server):
+            return self.lib.services.get(service_id)
 
     def service_endpoints(self, service_id: str) -> Json:
-        return self.json("GET", _service_path(service_id, "/endpoints"))
+        with _errors(self.server):
+            return self.lib.services.endpoints(service_id)
 
     def delete_service(self, service_id: str) -> None:
-        self.request("DELETE", _service_path(service_id))
+        with _errors(self.server):
+            self.lib.services.delete(service_id)
 
     # -- cluster ------------------------------------------------------------------------------------
 
@@ -276,26 +221,3 @@ class Client:
 
     def queues(self) -> Json:
         return self.json("GET", "/v1/queues")
-
-
-FULL_ID = re.compile(r"[0-9a-f]{32}")
-SHORT_ID = re.compile(r"[0-9a-f]{4,31}")
-
-
-def _schedule_path(schedule_id: str, suffix: str = "") -> str:
-    return f"/v1/schedules/{quote(schedule_id, safe='')}{suffix}"
-
-
-def _service_path(service_id: str, suffix: str = "") -> str:
-    return f"/v1/services/{quote(service_id, safe='')}{suffix}"
-
-
-def _ndjson(lines: Iterator[str]) -> Iterator[Json]:
-    for raw in lines:
-        if raw.strip():
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj

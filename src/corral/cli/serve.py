@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from corral.coordinator.policy import Policy
-from corral.coordinator.service import Settings
 from corral.domain.resources import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from corral.coordinator.service import Settings
     from corral.coordinator.stacks import StacksConfig
 
 
@@ -391,6 +390,9 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
               default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
               node_port_range: tuple[int, int] = (30000, 32767)) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
+    from corral.coordinator.policy import Policy  # the server's modules: only for the commands that serve
+    from corral.coordinator.service import Settings
+
     roots = tuple(os.path.normpath(os.path.abspath(r)) for r in bind_roots)
     try:
         memory = parse_size(default_memory)
