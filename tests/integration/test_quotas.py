@@ -18,7 +18,8 @@ from tests.integration.test_authedge import _cert
 
 STACK = {"target_port": [{"container_port": 80, "protocol": "TCP"}],
          "pod_spec": "apiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  containers:\n    - name: app\n"
-                     "      image: nginx:stable\n      ports:\n        - containerPort: 80\n"}
+                     "      image: nginx:stable\n      ports:\n        - containerPort: 80\n"
+                     "      resources:\n        limits:\n          cpu: 100m\n          memory: 128Mi\n"}
 
 
 class Env:
@@ -34,10 +35,10 @@ class Env:
 
 
 def _user(c: Cluster, name: str, role: str, namespaces: list[str] | None) -> str:
-    r = c.client.post("/v1/users", json={"name": name, "password": f"{name}-pw", "role": role,
+    r = c.client.post("/v1/users", json={"name": name, "password": f"{name}-password", "role": role,
                                          "namespaces": namespaces})
     assert r.status_code == 201, r.text
-    r = c.client.post("/v1/auth/token", json={"username": name, "password": f"{name}-pw"})
+    r = c.client.post("/v1/auth/token", json={"username": name, "password": f"{name}-password"})
     r = c.client.post("/v1/keys", json={"name": f"{name}-key"}, headers=bearer(r.json()["token"]))
     assert r.status_code == 201, r.text
     return str(r.json()["key"])
@@ -87,7 +88,8 @@ def test_a_namespace_at_its_cpu_quota_waits_and_others_run(env: Env) -> None:
     c.wait_for(f"/v1/jobs/{first['id']}", {"running"})
     second = _job(env, "alice", "echo second")
     # The second waits, and says why (evidence that a scheduling pass looked at it).
-    reason = wait_until(lambda: _task(env, second["id"])["reason"], 15, what="the quota reason")
+    reason = wait_until(lambda: (r := str(_task(env, second["id"])["reason"])).startswith("namespace") and r, 15,
+                        what="the quota reason")
     assert reason.startswith("namespace team-a is at its CPU quota: 1 of 1 core in use"), reason
     assert c.job(second["id"])["state"] == "pending"
     # Another namespace is not held by team-a's quota: its job runs while team-a's waits.
@@ -153,7 +155,7 @@ def test_how_many_keys_users_and_join_tokens_a_caller_may_make(env: Env) -> None
     second = next(k for k in c.client.get("/v1/keys", headers=alice).json()["items"] if k["name"] == "second")
     assert c.client.delete(f"/v1/keys/{second['id']}", headers=alice).status_code == 200
     assert c.client.post("/v1/keys", json={"name": "third"}, headers=alice).status_code == 201  # room again
-    r = c.client.post("/v1/users", json={"name": "dave", "password": "dave-pw", "role": "viewer"})
+    r = c.client.post("/v1/users", json={"name": "dave", "password": "dave-password", "role": "viewer"})
     assert r.status_code == 409 and "--max-users" in r.text, r.text
     made = [c.client.post("/v1/tokens", json={"kind": "worker"}) for _ in range(2)]
     assert all(t.status_code == 201 for t in made), [t.text for t in made]
@@ -168,7 +170,7 @@ def test_the_namespace_header_is_a_dns_label(env: Env) -> None:
     for bad in ("a" * 64, "Team-A", "team_a", "-a", "a" * 1000):
         r = c.client.get("/v1/jobs", headers={"X-Corral-Namespace": bad})
         assert r.status_code == 400 and "not a namespace" in r.text, r.text
-    r = c.client.post("/v1/users", json={"name": "eve", "password": "pw", "namespaces": ["Not A Label"]})
+    r = c.client.post("/v1/users", json={"name": "eve", "password": "eve-password", "namespaces": ["Not A Label"]})
     assert r.status_code == 400 and "DNS label" in r.text, r.text
 
 
