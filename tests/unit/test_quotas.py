@@ -107,3 +107,29 @@ def test_list_jobs_pages_are_clamped_as_nomad_lite_does(asked: int | None, read:
     tx = _Tx()
     find_jobs(tx, JobFilter(page_size=asked))  # type: ignore[arg-type]
     assert tx.limits == [read + 1]  # one more than the page: whether there is a next one
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["quotas", "set", "team-a", "--cpu", "lots"], "not a number of cores"),
+    (["quotas", "set", "team-a", "--memory", "16 parsecs"], "memory"),
+    (["quotas", "set", "team-a"], "at least one"),
+    (["quotas", "set", "team-a", "--tasks", "-1"], "--tasks"),
+])
+def test_corral_quotas_set_refuses_bad_values_before_asking(args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import admin
+    from corral.cli.main import cli
+    cli.add_command(admin.quotas)
+    result = CliRunner().invoke(cli, [*args, "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_a_cn_map_flag_is_cn_equals_user() -> None:
+    from click.testing import CliRunner
+
+    from corral.cli.serve import server
+    result = CliRunner().invoke(server, ["--port", "8000", "--database-url", "sqlite:///:memory:",
+                                         "--tls-cn-map", "no-user-here"])
+    assert result.exit_code == 2 and "is not CN=USER" in result.output, result.output
