@@ -23,6 +23,17 @@ def _task(tid: str, ns: str, cpu: float = 2, gpu: int = 0, seq: int = 0) -> Task
     return TaskView(tid, "j" + tid, "default", 0, seq, Resources(cpu, GiB, 0, gpu), "docker", {}, ns)
 
 
+def test_the_document_says_what_parse_quota_accepts() -> None:
+    import re
+
+    from corral.api.native.quotas import _FIELDS
+    cpu, mem = _FIELDS["cpu"]["anyOf"][1]["pattern"], _FIELDS["memory"]["anyOf"][1]["pattern"]
+    for v in ("8", "0.5", "500m", "999999.999999", "999999999m"):
+        assert re.fullmatch(cpu, v) and parse_quota({"cpu": v}).cpu is not None
+    for v in ("16GB", "512Mi", "1k", "1kib", "999Ti", "999T", "1.5G", "999999999999999", "100b", "9999Gi"):
+        assert re.fullmatch(mem, v) and parse_quota({"memory": v}).memory is not None
+
+
 def test_parse_quota() -> None:
     assert parse_quota({"cpu": 8, "memory": "16GB", "gpus": 2, "tasks": 100, "pods": 20}) == Quota(
         8.0, 16 * 10**9, 2, 100, 20)
@@ -36,6 +47,8 @@ def test_parse_quota() -> None:
     ({"cpu": True}, "cpu"), ({"memory": "16 parsecs"}, "memory"), ({"memory": -5}, "negative"),
     ({"gpus": 1.5}, "whole number"), ({"tasks": -1}, "0 or more"), ({"pods": "3"}, "whole number"),
     ({"tasks": 10**12}, "at most"), ({"cpu": 1e300}, "at most"), ({"memory": True}, "memory"),
+    ({"cpu": " 1"}, "cpu"), ({"cpu": "8\n"}, "cpu"), ({"memory": "16 GB"}, "memory"), ({"memory": 1.5}, "whole"),
+    ({"memory": "9999Ti"}, "memory"),
 ])
 def test_bad_quotas_say_what_is_wrong(body: object, says: str) -> None:
     with pytest.raises(ValueError, match=None) as e:

@@ -9,6 +9,7 @@ a reason that names the quota) and is placed when room frees; a stack is refused
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +18,11 @@ from corral.domain.resources import Resources, format_size, parse_size
 
 MAX_CPU = 1_000_000.0  # cores: far more than any cluster, far inside a float's exact integers
 MAX_COUNT = 10_000_000  # tasks, pods, GPUs
+# A string's forms (the API document's schema says the same): cores or millicores; a size whose unit keeps it
+# within MAX_SIZE.
+CPU_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?|[0-9]{1,9}m)$"
+MEMORY_PATTERN = (r"^([0-9]{1,4}(\.[0-9]{1,3})?([kKmMgG]([iI][bB]?|[bB])?)?"
+                  r"|[0-9]{1,3}(\.[0-9]{1,3})?[tT]([iI][bB]?|[bB])?|[0-9]{1,15}[bB]?)$")
 FIELDS = ("cpu", "memory", "gpus", "tasks", "pods")
 
 
@@ -68,11 +74,9 @@ def _cpu(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, str):
-        text = v.strip()
-        try:
-            v = int(text[:-1]) / 1000 if text.endswith("m") else float(text)
-        except ValueError:
-            raise ValueError(f"cpu '{text[:40]}' is not a number of cores (such as 8, 0.5 or 500m)") from None
+        if not re.fullmatch(CPU_PATTERN, v):
+            raise ValueError(f"cpu '{v[:40]}' is not a number of cores (such as 8, 0.5 or 500m)")
+        v = int(v[:-1]) / 1000 if v.endswith("m") else float(v)
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise ValueError("cpu must be a number of cores (such as 8, 0.5 or 500m)")
     if v < 0:
@@ -102,6 +106,10 @@ def parse_quota(data: Any) -> Quota:
 
 
 def _size(v: Any) -> int:
+    if isinstance(v, str) and not re.fullmatch(MEMORY_PATTERN, v):
+        raise ValueError(f"memory: '{v[:40]}' is not a size such as 16GB, 512Mi or 1Ti (at most 1 PiB)")
+    if isinstance(v, float) and math.isfinite(v) and v != int(v):
+        raise ValueError("memory must be a whole number of bytes")
     try:
         return parse_size(v)
     except ValueError as e:

@@ -19,7 +19,8 @@ from corral.api.native.jobs import read_body
 from corral.auth import context
 from corral.auth.identity import check_namespace
 from corral.coordinator.errors import NotFound
-from corral.domain.quotas import Usage, parse_quota
+from corral.domain.quotas import CPU_PATTERN, MAX_COUNT, MAX_CPU, MEMORY_PATTERN, Usage, parse_quota
+from corral.domain.resources import MAX_SIZE
 from corral.store.quotas import quota_of
 from corral.store.sql import Row
 
@@ -28,18 +29,26 @@ Svc = Annotated[Deps, Depends(deps)]
 Namespace = Annotated[str, Path(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
                                 description="A namespace (a DNS label)")]
 
-_QUOTA_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "additionalProperties": False, "minProperties": 1,
-    "properties": {
-        "cpu": {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}, {"type": "null"}],
-                "description": "cores (8, 0.5, 500m)"},
-        "memory": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}],
-                   "description": "bytes, or a size such as 16GB or 512Mi"},
-        "gpus": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
-        "tasks": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-                  "description": "scheduled or running tasks"},
-        "pods": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-                 "description": "placed or running pods"}}}}}}}
+_NULL = {"type": "null"}
+_COUNT = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_COUNT}, _NULL]}
+# What parse_quota accepts, as a schema (a string size or core count within the bounds it checks).
+_FIELDS: dict[str, Any] = {
+    "cpu": {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_CPU},
+                      {"type": "string", "pattern": CPU_PATTERN}, _NULL],
+            "description": "cores (8, 0.5, \"500m\")"},
+    "memory": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
+                         {"type": "string", "pattern": MEMORY_PATTERN}, _NULL],
+               "description": "bytes, or a size such as \"16GB\" or \"512Mi\""},
+    "gpus": _COUNT,
+    "tasks": {**_COUNT, "description": "tasks placed or running at once"},
+    "pods": {**_COUNT, "description": "pods placed or running at once"},
+}
+_QUOTA_SCHEMA = {
+    "type": "object", "additionalProperties": False, "properties": _FIELDS,
+    # at least one bound that is not null
+    "anyOf": [{"required": [f], "properties": {f: {"not": _NULL}}} for f in _FIELDS],
+}
+_QUOTA_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": _QUOTA_SCHEMA}}}}
 
 
 def quota_view(row: Row, usage: Usage | None) -> dict[str, Any]:
