@@ -78,6 +78,7 @@ def _task(e: Env, job_id: str) -> dict[str, Any]:
     return dict(e.c.get(f"/v1/jobs/{job_id}/tasks")["items"][0])
 
 
+@pytest.mark.slow  # it bears the module's setup: a TLS server with --auth, three users, a worker
 def test_a_namespace_at_its_cpu_quota_waits_and_others_run(env: Env) -> None:
     c = env.c
     r = c.client.put("/v1/namespaces/team-a/quota", json={"cpu": 1, "tasks": 10})
