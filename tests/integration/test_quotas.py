@@ -197,3 +197,34 @@ def test_a_client_certificate_acts_as_the_user_its_common_name_names(env: Env) -
     with env.as_cert("stranger") as stranger:  # an unknown CN is anonymous: with --auth, refused
         r = stranger.get("/v1/whoami")
         assert r.status_code == 401, r.text
+
+
+def test_the_telemetry_websocket_shows_a_user_only_its_namespaces(env: Env) -> None:
+    import json
+
+    from websockets.sync.client import connect
+    c = env.c
+    gate = env.tmp / "gate-ws"
+    theirs = _job(env, "bob", f"while [ ! -f {gate} ]; do sleep 0.05; done")
+    try:
+        c.wait_for(f"/v1/jobs/{theirs['id']}", {"running"})
+        def ids(who: str) -> set[str]:
+            return {t["task_id"] for t in c.client.get("/api/tasks", headers=bearer(env.keys[who])).json()["tasks"]}
+
+        bob_ids, alice_ids = ids("bob"), ids("alice")
+        ctx = ssl.create_default_context(cafile=str(env.tmp / "ca.pem"))
+
+        def first_update(key: str) -> dict[str, Any]:
+            with connect(f"wss://127.0.0.1:{c.port}/ws/telemetry?token={key}", ssl=ctx, open_timeout=10) as ws:
+                while (msg := json.loads(ws.recv(timeout=10)))["type"] != "telemetry_update":
+                    pass
+            return dict(msg["data"])
+
+        everyone = first_update(str(c.token))
+        assert bob_ids & {t["task_id"] for t in everyone["tasks"]}  # the admin sees bob's running task
+        mine = first_update(env.keys["alice"])
+        assert {t["task_id"] for t in mine["tasks"]} <= alice_ids
+        assert mine["cluster"]["running_tasks"] == 0 < everyone["cluster"]["running_tasks"]
+    finally:
+        gate.write_text("go")
+    assert c.wait_job(theirs["id"])["state"] == "completed"

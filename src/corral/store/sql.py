@@ -220,10 +220,11 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
                                     .offset(offset).limit(limit)))
         return rows, int(total)
 
-    def count_jobs_by_state(self) -> dict[str, int]:
-        """Jobs per state, of the namespaces the current caller sees (a background thread: all)."""
+    def count_jobs_by_state(self, namespaces: Iterable[str] | None = None) -> dict[str, int]:
+        """Jobs per state, of ``namespaces`` if given, else of those the current caller sees (a background
+        thread: all)."""
         q = sa.select(s.jobs.c.state, sa.func.count()).group_by(s.jobs.c.state)
-        if (visible := context.visible()) is not None:
+        if (visible := context.visible() if namespaces is None else namespaces) is not None:
             q = q.where(s.jobs.c.namespace.in_(sorted(visible)))
         return {st: int(n) for st, n in self.c.execute(q).all()}
 
