@@ -4,7 +4,8 @@ Two real `corral server` processes on SQLite, one open (loopback, no --auth) and
 client sends the first admin's key as `Authorization: Bearer`; no worker (the jobs wait: what is measured
 is the submit path, where auth is per request). Each round submits N one-task jobs, one per request, from
 C client threads, to each server in turn (open, auth, open, auth, ...) so that the machine's noise falls on
-both alike. Prints requests per second for each, and auth's slowdown (the issue's target: at most 10 %).
+both alike (the order alternates each round: A B, B A, ...). Prints requests per second for each, auth's
+slowdown (the issue's target: at most 10 %) and the load average before and after (the machine's noise).
 
     .venv/bin/python -m bench.auth -n 2000 -c 4 --rounds 3
     .venv/bin/python -m bench.auth --micro -n 100000   # the auth step alone, in-process
@@ -144,11 +145,17 @@ def main() -> None:
     with corral_server(False) as (open_url, open_h), corral_server(True) as (auth_url, auth_h):
         submit_rate(open_url, open_h, 200, args.clients)  # warm both up (imports, caches, the key cache)
         submit_rate(auth_url, auth_h, 200, args.clients)
-        for _ in range(args.rounds):
-            rates["open"].append(submit_rate(open_url, open_h, args.n, args.clients))
-            rates["bearer_key"].append(submit_rate(auth_url, auth_h, args.n, args.clients))
+        load_before = os.getloadavg()
+        sides = [("open", open_url, open_h), ("bearer_key", auth_url, auth_h)]
+        for i in range(args.rounds):
+            # A, B then B, A: neither side always goes first (a machine warming or cooling falls on both).
+            for name, url, headers in (sides if i % 2 == 0 else sides[::-1]):
+                rates[name].append(submit_rate(url, headers, args.n, args.clients))
+        load_after = os.getloadavg()
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({"submits_per_round": args.n, "clients": args.clients,
+                      "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                              "after": [round(x, 2) for x in load_after]},
                       "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
                       "median_per_s": {k: round(v, 1) for k, v in med.items()},
                       "auth_slowdown_pct": round(100 * (1 - med["bearer_key"] / med["open"]), 1)}, indent=2))

@@ -22,8 +22,9 @@ from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
 from corral.api.native import admin, agent, agent_pods, cluster, jobs, pods, schedules
 from corral.api.native import auth as auth_api
+from corral.api.native import quotas as quotas_api
 from corral.api.native import services as services_api
-from corral.auth.service import Auth
+from corral.auth.service import Auth, AuthLimits
 from corral.coordinator.audit import AuditConfig, AuditLog
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator, Settings
@@ -54,6 +55,10 @@ class ServerConfig:
     # Identities (corral.auth): on, every caller needs a credential (a user, a key, a token, the local token)
     # and is held to its role and namespaces; off, a caller without the access token is an anonymous admin.
     auth: bool = False
+    # How many keys, users and join tokens a caller may make (--max-keys-per-owner, ...).
+    auth_limits: AuthLimits = field(default_factory=AuthLimits)
+    # A client certificate's common name -> the user it acts as (--tls-cn-map; corral.auth.service).
+    cn_map: dict[str, str] = field(default_factory=dict)
     # Made at the first start with auth on: the first admin's key, for the command to print once.
     first_admin_key: str | None = None
 
@@ -73,7 +78,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     loops = BackgroundLoops(coord)
     stacks = Stacks(coord, config.stacks)
     audit_log = AuditLog(store, config.audit)
-    auth = Auth(store, enabled=config.auth or bool(config.edge.api_token), local_token=config.edge.api_token)
+    auth = Auth(store, enabled=config.auth or bool(config.edge.api_token), local_token=config.edge.api_token,
+                limits=config.auth_limits, cn_map=config.cn_map)
     config.first_admin_key = auth.bootstrap(first_admin=config.auth)
 
     @contextlib.asynccontextmanager
@@ -140,6 +146,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(services_api.router)
     app.include_router(services_api.agent_router)
     app.include_router(admin.router)
+    app.include_router(quotas_api.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
     config.edge.renderers = edge_renderers()

@@ -18,6 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from corral.api.ratelimit import client_key
+from corral.api.tls import client_cn
 from corral.auth import context
 from corral.auth.identity import ANONYMOUS, NAMESPACE_RE, Identity, Perm
 from corral.auth.rules import RuleTable
@@ -74,6 +75,12 @@ async def authorize(auth: Auth, table: RuleTable, scope: Scope, headers: Headers
             break
         if cred.kind == "basic" and not own:  # a password: guessable, so its failures are counted
             await auth.login_failed(client_key(scope), cred.user)
+    if ident is None and (cn := client_cn(scope)) is not None:
+        # A verified client certificate (--tls-client-ca) whose common name names a user, directly or through
+        # --tls-cn-map: that user, with its role and namespaces. Any other CN: anonymous.
+        decided, ident = auth.cached_cn(cn)
+        if not decided:
+            ident = await anyio.to_thread.run_sync(auth.resolve_cn, cn)
     if ident is None and not auth.enabled and not auth.local_token:
         ident = ANONYMOUS  # an open server: its callers cannot be told apart
     scope.setdefault("state", {})["identity"] = ident or ANONYMOUS

@@ -58,6 +58,9 @@ RULES: dict[str, dict[str, Perm]] = {
     "/v1/cluster/{coord_id}/drain": {"POST": A}, "/v1/cluster/{coord_id}/undrain": {"POST": A},
     "/v1/audit": {"GET": A},
     "/v1/tokens": {"GET": A, "POST": A}, "/v1/tokens/{token_id}": {"DELETE": A},
+    # -- namespace quotas: an admin sets them; a caller reads those of its namespaces ----------------------
+    "/v1/quotas": {"GET": R},
+    "/v1/namespaces/{namespace}/quota": {"GET": R, "PUT": A, "DELETE": A},
     # -- a worker's routes -------------------------------------------------------------------------
     "/v1/agent/register": {"POST": AG},
     "/v1/agent/nodes/{node_id}/heartbeat": {"POST": AG}, "/v1/agent/nodes/{node_id}/poll": {"POST": AG},

@@ -14,6 +14,7 @@ import hmac
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from corral.auth import keys as K
 from corral.auth import passwords, tokens
 from corral.auth.identity import (
     LOCAL,
+    NAME_RE,
     Identity,
     Role,
     check_name,
@@ -39,6 +41,17 @@ log = logging.getLogger("corral.auth")
 SIGNING_KEY = "jwt"
 BOOTSTRAP = "bootstrap"
 LAST_USED_EVERY = 60.0  # seconds between writes of one key's last_used_at
+CN_TTL = 10.0  # seconds a certificate's common name keeps the identity it was found to have
+
+
+@dataclass(frozen=True)
+class AuthLimits:
+    """How much one caller may make (docs/operations.md): keys not revoked per owner, users in all, join
+    tokens still usable per maker. Past one: 409 that says which bound and what to do."""
+
+    max_keys_per_owner: int = 100
+    max_users: int = 1000
+    max_join_tokens: int = 100
 
 
 class TooManyFailures(ServiceError):
@@ -94,8 +107,14 @@ class Auth:
     loopback server without --auth); the local token (``corral up``) is always the local admin."""
 
     def __init__(self, store: Store, *, enabled: bool, local_token: str | None = None,
-                 login_rate: str = "10/minute", clock: Callable[[], float] = time.time) -> None:
+                 login_rate: str = "10/minute", clock: Callable[[], float] = time.time,
+                 limits: AuthLimits | None = None, cn_map: dict[str, str] | None = None) -> None:
         self.store = store
+        self.limits = limits or AuthLimits()
+        # A verified client certificate's common name -> the user it acts as (--tls-cn-map CN=USER); a CN
+        # not in the map names the user itself. An unknown user: no identity (anonymous).
+        self.cn_map = dict(cn_map or {})
+        self._cns: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
         self.enabled = enabled
         self.local_token = local_token
         self.cache = K.KeyCache()
@@ -212,6 +231,35 @@ class Auth:
                         frozenset(rec.namespaces) if rec.namespaces is not None else None,
                         parse_scopes(list(rec.scopes)) if rec.scopes is not None else None, key_id=rec.id)
 
+    # -- client certificates (--tls-client-ca) ----------------------------------------------------------
+    def cached_cn(self, cn: str) -> tuple[bool, Identity | None]:
+        """(decided, identity) of a verified certificate's common name from the cache (CN_TTL seconds);
+        not decided: ``resolve_cn`` in a thread."""
+        if not self.enabled:
+            return True, None
+        with self._lock:
+            hit = self._cns.get(cn)
+        if hit is not None and hit[0] > self.clock():
+            return True, hit[1]
+        return False, None
+
+    def resolve_cn(self, cn: str) -> Identity | None:
+        """The user a certificate's common name stands for (blocking: it reads the store)."""
+        if not self.enabled:
+            return None
+        name = self.cn_map.get(cn, cn)
+        with self.store.read() as tx:
+            row = tx.user(name) if NAME_RE.match(name) else None
+        ident = None
+        if row is not None:
+            ns = row["namespaces"]
+            ident = Identity("user", row["name"], Role(row["role"]), frozenset(ns) if ns is not None else None)
+        with self._lock:
+            self._cns[cn] = (self.clock() + CN_TTL, ident)
+            while len(self._cns) > 1024:
+                self._cns.popitem(last=False)
+        return ident
+
     def flush_last_used(self) -> None:
         """Writes ``last_used_at`` of the keys used since the last flush (at most once a minute per key)."""
         with self._lock:
@@ -263,6 +311,9 @@ class Auth:
         row = {"name": name, "password_hash": pw, "role": r.value, "namespaces": ns, "created_at": now,
                "updated_at": now}
         with self.store.transaction() as tx:
+            if tx.user_count() >= self.limits.max_users:
+                raise Conflict(f"this server has {self.limits.max_users} users, the most it keeps "
+                               "(--max-users): remove one first")
             if not tx.insert_user(row):
                 raise Conflict(f"user '{name}' exists")
         return user_view(row)
@@ -288,6 +339,8 @@ class Auth:
             ids = tx.revoke_keys_of(f"user:{name}", self.clock())
         for key_id in ids:
             self.cache.forget(key_id)
+        with self._lock:
+            self._cns.clear()  # a certificate that named the user is anonymous from the next request
 
     # -- API keys ------------------------------------------------------------------------------------
     def create_key(self, owner: Identity, name: str, role: str | None, namespaces: list[str] | None,
@@ -316,6 +369,9 @@ class Auth:
                "created_at": now, "expires_at": now + expires_in if expires_in else None, "last_used_at": None,
                "revoked_at": None}
         with self.store.transaction() as tx:
+            if tx.live_key_count(owner.principal) >= self.limits.max_keys_per_owner:
+                raise Conflict(f"{owner.principal} has {self.limits.max_keys_per_owner} API keys not revoked, the "
+                               "most one owner may have (--max-keys-per-owner): revoke one first")
             tx.insert_key(row)
         return key_view(row), key
 

@@ -1,4 +1,5 @@
-"""`corral tokens` (join tokens for workers) and `corral audit` (the audit log): an admin's commands."""
+"""`corral tokens` (join tokens for workers), `corral audit` (the audit log) and `corral quotas` (namespace
+quotas): an admin's commands."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import click
 from corral.cli import output
 from corral.cli.api import Client, CliError
 from corral.cli.client import guarded, output_option, server_option
-from corral.domain.resources import parse_duration
+from corral.domain.quotas import parse_quota
+from corral.domain.resources import format_size, parse_duration
 
 
 def _when(ts: float | None) -> str:
@@ -95,3 +97,82 @@ def audit(limit: int, cursor: str | None, actor: str | None, action: str | None,
                               str(r["status"]), r.get("address") or "-"))
     if fmt != "json" and data.get("next_cursor"):
         output.err.print(f"more: --cursor {data['next_cursor']}", style="dim")
+
+
+@click.group()
+def quotas() -> None:
+    """Namespace quotas: the CPU, memory, GPUs, running tasks and pods one namespace may hold at once. Work
+    over a quota waits (pending, with the reason); a stack over it is refused.
+
+    \b
+    Examples:
+      corral quotas set team-a --cpu 8 --memory 16GB --gpus 2 --tasks 100 --pods 20
+      corral quotas ls
+      corral quotas rm team-a
+    """
+
+
+@quotas.command("set", short_help="Set a namespace's quota (admin); what is not given is not bounded.")
+@click.argument("namespace")
+@click.option("--cpu", metavar="CORES", help="Cores, such as 8, 0.5 or 500m.")
+@click.option("--memory", metavar="SIZE", help="Such as 16GB or 512Mi.")
+@click.option("--gpus", type=click.IntRange(0), metavar="N")
+@click.option("--tasks", type=click.IntRange(0), metavar="N", help="Tasks placed or running at once.")
+@click.option("--pods", type=click.IntRange(0), metavar="N", help="Pods placed or running at once.")
+@output_option
+@server_option
+@guarded
+def quotas_set(namespace: str, cpu: str | None, memory: str | None, gpus: int | None, tasks: int | None,
+               pods: int | None, fmt: str, server: str) -> None:
+    body = {k: v for k, v in {"cpu": cpu, "memory": memory, "gpus": gpus, "tasks": tasks, "pods": pods}.items()
+            if v is not None}
+    try:
+        parse_quota(body)  # the server checks it too: this only says what is wrong before asking
+    except ValueError as e:
+        raise CliError(str(e), 2) from e
+    with Client(server) as c:
+        q = c.json("PUT", f"/v1/namespaces/{quote(namespace, safe='')}/quota", json=body)
+    if fmt == "json":
+        output.print_json(q)
+    else:
+        click.echo(f"quota of {q['namespace']}: {_bounds(q['quota'])}")
+
+
+def _bounds(q: dict[str, object]) -> str:
+    parts = []
+    for k, v in q.items():
+        if v is not None:
+            parts.append(f"{k} {format_size(int(str(v))) if k == 'memory' else v}")
+    return ", ".join(parts) or "none"
+
+
+def _of(used: object, limit: object, size: bool = False) -> str:
+    if limit is None:
+        return "-"
+    if size:
+        return f"{format_size(int(str(used)))}/{format_size(int(str(limit)))}"
+    return f"{used:g}/{limit:g}" if isinstance(used, float) and isinstance(limit, float) else f"{used}/{limit}"
+
+
+@quotas.command("ls", short_help="List the namespaces' quotas, each with what it holds (used/limit).")
+@output_option
+@server_option
+@guarded
+def quotas_ls(fmt: str, server: str) -> None:
+    with Client(server) as c:
+        data = c.json("GET", "/v1/quotas")
+    output.listing(data, fmt, ("NAMESPACE", "CPU", "MEMORY", "GPUS", "TASKS", "PODS", "UPDATED BY"),
+                   lambda r: (r["namespace"], _of(float(r["used"]["cpu"]), r["quota"]["cpu"]),
+                              _of(r["used"]["memory"], r["quota"]["memory"], True),
+                              _of(r["used"]["gpus"], r["quota"]["gpus"]), _of(r["used"]["tasks"], r["quota"]["tasks"]),
+                              _of(r["used"]["pods"], r["quota"]["pods"]), r["updated_by"]))
+
+
+@quotas.command("rm", short_help="Remove a namespace's quota (admin): it is no longer bounded.")
+@click.argument("namespace")
+@server_option
+@guarded
+def quotas_rm(namespace: str, server: str) -> None:
+    with Client(server) as c:
+        c.request("DELETE", f"/v1/namespaces/{quote(namespace, safe='')}/quota")
+    click.echo(f"removed the quota of {namespace}")

@@ -33,5 +33,6 @@ def main() -> None:
     cli.add_command(pods.pods)
     cli.add_command(admin.tokens)
     cli.add_command(admin.audit)
+    cli.add_command(admin.quotas)
     cli.add_command(cluster.cluster)
     cli(prog_name="corral")

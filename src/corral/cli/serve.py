@@ -21,6 +21,7 @@ from corral.domain.resources import parse_duration, parse_size
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from corral.auth.service import AuthLimits
     from corral.coordinator.service import Settings
     from corral.coordinator.stacks import StacksConfig
 
@@ -255,6 +256,10 @@ common_server: list[_Deco] = [
                  envvar="CORRAL_TLS_CLIENT_CA", help="Accept client certificates signed by this CA (PEM); a "
                  "certificate's common name is the caller's identity (a worker's: its node name). Clients "
                  "without one may still use tokens [env CORRAL_TLS_CLIENT_CA]."),
+    click.option("--tls-cn-map", "tls_cn_map", multiple=True, metavar="CN=USER",
+                 help="With --auth and --tls-client-ca: a client certificate with this common name acts as this "
+                 "user (its role and namespaces). A CN not mapped acts as the user of that name, if there is "
+                 "one; any other CN is anonymous. Repeatable."),
     click.option("--secret-key-file", type=click.Path(dir_okay=False), default=None,
                  envvar="CORRAL_SECRET_KEY_FILE", help="The key file that encrypts job secrets, webhook headers "
                  "and registry passwords at rest (Fernet keys, one a line, the first encrypts), made at first "
@@ -264,8 +269,31 @@ common_server: list[_Deco] = [
                  help="How long the audit log (GET /v1/audit) keeps an entry (such as 90d, 12h)."),
     click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
                  help="Totals of all stacks, like a Kubernetes ResourceQuota: cpu, memory, pods (such as "
-                 "cpu=8,memory=16Gi,pods=50); past them: 503 [default: none]."),
+                 "cpu=8,memory=16Gi,pods=50); past them: 503. Namespace stacks' own quota (corral quotas set "
+                 "stacks ...), when it has one, is used instead [default: none]."),
+    # Bounds on what one caller may make (docs/operations.md): past one, 409.
+    click.option("--max-keys-per-owner", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+                 help="API keys not revoked that one user (or key) may own."),
+    click.option("--max-users", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+                 help="Users this server keeps."),
+    click.option("--max-join-tokens", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+                 help="Worker join tokens, not revoked nor expired, that one admin may have."),
 ]
+
+
+def _cn_map(common: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for item in common.pop("tls_cn_map"):
+        cn, sep, user = item.partition("=")
+        if not sep or not cn.strip() or not user.strip():
+            raise click.BadParameter(f"'{item[:80]}' is not CN=USER", param_hint="--tls-cn-map")
+        out[cn.strip()] = user.strip()
+    return out
+
+
+def _auth_limits(common: dict[str, Any]) -> AuthLimits:
+    from corral.auth.service import AuthLimits
+    return AuthLimits(common.pop("max_keys_per_owner"), common.pop("max_users"), common.pop("max_join_tokens"))
 
 
 def _with(options: list[_Deco]) -> _Deco:
@@ -447,11 +475,12 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     ports = _dialect_ports(common.pop("dialect_ports"), port)
     given_grpc = common.pop("grpc_port")
     grpc_port = _grpc_port(given_grpc, UP_GRPC_PORT, port, ports)
-    tls, audit = _tls(common), _audit(common)
+    tls, audit, auth_limits, cn_map = _tls(common), _audit(common), _auth_limits(common), _cn_map(common)
     _secret_keys(common, data / "secret.key")
     scheme = "https" if tls else "http"
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks, audit=audit,
+        auth_limits=auth_limits, cn_map=cn_map,
         grpc_port=grpc_port, grpc_bind=bind, grpc_optional=not given_grpc,
         settings=dataclasses.replace(_settings(**common), address=f"{scheme}://{bind}:{port}"),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
@@ -524,7 +553,7 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     grpc_port = _grpc_port(common.pop("grpc_port"), None, port, ports)
     if grpc_port:
         click.echo(f"nomad-lite's gRPC SchedulerService on {bind}:{grpc_port}", err=True)
-    tls, audit = _tls(common), _audit(common)
+    tls, audit, auth_limits, cn_map = _tls(common), _audit(common), _auth_limits(common), _cn_map(common)
     sqlite_path = database_url.split("///", 1)[-1] if database_url.startswith("sqlite") else ""
     _secret_keys(common, (Path(sqlite_path).parent if sqlite_path and sqlite_path != ":memory:"
                           else Path(".corral")) / "secret.key")
@@ -533,6 +562,7 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
     settings.coordinator_id = coordinator_id or settings.address
     settings.leader_lease = leader_lease
     config = ServerConfig(database_url=database_url, agent_token=token, stacks=stacks, audit=audit, auth=auth,
+                          auth_limits=auth_limits, cn_map=cn_map,
                           grpc_port=grpc_port, grpc_bind=bind,
                           settings=settings,
                           edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token or None,

@@ -154,14 +154,18 @@ class Nodes(Part):
             return tx.node_with_secret_hash(secret_hash(secret))
 
     # -- join tokens ------------------------------------------------------------------------------
-    def create_join_token(self, created_by: str, ttl: float | None) -> tuple[Row, str]:
-        """A new join token for workers (the token once; the store keeps its hash)."""
+    def create_join_token(self, created_by: str, ttl: float | None, cap: int | None = None) -> tuple[Row, str]:
+        """A new join token for workers (the token once; the store keeps its hash). ``cap``: how many usable
+        tokens (not revoked, not expired) one maker may have; past it, Conflict."""
         token = JOIN_TOKEN_PREFIX + secrets_mod.token_urlsafe(32)
         now = time.time()
         row = {"id": new_id(), "token_hash": secret_hash(token), "kind": "worker", "created_by": created_by,
                "created_at": now, "expires_at": now + ttl if ttl else None, "revoked_at": None,
                "last_used_at": None}
         with self.store.transaction() as tx:
+            if cap is not None and tx.live_join_token_count(created_by, now) >= cap:
+                raise Conflict(f"{created_by} has {cap} usable join tokens, the most one maker may have "
+                               "(--max-join-tokens): revoke one first")
             tx.insert_join_token(row)
         return row, token
 

@@ -23,8 +23,10 @@ from corral.coordinator.flow import new_id
 from corral.domain import reconcile
 from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus, cap_lines, truncation_marker
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
+from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources
 from corral.scheduler.pods import PodRequest, place_pods
+from corral.store.quotas import quota_of
 from corral.store.sql import Row, Tx
 
 if TYPE_CHECKING:
@@ -225,10 +227,13 @@ class Pods:
                 node_rows = tx.nodes("ready")
                 alloc = {a["node_id"]: a for a in tx.allocations()}
                 used = tx.used_ports()
+                quotas = tx.quotas()
+                budgets = (Budgets({ns: quota_of(r) for ns, r in quotas.items()}, tx.namespace_usage(quotas))
+                           if quotas else None)
             views = self.coord.scheduling.node_views(node_rows, alloc)
             requests = {p["id"]: self._request(p) for p in pending}
             result = place_pods(views, requests.values(), used, self.settings.node_port_range,
-                                self.settings.strategy)
+                                self.settings.strategy, budgets)
             now = time.time()
             woken: set[str] = set()
             by_id = {p["id"]: p for p in pending}
@@ -274,7 +279,7 @@ class Pods:
         sel = p["node_selector"] or {}
         return PodRequest(p["id"], int(p["seq"]), _resources(p), p["runtime"], dict(sel),
                           tuple((int(x["hostPort"]), x["protocol"]) for x in ports if x["hostPort"] is not None),
-                          tuple(x["protocol"] for x in ports if x["hostPort"] is None))
+                          tuple(x["protocol"] for x in ports if x["hostPort"] is None), p["namespace"])
 
     # -- the reconciler's pass ------------------------------------------------------------------------
     def reconcile_once(self, now: float | None = None) -> int:

@@ -8,13 +8,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from corral.auth.identity import DEFAULT_NAMESPACE
 from corral.coordinator.flow import new_id
 from corral.coordinator.part import Part
+from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources
 from corral.domain.states import JobState
 from corral.scheduler import NodeView, TaskView, plan
 from corral.scheduler.placement import Plan
-from corral.store.sql import Row
+from corral.store.quotas import quota_of
+from corral.store.sql import Row, Tx
 
 if TYPE_CHECKING:
     from corral.coordinator.service import Coordinator
@@ -85,6 +88,7 @@ class Scheduling(Part):
                     ready = [t for t in ready if t["kind"] == "run"]
                     node_rows = tx.nodes("ready")
                     alloc = {a["node_id"]: a for a in tx.allocations()}
+                    budgets = self.budgets(tx, {t["job_id"] for t in ready}, ready)
             if not ready:
                 if opened >= 20:
                     return placed_total
@@ -99,7 +103,7 @@ class Scheduling(Part):
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
                     self._skip_row("task", str(t.get("id")), e)
                     bad[t["id"]] = f"cannot be placed: its stored record is malformed ({e})"
-            result = plan(views, tviews, self.settings.strategy)
+            result = plan(views, tviews, self.settings.strategy, budgets)
             result.reasons.update(bad)
             placed = self.commit(result, {t["id"]: t for t in ready}, now)
             placed_total += placed
@@ -119,6 +123,18 @@ class Scheduling(Part):
                     return placed_total
                 continue
             self._step = batch = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
+
+    @staticmethod
+    def budgets(tx: Tx, job_ids: set[str], ready: list[Row]) -> Budgets | None:
+        """The namespaces' quotas and what they hold (None when no namespace has a quota: then nothing more
+        is read); each ready task's row is given its job's ``namespace``."""
+        rows = tx.quotas()
+        if not rows:
+            return None
+        namespaces = tx.job_namespaces(job_ids)
+        for t in ready:
+            t["namespace"] = namespaces.get(t["job_id"], DEFAULT_NAMESPACE)
+        return Budgets({ns: quota_of(r) for ns, r in rows.items()}, tx.namespace_usage(rows))
 
     def commit(self, result: Plan, by_id: dict[str, Row], now: float) -> int:
         """The one step that writes a plan: each placement is a compare-and-set of its task (still pending:
@@ -213,7 +229,7 @@ class Scheduling(Part):
             raise ValueError("node_selector is not a map of strings")
         return TaskView(t["id"], t["job_id"], t["queue"], int(t["priority"]), t["job_seq"],
                         Resources(float(t["cpu"]), int(t["memory"]), int(t["disk"]), int(t["gpu"])),
-                        t["runtime"], sel)
+                        t["runtime"], sel, t.get("namespace", DEFAULT_NAMESPACE))
 
     def next_retry_in(self) -> float | None:
         now = time.time()

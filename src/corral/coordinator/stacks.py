@@ -27,6 +27,8 @@ from pydantic import ValidationError
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded, ServiceError
 from corral.domain import k8s
+from corral.domain.quotas import Quota
+from corral.store.quotas import quota_of
 
 if TYPE_CHECKING:
     from corral.coordinator.pods import Pods
@@ -46,7 +48,7 @@ PODS_FINAL = ("succeeded", "failed", "terminated")
 class StacksConfig:
     ttl: float = 7200.0  # seconds a stack lives
     limits: k8s.LimitRange = field(default_factory=k8s.LimitRange)
-    quota: k8s.Quota = field(default_factory=k8s.Quota)
+    quota: k8s.Quota = field(default_factory=k8s.Quota)  # --stacks-quota: used while namespace stacks has none
     placement_wait: float = 10.0  # how long a create waits for a node with room and ports
     # Creates that may be under way at once (each holds a thread of the API's pool while it waits for
     # placement); one more is a 503 at once, so that waiting creates never take every thread.
@@ -56,6 +58,12 @@ class StacksConfig:
 
 class NoNodePort(Overloaded):
     pass
+
+
+def stack_quota(q: Quota) -> k8s.Quota:
+    """The Stacks ResourceQuota that namespace ``stacks``'s own quota stands for: its CPU, memory and pods
+    (each stack is one pod; GPUs and tasks do not apply)."""
+    return k8s.Quota(None if q.cpu is None else round(q.cpu * 1000), q.memory, q.pods)
 
 
 def new_stack_id() -> str:
@@ -132,8 +140,10 @@ class Stacks:
         with self.store.transaction() as tx:
             tx.lock_stack_quota()
             cpu, memory, count = tx.stack_totals()
+            own = tx.quota(k8s.NAMESPACE)  # the namespace's own quota (corral quotas set stacks ...), if any
+            quota = self.config.quota if own is None else stack_quota(quota_of(own))
             try:
-                k8s.check_quota(manifest, self.config.quota, cpu, memory, count)
+                k8s.check_quota(manifest, quota, cpu, memory, count)
             except k8s.QuotaExceeded as e:
                 raise Overloaded(str(e)) from None
             tx.insert_stack({"id": stack_id, "pod_spec": manifest.yaml,

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources, format_size
 
 Strategy = Literal["spread", "binpack"]
@@ -46,6 +47,7 @@ class TaskView:
     resources: Resources
     runtime: str
     node_selector: dict[str, str] = field(default_factory=dict)
+    namespace: str = "default"  # its job's: what its namespace's quota counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,14 +334,16 @@ class _Group:
         self.heap: _Heap | None = None
 
 
-def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strategy = "spread") -> Plan:
+def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strategy = "spread",
+         budgets: Budgets | None = None) -> Plan:
     """Place ``tasks`` (highest priority first, then oldest) onto ``nodes`` without over-committing any.
 
     Each task goes to the node that scoring every eligible node would pick (the best score; the earliest
     such node on a tie) without scoring every node: the nodes that serve a queue, offer a runtime and match
     a node selector are found once per distinct combination, and the tasks that ask for the same thing
     share a heap of those nodes ordered by score, kept up to date lazily (see ``_Heap``). The caller's node
-    views are left as they were.
+    views are left as they were. ``budgets``: the quotas and usage of the namespaces that have a quota (a
+    task that would pass its namespace's waits with that reason; each placement counts against it).
     """
     views = list(nodes)
     slots = [_Slot(i, n) for i, n in enumerate(views)]
@@ -373,6 +377,11 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
     placements = result.placements
     for task, g in zip(ordered, task_groups, strict=True):
         need = task.resources
+        if budgets is not None:
+            over = budgets.check(task.namespace, need, "task")
+            if over is not None:
+                result.reasons[task.id] = over
+                continue
         pool = g.pool
         if pool is None:
             ekey = g.key[:3]
@@ -401,6 +410,8 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
             for bucket in best.buckets:
                 bucket.departed.append(best)
         placements.append(Placement(task.id, best.node.id, gpus))
+        if budgets is not None:
+            budgets.take(task.namespace, need, "task")
     return result
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources
 from corral.domain.services import ANY_NODE
 from corral.scheduler.placement import NodeView, Strategy, TaskView, plan
@@ -26,6 +27,7 @@ class PodRequest:
     node_selector: dict[str, str] = field(default_factory=dict)
     host_ports: tuple[tuple[int, str], ...] = ()  # (port, protocol) asked for as hostPort
     node_ports: tuple[str, ...] = ()  # the protocol of each port that needs a node port
+    namespace: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +73,11 @@ def _ports_reason(pod: PodRequest, n: int) -> str:
 
 
 def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapping[str, set[tuple[int, str]]],
-               port_range: tuple[int, int], strategy: Strategy = "spread") -> PodPlan:
+               port_range: tuple[int, int], strategy: Strategy = "spread", budgets: Budgets | None = None
+               ) -> PodPlan:
     """Place ``pods`` (oldest first) on ``nodes`` without over-committing a node or taking a port twice.
-    ``used``: the ports held on each node. The views are copied: the caller's stay as they were."""
+    ``used``: the ports held on each node. The views are copied: the caller's stay as they were.
+    ``budgets``: the namespaces' quotas and usage (a pod that would pass its namespace's waits)."""
     lo, hi = port_range
     views = [NodeView(n.id, n.name, n.capacity, n.allocated, n.labels, n.runtimes, frozenset({POD_QUEUE}),
                       list(n.free_gpus)) for n in nodes]
@@ -84,6 +88,10 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
     in_range = {nid: Counter(proto for port, proto in ports if lo <= port <= hi) for nid, ports in held.items()}
     out = PodPlan()
     for pod in sorted(pods, key=lambda p: p.seq):
+        over = budgets.check(pod.namespace, pod.resources, "pod") if budgets is not None else None
+        if over is not None:
+            out.reasons[pod.id] = over
+            continue
         task = TaskView(pod.id, pod.id, POD_QUEUE, 0, pod.seq, pod.resources, pod.runtime, pod.node_selector)
         needs = pod.host_ports or pod.node_ports
         fit = [n for n in views if _ports_fit(pod, held[n.id], in_range[n.id], hi - lo + 1)] if needs else views
@@ -104,4 +112,6 @@ def place_pods(nodes: Iterable[NodeView], pods: Iterable[PodRequest], used: Mapp
         in_range[node.id].update(proto for port, proto in taken if lo <= port <= hi)
         node.allocated = node.allocated + pod.resources
         out.placements.append(PodPlacement(pod.id, node.id, ports))
+        if budgets is not None:
+            budgets.take(pod.namespace, pod.resources, "pod")
     return out

@@ -57,6 +57,13 @@ class AuditQueries:
         q = sa.select(s.join_tokens).order_by(_T.seq.desc()).limit(limit)
         return [dict(r) for r in self.c.execute(q).mappings()]
 
+    def live_join_token_count(self, created_by: str, now: float) -> int:
+        """The join tokens this maker made that are neither revoked nor expired."""
+        q = (sa.select(sa.func.count()).select_from(s.join_tokens)
+             .where(_T.created_by == created_by, _T.revoked_at.is_(None),
+                    sa.or_(_T.expires_at.is_(None), _T.expires_at > now)))
+        return int(self.c.execute(q).scalar_one())
+
     def revoke_join_token(self, token_id: str, now: float) -> bool:
         """Revoke it (a compare-and-set: False if it is unknown or was revoked already)."""
         q = sa.update(s.join_tokens).where(_T.id == token_id, _T.revoked_at.is_(None)).values(revoked_at=now)

@@ -63,6 +63,11 @@ class AuthQueries:
             q = q.where(_K.owner == owner)
         return rows(self.c.execute(q))
 
+    def live_key_count(self, owner: str) -> int:
+        """The owner's keys not revoked (expired ones included: revoke them to make room)."""
+        q = sa.select(sa.func.count()).select_from(s.api_keys).where(_K.owner == owner, _K.revoked_at.is_(None))
+        return int(self.c.execute(q).scalar_one())
+
     def revoke_key(self, key_id: str, now: float) -> bool:
         """Compare-and-set: only a key not revoked yet."""
         r = self.c.execute(sa.update(s.api_keys).where(_K.id == key_id, _K.revoked_at.is_(None))

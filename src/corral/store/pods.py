@@ -88,7 +88,7 @@ class PodQueries:
     def pending_pods(self, limit: int, after_seq: int = 0) -> list[Row]:
         """Pods waiting for a placement, oldest first, after ``after_seq``."""
         q = (sa.select(_P.id, _P.seq, _P.spec, _P.runtime, _P.cpu, _P.memory, _P.disk, _P.gpu, _P.node_selector,
-                       _P.reason)
+                       _P.reason, _P.namespace)
              .where(_P.state == "pending", _P.desired == "run", _P.seq > after_seq).order_by(_P.seq).limit(limit))
         return _rows(self.c.execute(q))
 

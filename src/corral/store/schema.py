@@ -446,3 +446,17 @@ auth_secrets = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# Per-namespace quotas (0017, corral.domain.quotas): set by an admin; NULL: no bound on that one. A
+# namespace without a row is not bounded (the Stacks namespace falls back to --stacks-quota).
+namespace_quotas = sa.Table(
+    "namespace_quotas", metadata,
+    sa.Column("namespace", sa.String(63), primary_key=True),
+    sa.Column("cpu", sa.Float),  # cores
+    sa.Column("memory", sa.BigInteger),  # bytes
+    sa.Column("gpus", sa.Integer),
+    sa.Column("tasks", sa.Integer),  # scheduled or running executions
+    sa.Column("pods", sa.Integer),  # placed pods
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -29,6 +29,7 @@ from corral.store.auth import AuthQueries
 from corral.store.cluster import ClusterQueries
 from corral.store.pods import PLACED as POD_PLACED
 from corral.store.pods import PodQueries
+from corral.store.quotas import QuotaQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
 from corral.store.rows import Row as Row
 from corral.store.rows import chunks as chunks
@@ -134,7 +135,7 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this server handed out") from e
 
 
-class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
+class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, QuotaQueries):
     """One transaction. Methods return plain dicts; CAS methods return whether the row changed. The
     queries about pods are in store/pods.py, those about stacks in store/stacks.py, the audit log and join
     tokens in store/audit.py."""
@@ -239,8 +240,12 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
                                     .offset(offset).limit(limit)))
         return rows, int(total)
 
-    def count_jobs_by_state(self) -> dict[str, int]:
+    def count_jobs_by_state(self, namespaces: Iterable[str] | None = None) -> dict[str, int]:
+        """Jobs per state, of ``namespaces`` if given, else of those the current caller sees (a background
+        thread: all)."""
         q = sa.select(s.jobs.c.state, sa.func.count()).group_by(s.jobs.c.state)
+        if (visible := context.visible() if namespaces is None else namespaces) is not None:
+            q = q.where(s.jobs.c.namespace.in_(sorted(visible)))
         return {st: int(n) for st, n in self.c.execute(q).all()}
 
     # -- tasks --------------------------------------------------------------------------------

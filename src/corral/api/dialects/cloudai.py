@@ -30,8 +30,9 @@ from corral.api.dialects.cloudai_views import (
     worker_view,
     worker_views,
 )
-from corral.api.dialects.telemetry import Hub
+from corral.api.dialects.telemetry import Hub, for_namespaces
 from corral.api.idempotency import idem_key
+from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.policy import escalation_message
 from corral.domain.spec import JobSpec, TaskSpec
@@ -231,13 +232,27 @@ def hub_of(app: Any, svc: Services) -> Hub:
 async def telemetry(websocket: WebSocket) -> None:
     """A telemetry_update now and every interval; task and worker events as they happen."""
     hub = hub_of(websocket.app, websocket.app.state.services)
+    store = websocket.app.state.services.coord.store
+    # A caller limited to some namespaces sees their tasks and counts only (each message filtered for it).
+    visible = identity_of(websocket.scope).visible()
     await websocket.accept()
     sub = hub.subscribe()
 
+    async def send(text: str) -> None:
+        if visible is not None:
+            def mine() -> str | None:
+                with store.read() as tx:
+                    return for_namespaces(tx, text, visible)
+            filtered = await asyncio.to_thread(mine)
+            if filtered is None:
+                return
+            text = filtered
+        await websocket.send_text(text)
+
     async def pump() -> None:
-        await websocket.send_text(await hub.current())
+        await send(await hub.current())
         while (text := await sub.next()) is not None:
-            await websocket.send_text(text)
+            await send(text)
         await websocket.close(code=1013, reason="too slow: fell too far behind")
 
     async def drain() -> None:

@@ -136,6 +136,35 @@ def snapshot(tx: Tx, finished: Sequence[dict[str, Any]] = ()) -> str:
     })
 
 
+def for_namespaces(tx: Tx, text: str, namespaces: frozenset[str]) -> str | None:
+    """One message as a caller limited to ``namespaces`` sees it (None: nothing for it): a
+    telemetry_update keeps the tasks of those namespaces and counts only theirs; a task event passes only
+    if its task is theirs; worker messages pass as they are."""
+    msg = json.loads(text)
+    data = msg.get("data") or {}
+    if msg.get("type") == "telemetry_update":
+        seqs = [_seq(t.get("task_id")) for t in data.get("tasks", [])]
+        mine = _visible_seqs(tx, [q for q in seqs if q is not None], namespaces)
+        data["tasks"] = [t for t, q in zip(data.get("tasks", []), seqs, strict=True) if q in mine]
+        counts = tx.count_jobs_by_state(namespaces)
+        data.setdefault("cluster", {}).update(running_tasks=counts.get("running", 0),
+                                              queued_tasks=counts.get("pending", 0) + counts.get("scheduled", 0))
+        return json.dumps(msg, separators=(",", ":"))
+    if "task_id" in data:
+        seq = _seq(data["task_id"])
+        return text if seq is not None and _visible_seqs(tx, [seq], namespaces) else None
+    return text
+
+
+def _seq(tid: Any) -> int | None:
+    v = str(tid or "")
+    return int(v[5:]) if v.startswith("task-") and v[5:].isdigit() else None
+
+
+def _visible_seqs(tx: Tx, seqs: list[int], namespaces: frozenset[str]) -> set[int]:
+    return {j["seq"] for j in tx.jobs_by_seqs(seqs) if j["namespace"] in namespaces} if seqs else set()
+
+
 class Subscriber:
     """One connection's queue of serialised messages."""
 

@@ -77,7 +77,7 @@ TokenIn = Annotated[TokenBody, Depends(model_body(TokenBody, guard=admin_only))]
 def create_token(request: Request, body: TokenIn, svc: Admin) -> dict[str, Any]:
     who = audit.actor(getattr(request.state, "identity", None), request.app.state.audit_local,
                       client_cn(request.scope))
-    row, token = svc.coord.nodes.create_join_token(who, body.ttl)
+    row, token = svc.coord.nodes.create_join_token(who, body.ttl, request.app.state.auth.limits.max_join_tokens)
     return {**_token_view(row), "token": token}
 
 
