@@ -434,11 +434,12 @@ def jobs() -> None:
               "when it changes).")
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
               help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(1), default=None, hidden=True)  # --watch this many times (tests)
 @output_option
 @server_option
 @guarded
 def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | None, limit: int,
-            cursor: str | None, watch: bool, interval: float, fmt: str, server: str) -> None:
+            cursor: str | None, watch: bool, interval: float, count: int | None, fmt: str, server: str) -> None:
     """List jobs, newest first. Full ids and every field: -o json.
 
     \b
@@ -453,7 +454,7 @@ def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | 
         if watch:
             from corral.cli.live import jobs_view, refresh
             params = {"state": state, "queue": queue, "tag": tag, "q": query, "limit": limit, "cursor": cursor}
-            refresh(lambda: jobs_view(c, params), interval)
+            refresh(lambda: jobs_view(c, params), interval, count)
             return
         page = c.list_jobs(state=state, queue=queue, tag=tag, q=query, limit=limit, cursor=cursor)
     if fmt == "json":
