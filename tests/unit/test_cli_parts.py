@@ -173,3 +173,13 @@ def test_a_timed_out_task_exits_124() -> None:
     assert cli_client.run_status(job) == 124
     job["tasks"][0].update(exit_code=127, error="exec: 'nope': not found")
     assert cli_client.run_status(job) == 127
+
+
+def test_podling_suggests_the_field_meant() -> None:
+    from corral.api.dialects.podling import DialectError, pod_spec, task_spec
+    with pytest.raises(DialectError, match="unknown field imgae: did you mean image\\? a task holds"):
+        task_spec({"name": "t", "imgae": "busybox"})
+    with pytest.raises(DialectError, match="unknown field contaners: did you mean containers\\?"):
+        pod_spec({"name": "p", "contaners": []})
+    with pytest.raises(DialectError, match="unknown field zzz: a task holds"):
+        task_spec({"name": "t", "zzz": 1})

@@ -281,9 +281,9 @@ RUN_HELP = """Run one command as a job, stream its output, and exit with its exi
 
 \b
 The command runs in a container of IMAGE, or as a host process on the worker when no --image is
-given. Its stdout and stderr come back on yours. Ctrl-C cancels the job (exit 130). A command
-that is not there exits 127 and one that may not run 126 (as `docker run`); a timeout exits 124 (as
-`timeout`).
+given. Its stdout and stderr come back on yours. Ctrl-C cancels the job and exits 130 (on a
+terminal it asks first); a second Ctrl-C detaches, leaving the job to run. A command that is not
+there exits 127 and one that may not run 126 (as `docker run`); a timeout exits 124 (as `timeout`).
 
 \b
 Examples:
