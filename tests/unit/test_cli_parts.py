@@ -4,6 +4,7 @@ exit statuses and Ctrl-C, and that every command's --help has an example."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -183,3 +184,10 @@ def test_podling_suggests_the_field_meant() -> None:
         pod_spec({"name": "p", "contaners": []})
     with pytest.raises(DialectError, match="unknown field zzz: a task holds"):
         task_spec({"name": "t", "zzz": 1})
+
+
+def test_completion_installs_where_the_shell_looks(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["completion", "fish", "--install"], prog_name="corral", env={"HOME": str(tmp_path)})
+    assert r.exit_code == 0, r.output
+    script = tmp_path / ".config" / "fish" / "completions" / "corral.fish"
+    assert "_CORRAL_COMPLETE" in script.read_text()
