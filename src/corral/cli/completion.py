@@ -9,6 +9,7 @@ completes nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,9 +49,12 @@ def _server(ctx: click.Context) -> str:
 def _from_server(path: str, label: Callable[[Json], str],
                  params: dict[str, str | int] | None = None) -> Callable[..., list[CompletionItem]]:
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        query: dict[str, str | int] = {"limit": LIMIT, **(params or {})}
+        if path == "/v1/jobs" and re.fullmatch(r"[0-9a-f]{1,32}", incomplete):
+            query["id_prefix"] = incomplete  # the server finds them, however many jobs there are
         try:
             with Client(_server(ctx), timeout=1.0) as c:
-                items = c.json("GET", path, params={"limit": LIMIT, **(params or {})}).get("items") or []
+                items = c.json("GET", path, params=query).get("items") or []
         except (CliError, OSError):
             return []
         out = []
