@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# make up PORT=8080 ARGS='--label arch=amd64'
 up: $(STAMP)
-	$(BIN)/corral up
+	$(BIN)/corral up $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # Two test processes (pytest-xdist; each with its own ports, PostgreSQL server and databases): the suite is
 # mostly waiting on real processes. PYTEST_WORKERS=0 runs it in one.

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.shell_completion import ShellComplete
+from click.testing import CliRunner, Result
 
+from corral.cli.main import build
 from tests.harness import Cluster, free_port, token_env, wait_until
 from tests.support import corral
+
+COMMANDS = build()
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -252,3 +259,94 @@ def test_jobs_logs_follow_streams_a_live_job_until_it_ends(standalone: Cluster, 
     assert proc.returncode == 0, err
     assert out == "second\n", (out, err)  # stdout to stdout, stderr to stderr, each line once
     assert "problem" in err.splitlines() and "first" not in err, err
+
+
+# -- one `corral up --label arch=amd64 --queue default --queue cli-q` for the tests below; the commands run
+# in-process (click's CliRunner: the same code path as `corral`, without a process start each).
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cli-labelled"))
+    c.up("--label", "arch=amd64", "--queue", "default", "--queue", "cli-q")
+    yield c
+    c.close()
+
+
+def invoke(c: Cluster, *args: str) -> Result:
+    env = {"CORRAL_SERVER": c.url, "COLUMNS": "", **token_env(c.url)}
+    return CliRunner().invoke(COMMANDS, list(args), env=env, prog_name="corral", catch_exceptions=False)
+
+
+def test_up_takes_labels_and_queues_and_nodes_get_shows_them(labelled: Cluster) -> None:
+    got = invoke(labelled, "nodes", "get", "local")
+    assert got.exit_code == 0, got.output
+    assert "arch=amd64" in got.output and "cli-q" in got.output and "ready" in got.output
+    node_id = labelled.client.get("/v1/nodes").json()["items"][0]["id"]
+    assert "arch=amd64" in invoke(labelled, "nodes", "get", node_id[:8]).output  # an id prefix too
+    # The README's job example (node_selector: {arch: amd64}) runs on such a `corral up`.
+    job = labelled.submit({"tasks": [{"run": "echo placed", "node_selector": {"arch": "amd64"},
+                                      "queue": "cli-q"}]})
+    assert labelled.wait_job(job["id"])["state"] == "completed"
+    unknown = invoke(labelled, "nodes", "get", "no-such-node")
+    assert unknown.exit_code == 1 and unknown.output.count("\n") == 1 and "no-such-node" in unknown.output
+
+
+def test_submit_follow_says_why_a_task_waits(labelled: Cluster, tmp_path: Path) -> None:
+    job_file = tmp_path / "arm.yaml"
+    job_file.write_text("name: arm\ntasks:\n  - name: build\n    run: echo never\n"
+                        "    node_selector: {arch: arm64}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "submit", str(job_file), "--follow", "--server",
+                             labelled.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **token_env(labelled.url)})
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        job_id = proc.stdout.readline().strip()
+        seen = []
+        while not any("pending: no node matches node_selector arch=arm64" in line for line in seen):
+            ready, _, _ = select.select([proc.stderr], [], [], 20)
+            assert ready, f"no reason shown within 20 s: {seen}"
+            seen.append(proc.stderr.readline())
+        assert labelled.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "cancelled" in err, err
+
+
+def test_short_ids_of_schedules_and_a_workflow_tree(labelled: Cluster, tmp_path: Path) -> None:
+    sch = labelled.client.post("/v1/schedules", json={"cron": "@yearly", "job": {"tasks": [{"run": "true"}]}})
+    assert sch.status_code == 201, sch.text
+    sid = sch.json()["id"]
+    got = invoke(labelled, "schedules", "get", sid[:12], "-o", "json")
+    assert got.exit_code == 0 and json.loads(got.output)["id"] == sid, got.output
+    job = labelled.submit({"name": "flow", "tasks": [
+        {"name": "prepare", "run": "echo prepared"},
+        {"name": "checks", "parallel": {"tasks": [{"name": "check", "run": "echo one"},
+                                                   {"name": "check", "run": "echo two; exit 3"}]}}]})
+    labelled.wait_job(job["id"])
+    tree = invoke(labelled, "jobs", "get", job["id"][:12])
+    assert tree.exit_code == 0, tree.output
+    assert "checks (parallel)" in tree.output and "├─ check" in tree.output and "└─ check#2" in tree.output
+    assert "local" in tree.output  # where each step ran
+    logs = invoke(labelled, "jobs", "logs", job["id"][:12], "--task", "prepare", "--timestamps", "--since", "1h")
+    assert logs.exit_code == 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\S+ prepared\n", logs.output), logs.output
+    prefixed = invoke(labelled, "jobs", "logs", job["id"], "--prefix")
+    assert "prepare | prepared" in prefixed.output, prefixed.output
+    none = invoke(labelled, "jobs", "logs", job["id"], "--task", "nope")
+    assert none.exit_code == 1 and "has no task 'nope'" in none.output
+
+
+def test_top_watch_and_completion_of_ids(labelled: Cluster) -> None:
+    top = invoke(labelled, "top", "--count", "1")
+    assert top.exit_code == 0 and "NODES" in top.output and "local" in top.output and "cli-q" in top.output
+    job = labelled.submit({"name": "watched", "tasks": [{"run": "true"}]})
+    watched = invoke(labelled, "jobs", "ls", "--watch", "--count", "1", "-q", "watched")
+    assert watched.exit_code == 0 and job["id"][:12] in watched.output, watched.output
+    os.environ.update(token_env(labelled.url))  # completion runs inside the shell's `corral`, with its env
+    try:
+        items = ShellComplete(COMMANDS, {}, "corral", "_CORRAL_COMPLETE").get_completions(
+            ["jobs", "get", "--server", labelled.url], job["id"][:6])
+    finally:
+        os.environ.pop("CORRAL_API_TOKEN", None)
+    assert job["id"] in [i.value for i in items]

@@ -57,6 +57,7 @@ def test_timeout_of_a_container(standalone: Cluster, busybox_image: str,
     job = standalone.submit({"tasks": [{"image": busybox_image, "run": "sleep 30", "timeout": "1s"}]})
     done = standalone.wait_job(job["id"], timeout=20)
     assert done["state"] == "failed" and "timed out after 1s" in done["tasks"][0]["error"]
+    assert done["tasks"][0]["exit_code"] == 124  # as `timeout` exits
     wait_until(lambda: _containers_of(docker_client, job["id"]) == [], 10, what="the container to go")
 
 

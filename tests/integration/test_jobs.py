@@ -68,7 +68,7 @@ def test_timeout_kills_the_process_group(standalone: Cluster, tmp_path: Path) ->
     job = standalone.submit({"tasks": [{"run": f"sleep 60 & echo $! > {pidfile}; wait", "timeout": "1s"}]})
     done = standalone.wait_job(job["id"], timeout=15)
     assert done["state"] == "failed"
-    assert "timed out after 1s" in done["tasks"][0]["error"]
+    assert "timed out after 1s" in done["tasks"][0]["error"] and done["tasks"][0]["exit_code"] == 124
     child = int(pidfile.read_text())
     wait_until(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
                .split()[2], 5, what="the background child to die with its group")

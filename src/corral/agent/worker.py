@@ -508,8 +508,16 @@ class Agent:
             if sc is not None:
                 self._progress[ex_id] = [sc.progress, None, container]
 
+        what = f"task {w.get('task_name')} of job {str(w.get('job_id'))[:12]} (execution {ex_id[:12]})"
+        log.info("%s starts: %s", what, f"image {w['image']}" if w.get("image") else "a host process")
+        begun = time.monotonic()
+
         def ended(state: str, **fields: Any) -> None:
             nonlocal had_output
+            code = fields.get("exit_code")
+            # Not its error: that may quote the command, and with it a secret.
+            log.info("%s %s after %.1fs%s", what, state, time.monotonic() - begun,
+                     "" if code is None else f", exit code {code}")
             self._progress.pop(ex_id, None)  # no progress after the end
             output = scratch.read_output(sc.output) if sc is not None else None
             if output is not None:
@@ -558,7 +566,8 @@ class Agent:
                 async with asyncio.timeout(timeout):
                     result: RunResult = await rt.run(req, on_output, on_started)
             except TimeoutError:
-                ended("failed", error=f"timed out after {timeout:g}s")
+                # 124, as `timeout` exits: what scripts and CI expect of a command that ran too long.
+                ended("failed", error=f"timed out after {timeout:g}s", exit_code=124)
                 return
             if result.error:
                 ended("failed", error=result.error, exit_code=result.exit_code)

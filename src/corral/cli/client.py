@@ -12,13 +12,17 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import IO, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import click
 import yaml
 
+from corral.cli import ids as resolve
 from corral.cli import output
 from corral.cli.api import DEFAULT_SERVER, TERMINAL, ApiError, Client, CliError, Json
+from corral.cli.completion import complete_jobs, complete_nodes, complete_schedules, complete_states
 from corral.domain.resources import parse_duration, parse_size
 
 P = ParamSpec("P")
@@ -115,19 +119,59 @@ def watch(c: Client, job_id: str, done: Callable[[Json], bool], show_after: floa
             status.stop()
 
 
-def stream(c: Client, job: Json, follow: bool, tail: int | None = None) -> None:
-    """Write the job's log lines to stdout and stderr as the tasks wrote them."""
-    headers = output.err.is_terminal and int(job.get("task_count") or 0) > 1
-    current: str | None = None
+def parse_since(value: str, now: datetime) -> datetime:
+    """``--since``: a duration back from ``now`` (``10m``, ``1h30m``) or a time (RFC 3339; local when it
+    has no offset)."""
+    try:
+        return now - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"'{value}' is neither a duration (such as 10m) nor a time "
+                         "(such as 2026-05-01T12:00:00Z)") from None
+    return t if t.tzinfo else t.astimezone()
+
+
+def line_filter(task: str | None, since: datetime | None) -> Callable[[Json], bool]:
+    """Which log lines to show: a task's (by name, id, or id prefix of 4+ characters) and those written at
+    or after ``since``."""
+
+    def wanted(line: Json) -> bool:
+        if task is not None:
+            tid = str(line.get("task_id") or "")
+            if task not in (line.get("task"), tid) and not (len(task) >= 4 and tid.startswith(task)):
+                return False
+        if since is not None:
+            t = output.parse_time(line.get("time"))
+            if t is not None and t < since:
+                return False
+        return True
+
+    return wanted
+
+
+def stream(c: Client, job: Json, follow: bool, tail: int | None = None,
+           printer: output.LogPrinter | None = None, wanted: Callable[[Json], bool] | None = None) -> None:
+    """Write the job's log lines to stdout and stderr as the tasks wrote them: on a terminal, with the
+    task's name in front, in colour, when the job has several tasks."""
+    if printer is None:
+        several = int(job.get("task_count") or 0) > 1
+        printer = output.LogPrinter(prefixes=several and output.out.is_terminal, colour=output.out.is_terminal,
+                                    width=_name_width(job))
     for line in c.logs(job["id"], tail=tail, follow=follow):
-        if headers and line.get("task_id") != current:
-            current = line.get("task_id")
-            output.err.print(f"==> task {line.get('task')} <==", style="dim")
-        output.write_line(line)
+        if wanted is None or wanted(line):
+            printer.write(line)
+
+
+def _name_width(job: Json) -> int:
+    return min(max((len(str(t.get("name") or "")) for t in job.get("tasks") or []), default=0), 24)
 
 
 def attach(c: Client, job: Json, cancel_on_interrupt: bool) -> Json:
-    """Follow a job's output until it ends and return the finished job. Ctrl-C exits 130."""
+    """Follow a job's output until it ends and return the finished job. Ctrl-C exits 130: it cancels the
+    job when ``cancel_on_interrupt`` (see ``interrupted``), else leaves it running."""
     job_id = job["id"]
     try:
         watch(c, job_id, lambda j: j["state"] not in ("pending", "scheduled"), show_after=0.5)
@@ -135,15 +179,32 @@ def attach(c: Client, job: Json, cancel_on_interrupt: bool) -> Json:
         return watch(c, job_id, lambda j: j["state"] in TERMINAL, show_after=2.0)
     except KeyboardInterrupt:
         if cancel_on_interrupt:
-            output.err.print(f"\ninterrupted: cancelling job {job_id}", style="yellow")
-            try:
-                c.cancel(job_id)
-            except CliError as e:
-                fail(e)
-        else:
-            output.err.print(f"\nstopped following; the job goes on: corral jobs logs -f {job_id}",
-                             style="yellow")
+            raise SystemExit(interrupted(c, job_id, ask=sys.stdin.isatty() and output.err.is_terminal)) from None
+        output.err.print(f"\nstopped following; the job goes on: corral jobs logs -f {job_id}",
+                         style="yellow")
         raise SystemExit(130) from None
+
+
+def interrupted(c: Client, job_id: str, ask: bool) -> int:
+    """What `corral run` does on Ctrl-C: cancel the job and wait for it to end (asking once first, when
+    ``ask``: on a terminal). A second Ctrl-C, or 'n', detaches: the job goes on. The exit status: 130."""
+    detached = f"detached; the job goes on: corral jobs logs -f {job_id[:12]}"
+    try:
+        if ask and not click.confirm(f"\ncancel job {job_id[:12]}? (Ctrl-C again: detach, it goes on)",
+                                     default=True, err=True):
+            output.err.print(detached, style="yellow")
+            return 130
+        if not ask:
+            output.err.print(f"\ninterrupted: cancelling job {job_id} (Ctrl-C again: detach, it goes on)",
+                             style="yellow")
+        c.cancel(job_id)
+        done = watch(c, job_id, lambda j: j["state"] in TERMINAL, show_after=1.0)
+        output.err.print(f"job {job_id} {done['state']}", style=output.STATE_STYLE.get(done["state"], ""))
+    except (KeyboardInterrupt, click.Abort):
+        output.err.print(f"\n{detached}", style="yellow")
+    except CliError as e:
+        fail(e)
+    return 130
 
 
 def shell_status(code: int) -> int:
@@ -165,7 +226,7 @@ def run_status(job: Json) -> int:
     tasks = job.get("tasks") or []
     task = next((t for t in tasks if t.get("state") in ("failed", "lost")), tasks[-1] if tasks else {})
     code, error = task.get("exit_code"), task.get("error") or job.get("error") or "the job failed"
-    if code is None and str(task.get("error") or "").startswith("timed out after"):
+    if code in (None, 124) and str(task.get("error") or "").startswith("timed out after"):
         fail(CliError(str(job.get("error") or error)))
         return 124
     if code is None or code == 0:
@@ -220,9 +281,9 @@ RUN_HELP = """Run one command as a job, stream its output, and exit with its exi
 
 \b
 The command runs in a container of IMAGE, or as a host process on the worker when no --image is
-given. Its stdout and stderr come back on yours. Ctrl-C cancels the job (exit 130). A command
-that is not there exits 127 and one that may not run 126 (as `docker run`); a timeout exits 124 (as
-`timeout`).
+given. Its stdout and stderr come back on yours. Ctrl-C cancels the job and exits 130 (on a
+terminal it asks first); a second Ctrl-C detaches, leaving the job to run. A command that is not
+there exits 127 and one that may not run 126 (as `docker run`); a timeout exits 124 (as `timeout`).
 
 \b
 Examples:
@@ -361,7 +422,7 @@ def jobs() -> None:
 
 
 @jobs.command("ls")
-@click.option("--state", metavar="STATE[,STATE]",
+@click.option("--state", metavar="STATE[,STATE]", shell_complete=complete_states,
               help="pending, scheduled, running, completed, failed or cancelled; several with commas.")
 @click.option("--queue", metavar="QUEUE", help="Only jobs in this queue.")
 @click.option("--tag", metavar="TAG", help="Only jobs with this tag.")
@@ -369,13 +430,32 @@ def jobs() -> None:
 @click.option("--limit", "-n", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="At most this many jobs, newest first.")
 @click.option("--cursor", metavar="CURSOR", help="Start after the page that returned this next_cursor.")
+@click.option("--watch", "-w", is_flag=True, help="Refresh the table in place until Ctrl-C (piped: print it again "
+              "when it changes).")
+@click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(1), default=None, hidden=True)  # --watch this many times (tests)
 @output_option
 @server_option
 @guarded
 def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | None, limit: int,
-            cursor: str | None, fmt: str, server: str) -> None:
-    """List jobs, newest first. Full ids and every field: -o json."""
+            cursor: str | None, watch: bool, interval: float, count: int | None, fmt: str, server: str) -> None:
+    """List jobs, newest first. Full ids and every field: -o json.
+
+    \b
+    Examples:
+      corral jobs ls --state running,pending --queue gpu
+      corral jobs ls -q nightly --watch
+      corral jobs ls -o json | jq -r '.items[].id'
+    """
+    if watch and fmt == "json":
+        raise click.UsageError("--watch shows a table: leave out -o json")
     with Client(server) as c:
+        if watch:
+            from corral.cli.live import jobs_view, refresh
+            params = {"state": state, "queue": queue, "tag": tag, "q": query, "limit": limit, "cursor": cursor}
+            refresh(lambda: jobs_view(c, params), interval, count)
+            return
         page = c.list_jobs(state=state, queue=queue, tag=tag, q=query, limit=limit, cursor=cursor)
     if fmt == "json":
         output.print_json(page)
@@ -384,7 +464,7 @@ def jobs_ls(state: str | None, queue: str | None, tag: str | None, query: str | 
 
 
 @jobs.command("get")
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_jobs)
 @output_option
 @server_option
 @guarded
@@ -394,7 +474,7 @@ def jobs_get(job_id: str, fmt: str, server: str) -> None:
     Each task has its state, node, attempts, exit code, and why it waits or failed.
     """
     with Client(server) as c:
-        job = c.job(job_id)
+        job = c.job(resolve.job_id(c, job_id))
         if fmt == "json":
             output.print_json(job)
             return
@@ -406,25 +486,46 @@ def jobs_get(job_id: str, fmt: str, server: str) -> None:
 
 
 @jobs.command("logs")
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="ID", shell_complete=complete_jobs)
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming new lines until the job ends.")
 @click.option("--tail", "-t", type=click.IntRange(0, 100000), metavar="N", help="Only the last N lines.")
+@click.option("--task", "task", metavar="NAME", help="Only this task's lines (its name, id or id prefix).")
+@click.option("--since", metavar="WHEN", help="Only lines written since then: a duration back from now (10m, 2h) "
+              "or a time (2026-05-01T12:00:00Z).")
+@click.option("--timestamps", "-T", is_flag=True, help="Each line with the time it was written (RFC 3339, UTC).")
+@click.option("--prefix/--no-prefix", default=None,
+              help="Each line with its task's name [default: on a terminal, when the job has several tasks].")
 @server_option
 @guarded
-def jobs_logs(job_id: str, follow: bool, tail: int | None, server: str) -> None:
+def jobs_logs(job_id: str, follow: bool, tail: int | None, task: str | None, since: str | None,
+              timestamps: bool, prefix: bool | None, server: str) -> None:
     """Print a job's output.
 
-    The tasks' stdout goes to stdout and their stderr to stderr.
+    The tasks' stdout goes to stdout and their stderr to stderr. A line '--- NAME: another attempt ---'
+    (on stderr) separates a task's attempts. With --tail, --task and --since pick among the last N lines.
 
     \b
     Examples:
-      corral jobs logs ID --tail 20
-      corral jobs logs ID -f
+      corral jobs logs 3f2a9c01b7e4 --tail 20
+      corral jobs logs 3f2a9c01b7e4 -f --task build --timestamps
+      corral jobs logs 3f2a9c01b7e4 --since 10m --prefix
     """
+    try:
+        cutoff = parse_since(since, datetime.now(UTC)) if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
     with Client(server) as c:
-        job = c.job(job_id)
+        job = c.job(resolve.job_id(c, job_id))
+        tasks = job.get("tasks") or []
+        if task is not None and not job.get("tasks_next_cursor") and not any(
+                line_filter(task, None)({"task": t.get("name"), "task_id": t.get("id")}) for t in tasks):
+            names = ", ".join(str(t.get("name")) for t in tasks)
+            raise CliError(f"job {job['id'][:12]} has no task '{task}' (its tasks: {names})")
+        several = int(job.get("task_count") or 0) > 1 and task is None
+        printer = output.LogPrinter(prefixes=several and output.out.is_terminal if prefix is None else prefix,
+                                    timestamps=timestamps, colour=output.out.is_terminal, width=_name_width(job))
         try:
-            stream(c, job, follow=follow, tail=tail)
+            stream(c, job, follow=follow, tail=tail, printer=printer, wanted=line_filter(task, cutoff))
         except KeyboardInterrupt:
             raise SystemExit(130) from None
 
@@ -436,7 +537,7 @@ def _each(ids: tuple[str, ...], server: str, act: Callable[[Client, str], str]) 
         for job_id in ids:
             try:
                 click.echo(act(c, job_id))
-            except ApiError as e:
+            except CliError as e:
                 fail(e)
                 worst = max(worst, e.exit_code)
     if worst:
@@ -444,16 +545,16 @@ def _each(ids: tuple[str, ...], server: str, act: Callable[[Client, str], str]) 
 
 
 @jobs.command("cancel")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_jobs)
 @server_option
 @guarded
 def jobs_cancel(ids: tuple[str, ...], server: str) -> None:
     """Cancel unfinished jobs; their running tasks are stopped."""
-    _each(ids, server, lambda c, i: f"{i} {c.cancel(i)['state']}")
+    _each(ids, server, lambda c, i: f"{i} {c.cancel(resolve.job_id(c, i))['state']}")
 
 
 @jobs.command("restart")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_jobs)
 @server_option
 @guarded
 def jobs_restart(ids: tuple[str, ...], server: str) -> None:
@@ -461,11 +562,11 @@ def jobs_restart(ids: tuple[str, ...], server: str) -> None:
 
     Each starts again from its first unfinished task.
     """
-    _each(ids, server, lambda c, i: f"{i} {c.restart(i)['state']}")
+    _each(ids, server, lambda c, i: f"{i} {c.restart(resolve.job_id(c, i))['state']}")
 
 
 @jobs.command("rm")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_jobs)
 @server_option
 @guarded
 def jobs_rm(ids: tuple[str, ...], server: str) -> None:
@@ -475,7 +576,7 @@ def jobs_rm(ids: tuple[str, ...], server: str) -> None:
     """
 
     def rm(c: Client, job_id: str) -> str:
-        c.delete(job_id)
+        c.delete(resolve.job_id(c, job_id))
         return f"{job_id} deleted"
 
     _each(ids, server, rm)
@@ -514,14 +615,14 @@ def schedules_ls(fmt: str, server: str) -> None:
 
 
 @schedules.command("get", short_help="Show a schedule.")
-@click.argument("schedule_id", metavar="ID")
+@click.argument("schedule_id", metavar="ID", shell_complete=complete_schedules)
 @output_option
 @server_option
 @guarded
 def schedules_get(schedule_id: str, fmt: str, server: str) -> None:
     """Show a schedule: its cron, state, next and last run, and the job it creates."""
     with Client(server) as c:
-        sch = c.schedule(schedule_id)
+        sch = c.schedule(resolve.schedule_id(c, schedule_id))
     if fmt == "json":
         output.print_json(sch)
     else:
@@ -579,7 +680,7 @@ def schedules_create(expr: str | None, name: str | None, file: IO[bytes], fmt: s
 
 
 @schedules.command("pause")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_schedules)
 @output_option
 @server_option
 @guarded
@@ -587,14 +688,14 @@ def schedules_pause(ids: tuple[str, ...], fmt: str, server: str) -> None:
     """Stop schedules from creating jobs until they are resumed."""
 
     def pause(c: Client, schedule_id: str) -> str:
-        sch = c.pause_schedule(schedule_id)
+        sch = c.pause_schedule(resolve.schedule_id(c, schedule_id))
         return json.dumps(sch, indent=2) if fmt == "json" else f"{schedule_id} {sch['state']}"
 
     _each(ids, server, pause)
 
 
 @schedules.command("resume")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_schedules)
 @output_option
 @server_option
 @guarded
@@ -605,7 +706,7 @@ def schedules_resume(ids: tuple[str, ...], fmt: str, server: str) -> None:
     """
 
     def resume(c: Client, schedule_id: str) -> str:
-        sch = c.resume_schedule(schedule_id)
+        sch = c.resume_schedule(resolve.schedule_id(c, schedule_id))
         if fmt == "json":
             return json.dumps(sch, indent=2)
         return f"{schedule_id} {sch['state']}; next run {output.relative(sch['next_run_at'])}"
@@ -614,14 +715,14 @@ def schedules_resume(ids: tuple[str, ...], fmt: str, server: str) -> None:
 
 
 @schedules.command("rm")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_schedules)
 @server_option
 @guarded
 def schedules_rm(ids: tuple[str, ...], server: str) -> None:
     """Delete schedules. The jobs they created stay."""
 
     def rm(c: Client, schedule_id: str) -> str:
-        c.delete_schedule(schedule_id)
+        c.delete_schedule(resolve.schedule_id(c, schedule_id))
         return f"{schedule_id} deleted"
 
     _each(ids, server, rm)
@@ -650,6 +751,27 @@ def nodes(ctx: click.Context, fmt: str, server: str) -> None:
         output.nodes_table(data)
 
 
+@nodes.command("get")
+@click.argument("node", metavar="ID", shell_complete=complete_nodes)
+@output_option
+@server_option
+@guarded
+def nodes_get(node: str, fmt: str, server: str) -> None:
+    """Show a node (by id, id prefix or name): its labels, runtimes, queues, capacity and what is allocated.
+
+    \b
+    Examples:
+      corral nodes get local
+      corral nodes get 3f2a9c01b7e4 -o json | jq .labels
+    """
+    with Client(server) as c:
+        n = c.json("GET", f"/v1/nodes/{quote(c.node_id(node), safe='')}")
+    if fmt == "json":
+        output.print_json(n)
+    else:
+        output.node_detail(n)
+
+
 def _drained(n: dict[str, object], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(n, indent=2)
@@ -660,7 +782,7 @@ def _drained(n: dict[str, object], fmt: str) -> str:
 
 
 @nodes.command("drain")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_nodes)
 @click.option("--deadline", default=None, metavar="DURATION",
               help="After this long (such as 10m), tasks still running there are stopped and placed on other "
               "nodes, without using a retry [default: none: they may take as long as they need].")
@@ -674,7 +796,7 @@ def nodes_drain(ids: tuple[str, ...], deadline: str | None, fmt: str, server: st
 
 
 @nodes.command("undrain")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_nodes)
 @output_option
 @server_option
 @guarded

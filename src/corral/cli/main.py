@@ -25,14 +25,20 @@ cli.add_command(serve.server)
 cli.add_command(serve.worker)
 
 
-def main() -> None:
+def build() -> click.Group:
+    """The `corral` group with every command in it."""
     from corral.cli import admin, auth, client, cluster, pods
+    from corral.cli.completion import completion
+    from corral.cli.examples import add_examples
+    from corral.cli.live import top
 
     client.register(cli)
     auth.register(cli)
-    cli.add_command(pods.pods)
-    cli.add_command(admin.tokens)
-    cli.add_command(admin.audit)
-    cli.add_command(admin.quotas)
-    cli.add_command(cluster.cluster)
-    cli(prog_name="corral")
+    for cmd in (pods.pods, admin.tokens, admin.audit, admin.quotas, cluster.cluster, completion, top):
+        cli.add_command(cmd)
+    add_examples(cli)
+    return cli
+
+
+def main() -> None:
+    build()(prog_name="corral")

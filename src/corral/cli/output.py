@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,18 +122,23 @@ def listing(data: Json, fmt: str, columns: Sequence[str], row: Callable[[Json], 
     out.print(t)
 
 
-def jobs_table(page: Json) -> None:
-    items: list[Json] = page.get("items") or []
-    if not items:
-        err.print("no jobs match", style="dim")
-        return
+def jobs_grid(items: Sequence[Json]) -> Table:
+    """A table of jobs, a row each."""
     t = _table("ID", "NAME", "STATE", "QUEUE", "TASKS", "CREATED", "DURATION")
     t.columns[0].no_wrap = True
     for j in items:
         t.add_row(j["id"][:12], j.get("name") or "", state(j.get("state")), j.get("queue") or "",
                   str(j.get("task_count", "")), age(j.get("created_at")),
                   duration(j.get("started_at"), j.get("finished_at")))
-    out.print(t)
+    return t
+
+
+def jobs_table(page: Json) -> None:
+    items: list[Json] = page.get("items") or []
+    if not items:
+        err.print("no jobs match", style="dim")
+        return
+    out.print(jobs_grid(items))
     total = page.get("total")
     # The server sends a cursor whenever a page is full, even the last one: trust the total first.
     more_exist = total > len(items) if isinstance(total, int) else bool(page.get("next_cursor"))
@@ -153,6 +159,44 @@ def _task_detail(task: Json) -> Text:
 
 def _task_runtime(task: Json) -> str:
     return str(task.get("image") or f"host {task.get('runtime') or 'process'}")
+
+
+KIND_NOTE = {"parallel": "parallel", "each": "each", "steps": "with pre/post", "subjob": "subjob"}
+
+
+def task_tree(tasks: Sequence[Json]) -> list[tuple[str, str, Json]]:
+    """A workflow's tasks in tree order, each with its number (``2.1.3``: the path of positions) and a label
+    that draws the tree and tells the tasks apart: a name its siblings share gets ``#2``, ``#3``; the steps
+    of a task with pre/post are marked ``pre:``, ``post:``; a composite says what it is. Pure."""
+    by_parent: dict[str | None, list[Json]] = {}
+    known = {t.get("id") for t in tasks}
+    for t in tasks:
+        parent = t.get("parent_id") if t.get("parent_id") in known else None
+        by_parent.setdefault(parent, []).append(t)
+    rows: list[tuple[str, str, Json]] = []
+
+    def walk(parent: Json | None, number: str, indent: str) -> None:
+        kids = sorted(by_parent.get(parent.get("id") if parent else None, []), key=lambda x: x.get("position", 0))
+        seen: dict[str, int] = {}
+        n_pre = len(parent.get("pre") or []) if parent is not None and parent.get("kind") == "steps" else -1
+        for i, t in enumerate(kids):
+            last = i == len(kids) - 1
+            name = str(t.get("name") or "")
+            seen[name] = seen.get(name, 0) + 1
+            shown = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            if n_pre >= 0:
+                pos = int(t.get("position", i))
+                shown = f"pre: {shown}" if pos < n_pre else f"post: {shown}" if pos > n_pre else shown
+            note = KIND_NOTE.get(str(t.get("kind")))
+            if note:
+                shown += f" ({note}{' ' + str(t['subjob_id'])[:12] if t.get('subjob_id') else ''})"
+            branch = "" if parent is None else ("└─ " if last else "├─ ")
+            num = f"{number}{int(t.get('position', i)) + 1}"
+            rows.append((num, f"{indent}{branch}{shown}", t))
+            walk(t, f"{num}.", indent + ("" if parent is None else ("   " if last else "│  ")))
+
+    walk(None, "", "")
+    return rows
 
 
 def job_detail(job: Json, node_names: dict[str, str]) -> None:
@@ -183,13 +227,14 @@ def job_detail(job: Json, node_names: dict[str, str]) -> None:
         return
     out.print()
     t = _table("#", "TASK", "STATE", "RUNS ON", "NODE", "ATTEMPTS", "EXIT", "DURATION", "REASON / ERROR")
-    for task in sorted(tasks, key=lambda x: x.get("position", 0)):
+    for number, label, task in task_tree(tasks):
         node_id = task.get("node_id") or next(
             (e.get("node_id") for e in reversed(task.get("executions") or []) if e.get("node_id")), None)
         node = node_names.get(node_id, node_id[:12]) if node_id else "-"
         code = task.get("exit_code")
-        t.add_row(str(task.get("position", 0) + 1), task.get("name") or "", state(task.get("state")),
-                  _task_runtime(task), node, str(task.get("attempts", 0)), "-" if code is None else str(code),
+        composite = task.get("kind") not in (None, "run", "template")
+        t.add_row(number, label, state(task.get("state")), "-" if composite else _task_runtime(task), node,
+                  "-" if composite else str(task.get("attempts", 0)), "-" if code is None else str(code),
                   duration(task.get("started_at"), task.get("finished_at")), _task_detail(task))
     out.print(t)
     if job.get("tasks_next_cursor"):
@@ -212,6 +257,11 @@ def nodes_table(data: Json) -> None:
     if not items:
         err.print("no nodes have registered: start one with `corral worker` or `corral up`", style="dim")
         return
+    out.print(nodes_grid(items))
+
+
+def nodes_grid(items: Sequence[Json]) -> Table:
+    """A table of nodes with what is allocated on each, a row each."""
     t = _table("ID", "NAME", "STATE", "CPU", "MEMORY", "GPU", "TASKS", "RUNTIMES", "QUEUES", "SEEN")
     for i in (0, 3, 4, 9):
         t.columns[i].no_wrap = True
@@ -223,17 +273,52 @@ def nodes_table(data: Json) -> None:
                   f"{used.get('gpu', 0)}/{cap.get('gpu', 0)}", str(n.get("running", 0)),
                   ",".join(n.get("runtimes") or []), ",".join(n.get("queues") or []),
                   age(n.get("last_heartbeat")))
-    out.print(t)
+    return t
+
+
+def node_detail(n: Json) -> None:
+    """One node: who it is, its labels, what it offers and what is allocated on it."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column(overflow="fold")
+    head.add_row("ID", n["id"])
+    head.add_row("Name", n.get("name") or "")
+    head.add_row("State", state(n.get("state")))
+    drain = n.get("drain")
+    if isinstance(drain, dict):
+        until = f"; what still runs moves at {when(drain.get('deadline'))}" if drain.get("deadline") else ""
+        head.add_row("Draining", f"since {when(drain.get('since'))}{until}")
+    head.add_row("Host", f"{n.get('hostname') or '-'}  (address {n.get('address') or '-'}, "
+                         f"version {n.get('version') or '-'})")
+    labels = n.get("labels") or {}
+    head.add_row("Labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) if labels else "-")
+    head.add_row("Runtimes", ", ".join(n.get("runtimes") or []) or "-")
+    head.add_row("Queues", ", ".join(n.get("queues") or []) or "-")
+    cap, used = n.get("capacity") or {}, n.get("allocated") or {}
+    head.add_row("CPU", f"{used.get('cpu', 0):g} of {cap.get('cpu', 0):g} allocated")
+    head.add_row("Memory", f"{_size(used.get('memory'))} of {_size(cap.get('memory'))} allocated")
+    head.add_row("Disk", f"{_size(used.get('disk'))} of {_size(cap.get('disk'))} allocated")
+    gpus = n.get("gpus") or []
+    names = ", ".join(str(g.get("name") or g.get("index")) if isinstance(g, dict) else str(g) for g in gpus)
+    head.add_row("GPUs", f"{used.get('gpu', 0)} of {cap.get('gpu', 0)} allocated" + (f" ({names})" if names else ""))
+    head.add_row("Running", f"{n.get('running', 0)} tasks, {n.get('pods', 0)} pods")
+    head.add_row("Registered", when(n.get("registered_at")))
+    head.add_row("Last seen", when(n.get("last_heartbeat")))
+    out.print(head)
 
 
 def queues_table(data: Json) -> None:
+    out.print(queues_grid(data))
+
+
+def queues_grid(data: Json) -> Table:
     t = _table("QUEUE", "PENDING", "RUNNING", "WORKERS")
     for q in data.get("items") or []:
         workers = int(q.get("workers", 0))
         starved = workers == 0 and int(q.get("pending", 0)) > 0
         t.add_row(q.get("name") or "", str(q.get("pending", 0)), str(q.get("running", 0)),
                   Text(str(workers), style="bold red" if starved else ""))
-    out.print(t)
+    return t
 
 
 def schedules_table(data: Json) -> None:
@@ -266,6 +351,55 @@ def schedule_detail(s: Json) -> None:
     tasks = [str(t.get("name")) for t in (s.get("job") or {}).get("tasks") or []]
     head.add_row("Tasks", f"{len(tasks)}: {', '.join(tasks)}" if tasks else "-")
     out.print(head)
+
+
+TASK_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green",
+                "bright_yellow", "bright_blue")
+
+
+@dataclass
+class LogPrinter:
+    """How `corral jobs logs` shows a job's lines: each as the task wrote it, or with its time and its task's
+    name in front (in a colour of its own when ``colour``), and a separator where a task's next attempt
+    starts. Pure: ``render`` returns what to write where."""
+
+    prefixes: bool = False
+    timestamps: bool = False
+    colour: bool = False
+    width: int = 0  # the task names' column (the longest name)
+    _attempt: dict[str, str] = field(default_factory=dict)  # a task's id -> the execution of its last line
+    _colours: dict[str, str] = field(default_factory=dict)
+
+    def _paint(self, text: str, **style: Any) -> str:
+        return click.style(text, **style) if self.colour else text
+
+    def render(self, line: Json) -> list[tuple[str, str]]:
+        """(stream, text) pairs for one log line: a separator on stderr first, when it is the first line
+        of another attempt of a task already seen."""
+        out: list[tuple[str, str]] = []
+        task_id, ex = str(line.get("task_id") or ""), line.get("execution_id")
+        name = str(line.get("task") or task_id[:12])
+        before = self._attempt.get(task_id)
+        if ex:
+            self._attempt[task_id] = str(ex)
+        if before is not None and ex and ex != before:
+            out.append(("stderr", self._paint(f"--- {name}: another attempt (execution {str(ex)[:12]}) ---",
+                                              dim=True)))
+        head = ""
+        if self.timestamps:
+            head += self._paint(str(line.get("time") or "-"), dim=True) + " "
+        if self.prefixes:
+            fg = self._colours.setdefault(task_id, TASK_COLOURS[len(self._colours) % len(TASK_COLOURS)])
+            head += self._paint(f"{name:<{self.width}} |", fg=fg) + " "
+        stream = "stderr" if line.get("stream") == "stderr" else "stdout"
+        out.append((stream, f"{head}{line.get('line', '')}"))
+        return out
+
+    def write(self, line: Json) -> None:
+        for stream, text in self.render(line):
+            f = sys.stderr if stream == "stderr" else sys.stdout
+            f.write(text + "\n")
+            f.flush()
 
 
 def write_line(line: Json) -> None:

@@ -12,9 +12,11 @@ import click
 import yaml
 from rich.table import Table
 
+from corral.cli import ids as resolve
 from corral.cli import output
 from corral.cli.api import Client, CliError
 from corral.cli.client import guarded, output_option, server_option
+from corral.cli.completion import complete_pods
 
 FINAL = {"succeeded", "failed", "terminated"}
 
@@ -97,14 +99,14 @@ def pods_ls(namespace: str | None, selector: str | None, limit: int, cursor: str
 
 
 @pods.command("get")
-@click.argument("pod_id", metavar="ID")
+@click.argument("pod_id", metavar="ID", shell_complete=complete_pods)
 @output_option
 @server_option
 @guarded
 def pods_get(pod_id: str, fmt: str, server: str) -> None:
     """Show a pod: its state and why, its node and address, its ports and each container."""
     with Client(server) as c:
-        p = c.json("GET", _path(pod_id))
+        p = c.json("GET", _path(resolve.pod_id(c, pod_id)))
     if fmt == "json":
         output.print_json(p)
         return
@@ -131,7 +133,7 @@ def pods_get(pod_id: str, fmt: str, server: str) -> None:
 
 
 @pods.command("logs")
-@click.argument("pod_id", metavar="ID")
+@click.argument("pod_id", metavar="ID", shell_complete=complete_pods)
 @click.option("--container", "-c", metavar="NAME", help="Only this container's output.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the pod ends.")
 @server_option
@@ -142,6 +144,7 @@ def pods_logs(pod_id: str, container: str | None, follow: bool, server: str) -> 
     if container:
         params["container"] = container
     with Client(server, timeout=60) as c:
+        pod_id = resolve.pod_id(c, pod_id)
         after, ended = 0, False
         try:
             while True:
@@ -163,7 +166,7 @@ def pods_logs(pod_id: str, container: str | None, follow: bool, server: str) -> 
 
 
 @pods.command("rm")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_pods)
 @click.option("--grace", type=click.FloatRange(0, 3600), help="Seconds between SIGTERM and SIGKILL [default: "
               "the pod's, 10].")
 @click.option("--purge", is_flag=True, help="Remove the records of pods that have ended (and their logs).")
@@ -175,6 +178,7 @@ def pods_rm(ids: tuple[str, ...], grace: float | None, purge: bool, server: str)
     with Client(server) as c:
         for pod_id in ids:
             try:
+                pod_id = resolve.pod_id(c, pod_id)
                 if purge:
                     c.request("POST", _path(pod_id, "/purge"))
                     click.echo(f"{pod_id}: purged")

@@ -32,6 +32,7 @@ def _logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every request at INFO: a worker's heartbeats and its pods' HTTP probes would fill the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _serve(app: FastAPI, bind: str, port: int, log_level: str,
@@ -451,18 +452,30 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
 @click.option("--advertise-address", default="127.0.0.1", show_default=True, callback=_address,
               help="Where the local worker's pods are reached (their ports are published on it when it is a "
               "loopback address, else on every interface).")
+@click.option("--queue", "-q", "queues", multiple=True,
+              help="Queues the local worker serves [default: default]. Repeatable.")
+@click.option("--label", "labels", multiple=True,
+              help="A label of the local worker's node, key=value (for node_selector). Repeatable.")
 @_with(common_server)
 def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str, ...], token: str | None,
-       allow_hosts: tuple[str, ...], log_level: str, advertise_address: str, **common: Any) -> None:
+       allow_hosts: tuple[str, ...], log_level: str, advertise_address: str, queues: tuple[str, ...],
+       labels: tuple[str, ...], **common: Any) -> None:
     """Start Corral standalone: a coordinator and a local worker in one process, state in SQLite.
 
     Every request must carry the access token kept in <data dir>/token (the corral commands read it by
     themselves); a browser logs in once with the link printed at start.
+
+    \b
+    Examples:
+      corral up
+      corral up --port 8080 --label arch=amd64 --queue default --queue gpu
+      corral up --data-dir /tmp/corral --runtime process
     """
     from corral.agent.lock import DirLocked, lock_dir, unlock
     from corral.api.app import ServerConfig
     from corral.api.edge import EdgeConfig
     _logging(log_level)
+    node_labels = _labels(labels)
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
     try:  # the local worker takes this lock for good when it starts; say now if someone has it
@@ -485,7 +498,8 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
         settings=dataclasses.replace(_settings(**common), address=f"{scheme}://{bind}:{port}"),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
                       "runtimes": list(runtimes) or ["process", "docker"],
-                      "advertise_address": advertise_address},
+                      "advertise_address": advertise_address, "labels": node_labels,
+                      "queues": list(queues) or ["default"]},
         edge=EdgeConfig.for_bind(bind, allow_hosts, api_token=api_token, login_code=code,
                                  token_hint=f"the token in {token_path}"),
     )

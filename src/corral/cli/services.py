@@ -7,9 +7,11 @@ from typing import IO
 import click
 from rich.table import Table
 
+from corral.cli import ids as resolve
 from corral.cli import output
 from corral.cli.api import ApiError, Client, CliError, Json
 from corral.cli.client import _each, guarded, load_job, output_option, server_option
+from corral.cli.completion import complete_services
 
 
 @click.group()
@@ -94,13 +96,14 @@ def services_ls(namespace: str | None, fmt: str, server: str) -> None:
 
 
 @services.command("get", short_help="Show a service.")
-@click.argument("service_id", metavar="ID")
+@click.argument("service_id", metavar="ID", shell_complete=complete_services)
 @output_option
 @server_option
 @guarded
 def services_get(service_id: str, fmt: str, server: str) -> None:
     """Show a service: its selector, its ports and its endpoints now."""
     with Client(server) as c:
+        service_id = resolve.service_id(c, service_id)
         s = c.service(service_id)
         eps = c.service_endpoints(service_id).get("endpoints") or []
     if fmt == "json":
@@ -120,14 +123,14 @@ def services_get(service_id: str, fmt: str, server: str) -> None:
 
 
 @services.command("endpoints", short_help="List a service's ready endpoints.")
-@click.argument("service_id", metavar="ID")
+@click.argument("service_id", metavar="ID", shell_complete=complete_services)
 @output_option
 @server_option
 @guarded
 def services_endpoints(service_id: str, fmt: str, server: str) -> None:
     """The ready pods the service sends traffic to, each at its node's address and port."""
     with Client(server) as c:
-        data = c.service_endpoints(service_id)
+        data = c.service_endpoints(resolve.service_id(c, service_id))
     if fmt == "json":
         output.print_json(data)
         return
@@ -143,14 +146,14 @@ def services_endpoints(service_id: str, fmt: str, server: str) -> None:
 
 
 @services.command("rm")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=complete_services)
 @server_option
 @guarded
 def services_rm(ids: tuple[str, ...], server: str) -> None:
     """Delete services; their node ports are freed."""
 
     def rm(c: Client, service_id: str) -> str:
-        c.delete_service(service_id)
+        c.delete_service(resolve.service_id(c, service_id))
         return f"{service_id} deleted"
 
     _each(ids, server, rm)

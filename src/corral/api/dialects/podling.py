@@ -35,7 +35,7 @@ from corral.domain.nodes import number
 from corral.domain.pods import PodSpec, parse_cpu
 from corral.domain.resources import parse_size
 from corral.domain.services import ServiceSpec
-from corral.domain.spec import JobSpec, ResourcesSpec, TaskSpec
+from corral.domain.spec import JobSpec, ResourcesSpec, TaskSpec, did_you_mean
 from corral.scheduler.placement import NODE_ID_LABEL
 from corral.store.sql import Row
 
@@ -180,11 +180,18 @@ def _corral_resources(res: dict[str, Any]) -> ResourcesSpec:
     return ResourcesSpec(cpu=cpu / 1000.0 if cpu else None, memory=mem or None)
 
 
+def _meant(key: str, known: set[str]) -> str:
+    """'did you mean image? ' for a key close to a known one (``imgae``), else ''."""
+    close = did_you_mean(key, tuple(sorted(known)))
+    return f"did you mean {close}? " if close else ""
+
+
 def task_spec(data: dict[str, Any], check_fields: bool = True) -> tuple[JobSpec, dict[str, Any]]:
     """Podling's CreateTaskRequest as a job of one task, and what Podling shows of it that a job does
     not hold (probes, restartPolicy, ports, resources)."""
     if check_fields and (unknown := sorted(set(data) - TASK_FIELDS)):
-        raise DialectError(400, f"unknown field {unknown[0]}: a task holds {', '.join(sorted(TASK_FIELDS))}")
+        raise DialectError(400, f"unknown field {unknown[0]}: {_meant(unknown[0], TASK_FIELDS)}a task holds "
+                           f"{', '.join(sorted(TASK_FIELDS))}")
     name, image = data.get("name"), data.get("image")
     if not name or not image:
         raise DialectError(400, "name and image are required")
@@ -517,7 +524,8 @@ def _container(c: Any, i: int) -> dict[str, Any]:
 def pod_spec(data: dict[str, Any]) -> PodSpec:
     """Podling's CreatePodRequest as the core's PodSpec."""
     if unknown := sorted(set(data) - POD_FIELDS):
-        raise DialectError(400, f"unknown field {unknown[0]}: a pod holds {', '.join(sorted(POD_FIELDS))}")
+        raise DialectError(400, f"unknown field {unknown[0]}: {_meant(unknown[0], POD_FIELDS)}a pod holds "
+                           f"{', '.join(sorted(POD_FIELDS))}")
     if not data.get("name"):
         raise DialectError(400, "name is required")
     containers = data.get("containers")
