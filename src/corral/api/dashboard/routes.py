@@ -321,16 +321,19 @@ async def check(body: CheckIn) -> JSONResponse:
 
 # -- live updates ----------------------------------------------------------------------------------------
 @router.get("/ui/events")
-def events(request: Request, svc: Svc, hub: Annotated[Live, Depends(live)],
+async def events(request: Request, svc: Svc, hub: Annotated[Live, Depends(live)],
            job: Annotated[str | None, Query(max_length=64, pattern="^[0-9a-f]+$")] = None,
            log_after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
            since: Annotated[float | None, Query(ge=0, le=1e11)] = None) -> StreamingResponse:
-    names: dict[str, str] = {}
-    if job is not None:
+    import asyncio
+
+    def task_names(job_id: str) -> dict[str, str]:
         with svc.coord.store.read() as tx:  # the caller's namespaces: another's job is not found
-            if tx.job(job) is None:
-                raise NotFound(f"no job with id '{job}'")
-            names = {t["id"]: t["name"] for t in tx.tasks_of(job)}
+            if tx.job(job_id) is None:
+                raise NotFound(f"no job with id '{job_id}'")
+            return {t["id"]: t["name"] for t in tx.tasks_of(job_id)}
+
+    names = await asyncio.to_thread(task_names, job) if job is not None else {}
     try:
         stream = hub.open(job, log_after if job else None, since if since is None or math.isfinite(since) else None,
                           names)
