@@ -108,9 +108,9 @@ def _overview(svc: Services) -> dict[str, Any]:
         reasons = queries.pending_reasons(tx)
         nodes = tx.nodes()
     series: list[dict[str, int]] = [{} for _ in range(buckets)]
-    for i, st, n in hour:
+    for i, st, count in hour:
         if 0 <= i < buckets:
-            series[i][st] = series[i].get(st, 0) + n
+            series[i][st] = series[i].get(st, 0) + count
     top = max([sum(b.values()) for b in series] + [1])
     node_states: dict[str, int] = {}
     for n in nodes:
@@ -254,7 +254,8 @@ def _nodes(svc: Services) -> dict[str, Any]:
     for n in items:
         cap, alloc = n["capacity"], n["allocated"]
         n["bars"] = [
-            {"name": "CPU", "used": alloc["cpu"], "cap": cap["cpu"], "text": f"{alloc['cpu']:g} / {cap['cpu']:g} cores"},
+            {"name": "CPU", "used": alloc["cpu"], "cap": cap["cpu"],
+             "text": f"{alloc['cpu']:g} / {cap['cpu']:g} cores"},
             {"name": "Memory", "used": alloc["memory"], "cap": cap["memory"],
              "text": f"{format_size(alloc['memory'])} / {format_size(cap['memory'])}"},
             {"name": "Disk", "used": alloc["disk"], "cap": cap["disk"],
