@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +50,19 @@ def seed(db: Path, n: int) -> None:
     store = Store(f"sqlite:///{db}")
     coord = Coordinator(store, Settings())
     first = coord.submit(JobSpec.model_validate({"name": "seed", "tags": ["bench"], "tasks": [{"run": "true"}]}))
+    cols = [c.name for c in s.jobs.c if c.name not in ("seq", "id", "name", "state", "created_at", "started_at",
+                                                         "finished_at")]
+    now = time.time()
+    # One statement: SQLite makes the rows (a recursive count), copying the submitted job's other columns.
     with store.transaction() as tx:
-        row = dict(tx.c.execute(sa.select(s.jobs).where(s.jobs.c.id == first["id"])).mappings().one())
-        row.pop("seq")
-        now = time.time()
-        rows = []
-        for i in range(n - 1):
-            created = now - 7 * 86400 + i * (7 * 86400 / n)
-            done = i % 10 != 0
-            rows.append({**row, "id": uuid.uuid4().hex, "name": f"seed-{i}", "created_at": created,
-                         "state": "completed" if done else "failed", "started_at": created + 0.1,
-                         "finished_at": created + 1.0})
-        for k in range(0, len(rows), 5000):
-            tx.c.execute(sa.insert(s.jobs), rows[k:k + 5000])
+        tx.c.execute(sa.text(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :n) "
+            f"INSERT INTO jobs (id, name, state, created_at, started_at, finished_at, {', '.join(cols)}) "
+            "SELECT lower(hex(randomblob(16))), 'seed-' || i, "
+            "CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'completed' END, :t0 + i * :step, :t0 + i * :step + 0.1, "
+            f":t0 + i * :step + 1.0, {', '.join('j.' + c for c in cols)} "
+            "FROM n, (SELECT * FROM jobs WHERE id = :id) AS j"),
+            {"n": n - 1, "t0": now - 7 * 86400, "step": 7 * 86400 / n, "id": first["id"]})
     store.close()
 
 

@@ -245,10 +245,11 @@ def _nodes(svc: Services) -> dict[str, Any]:
     with svc.coord.store.read() as tx:
         running = tx.active_executions()
         tasks = {t["id"]: t for t in tx.tasks_by_ids([e["task_id"] for e in running])} if running else {}
+        seen = {j["id"] for j in tx.jobs_by_ids({t["job_id"] for t in tasks.values()})}  # the caller's namespaces
     work: dict[str, list[dict[str, Any]]] = {}
     for e in running:
         t = tasks.get(e["task_id"])
-        if t is not None:
+        if t is not None and t["job_id"] in seen:
             work.setdefault(e["node_id"], []).append({"job_id": t["job_id"], "task": t["name"], "state": e["state"],
                                                       "gpus": e.get("gpus")})
     for n in items:
