@@ -21,7 +21,8 @@ def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def test_a_user_signs_in_and_sees_only_its_namespaces(authed: Cluster) -> None:
     c = authed.client
-    assert c.post("/v1/users", json={"name": "ann", "password": "pw-of-ann", "namespaces": ["team-a"]}).status_code == 201
+    made = c.post("/v1/users", json={"name": "ann", "password": "pw-of-ann", "namespaces": ["team-a"]})
+    assert made.status_code == 201
     mine = c.post("/v1/jobs", json={"name": "job-of-team-a", "tasks": [{"run": "true"}]},
                   headers={"X-Corral-Namespace": "team-a"}).json()
     other = c.post("/v1/jobs", json={"name": "job-of-team-b", "tasks": [{"run": "true"}]},
