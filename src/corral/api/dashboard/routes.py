@@ -199,7 +199,7 @@ def jobs_table(request: Request, svc: Svc, f: Filters) -> HTMLResponse:
 
 def _job(svc: Services, job_id: str) -> dict[str, Any]:
     if len(job_id) > 64:
-        raise NotFound("no such job")
+        raise NotFound("no job with this id")
     job, tasks, execs, summary, more = svc.coord.get_job_page(job_id, TASKS_SHOWN)
     view = job_view(job, tasks, execs)
     raw = {t["id"]: t for t in tasks}
@@ -224,7 +224,12 @@ def _job(svc: Services, job_id: str) -> dict[str, Any]:
 
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, svc: Svc, job_id: str) -> HTMLResponse:
-    ctx = _job(svc, job_id)
+    try:
+        ctx = _job(svc, job_id)
+    except NotFound as e:  # deleted, mistyped, or another namespace's: a page that says so
+        response = _page(request, "error.html", title="No such job", message=str(e))
+        response.status_code = 404
+        return response
     with svc.coord.store.read() as tx:
         lines = tx.tail_logs(job_id, LOG_TAIL, 2 * 1024 * 1024)
     names = {t["id"]: t["name"] for t in ctx["job"]["tasks"]}
