@@ -51,3 +51,14 @@ def pending_reasons(tx: Tx, limit: int = 20) -> list[tuple[str, int]]:
     q = (sa.select(reason, sa.func.count()).select_from(frm).where(*conds).group_by(reason)
          .order_by(sa.func.count().desc()).limit(limit))
     return [(str(r), int(n)) for r, n in tx.c.execute(q).all()]
+
+
+def job_marks(tx: Tx, states: tuple[str, ...], after_seq: int) -> tuple[int, dict[int, str]]:
+    """The highest job number, and ``{seq: state}`` of the jobs in ``states`` or after ``after_seq``: two
+    indexed reads (the state index, the primary key), not one whose OR reads every job. Every namespace (the
+    dashboard's watcher has no caller; its events carry no data)."""
+    j = s.jobs.c
+    top = int(tx.c.execute(sa.select(sa.func.coalesce(sa.func.max(j.seq), 0))).scalar_one())
+    rows = tx.c.execute(sa.union_all(sa.select(j.seq, j.state).where(j.state.in_(states)),
+                                     sa.select(j.seq, j.state).where(j.seq > after_seq))).all()
+    return top, {int(a): str(b) for a, b in rows}

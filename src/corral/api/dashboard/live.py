@@ -27,6 +27,7 @@ from typing import Any
 
 from markupsafe import escape
 
+from corral.store import dashboard as queries
 from corral.store.sql import Store, Tx
 
 log = logging.getLogger("corral.dashboard")
@@ -172,8 +173,7 @@ class Live:
     def _step(self, seen: _Seen, followers: list[Stream], baseline: bool) -> tuple[list[str], dict[Stream, str]]:
         events: list[str] = []
         with self.store.read() as tx:
-            top = tx.max_job_seq()
-            now = dict(tx.job_states(ACTIVE, seen.max_seq))
+            top, now = queries.job_marks(tx, ACTIVE, seen.max_seq)
             active = {seq: st for seq, st in now.items() if st in ACTIVE}
             if top != seen.max_seq or active != seen.jobs:
                 events.append("jobs")
