@@ -91,13 +91,17 @@ def start(data: Path) -> tuple[str, subprocess.Popen[bytes]]:
         time.sleep(0.1)
 
 
-def first_paints(browser: Any, url: str, n: int) -> tuple[list[float], list[float]]:
+def first_paints(browser: Any, url: str, n: int, warm: bool) -> tuple[list[float], list[float]]:
     """First-contentful-paint and the response's end (the server's part), in ms from the navigation's start;
-    one load before them is not counted (the browser's first renderer process)."""
+    one load before them is not counted (the browser's first renderer process). ``warm``: every load in one
+    open tab (a returning user: the renderer runs, the CSS and scripts are cached); else each in a new
+    browser context (a new renderer process, nothing cached)."""
     out, served = [], []
+    shared = browser.new_context() if warm else None
+    tab = shared.new_page() if shared is not None else None
     for i in range(n + 1):
-        ctx = browser.new_context()
-        page = ctx.new_page()
+        ctx = shared or browser.new_context()
+        page = tab or ctx.new_page()
         page.goto(url + "/ui/jobs", wait_until="load")
         fcp = page.evaluate("""() => new Promise(done => {
             const get = () => performance.getEntriesByName('first-contentful-paint')[0];
@@ -108,7 +112,10 @@ def first_paints(browser: Any, url: str, n: int) -> tuple[list[float], list[floa
         if i:
             out.append(float(fcp))
             served.append(float(end))
-        ctx.close()
+        if shared is None:
+            ctx.close()
+    if shared is not None:
+        shared.close()
     return out, served
 
 
@@ -189,6 +196,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=50)
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only-paint", action="store_true", help="measure the first paints only")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -206,16 +214,18 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 say("first paints")
-                fcp, served = first_paints(browser, url, args.paints)
-                out["first_contentful_paint_ms"] = summary(fcp, 1)
-                out["jobs_page_response_end_ms"] = summary(served, 1)
-                say(f"first paint: {out['first_contentful_paint_ms']}, served: {out['jobs_page_response_end_ms']}")
-                say("live updates")
-                out["live_update_ms"] = summary(live_updates(browser, url, args.updates, Path(d)), 1)
-                say(f"live updates: {out['live_update_ms']}")
-                say("idle cost")
-                out["idle"] = {"pages": args.pages, "seconds": args.idle,
-                               **idle_cost(url, proc.pid, args.pages, args.idle, args.rounds)}
+                for kind in ("cold", "warm", "cold", "warm"):  # interleaved
+                    fcp, served = first_paints(browser, url, args.paints, kind == "warm")
+                    out.setdefault(f"first_contentful_paint_ms_{kind}", []).append(summary(fcp, 1))
+                    out.setdefault(f"jobs_page_response_end_ms_{kind}", []).append(summary(served, 1))
+                    say(f"first paint ({kind}): {summary(fcp, 1)}, served: {summary(served, 1)}")
+                if not args.only_paint:
+                    say("live updates")
+                    out["live_update_ms"] = summary(live_updates(browser, url, args.updates, Path(d)), 1)
+                    say(f"live updates: {out['live_update_ms']}")
+                    say("idle cost")
+                    out["idle"] = {"pages": args.pages, "seconds": args.idle,
+                                   **idle_cost(url, proc.pid, args.pages, args.idle, args.rounds)}
                 browser.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
