@@ -157,3 +157,25 @@ def test_the_hub_bounds_streams_sends_events_and_stops_when_none_is_open(tmp_pat
     got = asyncio.run(scenario())
     store.close()
     assert got[0].startswith("retry:") and got[1].startswith(":") and got[2] == "event: jobs\ndata: \n\n"
+
+
+def test_a_page_opened_after_a_change_it_missed_is_told_at_once(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    hub = live.Live(store, poll=0.02, clock=lambda: 100.0)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        first = hub.open(since=50.0)  # the watcher was not running: it cannot know, so the page refreshes
+        told_first = list(first.items)
+        await asyncio.sleep(0.1)  # the watcher's baseline is taken (at 100.0)
+        hub.changed["jobs"] = 120.0
+        later = hub.open(job_id="abc", since=110.0)  # rendered before the last jobs change, after the rest
+        told_later = list(later.items)
+        hub.streams.clear()
+        assert hub._task is not None
+        await asyncio.wait_for(hub._task, 2)
+        return told_first, told_later
+
+    told_first, told_later = asyncio.run(scenario())
+    store.close()
+    assert [x.split("\n")[0] for x in told_first] == ["event: jobs", "event: nodes"]
+    assert [x.split("\n")[0] for x in told_later] == ["event: jobs"]
