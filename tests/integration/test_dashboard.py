@@ -1,5 +1,5 @@
 """The web dashboard in a real browser: Debian's Chromium driven by Playwright against a real `corral up`
-(process runtime) with real jobs. One server and one browser for the module.
+(host processes, and a container for the cancel of one) with real jobs. One server and one browser for the module.
 
 Skips without Chromium or Playwright, except under CI (CI=true), where that is a failure. Screenshots go to
 the test's temporary directory, or to $CORRAL_DASHBOARD_SCREENSHOTS when it is set (docs/img/ is made so).
@@ -27,7 +27,7 @@ TIMEOUT_MS = 15000  # waits on evidence: only a failure takes this long (the sha
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("dashboard"))
-    c.up("--runtime", "process", env={"CORRAL_RATE_LIMIT": "off"})
+    c.up(env={"CORRAL_RATE_LIMIT": "off"})  # host processes, and containers when an engine answers
     yield c
     c.close()
 
@@ -160,6 +160,23 @@ def test_cancel_from_the_page_stops_the_task(up: Cluster, page: Any, tmp_path: P
     assert dialogs and "Cancel this job" in dialogs[0]
     wait_until(lambda: not _alive(pid), 10, what="the task's process to end")
     assert up.job(job["id"])["state"] == "cancelled"
+
+
+def test_cancel_from_the_page_stops_the_container(up: Cluster, page: Any, docker_client: Any,
+                                                  busybox_image: str) -> None:
+    job = up.submit({"name": "container-to-cancel", "tasks": [
+        {"name": "spin", "image": busybox_image, "run": "while true; do sleep 0.1; done"}]})
+
+    def running() -> bool:
+        found = docker_client.containers.list(filters={"label": f"corral.job={job['id']}", "status": "running"})
+        return bool(found)
+
+    wait_until(running, 30, what="the task's container to run")
+    page.goto(f"{up.url}/ui/jobs/{job['id']}")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button:has-text('Cancel')")
+    page.wait_for_selector("#job-state:has-text('cancelled')")
+    wait_until(lambda: not running(), 20, what="the container to stop")
 
 
 def test_a_yaml_error_is_shown_on_its_line_and_a_valid_job_is_submitted(up: Cluster, page: Any,
