@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench clean dashboard-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .corral build src/*.egg-info
+
+# The dashboard's vendored htmx files, fetched again with npm and checked against their locked integrity.
+dashboard-assets:
+	tools/dashboard-assets.sh

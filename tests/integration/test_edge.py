@@ -101,9 +101,10 @@ def test_the_login_link_sets_a_cookie_that_works_once(up: Cluster) -> None:
     assert link, up.server.output()
     with bare(up) as browser:
         r = browser.get(link.group(0))
-        assert r.status_code == 303 and r.headers["location"] == "/docs"
+        assert r.status_code == 303 and r.headers["location"] == "/ui/"  # the dashboard
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and up.token not in link.group(0)
+        assert browser.get("/ui/").status_code == 200
         assert browser.get("/docs").status_code == 200
         assert browser.get("/openapi.json").status_code == 200
         assert browser.get("/v1/jobs").status_code == 200

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from corral import __version__
-from corral.api import docs_ui, edge, errors, health
+from corral.api import dashboard, docs_ui, edge, errors, health
 from corral.api import openapi as api_doc
 from corral.api.deps import Services
 from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
@@ -149,7 +149,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(quotas_api.router)
     install_dialects(app)  # nomad-lite and CloudAI, and the rate limiter
     app.include_router(health.metrics_router(coord))
-    config.edge.renderers = edge_renderers()
+    dashboard.install(app, store, config.edge.api_token)  # the web dashboard: / and /ui/
+    config.edge.renderers = [*dashboard.edge_renderers(), *edge_renderers()]
     config.edge.agent_token_set = bool(config.agent_token)
     if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
         config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES

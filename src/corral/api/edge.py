@@ -8,7 +8,7 @@ without asking (forms, ``text/plain``: a 415 on any route), and the size of the 
 streams in (chunked uploads included) and stopped with a 413 as soon as it passes the route's limit.
 
 ``GET /login?token=...`` (or the one-time ``?code=...`` printed at start) exchanges the token for an
-HttpOnly, SameSite=Strict cookie and redirects to ``/docs``. See docs/api.md, "Access and limits".
+HttpOnly, SameSite=Strict cookie and redirects to the dashboard (``/ui/``). See docs/api.md, "Access and limits".
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class EdgeMiddleware:
             return
         if code:
             cfg.login_code = None  # one time
-        response = RedirectResponse("/docs", status_code=303)
+        response = RedirectResponse("/ui/", status_code=303)
         response.set_cookie(self._cookie_name(scope), str(cfg.api_token), httponly=True, samesite="strict",
                             path="/")
         await response(scope, receive, send)

@@ -102,6 +102,14 @@ RULES: dict[str, dict[str, Perm]] = {
     "/stacks/{stack_id}/status": {"GET": R},
     "/stacks/batch-delete": {"POST": S}, "/stacks/batch-delete/{job_id}": {"GET": R},
     "/stats": {"GET": R},
+    # -- the dashboard (corral.api.dashboard): its pages read; the buttons call the routes above --------
+    "/": {"GET": P},  # a redirect to /ui/
+    "/ui/static": {"*": P}, "/ui/login": {"GET": P, "POST": P}, "/ui/logout": {"POST": P},
+    "/ui/": {"GET": R}, "/ui/overview": {"GET": R}, "/ui/events": {"GET": R},
+    "/ui/jobs": {"GET": R}, "/ui/jobs/table": {"GET": R}, "/ui/jobs/{job_id}": {"GET": R},
+    "/ui/jobs/{job_id}/body": {"GET": R}, "/ui/nodes": {"GET": R}, "/ui/nodes/table": {"GET": R},
+    "/ui/pods": {"GET": R}, "/ui/services": {"GET": R}, "/ui/submit": {"GET": R},
+    "/ui/validate": {"POST": R},  # checks a text, changes nothing
 }
 
 

@@ -168,8 +168,8 @@ class Auth:
         """(decided, identity) without any store read or slow hash; not decided: ``resolve`` in a thread."""
         if cred.kind in ("bearer", "apikey", "cookie") and self.is_local(cred.value):
             return True, LOCAL
-        if not self.enabled or cred.kind == "cookie":
-            return True, None
+        if not self.enabled or (cred.kind == "cookie" and not tokens.looks_like_jwt(cred.value)):
+            return True, None  # a cookie holds the local token or a signed token (the dashboard's sign-in)
         if cred.kind == "basic":
             return False, None
         if tokens.looks_like_jwt(cred.value):

@@ -26,8 +26,8 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # routes): reports, not decisions of a person.
 _WORKER_PREFIXES = ("/v1/agent/",)
 _WORKER_SUFFIXES = ("/status", "/heartbeat", "/execute")
-# Not changes: a login, a token for a password, a search sent as a POST.
-_NOT_CHANGES = frozenset({"/login", "/v1/auth/token", "/api/v1/login"})
+# Not changes: a login (the dashboard's too), a token for a password, a search or a check sent as a POST.
+_NOT_CHANGES = frozenset({"/login", "/v1/auth/token", "/api/v1/login", "/ui/login", "/ui/logout", "/ui/validate"})
 # A path's last segment that names what the request does to the object before it.
 _VERBS = frozenset({"cancel", "restart", "pause", "resume", "drain", "purge", "batch-delete", "prune",
                     "deregister", "register", "revoke", "passwd", "undrain", "cordon", "uncordon"})
