@@ -132,6 +132,7 @@ def _corral_pods(url: str, n: int, parallel: int, client: str) -> dict[str, obje
 
 def run(n: int = 50, parallel: int = 10, rounds: int = 2, client: str = "wait", base_src: str | None = None
         ) -> dict[str, object]:
+    load_before = os.getloadavg()
     ensure_image()
     subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True, capture_output=True)  # warm up
     direct, corral, base = [], [], []
@@ -151,7 +152,7 @@ def run(n: int = 50, parallel: int = 10, rounds: int = 2, client: str = "wait", 
                                     / min(float(r["elapsed_s"]) for r in direct), 2)}  # type: ignore[arg-type]
 
     out: dict[str, object] = {"benchmark": "pod start", "pods": n, "parallel": parallel, "rounds": rounds,
-                              "client": client, "load_average_before": os.getloadavg(),
+                              "client": client, "load_average_before": load_before,
                               "direct_docker_run_d": direct, "corral_pods": corral, **ratios(corral)}
     if base_src is not None:
         out.update(base_src=base_src, base_corral_pods=base, base=ratios(base))
