@@ -55,7 +55,7 @@ log = logging.getLogger("corral.agent.pods")
 
 SYNC_LINES = 2000  # output lines in one sync call
 SYNC_LOG_BYTES = 1 << 20  # and their bytes, about
-PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before it slows down, then drops
+PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before its reader slows down, then drops
 TOTAL_LOG_BYTES = 16 << 20
 LOG_DELAY_S = 0.25  # output waits at most about this long to be shipped
 SHUTDOWN_GRACE_S = 3.0  # a worker stopping in good order gives each pod at most this long
