@@ -225,7 +225,7 @@ class _DockerRun:
                     return
                 batch = out.out = err.out = []
                 if owner.logs.behind(key):
-                    time.sleep(FULL_PAUSE)  # the container waits on its writes meanwhile
+                    time.sleep(FULL_PAUSE)  # the reader pauses: the container's log holds what comes meanwhile
 
             with contextlib.suppress(Exception):  # a stream closed under us ends like one at its end
                 for o, e in stream:
