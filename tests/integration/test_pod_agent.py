@@ -195,7 +195,8 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
     wait_until(lambda: (t.container(probed, "live") or {}).get("restart_count") == 1, 30, what="the restart")
     wait_until(lambda: (lambda c: c and c["state"] == "running" and c["container_id"] != first["live"])(
         t.container(probed, "live")), 30, what="live running again")
-    assert t.pod_lines(probed, "live").count("started") == 2
+    # Its output is read from its log, shipped with a sync soon after the one that says it runs.
+    wait_until(lambda: t.pod_lines(probed, "live").count("started") == 2, 10, what="the second start's line")
     r = t.container(probed, "ready")
     assert r is not None and r["restart_count"] == 0 and r["container_id"] == first["ready"] and r["state"] == "running"
     # The crashing container was started again after its back-off (and crashed again: a longer one).
@@ -298,3 +299,39 @@ def test_a_restarted_worker_adopts_its_pod_containers(tmp_path: Path, docker_cli
     finally:
         remove_containers(docker_client, f"{NODE_LABEL}={node_id}")
 
+
+
+def test_a_container_is_started_with_two_engine_calls_and_its_output_kept(
+        node: Node, busybox_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `docker run -d`: create, then start, and nothing else on the way (no attach, no inspect); the
+    output is read from the container's log after the start, and nothing it wrote at once is lost (both
+    streams, each line once)."""
+    pods = node.agent.pods
+    assert pods is not None and pods.docker is not None
+    api = pods.docker.client.api
+    calls: list[tuple[str, str]] = []
+    send = api.send
+
+    def counting(request: Any, **kw: Any) -> Any:
+        calls.append((str(request.method), str(request.path_url)))
+        return send(request, **kw)
+
+    monkeypatch.setattr(api, "send", counting)
+    app = {"name": "app", "image": busybox_image,
+           "command": ["sh", "-c", "echo out-1; echo err-1 >&2; echo out-2; exec sleep 3600"]}
+    iid = run_pod(node, assignment([app]))
+    t = node.transport
+    wait_until(lambda: (t.container(iid, "app") or {}).get("state") == "running", 30, what="the container running")
+    wait_until(lambda: {"out-1", "err-1", "out-2"} <= set(t.pod_lines(iid, "app")), 10, what="its output")
+    cid = str((t.container(iid, "app") or {})["container_id"])
+    name = container_name(iid, "app")
+    mine = [(m, p.split("?")[0]) for m, p in list(calls) if cid in p or name in p]
+    start = mine.index(("POST", f"/v{api._version}/containers/{cid}/start"))
+    assert mine[:start + 1] == [("POST", f"/v{api._version}/containers/create"),
+                                ("POST", f"/v{api._version}/containers/{cid}/start")], mine
+    assert not [c for c in mine if c[1].endswith(("/attach", "/json"))], mine  # nor after it
+    assert sorted(t.pod_lines(iid, "app")) == ["err-1", "out-1", "out-2"]
+    streams = {ln["line"]: ln["stream"] for body in list(t.syncs) for ln in body["logs"] if ln["instance_id"] == iid}
+    assert streams == {"out-1": "stdout", "err-1": "stderr", "out-2": "stdout"}
+    drop_pod(node, iid)
+    wait_until(lambda: (t.pod(iid) or {}).get("phase") == "stopped", 30, what="the pod reported stopped")

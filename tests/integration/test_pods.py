@@ -146,6 +146,43 @@ def test_a_pod_is_placed_runs_and_is_deleted(cluster: Cluster) -> None:
     assert cluster.client.get(f"/v1/pods/{pod['id']}").status_code == 404
 
 
+def test_a_reader_waits_until_the_pod_is_ready(cluster: Cluster) -> None:
+    """GET /v1/pods/{id}?wait= answers once the pod runs and is ready (woken by the node's sync, long
+    before its wait is over), or with the pod as it is when the wait is over."""
+    node = FakeNode(cluster, "pods-wait", {"t": "wait"})
+    pod = _create(cluster, _spec("waited", "wait"))
+    a = _assigned(node, pod["id"])
+    answer: dict[str, Any] = {}
+
+    def read() -> None:
+        t = time.monotonic()
+        r = cluster.client.get(f"/v1/pods/{pod['id']}", params={"wait": 20}, timeout=30)
+        answer.update(r.json(), status=r.status_code, took=time.monotonic() - t)
+
+    reader = threading.Thread(target=read, daemon=True)
+    with node.alive():  # its lease is short (NODE_TTL)
+        reader.start()
+        node.sync([_status(a, ready=False)])  # running, not ready: the reader goes on waiting
+        reader.join(0.6)
+        assert reader.is_alive() and cluster.get(f"/v1/pods/{pod['id']}")["state"] == "running"
+        node.sync([_status(a, ready=True)])
+        reader.join(10)
+    assert not reader.is_alive(), "the reader was not answered once the pod was ready"
+    assert answer["status"] == 200 and answer["state"] == "running" and answer["ready"] is True
+    assert answer["took"] < 12
+    # One that cannot be placed: the pod as it is once the wait is over.
+    stuck = _create(cluster, _spec("stuck", "no-such-node"))
+    t = time.monotonic()
+    got = cluster.client.get(f"/v1/pods/{stuck['id']}", params={"wait": 0.5}, timeout=10)
+    assert got.status_code == 200 and got.json()["state"] == "pending" and time.monotonic() - t >= 0.5
+    for bad in ("-1", "61", "soon"):
+        r = cluster.client.get(f"/v1/pods/{stuck['id']}", params={"wait": bad})
+        assert r.status_code == 400 and "wait" in r.text, (bad, r.text)
+    assert cluster.client.get("/v1/pods/nope", params={"wait": 1}).status_code == 404
+    for p in (pod, stuck):
+        cluster.client.delete(f"/v1/pods/{p['id']}")
+
+
 def test_yaml_and_a_kubernetes_manifest_are_taken(cluster: Cluster) -> None:
     manifest = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-yaml\n  namespace: team-a\n  labels: {app: y}\n"
                 "spec:\n  restartPolicy: OnFailure\n  nodeSelector: {t: nowhere}\n  containers:\n"

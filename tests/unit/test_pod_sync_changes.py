@@ -35,3 +35,31 @@ def test_any_container_field_or_pod_field_that_differs_is_a_change() -> None:
 def test_an_end_is_always_a_change_and_a_final_pod_never_is() -> None:
     assert not _unchanged(POD, PodStatus("i1", "p1", "failed", [RUNNING], 9.0), _stored(RUNNING))
     assert _unchanged({**POD, "state": "failed"}, PodStatus("i1", "p1", "running", [RUNNING], 9.0), {})
+
+
+def test_a_waiting_reader_stops_at_ready_at_an_end_or_at_a_delete() -> None:
+    """GET /v1/pods/{id}?wait= answers at these states (coordinator.pods.settled)."""
+    from corral.coordinator.pods import settled
+    assert settled(POD)
+    assert not settled({**POD, "ready": False})
+    assert not settled({**POD, "state": "scheduled", "ready": False})
+    assert not settled({**POD, "state": "pending", "ready": False})
+    assert not settled({**POD, "state": "unknown", "ready": False})
+    for state in ("succeeded", "failed", "terminated", "terminating"):
+        assert settled({**POD, "state": state, "ready": False}), state
+
+
+def test_a_pod_watch_wakes_only_the_readers_of_a_changed_pod() -> None:
+    import asyncio
+    import threading
+
+    from corral.coordinator.pods import PodWatch
+
+    async def main() -> tuple[bool, bool, int]:
+        w = PodWatch()
+        with w.watching("p1") as one, w.watching("p2") as two:
+            threading.Thread(target=w.notify, args=(["p1", "p3"],)).start()  # from another thread
+            await asyncio.wait_for(one.wait(), 5)
+            await asyncio.sleep(0)
+            return one.is_set(), two.is_set(), len(w._waiting)
+    assert asyncio.run(main()) == (True, False, 2)

@@ -55,7 +55,7 @@ log = logging.getLogger("corral.agent.pods")
 
 SYNC_LINES = 2000  # output lines in one sync call
 SYNC_LOG_BYTES = 1 << 20  # and their bytes, about
-PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before it slows down, then drops
+PER_CONTAINER_BYTES = 1 << 20  # output buffered per container before its reader slows down, then drops
 TOTAL_LOG_BYTES = 16 << 20
 LOG_DELAY_S = 0.25  # output waits at most about this long to be shipped
 SHUTDOWN_GRACE_S = 3.0  # a worker stopping in good order gives each pod at most this long
@@ -181,18 +181,26 @@ class _DockerRun:
         assert self.owner.docker is not None
         return self.owner.docker
 
-    async def follow(self, key: str, logs: bool) -> None:
-        """Attach to the container's output (before it starts, so that nothing is missed), then read it
-        on a thread of its own into the pods' log buffer."""
+    def follow(self, key: str, everything: bool) -> None:
+        """Read the container's output (all of it, or from now on) on a thread of its own into the pods'
+        log buffer. Called once it has started: the stream is opened on that thread, so its Engine call
+        is not on the way to the start (nor to the status that says it runs)."""
         loop = asyncio.get_running_loop()
         stop = self._stop_reading
         owner = self.owner
         assert self.id is not None
         cid = self.id
-        stream = await _in_thread(lambda: self.pods.attach(cid, logs))
-        self.stream = stream
+        pods = self.pods
 
         def read() -> None:
+            try:
+                stream = pods.output(cid, everything)
+            except Exception as why:  # removed already, or the Engine is away: its end is the waiter's
+                log.debug("cannot read the output of container %s: %s", cid[:12], why)
+                return
+            self.stream = stream
+            if stop.is_set():  # closed while the stream was being opened: the loop below ends at once
+                stream.close()
             batch: list[tuple[str, str]] = []
             out, err = _Lines("stdout", batch), _Lines("stderr", batch)
             room = threading.Semaphore(4)
@@ -217,7 +225,7 @@ class _DockerRun:
                     return
                 batch = out.out = err.out = []
                 if owner.logs.behind(key):
-                    time.sleep(FULL_PAUSE)  # the container waits on its writes meanwhile
+                    time.sleep(FULL_PAUSE)  # the reader pauses: the container's log holds what comes meanwhile
 
             with contextlib.suppress(Exception):  # a stream closed under us ends like one at its end
                 for o, e in stream:
@@ -465,7 +473,7 @@ class PodInstance:
             net, gen = await self._network(c)
         if found is not None and found.running:
             run = _DockerRun(self.owner, self, found.id, net or found.id)
-            await run.follow(key, logs=False)
+            run.follow(key, everything=False)
             c.restart_count = max(c.restart_count, found.restarts)
             c.started_at = found.started_at
             log.info("pod %s: adopted container %s (%s)", self.pod_id, c.name, found.id[:12])
@@ -482,9 +490,11 @@ class PodInstance:
             creating.add_done_callback(self.creating.discard)
             cid = await asyncio.shield(creating)
             run = _DockerRun(self.owner, self, cid, net or cid)
-            await run.follow(key, logs=True)
+            # create + start, as `docker run -d`; the output is read from the container's log after the
+            # start (all of it: nothing written meanwhile is lost).
             await _in_thread(lambda: pods.start(cid))
             c.started_at = _now()
+            run.follow(key, everything=True)
         if any((c.spec.get(k) or {}).get(a) for k in ("livenessProbe", "readinessProbe")
                for a in ("httpGet", "tcpSocket")):  # where its network probes go (one more Engine call)
             net_cid = run.net_cid

@@ -9,14 +9,18 @@ domain/reconcile.py, the placement in scheduler/pods.py; this module reads, asks
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import copy
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
@@ -39,6 +43,7 @@ LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
 PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
+WAIT_CHECK_S = 0.5  # a reader waiting on a pod looks again this often (changes made by another coordinator)
 ASSIGNED_CACHE = 20_000  # pods whose assignment is kept built (see Pods._built)
 
 
@@ -50,6 +55,49 @@ def published_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
             for c in spec.get("containers") or () for p in c.get("ports") or ()]
 
 
+def settled(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod is where a waiting reader stops waiting (``GET /v1/pods/{id}?wait=``): running and
+    ready, ended, or being deleted. Pure."""
+    state = pod["state"]
+    return state in FINAL or state == PodState.TERMINATING.value or (state == PodState.RUNNING.value
+                                                                       and bool(pod["ready"]))
+
+
+class PodWatch:
+    """The readers waiting on a pod (``GET /v1/pods/{id}?wait=``), woken from any thread when this
+    coordinator changes the pod (a node's sync, the reconciler's pass, a delete). Changes made by another
+    coordinator wake nobody here: a waiting reader also looks again every ``WAIT_CHECK_S``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, builtins.list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def notify(self, pod_ids: Iterable[str]) -> None:
+        with self._lock:
+            if not self._waiting:
+                return
+            hits = [w for i in pod_ids for w in self._waiting.get(i, ())]
+        for loop, ev in hits:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(ev.set)
+
+    @contextlib.contextmanager
+    def watching(self, pod_id: str) -> Iterator[asyncio.Event]:
+        """An event set when the pod changes, for as long as the block runs (on an event loop)."""
+        w = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiting.setdefault(pod_id, []).append(w)
+        try:
+            yield w[1]
+        finally:
+            with self._lock:
+                ws = self._waiting.get(pod_id, [])
+                if w in ws:
+                    ws.remove(w)
+                if not ws:
+                    self._waiting.pop(pod_id, None)
+
+
 class Pods:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
@@ -58,6 +106,7 @@ class Pods:
         # pod id -> (the spec they were built from, its containers as assigned, its declared ports)
         self._assigned: OrderedDict[str, tuple[Row, builtins.list[Row], builtins.list[Row]]] = OrderedDict()
         self._assigned_lock = threading.Lock()
+        self.watch = PodWatch()
 
     @property
     def settings(self) -> Any:
@@ -140,6 +189,7 @@ class Pods:
                     raise Conflict(f"pod '{pod_id}' changed meanwhile: try again")
         if woken:
             self.coord.on_nodes_changed(woken)
+        self.watch.notify([pod_id])
         self.coord.kick()
         return self.get(pod_id)
 
@@ -160,6 +210,22 @@ class Pods:
             if pod is None:
                 raise NotFound(f"no pod with id '{pod_id}'")
             return self._views(tx, [pod])[0]
+
+    async def get_settled(self, pod_id: str, wait: float) -> Row:
+        """The pod once it is :func:`settled`, or as it is after ``wait`` seconds. Each look is one read
+        (on a worker thread), made when this coordinator changes the pod, or every ``WAIT_CHECK_S``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self.watch.watching(pod_id) as changed:
+            while True:
+                changed.clear()
+                pod = await anyio.to_thread.run_sync(self.get, pod_id)
+                left = deadline - loop.time()
+                if settled(pod) or left <= 0:
+                    return pod
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, WAIT_CHECK_S)):
+                        await changed.wait()
 
     def list(self, namespace: str | None = None, selector: Mapping[str, str] | None = None,
              origin: str | None = None, limit: int = 100, after: int = 0, states: Sequence[str] | None = None
@@ -315,6 +381,7 @@ class Pods:
         if woken:
             self.coord.on_nodes_changed(woken)
         if changed:
+            self.watch.notify(d.pod_id for d in decisions)
             self.coord.kick()
         return changed
 
@@ -395,8 +462,10 @@ class Pods:
             # A sync lists every instance the node has: a pod being deleted that it does not list is not
             # running there any more (it never started, or its containers went with a restart).
             mentioned = {p.instance_id for p in pods}
+            gone = [p["id"] for p in desired
+                    if p["state"] == PodState.TERMINATING.value and p["instance_id"] not in mentioned]
             for pod in desired:
-                if pod["state"] == PodState.TERMINATING.value and pod["instance_id"] not in mentioned:
+                if pod["id"] in gone:
                     ended |= tx.cas_pod(pod["id"], [pod["state"]], pod["instance_id"],
                                         state=PodState.TERMINATED.value, ready=False, reason="deleted",
                                         finished_at=now, updated_at=now)
@@ -406,6 +475,8 @@ class Pods:
             answer = {"pods": self._assignments(tx, desired),
                       "log_full": sorted({i for i, _ in full}),
                       "log_full_containers": [{"instance_id": i, "container": c} for i, c in sorted(full)]}
+        if moved or gone:  # wakes the readers waiting on these pods (GET /v1/pods/{id}?wait=)
+            self.watch.notify([st.pod_id for st in moved] + gone)
         if ended:
             self.coord.kick()
         return answer

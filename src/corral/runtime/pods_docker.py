@@ -15,6 +15,8 @@ no-new-privileges, a pids limit and a bounded json-file log.
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +76,36 @@ def _time(text: str | None) -> float | None:
         return None
     digits = "".join(ch for ch in frac if ch.isdigit())[:6]
     return t + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
+class Output:
+    """A followed container log (Docker's multiplexed stream: frames of an 8-byte header, the stream
+    (1 stdout, 2 stderr) and a big-endian length, then that many bytes) as (stdout, stderr) chunks. close(),
+    from any thread, ends the iteration: it shuts the connection's socket down (closing the response
+    would wait for the reading thread's lock), and the iteration closes the response as it ends."""
+
+    def __init__(self, response: Any, sock: Any) -> None:
+        self.response = response
+        self.sock = getattr(sock, "_sock", sock)
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        raw = self.response.raw
+        try:
+            while True:
+                header = raw.read(8)
+                if len(header) < 8:
+                    return
+                kind, size = struct.unpack(">BxxxL", header)
+                data = raw.read(size) if size else b""
+                if size and not data:
+                    return
+                yield (data, None) if kind != 2 else (None, data)
+        finally:
+            self.response.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class DockerPods:
@@ -137,11 +169,19 @@ class DockerPods:
     def start(self, cid: str) -> None:
         self.client.api.start(cid)
 
-    def attach(self, cid: str, logs: bool) -> Iterator[tuple[bytes | None, bytes | None]]:
-        """The container's output from now on (with what it wrote so far when ``logs``), demultiplexed."""
-        chunks: Iterator[tuple[bytes | None, bytes | None]] = self.client.api.attach(
-            cid, stdout=True, stderr=True, stream=True, logs=logs, demux=True)
-        return chunks
+    def output(self, cid: str, everything: bool) -> Output:
+        """The container's output, followed until it ends: all of it (``everything``: read from its log,
+        so a container started before this call loses nothing) or from now on. One Engine call
+        (``GET /containers/{id}/logs?follow``), made after the start: docker-py's ``attach`` and ``logs``
+        also inspect the container to learn whether it has a TTY (a pod container never has one), and an
+        attach has to come before the start, so either put one or two more calls before it."""
+        api = self.client.api
+        res = api._get(api._url("/containers/{0}/logs", cid), stream=True,
+                       params={"stdout": 1, "stderr": 1, "follow": 1, "tail": "all" if everything else "0"})
+        api._raise_for_status(res)
+        sock = api._get_raw_response_socket(res)
+        api._disable_socket_timeout(sock)  # a quiet container is not an error
+        return Output(res, sock)
 
     def wait(self, cid: str) -> int:
         """Block until the container exits; its exit code."""

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ router = APIRouter(prefix="/v1/pods", tags=["pods"])
 Svc = Annotated[Services, Depends(services)]
 MAX_LIMIT = 1000
 MAX_LOG_PAGE = 10_000
+MAX_WAIT = 60  # seconds a GET /v1/pods/{id}?wait= holds on
 FOLLOW_POLL = 0.2  # seconds between reads of new lines while following
 FINAL = {s.value for s in FINAL_POD_STATES}
 MANIFEST_KEYS = {"apiVersion", "kind", "metadata", "spec"}
@@ -136,9 +138,15 @@ def list_pods(
             "next_cursor": encode_cursor(rows[-1]["seq"]) if more and rows else None}
 
 
-@router.get("/{pod_id}", summary="A pod, its containers and the ports it holds")
-def get_pod(pod_id: str, svc: Svc) -> dict[str, Any]:
-    return pod_view(svc.coord.pods.get(pod_id))
+@router.get("/{pod_id}", summary="A pod, its containers and the ports it holds; ?wait= until it is ready or ended")
+async def get_pod(pod_id: str, svc: Svc,
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description=(
+                      "Answer once the pod runs and is ready, has ended or is being deleted, waiting at most this "
+                      "many seconds (then the pod as it is)"))] = 0) -> dict[str, Any]:
+    pods = svc.coord.pods
+    if wait > 0:
+        return pod_view(await pods.get_settled(pod_id, wait))
+    return pod_view(await anyio.to_thread.run_sync(pods.get, pod_id))
 
 
 @router.delete("/{pod_id}", summary="Stop a pod (SIGTERM, SIGKILL after its grace); the record stays")
