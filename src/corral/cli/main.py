@@ -18,6 +18,9 @@ def cli() -> None:
     Run:     corral run --image IMG -- CMD  (streams output, exits with its code)
     Inspect: corral jobs ls | corral jobs get ID | corral jobs logs ID -f
     """
+    from corral.cli import output
+
+    output.fit_to_terminal()
 
 
 cli.add_command(serve.up)

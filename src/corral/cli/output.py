@@ -17,9 +17,22 @@ from rich.text import Text
 
 from corral.cli.api import Json
 
-# Piped output is not cut to 80 columns: a table is as wide as its content (COLUMNS still wins).
-_WIDE = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 250
-out = Console(highlight=False, markup=False, emoji=False, width=_WIDE)
+
+def _wide() -> int | None:
+    """Piped output is not cut to 80 columns: a table is as wide as its content (COLUMNS still wins)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return None if sys.stdout.isatty() else 250
+
+
+out = Console(highlight=False, markup=False, emoji=False, width=_wide())
+
+
+def fit_to_terminal() -> None:
+    """Size the output for this invocation's stdout and COLUMNS (they are read when a command starts, not
+    when this module was first imported, which may have been under another stdout)."""
+    out.width = _wide()  # type: ignore[assignment]
 # Messages on a stderr that is not a terminal (CI logs, files) stay one line each, however long.
 err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
