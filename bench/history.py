@@ -222,18 +222,34 @@ def stores(kind: str, pg: str) -> Iterator[str]:
             yield f"sqlite:///{os.path.join(tmp, 'corral.db')}"
 
 
-def bench_store(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    now = time.time()
-    out: dict[str, Any] = {"store": kind, "jobs": args.jobs}
-    with stores(kind, args.pg) as full_url, stores(kind, args.pg) as empty_url:
+@contextmanager
+def filled(kind: str, args: argparse.Namespace, out: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
+    """A full store (made now, or --store-url's), the 'now' its jobs were made at, and how many it holds."""
+    if args.store_url:
+        engine = sa.create_engine(args.store_url)
+        with engine.connect() as c:
+            last, n = c.execute(sa.text("SELECT max(created_at), count(*) FROM jobs")).one()
+        engine.dispose()
+        Store(args.store_url).engine.dispose()  # migrated to this version
+        out["jobs"] = n
+        yield args.store_url, float(last) + 1, int(n)
+        return
+    with stores(kind, args.pg) as url:
+        now = time.time()
         t0 = time.monotonic()
-        fill(full_url, args.jobs, now)
+        fill(url, args.jobs, now)
         out["fill_s"] = round(time.monotonic() - t0, 1)
+        yield url, now, args.jobs
+
+
+def bench_store(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"store": kind, "jobs": args.jobs}
+    with filled(kind, args, out) as (full_url, now, n), stores(kind, args.pg) as empty_url:
         Store(empty_url).engine.dispose()
         ids = job_ids(full_url, 500)
         with server(full_url) as (url, proc), httpx.Client(base_url=url, timeout=60) as client:
             out["latency_ms"] = {}
-            for name, probe in probes(args.jobs, now, ids).items():
+            for name, probe in probes(n, now, ids).items():
                 if args.only and args.only not in name:
                     continue
                 out["latency_ms"][name] = s = latencies(client, probe, args.requests)
@@ -265,6 +281,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="only the probes whose name contains this")
     ap.add_argument("--submits", type=int, default=2000, help="one-job submissions per measure (0: skip)")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--store-url", default="", help="measure this store, filled before (by fill()), instead of "
+                    "filling one; with one kind in --stores")
     args = ap.parse_args()
     results = [bench_store(kind.strip(), args) for kind in args.stores.split(",") if kind.strip()]
     print(json.dumps({"load_average": os.getloadavg(), "results": results}, indent=1))

@@ -106,6 +106,9 @@ def _cas_statement(table: str, expected: tuple[str, ...], keys: tuple[str, ...],
 COUNT_CAP = 10_000
 
 
+_TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"), s.nodes.c.state.in_(LIVE_NODE))
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
 
@@ -221,10 +224,10 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
             conds.append(s.jobs.c.created_at >= created_after)
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
-        return self._page_of_jobs(conds, before_seq, 0, limit)
+        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None)
 
-    def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int,
-                      limit: int) -> tuple[list[Row], int]:
+    def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
+                      ranged: bool = False) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
         number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page)."""
@@ -233,7 +236,12 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
         some = sa.select(s.jobs.c.seq).where(*conds).limit(COUNT_CAP + 1).subquery()
         total = self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
         page = [*conds, s.jobs.c.seq < before_seq] if before_seq is not None else conds
-        rows = _rows(self.c.execute(sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc())
+        # A window that ends in the past (``ranged``): read it by created_at and sort its rows, not the
+        # newest jobs backwards until the window is reached (the planners assume its rows are spread
+        # evenly; at a million jobs a window two months back scanned 550,000 rows). ``seq + 0`` orders the
+        # same but no index gives that order, so the created_at index is the way in.
+        order = (s.jobs.c.seq + 0) if ranged else s.jobs.c.seq
+        rows = _rows(self.c.execute(sa.select(s.jobs).where(*page).order_by(order.desc())
                                     .offset(offset).limit(limit)))
         return rows, int(total)
 
@@ -512,6 +520,18 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
              .values(**values))
         return self.c.execute(q).rowcount == 1
 
+    def touch_nodes(self, beats: Sequence[tuple[str, float, dict[str, Any] | None]]) -> bool:
+        """touch_node for many nodes in one statement (an executemany); whether every one was live."""
+        with_usage = [{"b_id": i, "v_ts": t, "v_usage": u} for i, t, u in beats if u is not None]
+        bare = [{"b_id": i, "v_ts": t} for i, t, u in beats if u is None]
+        n = 0
+        if with_usage:
+            n += self.c.execute(_TOUCH.values(last_heartbeat=sa.bindparam("v_ts"), usage=sa.bindparam("v_usage")),
+                                with_usage).rowcount
+        if bare:
+            n += self.c.execute(_TOUCH.values(last_heartbeat=sa.bindparam("v_ts")), bare).rowcount
+        return n == len(beats)
+
     def stale_nodes(self, cutoff: float) -> list[Row]:
         return _rows(self.c.execute(sa.select(s.nodes).where(s.nodes.c.state.in_(LIVE_NODE),
                                                              s.nodes.c.last_heartbeat < cutoff)))
@@ -627,7 +647,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries):
             conds.append(j.created_at >= created_from)
         if created_to is not None:
             conds.append(j.created_at <= created_to)
-        return self._page_of_jobs(conds, before_seq, offset, limit)
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None)
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
