@@ -64,7 +64,7 @@ def metrics_job_count(text: str, states: str | None) -> int:
 
 
 def count_jobs(client: httpx.Client, states: str | None = None) -> int:
-    """How many jobs are in ``states`` (None: all), in one cheap request: GET /v1/jobs counts up to 10,000;
+    """How many jobs are in ``states`` (None: all), in one cheap request: GET /v1/jobs counts up to 1,000;
     past that, the exact figure comes from /metrics."""
     body = client.get("/v1/jobs", params={"limit": 1, **({"state": states} if states else {})}).json()
     if body.get("total_exact", True):

@@ -201,6 +201,48 @@ def submit_rate(url: str, clients: int, total: int) -> float:
     return each * clients / (time.perf_counter() - t0)
 
 
+def healthz_while(client: httpx.Client, done: Callable[[], bool], seconds: float) -> dict[str, float]:
+    """GET /healthz one after another (client-side ms) until ``done()`` or ``seconds`` have passed."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not done():
+        t0 = time.perf_counter()
+        client.get("/healthz").raise_for_status()
+        out.append((time.perf_counter() - t0) * 1000)
+    return summary(out)
+
+
+def retention_phase(url: str, now: float, n: int, old: int) -> dict[str, Any]:
+    """A server with --retain set so that the ``old`` oldest jobs are past it: how long deleting them takes,
+    and GET /healthz meanwhile."""
+    start = now - 60 * DAY
+    retain = time.time() - (start + old * 60 * DAY / n + 2) + 0.5
+    engine = sa.create_engine(url)
+
+    def left() -> int:
+        with engine.connect() as c:
+            return int(c.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
+
+    before = left()
+    checked = [time.monotonic()]
+    state = {"left": before}
+
+    def gone() -> bool:  # looked at twice a second
+        if time.monotonic() - checked[0] > 0.5:
+            checked[0] = time.monotonic()
+            state["left"] = left()
+        return before - state["left"] >= old
+
+    with server(url, "--retain", f"{retain:.1f}") as (base, _), httpx.Client(base_url=base, timeout=60) as client:
+        t0 = time.monotonic()
+        h = healthz_while(client, gone, 900)
+        took = time.monotonic() - t0
+    engine.dispose()
+    deleted = before - state["left"]
+    return {"deleted": deleted, "seconds": round(took, 1), "jobs_per_s": round(deleted / took),
+            "healthz_ms_meanwhile": h}
+
+
 def job_ids(url: str, count: int) -> list[str]:
     engine = sa.create_engine(url)
     with engine.connect() as c:
@@ -255,6 +297,10 @@ def bench_store(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 out["latency_ms"][name] = s = latencies(client, probe, args.requests)
                 print(f"  {kind} {name}: p50 {s['p50']} ms, p99 {s['p99']} ms", flush=True)
             out["rss_mb_after_reads"] = round(proc.memory_info().rss / 2**20, 1)
+            if args.retain_jobs:
+                out["healthz_ms_before_retention"] = healthz_while(client, lambda: False, 3.0)
+        if args.retain_jobs and not args.store_url:
+            out["retention"] = retention_phase(full_url, now, n, args.retain_jobs)
         rates: dict[str, list[float]] = {"empty": [], "full": []}
         if args.submits:
             for _ in range(2):
@@ -281,6 +327,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="only the probes whose name contains this")
     ap.add_argument("--submits", type=int, default=2000, help="one-job submissions per measure (0: skip)")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--retain-jobs", type=int, default=0, help="then start a server whose --retain makes this "
+                    "many of the oldest jobs go, and measure GET /healthz while it deletes them")
     ap.add_argument("--store-url", default="", help="measure this store, filled before (by fill()), instead of "
                     "filling one; with one kind in --stores")
     args = ap.parse_args()
