@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from corral.coordinator import retention
+from corral.coordinator.errors import NotFound
 from corral.coordinator.flow import job_rows
+from corral.coordinator.service import Coordinator, NodeInfo
 from corral.domain.spec import JobSpec
 from corral.store import sql
 from corral.store.sql import Store
@@ -116,6 +118,26 @@ def test_counts_stop_at_the_cap(history: tuple[Store, list[dict[str, Any]]], mon
         rows, total = tx.list_jobs(limit=3)
         assert total == 11 and [r["id"] for r in rows] == _expected(jobs)[:3]  # "more than 10"
         assert tx.list_jobs(state="failed", limit=3)[1] == 8  # under the cap: exact
+
+
+def test_heartbeats_grouped_in_one_transaction(history: tuple[Store, list[dict[str, Any]]]) -> None:
+    store, _ = history
+    coord = Coordinator(store)
+    ids = [coord.register(NodeInfo(name=f"hb{i}", hostname="h", version="t", cpu=2, memory=2**32, disk=0,
+                                   runtimes=["process"]))["id"] for i in range(3)]
+    usage = {"cpu_percent": 5.0, "memory_percent": 1.0}
+    # the same node twice in a group, with and without usage, and an execution no node runs
+    got = coord.nodes.heartbeat_many([(ids[0], [], usage), (ids[1], ["e" * 32], None), (ids[0], [], None)])
+    assert got == [[], ["e" * 32], []]
+    with store.read() as tx:
+        assert tx.node(ids[0])["usage"] == usage
+    # a node marked down comes back, an unknown one is told to register: each alone, the others renewed
+    with store.transaction() as tx:
+        assert tx.cas_node(ids[2], "ready", state="down")
+    got = coord.nodes.heartbeat_many([(ids[2], [], None), ("0" * 32, [], None), (ids[1], [], usage)])
+    assert got[0] == [] and isinstance(got[1], NotFound) and got[2] == []
+    with store.read() as tx:
+        assert tx.node(ids[2])["state"] == "ready" and tx.node(ids[1])["usage"] == usage
 
 
 def test_retention_deletes_jobs_finished_before_the_cutoff(history: tuple[Store, list[dict[str, Any]]]) -> None:

@@ -107,7 +107,9 @@ def _cas_statement(table: str, expected: tuple[str, ...], keys: tuple[str, ...],
 COUNT_CAP = 1_000
 
 
-_TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"), s.nodes.c.state.in_(LIVE_NODE))
+# executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
+_TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"),
+                                  sa.or_(*(s.nodes.c.state == sa.literal(v) for v in LIVE_NODE)))
 
 
 def encode_cursor(seq: int) -> str:
