@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.common import free_port, summary, ts
+from bench.common import count_jobs, free_port, summary, ts
 
 
 class Coord:
@@ -153,8 +153,7 @@ class Bench:
         return summary(out)
 
     def completed(self) -> int:
-        r = self.live()[0].client.get("/v1/jobs", params={"state": "completed", "limit": 1})
-        return int(r.json()["total"])
+        return count_jobs(self.live()[0].client, "completed")
 
     def failover(self, kills: int) -> dict[str, Any]:
         before = self.completed()  # the latency run's jobs

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import corral_up
+from bench.common import corral_up, count_jobs
 
 JOB = {"name": "w", "tasks": [{"name": "t", "run": "echo hi"}]}
 UNSERVED = {**JOB, "queue": "nobody"}
@@ -129,8 +129,8 @@ def main() -> None:
             t0 = time.monotonic()
             sent = wrk(url + "/v1/jobs", 600, args.connections, LUA_POST_N,
                        {"WRK_BODY": json.dumps(JOB), "WRK_N": str(args.e2e)})
-            n = int(client.get("/v1/jobs", params={"limit": 1}).json()["total"])  # wrk may stop a few late
-            while int(client.get("/v1/jobs", params={"state": "completed,failed", "limit": 1}).json()["total"]) < n:
+            n = count_jobs(client)  # wrk may stop a few late
+            while count_jobs(client, "completed,failed") < n:
                 time.sleep(0.05)
             took = time.monotonic() - t0
             results["e2e"] = {"jobs": n, "seconds": round(took, 2), "rate": round(n / took, 1),

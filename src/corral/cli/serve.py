@@ -179,6 +179,15 @@ def _log_cap(ctx: click.Context, param: click.Parameter, value: str) -> int:
     return n
 
 
+def _retain(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None or value.strip().lower() in ("", "off", "0"):
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 def _port_range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
     lo, dash, hi = value.partition("-")
     try:
@@ -266,6 +275,9 @@ common_server: list[_Deco] = [
                  "and registry passwords at rest (Fernet keys, one a line, the first encrypts), made at first "
                  "start [default: secret.key beside the SQLite database; .corral/secret.key with PostgreSQL] "
                  "[env CORRAL_SECRET_KEY_FILE; CORRAL_SECRET_KEY gives the keys themselves]."),
+    click.option("--retain", default=None, metavar="DURATION", callback=_retain,
+                 help="Delete finished jobs (with their tasks, executions and logs) this long after they "
+                 "finished, such as 30d or 12h, in small batches [default: keep them]."),
     click.option("--audit-retention", default="90d", show_default=True,
                  help="How long the audit log (GET /v1/audit) keeps an entry (such as 90d, 12h)."),
     click.option("--stacks-quota", "stacks_quota", multiple=True, metavar="KEY=QTY,...",
@@ -417,7 +429,7 @@ def _stacks(common: dict[str, Any]) -> StacksConfig:
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
               default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
-              node_port_range: tuple[int, int] = (30000, 32767)) -> Settings:
+              node_port_range: tuple[int, int] = (30000, 32767), retain: float | None = None) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     from corral.coordinator.policy import Policy  # the server's modules: only for the commands that serve
     from corral.coordinator.service import Settings
@@ -435,7 +447,7 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
                     max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes,
-                    node_port_range=node_port_range)
+                    node_port_range=node_port_range, retain=retain)
 
 
 @click.command()

@@ -29,6 +29,8 @@ class BackgroundLoops:
                          threading.Thread(target=self._reap, name="corral-reaper", daemon=True),
                          threading.Thread(target=self._fire, name="corral-cron", daemon=True),
                          threading.Thread(target=self.webhooks.run, name="corral-webhooks", daemon=True)]
+        if coord.settings.retain is not None:
+            self._threads.append(threading.Thread(target=self._retire, name="corral-retention", daemon=True))
 
     def start(self) -> None:
         self.coord.leadership.on_elected = self.coord.kick_local  # a new leader looks at once
@@ -101,6 +103,17 @@ class BackgroundLoops:
                 retention.delete_expired(self.coord.store)
             except Exception:
                 log.exception("autoDelete pass failed; trying again")
+
+    def _retire(self) -> None:
+        """Every second on the leader: jobs finished longer ago than --retain are deleted (retention.py)."""
+        retain = self.coord.settings.retain
+        while retain is not None and not self._stop.wait(1.0):
+            if not self.coord.is_leader():
+                continue
+            try:
+                retention.delete_retired(self.coord.store, retain, self._stop)
+            except Exception:
+                log.exception("retention pass failed; trying again")
 
     def _fire(self) -> None:
         """Every second: a job for each due tick of an active schedule (exactly once, see schedules.py)."""

@@ -7,6 +7,7 @@ or duplicate report (a completion after a cancel, a stale heartbeat) never chang
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -69,6 +70,55 @@ class _Changes:
             self.jobs_started[task["job_id"]] = u.ts
 
 
+HEARTBEAT_GROUP_MAX = 500  # heartbeats one grouped transaction renews at most
+
+
+class HeartbeatGroup:
+    """Concurrent heartbeats share one transaction (like jobs.GroupCommit): a heartbeat waits in the event
+    loop's queue; one writer at a time takes everything queued, renews all those nodes' leases in one
+    statement and reads the executions they report in one query, in one worker thread, and answers each
+    after the commit. A heartbeat costs no thread hop and no transaction of its own: at 5,000 nodes the
+    coordinator's CPU goes to the HTTP request, not to the store."""
+
+    def __init__(self, nodes: Nodes) -> None:
+        self._nodes = nodes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[tuple[str, Sequence[str], dict[str, Any] | None, asyncio.Future[list[str]]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def add(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None) -> list[str]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the first call, or a new event loop (tests): start afresh
+            self._loop, self._queue, self._writer = loop, [], None
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._queue.append((node_id, running, usage, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[:HEARTBEAT_GROUP_MAX], self._queue[HEARTBEAT_GROUP_MAX:]
+                try:
+                    results = await asyncio.to_thread(self._nodes.heartbeat_many, [b[:3] for b in group])
+                except BaseException as e:
+                    results = [e] * len(group)
+                    if not isinstance(e, Exception):
+                        for b in group:
+                            b[3].cancel()
+                        raise
+                for (_, _, _, future), res in zip(group, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(res, BaseException):
+                        future.set_exception(res)
+                    else:
+                        future.set_result(res)
+        finally:
+            self._writer = None
+
+
 class Nodes(Part):
     """The coordinator's side of the agent protocol."""
 
@@ -79,6 +129,7 @@ class Nodes(Part):
         # Node id -> sha256 of its secret. A node's secret never changes once given, so this is only a
         # cache of the store (bounded), saving a read on every heartbeat, poll and report.
         self._node_secrets: OrderedDict[str, str] = OrderedDict()
+        self.heartbeats = HeartbeatGroup(self)
 
     def register(self, info: NodeInfo, running: Iterable[str] = (), secret: str | None = None) -> Row:
         """Add a node, or bring back one that restarted. Work the coordinator believes is on the node
@@ -311,6 +362,33 @@ class Nodes(Part):
                 tx.cas_node(node_id, "down", state="ready", last_heartbeat=now, usage=usage or {})
                 self.coord.kick()
             return self._to_stop(tx, node_id, running)
+
+    async def heartbeat_async(self, node_id: str, running: Sequence[str], usage: dict[str, Any] | None = None
+                              ) -> list[str]:
+        """``heartbeat`` for the API's event loop: renewed with the heartbeats sent meanwhile (HeartbeatGroup)."""
+        cpu_percent = (usage or {}).get("cpu_percent")
+        if isinstance(cpu_percent, (int, float)) and cpu_percent > 100:  # checked against the node's cores
+            return await asyncio.to_thread(self.heartbeat, node_id, running, usage)
+        return await self.heartbeats.add(node_id, running, usage)
+
+    def heartbeat_many(self, beats: Sequence[tuple[str, Sequence[str], dict[str, Any] | None]]
+                       ) -> list[list[str] | BaseException]:
+        """Several nodes' heartbeats in one transaction: each one's executions to stop, or what its
+        heartbeat raised. When a node in the group is not live (down, gone), each is done alone."""
+        now = time.time()
+        with self.store.transaction() as tx:
+            if tx.touch_nodes([(n, now, u) for n, _, u in beats]):
+                known = [x for _, running, _ in beats for x in running]
+                execs = {ex["id"]: ex for ex in tx.executions_by_ids(known, brief=True)} if known else {}
+                return [[k for k in running if not ((ex := execs.get(k)) and ex["state"] in ACTIVE
+                                                     and ex["node_id"] == n)] for n, running, _ in beats]
+        out: list[list[str] | BaseException] = []
+        for n, running, usage in beats:
+            try:
+                out.append(self.heartbeat(n, running, usage))
+            except Exception as e:
+                out.append(e)
+        return out
 
     def _to_stop(self, tx: Tx, node_id: str, known: Sequence[str]) -> list[str]:
         if not known:

@@ -57,6 +57,7 @@ class Settings:
     coordinator_id: str = ""  # this coordinator's id among those sharing the database (default: its address)
     address: str = ""  # the URL other coordinators and workers reach this one at
     leader_lease: float = DEFAULT_LEASE  # seconds a leader holds its lease without renewing it
+    retain: float | None = None  # finished jobs are deleted this many seconds after they finished (--retain)
 
 
 

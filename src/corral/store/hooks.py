@@ -90,6 +90,16 @@ def reopen(tx: Tx, ids: Sequence[str], unfinished: Sequence[str]) -> int:
     return int(tx.c.execute(q).rowcount)
 
 
+def retired_jobs(tx: Tx, cutoff: float, terminal: Sequence[str], limit: int) -> list[str]:
+    """Ids of jobs that finished before ``cutoff`` (oldest first; --retain), leaving out those whose
+    webhooks are still being delivered."""
+    q = (sa.select(_J.id)
+         .where(_J.finished_at < cutoff, _J.state.in_(list(terminal)),
+                sa.or_(_J.hooks_done.is_(None), _J.hooks_done == sa.true()))
+         .order_by(_J.finished_at).limit(limit))
+    return [r[0] for r in tx.c.execute(q)]
+
+
 def expired_jobs(tx: Tx, now: float, terminal: Sequence[str], limit: int) -> list[str]:
     """Ids of finished jobs whose autoDelete time has come (oldest first), leaving out those whose
     webhooks are still being delivered."""

@@ -47,7 +47,10 @@ jobs = sa.Table(
     # 0013: the namespace it belongs to, and who created it (Identity.principal; NULL before 0013).
     sa.Column("namespace", sa.String(63), nullable=False, server_default="default"),
     sa.Column("created_by", sa.String(80)),
-    sa.Index("ix_jobs_state", "state"),
+    # 0018: lists read newest first under a filter; finished_at for --retain
+    sa.Index("ix_jobs_state_seq", "state", "seq"),
+    sa.Index("ix_jobs_queue_seq", "queue", "seq"),
+    sa.Index("ix_jobs_finished", "finished_at"),
     sa.Index("ix_jobs_namespace", "namespace", "seq"),
     sa.Index("ix_jobs_parent", "parent_job_id"),
     sa.Index("ix_jobs_root", "root_job_id"),
@@ -55,6 +58,9 @@ jobs = sa.Table(
     sa.Index("ix_jobs_autodelete", "auto_delete_after"),
     sa.Index("ix_jobs_created", "created_at"),
 )
+# 0018, PostgreSQL only (where pg_trgm can be created): ?q= and ?tag= (substrings of search) by trigrams.
+sa.Index("ix_jobs_search_trgm", jobs.c.search, postgresql_using="gin",
+         postgresql_ops={"search": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
 
 tasks = sa.Table(
     "tasks", metadata,
@@ -127,6 +133,7 @@ executions = sa.Table(
     # truncation marker is stored and the rest dropped; the marker leaves it above the cap.
     sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_exec_task", "task_id"),
+    sa.Index("ix_exec_job", "job_id"),  # 0018: a job's executions (deleting it, nomad-lite's worker filter)
     sa.Index("ix_exec_node_state", "node_id", "state"),
     sa.Index("ix_exec_state", "state"),
 )

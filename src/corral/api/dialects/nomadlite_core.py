@@ -19,7 +19,7 @@ from corral.coordinator.errors import Conflict, NotFound
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec, TaskSpec
-from corral.store.sql import Row, Tx, decode_cursor, encode_cursor
+from corral.store.sql import COUNT_CAP, Row, Tx, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from corral.coordinator.leadership import ClusterState
@@ -197,7 +197,7 @@ def find_jobs(tx: Tx, f: JobFilter) -> tuple[list[Row], int, str]:
                                created_from=after, created_to=until, before_seq=before, limit=size + 1)
     more = len(rows) > size
     rows = rows[:size]
-    return rows, total, encode_cursor(rows[-1]["seq"]) if more else ""
+    return rows, min(total, COUNT_CAP), encode_cursor(rows[-1]["seq"]) if more else ""
 
 
 # -- the cluster ----------------------------------------------------------------------------------

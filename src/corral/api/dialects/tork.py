@@ -31,7 +31,7 @@ from corral.coordinator.policy import escalation_message
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
 from corral.domain.spec import JobSpec
-from corral.store.sql import Row, Tx
+from corral.store.sql import COUNT_CAP, Row, Tx
 
 TERMINAL = {"completed", "failed", "cancelled"}
 JOB_FIELDS = {"name", "description", "tags", "inputs", "secrets", "tasks", "priority", "output", "defaults",
@@ -334,6 +334,7 @@ def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str,
         else:
             rows, total = tx.list_jobs(q=text, tag=tags[0] if tags else None, limit=offset + size)
             rows = rows[offset:]
+    total = min(total, COUNT_CAP)  # counted up to COUNT_CAP: a million-job history is not counted per page
     return {"items": [summary(j) for j in rows], "number": page, "size": len(rows),
             "totalPages": math.ceil(total / size), "totalItems": total}
 

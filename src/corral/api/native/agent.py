@@ -243,9 +243,9 @@ def register(body: RegisterIn, svc: Agent, only: Annotated[str | None, Depends(_
 
 
 @router.post("/nodes/{node_id}/heartbeat")
-def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, Any]:
+async def heartbeat(node_id: NodeId, body: HeartbeatIn, svc: NodeAgent) -> dict[str, Any]:
     usage = body.usage.model_dump() if body.usage is not None else None
-    return {"stop": svc.coord.heartbeat(node_id, body.running, usage)}
+    return {"stop": await svc.coord.nodes.heartbeat_async(node_id, body.running, usage)}
 
 
 @router.post("/nodes/{node_id}/poll")

@@ -21,7 +21,7 @@ from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
 from corral.domain.spec import JobSpec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState
-from corral.store.sql import decode_cursor, encode_cursor
+from corral.store.sql import COUNT_CAP, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Svc = Annotated[Services, Depends(services)]
@@ -138,7 +138,9 @@ def list_jobs(
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = encode_cursor(rows[-1]["seq"]) if more else None
-    return {"items": [job_view(r) for r in rows], "next_cursor": nxt, "total": total}
+    # total: exact up to COUNT_CAP matches; past it, COUNT_CAP with total_exact false ("at least")
+    return {"items": [job_view(r) for r in rows], "next_cursor": nxt, "total": min(total, COUNT_CAP),
+            "total_exact": total <= COUNT_CAP}
 
 
 @router.get("/{job_id}", summary="A job, how many of its tasks are in each state, and its first tasks",

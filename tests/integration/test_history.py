@@ -1,0 +1,169 @@
+"""History queries and retention, on SQLite and on PostgreSQL (migration 0018's indexes, PostgreSQL's trigram
+index for ``q`` and ``tag``): the lists answer what a plain filter over the jobs says, on both stores; counts
+stop at COUNT_CAP; --retain deletes finished jobs with their rows, and only those.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from corral.coordinator import retention
+from corral.coordinator.errors import NotFound
+from corral.coordinator.flow import job_rows
+from corral.coordinator.service import Coordinator, NodeInfo
+from corral.domain.spec import JobSpec
+from corral.store import sql
+from corral.store.sql import Store
+from tests import pg
+from tests.harness import Cluster
+
+NOW = 1_800_000_000.0
+WORDS = ["alpha", "Bravo", "delta", "gam_ma"]
+STATES = ["completed", "failed", "cancelled", "pending", "running"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[Store, list[dict[str, Any]]]]:
+    """40 jobs: names, queues, tags, states and creation times varied; each with a log line. One store per
+    engine for the module: the tests that read it come first, the retention test (which deletes) last."""
+    if request.param == "sqlite":
+        with _store(f"sqlite:///{tmp_path_factory.mktemp('history') / 'corral.db'}") as out:
+            yield out
+    else:
+        with pg.fresh_database(request.getfixturevalue("pg_admin_url")) as url, _store(url) as out:
+            yield out
+
+
+@contextmanager
+def _store(url: str) -> Iterator[tuple[Store, list[dict[str, Any]]]]:
+    store = Store(url)
+    jobs = []
+    with store.transaction() as tx:
+        for i in range(40):
+            tags = [f"team-{i % 5}", "Prod" if i % 2 else "dev", *(["50%off"] if i % 4 == 2 else [])]
+            spec = JobSpec.model_validate({"name": f"job {i} {WORDS[i % 4]}", "queue": f"q{i % 3}", "tags": tags,
+                                           "tasks": [{"name": "t", "image": "busybox", "run": "echo hi"}]})
+            job, tasks = job_rows(spec, NOW - 1000 + i * 10)
+            tx.insert_jobs([(job, tasks)])
+            jobs.append(job)
+    with store.engine.begin() as c:
+        for i, job in enumerate(jobs):
+            job["state"] = STATES[i % 5]
+            job["finished_at"] = NOW - 500 + i if job["state"] in ("completed", "failed", "cancelled") else None
+            c.execute(sa.text("UPDATE jobs SET state = :s, finished_at = :f WHERE id = :id"),
+                      {"s": job["state"], "f": job["finished_at"], "id": job["id"]})
+            c.execute(sa.text("INSERT INTO logs (job_id, task_id, execution_id, stream, line, ts) "
+                              "VALUES (:j, 't', 'e', 'stdout', 'x', 0)"), {"j": job["id"]})
+    try:
+        yield store, jobs
+    finally:
+        store.close()
+
+
+def _expected(jobs: list[dict[str, Any]], **f: Any) -> list[str]:
+    """The ids a filter must give, newest first: the filter written plainly over the rows."""
+    def keep(j: dict[str, Any]) -> bool:
+        text = (j["name"] + " " + " ".join(j["tags"])).lower()
+        return ((not f.get("state") or j["state"] in f["state"].split(","))
+                and (not f.get("queue") or j["queue"] == f["queue"])
+                and (not f.get("tag") or f["tag"].lower() in [t.lower() for t in j["tags"]])
+                and (not f.get("q") or f["q"].lower() in text)
+                and (f.get("created_after") is None or j["created_at"] >= f["created_after"])
+                and (f.get("created_before") is None or j["created_at"] < f["created_before"])
+                and (f.get("before_seq") is None or j["seq"] < f["before_seq"]))
+    return [j["id"] for j in sorted(jobs, key=lambda j: -j["seq"]) if keep(j)]
+
+
+FILTERS: list[dict[str, Any]] = [
+    {}, {"state": "failed"}, {"state": "completed,cancelled"}, {"queue": "q1"}, {"queue": "q1", "state": "pending"},
+    {"tag": "team-3"}, {"tag": "PROD"}, {"tag": "team"},  # a tag is matched whole, in any case
+    {"q": "bravo"}, {"q": "0%O"}, {"q": "%"}, {"q": "gam_"}, {"q": "a_"}, {"tag": "50%OFF"},
+    {"q": "job 1"}, {"q": "team-2"}, {"q": "nothing"},
+    {"q": "alpha", "state": "completed"}, {"created_after": NOW - 800, "created_before": NOW - 700},
+    {"created_after": NOW - 750, "q": "job"},
+]
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=[str(sorted(f.items())) for f in FILTERS])
+def test_job_lists_match_a_plain_filter(history: tuple[Store, list[dict[str, Any]]], f: dict[str, Any]) -> None:
+    store, jobs = history
+    want = _expected(jobs, **f)
+    with store.read() as tx:
+        rows, total = tx.list_jobs(**f, limit=7)
+        assert [r["id"] for r in rows] == want[:7] and total == len(want)
+        if rows:  # the next page, from the cursor
+            rest, _ = tx.list_jobs(**f, before_seq=rows[-1]["seq"], limit=100)
+            assert [r["id"] for r in rest] == want[7:]
+        states = f.get("state", "").split(",") if f.get("state") else None
+        if not f.get("q") and not f.get("queue"):  # what Tork and nomad-lite read
+            found, n = tx.find_jobs(states=states, tag=f.get("tag"), offset=2, limit=5,
+                                    created_from=f.get("created_after"))
+            plain = _expected(jobs, state=f.get("state"), tag=f.get("tag"), created_after=f.get("created_after"))
+            assert [r["id"] for r in found] == plain[2:7] and n == len(plain)
+
+
+def test_counts_stop_at_the_cap(history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+                                ) -> None:
+    store, jobs = history
+    monkeypatch.setattr(sql, "COUNT_CAP", 10)
+    with store.read() as tx:
+        rows, total = tx.list_jobs(limit=3)
+        assert total == 11 and [r["id"] for r in rows] == _expected(jobs)[:3]  # "more than 10"
+        assert tx.list_jobs(state="failed", limit=3)[1] == 8  # under the cap: exact
+
+
+def test_heartbeats_grouped_in_one_transaction(history: tuple[Store, list[dict[str, Any]]]) -> None:
+    store, _ = history
+    coord = Coordinator(store)
+    ids = [coord.register(NodeInfo(name=f"hb{i}", hostname="h", version="t", cpu=2, memory=2**32, disk=0,
+                                   runtimes=["process"]))["id"] for i in range(3)]
+    usage = {"cpu_percent": 5.0, "memory_percent": 1.0}
+    # the same node twice in a group, with and without usage, and an execution no node runs
+    got = coord.nodes.heartbeat_many([(ids[0], [], usage), (ids[1], ["e" * 32], None), (ids[0], [], None)])
+    assert got == [[], ["e" * 32], []]
+    with store.read() as tx:
+        assert tx.node(ids[0])["usage"] == usage
+    # a node marked down comes back, an unknown one is told to register: each alone, the others renewed
+    with store.transaction() as tx:
+        assert tx.cas_node(ids[2], "ready", state="down")
+    got = coord.nodes.heartbeat_many([(ids[2], [], None), ("0" * 32, [], None), (ids[1], [], usage)])
+    assert got[0] == [] and isinstance(got[1], NotFound) and got[2] == []
+    with store.read() as tx:
+        assert tx.node(ids[2])["state"] == "ready" and tx.node(ids[1])["usage"] == usage
+
+
+def test_retention_deletes_jobs_finished_before_the_cutoff(history: tuple[Store, list[dict[str, Any]]]) -> None:
+    store, jobs = history
+    retain = 480.0  # finished at NOW - 500 + i: i < 20 is older than NOW - 480
+    old = {j["id"] for i, j in enumerate(jobs) if j["finished_at"] is not None and i < 20}
+    n = retention.delete_retired(store, retain, threading.Event(), now=NOW, batch=5)
+    assert n == len(old) == 12
+    with store.read() as tx:
+        left = {r["id"] for r in tx.list_jobs(limit=100)[0]}
+    assert left == {j["id"] for j in jobs} - old
+    with store.engine.connect() as c:
+        for table in ("tasks", "logs"):
+            owners = {r[0] for r in c.execute(sa.text(f"SELECT job_id FROM {table}"))}
+            assert owners == left, table
+    assert retention.delete_retired(store, retain, threading.Event(), now=NOW) == 0
+
+
+def test_a_server_with_retain_deletes_old_finished_jobs(cluster: Cluster) -> None:
+    cluster.start_server("--retain", "1s")
+    body = {"queue": "nobody", "tasks": [{"name": "t", "image": "busybox", "run": "true"}]}
+    waiting = cluster.submit(body)
+    done = cluster.submit(body)
+    assert cluster.client.post(f"/v1/jobs/{done['id']}/cancel").status_code == 200
+    deadline = time.monotonic() + 15
+    while cluster.client.get(f"/v1/jobs/{done['id']}").status_code != 404:
+        assert time.monotonic() < deadline, "the cancelled job was not deleted"
+        time.sleep(0.1)
+    assert cluster.job(waiting["id"])["state"] == "pending"  # unfinished: kept
