@@ -55,6 +55,16 @@ def test_a_route_keeps_what_it_documents_and_parameters_say_what_is_checked() ->
     assert name == {"type": "string", "not": {"const": "default"}}
 
 
+def test_a_route_declares_its_own_errors_and_gets_them_in_its_apis_shape() -> None:
+    schema = _schema()
+    schema["paths"]["/jobs"]["post"]["responses"].update({str(k): {**v, "content": {"application/json": {}}}
+                                                          for k, v in doc.own_errors(404).items()})
+    s = doc.document(schema, doc.DocConfig(edge_prefixes=EDGE))
+    answer = s["paths"]["/jobs"]["post"]["responses"]["404"]  # a path without a parameter: 404 by the route's word
+    assert answer["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/TorkError"}}}
+    assert doc.OWN not in answer and answer["description"] == doc.DESCRIPTIONS[404]
+
+
 def test_allow_lists_the_methods_of_the_resource() -> None:
     paths: dict[str, dict[str, Any]] = {"/stacks": {"get": {}, "post": {}},
                                         "/stacks/{stack_id}": {"get": {}, "delete": {}},

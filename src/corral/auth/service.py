@@ -39,6 +39,7 @@ log = logging.getLogger("corral.auth")
 SIGNING_KEY = "jwt"
 BOOTSTRAP = "bootstrap"
 LAST_USED_EVERY = 60.0  # seconds between writes of one key's last_used_at
+MAX_KEY_LIFE = 10 * 365 * 86400  # seconds: the longest expires_in of a key
 
 
 class TooManyFailures(ServiceError):
@@ -307,7 +308,7 @@ class Auth:
                 ns = sorted(owner.namespaces)
             elif not set(ns) <= owner.namespaces:
                 raise Forbidden("a key cannot reach namespaces its maker cannot")
-        if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400:
+        if expires_in is not None and not 0 < expires_in <= MAX_KEY_LIFE:
             raise BadInput("expires_in must be between 1 second and 10 years")
         now = self.clock()
         key_id, key = K.new_key()

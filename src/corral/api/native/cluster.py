@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.api.native.views import node_view
+from corral.api.openapi import own_errors
 from corral.coordinator.errors import Invalid, NotFound
 from corral.domain.resources import parse_duration
 
@@ -96,7 +97,8 @@ def cluster_status(svc: Svc) -> dict[str, Any]:
     return svc.coord.cluster_status().view()
 
 
-@router.post("/cluster/transfer", summary="Hand the leadership to a coordinator (or any other), within 2 s")
+@router.post("/cluster/transfer", summary="Hand the leadership to a coordinator (or any other), within 2 s",
+             responses=own_errors(404))
 async def transfer(svc: Svc, body: TransferIn | None = None) -> dict[str, Any]:
     target = body.target if body is not None else None
     state = await run_in_threadpool(svc.coord.transfer_leadership, target)
