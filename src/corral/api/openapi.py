@@ -79,12 +79,23 @@ _PARAM = re.compile(r"{[^}]+}")
 # What a route checks of a parameter by hand, said in its schema: (path, parameter) -> schema keywords.
 _UUID = {"type": "string", "format": "uuid",
          "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}
+# A time as corral.api.timefmt.parse_time takes it: UNIX seconds, or RFC 3339 in UTC (the nearest stricter: no
+# offsets, days up to 28).
+TIME_PATTERN = (r"^(?:[0-9]{1,10}(?:\.[0-9]{1,6})?|(?:19[7-9][0-9]|2[0-9]{3})-(?:0[1-9]|1[0-2])"
+                r"-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z)$")
 _NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
 PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs", "limit"): {"maximum": 1000},
     ("/api/jobs/{job_id}", "job_id"): _UUID,
     ("/api/jobs", "status"): {"enum": ["", *_NOMAD_STATES, *(f"JOB_STATUS_{s.upper()}" for s in _NOMAD_STATES)]},
     ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
+    ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
+    ("/api/tasks", "offset"): {"minimum": 0},
+    ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
+    ("/api/jobs", "created_after_ms"): {"minimum": 0},
+    ("/api/jobs", "created_before_ms"): {"minimum": 0},
+    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
+    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
 }
 
 

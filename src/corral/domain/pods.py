@@ -194,7 +194,7 @@ class ProbeSpec(Strict):
 
 
 class PortSpec(Strict):
-    name: str | None = Field(None, max_length=15)
+    name: str | None = Field(None, max_length=15, json_schema_extra={"pattern": PORT_NAME_RE.pattern})
     containerPort: PortNumber
     protocol: Literal["TCP", "UDP"] = "TCP"
     hostPort: PortNumber | None = None
@@ -223,7 +223,7 @@ def _env_list(v: Any) -> Any:
 
 
 class ContainerSpec(Strict):
-    name: Annotated[str, Field(max_length=63)]
+    name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})]
     image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
@@ -265,8 +265,8 @@ class ContainerSpec(Strict):
 
 
 class PodSpec(Strict):
-    name: Annotated[str, Field(max_length=200)]
-    namespace: Annotated[str, Field(max_length=63)] = "default"
+    name: Annotated[str, Field(max_length=200, json_schema_extra={"pattern": DNS_NAME_RE.pattern})]
+    namespace: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})] = "default"
     labels: Labels = Field(default_factory=dict)
     annotations: Labels = Field(default_factory=dict)
     containers: list[ContainerSpec] = Field(min_length=1, max_length=MAX_CONTAINERS)

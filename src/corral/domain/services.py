@@ -45,11 +45,13 @@ PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535)]
 
 
 class ServicePortSpec(Strict):
-    name: str | None = Field(None, description="Required when the service has more than one port")
+    name: str | None = Field(None, description="Required when the service has more than one port",
+                             json_schema_extra={"pattern": PORT_NAME.pattern})
     protocol: Literal["TCP", "UDP"] = "TCP"
     port: PortNumber = Field(description="The service's port")
     targetPort: PortNumber | str | None = Field(  # noqa: N815 - Podling's field name
-        None, description="The container port (number, or the name of a container port); default: port")
+        None, description="The container port (number, or the name of a container port); default: port",
+        json_schema_extra={"pattern": PORT_NAME.pattern})
     nodePort: PortNumber | None = Field(  # noqa: N815
         None, description="NodePort only: the port on every node (default: one allocated from the range)")
 
@@ -73,8 +75,8 @@ class ServicePortSpec(Strict):
 
 
 class ServiceSpec(Strict):
-    name: str
-    namespace: str = "default"
+    name: str = Field(json_schema_extra={"pattern": DNS_LABEL.pattern})
+    namespace: str = Field("default", json_schema_extra={"pattern": DNS_LABEL.pattern})
     type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
     selector: LabelMap = Field(default_factory=dict,
                                description="Pods with all these labels are the endpoints; empty: none")

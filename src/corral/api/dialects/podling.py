@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.native.agent import NodeAgent, NodeId
+from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, json_body, nullable
 from corral.coordinator.errors import Conflict, Forbidden, NotFound
 from corral.coordinator.podling import PORT_LABEL, PodlingTask, PodlingTasks, is_podling_node
 from corral.coordinator.service import NODE_SECRET_HEADER
@@ -265,7 +266,16 @@ def health(svc: Svc) -> dict[str, Any]:
 
 
 # -- tasks ----------------------------------------------------------------------------------------
-@router.post("/api/v1/tasks", status_code=201, summary="Podling: create a task (a job of one task)")
+# What task_spec accepts, as a schema: the nearest stricter (a task's probes and ports are left out): a name a
+# job may have, an image without spaces or expressions.
+_IMAGE = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": IMAGE_PATTERN}
+TASK_BODY = json_body({"type": "object", "required": ["name", "image"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, "image": _IMAGE,
+                                      "restartPolicy": nullable({"enum": ["", *RESTART_POLICIES]})}})
+
+
+@router.post("/api/v1/tasks", status_code=201, summary="Podling: create a task (a job of one task)",
+             openapi_extra=TASK_BODY)
 async def create_task(request: Request, svc: Svc) -> dict[str, Any]:
     spec, extra = task_spec(await json_object(request))
     tasks = tasks_of(svc)
@@ -328,7 +338,16 @@ async def update_task_status(
 
 
 # -- nodes ----------------------------------------------------------------------------------------
-@router.post("/api/v1/nodes/register", status_code=201, summary="Podling: register a worker node")
+# What register_node accepts, as a schema: the nearest stricter (a capacity in task slots, not cpu and memory).
+REGISTER_BODY = json_body({"type": "object", "required": ["hostname", "port", "capacity"],
+                           "additionalProperties": False, "properties": {
+                               "hostname": {"type": "string", "minLength": 1, "maxLength": 200},
+                               "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                               "capacity": {"type": "integer", "minimum": 1, "maximum": 1024}}})
+
+
+@router.post("/api/v1/nodes/register", status_code=201, summary="Podling: register a worker node",
+             openapi_extra=REGISTER_BODY)
 async def register_node(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
     if unknown := sorted(set(data) - {"hostname", "port", "cpu", "memory", "capacity"}):

@@ -310,7 +310,7 @@ _TASK_SCHEMA = {"type": "object", "additionalProperties": False,
                                "run": nullable({"type": "string", "maxLength": MAX_VALUE, "pattern": TEXT_NO_EXPR})},
                 "anyOf": [{"required": ["run"], "properties": {"run": {"type": "string"}}},
                           {"required": ["image"], "properties": {"image": {"type": "string"}}}]}
-JOB_SCHEMA = {"type": "object", "required": ["tasks"], "additionalProperties": False, "properties": {
+JOB_SCHEMA: dict[str, Any] = {"type": "object", "required": ["tasks"], "additionalProperties": False, "properties": {
     "name": nullable({"type": "string", "pattern": NAME_PATTERN}),
     "tags": nullable({"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 100}}),
     "priority": nullable({"type": "integer", "minimum": 0, "maximum": 9}),
@@ -496,7 +496,15 @@ def delete_queue(name: str, svc: Svc) -> dict[str, Any]:
 
 
 # -- users (Tork's POST /users; its basic-auth middleware is the edge's 'Authorization: Basic') ---------
-@router.post("/users", summary="Tork: create a user (admin); it then signs in with HTTP basic auth")
+# What create_user accepts (corral.auth: a name of NAME_RE, a password of 8 to 1024 characters, both stripped).
+USER_BODY = json_body({"type": "object", "required": ["username", "password"], "properties": {
+    "username": {"type": "string", "pattern": r"^\s*[A-Za-z0-9][A-Za-z0-9._@-]{0,62}\s*$"},
+    "password": {"type": "string", "pattern": r"^\s*[^\s][\s\S]{6,1022}[^\s]\s*$"},
+    "name": {"type": "string"}}})
+
+
+@router.post("/users", summary="Tork: create a user (admin); it then signs in with HTTP basic auth",
+             openapi_extra=USER_BODY)
 async def create_user(request: Request) -> dict[str, Any]:
     data = await read_body_object(request)
     username = str(data.get("username") or "").strip()
