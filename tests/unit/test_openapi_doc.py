@@ -17,6 +17,9 @@ from corral.api.dialects.cloudai import task_spec
 from corral.api.dialects.nomadlite_core import job_spec
 from corral.api.timefmt import parse_time
 from corral.domain import schedule as cron
+from corral.domain.pods import PodSpec
+from corral.domain.services import ServiceSpec
+from corral.domain.spec import JobSpec
 from corral.store.sql import decode_cursor, encode_cursor
 
 EDGE = (("/api/tasks", "cloudai"), ("/jobs", "tork"), ("/stacks", "stacks"))
@@ -131,3 +134,14 @@ def test_a_body_read_through_model_body_is_documented_from_its_model() -> None:
     s = doc.model_bodies(app.openapi(), app.routes)
     schema = s["paths"]["/things"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["size"]["minimum"] == 1 and schema["required"] == ["size"]
+
+
+def test_the_models_schemas_carry_their_bounds_and_alternatives() -> None:
+    pod = PodSpec.model_json_schema()["$defs"]
+    assert pod["PortSpec"]["properties"]["containerPort"]["minimum"] == 1
+    assert {"required": ["image"], "properties": {"image": {"type": "string"}}} in pod["ContainerSpec"]["anyOf"]
+    service = ServiceSpec.model_json_schema()
+    assert service["$defs"]["ServicePortSpec"]["properties"]["port"]["minimum"] == 1
+    assert service["properties"]["name"]["pattern"]
+    task = JobSpec.model_json_schema()["$defs"]["TaskSpec"]
+    assert task["anyOf"] and task["not"]  # run, command or image (or a composite); not both run and command

@@ -83,6 +83,8 @@ _UUID = {"type": "string", "format": "uuid",
 # offsets, days up to 28).
 TIME_PATTERN = (r"^(?:[0-9]{1,10}(?:\.[0-9]{1,6})?|(?:19[7-9][0-9]|2[0-9]{3})-(?:0[1-9]|1[0-2])"
                 r"-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z)$")
+_CLOUDAI_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled")  # cloudai_views.STATUS_FILTER
+_JOB_STATES = "pending|scheduled|running|completed|failed|cancelled"  # corral.domain.states.JobState
 _NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
 PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs", "limit"): {"maximum": 1000},
@@ -90,6 +92,9 @@ PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/jobs", "status"): {"enum": ["", *_NOMAD_STATES, *(f"JOB_STATUS_{s.upper()}" for s in _NOMAD_STATES)]},
     ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
     ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
+    ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "pattern": f"^(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*$"},
+                                      {"type": "null"}]},
     ("/api/tasks", "offset"): {"minimum": 0},
     ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
     ("/api/jobs", "created_after_ms"): {"minimum": 0},

@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
 from corral.domain.spec import MAX_PATH, Args, Duration, Env, ImageRef, Labels, NoBool, Strict
@@ -74,7 +74,7 @@ def parse_cpu(value: str | int | float) -> float:
 
 Cpu = Annotated[str | int | float, NoBool]
 Memory = Annotated[str | int | float, NoBool]
-PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535)]
+PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 
 class Quantities(Strict):
@@ -223,6 +223,12 @@ def _env_list(v: Any) -> Any:
 
 
 class ContainerSpec(Strict):
+    # What _ports checks, said in the schema: a container without an image is a host process, with a command.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["image"], "properties": {"image": {"type": "string"}}},
+        {"required": ["command"], "properties": {"command": {"type": "array", "minItems": 1}}},
+        {"required": ["args"], "properties": {"args": {"type": "array", "minItems": 1}}}]})
+
     name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})]
     image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")

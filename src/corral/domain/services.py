@@ -41,7 +41,7 @@ def _labels(m: dict[str, str]) -> dict[str, str]:
 
 
 LabelMap = Annotated[dict[str, str], AfterValidator(_labels)]
-PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535)]
+PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 
 class ServicePortSpec(Strict):
