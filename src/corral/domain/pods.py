@@ -230,7 +230,8 @@ class ContainerSpec(Strict):
         {"required": ["args"], "properties": {"args": {"type": "array", "minItems": 1}}}]})
 
     name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})]
-    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
+    image: ImageRef | None = Field(None, max_length=1000, json_schema_extra={"pattern": r"^[^\s]+$"},
+                                   description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")

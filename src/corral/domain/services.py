@@ -40,7 +40,9 @@ def _labels(m: dict[str, str]) -> dict[str, str]:
     return m
 
 
-LabelMap = Annotated[dict[str, str], AfterValidator(_labels)]
+LabelMap = Annotated[dict[str, str], AfterValidator(_labels), Field(json_schema_extra={
+    "maxProperties": MAX_LABELS, "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}})]
 PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 

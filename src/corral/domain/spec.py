@@ -163,7 +163,8 @@ def check_queue(q: str) -> str:
     return q
 
 
-Env = Annotated[dict[Key, Value], AfterValidator(_check_env)]
+Env = Annotated[dict[Key, Value], AfterValidator(_check_env),
+                Field(json_schema_extra={"propertyNames": {"pattern": ENV_KEY_RE.pattern}})]
 Args = Annotated[list[Value] | None, Field(max_length=MAX_ARGS), AfterValidator(_check_args)]
 Inputs = Annotated[dict[Key, Value], _bounded_map("the map")]
 Labels = Annotated[dict[Key, Annotated[str, Field(max_length=MAX_KEY)]], Field(max_length=100)]
