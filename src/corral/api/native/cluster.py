@@ -14,7 +14,7 @@ from corral.api.deps import Services, services
 from corral.api.native.views import node_view
 from corral.api.openapi import own_errors
 from corral.coordinator.errors import Invalid, NotFound
-from corral.domain.resources import parse_duration
+from corral.domain.resources import MAX_DURATION, parse_duration
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 Svc = Annotated[Services, Depends(services)]
@@ -43,7 +43,11 @@ def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
 
 class DrainBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    deadline: str | float | None = None  # "10m", or seconds; none: running tasks may take as long as they need
+    # "10m", or seconds; none: running tasks may take as long as they need. The schema: the nearest stricter
+    # (parse_duration takes more forms).
+    deadline: str | float | None = Field(None, json_schema_extra={"anyOf": [
+        {"type": "string", "pattern": r"^\s*[1-9][0-9]{0,2}(?:ms|s|m|h)\s*$"},
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION}, {"type": "null"}]})
 
 
 DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
