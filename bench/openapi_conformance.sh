@@ -13,7 +13,8 @@ CORRAL_RATE_LIMIT=off "$BIN/corral" up --port "$PORT" --data-dir "$DATA" --runti
   >"$DATA/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.5; done
+# Up to 2 minutes: on a busy machine the server can take more than 30 s to start.
+for _ in $(seq 240); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.5; done
 start=$(date +%s)
 set +e
 "$BIN/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" --checks all --max-examples "$EXAMPLES" \

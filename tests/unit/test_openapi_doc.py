@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
 
 from corral.api import openapi as doc
+from corral.api.body import model_body
+from corral.api.dialects import tork
+from corral.api.dialects.cloudai import task_spec
+from corral.api.dialects.nomadlite_core import job_spec
+from corral.api.timefmt import parse_time
+from corral.domain import schedule as cron
+from corral.domain.pods import PodSpec
+from corral.domain.services import ServiceSpec
+from corral.domain.spec import JobSpec
+from corral.store.sql import decode_cursor, encode_cursor
 
 EDGE = (("/api/tasks", "cloudai"), ("/jobs", "tork"), ("/stacks", "stacks"))
 
@@ -55,6 +71,16 @@ def test_a_route_keeps_what_it_documents_and_parameters_say_what_is_checked() ->
     assert name == {"type": "string", "not": {"const": "default"}}
 
 
+def test_a_route_declares_its_own_errors_and_gets_them_in_its_apis_shape() -> None:
+    schema = _schema()
+    schema["paths"]["/jobs"]["post"]["responses"].update({str(k): {**v, "content": {"application/json": {}}}
+                                                          for k, v in doc.own_errors(404).items()})
+    s = doc.document(schema, doc.DocConfig(edge_prefixes=EDGE))
+    answer = s["paths"]["/jobs"]["post"]["responses"]["404"]  # a path without a parameter: 404 by the route's word
+    assert answer["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/TorkError"}}}
+    assert doc.OWN not in answer and answer["description"] == doc.DESCRIPTIONS[404]
+
+
 def test_allow_lists_the_methods_of_the_resource() -> None:
     paths: dict[str, dict[str, Any]] = {"/stacks": {"get": {}, "post": {}},
                                         "/stacks/{stack_id}": {"get": {}, "delete": {}},
@@ -63,3 +89,59 @@ def test_allow_lists_the_methods_of_the_resource() -> None:
     assert doc.allowed_methods(paths, "/stacks/abc") == ["GET", "DELETE"]
     assert doc.allowed_methods(paths, "/stacks/batch-delete") == ["POST"]  # the literal path, not a stack
     assert doc.allowed_methods(paths, "/nowhere") is None
+
+
+# -- what a schema allows, the server accepts ------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.from_regex(doc.CURSOR_PATTERN, fullmatch=True).filter(lambda c: len(c) <= 34),
+       st.integers(min_value=0, max_value=10**18 - 1))
+def test_the_cursor_pattern_is_exactly_the_cursors_the_server_hands_out(cursor: str, n: int) -> None:
+    assert encode_cursor(decode_cursor(cursor)) == cursor
+    assert re.search(doc.CURSOR_PATTERN, encode_cursor(n)) and len(encode_cursor(n)) <= 34
+    assert re.search(doc.PARAMETERS_BY_NAME["page_token"]["pattern"], "")  # nomad-lite's first page
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.from_regex(doc.CRON_PATTERN, fullmatch=True), st.from_regex(doc.TIME_PATTERN, fullmatch=True))
+def test_cron_and_time_patterns_allow_only_what_the_server_reads(expr: str, when: str) -> None:
+    cron.validate(expr)
+    parse_time(when)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.from_regex(doc.TEXT_NO_EXPR, fullmatch=True).filter(lambda s: len(s) <= 256),
+       st.from_regex(doc.IMAGE_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 1000))
+def test_a_script_and_an_image_the_schemas_allow_make_a_job(run: str, image: str) -> None:
+    job_spec(run, image)  # nomad-lite's submit
+    task_spec({"user_id": "u", "docker_image": image, "command": run})  # CloudAI's
+    tork.to_spec({"name": "j", "tasks": [{"run": run}, {"image": image}]})
+
+
+class _Body(BaseModel):
+    size: int = Field(ge=1)
+
+
+_BodyIn = Annotated[_Body, Depends(model_body(_Body))]
+
+
+def test_a_body_read_through_model_body_is_documented_from_its_model() -> None:
+    app = FastAPI()
+
+    @app.post("/things")
+    async def create(body: _BodyIn) -> dict[str, int]:
+        return {"size": body.size}
+
+    s = doc.model_bodies(app.openapi(), app.routes)
+    schema = s["paths"]["/things"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["size"]["minimum"] == 1 and schema["required"] == ["size"]
+
+
+def test_the_models_schemas_carry_their_bounds_and_alternatives() -> None:
+    pod = PodSpec.model_json_schema()["$defs"]
+    assert pod["PortSpec"]["properties"]["containerPort"]["minimum"] == 1
+    assert {"required": ["image"], "properties": {"image": {"type": "string"}}} in pod["ContainerSpec"]["anyOf"]
+    service = ServiceSpec.model_json_schema()
+    assert service["$defs"]["ServicePortSpec"]["properties"]["port"]["minimum"] == 1
+    assert service["properties"]["name"]["pattern"]
+    task = JobSpec.model_json_schema()["$defs"]["TaskSpec"]
+    assert task["anyOf"] and task["not"]  # run, command or image (or a composite); not both run and command

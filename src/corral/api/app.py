@@ -171,8 +171,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = api_doc.model_bodies(get_openapi(title=app.title, version=app.version,
+                                                      description=app.description, routes=app.routes), app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(jobs.job_schemas())
             schema["components"]["schemas"].update(pods.pod_schemas())
             schema["components"]["schemas"].update(services_api.service_schemas())

@@ -231,6 +231,10 @@ async def read_body(request: Request, yaml: bool = False, then: Callable[[Any], 
     return work()
 
 
+# The dependencies model_body made, and the model each reads: FastAPI sees no body in them, the document does.
+BODY_MODELS: dict[Callable[..., Any], type[BaseModel]] = {}
+
+
 def model_body(model: type[M], guard: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """A FastAPI dependency that reads ``model`` from a JSON body through ``read_body`` (for routes
     whose body is a pydantic model); a field error is a 400 like any other.
@@ -244,6 +248,7 @@ def model_body(model: type[M], guard: Callable[..., Any] | None = None) -> Calla
         result: M = await read_body(request, then=model.model_validate)
         return result
 
+    BODY_MODELS[dep] = model  # for the OpenAPI document (corral.api.openapi.model_bodies)
     if guard is None:
         return dep
 
@@ -252,4 +257,5 @@ def model_body(model: type[M], guard: Callable[..., Any] | None = None) -> Calla
     async def guarded(request: Request, _: Any = Depends(guard)) -> M:  # noqa: B008
         return await dep(request)
 
+    BODY_MODELS[guarded] = model
     return guarded

@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import routing
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
+from corral.api.body import BODY_MODELS
 from corral.api.edge import PROBES, UNSAFE
 
 PROBLEM = "application/problem+json"
@@ -76,12 +79,48 @@ _PARAM = re.compile(r"{[^}]+}")
 # What a route checks of a parameter by hand, said in its schema: (path, parameter) -> schema keywords.
 _UUID = {"type": "string", "format": "uuid",
          "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}
+# A time as corral.api.timefmt.parse_time takes it: UNIX seconds, or RFC 3339 in UTC (the nearest stricter: no
+# offsets, days up to 28).
+TIME_PATTERN = (r"^(?:[0-9]{1,10}(?:\.[0-9]{1,6})?|(?:19[7-9][0-9]|2[0-9]{3})-(?:0[1-9]|1[0-2])"
+                r"-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?Z)$")
+_CLOUDAI_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled")  # cloudai_views.STATUS_FILTER
+_JOB_STATES = "pending|scheduled|running|completed|failed|cancelled"  # corral.domain.states.JobState
 _NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
 PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs", "limit"): {"maximum": 1000},
     ("/api/jobs/{job_id}", "job_id"): _UUID,
     ("/api/jobs", "status"): {"enum": ["", *_NOMAD_STATES, *(f"JOB_STATUS_{s.upper()}" for s in _NOMAD_STATES)]},
     ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
+    ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
+    ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "pattern": f"^(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*$"},
+                                      {"type": "null"}]},
+    ("/api/tasks", "offset"): {"minimum": 0},
+    ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
+    ("/api/jobs", "created_after_ms"): {"minimum": 0},
+    ("/api/jobs", "created_before_ms"): {"minimum": 0},
+    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
+    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
+}
+
+
+# A cursor (corral.store.sql.encode_cursor) is base64url, unpadded, of '{"s": N}': the document says exactly that
+# language for N of 1 to 18 digits (any such N is a place in a listing; more would not fit the store's integers).
+# Base64 maps each 3 bytes to 4 characters; of 3 digits, the first gives the first two characters, the second
+# the third and the third the fourth; the closing '}' ends it in one of three ways.
+_HEAD = "(?:M[DTjz]|N[DTjz]|O[DT])"  # a digit and the high bits of the next byte (a digit)
+_FIRST = "(?:M[Tjz]|N[DTjz]|O[DT])"  # the same for the first digit: 1-9 (JSON has no leading zero)
+_GROUP = "[AEIMQUYcgk][w-z0-5]"  # the second and third digits of a group of three
+_END_1 = "(?:M[HXn3]|N[HXn3]|O[HX])0"  # a last digit, then '}'
+_END_2 = "[BFJNRVZdhl]9"  # after a head: the last digit, then '}'
+CURSOR_PATTERN = (f"^eyJzIjog(?:{_FIRST}{_GROUP}(?:{_HEAD}{_GROUP})*(?:fQ|{_END_1}|{_HEAD}{_END_2})|{_END_1}"
+                  f"|{_FIRST}{_END_2})$")
+_CURSOR = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 34,
+           "description": "A cursor this server handed out (next_cursor of the page before)"}
+# What a route checks of a parameter by hand, by the parameter's name wherever it appears.
+PARAMETERS_BY_NAME: dict[str, dict[str, Any]] = {
+    "cursor": _CURSOR,
+    "page_token": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},  # or ""
 }
 
 
@@ -141,16 +180,19 @@ def may_forbid(method: str, path: str, config: DocConfig) -> bool:
 
 
 # -- the rules ------------------------------------------------------------------------------------------------
-# What a route answers beyond the rules below: a credential checked in its body (the token exchange), an
-# object named in its body rather than its path (a leadership transfer's target).
-OWN_STATUSES: dict[tuple[str, str], set[int]] = {
-    ("POST", "/v1/auth/token"): {401},
-    ("POST", "/v1/cluster/transfer"): {404},
-}
+OWN = "x-corral-own-error"  # marks an error answer a route declares with ``own_errors`` (removed from the document)
 
 
-def common_statuses(method: str, path: str, config: DocConfig) -> tuple[set[int], set[int]]:
-    """(statuses the edge or the rate limiter may answer, statuses the route itself may answer)."""
+def own_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """What a route answers beyond the rules below, for its ``responses=``: a credential checked in its body (the
+    token exchange's 401), an object named in its body rather than its path (a leadership transfer's 404). The
+    document gives each in the shape of the route's API, as the answers made by rule."""
+    return {status: {"description": DESCRIPTIONS[status], OWN: True} for status in statuses}
+
+
+def common_statuses(method: str, path: str, config: DocConfig, own: Iterable[int] = ()) -> tuple[set[int], set[int]]:
+    """(statuses the edge or the rate limiter may answer, statuses the route itself may answer: by rule, and
+    ``own``, those it declares with ``own_errors``)."""
     edge = {400, 405, 413, 415, 429}
     if checks_credentials(method, path, config):
         edge.add(401)
@@ -161,7 +203,7 @@ def common_statuses(method: str, path: str, config: DocConfig) -> tuple[set[int]
         route.add(404)
     if method.upper() in UNSAFE:
         route.add(409)
-    route |= OWN_STATUSES.get((method.upper(), path), set())
+    route |= set(own)
     return edge, route
 
 
@@ -190,9 +232,10 @@ def _headers(status: int) -> dict[str, Any]:
     return {}
 
 
-def operation_responses(method: str, path: str, tags: Iterable[str], config: DocConfig) -> dict[str, Any]:
-    """The error answers of one operation, by rule."""
-    edge, route = common_statuses(method, path, config)
+def operation_responses(method: str, path: str, tags: Iterable[str], config: DocConfig,
+                        own: Iterable[int] = ()) -> dict[str, Any]:
+    """The error answers of one operation: by rule, and ``own`` (declared by the route with ``own_errors``)."""
+    edge, route = common_statuses(method, path, config, own)
     shapes: dict[int, set[str]] = {}
     for status in edge:
         shapes.setdefault(status, set()).add(edge_api(path, config))
@@ -218,10 +261,14 @@ def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
             responses.pop("422", None)
+            own = [int(code) for code, answer in list(responses.items()) if answer.get(OWN)]
+            for code in own:
+                del responses[str(code)]
             for param in op.get("parameters", []):
-                if extra := PARAMETERS.get((path, param.get("name", ""))):
+                if extra := PARAMETERS.get((path, param.get("name", ""))) or PARAMETERS_BY_NAME.get(
+                        param.get("name", "")):
                     param["schema"] = {**param.get("schema", {}), **extra}
-            for status, answer in operation_responses(method, path, op.get("tags", []), config).items():
+            for status, answer in operation_responses(method, path, op.get("tags", []), config, own).items():
                 responses.setdefault(status, answer)  # a route's own documentation of a status wins
     if config.access_token:
         components_root = schema["components"]
@@ -231,6 +278,37 @@ def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
             for method, op in ops.items():
                 if checks_credentials(method, path, config):
                     op.setdefault("security", [{"bearer": []}])
+    return schema
+
+
+# -- bodies read through corral.api.body.model_body -----------------------------------------------------------
+def _body_model(dependant: Any) -> type[BaseModel] | None:
+    for dep in getattr(dependant, "dependencies", ()):
+        model = BODY_MODELS.get(dep.call) if dep.call is not None else None
+        if model is None:
+            model = _body_model(dep)
+        if model is not None:
+            return model
+    return None
+
+
+def model_bodies(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """``schema`` with the body of each route that reads it through ``model_body`` (a dependency, where FastAPI
+    sees no body): the model's JSON schema, inline (two routes' models may share a name), its parts under
+    components."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for route in routing.iter_route_contexts(list(routes)):  # included routers' routes too, as get_openapi
+        model = _body_model(getattr(route, "dependant", None))
+        ops = schema.get("paths", {}).get(getattr(route, "path_format", ""), {})
+        if model is None or not ops:
+            continue
+        for method in getattr(route, "methods", None) or ():
+            op = ops.get(method.lower())
+            if op is None or "requestBody" in op:
+                continue
+            full = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(full.pop("$defs", {}))
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": full}}}
     return schema
 
 
@@ -284,3 +362,31 @@ def text_answer(description: str, *media_types: str) -> dict[int | str, dict[str
 
 LOG_LINES = text_answer("The lines: text, or one JSON object per line with format=ndjson", "text/plain",
                         "application/x-ndjson")
+
+
+# -- schema fragments for bodies read by hand (a dialect's openapi_extra) -----------------------------------
+# Each is what the server accepts, or, where no JSON schema can say it, the nearest stricter.
+NOT_BLANK = r"[^\s]"  # something other than spaces (the pattern is searched, not anchored)
+# Text with something in it and no expression ('{{' or '{%' start one; a plain '{' does not): what a field that
+# is parsed as an expression when it holds one accepts without parsing it.
+TEXT_NO_EXPR = r"^\s*(?:[^{\s]|\{[^{%])(?:[^{]|\{[^{%])*\{?$"
+# An image reference: no spaces, no expression (corral.domain.spec._check_image).
+IMAGE_PATTERN = r"^(?:[^{\s]|\{[^{%\s])+\{?$"
+# A cron expression (corral.domain.schedule): the nearest stricter schema, five fields of a '*' or a number in
+# range (a day of the month up to 28: every month has it), or an alias.
+_CRON_FIELDS = (r"[1-5]?[0-9]", r"1?[0-9]|2[0-3]", r"[1-9]|1[0-9]|2[0-8]", r"[1-9]|1[0-2]", r"[0-6]")
+CRON_PATTERN = (r"^\s*(?:@(?:[Hh]ourly|[Dd]aily|[Ww]eekly|[Mm]onthly|[Yy]early)|"
+                + r"\s+".join(f"(?:\\*|{f})" for f in _CRON_FIELDS) + r")\s*$")
+# A job's name (corral.domain.spec.NAME_RE).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$"
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, or null: a key the server reads as absent when it is null."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def json_body(schema: dict[str, Any], *, yaml: bool = False) -> dict[str, Any]:
+    """A route's ``openapi_extra`` for a required body of ``schema`` (JSON, and YAML where ``yaml``)."""
+    types = ["application/json", *(["application/yaml"] if yaml else [])]
+    return {"requestBody": {"required": True, "content": {t: {"schema": schema} for t in types}}}

@@ -54,6 +54,9 @@ class AuthLimits:
     max_join_tokens: int = 100
 
 
+MAX_KEY_LIFE = 10 * 365 * 86400  # seconds: the longest expires_in of a key
+
+
 class TooManyFailures(ServiceError):
     status = 429
     title = "Too many requests"
@@ -360,7 +363,7 @@ class Auth:
                 ns = sorted(owner.namespaces)
             elif not set(ns) <= owner.namespaces:
                 raise Forbidden("a key cannot reach namespaces its maker cannot")
-        if expires_in is not None and not 0 < expires_in <= 10 * 365 * 86400:
+        if expires_in is not None and not 0 < expires_in <= MAX_KEY_LIFE:
             raise BadInput("expires_in must be between 1 second and 10 years")
         now = self.clock()
         key_id, key = K.new_key()

@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
 from corral.domain.spec import MAX_PATH, Args, Duration, Env, ImageRef, Labels, NoBool, Strict
@@ -74,7 +74,7 @@ def parse_cpu(value: str | int | float) -> float:
 
 Cpu = Annotated[str | int | float, NoBool]
 Memory = Annotated[str | int | float, NoBool]
-PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535)]
+PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 
 class Quantities(Strict):
@@ -194,7 +194,7 @@ class ProbeSpec(Strict):
 
 
 class PortSpec(Strict):
-    name: str | None = Field(None, max_length=15)
+    name: str | None = Field(None, max_length=15, json_schema_extra={"pattern": PORT_NAME_RE.pattern})
     containerPort: PortNumber
     protocol: Literal["TCP", "UDP"] = "TCP"
     hostPort: PortNumber | None = None
@@ -223,8 +223,15 @@ def _env_list(v: Any) -> Any:
 
 
 class ContainerSpec(Strict):
-    name: Annotated[str, Field(max_length=63)]
-    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process "
+    # What _ports checks, said in the schema: a container without an image is a host process, with a command.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["image"], "properties": {"image": {"type": "string"}}},
+        {"required": ["command"], "properties": {"command": {"type": "array", "minItems": 1}}},
+        {"required": ["args"], "properties": {"args": {"type": "array", "minItems": 1}}}]})
+
+    name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})]
+    image: ImageRef | None = Field(None, max_length=1000, json_schema_extra={"pattern": r"^[^\s]+$"},
+                                   description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")
@@ -265,8 +272,8 @@ class ContainerSpec(Strict):
 
 
 class PodSpec(Strict):
-    name: Annotated[str, Field(max_length=200)]
-    namespace: Annotated[str, Field(max_length=63)] = "default"
+    name: Annotated[str, Field(max_length=200, json_schema_extra={"pattern": DNS_NAME_RE.pattern})]
+    namespace: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})] = "default"
     labels: Labels = Field(default_factory=dict)
     annotations: Labels = Field(default_factory=dict)
     containers: list[ContainerSpec] = Field(min_length=1, max_length=MAX_CONTAINERS)

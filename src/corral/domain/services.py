@@ -40,16 +40,20 @@ def _labels(m: dict[str, str]) -> dict[str, str]:
     return m
 
 
-LabelMap = Annotated[dict[str, str], AfterValidator(_labels)]
-PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535)]
+LabelMap = Annotated[dict[str, str], AfterValidator(_labels), Field(json_schema_extra={
+    "maxProperties": MAX_LABELS, "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}})]
+PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 
 class ServicePortSpec(Strict):
-    name: str | None = Field(None, description="Required when the service has more than one port")
+    name: str | None = Field(None, description="Required when the service has more than one port",
+                             json_schema_extra={"pattern": PORT_NAME.pattern})
     protocol: Literal["TCP", "UDP"] = "TCP"
     port: PortNumber = Field(description="The service's port")
     targetPort: PortNumber | str | None = Field(  # noqa: N815 - Podling's field name
-        None, description="The container port (number, or the name of a container port); default: port")
+        None, description="The container port (number, or the name of a container port); default: port",
+        json_schema_extra={"pattern": PORT_NAME.pattern})
     nodePort: PortNumber | None = Field(  # noqa: N815
         None, description="NodePort only: the port on every node (default: one allocated from the range)")
 
@@ -73,8 +77,8 @@ class ServicePortSpec(Strict):
 
 
 class ServiceSpec(Strict):
-    name: str
-    namespace: str = "default"
+    name: str = Field(json_schema_extra={"pattern": DNS_LABEL.pattern})
+    namespace: str = Field("default", json_schema_extra={"pattern": DNS_LABEL.pattern})
     type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
     selector: LabelMap = Field(default_factory=dict,
                                description="Pods with all these labels are the endpoints; empty: none")

@@ -163,7 +163,8 @@ def check_queue(q: str) -> str:
     return q
 
 
-Env = Annotated[dict[Key, Value], AfterValidator(_check_env)]
+Env = Annotated[dict[Key, Value], AfterValidator(_check_env),
+                Field(json_schema_extra={"propertyNames": {"pattern": ENV_KEY_RE.pattern}})]
 Args = Annotated[list[Value] | None, Field(max_length=MAX_ARGS), AfterValidator(_check_args)]
 Inputs = Annotated[dict[Key, Value], _bounded_map("the map")]
 Labels = Annotated[dict[Key, Annotated[str, Field(max_length=MAX_KEY)]], Field(max_length=100)]
@@ -372,12 +373,27 @@ class SubjobSpec(Strict):
     webhooks: list[SubjobWebhookSpec] = Field(default_factory=list, max_length=20)
 
 
+def _given(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON schema: ``key`` is there and not null (and, with ``schema``, matches it)."""
+    return {"required": [key], "properties": {key: schema or {"not": {"type": "null"}}}}
+
+
 class TaskSpec(Strict):
+    # What _what_to_run checks, said in the schema: 'run' and 'command' are not both given; a task gives one of
+    # run, command (not empty), image, or is a composite (parallel, each, subjob).
+    model_config = ConfigDict(json_schema_extra={
+        "not": {"allOf": [_given("run"), _given("command")]},
+        "anyOf": [_given("run"), _given("command", {"type": "array", "minItems": 1}),
+                  _given("image", {"type": "string", "minLength": 1}),
+                  _given("parallel"), _given("each"), _given("subjob")]})
+
     name: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME,
                              description="Unique within the job; defaults to task-<n>.")
     description: str | None = Field(None, max_length=MAX_TEXT)
-    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process.")
-    run: str | None = Field(None, max_length=MAX_VALUE, description="A script run with 'sh -c' (at most 128 KiB).")
+    image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process.",
+                                   json_schema_extra={"pattern": r"^[^\s]+$"})
+    run: str | None = Field(None, max_length=MAX_VALUE, description="A script run with 'sh -c' (at most 128 KiB).",
+                            json_schema_extra={"pattern": r"[^\s]"})
     command: Args = Field(None, description="An argv list, run as is.")
     entrypoint: Args = None
     env: Env = Field(default_factory=dict)
@@ -516,7 +532,8 @@ class AutoDeleteSpec(Strict):
 
 
 class JobSpec(Strict):
-    name: str = Field("job", description="A label for people; need not be unique.")
+    name: str = Field("job", description="A label for people; need not be unique.",
+                      json_schema_extra={"pattern": NAME_RE.pattern})
     description: str | None = Field(None, max_length=10_000)
     inputs: Inputs = Field(default_factory=dict, description="Values the expressions see as inputs.<k>.")
     secrets: Inputs = Field(default_factory=dict, description="Like inputs (secrets.<k>), and redacted "
@@ -529,7 +546,8 @@ class JobSpec(Strict):
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
     queue: QueueName = "default"
     priority: Annotated[int, NoBool] = Field(0, ge=0, le=9, description="0-9; higher runs first.")
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[str] = Field(default_factory=list, max_length=50,
+                            json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 100}})
     env: Env = Field(default_factory=dict)
 
     @field_validator("name")

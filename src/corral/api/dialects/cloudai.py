@@ -32,10 +32,12 @@ from corral.api.dialects.cloudai_views import (
 )
 from corral.api.dialects.telemetry import Hub, for_namespaces
 from corral.api.idempotency import idem_key
+from corral.api.openapi import IMAGE_PATTERN, NOT_BLANK, TEXT_NO_EXPR
 from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Conflict, NotFound
-from corral.coordinator.policy import escalation_message
-from corral.domain.spec import JobSpec, TaskSpec
+from corral.coordinator.policy import ESCALATIONS, escalation_message
+from corral.domain.resources import MAX_SIZE
+from corral.domain.spec import MAX_VALUE, JobSpec, TaskSpec
 from corral.store.sql import Row, Tx
 
 MAX_LIMIT = 1000
@@ -144,8 +146,28 @@ def _job(tx: Tx, value: str) -> Row:
     return job
 
 
+# What task_spec accepts, as a schema: the three texts with something in them (an image without spaces, and no
+# expression in the image or the command), the resources within the task's limits (GiB up to 1 PiB, whole GPUs),
+# and no key that asks for a privileged container (escalation_message reads a key's last part after a '.' or ']').
+_GIBS = MAX_SIZE / GIB
+_ESCALATION_KEY = r"(^|[.\]])(" + "|".join(ESCALATIONS) + ")$"
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["user_id", "docker_image", "command"],
+    "propertyNames": {"not": {"pattern": _ESCALATION_KEY}},
+    "properties": {
+        "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID, "pattern": NOT_BLANK},
+        "docker_image": {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": IMAGE_PATTERN},
+        "command": {"type": "string", "minLength": 1, "maxLength": MAX_VALUE, "pattern": TEXT_NO_EXPR,
+                    "description": "Run with sh -c in the image"},
+        "req_cpu": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1024, "description": "Cores"},
+        "req_memory": {"type": ["number", "null"], "minimum": 0, "maximum": _GIBS, "description": "GiB"},
+        "req_storage": {"type": ["number", "null"], "minimum": 0, "maximum": _GIBS, "description": "GiB"},
+        "req_gpu": {"type": ["integer", "null"], "minimum": 0, "maximum": 64, "description": "Whole GPUs"}}}}}}}
+
+
 # -- tasks ----------------------------------------------------------------------------------------
-@router.post("/api/tasks", summary="CloudAI: submit a task (a command in an image, with resources)")
+@router.post("/api/tasks", summary="CloudAI: submit a task (a command in an image, with resources)",
+             openapi_extra=SUBMIT_BODY)
 async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     spec = task_spec(await json_object(request, "the request body"))
     idem = idem_key(request, "cloudai/tasks")

@@ -17,6 +17,7 @@ from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.dialects.nomadlite_core import (
     LEADER_ID,
+    MAX_COMMAND_BYTES,
     JobFacts,
     JobFilter,
     cancel_job,
@@ -31,7 +32,8 @@ from corral.api.dialects.nomadlite_core import (
     worker_number,
 )
 from corral.api.idempotency import idem_key
-from corral.coordinator.policy import escalation
+from corral.api.openapi import TEXT_NO_EXPR
+from corral.coordinator.policy import ESCALATIONS, escalation
 from corral.store.sql import Row, Tx
 
 __all__ = ["job_uuid", "parse_job_id", "worker_number"]  # also read from here by other modules
@@ -74,7 +76,24 @@ def job_views(tx: Tx, jobs: list[Row]) -> list[dict[str, Any]]:
 
 
 # -- jobs -----------------------------------------------------------------------------------------
-@router.post("/api/jobs", summary="nomad-lite: submit a shell command, optionally in an image")
+# What submit (job_spec) accepts, as a schema: a command with something in it and no expression, of at most
+# MAX_COMMAND_BYTES bytes of UTF-8 (no schema counts bytes: at most a quarter as many characters, a character being
+# up to 4 bytes, or that many ASCII ones), an image without spaces or expressions (blank: the server's default),
+# and none of the keys that ask for a privileged container.
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["command"],
+    "properties": {
+        "command": {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_BYTES, "pattern": TEXT_NO_EXPR,
+                    "anyOf": [{"maxLength": MAX_COMMAND_BYTES // 4}, {"pattern": "^[\\x00-\\x7f]*$"}],
+                    "description": f"A shell command, run with sh -c: at most {MAX_COMMAND_BYTES} bytes"},
+        "image": {"anyOf": [{"type": "string", "maxLength": 1000, "pattern": r"^\s*(?:[^{\s]|\{[^{%\s])*\{?\s*$"},
+                            {"type": "null"}],
+                  "description": "The image to run it in; omitted or blank: the server's default, or a host process"},
+        **dict.fromkeys(ESCALATIONS, False)}}}}}}
+
+
+@router.post("/api/jobs", summary="nomad-lite: submit a shell command, optionally in an image",
+             openapi_extra=SUBMIT_BODY)
 async def submit(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
     if (refused := escalation(data)) is not None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.native.agent import NodeAgent, NodeId
+from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, json_body, nullable
 from corral.coordinator.errors import Conflict, Forbidden, NotFound
 from corral.coordinator.podling import PORT_LABEL, PodlingTask, PodlingTasks, is_podling_node
 from corral.coordinator.service import NODE_SECRET_HEADER
@@ -32,9 +33,9 @@ from corral.coordinator.services import Services as CoreServices
 from corral.domain import podling as pd
 from corral.domain.agentwire import ContainerStatus, PodStatus
 from corral.domain.nodes import number
-from corral.domain.pods import PodSpec, parse_cpu
+from corral.domain.pods import DNS_LABEL_RE, DNS_NAME_RE, PodSpec, parse_cpu
 from corral.domain.resources import parse_size
-from corral.domain.services import ServiceSpec
+from corral.domain.services import DNS_LABEL, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS, PORT_NAME, ServiceSpec
 from corral.domain.spec import JobSpec, ResourcesSpec, TaskSpec, did_you_mean
 from corral.scheduler.placement import NODE_ID_LABEL
 from corral.store.sql import Row
@@ -272,7 +273,16 @@ def health(svc: Svc) -> dict[str, Any]:
 
 
 # -- tasks ----------------------------------------------------------------------------------------
-@router.post("/api/v1/tasks", status_code=201, summary="Podling: create a task (a job of one task)")
+# What task_spec accepts, as a schema: the nearest stricter (a task's probes and ports are left out): a name a
+# job may have, an image without spaces or expressions.
+_IMAGE = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": IMAGE_PATTERN}
+TASK_BODY = json_body({"type": "object", "required": ["name", "image"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, "image": _IMAGE,
+                                      "restartPolicy": nullable({"enum": ["", *RESTART_POLICIES]})}})
+
+
+@router.post("/api/v1/tasks", status_code=201, summary="Podling: create a task (a job of one task)",
+             openapi_extra=TASK_BODY)
 async def create_task(request: Request, svc: Svc) -> dict[str, Any]:
     spec, extra = task_spec(await json_object(request))
     tasks = tasks_of(svc)
@@ -335,7 +345,16 @@ async def update_task_status(
 
 
 # -- nodes ----------------------------------------------------------------------------------------
-@router.post("/api/v1/nodes/register", status_code=201, summary="Podling: register a worker node")
+# What register_node accepts, as a schema: the nearest stricter (a capacity in task slots, not cpu and memory).
+REGISTER_BODY = json_body({"type": "object", "required": ["hostname", "port", "capacity"],
+                           "additionalProperties": False, "properties": {
+                               "hostname": {"type": "string", "minLength": 1, "maxLength": 200},
+                               "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                               "capacity": {"type": "integer", "minimum": 1, "maximum": 1024}}})
+
+
+@router.post("/api/v1/nodes/register", status_code=201, summary="Podling: register a worker node",
+             openapi_extra=REGISTER_BODY)
 async def register_node(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
     if unknown := sorted(set(data) - {"hostname", "port", "cpu", "memory", "capacity"}):
@@ -610,7 +629,21 @@ def _pod(svc: Services, pod_id: str) -> Row:
     return p
 
 
-@router.post("/api/v1/pods", status_code=201, summary="Podling: create a pod")
+_NAMESPACE_OR_BLANK = r"^(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)?$"  # blank: default
+# What pod_spec accepts, as a schema: the nearest stricter (one container, of an image; ports, probes and
+# resources left out): names as the core's pods have them (corral.domain.pods).
+POD_BODY = json_body({"type": "object", "required": ["name", "containers"], "additionalProperties": False,
+                      "properties": {
+                          "name": {"type": "string", "maxLength": 200, "pattern": DNS_NAME_RE.pattern},
+                          "namespace": nullable({"type": "string", "pattern": _NAMESPACE_OR_BLANK}),
+                          "containers": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                              "type": "object", "required": ["name", "image"], "additionalProperties": False,
+                              "properties": {"name": {"type": "string", "pattern": DNS_LABEL_RE.pattern},
+                                             "image": {"type": "string", "maxLength": 1000,
+                                                       "pattern": r"^[^\s]+$"}}}}}})
+
+
+@router.post("/api/v1/pods", status_code=201, summary="Podling: create a pod", openapi_extra=POD_BODY)
 async def create_pod(request: Request, svc: Svc) -> dict[str, Any]:
     spec = pod_spec(await json_object(request))
     pid = pd.new_id(time.time())
@@ -751,7 +784,23 @@ def _service(svc: Services, service_id: str) -> Row:
     return row
 
 
-@router.post("/api/v1/services", status_code=201, summary="Podling: create a service")
+# What create_service and update_service accept, as a schema: the nearest stricter (one port; a ClusterIP
+# service): the core's names and label maps (corral.domain.services).
+_SELECTOR = {"type": "object", "minProperties": 1, "maxProperties": MAX_LABELS,
+             "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
+             "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}}
+_SERVICE_PORTS = {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+    "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "protocol": {"enum": ["TCP", "UDP"]},
+        "name": {"type": "string", "pattern": PORT_NAME.pattern}}}}
+SERVICE_BODY = json_body({"type": "object", "required": ["name", "selector", "ports"], "additionalProperties": False,
+                          "properties": {"name": {"type": "string", "pattern": DNS_LABEL.pattern},
+                                         "selector": _SELECTOR, "ports": _SERVICE_PORTS}})
+SERVICE_UPDATE_BODY = json_body({"type": "object", "additionalProperties": False,
+                                 "properties": {"selector": _SELECTOR, "ports": _SERVICE_PORTS}})
+
+
+@router.post("/api/v1/services", status_code=201, summary="Podling: create a service", openapi_extra=SERVICE_BODY)
 async def create_service(request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
     if unknown := sorted(set(data) - SERVICE_FIELDS):
@@ -781,7 +830,8 @@ def get_service(service_id: str, svc: Svc) -> dict[str, Any]:
     return service_view(_service(svc, service_id))
 
 
-@router.put("/api/v1/services/{service_id}", summary="Podling: change a service's selector, ports, labels")
+@router.put("/api/v1/services/{service_id}", summary="Podling: change a service's selector, ports, labels",
+            openapi_extra=SERVICE_UPDATE_BODY)
 async def update_service(service_id: str, request: Request, svc: Svc) -> dict[str, Any]:
     data = await json_object(request)
     if unknown := sorted(set(data) - SERVICE_UPDATE_FIELDS):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.dialects.base import DialectError, json_object, route_class
+from corral.api.openapi import NOT_BLANK, json_body
 from corral.auth.middleware import identity_of
 from corral.coordinator.stacks import MAX_BATCH, Stacks
 
@@ -75,7 +76,13 @@ def _id(value: str, what: str = "stack") -> str:
     return value
 
 
-@router.post("/stacks/batch-delete", status_code=202, summary="Stacks: delete stacks in the background")
+BATCH_BODY = json_body({"type": "object", "required": ["stack_ids"], "additionalProperties": False, "properties": {
+    "stack_ids": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                  "items": {"type": "string", "maxLength": MAX_ID, "pattern": NOT_BLANK}}}})
+
+
+@router.post("/stacks/batch-delete", status_code=202, summary="Stacks: delete stacks in the background",
+             openapi_extra=BATCH_BODY)
 async def batch_delete(request: Request, stacks: St) -> JSONResponse:
     body = await json_object(request)
     extra = sorted(set(body) - {"stack_ids"})

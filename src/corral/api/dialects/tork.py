@@ -25,12 +25,13 @@ from corral.api.body import BadBody, read_body
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, route_class
 from corral.api.idempotency import idem_key
+from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, TEXT_NO_EXPR, json_body, nullable
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.policy import escalation_message
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
-from corral.domain.spec import JobSpec
+from corral.domain.spec import MAX_VALUE, JobSpec
 from corral.store.sql import COUNT_CAP, Row, Tx
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -301,13 +302,29 @@ async def read_job_then(request: Request, then: Callable[[dict[str, Any]], Any])
         raise DialectError(e.status, str(e) if e.status != 400 else f"the job cannot be parsed: {e}") from e
 
 
+# What to_spec accepts, as a schema: the nearest stricter one (a job's every rule is not a JSON schema: task
+# names unique, depends_on a graph, expressions that parse). A job of tasks that each run a script (no
+# expression in it) or an image; every key the server reads as absent when null may be null.
+_TASK_SCHEMA = {"type": "object", "additionalProperties": False,
+                "properties": {"image": nullable({"type": "string", "maxLength": 1000, "pattern": IMAGE_PATTERN}),
+                               "run": nullable({"type": "string", "maxLength": MAX_VALUE, "pattern": TEXT_NO_EXPR})},
+                "anyOf": [{"required": ["run"], "properties": {"run": {"type": "string"}}},
+                          {"required": ["image"], "properties": {"image": {"type": "string"}}}]}
+JOB_SCHEMA: dict[str, Any] = {"type": "object", "required": ["tasks"], "additionalProperties": False, "properties": {
+    "name": nullable({"type": "string", "pattern": NAME_PATTERN}),
+    "tags": nullable({"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 100}}),
+    "priority": nullable({"type": "integer", "minimum": 0, "maximum": 9}),
+    "tasks": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _TASK_SCHEMA}}}
+
+
 # -- health and jobs ------------------------------------------------------------------------------
 @router.get("/health", summary="Tork: the coordinator is up")
 def health() -> dict[str, str]:
     return {"status": "UP", "version": corral.__version__}
 
 
-@router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished")
+@router.post("/jobs", summary="Tork: submit a job (JSON or YAML); ?wait=true answers when it has finished",
+             openapi_extra=json_body(JOB_SCHEMA, yaml=True))
 async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, Any]:
     spec = await read_job_then(request, to_spec)  # big jobs validate off the loop
     job = (await svc.coord.submit_async([spec], idem_key(request, "tork/jobs")))[0]
@@ -480,7 +497,15 @@ def delete_queue(name: str, svc: Svc) -> dict[str, Any]:
 
 
 # -- users (Tork's POST /users; its basic-auth middleware is the edge's 'Authorization: Basic') ---------
-@router.post("/users", summary="Tork: create a user (admin); it then signs in with HTTP basic auth")
+# What create_user accepts (corral.auth: a name of NAME_RE, a password of 8 to 1024 characters, both stripped).
+USER_BODY = json_body({"type": "object", "required": ["username", "password"], "properties": {
+    "username": {"type": "string", "pattern": r"^\s*[A-Za-z0-9][A-Za-z0-9._@-]{0,62}\s*$"},
+    "password": {"type": "string", "pattern": r"^\s*[^\s][\s\S]{6,1022}[^\s]\s*$"},
+    "name": {"type": "string"}}})
+
+
+@router.post("/users", summary="Tork: create a user (admin); it then signs in with HTTP basic auth",
+             openapi_extra=USER_BODY)
 async def create_user(request: Request) -> dict[str, Any]:
     data = await read_body_object(request)
     username = str(data.get("username") or "").strip()

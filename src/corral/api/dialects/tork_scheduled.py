@@ -17,6 +17,7 @@ from corral.api.deps import Services, services
 from corral.api.dialects import tork
 from corral.api.dialects.base import DialectError, route_class
 from corral.api.idempotency import idem_key
+from corral.api.openapi import CRON_PATTERN, json_body
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import NotFound
 from corral.coordinator.schedules import Schedules
@@ -75,7 +76,12 @@ def _schedule(svc: Services, schedule_id: str) -> Row:
 
 
 # -- routes ---------------------------------------------------------------------------------------
-@router.post("/scheduled-jobs", summary="Tork: schedule a job (JSON or YAML, with 'cron'); a job at each tick")
+SCHEDULED_BODY = json_body({**tork.JOB_SCHEMA, "required": ["cron", "tasks"], "properties": {
+    **tork.JOB_SCHEMA["properties"], "cron": {"type": "string", "pattern": CRON_PATTERN}}}, yaml=True)
+
+
+@router.post("/scheduled-jobs", summary="Tork: schedule a job (JSON or YAML, with 'cron'); a job at each tick",
+             openapi_extra=SCHEDULED_BODY)
 async def create(request: Request, svc: Svc) -> dict[str, Any]:
     data = await tork.read_job(request)
     expr, spec = await asyncio.to_thread(to_scheduled_spec, data)  # a big body: validated off the event loop

@@ -6,13 +6,15 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.config import JsonDict
 
+from corral.api.openapi import own_errors
 from corral.api.ratelimit import client_key
-from corral.auth import tokens
-from corral.auth.identity import Identity, Perm
+from corral.auth import passwords, tokens
+from corral.auth.identity import NAME_RE, NAMESPACE_RE, Identity, Perm, Role
 from corral.auth.middleware import identity_of
-from corral.auth.service import Auth, TooManyFailures
+from corral.auth.service import MAX_KEY_LIFE, Auth, TooManyFailures
 from corral.coordinator.errors import Forbidden, Unauthorized
 from corral.coordinator.errors import Invalid as BadInput
 
@@ -32,10 +34,26 @@ AuthDep = Annotated[Auth, Depends(auth_of)]
 Caller = Annotated[Identity, Depends(caller)]
 
 
+# What the service checks by hand (corral.auth.identity, corral.auth.passwords), said in the schemas.
+_NAME: JsonDict = {"pattern": NAME_RE.pattern}
+_NAMESPACES: JsonDict = {"items": {"type": "string", "pattern": NAMESPACE_RE.pattern}}
+_ROLES: list[JsonValue] = [r.value for r in Role]
+_ROLE: JsonDict = {"enum": _ROLES}
+_PASSWORD: JsonDict = {"minLength": passwords.MIN_LENGTH, "maxLength": passwords.MAX_LENGTH}
+_SCOPES: JsonDict = {"items": {"type": "string", "enum": [p.value for p in Perm]}}
+_KEY_LIFE: JsonDict = {"maximum": MAX_KEY_LIFE}
+
+
 class TokenRequest(BaseModel):
     """A password (with ``username``) or an API key in, a signed token out."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [  # what token() reads
+        {"required": ["username", "password"], "properties": {
+            "username": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1},
+            "key": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]}}},
+        {"required": ["key"], "properties": {
+            "key": {"type": "string", "minLength": 1},
+            "password": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]}}}]})
     username: str | None = Field(None, max_length=63)
     password: str | None = Field(None, max_length=1024)
     key: str | None = Field(None, max_length=200)
@@ -44,24 +62,26 @@ class TokenRequest(BaseModel):
 
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=63)
-    role: str | None = Field(None, description="admin, operator, user, viewer or worker; default: the maker's")
-    namespaces: list[str] | None = Field(None, max_length=100)
-    scopes: list[str] | None = Field(None, max_length=20)
-    expires_in: float | None = Field(None, gt=0, description="seconds until the key expires")
+    name: str = Field(..., min_length=1, max_length=63, json_schema_extra=_NAME)
+    role: str | None = Field(None, description="admin, operator, user, viewer or worker; default: the maker's",
+                             json_schema_extra={"anyOf": [{"type": "null"}, {"type": "string", "enum": _ROLES}]})
+    namespaces: list[str] | None = Field(None, max_length=100, json_schema_extra=_NAMESPACES)
+    scopes: list[str] | None = Field(None, max_length=20, json_schema_extra=_SCOPES)
+    expires_in: float | None = Field(None, gt=0, description="seconds until the key expires",
+                                     json_schema_extra=_KEY_LIFE)
 
 
 class UserRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=63)
-    password: str = Field(..., min_length=1, max_length=1024)
-    role: str = "user"
-    namespaces: list[str] | None = Field(None, max_length=100)
+    name: str = Field(..., min_length=1, max_length=63, json_schema_extra=_NAME)
+    password: str = Field(..., min_length=1, max_length=1024, json_schema_extra=_PASSWORD)
+    role: str = Field("user", json_schema_extra=_ROLE)
+    namespaces: list[str] | None = Field(None, max_length=100, json_schema_extra=_NAMESPACES)
 
 
 class PasswordRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    password: str = Field(..., min_length=1, max_length=1024)
+    password: str = Field(..., min_length=1, max_length=1024, json_schema_extra=_PASSWORD)
 
 
 def who(ident: Identity) -> dict[str, Any]:
@@ -71,7 +91,8 @@ def who(ident: Identity) -> dict[str, Any]:
             "key_id": ident.key_id}
 
 
-@router.post("/auth/token", summary="A short-lived signed token (JWT) for a password or an API key")
+@router.post("/auth/token", summary="A short-lived signed token (JWT) for a password or an API key",
+             responses=own_errors(401))
 async def token(body: TokenRequest, request: Request, auth: AuthDep) -> dict[str, Any]:
     address = client_key(request.scope)
     user = body.username or ""

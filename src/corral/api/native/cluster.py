@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.api.native.views import node_view
+from corral.api.openapi import own_errors
 from corral.coordinator.errors import Invalid, NotFound
-from corral.domain.resources import parse_duration
+from corral.domain.resources import MAX_DURATION, parse_duration
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 Svc = Annotated[Services, Depends(services)]
@@ -42,7 +43,11 @@ def get_node(node_id: str, svc: Svc) -> dict[str, Any]:
 
 class DrainBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    deadline: str | float | None = None  # "10m", or seconds; none: running tasks may take as long as they need
+    # "10m", or seconds; none: running tasks may take as long as they need. The schema: the nearest stricter
+    # (parse_duration takes more forms).
+    deadline: str | float | None = Field(None, json_schema_extra={"anyOf": [
+        {"type": "string", "pattern": r"^\s*[1-9][0-9]{0,2}(?:ms|s|m|h)\s*$"},
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION}, {"type": "null"}]})
 
 
 DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody))]
@@ -96,7 +101,8 @@ def cluster_status(svc: Svc) -> dict[str, Any]:
     return svc.coord.cluster_status().view()
 
 
-@router.post("/cluster/transfer", summary="Hand the leadership to a coordinator (or any other), within 2 s")
+@router.post("/cluster/transfer", summary="Hand the leadership to a coordinator (or any other), within 2 s",
+             responses=own_errors(404))
 async def transfer(svc: Svc, body: TransferIn | None = None) -> dict[str, Any]:
     target = body.target if body is not None else None
     state = await run_in_threadpool(svc.coord.transfer_leadership, target)

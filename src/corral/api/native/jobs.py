@@ -96,7 +96,12 @@ def _batch_specs(data: Any) -> list[JobSpec]:
     return [validate_spec(x, f"jobs.{i}") for i, x in enumerate(items)]
 
 
-@router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction")
+_BATCH_BODY = api_doc.json_body({"type": "object", "required": ["jobs"], "properties": {"jobs": {
+    "type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": "#/components/schemas/JobSpec"}}}},
+    yaml=True)
+
+
+@router.post("/batch", status_code=201, summary="Submit up to 1000 jobs in one transaction", openapi_extra=_BATCH_BODY)
 async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
     specs = await read_body(request, then=_batch_specs)
     jobs = await svc.coord.submit_async(specs, idem_key(request, "v1/jobs/batch"))

@@ -11,6 +11,7 @@ from corral.api.deps import Services, services
 from corral.api.errors import BadInput
 from corral.api.idempotency import idem_key
 from corral.api.native.jobs import read_body, validate_spec
+from corral.api.openapi import CRON_PATTERN, json_body, nullable
 from corral.api.timefmt import rfc3339
 from corral.coordinator.idempotency import IdemKey
 from corral.coordinator.schedules import Schedules
@@ -49,7 +50,14 @@ async def create_schedule(svc: Services, response: Response, expr: str, job: Any
     return schedule_view(row)
 
 
-@router.post("", status_code=201, summary="Create a schedule: a job created at each tick of a cron expression")
+_SCHEDULE_BODY = json_body({"type": "object", "required": ["cron", "job"], "additionalProperties": False,
+                           "properties": {"name": nullable({"type": "string", "minLength": 1, "maxLength": 200}),
+                                          "cron": {"type": "string", "pattern": CRON_PATTERN},
+                                          "job": {"$ref": "#/components/schemas/JobSpec"}}}, yaml=True)
+
+
+@router.post("", status_code=201, summary="Create a schedule: a job created at each tick of a cron expression",
+             openapi_extra=_SCHEDULE_BODY)
 async def create(request: Request, svc: Svc, response: Response) -> dict[str, Any]:
     data = await read_body(request)
     if not isinstance(data, dict):
