@@ -79,8 +79,11 @@ class TempServer:
     """``with TempServer(bindir) as s: s.url`` — a PostgreSQL server on 127.0.0.1 with a superuser
     ``corral`` (trust authentication, loopback only), removed with its data on exit."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, also_on: str | None = None, allow: str | None = None) -> None:
+        """``also_on``: one more address to listen on (besides 127.0.0.1); ``allow``: a network (CIDR) whose
+        clients are trusted too, as for a coordinator in a network namespace (tests/netns.py)."""
         self.bindir = bindir
+        self.also_on, self.allow = also_on, allow
         self.run_as = _unprivileged()
         self.dir = Path(tempfile.mkdtemp(prefix="corral-test-pg-"))
         self.data = self.dir / "data"
@@ -101,6 +104,9 @@ class TempServer:
                 os.chown(self.dir, self.run_as["user"], self.run_as["group"])
             self._run("initdb", "-D", str(self.data), "-U", "corral", "--auth=trust", "-E", "UTF8",
                       "--locale=C", "--no-sync")
+            if self.allow:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.allow} trust\n")
             self.start()
         except BaseException:
             self.__exit__()
@@ -111,7 +117,8 @@ class TempServer:
         """Start the server: on a free port the first time, on the same port again after stop()."""
         for attempt in range(3):  # a free port may be taken between finding it and binding it
             port = self.port or free_port()
-            opts = " ".join(["-p", str(port), "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", *FAST])
+            listen = ",".join(["127.0.0.1", *([self.also_on] if self.also_on else [])])
+            opts = " ".join(["-p", str(port), "-k", str(self.dir), "-c", f"listen_addresses={listen}", *FAST])
             try:
                 self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w",
                           "-t", str(START_TIMEOUT), "-o", opts)

@@ -1,4 +1,4 @@
-"""A worker cut off from its coordinator by the network, and the network healed: a real partition.
+"""A worker, then a coordinator, cut off by the network, and the network healed: real partitions.
 
 The worker runs in a network namespace of its own (tests/netns.py) and reaches the coordinator over a veth
 pair; the test pulls the cable on the worker's side (`ip link set ... down`). What happens is what
@@ -7,6 +7,11 @@ docs/operations.md ("Partitions") says: the worker's node misses its heartbeats 
 partition from a dead coordinator, runs on what it had. When the link comes back its heartbeat makes the node
 ready again, the coordinator tells it to stop the copy it still runs (that execution is lost), and no second
 completion is recorded: the job has one completed execution, and the task's work is done once.
+
+The second test does the same to the leading coordinator, in its own namespace, whose only way to the
+database (and to everything else) is its veth: the other coordinator takes the lease once it expires, the
+worker moves to it, work goes on; healed, the cut-off one comes back as a follower (its epoch is old: it
+places nothing) and serves the same cluster again.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.harness import CORRAL, Cluster, Proc, wait_until
+from tests import pg
+from tests.harness import CORRAL, Cluster, Proc, free_port, wait_until
 from tests.netns import NetNs
 from tests.support import process_gone
 
@@ -81,3 +88,69 @@ def test_a_partitioned_worker_loses_its_task_to_another_and_rejoins(cluster: Clu
     assert cluster.client.post(f"/v1/nodes/{ids['near']}/drain", json={}).status_code == 200
     later = cluster.wait_job(cluster.submit({"tasks": [{"run": "true"}]})["id"], timeout=30)
     assert later["state"] == "completed" and later["tasks"][0]["executions"][0]["node_id"] == ids["far"], later
+
+
+def ready(c: Cluster) -> bool:
+    try:
+        return c.client.get("/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow  # a lease to expire, two coordinators and a throwaway PostgreSQL: about 25 s
+def test_a_partitioned_leader_hands_over_and_rejoins_as_a_follower(netns: NetNs, tmp_path: Path) -> None:
+    bindir = pg.find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries")
+    token, worker_token = uuid.uuid4().hex, uuid.uuid4().hex
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    # PostgreSQL listens on the host's end of the pair too, and trusts the namespace's address.
+    with pg.TempServer(bindir, also_on=netns.host_ip, allow=f"{netns.ns_ip}/32") as server, \
+            pg.fresh_database(server.url) as db:
+        a, b = Cluster(tmp_path / "a"), Cluster(tmp_path / "b")
+        a.tmp.mkdir()
+        b.tmp.mkdir()
+        common = ["--api-token", token, "--token", worker_token, "--leader-lease", "2", "--node-ttl", "6",
+                  "--log-level", "warning"]
+        try:
+            # a: in the namespace, reaching the database at the host's end of the pair.
+            port = free_port()
+            far = NsProc(["server", "--port", str(port), "--bind", netns.ns_ip, "--coordinator-id", "a",
+                          "--database-url", db.replace("127.0.0.1", netns.host_ip), *common],
+                         tmp_path / "a" / "server.log")
+            far.prefix = netns.prefix
+            a.server = far.start()
+            a.url = f"http://{netns.ns_ip}:{port}"
+            a.client.base_url = a.url
+            a.use_token(token)
+            wait_until(lambda: ready(a), 30, what="coordinator a to lead")
+            b.start_server("--coordinator-id", "b", *common, database_url=db)
+            assert b.get("/v1/cluster")["leader_id"] == "a"
+            a.add_worker("w", "--runtime", "process", "--server", b.url, "--token", worker_token)
+
+            def job(c: Cluster) -> str:
+                return str(c.submit({"tasks": [{"run": f"echo $CORRAL_JOB_ID >> {runs}"}]})["id"])
+
+            first = job(a)
+            assert a.wait_job(first, timeout=20)["state"] == "completed"
+
+            netns.cut()
+            # b takes the lease once a's has run out; the worker, cut off from a, moves to b; work goes on.
+            wait_until(lambda: b.get("/v1/cluster")["leader_id"] == "b", 20, what="b to lead")
+            during = job(b)
+            assert b.wait_job(during, timeout=30)["state"] == "completed"
+
+            netns.heal()
+            # a reaches the database again: a follower now (b holds the lease), ready, serving the same state.
+            wait_until(lambda: ready(a), 30, what="a to be ready again")
+            seen = a.get("/v1/cluster")
+            assert seen["leader_id"] == "b", seen
+            after = job(a)
+            assert b.wait_job(after, timeout=30)["state"] == "completed"
+            for j in (first, during, after):
+                assert len(a.job(j)["tasks"][0]["executions"]) == 1  # placed once
+            assert sorted(runs.read_text().split()) == sorted([first, during, after])  # each ran once
+        finally:
+            a.close()
+            b.close()

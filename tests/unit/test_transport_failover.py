@@ -91,3 +91,32 @@ def test_a_coordinator_that_answers_but_cannot_serve_sends_the_worker_to_the_nex
         await alone.close()
 
     asyncio.run(run())
+
+
+def test_a_request_in_flight_to_a_coordinator_found_gone_is_given_up_at_once() -> None:
+    """A cut cable sends no reset: a long poll in flight to the lost coordinator would wait out its read
+    timeout. Once another request finds that coordinator gone, the waiting one is given up and the next call
+    goes to the coordinator moved to."""
+    async def run() -> None:
+        hang = asyncio.Event()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.host == "a" and request.url.path.endswith("/poll"):
+                await hang.wait()  # never answered
+            if request.url.host == "a":
+                raise httpx.ConnectError("network is unreachable", request=request)
+            return httpx.Response(200, json={"work": [], "stop": [], "log_full": []})
+
+        t = HttpTransport(["http://a", "http://b"])
+        await t.client.aclose()
+        t.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        poll = asyncio.ensure_future(t.poll("n1", [], 30))
+        await asyncio.sleep(0.05)
+        assert not poll.done()
+        assert await t.heartbeat("n1", [], {}) == []  # a cannot be reached: sent to b, the worker moves
+        with pytest.raises(httpx.ReadError, match="moved to http://b"):
+            await asyncio.wait_for(poll, 2)
+        assert await t.poll("n1", [], 30) == ([], [])  # the next poll goes to b
+        await t.close()
+
+    asyncio.run(run())

@@ -5,6 +5,8 @@ coordinator."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -85,6 +87,7 @@ class HttpTransport:
         if not self.servers:
             raise ValueError("no coordinator URL")
         self.current = 0
+        self._moved: asyncio.Event | None = None  # set when the worker moves away from the current coordinator
         verify: ssl.SSLContext | bool = True
         if ca or cert:
             verify = ssl.create_default_context(cafile=ca)
@@ -100,13 +103,39 @@ class HttpTransport:
         if len(self.servers) > 1 and self.current == failed:
             self.current = (failed + 1) % len(self.servers)
             log.warning("coordinator %s %s: moving to %s", self.servers[failed], why, self.server)
+            if self._moved is not None:  # the requests still waiting on the one left are given up
+                self._moved.set()
+                self._moved = None
+
+    async def _request(self, at: int, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The request to coordinator ``at``, given up (``httpx.ReadError``) as soon as another request finds
+        that coordinator gone and the worker moves on. A coordinator cut off by the network sends no reset:
+        without this, a heartbeat in flight to it waits out its read timeout (20 s, longer than a node's TTL)
+        and a long poll 75 s, while the coordinator moved to could have had them at once."""
+        if self._moved is None:
+            self._moved = asyncio.Event()
+        req = asyncio.ensure_future(self.client.request(method, self.servers[at] + path, **kw))
+        gone = asyncio.ensure_future(self._moved.wait())
+        try:
+            await asyncio.wait({req, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            req.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if req.done():
+            return req.result()
+        req.cancel()
+        with contextlib.suppress(BaseException):
+            await req
+        raise httpx.ReadError(f"gave up on {self.servers[at]}: the worker moved to {self.server}")
 
     async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         unavailable: httpx.Response | None = None
         for _ in range(len(self.servers)):
             at = self.current
             try:
-                r = await self.client.request(method, self.servers[at] + path, **kw)
+                r = await self._request(at, method, path, **kw)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 self._next(at)
                 if len(self.servers) == 1:

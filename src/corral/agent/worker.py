@@ -348,7 +348,7 @@ class Agent:
             except (asyncio.CancelledError, Refused):
                 raise
             except Exception as e:
-                log.warning("heartbeat failed: %s", e)
+                log.warning("heartbeat failed: %s", str(e) or type(e).__name__)
 
     async def _services_loop(self) -> None:
         """Every second, the NodePort services to forward here and their ready endpoints; while the

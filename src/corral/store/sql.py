@@ -948,7 +948,12 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             self._sync = _sqlite_sync()
         else:
-            self.engine = sa.create_engine(_pg_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
+            # A coordinator cut off by the network in the middle of a transaction keeps its row locks until
+            # PostgreSQL notices it is gone (hours, with default TCP keepalives), and every other coordinator
+            # waits on them. Its transactions are short: one left idle this long is ended by the server.
+            self.engine = sa.create_engine(_pg_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True,
+                                           connect_args={"options": f"-c idle_in_transaction_session_timeout="
+                                                                    f"{IDLE_IN_TRANSACTION_MS}"})
         # SQLite allows one writer at a time: take turns in-process instead of spinning on SQLITE_BUSY.
         self._write_lock = threading.Lock() if self.is_sqlite else None
         if migrate:
@@ -996,6 +1001,9 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+IDLE_IN_TRANSACTION_MS = 10_000  # PostgreSQL ends a coordinator's session left idle in a transaction this long
 
 
 def _pg_url(url: str) -> str:
