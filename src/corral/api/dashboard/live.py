@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import escape
 
+from corral.api.dialects.telemetry import Subscriber
 from corral.store import dashboard as queries
 from corral.store.sql import Store, Tx
 
@@ -52,30 +52,16 @@ def log_html(rows: list[dict[str, Any]], names: dict[str, str], prefix: bool) ->
     return "".join(out)
 
 
-@dataclass(eq=False)
-class Stream:
-    """One open page: its queue of serialised events."""
+class Stream(Subscriber):
+    """One open page: its queue of serialised events, bounded as a telemetry subscriber's is."""
 
-    job_id: str | None = None
-    log_after: int | None = None  # a job page that follows the job's output: the last line it has
-    log_done: bool = False
-    names: dict[str, str] = field(default_factory=dict)
-    items: deque[str] = field(default_factory=deque)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: bool = False
-
-    def push(self, text: str) -> None:
-        if len(self.items) >= QUEUE_LIMIT:
-            self.dropped = True  # too slow: closed rather than buffered without end
-        else:
-            self.items.append(text)
-        self.ready.set()
-
-    async def next(self) -> str | None:
-        while not self.items and not self.dropped:
-            self.ready.clear()
-            await self.ready.wait()
-        return None if self.dropped else self.items.popleft()
+    def __init__(self, job_id: str | None = None, log_after: int | None = None,
+                 names: dict[str, str] | None = None) -> None:
+        super().__init__(QUEUE_LIMIT)
+        self.job_id = job_id
+        self.log_after = log_after  # a job page that follows the job's output: the last line it has
+        self.log_done = False
+        self.names: dict[str, str] = names or {}
 
 
 @dataclass
