@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,21 +58,11 @@ class QuotaQueries:
                            sa.func.count())
                  .select_from(s.executions.join(s.jobs, _J.id == _E.job_id))
                  .where(_E.state.in_(_EXEC_ACTIVE), _J.namespace.in_(part)).group_by(_J.namespace))
-            for ns, cpu, mem, gpu, n in self.c.execute(q):
-                u = out.setdefault(ns, Usage())
-                u.cpu += float(cpu or 0)
-                u.memory += int(mem or 0)
-                u.gpus += int(gpu or 0)
-                u.tasks += int(n)
+            _add_usage(out, self.c.execute(q), "tasks")
             q = (sa.select(_P.namespace, sa.func.sum(_P.cpu), sa.func.sum(_P.memory), sa.func.sum(_P.gpu),
                            sa.func.count())
                  .where(_P.state.in_(_POD_PLACED), _P.namespace.in_(part)).group_by(_P.namespace))
-            for ns, cpu, mem, gpu, n in self.c.execute(q):
-                u = out.setdefault(ns, Usage())
-                u.cpu += float(cpu or 0)
-                u.memory += int(mem or 0)
-                u.gpus += int(gpu or 0)
-                u.pods += int(n)
+            _add_usage(out, self.c.execute(q), "pods")
         return out
 
     def job_namespaces(self, job_ids: Iterable[str]) -> dict[str, str]:
@@ -81,3 +72,14 @@ class QuotaQueries:
             out.update((jid, ns) for jid, ns in self.c.execute(
                 sa.select(_J.id, _J.namespace).where(_J.id.in_(part))))
         return out
+
+
+def _add_usage(out: dict[str, Usage], rows: Iterable[Any], count: Literal["tasks", "pods"]) -> None:
+    """Add rows of (namespace, cpu, memory, gpus, how many) to ``out``; ``count``: the Usage field the last
+    column is (tasks for executions, pods for pods)."""
+    for ns, cpu, mem, gpu, n in rows:
+        u = out.setdefault(ns, Usage())
+        u.cpu += float(cpu or 0)
+        u.memory += int(mem or 0)
+        u.gpus += int(gpu or 0)
+        setattr(u, count, getattr(u, count) + int(n))
