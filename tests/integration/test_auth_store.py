@@ -93,3 +93,38 @@ def test_a_caller_sees_only_its_namespaces(database_url: str) -> None:
         assert as_caller(alice, coord.cancel, job["id"])["state"] == "cancelled"
     finally:
         store.close()
+
+
+def test_caps_are_exact_under_concurrent_creates(pg_url: str) -> None:
+    """Eight creates at once against a cap of three keys, users and join tokens: exactly three pass each cap,
+    the others are refused (409), on PostgreSQL, where the count and the insert could interleave."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corral.auth.service import AuthLimits
+
+    store = Store(pg_url)
+    try:
+        auth = Auth(store, enabled=True, limits=AuthLimits(max_keys_per_owner=3, max_users=3, max_join_tokens=3))
+        coord = Coordinator(store, Settings())
+        ann = Identity("user", "ann", Role.ADMIN)
+        n = 8
+        for what, make in (
+                ("keys", lambda i: auth.create_key(ann, f"k{i}", None, None, None, None)),
+                ("users", lambda i: auth.create_user(f"u{i}", "a-password", "viewer", None)),
+                ("join tokens", lambda i: coord.nodes.create_join_token("user:ann", None, 3))):
+            barrier = threading.Barrier(n)
+
+            def one(i: int, make: Any = make, barrier: threading.Barrier = barrier) -> str:
+                barrier.wait(timeout=10)
+                try:
+                    make(i)
+                except Conflict:
+                    return "409"
+                return "ok"
+
+            with ThreadPoolExecutor(n) as pool:
+                got = sorted(pool.map(one, range(n)))
+            assert got == ["409"] * (n - 3) + ["ok"] * 3, what
+    finally:
+        store.close()

@@ -314,6 +314,7 @@ class Auth:
         row = {"name": name, "password_hash": pw, "role": r.value, "namespaces": ns, "created_at": now,
                "updated_at": now}
         with self.store.transaction() as tx:
+            tx.lock_cap("users")
             if tx.user_count() >= self.limits.max_users:
                 raise Conflict(f"this server has {self.limits.max_users} users, the most it keeps "
                                "(--max-users): remove one first")
@@ -372,6 +373,7 @@ class Auth:
                "created_at": now, "expires_at": now + expires_in if expires_in else None, "last_used_at": None,
                "revoked_at": None}
         with self.store.transaction() as tx:
+            tx.lock_cap(f"keys:{owner.principal}")
             if tx.live_key_count(owner.principal) >= self.limits.max_keys_per_owner:
                 raise Conflict(f"{owner.principal} has {self.limits.max_keys_per_owner} API keys not revoked, the "
                                "most one owner may have (--max-keys-per-owner): revoke one first")

@@ -214,6 +214,8 @@ class Nodes(Part):
                "created_at": now, "expires_at": now + ttl if ttl else None, "revoked_at": None,
                "last_used_at": None}
         with self.store.transaction() as tx:
+            if cap is not None:
+                tx.lock_cap(f"join_tokens:{created_by}")
             if cap is not None and tx.live_join_token_count(created_by, now) >= cap:
                 raise Conflict(f"{created_by} has {cap} usable join tokens, the most one maker may have "
                                "(--max-join-tokens): revoke one first")

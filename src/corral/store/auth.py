@@ -6,6 +6,7 @@ key only while it is not revoked, a password only for a user that is still there
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,16 @@ _U, _K, _S = s.users.c, s.api_keys.c, s.auth_secrets.c
 
 class AuthQueries:
     c: Connection
+
+    # -- caps ----------------------------------------------------------------------------------------
+    def lock_cap(self, name: str) -> None:
+        """Take the lock on the cap ``name`` (say ``keys:user:ann``) until this transaction ends, so that its
+        count and the insert it allows are one step: two creates at once cannot both pass a cap by one.
+        On PostgreSQL a transaction-level advisory lock on a 64-bit hash of the name (a collision only
+        makes two caps take turns); SQLite's writes already take turns (Store._write_lock)."""
+        if self.c.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+            self.c.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     # -- users ---------------------------------------------------------------------------------------
     def insert_user(self, row: Row) -> bool:
