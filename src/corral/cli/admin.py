@@ -4,15 +4,34 @@ quotas): an admin's commands."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import click
 
 from corral.cli import output
-from corral.cli.api import Client, CliError
+from corral.cli.api import Client, CliError, Json
 from corral.cli.client import guarded, output_option, server_option
 from corral.domain.quotas import parse_quota
 from corral.domain.resources import format_size, parse_duration
+
+
+def list_items(server: str, path: str, fmt: str, columns: Sequence[str], row: Callable[[Json], Sequence[str]],
+               params: dict[str, Any] | None = None) -> Json:
+    """An admin listing (users, keys, tokens, quotas, the audit log): GET ``path`` and print it, as JSON or
+    a table of ``columns`` with a ``row`` per item; returns the answer."""
+    with Client(server) as c:
+        data = c.json("GET", path, params=params)
+    output.listing(data, fmt, columns, row)
+    return data
+
+
+def change(server: str, method: str, path: str, done: str) -> None:
+    """An admin change without a body to show (remove, revoke): make it, then say ``done``."""
+    with Client(server) as c:
+        c.request(method, path)
+    click.echo(done)
 
 
 def _when(ts: float | None) -> str:
@@ -61,9 +80,7 @@ def tokens_create(worker: bool, ttl: str | None, fmt: str, server: str) -> None:
 @guarded
 def tokens_ls(fmt: str, server: str) -> None:
     """List join tokens (never the tokens themselves), newest first."""
-    with Client(server) as c:
-        data = c.json("GET", "/v1/tokens")
-    output.listing(data, fmt, ("ID", "KIND", "CREATED BY", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
+    list_items(server, "/v1/tokens", fmt, ("ID", "KIND", "CREATED BY", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
                    lambda r: (r["id"], r["kind"], r["created_by"], _when(r["created_at"]), _when(r["expires_at"]),
                               _when(r["revoked_at"]), _when(r["last_used_at"])))
 
@@ -74,9 +91,7 @@ def tokens_ls(fmt: str, server: str) -> None:
 @guarded
 def tokens_revoke(token_id: str, server: str) -> None:
     """Revoke a join token: no worker joins with it any more (nodes that joined keep their own credential)."""
-    with Client(server) as c:
-        c.request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
-    click.echo(f"revoked {token_id}")
+    change(server, "DELETE", f"/v1/tokens/{quote(token_id, safe='')}", f"revoked {token_id}")
 
 
 @click.command()
@@ -90,11 +105,9 @@ def tokens_revoke(token_id: str, server: str) -> None:
 def audit(limit: int, cursor: str | None, actor: str | None, action: str | None, fmt: str, server: str) -> None:
     """The audit log, newest first: who created, cancelled, deleted, drained or changed a permission."""
     params = {k: v for k, v in {"limit": limit, "cursor": cursor, "actor": actor, "action": action}.items() if v}
-    with Client(server) as c:
-        data = c.json("GET", "/v1/audit", params=params)
-    output.listing(data, fmt, ("WHEN", "ACTOR", "ACTION", "REQUEST", "STATUS", "FROM"),
+    data = list_items(server, "/v1/audit", fmt, ("WHEN", "ACTOR", "ACTION", "REQUEST", "STATUS", "FROM"),
                    lambda r: (_when(r["at"]), r["actor"], r["action"], f"{r['method']} {r['path']}",
-                              str(r["status"]), r.get("address") or "-"))
+                              str(r["status"]), r.get("address") or "-"), params)
     if fmt != "json" and data.get("next_cursor"):
         output.err.print(f"more: --cursor {data['next_cursor']}", style="dim")
 
@@ -159,9 +172,7 @@ def _of(used: object, limit: object, size: bool = False) -> str:
 @server_option
 @guarded
 def quotas_ls(fmt: str, server: str) -> None:
-    with Client(server) as c:
-        data = c.json("GET", "/v1/quotas")
-    output.listing(data, fmt, ("NAMESPACE", "CPU", "MEMORY", "GPUS", "TASKS", "PODS", "UPDATED BY"),
+    list_items(server, "/v1/quotas", fmt, ("NAMESPACE", "CPU", "MEMORY", "GPUS", "TASKS", "PODS", "UPDATED BY"),
                    lambda r: (r["namespace"], _of(float(r["used"]["cpu"]), r["quota"]["cpu"]),
                               _of(r["used"]["memory"], r["quota"]["memory"], True),
                               _of(r["used"]["gpus"], r["quota"]["gpus"]), _of(r["used"]["tasks"], r["quota"]["tasks"]),
@@ -173,6 +184,4 @@ def quotas_ls(fmt: str, server: str) -> None:
 @server_option
 @guarded
 def quotas_rm(namespace: str, server: str) -> None:
-    with Client(server) as c:
-        c.request("DELETE", f"/v1/namespaces/{quote(namespace, safe='')}/quota")
-    click.echo(f"removed the quota of {namespace}")
+    change(server, "DELETE", f"/v1/namespaces/{quote(namespace, safe='')}/quota", f"removed the quota of {namespace}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from corral.cli import output
+from corral.cli.admin import change, list_items
 from corral.cli.api import Client, CliError, Json
 from corral.cli.client import guarded, output_option, server_option
 
@@ -65,9 +66,7 @@ def users_create(name: str, role: str, namespaces: tuple[str, ...], password: st
 @server_option
 @guarded
 def users_ls(fmt: str, server: str) -> None:
-    with Client(server) as c:
-        data = c.json("GET", "/v1/users")
-    output.listing(data, fmt, ("NAME", "ROLE", "NAMESPACES", "CREATED"),
+    list_items(server, "/v1/users", fmt, ("NAME", "ROLE", "NAMESPACES", "CREATED"),
                    lambda u: (u["name"], u["role"], _namespaces(u["namespaces"]), output.when(_iso(u["created_at"]))))
 
 
@@ -76,9 +75,7 @@ def users_ls(fmt: str, server: str) -> None:
 @server_option
 @guarded
 def users_rm(name: str, server: str) -> None:
-    with Client(server) as c:
-        c.request("DELETE", f"/v1/users/{_seg(name)}")
-    click.echo(f"removed user {name}")
+    change(server, "DELETE", f"/v1/users/{_seg(name)}", f"removed user {name}")
 
 
 @users.command("passwd", short_help="Set a user's password (one's own, or an admin).")
@@ -139,9 +136,7 @@ def keys_create(name: str, role: str | None, namespaces: tuple[str, ...], scopes
 @server_option
 @guarded
 def keys_ls(fmt: str, server: str) -> None:
-    with Client(server) as c:
-        data = c.json("GET", "/v1/keys")
-    output.listing(data, fmt, ("ID", "NAME", "OWNER", "ROLE", "NAMESPACES", "LAST USED", "STATE"),
+    list_items(server, "/v1/keys", fmt, ("ID", "NAME", "OWNER", "ROLE", "NAMESPACES", "LAST USED", "STATE"),
                    lambda k: (k["id"], k["name"], k["owner"], k["role"], _namespaces(k["namespaces"]),
                               output.when(_iso(k["last_used_at"])), "revoked" if k["revoked_at"] else "active"))
 
@@ -151,9 +146,7 @@ def keys_ls(fmt: str, server: str) -> None:
 @server_option
 @guarded
 def keys_revoke(key_id: str, server: str) -> None:
-    with Client(server) as c:
-        c.json("DELETE", f"/v1/keys/{_seg(key_id)}")
-    click.echo(f"revoked key {key_id}")
+    change(server, "DELETE", f"/v1/keys/{_seg(key_id)}", f"revoked key {key_id}")
 
 
 def _seg(value: str) -> str:

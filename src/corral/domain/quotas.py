@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from corral.domain.resources import Resources, format_size, parse_size
+from corral.domain.resources import Resources, bounded, format_size, parse_size
 
 MAX_CPU = 1_000_000.0  # cores: far more than any cluster, far inside a float's exact integers
 MAX_COUNT = 10_000_000  # tasks, pods, GPUs
@@ -77,13 +77,10 @@ def _cpu(v: Any) -> float | None:
         if not re.fullmatch(CPU_PATTERN, v):
             raise ValueError(f"cpu '{v[:40]}' is not a number of cores (such as 8, 0.5 or 500m)")
         v = int(v[:-1]) / 1000 if v.endswith("m") else float(v)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError("cpu must be a number of cores (such as 8, 0.5 or 500m)")
-    if v < 0:
-        raise ValueError("cpu cannot be negative")
-    if v > MAX_CPU:
-        raise ValueError(f"cpu is at most {MAX_CPU:,.0f} cores")
-    return float(v)
+    not_cores = "cpu must be a number of cores (such as 8, 0.5 or 500m)"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(not_cores)
+    return float(bounded(v, "cpu", MAX_CPU, f"{MAX_CPU:,.0f} cores", not_cores))
 
 
 def parse_quota(data: Any) -> Quota:

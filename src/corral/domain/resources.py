@@ -19,24 +19,25 @@ MAX_SIZE = 2**50  # 1 PiB: more than any machine has, and far inside a 64-bit co
 MAX_DURATION = 366 * 86400.0  # a year: longer than any timeout, backoff or retention is meant to be
 
 
-def _bounded_size(n: float) -> int:
+def bounded(n: float, what: str, most: float, shown_most: str, not_finite: str | None = None) -> float:
+    """``n`` if it is a finite number from 0 to ``most``; else ValueError that names ``what`` ('a size')
+    and ``shown_most`` ('1,024 cores'). Compared, never converted first: an integer too large for a float
+    is refused as too large."""
     if n != n or n in (float("inf"), float("-inf")):
-        raise ValueError("a size must be a finite number")
+        raise ValueError(not_finite or f"{what} must be a finite number")
     if n < 0:
-        raise ValueError("a size cannot be negative")
-    if n > MAX_SIZE:
-        raise ValueError(f"a size is at most {MAX_SIZE:,} bytes (1 PiB)")
-    return int(n)
+        raise ValueError(f"{what} cannot be negative")
+    if n > most:
+        raise ValueError(f"{what} is at most {shown_most}")
+    return n
+
+
+def _bounded_size(n: float) -> int:
+    return int(bounded(n, "a size", MAX_SIZE, f"{MAX_SIZE:,} bytes (1 PiB)"))
 
 
 def _bounded_duration(n: float) -> float:
-    if n != n or n in (float("inf"), float("-inf")):
-        raise ValueError("a duration must be a finite number")
-    if n < 0:
-        raise ValueError("a duration cannot be negative")
-    if n > MAX_DURATION:
-        raise ValueError(f"a duration is at most {MAX_DURATION:,.0f} seconds (366 days)")
-    return float(n)
+    return float(bounded(n, "a duration", MAX_DURATION, f"{MAX_DURATION:,.0f} seconds (366 days)"))
 
 
 def parse_size(value: str | int | float) -> int:
