@@ -113,3 +113,69 @@ def test_idempotency_keys() -> None:
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
+
+
+# -- escalations an operator lets admins have (--allow-admin-escalation) --------------------------------------
+def escalated(**asks: Any) -> JobSpec:
+    return JobSpec.model_validate({"tasks": [{"name": "t", "image": "x", "run": "true", **asks}]})
+
+
+@pytest.mark.parametrize(("asks", "kind"), [
+    ({"privileged": True}, "privileged"), ({"cap_add": ["NET_ADMIN"]}, "cap_add"),
+    ({"network_mode": "host"}, "host_network"), ({"pid": "host"}, "host_pid"), ({"ipc": "host"}, "host_ipc"),
+    ({"devices": ["/dev/fuse"]}, "devices")])
+def test_an_escalation_is_an_admins_on_a_server_that_allows_it(asks: dict[str, Any], kind: str) -> None:
+    from corral.coordinator.policy import escalations_of
+    spec = escalated(**asks)
+    assert escalations_of(spec) == [kind]
+    allowing = Policy(escalations=frozenset({kind}))
+    allowing.check(spec, admin=True)
+    allowing.check(spec, admin=None)  # no caller (a schedule firing): what the server allows
+    with pytest.raises(PolicyError, match=f"not allowed to this caller.*--allow-admin-escalation {kind}"):
+        allowing.check(spec, admin=False)
+    with pytest.raises(PolicyError, match=f"not allowed on this server.*--allow-admin-escalation {kind}"):
+        Policy().check(spec, admin=True)  # an admin, on a server that does not allow it
+    others = Policy(escalations=frozenset({"privileged", "cap_add", "host_network", "host_pid", "host_ipc",
+                                           "devices"}) - {kind})
+    with pytest.raises(PolicyError):
+        others.check(spec, admin=True)
+    assert allowing.grants(spec.tasks[0].model_dump(exclude_none=True)) == {
+        kind: asks[next(iter(asks))] if kind in ("cap_add", "devices") else True}
+    assert others.grants(spec.tasks[0].model_dump(exclude_none=True)) == {}
+    with pytest.raises(PolicyError, match="not allowed to this caller"):  # a restart checks the stored spec
+        allowing.check_stored({"tasks": [spec.tasks[0].model_dump(exclude_none=True)]}, admin=False)
+
+
+def test_escalations_never_reach_a_sidecar_or_go_with_a_shared_network() -> None:
+    everything = Policy(escalations=frozenset({"privileged", "host_network"}))
+    side = {"sidecars": [{"name": "s", "image": "x", "run": "true", "privileged": True}]}
+    with pytest.raises(PolicyError, match="sidecar"):
+        everything.check(escalated(**side), admin=True)
+    with pytest.raises(PolicyError, match="sidecar"):
+        everything.check_task({"image": "x", **side}, "t", admin=True)
+    with pytest.raises(PolicyError, match="host's network"):
+        everything.check(escalated(network_mode="host", ports=[{"port": 80}]), admin=True)
+
+
+def test_escalation_kinds_and_fields_are_checked_as_given() -> None:
+    from pydantic import ValidationError
+
+    from corral.coordinator.policy import parse_escalations
+    assert parse_escalations(["privileged,cap_add", " devices "]) == {"privileged", "cap_add", "devices"}
+    assert len(parse_escalations("all")) == 6 and parse_escalations(()) == frozenset()
+    with pytest.raises(ValueError, match="unknown escalation root"):
+        parse_escalations("privileged,root")
+    for bad in ({"network_mode": "bridge"}, {"pid": "container:x"}, {"devices": ["sda"]},
+                {"cap_add": ["SYS ADMIN"]}):
+        with pytest.raises(ValidationError):
+            escalated(**bad)
+
+
+def test_the_runtime_applies_exactly_what_was_granted() -> None:
+    from corral.runtime.base import Escalations
+    from corral.runtime.docker import hardening
+    assert hardening(None) == {"privileged": False, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+    assert hardening(Escalations(privileged=True)) == {"privileged": True}
+    assert hardening(Escalations(cap_add=("NET_ADMIN",), host_pid=True, devices=("/dev/fuse",))) == {
+        "privileged": False, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "cap_add": ["NET_ADMIN"],
+        "pid_mode": "host", "devices": ["/dev/fuse"]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from corral.domain.addresses import is_loopback
 from corral.domain.resources import parse_duration
 from corral.runtime import scratch
 from corral.runtime.base import (
+    Escalations,
     Mount,
     Probe,
     PublishedPort,
@@ -76,6 +78,9 @@ class AgentConfig:
     # The address users reach this node's pods at (None: its primary IP); pods' ports are published on
     # it when it is a loopback address, else on every interface.
     advertise_address: str | None = None
+    # The escalations this worker's operator lets an admin's task have (--allow-admin-escalation): an
+    # assignment granted more by the coordinator fails, saying so; none: every container stays hardened.
+    escalations: frozenset[str] = frozenset()
 
 
 def make_runtimes(names: list[str]) -> dict[str, Runtime]:
@@ -561,6 +566,19 @@ class Agent:
             if w.get("ports_error"):
                 self._update(ex_id, "failed", error=str(w["ports_error"]))
                 return
+            granted = dict(w.get("escalations") or {})
+            if granted:
+                refused = sorted(set(granted) - self.config.escalations)
+                if refused:
+                    self._update(ex_id, "failed", error=f"this worker does not allow {', '.join(refused)} "
+                                 "(corral worker --allow-admin-escalation allows it)")
+                    return
+                req = dataclasses.replace(req, escalations=Escalations(
+                    privileged=bool(granted.get("privileged")),
+                    cap_add=tuple(str(c) for c in granted.get("cap_add") or ()),
+                    host_network=bool(granted.get("host_network")), host_pid=bool(granted.get("host_pid")),
+                    host_ipc=bool(granted.get("host_ipc")),
+                    devices=tuple(str(d) for d in granted.get("devices") or ())))
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

@@ -217,6 +217,10 @@ common_server: list[_Deco] = [
     click.option("--allow-bind-mount", "bind_roots", multiple=True, envvar="CORRAL_ALLOW_BIND_MOUNT",
                  type=click.Path(file_okay=False), help="Let tasks bind-mount host paths under this directory "
                  "(repeatable) [default: bind mounts are refused] [env CORRAL_ALLOW_BIND_MOUNT]."),
+    click.option("--allow-admin-escalation", "escalations", multiple=True, envvar="CORRAL_ALLOW_ADMIN_ESCALATION",
+                 metavar="KIND,...", help="Let admins (only) ask for these in a task: privileged, cap_add, "
+                 "host_network, host_pid, host_ipc, devices, or all (comma-separated or repeated; a warning is "
+                 "printed at start) [default: every container is hardened] [env CORRAL_ALLOW_ADMIN_ESCALATION]."),
     click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
                  help="On a loopback address the server answers only requests whose Host is one of its loopback "
                  "names; also accept this name (repeatable)."),
@@ -426,10 +430,24 @@ def _stacks(common: dict[str, Any]) -> StacksConfig:
     return StacksConfig(ttl=ttl_s, limits=lr, quota=q, api_key=(key or "").strip() or None)
 
 
+def _escalations(given: tuple[str, ...]) -> frozenset[str]:
+    """--allow-admin-escalation's kinds, with the warning a server that allows any prints at start."""
+    from corral.coordinator.policy import parse_escalations
+    try:
+        kinds = parse_escalations(given)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--allow-admin-escalation") from e
+    if kinds:
+        click.echo(f"warning: --allow-admin-escalation {','.join(sorted(kinds))}: an admin's tasks may have "
+                   "these, and with them the host (each such submission is in the audit log)", err=True)
+    return kinds
+
+
 def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, bind_roots: tuple[str, ...],
               volumes: tuple[str, ...], webhook_hosts: tuple[str, ...], default_memory: str,
               default_cpu: float, max_log_bytes: int, networks: tuple[str, ...] = (),
-              node_port_range: tuple[int, int] = (30000, 32767), retain: float | None = None) -> Settings:
+              node_port_range: tuple[int, int] = (30000, 32767), retain: float | None = None,
+              escalations: tuple[str, ...] = ()) -> Settings:
     """The coordinator's settings from the options every server command shares (``common_server``)."""
     from corral.coordinator.policy import Policy  # the server's modules: only for the commands that serve
     from corral.coordinator.service import Settings
@@ -443,7 +461,8 @@ def _settings(strategy: str, node_ttl: float, max_pending: int, max_tasks: int, 
         raise click.BadParameter("cannot be negative", param_hint="--default-cpu")
     policy = Policy(bind_roots=roots, volumes=tuple(volumes), networks=tuple(networks),
                     webhook_hosts=tuple(h.strip().lower().strip("[]") for h in webhook_hosts),
-                    default_cpu=default_cpu or None, default_memory=memory or None)
+                    default_cpu=default_cpu or None, default_memory=memory or None,
+                    escalations=_escalations(escalations))
     return Settings(strategy="binpack" if strategy == "binpack" else "spread", node_ttl=node_ttl,
                     heartbeat_interval=max(min(3.0, node_ttl / 5), 0.2), max_pending_tasks=max_pending,
                     max_tasks_per_job=max_tasks, policy=policy, max_log_bytes=max_log_bytes,
@@ -503,12 +522,14 @@ def up(bind: str, port: int, data_dir: str, no_token: bool, runtimes: tuple[str,
     tls, audit, auth_limits, cn_map = _tls(common), _audit(common), _auth_limits(common), _cn_map(common)
     _secret_keys(common, data / "secret.key")
     scheme = "https" if tls else "http"
+    settings = _settings(**common)
     config = ServerConfig(
         database_url=f"sqlite:///{data / 'corral.db'}", agent_token=token, stacks=stacks, audit=audit,
         auth_limits=auth_limits, cn_map=cn_map,
         grpc_port=grpc_port, grpc_bind=bind, grpc_optional=not given_grpc,
-        settings=dataclasses.replace(_settings(**common), address=f"{scheme}://{bind}:{port}"),
+        settings=dataclasses.replace(settings, address=f"{scheme}://{bind}:{port}"),
         local_worker={"name": "local", "data_dir": str(data / "worker"),
+                      "escalations": settings.policy.escalations,  # the same operator: the same allowance
                       "runtimes": list(runtimes) or ["process", "docker"],
                       "advertise_address": advertise_address, "labels": node_labels,
                       "queues": list(queues) or ["default"]},
@@ -632,13 +653,17 @@ def server(bind: str, port: int, database_url: str, api_token: str | None, token
               "this port [default: not served].")
 @click.option("--podling-bind", default="127.0.0.1", show_default=True,
               help="The address the Podling port listens on.")
+@click.option("--allow-admin-escalation", "escalations", multiple=True, envvar="CORRAL_ALLOW_ADMIN_ESCALATION",
+              metavar="KIND,...", help="Grant an admin's task these when its coordinator does too: privileged, "
+              "cap_add, host_network, host_pid, host_ipc, devices, or all [default: none; a task granted more "
+              "fails here, saying so] [env CORRAL_ALLOW_ADMIN_ESCALATION].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(server_urls: tuple[str, ...], token: str | None, ca: str | None, tls_cert: str | None,
            tls_key: str | None, name: str | None, data_dir: str, queues: tuple[str, ...],
            runtimes: tuple[str, ...], labels: tuple[str, ...], cpus: float | None, memory: str | None,
            grace: str, advertise_address: str | None, podling_port: int | None, podling_bind: str,
-           log_level: str) -> None:
+           escalations: tuple[str, ...], log_level: str) -> None:
     """Run a worker that dials out to a coordinator and runs the tasks it is given."""
     from corral.agent.lock import DirLocked
     from corral.agent.transport import HttpTransport, Refused
@@ -656,7 +681,8 @@ def worker(server_urls: tuple[str, ...], token: str | None, ca: str | None, tls_
         node_labels[PORT_LABEL] = str(podling_port)  # shown as the node's port by Podling's GET /nodes
     cfg = AgentConfig(data_dir=data_dir, runtimes=list(runtimes) or ["docker"],
                       queues=list(queues) or ["default"], labels=node_labels, cpus=cpus,
-                      memory=_memory(memory), advertise_address=advertise_address)
+                      memory=_memory(memory), advertise_address=advertise_address,
+                      escalations=_escalations(escalations))
     if name:
         cfg.name = name
     if bool(tls_cert) != bool(tls_key):

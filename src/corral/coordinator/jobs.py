@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from corral.auth import context
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import DONE_TASK, dag_ready, job_rows
 from corral.coordinator.idempotency import HEADER as IDEM_HEADER
 from corral.coordinator.idempotency import TTL as IDEM_TTL
 from corral.coordinator.idempotency import IdemKey, fingerprint
 from corral.coordinator.part import Part
-from corral.coordinator.policy import PolicyError
+from corral.coordinator.policy import PolicyError, escalations_of
 from corral.domain import workflow
 from corral.domain.spec import JobSpec, dump_spec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState, job_sources
@@ -234,9 +235,11 @@ class Jobs(Part):
     def check_policy(self, spec: JobSpec) -> None:
         """The operator's policy (bind mounts, ...) for a job about to be created: see policy.py."""
         try:
-            self.settings.policy.check(spec)
+            self.settings.policy.check(spec, context.admin())
         except PolicyError as e:
             raise Invalid(str(e)) from None
+        if kinds := escalations_of(spec):
+            context.note_escalation(kinds)
 
     def get_job(self, job_id: str) -> tuple[Row, list[Row], list[Row]]:
         with self.store.read() as tx:
@@ -291,7 +294,7 @@ class Jobs(Part):
             if job is None:
                 raise NotFound(f"no job with id '{job_id}'")
             try:  # the policy may have changed since it was submitted
-                self.settings.policy.check_stored(job["spec"])
+                self.settings.policy.check_stored(job["spec"], context.admin())
             except PolicyError as e:
                 raise Invalid(f"job '{job_id}' cannot run again: {e}") from None
             # A job with webhooks reports its new run too: delivery starts again.

@@ -520,6 +520,7 @@ class Nodes(Part):
                 "mounts": [{"source": None, "readonly": False, **m} for m in spec.get("mounts") or ()],
                 "registry": spec.get("registry"), "networks": spec.get("networks") or [],
                 "ports": [dict(p) for p in spec.get("ports") or ()], "probe": spec.get("probe"),
+                "escalations": policy.grants(spec),
                 "sidecars": [{"name": c.get("name"), "image": c.get("image"), "argv": argv_of(c),
                               "entrypoint": c.get("entrypoint"), "env": {**job_env, **(c.get("env") or {})}}
                              for c in spec.get("sidecars") or ()],

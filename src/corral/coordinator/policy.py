@@ -24,10 +24,11 @@ DEFAULT_MEMORY = 512 * 2**20  # a container's memory limit when its task asks fo
 DEFAULT_CPU = 1.0  # a container's CPU limit (cores) when its task asks for none
 
 
-# What a hardened container never gets, in the spellings of Docker, Compose, Kubernetes and the seed APIs.
-# Containers always run unprivileged, with capabilities dropped, no-new-privileges, in namespaces of their own
-# (network, PID, IPC) and with no host device (corral.runtime.docker, corral.runtime.pods_docker); no role or
-# flag turns that off, so a request that asks for one of these is refused (400) in every API, never ignored.
+# What a hardened container does not get, in the spellings of Docker, Compose, Kubernetes and the seed APIs.
+# Containers run unprivileged, with capabilities dropped, no-new-privileges, in namespaces of their own
+# (network, PID, IPC) and with no host device (corral.runtime.docker, corral.runtime.pods_docker). The
+# operator may let admins ask for some of these (``ESCALATION_KINDS``, --allow-admin-escalation), through the
+# task fields of the native API and Tork; every other spelling, and every other caller, is refused (400).
 ESCALATIONS: dict[str, str] = {
     "privileged": "privileged mode",
     "cap_add": "added capabilities", "capAdd": "added capabilities", "add_capabilities": "added capabilities",
@@ -40,14 +41,30 @@ ESCALATIONS: dict[str, str] = {
     "security_opt": "security options", "securityOpt": "security options",
     "userns_mode": "the host's user namespace", "usernsMode": "the host's user namespace",
 }
+# What an operator may let admins have (--allow-admin-escalation KIND,...): kind -> what it grants.
+ESCALATION_KINDS: dict[str, str] = {
+    "privileged": "privileged mode", "cap_add": "added capabilities", "host_network": "the host's network",
+    "host_pid": "the host's PID namespace", "host_ipc": "the host's IPC namespace", "devices": "host devices",
+}
+_KIND_OF_WHAT = {what: kind for kind, what in ESCALATION_KINDS.items()}
 HARDENED = ("containers run unprivileged, with no added capabilities, host namespaces (network, PID, IPC) or "
-            "devices, for every caller")
+            "devices")
+
+
+def how_to_allow(kind: str) -> str:
+    """How the operator lets admins have escalation ``kind``."""
+    return (f"only an admin may ask for it, on a server started with --allow-admin-escalation {kind} "
+            "(a task's field in the native API or Tork)")
 
 
 def escalation_message(field: str) -> str | None:
     """The refusal for a field named ``field`` (its last part is the key), if it asks for an escalation."""
     what = ESCALATIONS.get(field.rsplit(".", 1)[-1].rsplit("]", 1)[-1])
-    return f"{field}: {what} is not allowed on this server: {HARDENED}" if what else None
+    if not what:
+        return None
+    kind = _KIND_OF_WHAT.get(what)
+    how = how_to_allow(kind) if kind else "no server allows it"
+    return f"{field}: {what} is not allowed here: {HARDENED}; {how}"
 
 
 def escalation(data: Mapping[str, Any], where: str = "") -> str | None:
@@ -57,6 +74,44 @@ def escalation(data: Mapping[str, Any], where: str = "") -> str | None:
         if key in ESCALATIONS:
             return escalation_message(f"{where}{key}")
     return None
+
+
+def escalations_asked(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The escalations one task (as stored: a TaskSpec's fields) asks for: kind -> what it asks."""
+    out: dict[str, Any] = {}
+    if task.get("privileged"):
+        out["privileged"] = True
+    if task.get("cap_add"):
+        out["cap_add"] = list(task["cap_add"])
+    for kind, key in (("host_network", "network_mode"), ("host_pid", "pid"), ("host_ipc", "ipc")):
+        if task.get(key) == "host":
+            out[kind] = True
+    if task.get("devices"):
+        out["devices"] = list(task["devices"])
+    return out
+
+
+def escalations_of(spec: JobSpec) -> list[str]:
+    """The kinds of escalation any task of the job asks for (at any depth), in the order first asked."""
+    out: list[str] = []
+    for t in _walk(spec.tasks):
+        for kind in escalations_asked(t.model_dump(include=_ESCALATION_FIELDS, exclude_none=True)):
+            if kind not in out:
+                out.append(kind)
+    return out
+
+
+def parse_escalations(text: str | Iterable[str]) -> frozenset[str]:
+    """--allow-admin-escalation's value: kinds separated by commas (or given one by one); 'all' for every
+    kind. ValueError names an unknown kind."""
+    items = [text] if isinstance(text, str) else list(text)
+    kinds = {k.strip() for item in items for k in item.split(",") if k.strip()}
+    if "all" in kinds:
+        return frozenset(ESCALATION_KINDS)
+    unknown = sorted(kinds - set(ESCALATION_KINDS))
+    if unknown:
+        raise ValueError(f"unknown escalation {', '.join(unknown)}: one of {', '.join(ESCALATION_KINDS)}, or all")
+    return frozenset(kinds)
 
 
 class PolicyError(ValueError):
@@ -71,37 +126,67 @@ class Policy:
     webhook_hosts: tuple[str, ...] = ()  # hosts webhooks may reach though they are loopback, private, ...
     default_cpu: float | None = DEFAULT_CPU  # None: no limit (only with --default-cpu 0)
     default_memory: int | None = DEFAULT_MEMORY
+    escalations: frozenset[str] = frozenset()  # the kinds admins may ask for (ESCALATION_KINDS); none: hardened
 
     # -- jobs as submitted ----------------------------------------------------------------------
-    def check(self, spec: JobSpec) -> None:
+    def check(self, spec: JobSpec, admin: bool | None = None) -> None:
         """Raise PolicyError for the first task (at any depth, subjobs and sidecars included) that asks
-        for what this server does not allow."""
+        for what this server does not allow. ``admin``: whether the caller is an admin (escalations);
+        None where no caller is (a subjob opening, a schedule firing): the submit checked the caller, and
+        what the server allows is checked again."""
         for t in _walk(spec.tasks):
             self._mounts(str(t.name), [m.model_dump() for m in t.mounts])
             self._networks(str(t.name), t.networks)
+            self._escalations(str(t.name), t.model_dump(include=_ESCALATION_FIELDS | _SHARED_NETWORK,
+                                                        exclude_none=True), admin)
+            for i, s in enumerate(t.sidecars):
+                self._no_escalation(f"{t.name}.sidecars[{i}]", s.model_dump(include=_ESCALATION_FIELDS,
+                                                                             exclude_none=True))
 
-    def check_stored(self, spec: Mapping[str, Any]) -> None:
+    def check_stored(self, spec: Mapping[str, Any], admin: bool | None = None) -> None:
         """``check`` for a job specification as stored (a job's at restart): validated when it was made."""
         for i, t in enumerate(spec.get("tasks") or ()):
-            self.check_task(t, str(t.get("name") or f"task-{i + 1}"))
+            self.check_task(t, str(t.get("name") or f"task-{i + 1}"), admin)
 
     # -- one task, as stored or evaluated --------------------------------------------------------
-    def check_task(self, task: Mapping[str, Any], name: str) -> None:
+    def check_task(self, task: Mapping[str, Any], name: str, admin: bool | None = None) -> None:
         """The checks for one task dict (its sidecars and nested tasks included), such as a template's
         evaluated form."""
         self._mounts(name, list(task.get("mounts") or ()))
         self._networks(name, list(task.get("networks") or ()))
+        self._escalations(name, task, admin)
         for i, s in enumerate(task.get("sidecars") or ()):
-            self.check_task(s, f"{name}.sidecars[{i}]")
+            self._no_escalation(f"{name}.sidecars[{i}]", s)
+            self.check_task(s, f"{name}.sidecars[{i}]", admin)
         for key in ("pre", "post"):
             for i, c in enumerate(task.get(key) or ()):
-                self.check_task(c, f"{name}.{key}[{i}]")
+                self.check_task(c, f"{name}.{key}[{i}]", admin)
         for i, c in enumerate((task.get("parallel") or {}).get("tasks") or ()):
-            self.check_task(c, f"{name}.parallel.tasks[{i}]")
+            self.check_task(c, f"{name}.parallel.tasks[{i}]", admin)
         if task.get("each"):
-            self.check_task(task["each"].get("task") or {}, f"{name}.each.task")
+            self.check_task(task["each"].get("task") or {}, f"{name}.each.task", admin)
         for i, c in enumerate((task.get("subjob") or {}).get("tasks") or ()):
-            self.check_task(c, f"{name}.subjob.tasks[{i}]")
+            self.check_task(c, f"{name}.subjob.tasks[{i}]", admin)
+
+    def _escalations(self, name: str, task: Mapping[str, Any], admin: bool | None) -> None:
+        asked = escalations_asked(task)
+        if "host_network" in asked and (task.get("sidecars") or task.get("ports") or task.get("networks")):
+            raise PolicyError(f"task '{name}': network_mode 'host' cannot go with sidecars, ports or networks: "
+                              "the container is on the host's network")
+        for kind in asked:
+            what = ESCALATION_KINDS[kind]
+            if admin is False:
+                raise PolicyError(f"task '{name}': {what} is not allowed to this caller: {HARDENED}; "
+                                  f"{how_to_allow(kind)}")
+            if kind not in self.escalations:
+                raise PolicyError(f"task '{name}': {what} is not allowed on this server: {HARDENED}; "
+                                  f"{how_to_allow(kind)}")
+
+    @staticmethod
+    def _no_escalation(name: str, task: Mapping[str, Any]) -> None:
+        for kind in escalations_asked(task):
+            raise PolicyError(f"task '{name}': {ESCALATION_KINDS[kind]} is not allowed on a sidecar: only a "
+                              "task's main container may be given an escalation")
 
     def _mounts(self, name: str, mounts: Sequence[Mapping[str, Any]]) -> None:
         for m in mounts:
@@ -127,12 +212,22 @@ class Policy:
         """The part of the policy the worker enforces at mount time, sent with each assignment."""
         return {"bind_roots": list(self.bind_roots), "volumes": list(self.volumes)}
 
+    def grants(self, task: Mapping[str, Any]) -> dict[str, Any]:
+        """What an assignment of this stored task is granted: the escalations it asks for that this server
+        still allows (the submit checked its caller); the worker grants them only if its own operator
+        allows them too (corral worker --allow-admin-escalation)."""
+        return {k: v for k, v in escalations_asked(task).items() if k in self.escalations}
+
     def limits(self, resources: Mapping[str, Any]) -> tuple[float | None, int | None]:
         """A container's CPU and memory limits: what its task asks for, or this server's defaults (also
         for a request of 0, which Docker would read as no limit at all)."""
         cpu = float(resources.get("cpu") or 0)
         memory = parse_size(resources["memory"]) if resources.get("memory") is not None else 0
         return (cpu or self.default_cpu, memory or self.default_memory)
+
+
+_ESCALATION_FIELDS = {"privileged", "cap_add", "network_mode", "pid", "ipc", "devices"}
+_SHARED_NETWORK = {"sidecars", "ports", "networks"}  # what the host's network cannot go with
 
 
 def _walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:

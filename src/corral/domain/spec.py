@@ -195,6 +195,10 @@ def _check_network(n: str) -> str:
 
 
 NetworkName = Annotated[str, AfterValidator(_check_network)]
+# A Linux capability, as Docker takes it (with or without CAP_), and a host device 'HOST[:CONTAINER[:rwm]]'.
+CapName = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z_]+$")]
+DeviceSpec = Annotated[str, Field(min_length=2, max_length=MAX_PATH,
+                                  pattern=r"^/[^:\s]+(:/[^:\s]+)?(:[rwm]{1,3})?$")]
 
 
 class ResourcesSpec(Strict):
@@ -428,6 +432,20 @@ class TaskSpec(Strict):
                                       description="Container ports published on node ports while it runs.")
     probe: ProbeSpec | None = Field(None, description="An HTTP probe that must answer before it counts as "
                                                       "running.")
+    # Escalations (coordinator/policy.py): refused with a 400 unless the caller is an admin and the operator
+    # allowed that kind (corral server --allow-admin-escalation); never on a sidecar.
+    privileged: bool | None = Field(None, description="Run the container privileged (admins only, where the "
+                                                      "server allows it: --allow-admin-escalation privileged).")
+    cap_add: list[CapName] | None = Field(None, max_length=50, description="Linux capabilities to add (admins "
+                                          "only, where the server allows it: --allow-admin-escalation cap_add).")
+    network_mode: Literal["host"] | None = Field(None, description="'host': the host's network (admins only, "
+                                                 "--allow-admin-escalation host_network).")
+    pid: Literal["host"] | None = Field(None, description="'host': the host's PID namespace (admins only, "
+                                        "--allow-admin-escalation host_pid).")
+    ipc: Literal["host"] | None = Field(None, description="'host': the host's IPC namespace (admins only, "
+                                        "--allow-admin-escalation host_ipc).")
+    devices: list[DeviceSpec] | None = Field(None, max_length=50, description="Host devices, as 'HOST[:CONTAINER"
+                                             "[:rwm]]' (admins only, --allow-admin-escalation devices).")
 
     @field_validator("ports")
     @classmethod

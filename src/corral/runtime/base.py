@@ -89,6 +89,18 @@ class Scratch:
 
 
 @dataclass(frozen=True, slots=True)
+class Escalations:
+    """An escalated container's grants (coordinator/policy.py); each absent one stays hardened."""
+
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RunRequest:
     execution_id: str
     job_id: str
@@ -119,6 +131,9 @@ class RunRequest:
     ports: tuple[PublishedPort, ...] = ()  # container tasks: ports to publish on the node
     publish_ip: str = "0.0.0.0"  # the node's address the ports are published on
     probe: Probe | None = None  # container tasks: must answer before the attempt counts as started
+    # What the main container is granted beyond the hardened default (an admin's task, on a server and a
+    # worker whose operators both allowed it: --allow-admin-escalation): the runtime only applies it.
+    escalations: Escalations | None = None
 
 
 @dataclass(frozen=True, slots=True)

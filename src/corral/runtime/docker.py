@@ -29,6 +29,7 @@ from corral.runtime import scratch
 from corral.runtime.base import (
     FULL_PAUSE,
     MAX_LINE,
+    Escalations,
     OutputSink,
     Probe,
     RegistryAuth,
@@ -52,6 +53,26 @@ PROBE_REQUEST_TIMEOUT = 3.0  # seconds one try of a probe may take
 SCRATCH_TARGET = "/corral"  # where the execution's scratch directory appears in the main container
 
 
+def hardening(esc: Escalations | None, cap_drop: tuple[str, ...] = ("ALL",)) -> dict[str, Any]:
+    """The host config's hardening of a container (docker's create_host_config arguments): unprivileged,
+    ``cap_drop`` dropped, no-new-privileges, namespaces of its own, no device; less only by what an admin's
+    task was granted (``esc``, see coordinator/policy.py). A privileged container keeps every capability."""
+    if esc is None:
+        return {"privileged": False, "cap_drop": list(cap_drop), "security_opt": ["no-new-privileges"]}
+    out: dict[str, Any] = {"privileged": esc.privileged}
+    if not esc.privileged:  # Docker adds cap_add after it drops cap_drop: the container has just those
+        out.update(cap_drop=list(cap_drop), security_opt=["no-new-privileges"])
+        if esc.cap_add:
+            out["cap_add"] = list(esc.cap_add)
+    if esc.host_pid:
+        out["pid_mode"] = "host"
+    if esc.host_ipc:
+        out["ipc_mode"] = "host"
+    if esc.devices:
+        out["devices"] = list(esc.devices)
+    return out
+
+
 class Refused(ValueError):
     """A mount the operator's policy does not allow, found where the mount is made; the message says why."""
 
@@ -69,6 +90,11 @@ def checked_bind(source: str, roots: tuple[str, ...]) -> str:
         raise Refused(f"bind mount of {shown} refused: it is outside the allowed directories "
                       f"{', '.join(roots)}")
     return real
+
+
+def _host_network(req: RunRequest) -> str | None:
+    """'host' for a main container granted the host's network (with no sidecar holding its namespace)."""
+    return "host" if req.escalations is not None and req.escalations.host_network else None
 
 
 def job_volume(job_id: str, name: str) -> str:
@@ -235,14 +261,13 @@ class DockerRuntime:
 
     def _host(self, *, cpu_limit: float | None = None, memory_limit: int | None = None, gpus: tuple[int, ...] = (),
               mounts: list[docker.types.Mount] | None = None, network_mode: str | None = None,
-              port_bindings: dict[str, Any] | None = None) -> dict[str, Any]:
+              port_bindings: dict[str, Any] | None = None, escalations: Escalations | None = None) -> dict[str, Any]:
         requests = [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
         host: dict[str, Any] = self.client.api.create_host_config(
             nano_cpus=int(cpu_limit * 1e9) if cpu_limit is not None else None,
-            mem_limit=memory_limit, privileged=False, cap_drop=["ALL"],
-            security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
+            mem_limit=memory_limit, pids_limit=PIDS_LIMIT,
             device_requests=requests if gpus else None, mounts=mounts or None, network_mode=network_mode,
-            port_bindings=port_bindings or None,
+            port_bindings=port_bindings or None, **hardening(escalations),
         )
         return host
 
@@ -474,8 +499,8 @@ class DockerRuntime:
                 cid = await loop.run_in_executor(serial, functools.partial(
                     self._create, req.image, name, labels,
                     self._host(cpu_limit=req.cpu_limit, memory_limit=req.memory_limit, gpus=req.gpus,
-                               mounts=mounts, network_mode=network,
-                               port_bindings=bindings if network is None else None),
+                               mounts=mounts, network_mode=network or _host_network(req),
+                               port_bindings=bindings if network is None else None, escalations=req.escalations),
                     argv=req.argv, entrypoint=req.entrypoint, env=env, workdir=workdir, registry=req.registry,
                     ports=exposed if network is None else None))
                 holder = holder or cid

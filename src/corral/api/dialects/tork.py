@@ -38,9 +38,13 @@ TERMINAL = {"completed", "failed", "cancelled"}
 JOB_FIELDS = {"name", "description", "tags", "inputs", "secrets", "tasks", "priority", "output", "defaults",
               "webhooks", "autoDelete", "env"}
 JOB_LATER = {"permissions", "schedule"}
+# Corral's escalation fields, taken as the native API takes them: the policy refuses them (400) but for an admin
+# on a server that allows them (corral server --allow-admin-escalation); other spellings are refused here.
+TASK_ESCALATIONS = ("privileged", "cap_add", "network_mode", "pid", "ipc", "devices")
 TASK_FIELDS = {"name", "description", "image", "run", "cmd", "entrypoint", "env", "queue", "timeout", "retry",
                "workdir", "parallel", "each", "subjob", "pre", "post", "if", "var", "mounts", "files", "limits",
-               "sidecars", "gpus", "tags", "priority", "depends_on", "networks", "registry", "ports", "probe"}
+               "sidecars", "gpus", "tags", "priority", "depends_on", "networks", "registry", "ports", "probe",
+               *TASK_ESCALATIONS}
 TASK_LATER: set[str] = set()
 PORT_RE = re.compile(r"^(\d{1,5})(?:/(tcp|udp))?$")
 LOG_PAGE_SIZE, LOG_PAGE_MOST = 25, 100  # a log page's size when none is asked, and the most it holds (Tork's)
@@ -57,7 +61,7 @@ Svc = Annotated[Services, Depends(services)]
 # -- translation ----------------------------------------------------------------------------------
 def _check_fields(data: dict[str, Any], known: set[str], later: set[str], where: str) -> None:
     for key in data:
-        if (refused := escalation_message(f"{where}{key}")) is not None:
+        if key not in known and (refused := escalation_message(f"{where}{key}")) is not None:
             raise DialectError(400, refused)
         if key in later:
             raise DialectError(400, f"{where}{key} is not supported yet")
@@ -102,7 +106,7 @@ def _task(t: Any, where: str) -> dict[str, Any]:
     _check_fields(t, TASK_FIELDS, TASK_LATER, where)
     out: dict[str, Any] = {k: t[k] for k in ("name", "description", "image", "run", "entrypoint", "env", "queue",
                                              "timeout", "workdir", "if", "var", "files", "mounts", "depends_on",
-                                             "networks", "registry", "probe")
+                                             "networks", "registry", "probe", *TASK_ESCALATIONS)
                            if t.get(k) is not None}
     if t.get("ports") is not None:
         out["ports"] = _ports(t["ports"], where)

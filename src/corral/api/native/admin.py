@@ -18,6 +18,7 @@ from corral.api.body import model_body
 from corral.api.deps import Services, services
 from corral.api.errors import BadInput
 from corral.api.tls import client_cn
+from corral.auth import context
 from corral.coordinator import audit
 from corral.coordinator.audit import AuditLog
 from corral.coordinator.errors import Forbidden, NotFound
@@ -110,6 +111,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         status = 0
+        escalated = context.watch_escalations()  # filled by the submit it makes, if it escalates
 
         async def watch(msg: Message) -> None:
             nonlocal status
@@ -123,5 +125,7 @@ class AuditMiddleware:
             if 200 <= status < 300:
                 identity = (scope.get("state") or {}).get("identity")
                 client = scope.get("client")
+                if escalated:  # an admin's task given what the operator allows admins (the job's spec says what)
+                    what = f"{what}.escalated"
                 self.log.record(audit.actor(identity, self.local, client_cn(scope)), what, scope["method"],
                                 scope["path"], status, client[0] if client else None)
