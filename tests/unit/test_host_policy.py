@@ -153,8 +153,11 @@ def test_escalations_never_reach_a_sidecar_or_go_with_a_shared_network() -> None
         everything.check(escalated(**side), admin=True)
     with pytest.raises(PolicyError, match="sidecar"):
         everything.check_task({"image": "x", **side}, "t", admin=True)
-    with pytest.raises(PolicyError, match="host's network"):
-        everything.check(escalated(network_mode="host", ports=[{"port": 80}]), admin=True)
+    for shared in ({"ports": [{"port": 80}]}, {"probe": {"port": 80}}, {"networks": ["n"]}):
+        with pytest.raises(PolicyError, match="host's network"):
+            Policy(escalations=frozenset({"host_network"}), networks=("n",)).check(
+                escalated(network_mode="host", **shared), admin=True)
+    Policy(escalations=frozenset({"host_network"})).check(escalated(network_mode="host"), admin=True)
 
 
 def test_escalation_kinds_and_fields_are_checked_as_given() -> None:

@@ -170,9 +170,9 @@ class Policy:
 
     def _escalations(self, name: str, task: Mapping[str, Any], admin: bool | None) -> None:
         asked = escalations_asked(task)
-        if "host_network" in asked and (task.get("sidecars") or task.get("ports") or task.get("networks")):
-            raise PolicyError(f"task '{name}': network_mode 'host' cannot go with sidecars, ports or networks: "
-                              "the container is on the host's network")
+        if "host_network" in asked and any(task.get(k) for k in _SHARED_NETWORK):
+            raise PolicyError(f"task '{name}': network_mode 'host' cannot go with sidecars, ports, networks or a "
+                              "probe: the container is on the host's network")
         for kind in asked:
             what = ESCALATION_KINDS[kind]
             if admin is False:
@@ -227,7 +227,7 @@ class Policy:
 
 
 _ESCALATION_FIELDS = {"privileged", "cap_add", "network_mode", "pid", "ipc", "devices"}
-_SHARED_NETWORK = {"sidecars", "ports", "networks"}  # what the host's network cannot go with
+_SHARED_NETWORK = {"sidecars", "ports", "networks", "probe"}  # what the host's network cannot go with
 
 
 def _walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:
