@@ -29,6 +29,7 @@ from corral.runtime import scratch
 from corral.runtime.base import (
     FULL_PAUSE,
     MAX_LINE,
+    Held,
     OutputSink,
     Probe,
     RegistryAuth,
@@ -532,6 +533,102 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):  # unblocks a reader still waiting for data
                     chunks.close()
             serial.shutdown(wait=False)
+
+    async def held(self, node_id: str, scratch_base: str) -> list[Held]:
+        """The main containers of ``node_id`` that run, or have exited (with their status); a task with
+        sidecars is not adopted (it is reaped and placed again, as before)."""
+        def find() -> list[Held]:
+            found: dict[str, Held] = {}
+            with_sidecars: set[str] = set()
+            for c in self.client.containers.list(all=True, filters={"label": f"corral.node={node_id}"}):
+                execution = c.labels.get("corral.execution")
+                if not execution:
+                    continue
+                if "corral.sidecar" in c.labels:
+                    with_sidecars.add(execution)
+                elif c.status == "running":
+                    found[execution] = Held(execution, True, None, c.id)
+                elif c.status == "exited":
+                    code = (c.attrs.get("State") or {}).get("ExitCode")
+                    if isinstance(code, int):
+                        found[execution] = Held(execution, False, code, c.id)
+            return [h for i, h in found.items() if i not in with_sidecars]
+
+        return await _in_thread(find)
+
+    async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
+                     on_started: StartedSink) -> RunResult:
+        """Follow a container a previous run of the worker started: its output read again from its log
+        (attach with the log replayed), less the first ``skip_bytes`` (what the coordinator has stored);
+        then its status, and the container removed. A line the previous run had read but not shipped
+        is thus read again rather than lost; a line may still come twice (see ``attach`` in run())."""
+        cid = str(held.handle)
+        loop = asyncio.get_running_loop()
+        api = self.client.api
+        live = True
+
+        def deliver(lines: list[tuple[str, str]]) -> None:
+            for stream, line in lines:
+                if live:
+                    on_output(stream, line)
+
+        def read(chunks: Any) -> None:
+            batch: list[tuple[str, str]] = []
+            out, err = _Lines("stdout", batch), _Lines("stderr", batch)
+            skip = skip_bytes
+
+            def hand_on() -> None:
+                nonlocal batch, skip
+                keep: list[tuple[str, str]] = []
+                for item in batch:
+                    n = len(item[1].encode("utf-8", "replace")) + 1
+                    if skip >= n:
+                        skip -= n
+                    else:
+                        skip = 0
+                        keep.append(item)
+                if keep:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(deliver, keep)
+                batch.clear()
+
+            with contextlib.suppress(Exception):
+                for o, e in chunks:
+                    if o is not None:
+                        out.feed(o)
+                    if e is not None:
+                        err.feed(e)
+                    hand_on()
+            out.flush()
+            err.flush()
+            hand_on()
+
+        chunks: Any = None
+        try:
+            if held.running:
+                on_started(cid)
+            chunks = await _in_thread(lambda: api.attach(cid, stdout=True, stderr=True, stream=True, logs=True,
+                                                         demux=True))
+            reader = _in_thread(lambda: read(chunks))
+            status = await _in_thread(lambda: api.wait(cid))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), DRAIN_TIMEOUT)
+            await asyncio.sleep(0)  # the last batch handed to the loop goes out first
+            await _in_thread(lambda: self._remove_all([f"corral-{held.execution_id}"]))
+            return RunResult(int(status["StatusCode"]))
+        except docker.errors.DockerException as e:
+            return RunResult(held.exit_code, None if held.exit_code is not None
+                             else f"lost track of the container after a worker restart: {_short(e)}")
+        except BaseException:
+            live = False
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_in_thread(lambda: self._remove_all([f"corral-{held.execution_id}"])))
+            raise
+        finally:
+            live = False
+            if chunks is not None:
+                with contextlib.suppress(Exception):
+                    chunks.close()
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         def sweep() -> list[str]:
