@@ -14,8 +14,9 @@ import contextlib
 import functools
 import os
 import re
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -116,6 +117,29 @@ def _in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
 
     threading.Thread(target=body, name="corral-docker", daemon=True).start()
     return fut
+
+
+def _log_frames(api: Any, cid: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """A container's log from its start, followed until it ends, as ``(stdout, stderr)`` chunks (one of
+    the two None). docker-py's ``logs`` would merge the two streams; this reads the Engine's multiplexed
+    frames (an 8-byte header: the stream, then the length) itself, from the chunked response."""
+    res = api._get(api._url("/containers/{0}/logs", cid),
+                    params={"stdout": 1, "stderr": 1, "follow": 1, "tail": "all"}, stream=True)
+    api._raise_for_status(res)
+
+    def frames() -> Iterator[tuple[bytes | None, bytes | None]]:
+        try:
+            while True:
+                head = res.raw.read(8)
+                if len(head) < 8:
+                    return
+                kind, n = struct.unpack(">BxxxL", head)
+                data = res.raw.read(n)
+                yield (data, None) if kind == 1 else (None, data)
+        finally:
+            res.close()
+
+    return frames()
 
 
 class _Lines:
@@ -559,9 +583,11 @@ class DockerRuntime:
     async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
                      on_started: StartedSink) -> RunResult:
         """Follow a container a previous run of the worker started: its output read again from its log
-        (attach with the log replayed), less the first ``skip_bytes`` (what the coordinator has stored);
-        then its status, and the container removed. A line the previous run had read but not shipped
-        is thus read again rather than lost; a line may still come twice (see ``attach`` in run())."""
+        (followed to its end), less the first ``skip_bytes`` (what the coordinator has stored); then its
+        status, and the container removed. A line the previous run had read but not shipped is thus read
+        again rather than lost. The bytes are counted in the log's order, which for a container that
+        has exited is not always the order its stdout and stderr lines were first read in: where a task
+        wrote to both, a line may come twice or be skipped."""
         cid = str(held.handle)
         loop = asyncio.get_running_loop()
         api = self.client.api
@@ -607,8 +633,7 @@ class DockerRuntime:
         try:
             if held.running:
                 on_started(cid)
-            chunks = await _in_thread(lambda: api.attach(cid, stdout=True, stderr=True, stream=True, logs=True,
-                                                         demux=True))
+            chunks = await _in_thread(lambda: _log_frames(api, cid))
             reader = _in_thread(lambda: read(chunks))
             status = await _in_thread(lambda: api.wait(cid))
             with contextlib.suppress(TimeoutError):
