@@ -34,8 +34,7 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_LANG = "C.UTF-8"
 
 
-SHELLS = frozenset({"sh", "bash", "dash", "/bin/sh", "/bin/bash", "/bin/dash", "/usr/bin/sh", "/usr/bin/bash",
-                    "/usr/bin/dash"})
+SHELLS = frozenset({"sh", "bash", "dash"})  # by their base name: ``-c SCRIPT`` takes the trap in front
 STATUS = "status"
 # The EXIT trap that records an attempt's exit status; its path tells a restarted worker whose it is.
 _TRAP = "trap 'echo $? >{}' EXIT; "
@@ -55,7 +54,7 @@ def supervised(argv: list[str], status: str) -> list[str] | None:
     if not _PLAIN.fullmatch(status):
         return None
     trap = _TRAP.format(status)
-    if len(argv) >= 3 and argv[0] in SHELLS and argv[1] == "-c":
+    if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":
         return [argv[0], "-c", trap + argv[2], *argv[3:]]
     return ["/bin/sh", "-c", trap + '"$@"', "sh", *argv]
 
