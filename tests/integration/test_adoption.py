@@ -4,12 +4,17 @@ TTL has its stale copy stopped, and the work is recorded once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from corral.runtime.base import RunResult
+from corral.runtime.process import ProcessRuntime, status_path, supervised
 from tests.harness import Cluster, Proc, wait_until
 from tests.support import process_gone
 
@@ -98,3 +103,51 @@ def test_a_worker_back_after_its_ttl_stops_its_stale_copy(cluster: Cluster, tmp_
     done = cluster.wait_job(job["id"], timeout=30)
     assert done["state"] == "completed", done
     assert [e["state"] for e in done["tasks"][0]["executions"]] == ["lost", "completed"]
+
+
+def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) -> None:
+    """The runtime's side alone: a task spawned as run() spawns it, its spawner gone (its fds closed), is found
+    by find_held, followed to its end with its output read from the reopened pipe, and its status read back;
+    one that ended is found by its status file."""
+    base = tmp_path / "executions"
+    base.mkdir()
+    gate = tmp_path / "gate"
+    argv = supervised(["sh", "-c", f"echo before; while [ ! -e {gate} ]; do sleep 0.02; done; echo after >&2; exit 7"],
+                      status_path(f"{base}/ex-live.output"))
+    assert argv is not None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    proc = subprocess.Popen(argv, stdout=out_w, stderr=err_w, start_new_session=True, pass_fds=(out_r, err_r))
+    for fd in (out_r, out_w, err_r, err_w):  # the "worker" is gone: only the task holds its pipes
+        os.close(fd)
+    (base / "ex-ended.status").write_text("3\n")
+    (base / "ex-other.output").write_text("not a status")
+    rt = ProcessRuntime()
+    lines: list[tuple[str, str]] = []
+
+    async def adopt() -> dict[str, Any]:
+        held = {h.execution_id: h for h in await rt.held("node", str(base))}
+        assert set(held) == {"ex-live", "ex-ended"}
+        assert held["ex-live"].running and held["ex-live"].handle == str(proc.pid)
+        assert not held["ex-ended"].running and held["ex-ended"].exit_code == 3
+        following = asyncio.ensure_future(rt.resume(held["ex-live"], 0, lambda s, ln: lines.append((s, ln)) or True,
+                                                     lambda _pid: None))
+        await asyncio.sleep(0.05)
+        gate.touch()
+        live = await asyncio.wait_for(following, 10)
+        ended = await rt.resume(held["ex-ended"], 0, lambda s, ln: True, lambda _pid: None)
+        return {"live": live, "ended": ended}
+
+    got = asyncio.run(adopt())
+    proc.wait(5)
+    assert got["live"] == RunResult(7) and got["ended"] == RunResult(3)
+    assert lines == [("stdout", "before"), ("stderr", "after")]
+    assert not (base / "ex-live.status").exists()  # read, then removed
+
+
+def test_supervised_puts_the_trap_in_front_of_a_shell_script_and_wraps_a_command() -> None:
+    assert supervised(["/usr/bin/sh", "-c", "echo hi", "zero"], "/d/x.status") == [
+        "/usr/bin/sh", "-c", "trap 'echo $? >/d/x.status' EXIT; echo hi", "zero"]
+    assert supervised(["/bin/echo", "hi"], "/d/x.status") == [
+        "/bin/sh", "-c", "trap 'echo $? >/d/x.status' EXIT; \"$@\"", "sh", "/bin/echo", "hi"]
+    assert supervised(["sh", "-c", "true"], "/d/it's here/x.status") is None  # not put in a trap as it is
