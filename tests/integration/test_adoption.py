@@ -29,8 +29,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _pids(path: Path, n: int) -> list[int]:
-    return wait_until(lambda: len(p := path.read_text().split() if path.exists() else []) >= n and
-                      [int(x) for x in p], 20, what=f"{n} pid(s) in {path.name}")
+    got: list[int] = wait_until(lambda: len(p := path.read_text().split() if path.exists() else []) >= n and
+                                [int(x) for x in p], 20, what=f"{n} pid(s) in {path.name}")
+    return got
 
 
 def _reads_pipe_of(worker: Proc, pid: int) -> bool:
@@ -125,13 +126,16 @@ def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) ->
     rt = ProcessRuntime()
     lines: list[tuple[str, str]] = []
 
+    def sink(stream: str, line: str) -> bool:
+        lines.append((stream, line))
+        return True
+
     async def adopt() -> dict[str, Any]:
         held = {h.execution_id: h for h in await rt.held("node", str(base))}
         assert set(held) == {"ex-live", "ex-ended"}
         assert held["ex-live"].running and held["ex-live"].handle == str(proc.pid)
         assert not held["ex-ended"].running and held["ex-ended"].exit_code == 3
-        following = asyncio.ensure_future(rt.resume(held["ex-live"], 0, lambda s, ln: lines.append((s, ln)) or True,
-                                                     lambda _pid: None))
+        following = asyncio.ensure_future(rt.resume(held["ex-live"], 0, sink, lambda _pid: None))
         await asyncio.sleep(0.05)
         gate.touch()
         live = await asyncio.wait_for(following, 10)
