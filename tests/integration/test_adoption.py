@@ -146,10 +146,11 @@ def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) ->
     proc.wait(5)
     assert got["live"] == RunResult(7) and got["ended"] == RunResult(3)
     assert lines == [("stdout", "before"), ("stderr", "after")]
-    assert not (base / "ex-live.status").exists()  # read, then removed
+    assert (base / "ex-live.status").read_text().strip() == "7"  # kept for the agent's sweep
 
 
 def test_supervised_puts_the_trap_in_front_of_a_shell_script_and_wraps_a_command() -> None:
+    assert status_path("/d/x.output") == status_path("/d/x/output") == "/d/x.status"
     assert supervised(["/usr/bin/sh", "-c", "echo hi", "zero"], "/d/x.status") == [
         "/usr/bin/sh", "-c", "trap 'echo $? >/d/x.status' EXIT; echo hi", "zero"]
     assert supervised(["/bin/echo", "hi"], "/d/x.status") == [

@@ -43,7 +43,11 @@ _PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII)  # a path the trap holds as it 
 
 
 def status_path(output: str) -> str:
-    """Where the attempt whose output file is ``output`` leaves its exit status (beside its output)."""
+    """Where the attempt whose output file is ``output`` leaves its exit status: ``<id>.status`` in the
+    scratch area, outside its directory if it has one, so that it stays until the agent's sweep removes
+    it, once the attempt's final report has been acknowledged (see Agent._progress_loop)."""
+    if output.endswith("/" + scratch.OUTPUT):
+        return output[: -len(scratch.OUTPUT) - 1] + "." + STATUS
     return output[: -len(scratch.OUTPUT)] + STATUS
 
 
@@ -89,8 +93,6 @@ def _execution_of(status: str, base: str) -> str | None:
     if not status.startswith(base + "/"):
         return None
     rest = status[len(base) + 1:]
-    if rest.endswith("/" + STATUS) and rest.count("/") == 1:
-        return rest.split("/")[0]
     if rest.endswith("." + STATUS) and "/" not in rest:
         return rest[: -len(STATUS) - 1]
     return None
@@ -140,14 +142,14 @@ def find_held(base: str) -> tuple[list[Held], dict[str, str]]:
     except OSError:
         entries = []
     for name in entries:
-        for status in (f"{base}/{name}/{STATUS}", f"{base}/{name}") if "." not in name else (f"{base}/{name}",):
-            ex_id = _execution_of(status, base)
-            if ex_id is None or ex_id in held:
-                continue
-            code = _read_status(status)
-            if code is not None:
-                held[ex_id] = Held(ex_id, False, code)
-                paths[ex_id] = status
+        status = f"{base}/{name}"
+        ex_id = _execution_of(status, base)
+        if ex_id is None or ex_id in held:
+            continue
+        code = _read_status(status)
+        if code is not None:
+            held[ex_id] = Held(ex_id, False, code)
+            paths[ex_id] = status
     return list(held.values()), paths
 
 
@@ -378,28 +380,25 @@ class ProcessRuntime:
             os.close(out_w)
             os.close(err_w)
         on_started(str(proc.pid))
+        # Its status file (if any) stays until the final report is acknowledged (the agent's sweep removes
+        # it): a worker killed before that claims the attempt again after its restart.
+        pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
         try:
-            pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
-            try:
-                code = await _wait_exit(loop, proc)
-                # As in a container, the attempt ends with its main process: what it left running in its
-                # group goes too. Output already in the pipes is still read to the end.
-                _kill_group(proc.pid)
-                await asyncio.gather(*(p.done for p in pipes))
-            except asyncio.CancelledError:
-                _kill_group(proc.pid)
-                for p in pipes:
-                    p.abort()
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(asyncio.to_thread(proc.wait))
-                raise
-            finally:
-                # Whatever the main process left running in its group goes with it.
-                _kill_group(proc.pid)
+            code = await _wait_exit(loop, proc)
+            # As in a container, the attempt ends with its main process: what it left running in its
+            # group goes too. Output already in the pipes is still read to the end.
+            _kill_group(proc.pid)
+            await asyncio.gather(*(p.done for p in pipes))
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            for p in pipes:
+                p.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.to_thread(proc.wait))
+            raise
         finally:
-            if status is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(status)
+            # Whatever the main process left running in its group goes with it.
+            _kill_group(proc.pid)
         return RunResult(code)
 
     def _runnable(self, exe: str) -> bool:
@@ -453,9 +452,6 @@ class ProcessRuntime:
             return RunResult(code)
         finally:
             self._held.pop(held.execution_id, None)
-            if status is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(status)
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         """Kill what :meth:`held` found and the coordinator did not keep (its status files go with the
