@@ -200,10 +200,10 @@ class Agent:
         if await asyncio.to_thread(scratch.remove_all, self.scratch_base, set(kept)):
             log.info("removed the scratch files left from a previous run")
         self._scratch_ready = True
-        for ex_id, log_bytes in kept.items():
+        for ex_id, facts in kept.items():
             rt, h = held[ex_id]
             log.info("execution %s, left running by a previous run of this worker, is adopted", ex_id[:12])
-            self.running[ex_id] = asyncio.create_task(self._resume(rt, h, log_bytes))
+            self.running[ex_id] = asyncio.create_task(self._resume(rt, h, facts))
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
@@ -212,9 +212,9 @@ class Agent:
         self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
         self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
-    async def _register(self, given: dict[str, Any] | None = None) -> dict[str, int]:
+    async def _register(self, given: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Register (again); returns the executions among those claimed (``known``) that the coordinator
-        keeps on this node, each with the bytes of output it has stored of it."""
+        keeps on this node, each with ``log_bytes`` (its output stored), ``timeout`` and ``elapsed``."""
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
         delay = 0.2
         while True:
@@ -235,7 +235,7 @@ class Agent:
         log.info("registered as node %s (%s) with runtimes %s", self.node_id, self.config.name,
                  ", ".join(sorted(self.runtimes)) or "none")
         kept = out.get("kept")  # an older coordinator says nothing: none is kept
-        return {str(k): int(v or 0) for k, v in kept.items()} if isinstance(kept, dict) else {}
+        return {str(k): dict(v) for k, v in kept.items() if isinstance(v, dict)} if isinstance(kept, dict) else {}
 
     async def serve(self, stop: asyncio.Event, grace: float) -> None:
         """Run until ``stop`` is set (SIGTERM, Ctrl-C), then shut down within ``grace`` seconds (see
@@ -503,9 +503,10 @@ class Agent:
         self._updates.append({"execution_id": ex_id, "state": state, "ts": ts, **fit_update(fields)})
         self._flush_now.set()
 
-    async def _resume(self, rt: Runtime, h: Held, log_bytes: int) -> None:
+    async def _resume(self, rt: Runtime, h: Held, facts: dict[str, Any]) -> None:
         """Follow an attempt a previous run of this worker started (adopted at registration) to its end,
-        as _execute does: its output and progress, its final update, its scratch removed."""
+        as _execute does: its output and progress, its timeout (what is left of it), its final update,
+        its scratch removed."""
         ex_id = h.execution_id
         path = f"{self.scratch_base}/{ex_id}"
         own = os.path.isdir(path)
@@ -526,7 +527,17 @@ class Agent:
             self._progress[ex_id] = [sc.progress, None, container]
 
         try:
-            result: RunResult = await rt.resume(h, log_bytes, on_output, on_started)  # type: ignore[attr-defined]
+            timeout = facts.get("timeout")
+            left = None if not isinstance(timeout, int | float) else max(timeout - float(facts.get("elapsed") or 0), 0)
+            try:
+                async with asyncio.timeout(left):
+                    result: RunResult = await rt.resume(  # type: ignore[attr-defined]
+                        h, int(facts.get("log_bytes") or 0), on_output, on_started)
+            except TimeoutError:
+                self._progress.pop(ex_id, None)
+                self._update(ex_id, "failed", error=f"timed out after {timeout:g}s", exit_code=124,
+                             container_id=container[0])
+                return
             self._progress.pop(ex_id, None)
             fields: dict[str, Any] = {"exit_code": result.exit_code}
             output = scratch.read_output(sc.output)
