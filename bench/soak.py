@@ -11,7 +11,8 @@ of --batch); meanwhile every --kill-every seconds one of the --workers extra `co
 killed with SIGKILL and started again (same name and data dir, as a restarted machine would). At the end the
 script waits for every job to finish (at most --drain seconds), then counts: a job is *lost* if it did not
 complete, or completed with no line; it *ran twice* if its name is in the file more than once (a task that
-was running on a killed worker is run again elsewhere: at-least-once, so this counts how often that shows).
+was running on a killed worker, or had ended and was not yet reported, is adopted by the restarted worker,
+see docs/operations.md "Worker restarts: adoption": this counts where that failed).
 RSS: the `corral up` process (server and its local worker), sampled every 5 s; growth is the last sample
 over the one at the end of the first quarter (after warm-up).
 """

@@ -30,6 +30,7 @@ from corral.domain.resources import parse_duration
 from corral.runtime import scratch
 from corral.runtime.base import (
     Escalations,
+    Held,
     Mount,
     Probe,
     PublishedPort,
@@ -180,18 +181,34 @@ class Agent:
         if self._lock is None:
             self._lock = await asyncio.to_thread(lock_dir, self.config.data_dir)
         info = await asyncio.to_thread(self._info)
+        # A previous run of this worker (same node id) may have left attempts that still run, or that
+        # ended with a status that can be read: they are claimed at registration, and the coordinator
+        # keeps those it still wants here (adoption; see docs/operations.md "Worker restarts").
+        held: dict[str, tuple[Runtime, Held]] = {}
         if info.get("id"):
-            # A previous run of this worker may have left containers behind: nothing of it is running
-            # any more from the coordinator's point of view once we register with an empty list.
             for rt in self.runtimes.values():
-                removed = await rt.reap(info["id"], set())
+                find = getattr(rt, "held", None)
+                if find is not None:
+                    for h in await find(info["id"], self.scratch_base):
+                        held.setdefault(h.execution_id, (rt, h))
+        self.known |= set(held)
+        kept = await self._register(info)
+        self.known -= set(held) - set(kept)
+        if info.get("id"):
+            # What the coordinator did not keep (cancelled, or placed again after this node's lease ran
+            # out) is stopped and removed, as is anything else a previous run left.
+            for rt in self.runtimes.values():
+                removed = await rt.reap(info["id"], set(kept))
                 if removed:
-                    log.info("removed %d container(s) left from a previous run", len(removed))
-        # Nothing runs yet: everything in the scratch area is a leftover of a worker that crashed.
-        if await asyncio.to_thread(scratch.remove_all, self.scratch_base):
+                    log.info("removed %d attempt(s) left from a previous run", len(removed))
+        # Everything else in the scratch area is a leftover of a worker that crashed.
+        if await asyncio.to_thread(scratch.remove_all, self.scratch_base, set(kept)):
             log.info("removed the scratch files left from a previous run")
         self._scratch_ready = True
-        await self._register(info)
+        for ex_id, facts in kept.items():
+            rt, h = held[ex_id]
+            log.info("execution %s, left running by a previous run of this worker, is adopted", ex_id[:12])
+            self.running[ex_id] = asyncio.create_task(self._resume(rt, h, facts))
         self._loops = [asyncio.create_task(self._poll_loop(), name="agent-poll"),
                        asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
                        asyncio.create_task(self._flush_loop(), name="agent-flush"),
@@ -200,7 +217,9 @@ class Agent:
         self.pods = PodAgent(self, host_ip=self.address if is_loopback(self.address) else "0.0.0.0")
         self._loops.append(asyncio.create_task(self.pods.run(), name="agent-pods"))
 
-    async def _register(self, given: dict[str, Any] | None = None) -> None:
+    async def _register(self, given: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """Register (again); returns the executions among those claimed (``known``) that the coordinator
+        keeps on this node, each with ``log_bytes`` (its output stored), ``timeout`` and ``elapsed``."""
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
         delay = 0.2
         while True:
@@ -220,6 +239,8 @@ class Agent:
         await asyncio.to_thread(self._save_identity, self.node_id, out.get("node_secret"))
         log.info("registered as node %s (%s) with runtimes %s", self.node_id, self.config.name,
                  ", ".join(sorted(self.runtimes)) or "none")
+        kept = out.get("kept")  # an older coordinator says nothing: none is kept
+        return {str(k): dict(v) for k, v in kept.items() if isinstance(v, dict)} if isinstance(kept, dict) else {}
 
     async def serve(self, stop: asyncio.Event, grace: float) -> None:
         """Run until ``stop`` is set (SIGTERM, Ctrl-C), then shut down within ``grace`` seconds (see
@@ -389,7 +410,9 @@ class Agent:
                     watch[1] = value
                     self._update(ex_id, "running", container_id=watch[2][0], progress=value)
             try:
-                scratch.sweep(self.scratch_base, self.running)
+                # Not those whose final report is not acknowledged yet: a host task's status file
+                # must outlive a worker killed meanwhile (see corral.runtime.process).
+                scratch.sweep(self.scratch_base, self.known)
             except OSError as e:
                 log.warning("cannot clear the scratch area %s: %s", self.scratch_base, e)
 
@@ -484,6 +507,70 @@ class Agent:
         # Its output and error cut to what a report holds and the coordinator accepts.
         self._updates.append({"execution_id": ex_id, "state": state, "ts": ts, **fit_update(fields)})
         self._flush_now.set()
+
+    async def _resume(self, rt: Runtime, h: Held, facts: dict[str, Any]) -> None:
+        """Follow an attempt a previous run of this worker started (adopted at registration) to its end,
+        as _execute does: its output and progress, its timeout (what is left of it), its final update,
+        its scratch removed."""
+        ex_id = h.execution_id
+        path = f"{self.scratch_base}/{ex_id}"
+        own = os.path.isdir(path)
+        sc = Scratch(output=f"{path}/output", progress=f"{path}/progress", dir=path) if own else \
+            Scratch(output=f"{path}.output", progress=f"{path}.progress")
+        container: list[str | None] = [h.handle]
+
+        def on_output(stream: str, line: str) -> bool:
+            if ex_id in self._log_full:
+                return True
+            if self._logs.add(ex_id, stream, line, time.time()) and len(self._logs) >= 500:
+                self._flush_now.set()
+            return not self._logs.behind(ex_id)
+
+        def on_started(cid: str | None) -> None:
+            container[0] = cid
+            self._update(ex_id, "running", container_id=cid)
+            self._progress[ex_id] = [sc.progress, None, container]
+
+        try:
+            timeout = facts.get("timeout")
+            left = None if not isinstance(timeout, int | float) else max(timeout - float(facts.get("elapsed") or 0), 0)
+            try:
+                async with asyncio.timeout(left):
+                    result: RunResult = await rt.resume(  # type: ignore[attr-defined]
+                        h, int(facts.get("log_bytes") or 0), on_output, on_started)
+            except TimeoutError:
+                self._progress.pop(ex_id, None)
+                self._update(ex_id, "failed", error=f"timed out after {timeout:g}s", exit_code=124,
+                             container_id=container[0])
+                return
+            self._progress.pop(ex_id, None)
+            fields: dict[str, Any] = {"exit_code": result.exit_code}
+            output = scratch.read_output(sc.output)
+            if output is not None:
+                fields["output"] = output
+            if result.error:
+                self._update(ex_id, "failed", error=result.error, container_id=container[0], **fields)
+            else:
+                self._update(ex_id, "completed" if result.exit_code == 0 else "failed",
+                             container_id=container[0], **fields)
+            log.info("adopted execution %s ended, exit code %s", ex_id[:12], result.exit_code)
+        except asyncio.CancelledError:
+            if ex_id in self._stopped_by_coordinator:
+                self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
+            elif not self._closing:
+                raise
+            else:
+                self._abandoned.add(ex_id)
+        except Exception as e:
+            log.exception("adopted execution %s failed in the agent", ex_id)
+            self._update(ex_id, "failed", error=f"the worker failed to follow it after a restart: {e}")
+        finally:
+            self._progress.pop(ex_id, None)
+            self.running.pop(ex_id, None)
+            self._log_full.discard(ex_id)
+            self._stopped_by_coordinator.discard(ex_id)
+            if not scratch.remove_quick(sc):
+                await asyncio.shield(asyncio.to_thread(scratch.remove, sc))
 
     async def _execute(self, w: dict[str, Any]) -> None:
         """Run one execution to its end and buffer its updates.

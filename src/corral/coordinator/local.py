@@ -48,7 +48,8 @@ class LocalTransport:
         except Forbidden as e:
             raise Refused(f"the coordinator refused this node: {e}") from e
         s = self.coord.settings
-        out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
+        out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl,
+               "kept": row.get("kept") or {}}
         if row.get("node_secret"):
             out["node_secret"] = row["node_secret"]
         return out

@@ -133,7 +133,10 @@ class Nodes(Part):
 
     def register(self, info: NodeInfo, running: Iterable[str] = (), secret: str | None = None) -> Row:
         """Add a node, or bring back one that restarted. Work the coordinator believes is on the node
-        but that the node no longer has is lost, and is rescheduled.
+        but that the node no longer has is lost, and is rescheduled; what it still has (``running``: a
+        restarted worker's adopted attempts) is kept, and returned in ``kept``: execution id -> ``log_bytes``
+        (the bytes of its output stored, from where a runtime that reads it again goes on), ``timeout``
+        (its task's, in seconds, or None) and ``elapsed`` (seconds since it started).
 
         A new node is given a secret (in the answer's ``node_secret``, once; the store keeps its hash).
         A registration that names a node that exists must present that node's secret, or it is refused:
@@ -169,13 +172,25 @@ class Nodes(Part):
                                     f"present its secret ({NODE_SECRET_HEADER}); a node's secret is kept in "
                                     "its data dir (node-secret). Without it, register as a new node (no id)")
                 tx.update_node(row)
+            # Read under the node's lock, in the transaction that renews it: an execution the reaper
+            # has marked lost (the node came back after its lease ran out), or that was cancelled, is no
+            # longer active here and is not kept, whatever the node claims.
+            kept: dict[str, dict[str, Any]] = {}
             for ex in tx.active_executions(node_id):
-                if ex["id"] not in keep:
+                if ex["id"] in keep:
+                    timeout = (tx.task_spec(ex["task_id"]) or {}).get("timeout")
+                    kept[ex["id"]] = {"log_bytes": int(ex.get("log_bytes") or 0),
+                                      "timeout": None if timeout is None else parse_duration(timeout),
+                                      "elapsed": max(now - float(ex.get("started_at") or now), 0.0)}
+                else:
                     self.lose(tx, ex, now, f"node {info.name} restarted without it")
         self._remember_node(node_id, stored)
+        if kept:
+            log.info("node %s (%s) restarted and kept %d execution(s) it still runs", node_id, info.name, len(kept))
         self.coord.kick()
         out = {k: v for k, v in row.items() if k != "secret_hash"}
         out["node_secret"] = issued
+        out["kept"] = kept
         return out
 
     def _remember_node(self, node_id: str, stored: str | None) -> None:

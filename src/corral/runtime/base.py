@@ -153,6 +153,19 @@ def exec_failure_status(message: str) -> int | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An attempt that a previous run of this worker started and that this runtime still holds after a
+    restart (see :meth:`Runtime.held`): still running, or ended with an exit status it can read."""
+
+    execution_id: str
+    running: bool
+    exit_code: int | None = None  # when it has ended
+    handle: str | None = None  # the container id, or the host process's pid
+    # Host processes: the read ends of its stdout and stderr pipes, as fds of ``handle`` (see process.py).
+    fds: tuple[int, int] | None = None
+
+
 class RuntimeError_(Exception):
     """An attempt that could not be started; the message is shown to the user as the task's error."""
 
@@ -172,4 +185,23 @@ class Runtime(Protocol):
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         """Kill and remove what this runtime left behind for ``node_id`` (say, after a crash), except
         the executions in ``keep``. Returns the execution ids it removed."""
+        ...
+
+
+class Adopting(Runtime, Protocol):
+    """A runtime whose attempts outlive their worker: a worker killed and started again (same data dir,
+    same node id) finds them with :meth:`held`, claims them at registration, and :meth:`resume` s those
+    the coordinator keeps; :meth:`reap` removes the others."""
+
+    async def held(self, node_id: str, scratch_base: str) -> list[Held]:
+        """The attempts of ``node_id`` that a previous run of the worker left: running, or ended with
+        an exit status that can be read."""
+        ...
+
+    async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
+                     on_started: StartedSink) -> RunResult:
+        """Follow a held attempt to its end, as :meth:`Runtime.run` does (cancelling kills it). Output
+        comes from where the runtime can read it again: lines whose bytes (text and newline) add up to
+        no more than ``skip_bytes`` (what the coordinator has stored already) are skipped when the
+        runtime reads the output from its start."""
         ...

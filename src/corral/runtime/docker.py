@@ -14,8 +14,9 @@ import contextlib
 import functools
 import os
 import re
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from corral.runtime.base import (
     FULL_PAUSE,
     MAX_LINE,
     Escalations,
+    Held,
     OutputSink,
     Probe,
     RegistryAuth,
@@ -141,6 +143,29 @@ def _in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
 
     threading.Thread(target=body, name="corral-docker", daemon=True).start()
     return fut
+
+
+def _log_frames(api: Any, cid: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """A container's log from its start, followed until it ends, as ``(stdout, stderr)`` chunks (one of
+    the two None). docker-py's ``logs`` would merge the two streams; this reads the Engine's multiplexed
+    frames (an 8-byte header: the stream, then the length) itself, from the chunked response."""
+    res = api._get(api._url("/containers/{0}/logs", cid),
+                    params={"stdout": 1, "stderr": 1, "follow": 1, "tail": "all"}, stream=True)
+    api._raise_for_status(res)
+
+    def frames() -> Iterator[tuple[bytes | None, bytes | None]]:
+        try:
+            while True:
+                head = res.raw.read(8)
+                if len(head) < 8:
+                    return
+                kind, n = struct.unpack(">BxxxL", head)
+                data = res.raw.read(n)
+                yield (data, None) if kind == 1 else (None, data)
+        finally:
+            res.close()
+
+    return frames()
 
 
 class _Lines:
@@ -557,6 +582,103 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):  # unblocks a reader still waiting for data
                     chunks.close()
             serial.shutdown(wait=False)
+
+    async def held(self, node_id: str, scratch_base: str) -> list[Held]:
+        """The main containers of ``node_id`` that run, or have exited (with their status); a task with
+        sidecars is not adopted (it is reaped and placed again, as before)."""
+        def find() -> list[Held]:
+            found: dict[str, Held] = {}
+            with_sidecars: set[str] = set()
+            for c in self.client.containers.list(all=True, filters={"label": f"corral.node={node_id}"}):
+                execution = c.labels.get("corral.execution")
+                if not execution:
+                    continue
+                if "corral.sidecar" in c.labels:
+                    with_sidecars.add(execution)
+                elif c.status == "running":
+                    found[execution] = Held(execution, True, None, c.id)
+                elif c.status == "exited":
+                    code = (c.attrs.get("State") or {}).get("ExitCode")
+                    if isinstance(code, int):
+                        found[execution] = Held(execution, False, code, c.id)
+            return [h for i, h in found.items() if i not in with_sidecars]
+
+        return await _in_thread(find)
+
+    async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
+                     on_started: StartedSink) -> RunResult:
+        """Follow a container a previous run of the worker started: its output read again from its log
+        (followed to its end), less the first ``skip_bytes`` (what the coordinator has stored); then its
+        status, and the container removed. A line the previous run had read but not shipped is thus read
+        again rather than lost. The bytes are counted in the log's order, which for a container that
+        has exited is not always the order its stdout and stderr lines were first read in: where a task
+        wrote to both, a line may come twice or be skipped."""
+        cid = str(held.handle)
+        loop = asyncio.get_running_loop()
+        api = self.client.api
+        live = True
+
+        def deliver(lines: list[tuple[str, str]]) -> None:
+            for stream, line in lines:
+                if live:
+                    on_output(stream, line)
+
+        def read(chunks: Any) -> None:
+            batch: list[tuple[str, str]] = []
+            out, err = _Lines("stdout", batch), _Lines("stderr", batch)
+            skip = skip_bytes
+
+            def hand_on() -> None:
+                nonlocal batch, skip
+                keep: list[tuple[str, str]] = []
+                for item in batch:
+                    n = len(item[1].encode("utf-8", "replace")) + 1
+                    if skip >= n:
+                        skip -= n
+                    else:
+                        skip = 0
+                        keep.append(item)
+                if keep:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(deliver, keep)
+                batch.clear()
+
+            with contextlib.suppress(Exception):
+                for o, e in chunks:
+                    if o is not None:
+                        out.feed(o)
+                    if e is not None:
+                        err.feed(e)
+                    hand_on()
+            out.flush()
+            err.flush()
+            hand_on()
+
+        chunks: Any = None
+        try:
+            if held.running:
+                on_started(cid)
+            chunks = await _in_thread(lambda: _log_frames(api, cid))
+            reader = _in_thread(lambda: read(chunks))
+            status = await _in_thread(lambda: api.wait(cid))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), DRAIN_TIMEOUT)
+            await asyncio.sleep(0)  # the last batch handed to the loop goes out first
+            await _in_thread(lambda: self._remove_all([f"corral-{held.execution_id}"]))
+            return RunResult(int(status["StatusCode"]))
+        except docker.errors.DockerException as e:
+            return RunResult(held.exit_code, None if held.exit_code is not None
+                             else f"lost track of the container after a worker restart: {_short(e)}")
+        except BaseException:
+            live = False
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_in_thread(lambda: self._remove_all([f"corral-{held.execution_id}"])))
+            raise
+        finally:
+            live = False
+            if chunks is not None:
+                with contextlib.suppress(Exception):
+                    chunks.close()
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         def sweep() -> list[str]:

@@ -2,6 +2,14 @@
 
 Processes are started with ``subprocess.Popen`` (vfork + exec: cheap even from a large server process)
 and then watched from the event loop: their pipes through stream readers, their exit through a pidfd.
+
+An attempt outlives its worker (adoption, see docs/operations.md "Worker restarts"): it runs in a session
+of its own (a SIGKILL of the worker, or of the worker's process group, does not reach it); it holds the
+read ends of its own stdout and stderr pipes, so that its writes neither fail nor kill it while no worker
+reads them (they wait once the pipe is full), and a worker started again reopens them through
+/proc/<pid>/fd; and its shell writes its exit status to ``<execution>.status`` in the scratch area when it
+exits (an EXIT trap: ``run`` tasks are already a ``sh -c``, so this costs no extra process; a ``command``
+task runs under a ``sh -c`` that waits for it). :func:`find_held` finds both kinds after a restart.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,13 +25,132 @@ import tempfile
 from typing import cast
 
 from corral.runtime import scratch
-from corral.runtime.base import FULL_PAUSE, MAX_LINE, OutputSink, RunRequest, RunResult, StartedSink
+from corral.runtime.base import FULL_PAUSE, MAX_LINE, Held, OutputSink, RunRequest, RunResult, StartedSink
 
 SLICE = 2048  # lines handed on per turn of the event loop: a flood must not hold the loop
 # What a host task gets besides the variables it asked for: nothing of the worker's own environment
 # (its token, its database URL, whatever its shell had) reaches a task.
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_LANG = "C.UTF-8"
+
+
+SHELLS = frozenset({"sh", "bash", "dash"})  # by their base name: ``-c SCRIPT`` takes the trap in front
+STATUS = "status"
+# The EXIT trap that records an attempt's exit status; its path tells a restarted worker whose it is.
+_TRAP = "trap 'echo $? >{}' EXIT; "
+_TRAP_RE = re.compile(rb"^trap 'echo \$\? >(\S+)' EXIT; ")
+_PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII)  # a path the trap holds as it is (no quoting needed)
+
+
+def status_path(output: str) -> str:
+    """Where the attempt whose output file is ``output`` leaves its exit status: ``<id>.status`` in the
+    scratch area, outside its directory if it has one, so that it stays until the agent's sweep removes
+    it, once the attempt's final report has been acknowledged (see Agent._progress_loop)."""
+    if output.endswith("/" + scratch.OUTPUT):
+        return output[: -len(scratch.OUTPUT) - 1] + "." + STATUS
+    return output[: -len(scratch.OUTPUT)] + STATUS
+
+
+def supervised(argv: list[str], status: str) -> list[str] | None:
+    """``argv`` made to write its exit status to ``status`` when it exits (None if the path cannot be
+    put in a trap as it is). A ``sh -c`` (or bash) script gets the trap in front of its script; any
+    other command runs under ``sh -c`` with the trap, which waits for it (one process more)."""
+    if not _PLAIN.fullmatch(status):
+        return None
+    trap = _TRAP.format(status)
+    if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":
+        return [argv[0], "-c", trap + argv[2], *argv[3:]]
+    return ["/bin/sh", "-c", trap + '"$@"', "sh", *argv]
+
+
+def _read_ends(pid: int) -> tuple[int, int] | None:
+    """The fds of process ``pid`` that are the read ends of its stdout and stderr pipes, if it holds both."""
+    proc = f"/proc/{pid}/fd"
+    try:
+        want = [os.readlink(f"{proc}/1"), os.readlink(f"{proc}/2")]
+        found: dict[str, int] = {}
+        for name in os.listdir(proc):
+            fd = int(name)
+            if fd <= 2:
+                continue
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"{proc}/{fd}")
+                if link in want and link.startswith("pipe:") and link not in found:
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        flags = next((int(ln.split()[1], 8) for ln in f if ln.startswith("flags:")), 1)
+                    if flags & os.O_ACCMODE == os.O_RDONLY:
+                        found[link] = fd
+    except (OSError, ValueError):
+        return None
+    if want[0] not in found or want[1] not in found:
+        return None
+    return found[want[0]], found[want[1]]
+
+
+def _execution_of(status: str, base: str) -> str | None:
+    """The execution whose status file is ``status`` if it lies in ``base`` (``<id>.status`` or
+    ``<id>/status``)."""
+    if not status.startswith(base + "/"):
+        return None
+    rest = status[len(base) + 1:]
+    if rest.endswith("." + STATUS) and "/" not in rest:
+        return rest[: -len(STATUS) - 1]
+    return None
+
+
+def _read_status(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read(16).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def find_held(base: str) -> tuple[list[Held], dict[str, str]]:
+    """The attempts a previous run of the worker whose scratch area is ``base`` left: those still
+    running (session leaders whose trap writes into ``base``, holding their pipes' read ends) and those
+    that ended with a status file; and each one's status file."""
+    base = os.path.abspath(base)
+    held: dict[str, Held] = {}
+    paths: dict[str, str] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        pids = []
+    me = os.getpid()
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            if len(cmd) < 3 or cmd[1] != b"-c" or os.getsid(pid) != pid:
+                continue
+        except OSError:
+            continue
+        m = _TRAP_RE.match(cmd[2])
+        if m is None:
+            continue
+        status = os.fsdecode(m.group(1))
+        ex_id = _execution_of(status, base)
+        fds = _read_ends(pid) if ex_id else None
+        if ex_id and fds:
+            held[ex_id] = Held(ex_id, True, None, str(pid), fds)
+            paths[ex_id] = status
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        entries = []
+    for name in entries:
+        status = f"{base}/{name}"
+        ex_id = _execution_of(status, base)
+        if ex_id is None or ex_id in held:
+            continue
+        code = _read_status(status)
+        if code is not None:
+            held[ex_id] = Held(ex_id, False, code)
+            paths[ex_id] = status
+    return list(held.values()), paths
 
 
 def base_env(home: str) -> dict[str, str]:
@@ -138,6 +266,41 @@ async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[byt
     return proc.wait()
 
 
+async def _wait_pid(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    """Wait for a process that is not our child (an adopted attempt) to exit, through a pidfd; polled
+    where there is none."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while _alive(pid):
+            await asyncio.sleep(0.1)
+        return
+    done = loop.create_future()
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, exited)
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -152,6 +315,9 @@ class ProcessRuntime:
     def __init__(self, base_dir: str | None = None) -> None:
         self.base_dir = base_dir
         self._which: dict[str, str] = {}  # searching PATH costs more than the spawn itself
+        self._runnable_cache: dict[str, bool] = {}
+        self._held: dict[str, Held] = {}  # found by held(), not yet resumed or reaped
+        self._status: dict[str, str] = {}  # their status files
 
     def _resolve(self, exe: str) -> str:
         if "/" in exe:
@@ -192,20 +358,30 @@ class ProcessRuntime:
         argv = list(req.entrypoint or []) + list(req.argv)
         if argv and "PATH" not in req.env:
             argv[0] = self._resolve(argv[0])
+        status: str | None = None
+        spawn = argv
+        if req.scratch is not None and argv and self._runnable(argv[0]):
+            status = status_path(req.scratch.output)
+            spawn = supervised(argv, status) or argv
+            if spawn is argv:
+                status = None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-                                    cwd=cwd, start_new_session=True)
+            # The task holds its pipes' read ends too (pass_fds): see the module's docstring.
+            proc = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+                                    cwd=cwd, start_new_session=True, pass_fds=(out_r, err_r) if status else ())
         except (OSError, ValueError) as e:
             for fd in (out_r, err_r):
                 os.close(fd)
-            status = 127 if isinstance(e, FileNotFoundError) else 126 if isinstance(e, PermissionError) else None
-            return RunResult(status, f"could not start {argv[0]!r}: {e}")
+            code = 127 if isinstance(e, FileNotFoundError) else 126 if isinstance(e, PermissionError) else None
+            return RunResult(code, f"could not start {argv[0]!r}: {e}")
         finally:
             os.close(out_w)
             os.close(err_w)
         on_started(str(proc.pid))
+        # Its status file (if any) stays until the final report is acknowledged (the agent's sweep removes
+        # it): a worker killed before that claims the attempt again after its restart.
         pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
         try:
             code = await _wait_exit(loop, proc)
@@ -225,6 +401,64 @@ class ProcessRuntime:
             _kill_group(proc.pid)
         return RunResult(code)
 
+    def _runnable(self, exe: str) -> bool:
+        """Whether ``exe`` (resolved) can be run: else it is spawned as it is, for the error that gives."""
+        ok = self._runnable_cache.get(exe)
+        if ok is None:
+            ok = "/" in exe and os.path.isfile(exe) and os.access(exe, os.X_OK)
+            if len(self._runnable_cache) < 1024:
+                self._runnable_cache[exe] = ok
+        return ok
+
+    async def held(self, node_id: str, scratch_base: str) -> list[Held]:
+        found, paths = await asyncio.to_thread(find_held, scratch_base)
+        self._held = {h.execution_id: h for h in found}
+        self._status = paths
+        return found
+
+    async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
+                     on_started: StartedSink) -> RunResult:
+        """Follow an attempt a previous run of the worker started: its output from its pipes (what the
+        previous run had read and not yet shipped is lost; nothing is read twice, so ``skip_bytes`` is
+        not needed), its exit status from its status file."""
+        status = self._status.get(held.execution_id)
+        try:
+            if not held.running:
+                return RunResult(held.exit_code)
+            loop = asyncio.get_running_loop()
+            pid = int(held.handle or 0)
+            on_started(str(pid))
+            pipes: list[_Lines] = []
+            try:
+                assert held.fds is not None
+                for fd, name in zip(held.fds, ("stdout", "stderr"), strict=True):
+                    with contextlib.suppress(OSError):  # it has ended meanwhile: its status tells
+                        pipes.append(await _read(loop, os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK),
+                                                 name, on_output))
+                await _wait_pid(loop, pid)
+                _kill_group(pid)
+                await asyncio.gather(*(p.done for p in pipes))
+            except asyncio.CancelledError:
+                _kill_group(pid)
+                for p in pipes:
+                    p.abort()
+                raise
+            finally:
+                _kill_group(pid)
+            code = _read_status(status) if status else None
+            if code is None:
+                return RunResult(None, "the task ended while its worker was restarting, and its exit status "
+                                       "was not recorded (killed by a signal?)")
+            return RunResult(code)
+        finally:
+            self._held.pop(held.execution_id, None)
+
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
-        # Process groups leave no record to find after a worker restart, so nothing to reap here.
-        return []
+        """Kill what :meth:`held` found and the coordinator did not keep (its status files go with the
+        scratch area)."""
+        gone = [h for h in self._held.values() if h.execution_id not in keep]
+        for h in gone:
+            if h.running and h.handle:
+                _kill_group(int(h.handle))
+            self._held.pop(h.execution_id, None)
+        return [h.execution_id for h in gone]

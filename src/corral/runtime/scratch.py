@@ -96,10 +96,11 @@ def sweep(base: str, alive: Container[str]) -> int:
     return removed
 
 
-def remove_all(base: str) -> int:
-    """Remove everything under ``base`` (what a worker that crashed left), and make ``base``; how many."""
+def remove_all(base: str, keep: Container[str] = ()) -> int:
+    """Remove everything under ``base`` (what a worker that crashed left) but what belongs to the
+    executions in ``keep`` (adopted by the restarted worker), and make ``base``; how many."""
     try:
-        names = os.listdir(base)
+        names = [n for n in os.listdir(base) if n not in keep and n.rpartition(".")[0] not in keep]
     except FileNotFoundError:
         names = []
     for name in names:

@@ -236,7 +236,8 @@ def register(body: RegisterIn, svc: Agent, only: Annotated[str | None, Depends(_
     info = NodeInfo(**{**body.model_dump(exclude={"running", "gpus"}), "gpus": [g.model_dump() for g in body.gpus]})
     row = svc.coord.register(info, body.running, secret=x_corral_node_secret)
     s = svc.coord.settings
-    out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl}
+    out = {"node_id": row["id"], "heartbeat_interval": s.heartbeat_interval, "node_ttl": s.node_ttl,
+           "kept": row.get("kept") or {}}
     if row.get("node_secret"):
         out["node_secret"] = row["node_secret"]
     return out
