@@ -95,7 +95,7 @@ def escalations_of(spec: JobSpec) -> list[str]:
     """The kinds of escalation any task of the job asks for (at any depth), in the order first asked."""
     out: list[str] = []
     for t in _walk(spec.tasks):
-        for kind in escalations_asked(t.model_dump(include=_ESCALATION_FIELDS, exclude_none=True)):
+        for kind in escalations_asked(_asked(t)):
             if kind not in out:
                 out.append(kind)
     return out
@@ -137,11 +137,10 @@ class Policy:
         for t in _walk(spec.tasks):
             self._mounts(str(t.name), [m.model_dump() for m in t.mounts])
             self._networks(str(t.name), t.networks)
-            self._escalations(str(t.name), t.model_dump(include=_ESCALATION_FIELDS | _SHARED_NETWORK,
-                                                        exclude_none=True), admin)
+            if asked := _asked(t):  # read off the model: no dump on the submit path of a task that asks none
+                self._escalations(str(t.name), {**asked, **{k: getattr(t, k) for k in _SHARED_NETWORK}}, admin)
             for i, s in enumerate(t.sidecars):
-                self._no_escalation(f"{t.name}.sidecars[{i}]", s.model_dump(include=_ESCALATION_FIELDS,
-                                                                             exclude_none=True))
+                self._no_escalation(f"{t.name}.sidecars[{i}]", _asked(s))
 
     def check_stored(self, spec: Mapping[str, Any], admin: bool | None = None) -> None:
         """``check`` for a job specification as stored (a job's at restart): validated when it was made."""
@@ -228,6 +227,11 @@ class Policy:
 
 _ESCALATION_FIELDS = {"privileged", "cap_add", "network_mode", "pid", "ipc", "devices"}
 _SHARED_NETWORK = {"sidecars", "ports", "networks", "probe"}  # what the host's network cannot go with
+
+
+def _asked(t: TaskSpec) -> dict[str, Any]:
+    """A task's escalation fields that are set."""
+    return {k: v for k in _ESCALATION_FIELDS if (v := getattr(t, k)) is not None}
 
 
 def _walk(tasks: Sequence[TaskSpec]) -> Iterable[TaskSpec]:
