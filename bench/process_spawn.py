@@ -43,7 +43,7 @@ async def _batch(rt: process.ProcessRuntime, base: str, n: int, concurrency: int
 def measure(n: int, concurrency: int, trap: bool, tag: str) -> dict[str, float]:
     real = process.supervised
     if not trap:
-        process.supervised = lambda argv, status: None  # type: ignore[assignment]  # as before adoption
+        process.supervised = lambda argv, status: None  # as before adoption
     try:
         with tempfile.TemporaryDirectory() as base:
             rt = process.ProcessRuntime()
