@@ -33,9 +33,8 @@ async def _batch(rt: process.ProcessRuntime, base: str, n: int, concurrency: int
                              argv=["sh", "-c", "echo hi"], scratch=sc)
             result = await rt.run(req, lambda _s, _l: True, lambda _pid: None)
             assert result.exit_code == 0, result
-            for path in (sc.output, process.status_path(sc.output)):  # as the agent's sweep does
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):  # as the agent does
+                os.unlink(sc.output)
 
     await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -43,9 +42,11 @@ async def _batch(rt: process.ProcessRuntime, base: str, n: int, concurrency: int
 def measure(n: int, concurrency: int, trap: bool, tag: str) -> dict[str, float]:
     real = process.supervised
     if not trap:
-        process.supervised = lambda argv, status: None  # as before adoption
+        process.supervised = lambda argv, execution_id, fd: None  # as before adoption
     try:
-        with tempfile.TemporaryDirectory() as base:
+        with tempfile.TemporaryDirectory() as data:
+            base = os.path.join(data, "executions")
+            os.mkdir(base)
             rt = process.ProcessRuntime()
             t0, c0 = time.perf_counter(), os.times()
             asyncio.run(_batch(rt, base, n, concurrency, tag))
