@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from corral.runtime.base import RunResult
-from corral.runtime.process import ProcessRuntime, status_path, supervised
+from corral.runtime.process import ProcessRuntime, parse_statuses, supervised
 from tests.harness import Cluster, Proc, wait_until
 from tests.support import process_gone
 
@@ -108,21 +108,22 @@ def test_a_worker_back_after_its_ttl_stops_its_stale_copy(cluster: Cluster, tmp_
 
 def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) -> None:
     """The runtime's side alone: a task spawned as run() spawns it, its spawner gone (its fds closed), is found
-    by find_held, followed to its end with its output read from the reopened pipe, and its status read back;
-    one that ended is found by its status file."""
+    by find_held, followed to its end with its output read from the reopened pipe, and its status read back
+    from the status log; one that ended is found in the status log."""
     base = tmp_path / "executions"
     base.mkdir()
     gate = tmp_path / "gate"
+    status_log = tmp_path / "process-status-1-0.log"
+    log_fd = os.open(status_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(log_fd, b"ex-ended 3\nex-live 99\n")  # an earlier attempt's line: the last one counts
     argv = supervised(["sh", "-c", f"echo before; while [ ! -e {gate} ]; do sleep 0.02; done; echo after >&2; exit 7"],
-                      status_path(f"{base}/ex-live.output"))
+                      "ex-live", log_fd)
     assert argv is not None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    proc = subprocess.Popen(argv, stdout=out_w, stderr=err_w, start_new_session=True, pass_fds=(out_r, err_r))
-    for fd in (out_r, out_w, err_r, err_w):  # the "worker" is gone: only the task holds its pipes
+    proc = subprocess.Popen(argv, stdout=out_w, stderr=err_w, start_new_session=True, pass_fds=(out_r, err_r, log_fd))
+    for fd in (out_r, out_w, err_r, err_w, log_fd):  # the "worker" is gone: only the task holds its pipes
         os.close(fd)
-    (base / "ex-ended.status").write_text("3\n")
-    (base / "ex-other.output").write_text("not a status")
     rt = ProcessRuntime()
     lines: list[tuple[str, str]] = []
 
@@ -135,6 +136,7 @@ def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) ->
         assert set(held) == {"ex-live", "ex-ended"}
         assert held["ex-live"].running and held["ex-live"].handle == str(proc.pid)
         assert not held["ex-ended"].running and held["ex-ended"].exit_code == 3
+        assert not status_log.exists()  # read, and removed: the live one's status is read from its fd
         following = asyncio.ensure_future(rt.resume(held["ex-live"], 0, sink, lambda _pid: None))
         await asyncio.sleep(0.05)
         gate.touch()
@@ -146,13 +148,12 @@ def test_find_held_and_resume_a_host_process_without_a_server(tmp_path: Path) ->
     proc.wait(5)
     assert got["live"] == RunResult(7) and got["ended"] == RunResult(3)
     assert lines == [("stdout", "before"), ("stderr", "after")]
-    assert (base / "ex-live.status").read_text().strip() == "7"  # kept for the agent's sweep
 
 
 def test_supervised_puts_the_trap_in_front_of_a_shell_script_and_wraps_a_command() -> None:
-    assert status_path("/d/x.output") == status_path("/d/x/output") == "/d/x.status"
-    assert supervised(["/usr/bin/sh", "-c", "echo hi", "zero"], "/d/x.status") == [
-        "/usr/bin/sh", "-c", "trap 'echo $? >/d/x.status' EXIT; echo hi", "zero"]
-    assert supervised(["/bin/echo", "hi"], "/d/x.status") == [
-        "/bin/sh", "-c", "trap 'echo $? >/d/x.status' EXIT; \"$@\"", "sh", "/bin/echo", "hi"]
-    assert supervised(["sh", "-c", "true"], "/d/it's here/x.status") is None  # not put in a trap as it is
+    assert supervised(["/usr/bin/sh", "-c", "echo hi", "zero"], "x1", 7) == [
+        "/usr/bin/sh", "-c", "trap 'echo x1 $? >>/dev/fd/7' EXIT; echo hi", "zero"]
+    assert supervised(["/bin/echo", "hi"], "x1", 7) == [
+        "/bin/sh", "-c", "trap 'echo x1 $? >>/dev/fd/7' EXIT; \"$@\"", "sh", "/bin/echo", "hi"]
+    assert supervised(["sh", "-c", "true"], "x'1", 7) is None  # not put in a trap as it is
+    assert parse_statuses(b"a 1\nb 2\na 0\ntorn") == {"a": 0, "b": 2}

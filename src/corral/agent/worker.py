@@ -410,9 +410,7 @@ class Agent:
                     watch[1] = value
                     self._update(ex_id, "running", container_id=watch[2][0], progress=value)
             try:
-                # Not those whose final report is not acknowledged yet: a host task's status file
-                # must outlive a worker killed meanwhile (see corral.runtime.process).
-                scratch.sweep(self.scratch_base, self.known)
+                scratch.sweep(self.scratch_base, self.running)
             except OSError as e:
                 log.warning("cannot clear the scratch area %s: %s", self.scratch_base, e)
 

@@ -35,29 +35,22 @@ BASE_LANG = "C.UTF-8"
 
 
 SHELLS = frozenset({"sh", "bash", "dash"})  # by their base name: ``-c SCRIPT`` takes the trap in front
-STATUS = "status"
-# The EXIT trap that records an attempt's exit status; its path tells a restarted worker whose it is.
-_TRAP = "trap 'echo $? >{}' EXIT; "
-_TRAP_RE = re.compile(rb"^trap 'echo \$\? >(\S+)' EXIT; ")
-_PLAIN = re.compile(r"[\w@%+=:,./-]+", re.ASCII)  # a path the trap holds as it is (no quoting needed)
+STATUS_LOG = "process-status-"  # + <pid>-<generation>.log, in the worker's data dir
+ROTATE_EVERY = 50_000  # attempts per status log; the one before the previous is removed
+# The EXIT trap that records an attempt's exit status: a line "<execution> <status>" appended to the worker's
+# status log, which the attempt inherits as fd N (reopened by path through /dev/fd: no file is created).
+_TRAP = "trap 'echo {} $? >>/dev/fd/{}' EXIT; "
+_TRAP_RE = re.compile(rb"^trap 'echo ([\w.-]+) \$\? >>/dev/fd/(\d+)' EXIT; ")
+_PLAIN = re.compile(r"[\w.-]+", re.ASCII)  # an execution id the trap holds as it is
 
 
-def status_path(output: str) -> str:
-    """Where the attempt whose output file is ``output`` leaves its exit status: ``<id>.status`` in the
-    scratch area, outside its directory if it has one, so that it stays until the agent's sweep removes
-    it, once the attempt's final report has been acknowledged (see Agent._progress_loop)."""
-    if output.endswith("/" + scratch.OUTPUT):
-        return output[: -len(scratch.OUTPUT) - 1] + "." + STATUS
-    return output[: -len(scratch.OUTPUT)] + STATUS
-
-
-def supervised(argv: list[str], status: str) -> list[str] | None:
-    """``argv`` made to write its exit status to ``status`` when it exits (None if the path cannot be
-    put in a trap as it is). A ``sh -c`` (or bash) script gets the trap in front of its script; any
-    other command runs under ``sh -c`` with the trap, which waits for it (one process more)."""
-    if not _PLAIN.fullmatch(status):
+def supervised(argv: list[str], execution_id: str, fd: int) -> list[str] | None:
+    """``argv`` made to append its exit status to the status log it inherits as ``fd`` when it exits (None
+    if the id cannot be put in a trap as it is). A ``sh -c`` (or bash) script gets the trap in front of its
+    script; any other command runs under ``sh -c`` with the trap, which waits for it (one process more)."""
+    if not _PLAIN.fullmatch(execution_id):
         return None
-    trap = _TRAP.format(status)
+    trap = _TRAP.format(execution_id, fd)
     if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":
         return [argv[0], "-c", trap + argv[2], *argv[3:]]
     return ["/bin/sh", "-c", trap + '"$@"', "sh", *argv]
@@ -87,32 +80,34 @@ def _read_ends(pid: int) -> tuple[int, int] | None:
     return found[want[0]], found[want[1]]
 
 
-def _execution_of(status: str, base: str) -> str | None:
-    """The execution whose status file is ``status`` if it lies in ``base`` (``<id>.status`` or
-    ``<id>/status``)."""
-    if not status.startswith(base + "/"):
-        return None
-    rest = status[len(base) + 1:]
-    if rest.endswith("." + STATUS) and "/" not in rest:
-        return rest[: -len(STATUS) - 1]
-    return None
+def parse_statuses(text: bytes) -> dict[str, int]:
+    """A status log's lines, ``<execution> <status>``: the last status of each execution (a torn or
+    foreign line is skipped)."""
+    out: dict[str, int] = {}
+    for line in text.split(b"\n"):
+        ex, _, code = line.partition(b" ")
+        if code.strip().isdigit():
+            out[ex.decode("ascii", "replace")] = int(code)
+    return out
 
 
-def _read_status(path: str) -> int | None:
-    try:
-        with open(path, "rb") as f:
-            return int(f.read(16).strip())
-    except (OSError, ValueError):
-        return None
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
-def find_held(base: str) -> tuple[list[Held], dict[str, str]]:
-    """The attempts a previous run of the worker whose scratch area is ``base`` left: those still
-    running (session leaders whose trap writes into ``base``, holding their pipes' read ends) and those
-    that ended with a status file; and each one's status file."""
-    base = os.path.abspath(base)
+def find_held(data_dir: str) -> tuple[list[Held], dict[str, int]]:
+    """The attempts a previous run of the worker whose data dir is ``data_dir`` left: those still running
+    (session leaders whose trap appends to a status log in ``data_dir``, holding their pipes' read ends)
+    and those whose status is in a status log there. For each running one, an fd open on its status
+    log (the caller closes it), to read its status from once it has ended."""
+    prefix = os.path.join(os.path.abspath(data_dir), STATUS_LOG)
     held: dict[str, Held] = {}
-    paths: dict[str, str] = {}
+    logs: dict[str, int] = {}
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -126,31 +121,30 @@ def find_held(base: str) -> tuple[list[Held], dict[str, str]]:
                 cmd = f.read().split(b"\0")
             if len(cmd) < 3 or cmd[1] != b"-c" or os.getsid(pid) != pid:
                 continue
+            m = _TRAP_RE.match(cmd[2])
+            if m is None or not os.readlink(f"/proc/{pid}/fd/{int(m.group(2))}").startswith(prefix):
+                continue
+            ex_id = m.group(1).decode()
+            fds = _read_ends(pid)
+            if fds is None or ex_id in held:
+                continue
+            logs[ex_id] = os.open(f"/proc/{pid}/fd/{int(m.group(2))}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
-        m = _TRAP_RE.match(cmd[2])
-        if m is None:
-            continue
-        status = os.fsdecode(m.group(1))
-        ex_id = _execution_of(status, base)
-        fds = _read_ends(pid) if ex_id else None
-        if ex_id and fds:
-            held[ex_id] = Held(ex_id, True, None, str(pid), fds)
-            paths[ex_id] = status
+        held[ex_id] = Held(ex_id, True, None, str(pid), fds)
+    base = os.path.dirname(prefix)
     try:
-        entries = os.listdir(base)
+        names = sorted(n for n in os.listdir(base) if n.startswith(STATUS_LOG))
     except OSError:
-        entries = []
-    for name in entries:
-        status = f"{base}/{name}"
-        ex_id = _execution_of(status, base)
-        if ex_id is None or ex_id in held:
-            continue
-        code = _read_status(status)
-        if code is not None:
+        names = []
+    ended: dict[str, int] = {}
+    for name in names:
+        with contextlib.suppress(OSError), open(os.path.join(base, name), "rb") as f:
+            ended.update(parse_statuses(f.read()))
+    for ex_id, code in ended.items():
+        if ex_id not in held:
             held[ex_id] = Held(ex_id, False, code)
-            paths[ex_id] = status
-    return list(held.values()), paths
+    return list(held.values()), logs
 
 
 def base_env(home: str) -> dict[str, str]:
@@ -317,7 +311,12 @@ class ProcessRuntime:
         self._which: dict[str, str] = {}  # searching PATH costs more than the spawn itself
         self._runnable_cache: dict[str, bool] = {}
         self._held: dict[str, Held] = {}  # found by held(), not yet resumed or reaped
-        self._status: dict[str, str] = {}  # their status files
+        self._logs: dict[str, int] = {}  # their status logs, open (running ones)
+        # This run's status log (see module docstring): its fd, path, generation, attempts written to it.
+        self._log_fd: int | None = None
+        self._log_path: str | None = None
+        self._log_gen = 0
+        self._log_n = 0
 
     def _resolve(self, exe: str) -> str:
         if "/" in exe:
@@ -358,19 +357,20 @@ class ProcessRuntime:
         argv = list(req.entrypoint or []) + list(req.argv)
         if argv and "PATH" not in req.env:
             argv[0] = self._resolve(argv[0])
-        status: str | None = None
+        log_fd = None
         spawn = argv
         if req.scratch is not None and argv and self._runnable(argv[0]):
-            status = status_path(req.scratch.output)
-            spawn = supervised(argv, status) or argv
+            log_fd = self._status_log(req.scratch.output)
+            spawn = (supervised(argv, req.execution_id, log_fd) if log_fd is not None else None) or argv
             if spawn is argv:
-                status = None
+                log_fd = None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             # The task holds its pipes' read ends too (pass_fds): see the module's docstring.
             proc = subprocess.Popen(spawn, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-                                    cwd=cwd, start_new_session=True, pass_fds=(out_r, err_r) if status else ())
+                                    cwd=cwd, start_new_session=True,
+                                    pass_fds=(out_r, err_r, log_fd) if log_fd is not None else ())
         except (OSError, ValueError) as e:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -380,8 +380,6 @@ class ProcessRuntime:
             os.close(out_w)
             os.close(err_w)
         on_started(str(proc.pid))
-        # Its status file (if any) stays until the final report is acknowledged (the agent's sweep removes
-        # it): a worker killed before that claims the attempt again after its restart.
         pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
         try:
             code = await _wait_exit(loop, proc)
@@ -410,18 +408,47 @@ class ProcessRuntime:
                 self._runnable_cache[exe] = ok
         return ok
 
+    def _status_log(self, output: str) -> int | None:
+        """This run's status log, opened at the first attempt in the data dir (the parent of the scratch
+        area ``output`` lies in), and rotated every ROTATE_EVERY attempts: running attempts keep the one
+        they inherited; the one before the previous is removed."""
+        if self._log_fd is None or self._log_n >= ROTATE_EVERY:
+            base = os.path.dirname(os.path.dirname(output.removesuffix("/" + scratch.OUTPUT)))
+            path = os.path.join(base, f"{STATUS_LOG}{os.getpid()}-{self._log_gen}.log")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return self._log_fd
+            if self._log_fd is not None:
+                os.close(self._log_fd)
+            if self._log_gen >= 2:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(base, f"{STATUS_LOG}{os.getpid()}-{self._log_gen - 2}.log"))
+            self._log_fd, self._log_path, self._log_n = fd, path, 0
+            self._log_gen += 1
+        self._log_n += 1
+        return self._log_fd
+
     async def held(self, node_id: str, scratch_base: str) -> list[Held]:
-        found, paths = await asyncio.to_thread(find_held, scratch_base)
+        """What a previous run left (see find_held); the status logs it read are removed."""
+        data_dir = os.path.dirname(os.path.abspath(scratch_base))
+        found, logs = await asyncio.to_thread(find_held, data_dir)
+        for fd in self._logs.values():
+            os.close(fd)
         self._held = {h.execution_id: h for h in found}
-        self._status = paths
+        self._logs = logs
+        with contextlib.suppress(OSError):
+            for name in os.listdir(data_dir):
+                if name.startswith(STATUS_LOG):
+                    os.unlink(os.path.join(data_dir, name))
         return found
 
     async def resume(self, held: Held, skip_bytes: int, on_output: OutputSink,
                      on_started: StartedSink) -> RunResult:
         """Follow an attempt a previous run of the worker started: its output from its pipes (what the
         previous run had read and not yet shipped is lost; nothing is read twice, so ``skip_bytes`` is
-        not needed), its exit status from its status file."""
-        status = self._status.get(held.execution_id)
+        not needed), its exit status from its status log."""
+        log_fd = self._logs.pop(held.execution_id, None)
         try:
             if not held.running:
                 return RunResult(held.exit_code)
@@ -445,13 +472,15 @@ class ProcessRuntime:
                 raise
             finally:
                 _kill_group(pid)
-            code = _read_status(status) if status else None
+            code = parse_statuses(_read_all(log_fd)).get(held.execution_id) if log_fd is not None else None
             if code is None:
                 return RunResult(None, "the task ended while its worker was restarting, and its exit status "
                                        "was not recorded (killed by a signal?)")
             return RunResult(code)
         finally:
             self._held.pop(held.execution_id, None)
+            if log_fd is not None:
+                os.close(log_fd)
 
     async def reap(self, node_id: str, keep: set[str]) -> list[str]:
         """Kill what :meth:`held` found and the coordinator did not keep (its status files go with the
@@ -461,4 +490,7 @@ class ProcessRuntime:
             if h.running and h.handle:
                 _kill_group(int(h.handle))
             self._held.pop(h.execution_id, None)
+            fd = self._logs.pop(h.execution_id, None)
+            if fd is not None:
+                os.close(fd)
         return [h.execution_id for h in gone]
