@@ -134,6 +134,23 @@ _TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"),
                                   sa.or_(*(s.nodes.c.state == sa.literal(v) for v in LIVE_NODE)))
 
 
+_LOG_COLS = "job_id, seq, task_id, execution_id, stream, line, ts"
+
+
+@functools.lru_cache(maxsize=128)
+def _tails_statement(jobs: int) -> Any:
+    """Tx.tail_logs_of_jobs for this many jobs: written as text (built once per size; a SQLAlchemy construct
+    of 100 arms cost more to build and to key than to run)."""
+    newest = "ORDER BY seq DESC"
+    arms = " UNION ALL ".join(
+        f"SELECT {_LOG_COLS}, row_number() OVER ({newest}) AS rn, "
+        f"sum(length(line) + 1) OVER ({newest} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS size "
+        f"FROM (SELECT {_LOG_COLS} FROM logs WHERE job_id = :j{i} {newest} LIMIT :n) AS a{i}"
+        for i in range(jobs))
+    return sa.text(f"SELECT {_LOG_COLS} FROM ({arms}) AS u WHERE rn = 1 OR size <= :max_bytes "
+                   "ORDER BY job_id, seq")
+
+
 def _first_command(tasks: Sequence[Row]) -> str | None:
     """command_search of a new job: its first top-level task's command."""
     first = next((t for t in tasks if t["position"] == 0 and t.get("parent_id") is None), None)
@@ -635,21 +652,11 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         """``tail_logs`` of many jobs (a page of a list) in one statement per ``per_query`` jobs: for each job
         its last ``n`` lines (one arm of a UNION ALL, read backwards by ``ix_logs_job``), of which the newest
         up to about ``max_bytes`` of text (a running sum over them) are sent, oldest first."""
-        lg = s.logs.c
         out: dict[str, list[Row]] = {}
         for part in chunks(sorted(set(job_ids)), per_query):
-            arms = []
-            for jid in part:
-                last = (sa.select(lg.job_id, lg.seq, lg.task_id, lg.execution_id, lg.stream, lg.line, lg.ts)
-                        .where(lg.job_id == jid).order_by(lg.seq.desc()).limit(n).subquery())
-                newest = last.c.seq.desc()
-                arms.append(sa.select(last, sa.func.row_number().over(order_by=newest).label("rn"),
-                                      sa.func.sum(sa.func.length(last.c.line) + 1)
-                                      .over(order_by=newest, rows=(None, 0)).label("size")))
-            u = sa.union_all(*arms).subquery()
-            q = (sa.select(u.c.job_id, u.c.seq, u.c.task_id, u.c.execution_id, u.c.stream, u.c.line, u.c.ts)
-                 .where(sa.or_(u.c.rn == 1, u.c.size <= max_bytes)).order_by(u.c.job_id, u.c.seq))
-            for r in _rows(self.c.execute(q)):
+            q = _tails_statement(len(part))
+            params = {"n": n, "max_bytes": max_bytes, **{f"j{i}": jid for i, jid in enumerate(part)}}
+            for r in _rows(self.c.execute(q, params)):
                 out.setdefault(r.pop("job_id"), []).append(r)
         return out
 
