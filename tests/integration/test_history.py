@@ -5,26 +5,32 @@ stop at COUNT_CAP; --retain deletes finished jobs with their rows, and only thos
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from corral.coordinator import retention
 from corral.coordinator.errors import NotFound
 from corral.coordinator.flow import job_rows
 from corral.coordinator.service import Coordinator, NodeInfo
 from corral.domain.spec import JobSpec
-from corral.store import sql
+from corral.store import schema, sql
+from corral.store.migrate import alembic_config
 from corral.store.sql import Store
 from tests import pg
 from tests.harness import Cluster
 
 NOW = 1_800_000_000.0
+
 WORDS = ["alpha", "Bravo", "delta", "gam_ma"]
 STATES = ["completed", "failed", "cancelled", "pending", "running"]
 
@@ -50,22 +56,41 @@ def _store(url: str) -> Iterator[tuple[Store, list[dict[str, Any]]]]:
         for i in range(40):
             tags = [f"team-{i % 5}", "Prod" if i % 2 else "dev", *(["50%off"] if i % 4 == 2 else [])]
             spec = JobSpec.model_validate({"name": f"job {i} {WORDS[i % 4]}", "queue": f"q{i % 3}", "tags": tags,
-                                           "tasks": [{"name": "t", "image": "busybox", "run": "echo hi"}]})
+                                           "tasks": [{"name": "t", "image": "busybox", **COMMANDS[i % 4](i)},
+                                                     {"name": "second", "run": "echo SECOND"}]})
             job, tasks = job_rows(spec, NOW - 1000 + i * 10)
             tx.insert_jobs([(job, tasks)])
-            jobs.append(job)
+            jobs.append({**job, "command": _shown_command(spec.tasks[0].model_dump())})
     with store.engine.begin() as c:
         for i, job in enumerate(jobs):
             job["state"] = STATES[i % 5]
             job["finished_at"] = NOW - 500 + i if job["state"] in ("completed", "failed", "cancelled") else None
             c.execute(sa.text("UPDATE jobs SET state = :s, finished_at = :f WHERE id = :id"),
                       {"s": job["state"], "f": job["finished_at"], "id": job["id"]})
-            c.execute(sa.text("INSERT INTO logs (job_id, task_id, execution_id, stream, line, ts) "
-                              "VALUES (:j, 't', 'e', 'stdout', 'x', 0)"), {"j": job["id"]})
+            for k in range(1 + i % 6):  # 1 to 6 lines of 1 to 9 characters ('x' * n), ts = their order
+                c.execute(sa.text("INSERT INTO logs (job_id, task_id, execution_id, stream, line, ts) "
+                                  "VALUES (:j, 't', 'e', 'stdout', :line, :ts)"),
+                          {"j": job["id"], "line": "x" * (1 + (i + k) % 9), "ts": k})
     try:
         yield store, jobs
     finally:
         store.close()
+
+
+# The first task's command, four ways: a script (mixed case, LIKE's wildcards), an argv list, an entrypoint.
+COMMANDS: list[Callable[[int], dict[str, Any]]] = [
+    lambda i: {"run": f"echo Hello {i}"},
+    lambda i: {"command": ["sh", "-c", f"echo 50%OFF_{i} 'quoted'"]},
+    lambda i: {"entrypoint": ["/bin/Gam_ma", str(i)]},
+    lambda i: {"run": f"printf 'caf\u00c9 {i}'"},
+]
+
+
+def _shown_command(task: dict[str, Any]) -> str:
+    """The command as nomad-lite shows it, written plainly."""
+    if task.get("run") is not None:
+        return str(task["run"])
+    return shlex.join(task.get("command") or task.get("entrypoint") or [])
 
 
 def _expected(jobs: list[dict[str, Any]], **f: Any) -> list[str]:
@@ -78,6 +103,8 @@ def _expected(jobs: list[dict[str, Any]], **f: Any) -> list[str]:
                 and (not f.get("q") or f["q"].lower() in text)
                 and (f.get("created_after") is None or j["created_at"] >= f["created_after"])
                 and (f.get("created_before") is None or j["created_at"] < f["created_before"])
+                and (f.get("created_to") is None or j["created_at"] <= f["created_to"])
+                and (not f.get("command") or f["command"].lower() in j["command"].lower())
                 and (f.get("before_seq") is None or j["seq"] < f["before_seq"]))
     return [j["id"] for j in sorted(jobs, key=lambda j: -j["seq"]) if keep(j)]
 
@@ -108,6 +135,47 @@ def test_job_lists_match_a_plain_filter(history: tuple[Store, list[dict[str, Any
                                     created_from=f.get("created_after"))
             plain = _expected(jobs, state=f.get("state"), tag=f.get("tag"), created_after=f.get("created_after"))
             assert [r["id"] for r in found] == plain[2:7] and n == len(plain)
+
+
+COMMAND_FILTERS: list[dict[str, Any]] = [
+    {"command": "hello"}, {"command": "HELLO 1"}, {"command": "50%off_"}, {"command": "%"}, {"command": "_"},
+    {"command": "'quoted'"}, {"command": "gam_ma 3"}, {"command": "/bin/gam"}, {"command": "café"},
+    {"command": "second"}, {"command": "sh -c"}, {"command": "nothing"},
+    {"command": "echo", "state": "failed"}, {"command": "1", "created_from": NOW - 900, "created_to": NOW - 700},
+    {"created_from": NOW - 800, "created_to": NOW - 700}, {"created_to": NOW - 900},
+]
+
+
+@pytest.mark.parametrize("f", COMMAND_FILTERS, ids=[str(sorted(f.items())) for f in COMMAND_FILTERS])
+def test_nomad_lite_filters_match_a_plain_filter(history: tuple[Store, list[dict[str, Any]]], f: dict[str, Any]
+                                                 ) -> None:
+    """The command filter (jobs.command_search, 0019: the first task's command as shown, any case, LIKE's
+    wildcards taken literally) and a time window (ix_jobs_created_seq), paged by offset and by cursor."""
+    store, jobs = history
+    states = [f["state"]] if f.get("state") else None
+    want = _expected(jobs, state=f.get("state"), command=f.get("command"), created_after=f.get("created_from"),
+                     created_to=f.get("created_to"))
+    args = {"states": states, "command": f.get("command"), "created_from": f.get("created_from"),
+            "created_to": f.get("created_to")}
+    with store.read() as tx:
+        found, n = tx.find_jobs(**args, offset=1, limit=3)
+        assert [r["id"] for r in found] == want[1:4] and n == len(want)
+        if found:
+            rest, _ = tx.find_jobs(**args, before_seq=found[0]["seq"], limit=100)
+            assert [r["id"] for r in rest] == want[2:]
+
+
+def test_tails_of_a_page_match_each_jobs_tail(history: tuple[Store, list[dict[str, Any]]]) -> None:
+    """nomad-lite's list reads the last lines of a page of jobs in one statement: the same lines tail_logs
+    gives job by job, under a line count and a byte budget (the newest line always)."""
+    store, jobs = history
+    ids = [j["id"] for j in jobs]
+    with store.read() as tx:
+        for n, budget in ((1000, 10**6), (3, 10**6), (5, 12), (4, 1)):
+            got = tx.tail_logs_of_jobs(ids, n, budget, per_query=7)
+            want = {j: tx.tail_logs(j, n, budget) for j in ids}
+            assert got == want, (n, budget)
+        assert sum(map(len, tx.tail_logs_of_jobs(ids, 1000, 10**6).values())) == sum(1 + i % 6 for i in range(40))
 
 
 def test_counts_stop_at_the_cap(history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
@@ -167,3 +235,44 @@ def test_a_server_with_retain_deletes_old_finished_jobs(cluster: Cluster) -> Non
         assert time.monotonic() < deadline, "the cancelled job was not deleted"
         time.sleep(0.1)
     assert cluster.job(waiting["id"])["state"] == "pending"  # unfinished: kept
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_migration_0019_fills_the_command_of_existing_jobs(engine: str, request: pytest.FixtureRequest,
+                                                           tmp_path: Path) -> None:
+    """Jobs written at revision 0018 get their first task's command on upgrade."""
+    with contextlib.ExitStack() as stack:
+        if engine == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.db'}"
+        else:
+            url = stack.enter_context(pg.fresh_database(request.getfixturevalue("pg_admin_url")))
+        db = sa.create_engine(url)
+        stack.callback(db.dispose)
+        with db.begin() as c:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = c
+            command.upgrade(cfg, "0018")
+        old = sa.MetaData()
+        old.reflect(db, only=["jobs", "tasks"])
+        typed = {name: sa.Table(name, sa.MetaData(), *(sa.Column(c.name, schema.metadata.tables[name].c[c.name].type)
+                                                        for c in old.tables[name].columns))
+                 for name in ("jobs", "tasks")}
+        commands = [{"run": "echo Old ONE"}, {"command": ["echo", "two words"]}, {"image": "busybox"},
+                    {"run": "echo three"}, {"run": "echo FOUR"}]
+        ids = []
+        with db.begin() as c:
+            for i, cmd in enumerate(commands):
+                spec = JobSpec.model_validate({"name": f"old {i}", "tasks": [{"name": "t", "image": "busybox", **cmd}]})
+                job, tasks = job_rows(spec, NOW + i)
+                seq = c.execute(sa.insert(typed["jobs"]).returning(typed["jobs"].c.seq),
+                                {k: v for k, v in job.items() if k in typed["jobs"].c}).scalar_one()
+                c.execute(sa.insert(typed["tasks"]), [{**{k: v for k, v in t.items() if k in typed["tasks"].c},
+                                                       "job_seq": seq} for t in tasks])
+                ids.append(job["id"])
+        store = Store(url)  # upgrades to head
+        stack.callback(store.close)
+        with store.read() as tx:
+            got = {r["id"]: r["command_search"] for r in tx.jobs_by_ids(ids)}
+            assert [got[i] for i in ids] == ["echo old one", "echo 'two words'", None, "echo three", "echo four"]
+            assert [r["id"] for r in tx.find_jobs(command="ECHO")[0]] == [ids[4], ids[3], ids[1], ids[0]]
+            assert [r["id"] for r in tx.find_jobs(command="o w")[0]] == [ids[1]]

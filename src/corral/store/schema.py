@@ -47,6 +47,8 @@ jobs = sa.Table(
     # 0013: the namespace it belongs to, and who created it (Identity.principal; NULL before 0013).
     sa.Column("namespace", sa.String(63), nullable=False, server_default="default"),
     sa.Column("created_by", sa.String(80)),
+    # 0019: the first task's command, lower-cased (store.rows.command_search), for nomad-lite's ?command=
+    sa.Column("command_search", sa.Text),
     # 0018: lists read newest first under a filter; finished_at for --retain
     sa.Index("ix_jobs_state_seq", "state", "seq"),
     sa.Index("ix_jobs_queue_seq", "queue", "seq"),
@@ -56,11 +58,14 @@ jobs = sa.Table(
     sa.Index("ix_jobs_root", "root_job_id"),
     sa.Index("ix_jobs_hooks", "hooks_done"),
     sa.Index("ix_jobs_autodelete", "auto_delete_after"),
-    sa.Index("ix_jobs_created", "created_at"),
+    sa.Index("ix_jobs_created_seq", "created_at", "seq"),  # 0019 (was created_at alone): a window's page of seqs
 )
 # 0018, PostgreSQL only (where pg_trgm can be created): ?q= and ?tag= (substrings of search) by trigrams.
 sa.Index("ix_jobs_search_trgm", jobs.c.search, postgresql_using="gin",
          postgresql_ops={"search": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+# 0019, the same for nomad-lite's ?command= (substrings of command_search).
+sa.Index("ix_jobs_command_trgm", jobs.c.command_search, postgresql_using="gin",
+         postgresql_ops={"command_search": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
 
 tasks = sa.Table(
     "tasks", metadata,

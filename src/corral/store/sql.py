@@ -33,6 +33,7 @@ from corral.store.quotas import QuotaQueries
 from corral.store.rows import CHUNK as CHUNK  # re-exported: callers import these from store.sql
 from corral.store.rows import Row as Row
 from corral.store.rows import chunks as chunks
+from corral.store.rows import command_search
 from corral.store.rows import rows as _rows
 from corral.store.stacks import StackQueries
 
@@ -133,6 +134,29 @@ _TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"),
                                   sa.or_(*(s.nodes.c.state == sa.literal(v) for v in LIVE_NODE)))
 
 
+_LOG_COLS = "job_id, seq, task_id, execution_id, stream, line, ts"
+
+
+@functools.lru_cache(maxsize=128)
+def _tails_statement(jobs: int) -> Any:
+    """Tx.tail_logs_of_jobs for this many jobs: written as text (built once per size; a SQLAlchemy construct
+    of 100 arms cost more to build and to key than to run)."""
+    newest = "ORDER BY seq DESC"
+    arms = " UNION ALL ".join(
+        f"SELECT {_LOG_COLS}, row_number() OVER ({newest}) AS rn, "
+        f"sum(length(line) + 1) OVER ({newest} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS size "
+        f"FROM (SELECT {_LOG_COLS} FROM logs WHERE job_id = :j{i} {newest} LIMIT :n) AS a{i}"
+        for i in range(jobs))
+    return sa.text(f"SELECT {_LOG_COLS} FROM ({arms}) AS u WHERE rn = 1 OR size <= :max_bytes "
+                   "ORDER BY job_id, seq")
+
+
+def _first_command(tasks: Sequence[Row]) -> str | None:
+    """command_search of a new job: its first top-level task's command."""
+    first = next((t for t in tasks if t["position"] == 0 and t.get("parent_id") is None), None)
+    return command_search(first["spec"] or {}) if first else None
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
 
@@ -159,7 +183,8 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         if not items:
             return
         q = sa.insert(s.jobs).returning(s.jobs.c.id, s.jobs.c.seq, sort_by_parameter_order=True)
-        seqs: dict[str, int] = {jid: seq for jid, seq in self.c.execute(q, [job for job, _ in items])}
+        seqs: dict[str, int] = {jid: seq for jid, seq in self.c.execute(q, [
+            {**job, "command_search": _first_command(ts)} for job, ts in items])}
         for job, _ in items:
             job["seq"] = seqs[job["id"]]  # the caller's row gets the number the store gave it
         tasks = [{**t, "job_seq": seqs[job["id"]]} for job, ts in items for t in ts]
@@ -264,10 +289,13 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         # newest jobs backwards until the window is reached (the planners assume its rows are spread
         # evenly; at a million jobs a window two months back scanned 550,000 rows). ``seq + 0`` orders the
         # same but no index gives that order, so the created_at index is the way in.
-        order = (s.jobs.c.seq + 0) if ranged else s.jobs.c.seq
-        rows = _rows(self.c.execute(sa.select(s.jobs).where(*page).order_by(order.desc())
-                                    .offset(offset).limit(limit)))
-        return rows, int(total)
+        if ranged:  # the page's seqs first (index-only on ix_jobs_created_seq where conds allow), then its rows
+            seqs = (sa.select(s.jobs.c.seq).where(*page).order_by((s.jobs.c.seq + 0).desc())
+                    .offset(offset).limit(limit).subquery())
+            q = sa.select(s.jobs).join(seqs, s.jobs.c.seq == seqs.c.seq).order_by(s.jobs.c.seq.desc())
+        else:
+            q = sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc()).offset(offset).limit(limit)
+        return _rows(self.c.execute(q)), int(total)
 
     def count_jobs_by_state(self, namespaces: Iterable[str] | None = None) -> dict[str, int]:
         """Jobs per state, of ``namespaces`` if given, else of those the current caller sees (a background
@@ -619,6 +647,19 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             before = part[-1]["seq"]
         return list(reversed(out))
 
+    def tail_logs_of_jobs(self, job_ids: Iterable[str], n: int, max_bytes: int, per_query: int = 100
+                          ) -> dict[str, list[Row]]:
+        """``tail_logs`` of many jobs (a page of a list) in one statement per ``per_query`` jobs: for each job
+        its last ``n`` lines (one arm of a UNION ALL, read backwards by ``ix_logs_job``), of which the newest
+        up to about ``max_bytes`` of text (a running sum over them) are sent, oldest first."""
+        out: dict[str, list[Row]] = {}
+        for part in chunks(sorted(set(job_ids)), per_query):
+            q = _tails_statement(len(part))
+            params = {"n": n, "max_bytes": max_bytes, **{f"j{i}": jid for i, jid in enumerate(part)}}
+            for r in _rows(self.c.execute(q, params)):
+                out.setdefault(r.pop("job_id"), []).append(r)
+        return out
+
     def _log_owner(self, job_id: str, owner: str | None) -> list[Any]:
         conds: list[Any] = [s.logs.c.job_id == job_id]
         if owner is not None:  # a task's lines (every attempt), or one execution's
@@ -659,9 +700,10 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
                   created_from: float | None = None, created_to: float | None = None,
                   before_seq: int | None = None, offset: int = 0, limit: int = 100) -> tuple[list[Row], int]:
         """Jobs, newest first, and how many match in all. ``node_prefix``: an attempt of the job was placed
-        on a node whose id starts so. ``command``: a case-insensitive substring of the first task's script
-        (or of its argv list, as JSON). ``created_from`` and ``created_to`` are both inclusive."""
-        j, t, e = s.jobs.c, s.tasks.c, s.executions.c
+        on a node whose id starts so. ``command``: a case-insensitive substring of the first task's command
+        (its script, or its argv list joined as a shell reads it: ``rows.command_search``). ``created_from``
+        and ``created_to`` are both inclusive."""
+        j, e = s.jobs.c, s.executions.c
         conds: list[Any] = []
         if states:
             conds.append(j.state.in_(list(dict.fromkeys(states))))
@@ -669,10 +711,8 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(j.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
         if node_prefix:
             conds.append(sa.exists().where(e.job_id == j.id, e.node_id.startswith(node_prefix, autoescape=True)))
-        if command:
-            text = sa.func.lower(sa.func.coalesce(t.spec["run"].as_string(), t.spec["command"].as_string()))
-            conds.append(sa.exists().where(t.job_id == j.id, t.position == 0,
-                                           text.contains(command.lower(), autoescape=True)))
+        if command:  # jobs.command_search (0019): a trigram index on PostgreSQL
+            conds.append(j.command_search.contains(command.lower(), autoescape=True))
         if created_from is not None:
             conds.append(j.created_at >= created_from)
         if created_to is not None:

@@ -136,8 +136,8 @@ def jobs_facts(tx: Tx, jobs: list[Row], output: bool = True) -> list[JobFacts]:
     by_job: dict[str, list[Row]] = {}
     for t in tx.tasks_of_jobs(j["id"] for j in jobs):
         by_job.setdefault(t["job_id"], []).append(t)
-    return [job_facts(j, by_job.get(j["id"], []),
-                      tx.tail_logs(j["id"], OUTPUT_LINES, OUTPUT_BYTES) if output else []) for j in jobs]
+    tails = tx.tail_logs_of_jobs((j["id"] for j in jobs), OUTPUT_LINES, OUTPUT_BYTES) if output else {}
+    return [job_facts(j, by_job.get(j["id"], []), tails.get(j["id"], [])) for j in jobs]
 
 
 # -- ListJobs -------------------------------------------------------------------------------------
