@@ -20,7 +20,7 @@ from corral.api.deps import Services
 from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
 from corral.api.dialects import install as install_dialects
 from corral.api.dialects import stacks as stacks_dialect
-from corral.api.native import admin, agent, agent_pods, cluster, jobs, pods, schedules
+from corral.api.native import admin, agent, agent_fast, agent_pods, cluster, jobs, pods, schedules
 from corral.api.native import auth as auth_api
 from corral.api.native import quotas as quotas_api
 from corral.api.native import services as services_api
@@ -155,6 +155,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     if config.stacks.api_key:  # the Stacks routes check their own key (X-API-KEY) instead of the token
         config.edge.own_auth_prefixes = stacks_dialect.ERROR_PREFIXES
     app.add_middleware(admin.AuditMiddleware, log=audit_log, local=bool(config.edge.api_token))
+    app.add_middleware(agent_fast.AgentFastPath, services=app.state.services)  # heartbeats: inside the edge only
     config.edge.auth = auth
     edge.install(app, config.edge)  # last: the outermost, before the rate limiter
     renderers = config.edge.renderers

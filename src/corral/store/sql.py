@@ -132,6 +132,10 @@ COUNT_CAP = 1_000
 # executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
 _TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"),
                                   sa.or_(*(s.nodes.c.state == sa.literal(v) for v in LIVE_NODE)))
+# Built once: a statement made per call is generated and cache-keyed again each time (SQLAlchemy memoizes
+# the key on the statement object); heartbeats run these many times a second.
+_TOUCH_USAGE = _TOUCH.values(last_heartbeat=sa.bindparam("v_ts"), usage=sa.bindparam("v_usage"))
+_TOUCH_BARE = _TOUCH.values(last_heartbeat=sa.bindparam("v_ts"))
 
 
 _LOG_COLS = "job_id, seq, task_id, execution_id, stream, line, ts"
@@ -584,10 +588,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         bare = [{"b_id": i, "v_ts": t} for i, t, u in beats if u is None]
         n = 0
         if with_usage:
-            n += self.c.execute(_TOUCH.values(last_heartbeat=sa.bindparam("v_ts"), usage=sa.bindparam("v_usage")),
-                                with_usage).rowcount
+            n += self.c.execute(_TOUCH_USAGE, with_usage).rowcount
         if bare:
-            n += self.c.execute(_TOUCH.values(last_heartbeat=sa.bindparam("v_ts")), bare).rowcount
+            n += self.c.execute(_TOUCH_BARE, bare).rowcount
         return n == len(beats)
 
     def stale_nodes(self, cutoff: float) -> list[Row]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.types import Scope
 
 from corral.api.body import model_body
 from corral.api.deps import Services, services
@@ -33,20 +34,25 @@ def _bearer(authorization: str | None) -> str:
     return (authorization or "").removeprefix("Bearer ").strip()
 
 
-def _auth(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
+def caller_ok(scope: Scope, svc: Services, authorization: str | None) -> None:
     """A caller with the worker role (a worker's API key), the cluster token (when the server has one), or a
     join token: that one is checked by what follows (its validity at registration; on a node's calls, the
-    node's own secret is the credential)."""
-    ident = identity_of(request.scope)
+    node's own secret is the credential). No I/O."""
+    ident = identity_of(scope)
     if ident.role == Role.WORKER:  # a worker's key: the cluster token's stand-in (not an admin's key or the
-        return svc                 # local access token: workers are a role of their own)
+        return                     # local access token: workers are a role of their own)
     given = _bearer(authorization)
     if svc.agent_token and hmac.compare_digest(given.encode(), svc.agent_token.encode()):
-        return svc
+        return
     if given.startswith(JOIN_TOKEN_PREFIX):
-        return svc
+        return
     if svc.agent_token:
         raise Unauthorized("a worker must present the cluster token or a join token: corral worker --token ...")
+
+
+async def _auth(request: Request, svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Services:
+    """``caller_ok`` as a dependency (async: no thread hop; it reads nothing)."""
+    caller_ok(request.scope, svc, authorization)
     return svc
 
 
@@ -73,18 +79,26 @@ def _register_guard(svc: Agent, secret: Secret = None,
     return owner
 
 
-def node_guard(node_id: NodeId, svc: Agent, secret: Secret = None,
-               authorization: Annotated[str | None, Header()] = None) -> Services:
+async def check_node(svc: Services, node_id: str, secret: str | None, authorization: str | None) -> None:
     """Every call about a node must come from that node: it presents the secret it was given. A worker
     that joined with a join token has no other credential: without a secret of any node, it is unknown
-    (401); with another node's, it is refused (403)."""
+    (401); with another node's, it is refused (403). The secret's hash is cached once the node is known,
+    so this usually reads nothing (the store is read in a worker thread when it must be)."""
+    nodes = svc.coord.nodes
     try:
-        svc.coord.authenticate(node_id, secret)
+        if not nodes.authenticate_cached(node_id, secret):
+            await asyncio.to_thread(nodes.authenticate, node_id, secret)
     except Forbidden:
         if not _bearer(authorization).startswith(JOIN_TOKEN_PREFIX) or (
-                secret and svc.coord.nodes.secret_owner(secret)):
+                secret and await asyncio.to_thread(nodes.secret_owner, secret)):
             raise
         raise Unauthorized(f"no node has this credential ({NODE_SECRET_HEADER}): register again") from None
+
+
+async def node_guard(node_id: NodeId, svc: Agent, secret: Secret = None,
+                     authorization: Annotated[str | None, Header()] = None) -> Services:
+    """``check_node`` as a dependency, after the caller's check (``_auth``); async: no thread hop."""
+    await check_node(svc, node_id, secret, authorization)
     return svc
 
 
