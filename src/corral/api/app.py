@@ -136,6 +136,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.auth = auth
     errors.install(app)
     if hot.enabled():  # the first middleware added is the innermost: after the edge, the audit, the limiter
+        coord.stats["hot_path_requests"] = 0
         app.add_middleware(hot.HotPath, owner=app)
     app.include_router(health.router)  # first: FastAPI tries routes in order, and probes come often
     app.include_router(auth_api.router)

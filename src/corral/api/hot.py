@@ -29,7 +29,7 @@ from fastapi import FastAPI, routing
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from fastapi.routing import serialize_response
+from fastapi.routing import APIRoute, serialize_response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -68,6 +68,8 @@ class Endpoint:
     response_param: str | None
     services_params: tuple[str, ...]
     status_code: int | None
+    # A route class that answers every error in its own shape (a dialect's): that answer.
+    render: Callable[[Request, Any], Response] | None = None
     # A template's static part ("/v1/jobs/") and the literal segments earlier routes own there.
     prefix: str = ""
     taken: frozenset[str] = field(default_factory=frozenset)
@@ -94,6 +96,10 @@ def endpoint_of(route: Any) -> Endpoint | None:
         default = signature.parameters[q.name].default if q.name in signature.parameters else inspect.Parameter.empty
         if default is inspect.Parameter.empty or type(default).__module__.startswith(("fastapi", "pydantic")):
             return None  # required, or its default is a Query(...): FastAPI resolves it
+    original = getattr(route, "original_route", route)
+    render = getattr(original, "dialect_render", None)
+    if type(original).get_route_handler is not APIRoute.get_route_handler and render is None:
+        return None  # a route class of its own, which the hot path does not know
     path_params = tuple(p.name for p in dep.path_params)
     if path_params and (route.path.count("{") != 1 or not route.path.endswith("}")
                         or not route.path_format.endswith("{" + path_params[0] + "}")
@@ -103,7 +109,7 @@ def endpoint_of(route: Any) -> Endpoint | None:
                     is_coroutine=inspect.iscoroutinefunction(route.dependant.call or route.endpoint),
                     path_params=path_params, request_param=dep.request_param_name,
                     response_param=dep.response_param_name, services_params=tuple(svc_params),
-                    status_code=route.status_code,
+                    status_code=route.status_code, render=render,
                     prefix=route.path.split("{", 1)[0] if path_params else "")
 
 
@@ -160,6 +166,8 @@ class HotPath:
         self.wanted = routes
         self._table: dict[tuple[str, str], Endpoint] | None = None
         self._handlers: dict[Any, Callable[..., Any]] = {}
+        # Requests answered here, for /metrics (corral_hot_path_requests_total)
+        self._stats: dict[str, int] = owner.state.services.coord.stats
 
     def _build(self) -> dict[tuple[str, str], Endpoint]:
         built = table(self.owner.routes, self.wanted)
@@ -187,6 +195,7 @@ class HotPath:
         if scope["type"] == "http" and not scope.get("query_string") and not scope.get("root_path"):
             found = self._find(str(scope["method"]), str(scope["path"]))
             if found is not None:
+                self._stats["hot_path_requests"] += 1
                 await self._serve(found[0], found[1], scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -200,6 +209,10 @@ class HotPath:
         try:
             response = await self._answer(ep, path_params, request)
         except Exception as exc:
+            if ep.render is not None:  # as the dialect's route class answers it
+                from corral.api.dialects.base import as_dialect_error
+                await ep.render(request, as_dialect_error(exc))(scope, receive, send)
+                return
             handler = self._handler(exc)
             if handler is None:
                 raise  # as from FastAPI's router: the server-error middleware answers it
