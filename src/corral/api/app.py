@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from corral import __version__
-from corral.api import dashboard, docs_ui, edge, errors, health
+from corral.api import dashboard, docs_ui, edge, errors, health, hot
 from corral.api import openapi as api_doc
 from corral.api.deps import Services
 from corral.api.dialects import PORT_APPS, edge_prefixes, edge_renderers
@@ -135,6 +135,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.audit_local = bool(config.edge.api_token)
     app.state.auth = auth
     errors.install(app)
+    if hot.enabled():  # the first middleware added is the innermost: after the edge, the audit, the limiter
+        coord.stats["hot_path_requests"] = 0
+        app.add_middleware(hot.HotPath, owner=app)
     app.include_router(health.router)  # first: FastAPI tries routes in order, and probes come often
     app.include_router(auth_api.router)
     app.include_router(jobs.router)

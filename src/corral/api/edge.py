@@ -223,6 +223,11 @@ class EdgeMiddleware:
         if length.strip().isdigit() and int(length) > limit:
             await self._deny(scope, receive, send, 413, message, {"Connection": "close"})
             return
+        if "transfer-encoding" not in headers and (not length or length.strip().isdigit()):
+            # The body is framed by its Content-Length (none: empty): the HTTP server reads that many bytes
+            # and no more, so nothing can pass the limit checked above and nothing needs counting.
+            await self.app(scope, receive, send)
+            return
         received = 0
         exceeded = False
         started = False

@@ -59,6 +59,8 @@ def route_class(render: Callable[[Request, DialectError], Response]) -> type[API
     """An APIRoute whose errors, bad parameters included, are answered by ``render``."""
 
     class DialectRoute(APIRoute):
+        dialect_render = staticmethod(render)  # for the hot path (corral.api.hot), which calls the endpoint itself
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
