@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Match
 
 from corral.api.body import BODY_MODELS
 from corral.api.edge import PROBES, UNSAFE
+from corral.domain import spec
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
@@ -366,12 +367,14 @@ LOG_LINES = text_answer("The lines: text, or one JSON object per line with forma
 
 # -- schema fragments for bodies read by hand (a dialect's openapi_extra) -----------------------------------
 # Each is what the server accepts, or, where no JSON schema can say it, the nearest stricter.
-NOT_BLANK = r"[^\s]"  # something other than spaces (the pattern is searched, not anchored)
+# (Whitespace spelled out as Python's str.isspace reads it, not \s: see corral.domain.spec.WS.)
+WS = spec.WS
+NOT_BLANK = spec.NOT_BLANK_PATTERN  # something other than spaces (the pattern is searched, not anchored)
 # Text with something in it and no expression ('{{' or '{%' start one; a plain '{' does not): what a field that
 # is parsed as an expression when it holds one accepts without parsing it.
-TEXT_NO_EXPR = r"^\s*(?:[^{\s]|\{[^{%])(?:[^{]|\{[^{%])*\{?$"
+TEXT_NO_EXPR = spec.SCRIPT_PATTERN
 # An image reference: no spaces, no expression (corral.domain.spec._check_image).
-IMAGE_PATTERN = r"^(?:[^{\s]|\{[^{%\s])+\{?$"
+IMAGE_PATTERN = spec.IMAGE_PATTERN
 # A cron expression (corral.domain.schedule): the nearest stricter schema, five fields of a '*' or a number in
 # range (a day of the month up to 28: every month has it), or an alias.
 _CRON_FIELDS = (r"[1-5]?[0-9]", r"1?[0-9]|2[0-3]", r"[1-9]|1[0-9]|2[0-8]", r"[1-9]|1[0-2]", r"[0-6]")
