@@ -16,6 +16,7 @@ A route documents only what is its own (another success code, a streaming media 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,10 @@ class DocConfig:
     # (path prefix, API) in the order the edge and the rate limiter pick the shape of their refusals.
     edge_prefixes: Sequence[tuple[str, str]] = ()
     auth: bool = False  # identities on (corral.auth): every route but a public one asks for a credential
+    # The operator's policy (corral.coordinator.policy): where bind mounts may come from (none: refused), the
+    # networks tasks may join (none: refused).
+    bind_roots: Sequence[str] = ()
+    networks: Sequence[str] = ()
 
 
 def _public(method: str, path: str) -> bool:
@@ -251,9 +256,34 @@ def operation_responses(method: str, path: str, tags: Iterable[str], config: Doc
     return out
 
 
+def policy_schemas(components: dict[str, Any], config: DocConfig) -> None:
+    """The job model's schemas (MountSpec, TaskSpec) narrowed to what the operator's policy lets a job ask for:
+    bind mounts only from under the allowed directories, only the allowed networks."""
+    # Copies: the models' schemas may be shared by every app of the process.
+    for name in ("MountSpec", "TaskSpec"):
+        if name in components:
+            components[name] = copy.deepcopy(components[name])
+    mount, task = components.get("MountSpec"), components.get("TaskSpec")
+    if mount is not None:
+        binds = [b for b in mount.get("oneOf", []) if b["properties"]["type"].get("const") == "bind"]
+        if not config.bind_roots:
+            mount["oneOf"] = [b for b in mount["oneOf"] if b not in binds]
+            mount["properties"]["type"]["enum"] = [t for t in mount["properties"]["type"]["enum"] if t != "bind"]
+        for b in binds if config.bind_roots else ():
+            roots = "|".join(re.escape(r.rstrip("/")) for r in config.bind_roots)
+            b["properties"]["source"].update(minLength=1, pattern=f"^(?:{roots})(?:{spec.SEGMENT})*$")
+    if task is not None and "networks" in task.get("properties", {}):
+        nets = task["properties"]["networks"]
+        if config.networks:
+            nets["items"] = {**nets.get("items", {}), "enum": sorted(config.networks)}
+        else:
+            nets["maxItems"] = 0
+
+
 def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
     """``schema`` (as FastAPI generated it) with every operation's error answers and the shapes they use."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    policy_schemas(components, config)
     for name, _, shape in SHAPES.values():
         components[name] = shape
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422: Corral answers bad input with a 400

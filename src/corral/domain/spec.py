@@ -12,13 +12,27 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from corral.domain import dag, expr
-from corral.domain.resources import (DEFAULT_TASK_RESOURCES, Resources, duration_schema, parse_duration, parse_size,
-                                     size_schema)
+from corral.domain.resources import (
+    DEFAULT_TASK_RESOURCES,
+    Resources,
+    duration_schema,
+    parse_duration,
+    parse_size,
+    size_schema,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -50,8 +64,8 @@ NO_EXPR_PATTERN = r"^(?:[^{]|\{[^{%])*\{?$"
 IMAGE_PATTERN = f"^(?:[^{{{WS}]|\\{{[^{{%{WS}])+\\{{?$"
 SCRIPT_PATTERN = f"^[{WS}]*(?:[^{{{WS}]|\\{{[^{{%])(?:[^{{]|\\{{[^{{%])*\\{{?$"
 NOT_BLANK_PATTERN = f"[^{WS}]"  # something other than spaces (searched, not anchored)
-_SEGMENT = r"/(?:[^/.]|\.[^/.])[^/]*"  # a path segment other than '.' and '..', not starting with '..'
-PATH_PATTERN = f"^(?:{_SEGMENT})+$"
+SEGMENT = r"/(?:[^/.]|\.[^/.])[^/]*"  # a path segment other than '.' and '..', not starting with '..'
+PATH_PATTERN = f"^(?:{SEGMENT})+$"
 _NO_EXPR = {"type": "string", "pattern": NO_EXPR_PATTERN}
 
 
