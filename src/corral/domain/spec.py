@@ -461,6 +461,19 @@ _SIDECAR = {"properties": {"networks": _EMPTY["networks"], "registry": _NULL, "p
                            "probe": _NULL}}
 
 
+_TASK_RULES: dict[str, Any] = {
+    "not": {"allOf": [_given("run"), _given("command")]},
+    "anyOf": [_given("run"), _given("command", {"type": "array", "minItems": 1}),
+              _given("image", {"type": "string", "minLength": 1}),
+              _given("parallel"), _given("each"), _given("subjob")],
+    "oneOf": [
+        {"properties": {k: _NULL for k in _COMPOSITES},
+         "anyOf": [_given("image"), {"properties": {k: _EMPTY[k] for k in _CONTAINER_ONLY}}]},
+        *({**_given(c), "properties": {**{k: _NULL for k in _COMPOSITES if k != c},
+                                       **{k: _EMPTY[k] for k in _LEAF}, c: {"not": _NULL}}}
+          for c in _COMPOSITES)]}
+
+
 def _sidecars(schema: dict[str, Any]) -> None:
     """A sidecar takes no networks, registry, ports or probe (_prepare)."""
     schema["items"] = {"allOf": [schema["items"], _SIDECAR]}
@@ -471,17 +484,7 @@ class TaskSpec(Strict):
     # run, command (not empty), image, or is a composite (parallel, each, subjob).
     # A composite is one of the three and takes nothing that runs; mounts, sidecars, networks, registry, ports
     # and probe need an image.
-    model_config = ConfigDict(json_schema_extra={
-        "not": {"allOf": [_given("run"), _given("command")]},
-        "anyOf": [_given("run"), _given("command", {"type": "array", "minItems": 1}),
-                  _given("image", {"type": "string", "minLength": 1}),
-                  _given("parallel"), _given("each"), _given("subjob")],
-        "oneOf": [
-            {"properties": {k: _NULL for k in _COMPOSITES},
-             "anyOf": [_given("image"), {"properties": {k: _EMPTY[k] for k in _CONTAINER_ONLY}}]},
-            *({**_given(c), "properties": {**{k: _NULL for k in _COMPOSITES if k != c},
-                                           **{k: _EMPTY[k] for k in _LEAF}, c: {"not": _NULL}}}
-              for c in _COMPOSITES)]})
+    model_config = ConfigDict(json_schema_extra=lambda s: s.update(_TASK_RULES))
 
     name: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME,
                              description="Unique within the job; defaults to task-<n>.",

@@ -114,10 +114,10 @@ def _probe(v: Any, what: str) -> dict[str, Any] | None:
     kind = v.get("type")
     if kind not in PROBE_TYPES:
         raise DialectError(400, f"{what}.type must be one of {', '.join(PROBE_TYPES)}")
-    v = dict(v)
-    port = _int(v.get("port", 0), f"{what}.port", 0, 65535)
-    if "port" in v:
-        v["port"] = port
+    probe: dict[str, Any] = dict(v)
+    port = _int(probe.get("port", 0), f"{what}.port", 0, 65535)
+    if "port" in probe:
+        probe["port"] = port
     if kind == "http":
         path = v.get("httpPath")
         if not isinstance(path, str) or not path.startswith("/") or len(path) > 1000:
@@ -133,11 +133,11 @@ def _probe(v: Any, what: str) -> dict[str, Any] | None:
             raise DialectError(400, f"{what}.command must be a list of 1-100 strings without null bytes")
     for key in ("initialDelaySeconds", "periodSeconds", "timeoutSeconds"):
         if key in v:
-            v[key] = _int(v[key], f"{what}.{key}", 0, 86400)
+            probe[key] = _int(v[key], f"{what}.{key}", 0, 86400)
     for key in ("successThreshold", "failureThreshold"):
         if key in v:
-            v[key] = _int(v[key], f"{what}.{key}", 1, 1000)
-    return v
+            probe[key] = _int(v[key], f"{what}.{key}", 1, 1000)
+    return probe
 
 
 def _ports(v: Any, what: str = "ports") -> list[dict[str, Any]]:
@@ -168,7 +168,7 @@ def _resources(v: Any, what: str = "resources") -> dict[str, Any]:
         return {}
     if not isinstance(v, dict) or set(v) - {"requests", "limits"}:
         raise DialectError(400, f"{what} holds requests and limits")
-    v = dict(v)
+    out: dict[str, Any] = dict(v)
     for part in ("requests", "limits"):
         lst = v.get(part) or {}
         if not isinstance(lst, dict) or set(lst) - {"cpu", "memory"}:
@@ -179,8 +179,8 @@ def _resources(v: Any, what: str = "resources") -> dict[str, Any]:
         if "memory" in lst:
             lst["memory"] = _int(lst["memory"], f"{what}.{part}.memory (bytes)", 0, 1 << 50)
         if part in v:
-            v[part] = lst
-    return v
+            out[part] = lst
+    return out
 
 
 def _corral_resources(res: dict[str, Any]) -> ResourcesSpec:
