@@ -17,7 +17,7 @@ trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 240); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.5; done
 start=$(date +%s)
 set +e
-"$BIN/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" --checks all --max-examples "$EXAMPLES" \
+"$BIN/schemathesis" --config-file bench/schemathesis.toml run "http://127.0.0.1:$PORT/openapi.json" --checks all --max-examples "$EXAMPLES" \
   -H "Authorization: Bearer $(cat "$DATA/token")" --seed 1 --request-timeout 5 --generation-database none \
   --no-color --workers 1 "$@"  # one: concurrent ast.parse can crash hypothesis on CPython 3.11
 rc=$?

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import pytest
 from fastapi import Depends, FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,14 +13,17 @@ from pydantic import BaseModel, Field
 
 from corral.api import openapi as doc
 from corral.api.body import model_body
-from corral.api.dialects import tork
+from corral.api.dialects import podling, stacks, tork
 from corral.api.dialects.cloudai import task_spec
 from corral.api.dialects.nomadlite_core import job_spec
+from corral.api.native.jobs import job_schemas
 from corral.api.timefmt import parse_time
+from corral.domain import k8s, spec
 from corral.domain import schedule as cron
 from corral.domain.pods import PodSpec
+from corral.domain.resources import MAX_DURATION, MAX_SIZE, duration_schema, parse_duration, parse_size, size_schema
 from corral.domain.services import ServiceSpec
-from corral.domain.spec import JobSpec
+from corral.domain.spec import JobSpec, MountSpec
 from corral.store.sql import decode_cursor, encode_cursor
 
 EDGE = (("/api/tasks", "cloudai"), ("/jobs", "tork"), ("/stacks", "stacks"))
@@ -145,3 +149,56 @@ def test_the_models_schemas_carry_their_bounds_and_alternatives() -> None:
     assert service["properties"]["name"]["pattern"]
     task = JobSpec.model_json_schema()["$defs"]["TaskSpec"]
     assert task["anyOf"] and task["not"]  # run, command or image (or a composite); not both run and command
+
+
+def _text(schema: dict[str, Any]) -> str:
+    return next(a["pattern"] for a in schema["anyOf"] if a["type"] == "string")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_sizes_durations_and_paths_the_schemas_allow_are_read_within_their_bounds(data: st.DataObject) -> None:
+    size = data.draw(st.from_regex(_text(size_schema("")), fullmatch=True))
+    assert 0 <= parse_size(size) <= MAX_SIZE
+    duration = data.draw(st.from_regex(_text(duration_schema("")), fullmatch=True))
+    assert 0 <= parse_duration(duration) <= MAX_DURATION
+    positive = data.draw(st.from_regex(_text(duration_schema("", positive=True, at_most=3600)), fullmatch=True))
+    assert 0 < parse_duration(positive) <= 3600
+    path = data.draw(st.from_regex(spec.PATH_PATTERN, fullmatch=True).filter(lambda p: len(p) <= 200))
+    MountSpec.model_validate({"type": "volume", "target": "/x" + path})
+    MountSpec.model_validate({"type": "bind", "source": path, "target": "/mnt"})
+    image = data.draw(st.from_regex(spec.IMAGE_PATTERN, fullmatch=True).filter(lambda p: len(p) <= 200))
+    text = data.draw(st.from_regex(spec.NO_EXPR_PATTERN, fullmatch=True).filter(lambda p: len(p) <= 200))
+    JobSpec.model_validate({"output": text, "tasks": [{"image": image, "env": {"A": text}, "command": [text]}]})
+
+
+def test_a_task_in_the_schema_is_one_kind_and_the_policy_narrows_mounts_and_networks() -> None:
+    task = JobSpec.model_json_schema()["$defs"]["TaskSpec"]
+    assert len(task["oneOf"]) == 4  # a task that runs, or one of parallel, each, subjob
+    assert task["properties"]["depends_on"]["anyOf"] == [{"type": "null"}]  # the nearest stricter
+    components = job_schemas()
+    doc.policy_schemas(components, doc.DocConfig())
+    assert "bind" not in components["MountSpec"]["properties"]["type"]["enum"]
+    assert components["TaskSpec"]["properties"]["networks"]["maxItems"] == 0
+    components = job_schemas()  # not changed by the call before
+    doc.policy_schemas(components, doc.DocConfig(bind_roots=("/data/",), networks=("web",)))
+    bind = next(b for b in components["MountSpec"]["oneOf"] if b["properties"]["type"]["const"] == "bind")
+    assert re.search(bind["properties"]["source"]["pattern"], "/data/x")
+    assert not re.search(bind["properties"]["source"]["pattern"], "/etc")
+    assert components["TaskSpec"]["properties"]["networks"]["items"]["enum"] == ["web"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.from_regex(stacks._MANIFEST, fullmatch=True))
+def test_a_stacks_manifest_the_schema_allows_makes_a_pod(manifest: str) -> None:
+    targets = k8s.target_ports([{"container_port": 8080, "protocol": "TCP"}])
+    m = k8s.parse_manifest(manifest, targets)
+    k8s.check_limits(m, k8s.LimitRange())
+    PodSpec.model_validate(k8s.native_pod(m, "stk-0123456789"))
+
+
+def test_podling_reads_a_whole_number_as_json_schema_does() -> None:
+    assert podling._int(655.0, "capacity", 1, 1024) == 655
+    assert podling._ports([{"containerPort": 80.0}])[0]["containerPort"] == 80
+    with pytest.raises(podling.DialectError):
+        podling._int(655.5, "capacity", 1, 1024)

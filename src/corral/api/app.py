@@ -171,7 +171,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                                                               render_for))
     doc_config = api_doc.DocConfig(access_token=bool(config.edge.api_token), agent_token=bool(config.agent_token),
                                    own_auth_prefixes=tuple(config.edge.own_auth_prefixes),
-                                   edge_prefixes=edge_prefixes(), auth=auth.enabled)
+                                   edge_prefixes=edge_prefixes(), auth=auth.enabled,
+                                   bind_roots=config.settings.policy.bind_roots,
+                                   networks=config.settings.policy.networks)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -16,6 +16,7 @@ A route documents only what is its own (another success code, a streaming media 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from starlette.routing import BaseRoute, Match
 
 from corral.api.body import BODY_MODELS
 from corral.api.edge import PROBES, UNSAFE
+from corral.domain import spec
 
 PROBLEM = "application/problem+json"
 JSON = "application/json"
@@ -134,6 +136,10 @@ class DocConfig:
     # (path prefix, API) in the order the edge and the rate limiter pick the shape of their refusals.
     edge_prefixes: Sequence[tuple[str, str]] = ()
     auth: bool = False  # identities on (corral.auth): every route but a public one asks for a credential
+    # The operator's policy (corral.coordinator.policy): where bind mounts may come from (none: refused), the
+    # networks tasks may join (none: refused).
+    bind_roots: Sequence[str] = ()
+    networks: Sequence[str] = ()
 
 
 def _public(method: str, path: str) -> bool:
@@ -250,9 +256,34 @@ def operation_responses(method: str, path: str, tags: Iterable[str], config: Doc
     return out
 
 
+def policy_schemas(components: dict[str, Any], config: DocConfig) -> None:
+    """The job model's schemas (MountSpec, TaskSpec) narrowed to what the operator's policy lets a job ask for:
+    bind mounts only from under the allowed directories, only the allowed networks."""
+    # Copies: the models' schemas may be shared by every app of the process.
+    for name in ("MountSpec", "TaskSpec"):
+        if name in components:
+            components[name] = copy.deepcopy(components[name])
+    mount, task = components.get("MountSpec"), components.get("TaskSpec")
+    if mount is not None:
+        binds = [b for b in mount.get("oneOf", []) if b["properties"]["type"].get("const") == "bind"]
+        if not config.bind_roots:
+            mount["oneOf"] = [b for b in mount["oneOf"] if b not in binds]
+            mount["properties"]["type"]["enum"] = [t for t in mount["properties"]["type"]["enum"] if t != "bind"]
+        for b in binds if config.bind_roots else ():
+            roots = "|".join(re.escape(r.rstrip("/")) for r in config.bind_roots)
+            b["properties"]["source"].update(minLength=1, pattern=f"^(?:{roots})(?:{spec.SEGMENT})*$")
+    if task is not None and "networks" in task.get("properties", {}):
+        nets = task["properties"]["networks"]
+        if config.networks:
+            nets["items"] = {**nets.get("items", {}), "enum": sorted(config.networks)}
+        else:
+            nets["maxItems"] = 0
+
+
 def document(schema: dict[str, Any], config: DocConfig) -> dict[str, Any]:
     """``schema`` (as FastAPI generated it) with every operation's error answers and the shapes they use."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    policy_schemas(components, config)
     for name, _, shape in SHAPES.values():
         components[name] = shape
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422: Corral answers bad input with a 400
@@ -366,12 +397,14 @@ LOG_LINES = text_answer("The lines: text, or one JSON object per line with forma
 
 # -- schema fragments for bodies read by hand (a dialect's openapi_extra) -----------------------------------
 # Each is what the server accepts, or, where no JSON schema can say it, the nearest stricter.
-NOT_BLANK = r"[^\s]"  # something other than spaces (the pattern is searched, not anchored)
+# (Whitespace spelled out as Python's str.isspace reads it, not \s: see corral.domain.spec.WS.)
+WS = spec.WS
+NOT_BLANK = spec.NOT_BLANK_PATTERN  # something other than spaces (the pattern is searched, not anchored)
 # Text with something in it and no expression ('{{' or '{%' start one; a plain '{' does not): what a field that
 # is parsed as an expression when it holds one accepts without parsing it.
-TEXT_NO_EXPR = r"^\s*(?:[^{\s]|\{[^{%])(?:[^{]|\{[^{%])*\{?$"
+TEXT_NO_EXPR = spec.SCRIPT_PATTERN
 # An image reference: no spaces, no expression (corral.domain.spec._check_image).
-IMAGE_PATTERN = r"^(?:[^{\s]|\{[^{%\s])+\{?$"
+IMAGE_PATTERN = spec.IMAGE_PATTERN
 # A cron expression (corral.domain.schedule): the nearest stricter schema, five fields of a '*' or a number in
 # range (a day of the month up to 28: every month has it), or an alias.
 _CRON_FIELDS = (r"[1-5]?[0-9]", r"1?[0-9]|2[0-3]", r"[1-9]|1[0-9]|2[0-8]", r"[1-9]|1[0-2]", r"[0-6]")

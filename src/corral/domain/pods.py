@@ -9,10 +9,10 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
-from corral.domain.spec import MAX_PATH, Args, Duration, Env, ImageRef, Labels, NoBool, Strict
+from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size, size_schema
+from corral.domain.spec import MAX_PATH, WS, Args, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
 
 # DNS-1123: a label (container names, namespaces) and a subdomain (pod names).
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -72,8 +72,13 @@ def parse_cpu(value: str | int | float) -> float:
     return cores
 
 
-Cpu = Annotated[str | int | float, NoBool]
-Memory = Annotated[str | int | float, NoBool]
+# parse_cpu's and parse_size's input as JSON Schema: a number in bounds, or text of the nearest stricter form.
+Cpu = Annotated[str | int | float, NoBool, WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0, "maximum": 1024},
+              {"type": "string", "pattern": r"^(?:[0-9]{1,3}(?:\.[0-9]{1,3})?|[0-9]{1,6}(?:\.[0-9]{1,3})?m)$"}],
+    "description": "Cores (0.5, 2) or millicores ('100m'); at most 1024 cores."})]
+Memory = Annotated[str | int | float, NoBool,
+                   WithJsonSchema(size_schema("Bytes, or a size such as '256Mi', '1Gi'; at most 1 PiB."))]
 PortNumber = Annotated[int, NoBool, Field(ge=1, le=65535, json_schema_extra={"minimum": 1, "maximum": 65535})]
 
 
@@ -230,7 +235,7 @@ class ContainerSpec(Strict):
         {"required": ["args"], "properties": {"args": {"type": "array", "minItems": 1}}}]})
 
     name: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})]
-    image: ImageRef | None = Field(None, max_length=1000, json_schema_extra={"pattern": r"^[^\s]+$"},
+    image: ImageRef | None = Field(None, max_length=1000, json_schema_extra={"pattern": f"^[^{WS}]+$"},
                                    description="Container image; omitted: a host process "
                                                                   "on a node with the process runtime.")
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
@@ -278,7 +283,7 @@ class PodSpec(Strict):
     annotations: Labels = Field(default_factory=dict)
     containers: list[ContainerSpec] = Field(min_length=1, max_length=MAX_CONTAINERS)
     restartPolicy: RestartPolicy = "Always"
-    ttl: Duration | None = Field(None, description="Delete the pod this long after it is created ('2h').")
+    ttl: PositiveDuration | None = Field(None, description="Delete the pod this long after it is created ('2h').")
     node_selector: Labels = Field(default_factory=dict, alias="nodeSelector")
     terminationGracePeriodSeconds: Annotated[float | None, NoBool] = Field(
         None, ge=0, le=MAX_GRACE, allow_inf_nan=False,
@@ -296,7 +301,7 @@ class PodSpec(Strict):
 
     @field_validator("ttl")
     @classmethod
-    def _ttl(cls, v: Duration | None) -> Duration | None:
+    def _ttl(cls, v: PositiveDuration | None) -> PositiveDuration | None:
         if v is not None and parse_duration(v) <= 0:
             raise ValueError("a ttl must be longer than zero")
         return v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -125,3 +126,44 @@ class Resources:
 # default of 100 MHz is about 0.04 of a core), yet never zero, so no node takes unbounded work: 20 such
 # tasks per core.
 DEFAULT_TASK_RESOURCES = Resources(cpu=0.05, memory=64 * 2**20, disk=0, gpu=0)
+
+
+# -- JSON schemas of sizes and durations (for the OpenAPI document) -------------------------------------------
+# What parse_size and parse_duration accept, said as JSON Schema: a number within the bounds, or text of the
+# nearest stricter form (one unit, lower case for durations, no spaces, as many digits as the bound allows).
+def _digits(factor: float, at_most: float) -> int:
+    """The most digits a whole number of units of ``factor`` may have, a fraction of up to 3 digits after them,
+    and stay within ``at_most``."""
+    d = 0
+    while 10 ** (d + 1) * factor <= at_most:
+        d += 1
+    return d
+
+
+def _amount(d: int, positive: bool) -> str:
+    if positive:  # at least one digit other than 0 before the point: more than zero
+        return f"0{{0,2}}[1-9][0-9]{{0,{d - 1}}}(?:\\.[0-9]{{1,3}})?"
+    return f"[0-9]{{1,{d}}}(?:\\.[0-9]{{1,3}})?"
+
+
+_SIZE_SUFFIXES = {"": 1, "[kK]": 10**3, "[kK]i": 2**10, "[mM]": 10**6, "[mM]i": 2**20, "[gG]": 10**9,
+                  "[gG]i": 2**30, "[tT]": 10**12, "[tT]i": 2**40}
+
+
+def size_schema(description: str) -> dict[str, Any]:
+    """A size: bytes (a number), or text such as '256Mi', '1Gi', '500M' (parse_size), at most MAX_SIZE."""
+    forms = [f"{_amount(_digits(f, MAX_SIZE), False)}{u}{'[bB]?' if u else ''}" for u, f in _SIZE_SUFFIXES.items()]
+    return {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_SIZE},
+                      {"type": "string", "pattern": f"^(?:{'|'.join(forms)})$"}],
+            "description": description}
+
+
+def duration_schema(description: str, *, positive: bool = False, at_most: float = MAX_DURATION) -> dict[str, Any]:
+    """A duration: seconds (a number), or text such as '30s', '5m', '500ms' (parse_duration), at most ``at_most``
+    seconds, and more than zero where ``positive``."""
+    units = {"": 1.0, "s": 1.0, **{u: f for u, f in _DURATION_UNITS.items() if u != "s"}}
+    forms = [f"{_amount(d, positive)}{u}" for u, f in units.items() if (d := _digits(f, at_most)) > 0]
+    number: dict[str, Any] = {"type": "number", "maximum": at_most,
+                              **({"exclusiveMinimum": 0} if positive else {"minimum": 0})}
+    return {"anyOf": [number, {"type": "string", "pattern": f"^(?:{'|'.join(forms)})$"}],
+            "description": description}

@@ -12,11 +12,27 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from corral.domain import dag, expr
-from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size
+from corral.domain.resources import (
+    DEFAULT_TASK_RESOURCES,
+    Resources,
+    duration_schema,
+    parse_duration,
+    parse_size,
+    size_schema,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -37,6 +53,28 @@ MAX_ARGS = 10_000
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+# Schema patterns for what the validators check by hand (the OpenAPI document's nearest stricter form where
+# JSON Schema cannot say it all): text that holds no expression ('{{' or '{%' start one, and an expression
+# is parsed when the job is submitted), an image reference (no spaces, no expression), a script (something
+# other than spaces, no expression), a clean absolute path (as _clean_path takes it).
+# Whitespace as Python's str.isspace (and so str.strip) reads it, spelled out: a pattern's \s differs from it
+# in JSON Schema's (ECMA 262) reading and again in Python's re.ASCII one.
+WS = "\\t-\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NO_EXPR_PATTERN = r"^(?:[^{]|\{[^{%])*\{?$"
+IMAGE_PATTERN = f"^(?:[^{{{WS}]|\\{{[^{{%{WS}])+\\{{?$"
+SCRIPT_PATTERN = f"^[{WS}]*(?:[^{{{WS}]|\\{{[^{{%])(?:[^{{]|\\{{[^{{%])*\\{{?$"
+NOT_BLANK_PATTERN = f"[^{WS}]"  # something other than spaces (searched, not anchored)
+SEGMENT = r"/(?:[^/.]|\.[^/.])[^/]*"  # a path segment other than '.' and '..', not starting with '..'
+PATH_PATTERN = f"^(?:{SEGMENT})+$"
+_NO_EXPR = {"type": "string", "pattern": NO_EXPR_PATTERN}
+
+
+def _no_expr_items(schema: dict[str, Any]) -> None:
+    """A list's schema (or a list or null): its items hold no expression."""
+    for alt in schema.get("anyOf", [schema]):
+        if alt.get("type") == "array":
+            alt["items"] = {**alt.get("items", {}), "pattern": NO_EXPR_PATTERN}
+
 
 def lone_surrogate(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (such as '\\ud800', which JSON can spell): such text cannot
@@ -53,9 +91,12 @@ def _refuse_bool(v: Any) -> Any:
 
 NoBool = BeforeValidator(_refuse_bool)
 Size = Annotated[str | int | float, NoBool,
-                 Field(description="Bytes, or a size such as '256Mi', '1Gi', '500M'; at most 1 PiB.")]
-Duration = Annotated[str | int | float, NoBool,
-                     Field(description="Seconds, or a duration such as '30s', '5m'; at most 366 days.")]
+                 WithJsonSchema(size_schema("Bytes, or a size such as '256Mi', '1Gi', '500M'; at most 1 PiB."))]
+_DURATION_TEXT = "Seconds, or a duration such as '30s', '5m'; at most 366 days."
+Duration = Annotated[str | int | float, NoBool, WithJsonSchema(duration_schema(_DURATION_TEXT))]
+# The same, more than zero (a timeout, a time to live: their validators refuse zero).
+PositiveDuration = Annotated[str | int | float, NoBool,
+                             WithJsonSchema(duration_schema(_DURATION_TEXT + " More than zero.", positive=True))]
 Value = Annotated[str, Field(max_length=MAX_VALUE)]
 Key = Annotated[str, Field(max_length=MAX_KEY)]
 
@@ -168,7 +209,7 @@ Env = Annotated[dict[Key, Value], AfterValidator(_check_env),
 Args = Annotated[list[Value] | None, Field(max_length=MAX_ARGS), AfterValidator(_check_args)]
 Inputs = Annotated[dict[Key, Value], _bounded_map("the map")]
 Labels = Annotated[dict[Key, Annotated[str, Field(max_length=MAX_KEY)]], Field(max_length=100)]
-QueueName = Annotated[str, AfterValidator(check_queue)]
+QueueName = Annotated[str, AfterValidator(check_queue), Field(json_schema_extra={"pattern": QUEUE_RE.pattern})]
 
 
 def _check_task_queue(q: str) -> str:
@@ -177,7 +218,8 @@ def _check_task_queue(q: str) -> str:
 
 # A task's queue may be an expression (Tork evaluates it when the task's turn comes); what it gives is
 # checked then as a queue name.
-TaskQueue = Annotated[str, Field(max_length=100), AfterValidator(_check_task_queue)]
+TaskQueue = Annotated[str, Field(max_length=100, json_schema_extra={"pattern": QUEUE_RE.pattern}),
+                     AfterValidator(_check_task_queue)]
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 # Docker's own network modes, which are not networks a container is attached to: 'host' would share the
 # node's network stack, 'none' takes the network away.
@@ -194,7 +236,8 @@ def _check_network(n: str) -> str:
     return n
 
 
-NetworkName = Annotated[str, AfterValidator(_check_network)]
+NetworkName = Annotated[str, AfterValidator(_check_network), Field(json_schema_extra={
+    "pattern": NETWORK_RE.pattern, "not": {"enum": sorted(RESERVED_NETWORKS)}})]
 # A Linux capability, as Docker takes it (with or without CAP_), and a host device 'HOST[:CONTAINER[:rwm]]'.
 CapName = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^[A-Za-z_]+$")]
 DeviceSpec = Annotated[str, Field(min_length=2, max_length=MAX_PATH,
@@ -264,7 +307,24 @@ def _clean_path(p: str, what: str) -> str:
     return p
 
 
+_FORBIDDEN_TARGET = "^/(?:proc|sys|dev)(?:/|$)"
+
+
+def _mount_schema(schema: dict[str, Any]) -> None:
+    schema["properties"]["target"].update({"pattern": PATH_PATTERN, "not": {"pattern": _FORBIDDEN_TARGET}})
+    schema["oneOf"] = [
+        {"properties": {"type": {"const": "bind"}, "source": {"type": "string", "pattern": PATH_PATTERN}},
+         "required": ["source"]},
+        {"properties": {"type": {"const": "volume"},
+                        "source": {"anyOf": [{"type": "string", "pattern": FILE_NAME_RE.pattern}, {"type": "null"}]}}},
+        {"properties": {"type": {"const": "tmpfs"}, "source": {"type": "null"}}}]
+
+
 class MountSpec(Strict):
+    # What _paths checks, said in the schema: clean absolute paths, a target not over /, /proc, /sys or /dev,
+    # and the source each type takes.
+    model_config = ConfigDict(json_schema_extra=lambda s: _mount_schema(s))
+
     type: Literal["volume", "bind", "tmpfs"]
     target: str = Field(max_length=MAX_PATH, description="Where it appears in the container: an absolute path.")
     source: str | None = Field(None, max_length=MAX_PATH,
@@ -302,6 +362,10 @@ class TaskPortSpec(Strict):
     range (the one pods' ports without a hostPort get) when the task is handed to its node, and released
     when that attempt ends."""
 
+    # The schema asks for the protocol (the nearest stricter): with it, uniqueItems on a task's ports says
+    # that each (port, protocol) is published once.
+    model_config = ConfigDict(json_schema_extra={"required": ["port", "protocol"]})
+
     port: Annotated[int, NoBool] = Field(ge=1, le=65535, description="The port the container listens on.")
     protocol: Literal["tcp", "udp"] = "tcp"
 
@@ -310,9 +374,11 @@ class ProbeSpec(Strict):
     """Tork's probe: an HTTP GET the container must answer with a 2xx before the task counts as running. It
     is asked every second for at most ``timeout`` (default 1m); a probe that never answers fails the task."""
 
-    path: str = Field("/", max_length=2000)
+    path: str = Field("/", max_length=2000, json_schema_extra={"pattern": f"^/[^{WS}\\x00-\\x1f]*$"})
     port: Annotated[int, NoBool] = Field(ge=1, le=65535)
-    timeout: Duration = "1m"
+    timeout: Annotated[str | int | float, NoBool, WithJsonSchema(duration_schema(
+        "How long to keep asking: seconds, or a duration such as '30s', '5m'; more than zero, at most 1h.",
+        positive=True, at_most=3600))] = "1m"
 
     @field_validator("path")
     @classmethod
@@ -334,9 +400,10 @@ class ParallelSpec(Strict):
 
 
 class EachSpec(Strict):
-    list: str = Field(max_length=MAX_MAP,
+    list: str = Field(max_length=MAX_MAP, json_schema_extra={"pattern": NO_EXPR_PATTERN},
                       description="An expression giving the items, e.g. '{{ sequence(1, 5) }}'.")
-    var: str = Field("item", description="The name each item has in the task's expressions.")
+    var: str = Field("item", description="The name each item has in the task's expressions.",
+                     json_schema_extra={"pattern": VAR_RE.pattern})
     concurrency: Annotated[int | None, NoBool] = Field(None, ge=1, le=10_000, description="At most this many at once; "
                                                                         "omitted: all at once.")
     task: TaskSpec
@@ -353,10 +420,11 @@ class SubjobWebhookSpec(Strict):
     """A subjob's webhook: its url and headers may be expressions, evaluated as the subjob is created (in
     the context of the task that creates it); the result is checked as a job's webhook."""
 
-    url: str = Field(max_length=2000)
-    headers: dict[Key, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict, max_length=50)
+    url: str = Field(max_length=2000, json_schema_extra={"pattern": r"^https?://(?:[^{]|\{[^{%])*\{?$"})
+    headers: dict[Key, Annotated[str, Field(max_length=8192, json_schema_extra={"pattern": NO_EXPR_PATTERN})]] = \
+        Field(default_factory=dict, max_length=50)
     event: Literal["job.StateChange", "task.StateChange"] = "job.StateChange"
-    if_: str | None = Field(None, alias="if", max_length=MAX_EXPR)
+    if_: str | None = Field(None, alias="if", max_length=MAX_EXPR, json_schema_extra={"pattern": NO_EXPR_PATTERN})
 
     @field_validator("url")
     @classmethod
@@ -367,10 +435,11 @@ class SubjobWebhookSpec(Strict):
 
 
 class SubjobSpec(Strict):
-    name: str = Field("subjob", max_length=MAX_NAME)
+    name: str = Field("subjob", max_length=MAX_NAME, json_schema_extra={"pattern": NO_EXPR_PATTERN})
     description: str | None = Field(None, max_length=MAX_TEXT)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
-    inputs: Inputs = Field(default_factory=dict)
+    inputs: Inputs = Field(default_factory=dict, json_schema_extra={"additionalProperties": {
+        "type": "string", "maxLength": MAX_VALUE, "pattern": NO_EXPR_PATTERN}})
     secrets: Inputs = Field(default_factory=dict)
     output: str | None = Field(None, max_length=MAX_EXPR)
     detached: bool = Field(False, description="true: the task completes as soon as the subjob is created.")
@@ -382,38 +451,74 @@ def _given(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"required": [key], "properties": {key: schema or {"not": {"type": "null"}}}}
 
 
+_NULL = {"type": "null"}
+_COMPOSITES = ("parallel", "each", "subjob")
+_CONTAINER_ONLY = ("mounts", "sidecars", "networks", "registry", "ports", "probe")
+_LEAF = ("run", "command", "image", "entrypoint", "pre", "post", "files", *_CONTAINER_ONLY)
+# A field that is not there (as _what_to_run reads it: absent, null or empty).
+_EMPTY: dict[str, dict[str, Any]] = {
+    **{k: _NULL for k in ("run", "image", "registry", "probe")},
+    **{k: {"anyOf": [_NULL, {"type": "array", "maxItems": 0}]} for k in ("command", "entrypoint")},
+    **{k: {"type": "array", "maxItems": 0} for k in ("pre", "post", "sidecars", "mounts", "networks", "ports")},
+    "files": {"type": "object", "maxProperties": 0}}
+_SIDECAR = {"properties": {"networks": _EMPTY["networks"], "registry": _NULL, "ports": _EMPTY["ports"],
+                           "probe": _NULL}}
+
+
+_TASK_RULES: dict[str, Any] = {
+    "not": {"allOf": [_given("run"), _given("command")]},
+    "anyOf": [_given("run"), _given("command", {"type": "array", "minItems": 1}),
+              _given("image", {"type": "string", "minLength": 1}),
+              _given("parallel"), _given("each"), _given("subjob")],
+    "oneOf": [
+        {"properties": {k: _NULL for k in _COMPOSITES},
+         "anyOf": [_given("image"), {"properties": {k: _EMPTY[k] for k in _CONTAINER_ONLY}}]},
+        *({**_given(c), "properties": {**{k: _NULL for k in _COMPOSITES if k != c},
+                                       **{k: _EMPTY[k] for k in _LEAF}, c: {"not": _NULL}}}
+          for c in _COMPOSITES)]}
+
+
+def _sidecars(schema: dict[str, Any]) -> None:
+    """A sidecar takes no networks, registry, ports or probe (_prepare)."""
+    schema["items"] = {"allOf": [schema["items"], _SIDECAR]}
+
+
 class TaskSpec(Strict):
     # What _what_to_run checks, said in the schema: 'run' and 'command' are not both given; a task gives one of
     # run, command (not empty), image, or is a composite (parallel, each, subjob).
-    model_config = ConfigDict(json_schema_extra={
-        "not": {"allOf": [_given("run"), _given("command")]},
-        "anyOf": [_given("run"), _given("command", {"type": "array", "minItems": 1}),
-                  _given("image", {"type": "string", "minLength": 1}),
-                  _given("parallel"), _given("each"), _given("subjob")]})
+    # A composite is one of the three and takes nothing that runs; mounts, sidecars, networks, registry, ports
+    # and probe need an image.
+    model_config = ConfigDict(json_schema_extra=lambda s: s.update(_TASK_RULES))
 
     name: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME,
-                             description="Unique within the job; defaults to task-<n>.")
+                             description="Unique within the job; defaults to task-<n>.",
+                             json_schema_extra={"pattern": NO_EXPR_PATTERN})
     description: str | None = Field(None, max_length=MAX_TEXT)
     image: ImageRef | None = Field(None, max_length=1000, description="Container image; omitted: a host process.",
-                                   json_schema_extra={"pattern": r"^[^\s]+$"})
+                                   json_schema_extra={"pattern": IMAGE_PATTERN})
     run: str | None = Field(None, max_length=MAX_VALUE, description="A script run with 'sh -c' (at most 128 KiB).",
-                            json_schema_extra={"pattern": r"[^\s]"})
-    command: Args = Field(None, description="An argv list, run as is.")
+                            json_schema_extra={"pattern": SCRIPT_PATTERN})
+    command: Args = Field(None, description="An argv list, run as is.", json_schema_extra=_no_expr_items)
     entrypoint: Args = None
-    env: Env = Field(default_factory=dict)
-    workdir: str | None = Field(None, max_length=MAX_PATH)
+    env: Env = Field(default_factory=dict, json_schema_extra={"additionalProperties": {
+        "type": "string", "maxLength": MAX_VALUE, "pattern": NO_EXPR_PATTERN}})
+    workdir: str | None = Field(None, max_length=MAX_PATH, json_schema_extra={"pattern": PATH_PATTERN})
     resources: ResourcesSpec = Field(default_factory=lambda: ResourcesSpec())
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
     queue: TaskQueue | None = None
     node_selector: Labels = Field(default_factory=dict)
     depends_on: list[Annotated[str, Field(max_length=MAX_TASK_NAME)]] | None = Field(
         None, max_length=1000,
         description="Names of tasks of this job that must complete first. Once any task of a job names "
-                    "depends_on, the job is a graph: a task without it waits for nothing.")
+                    "depends_on, the job is a graph: a task without it waits for nothing. Only a job's top-level "
+                    "tasks take it, each name one of the job's tasks, without a cycle: rules JSON Schema cannot "
+                    "say, so this schema says only null (the nearest stricter).",
+        json_schema_extra=lambda s: s.update({"anyOf": [{"type": "null"}]}))
     if_: str | None = Field(None, alias="if", max_length=MAX_EXPR,
-                            description="An expression; when it is false the task is skipped.")
-    var: str | None = Field(None, max_length=MAX_EXPR,
+                            description="An expression; when it is false the task is skipped.",
+                            json_schema_extra={"pattern": NO_EXPR_PATTERN})
+    var: str | None = Field(None, max_length=MAX_EXPR, json_schema_extra={"pattern": VAR_RE.pattern},
                             description="Keep the task's output under this name: tasks.<var>. May be an "
                                         "expression, such as 'eachTask{{ item.index }}'.")
     parallel: ParallelSpec | None = None
@@ -421,15 +526,22 @@ class TaskSpec(Strict):
     subjob: SubjobSpec | None = None
     pre: list[TaskSpec] = Field(default_factory=list, max_length=100)
     post: list[TaskSpec] = Field(default_factory=list, max_length=100)
-    sidecars: list[TaskSpec] = Field(default_factory=list, max_length=20)
+    sidecars: list[TaskSpec] = Field(default_factory=list, max_length=20, json_schema_extra=_sidecars)
     mounts: list[MountSpec] = Field(default_factory=list, max_length=50)
     files: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ITEMS,
-                                  description="File name -> content, written into the task's working directory.")
+                                  description="File name -> content, written into the task's working directory; "
+                                              "at most 1 MiB in all (the schema: 16 files of 16,384 characters).",
+                                  json_schema_extra={
+                                      "maxProperties": 16, "additionalProperties": {"type": "string",
+                                                                                    "maxLength": 16384},
+                                      "propertyNames": {"pattern": FILE_NAME_RE.pattern,
+                                                        "not": {"enum": [".", ".."]}}})
     networks: list[NetworkName] = Field(default_factory=list, max_length=20,
                                         description="Docker networks (existing on the node) the container joins.")
     registry: RegistrySpec | None = Field(None, description="Credentials to pull the image with.")
     ports: list[TaskPortSpec] = Field(default_factory=list, max_length=20,
-                                      description="Container ports published on node ports while it runs.")
+                                      description="Container ports published on node ports while it runs; each "
+                                                  "(port, protocol) once.", json_schema_extra={"uniqueItems": True})
     probe: ProbeSpec | None = Field(None, description="An HTTP probe that must answer before it counts as "
                                                       "running.")
     # Escalations (coordinator/policy.py): refused with a 400 unless the caller is an admin and the operator
@@ -532,14 +644,16 @@ class DefaultsSpec(Strict):
 
 class WebhookSpec(Strict):
     url: str = Field(pattern=r"^https?://", max_length=2000)
-    headers: dict[Key, Annotated[str, Field(max_length=8192)]] = Field(default_factory=dict, max_length=50)
+    headers: dict[Key, Annotated[str, Field(max_length=8192, json_schema_extra={"pattern": NO_EXPR_PATTERN})]] = \
+        Field(default_factory=dict, max_length=50)
     event: Literal["job.StateChange", "task.StateChange"] = "job.StateChange"
     if_: str | None = Field(None, alias="if", max_length=MAX_EXPR,
-                            description="An expression over job (and task); false: not sent.")
+                            description="An expression over job (and task); false: not sent.",
+                            json_schema_extra={"pattern": NO_EXPR_PATTERN})
 
 
 class AutoDeleteSpec(Strict):
-    after: Duration = Field(description="Delete the job this long after it finished.")
+    after: PositiveDuration = Field(description="Delete the job this long after it finished.")
 
     @field_validator("after")
     @classmethod
@@ -558,7 +672,8 @@ class JobSpec(Strict):
                                                               "from logs and every API response.")
     defaults: DefaultsSpec | None = None
     output: str | None = Field(None, max_length=MAX_EXPR,
-                               description="An expression: the job's result, e.g. '{{ tasks.sum }}'.")
+                               description="An expression: the job's result, e.g. '{{ tasks.sum }}'.",
+                               json_schema_extra={"pattern": NO_EXPR_PATTERN})
     webhooks: list[WebhookSpec] = Field(default_factory=list, max_length=20)
     auto_delete: AutoDeleteSpec | None = Field(None, alias="autoDelete")
     tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)

@@ -32,7 +32,7 @@ from corral.api.dialects.nomadlite_core import (
     worker_number,
 )
 from corral.api.idempotency import idem_key
-from corral.api.openapi import TEXT_NO_EXPR
+from corral.api.openapi import TEXT_NO_EXPR, WS
 from corral.coordinator.policy import ESCALATIONS, escalation
 from corral.store.sql import Row, Tx
 
@@ -86,7 +86,8 @@ SUBMIT_BODY = {"requestBody": {"required": True, "content": {"application/json":
         "command": {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_BYTES, "pattern": TEXT_NO_EXPR,
                     "anyOf": [{"maxLength": MAX_COMMAND_BYTES // 4}, {"pattern": "^[\\x00-\\x7f]*$"}],
                     "description": f"A shell command, run with sh -c: at most {MAX_COMMAND_BYTES} bytes"},
-        "image": {"anyOf": [{"type": "string", "maxLength": 1000, "pattern": r"^\s*(?:[^{\s]|\{[^{%\s])*\{?\s*$"},
+        "image": {"anyOf": [{"type": "string", "maxLength": 1000,
+                             "pattern": f"^[{WS}]*(?:[^{{{WS}]|\\{{[^{{%{WS}])*\\{{?[{WS}]*$"},
                             {"type": "null"}],
                   "description": "The image to run it in; omitted or blank: the server's default, or a host process"},
         **dict.fromkeys(ESCALATIONS, False)}}}}}}

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.native.agent import NodeAgent, NodeId
-from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, json_body, nullable
+from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, WS, json_body, nullable
 from corral.coordinator.errors import Conflict, Forbidden, NotFound
 from corral.coordinator.podling import PORT_LABEL, PodlingTask, PodlingTasks, is_podling_node
 from corral.coordinator.service import NODE_SECRET_HEADER
@@ -93,6 +93,9 @@ def _string_map(data: dict[str, Any], key: str) -> dict[str, str]:
 
 
 def _int(v: Any, what: str, lo: int, hi: int) -> int:
+    # A whole number, as JSON Schema's "integer" counts one: 655.0 is 655 (the document says integer).
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise DialectError(400, f"{what} must be a whole number from {lo} to {hi}")
     return v
@@ -111,7 +114,10 @@ def _probe(v: Any, what: str) -> dict[str, Any] | None:
     kind = v.get("type")
     if kind not in PROBE_TYPES:
         raise DialectError(400, f"{what}.type must be one of {', '.join(PROBE_TYPES)}")
-    port = _int(v.get("port", 0), f"{what}.port", 0, 65535)
+    probe: dict[str, Any] = dict(v)
+    port = _int(probe.get("port", 0), f"{what}.port", 0, 65535)
+    if "port" in probe:
+        probe["port"] = port
     if kind == "http":
         path = v.get("httpPath")
         if not isinstance(path, str) or not path.startswith("/") or len(path) > 1000:
@@ -127,11 +133,11 @@ def _probe(v: Any, what: str) -> dict[str, Any] | None:
             raise DialectError(400, f"{what}.command must be a list of 1-100 strings without null bytes")
     for key in ("initialDelaySeconds", "periodSeconds", "timeoutSeconds"):
         if key in v:
-            _int(v[key], f"{what}.{key}", 0, 86400)
+            probe[key] = _int(v[key], f"{what}.{key}", 0, 86400)
     for key in ("successThreshold", "failureThreshold"):
         if key in v:
-            _int(v[key], f"{what}.{key}", 1, 1000)
-    return dict(v)
+            probe[key] = _int(v[key], f"{what}.{key}", 1, 1000)
+    return probe
 
 
 def _ports(v: Any, what: str = "ports") -> list[dict[str, Any]]:
@@ -146,9 +152,9 @@ def _ports(v: Any, what: str = "ports") -> list[dict[str, Any]]:
             raise DialectError(400, f"{w} must be an object")
         if unknown := sorted(set(p) - {"name", "containerPort", "protocol", "hostPort"}):
             raise DialectError(400, f"{w}: unknown field {unknown[0]}")
-        _int(p.get("containerPort"), f"{w}.containerPort", 1, 65535)
+        p = {**p, "containerPort": _int(p.get("containerPort"), f"{w}.containerPort", 1, 65535)}
         if p.get("hostPort") not in (None, 0):
-            _int(p["hostPort"], f"{w}.hostPort", 1, 65535)
+            p["hostPort"] = _int(p["hostPort"], f"{w}.hostPort", 1, 65535)
         if p.get("protocol") not in (None, "", "TCP", "UDP"):
             raise DialectError(400, f"{w}.protocol must be TCP or UDP")
         _str(p, "name", most=63)
@@ -162,15 +168,19 @@ def _resources(v: Any, what: str = "resources") -> dict[str, Any]:
         return {}
     if not isinstance(v, dict) or set(v) - {"requests", "limits"}:
         raise DialectError(400, f"{what} holds requests and limits")
+    out: dict[str, Any] = dict(v)
     for part in ("requests", "limits"):
         lst = v.get(part) or {}
         if not isinstance(lst, dict) or set(lst) - {"cpu", "memory"}:
             raise DialectError(400, f"{what}.{part} holds cpu (millicores) and memory (bytes)")
+        lst = dict(lst)
         if "cpu" in lst:
-            _int(lst["cpu"], f"{what}.{part}.cpu (millicores)", 0, 1024 * 1000)
+            lst["cpu"] = _int(lst["cpu"], f"{what}.{part}.cpu (millicores)", 0, 1024 * 1000)
         if "memory" in lst:
-            _int(lst["memory"], f"{what}.{part}.memory (bytes)", 0, 1 << 50)
-    return dict(v)
+            lst["memory"] = _int(lst["memory"], f"{what}.{part}.memory (bytes)", 0, 1 << 50)
+        if part in v:
+            out[part] = lst
+    return out
 
 
 def _corral_resources(res: dict[str, Any]) -> ResourcesSpec:
@@ -363,10 +373,10 @@ async def register_node(request: Request, svc: Svc) -> dict[str, Any]:
     port = data.get("port")
     if not hostname or not port:
         raise DialectError(400, "hostname and port are required")
-    _int(port, "port", 1, 65535)
+    port = _int(port, "port", 1, 65535)
     capacity = data.get("capacity")
     if capacity is not None:
-        _int(capacity, "capacity", 1, 1024)
+        capacity = _int(capacity, "capacity", 1, 1024)
     cpu_s, mem_s = _str(data, "cpu", most=32), _str(data, "memory", most=32)
     if (cpu_s is None or mem_s is None) and capacity is None:
         raise DialectError(400, "hostname, port, cpu, and memory are required (or capacity, in task slots)")
@@ -640,7 +650,7 @@ POD_BODY = json_body({"type": "object", "required": ["name", "containers"], "add
                               "type": "object", "required": ["name", "image"], "additionalProperties": False,
                               "properties": {"name": {"type": "string", "pattern": DNS_LABEL_RE.pattern},
                                              "image": {"type": "string", "maxLength": 1000,
-                                                       "pattern": r"^[^\s]+$"}}}}}})
+                                                       "pattern": f"^[^{WS}]+$"}}}}}})
 
 
 @router.post("/api/v1/pods", status_code=201, summary="Podling: create a pod", openapi_extra=POD_BODY)

@@ -109,7 +109,26 @@ def batch_job(job_id: str, stacks: St) -> dict[str, Any]:
     return _times(stacks.batch_job(_id(job_id, "job")))
 
 
-@router.post("/stacks", status_code=201, summary="Stacks: create a stack from a Pod manifest")
+# What create accepts, as a schema: the nearest stricter. A Pod manifest is YAML in a string, which JSON Schema
+# can describe only by a pattern: one container, named and of an image, that exposes port 8080 (the one
+# target_port names) with CPU and memory limits (domain/k8s.parse_manifest asks for them). The values are
+# quoted, so YAML reads each as text.
+_MANIFEST = ('^apiVersion: v1\\nkind: Pod\\nspec:\\n  containers:\\n  - name: "[a-z](?:[-a-z0-9]{0,14}[a-z0-9])?"\\n'
+             '    image: "[a-z0-9]{1,30}(?::[a-z0-9]{1,20})?"\\n    ports:\\n    - containerPort: 8080\\n'
+             '    resources:\\n      limits:\\n        cpu: "[1-9][0-9]?m"\\n        memory: "[1-9][0-9]?Mi"\\n$')
+CREATE_BODY = json_body({"type": "object", "required": ["pod_spec", "target_port"], "additionalProperties": False,
+                         "properties": {
+                             "pod_spec": {"type": "string", "pattern": _MANIFEST,
+                                          "description": "A Kubernetes Pod manifest (YAML): the schema gives the "
+                                                         "nearest stricter form of what is accepted"},
+                             "target_port": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                                 "type": "object", "required": ["container_port", "protocol"],
+                                 "additionalProperties": False,
+                                 "properties": {"container_port": {"const": 8080}, "protocol": {"const": "TCP"}}}}}})
+
+
+@router.post("/stacks", status_code=201, summary="Stacks: create a stack from a Pod manifest",
+             openapi_extra=CREATE_BODY)
 async def create(request: Request, stacks: St) -> JSONResponse:
     body = await json_object(request)
     extra = sorted(set(body) - {"pod_spec", "target_port"})

@@ -25,7 +25,7 @@ from corral.api.body import BadBody, read_body
 from corral.api.deps import Services, services
 from corral.api.dialects.base import DialectError, route_class
 from corral.api.idempotency import idem_key
-from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, TEXT_NO_EXPR, json_body, nullable
+from corral.api.openapi import IMAGE_PATTERN, NAME_PATTERN, TEXT_NO_EXPR, WS, json_body, nullable
 from corral.api.timefmt import rfc3339
 from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.policy import escalation_message
@@ -504,7 +504,7 @@ def delete_queue(name: str, svc: Svc) -> dict[str, Any]:
 # What create_user accepts (corral.auth: a name of NAME_RE, a password of 8 to 1024 characters, both stripped).
 USER_BODY = json_body({"type": "object", "required": ["username", "password"], "properties": {
     "username": {"type": "string", "pattern": r"^\s*[A-Za-z0-9][A-Za-z0-9._@-]{0,62}\s*$"},
-    "password": {"type": "string", "pattern": r"^\s*[^\s][\s\S]{6,1022}[^\s]\s*$"},
+    "password": {"type": "string", "pattern": f"^[{WS}]*[^{WS}][\\s\\S]{{6,1022}}[^{WS}][{WS}]*$"},
     "name": {"type": "string"}}})
 
 
