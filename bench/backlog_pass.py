@@ -1,6 +1,7 @@
 """What a scheduling pass costs with a large backlog that cannot be placed (issue 13): N pending one-task
-jobs for a queue no node serves and N whose node_selector no node matches, inserted straight into the
-store, one 2-core node; then a late job for the served queue. Prints, as JSON: the time and CPU of the
+jobs for a queue no node serves and N whose node_selector no node matches (or, with ``--waiting``, 2N
+one-core jobs that wait for room), submitted in process, one 2-core node; then a late job for the served
+queue. Prints, as JSON: the time and CPU of the
 first pass (which places the late job, or not) and the median of the next passes, and the query plans of
 the scheduler's read on the engine.
 
@@ -28,10 +29,11 @@ from corral.domain.spec import JobSpec
 from corral.store.sql import Store
 
 
-def _insert_backlog(coord: Coordinator, n: int) -> None:
+def _insert_backlog(coord: Coordinator, n: int, waiting: bool) -> None:
     unserved = JobSpec.model_validate({"queue": "nobody", "tasks": [{"run": "x"}]})
     nowhere = JobSpec.model_validate({"tasks": [{"run": "x", "node_selector": {"zone": "mars"}}]})
-    for spec in (unserved, nowhere):
+    full = JobSpec.model_validate({"tasks": [{"run": "x", "resources": {"cpu": 1}}]})
+    for spec in ((full, full) if waiting else (unserved, nowhere)):
         for i in range(0, n, 1000):
             coord.submit_many([spec] * min(1000, n - i))
 
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=100_000, help="jobs in each of the two unplaceable kinds")
     ap.add_argument("--passes", type=int, default=10)
     ap.add_argument("--pg", help="a PostgreSQL database URL (its tables are dropped first)")
+    ap.add_argument("--waiting", action="store_true",
+                    help="instead, 2N one-core jobs waiting for room on the 2-core node (read on every pass)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = a.pg or f"sqlite:///{Path(tmp) / 'b.db'}"
@@ -71,8 +75,8 @@ def main() -> None:
         coord.register(NodeInfo(name="n", hostname="n", version="b", cpu=2, memory=2**34, disk=0,
                                 runtimes=["process"]))
         t = time.perf_counter()
-        _insert_backlog(coord, a.n)
-        print(f"inserted {2 * a.n} unplaceable jobs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        _insert_backlog(coord, a.n, a.waiting)
+        print(f"inserted {2 * a.n} waiting jobs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         coord.schedule_once()  # the reasons of the backlog are written once
         late = coord.submit(JobSpec.model_validate({"tasks": [{"run": "late", "name": str(uuid.uuid4())}]}))
         c, w = time.process_time(), time.perf_counter()
@@ -86,7 +90,8 @@ def main() -> None:
             coord.schedule_once()
             walls.append((time.perf_counter() - w) * 1000)
             cpus.append((time.process_time() - c) * 1000)
-        out = {"engine": store.engine.dialect.name, "unplaceable": 2 * a.n, "first_pass": first,
+        out = {"engine": store.engine.dialect.name, "backlog": 2 * a.n,
+               "kind": "waiting for room" if a.waiting else "unplaceable", "first_pass": first,
                "next_passes_ms": {"wall_median": round(statistics.median(walls), 2),
                                   "cpu_median": round(statistics.median(cpus), 2), "max": round(max(walls), 2)},
                "plans": _plans(store)}

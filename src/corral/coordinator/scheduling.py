@@ -3,7 +3,6 @@ with the pure ``scheduler.plan``, and commit each plan through one step (``commi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -121,8 +120,9 @@ class Scheduling(Part):
             now = time.time()
             with self.store.read() as tx:
                 reads = {q: tx.ready_tasks(q, now, batch, offset[q]) for q in active}
-                ready = [t for rs in reads.values() for t in rs]
-                if not ready:
+                # A composite task not opened yet (more than one pass opens) is stepped over, not placed.
+                ready = [t for rs in reads.values() for t in rs if t["kind"] == "run"]
+                if not ready and all(len(rs) < batch for rs in reads.values()):
                     for q in active:
                         self._resume.pop(q, None)  # looked at them all: the next pass starts from the top
                     return placed_total
@@ -140,7 +140,8 @@ class Scheduling(Part):
             result.reasons.update(bad)
             result.never.update(bad)
             by_id = {t["id"]: t for t in ready}
-            placed_total += self.commit(result, by_id, now)
+            if result.placements or result.reasons:
+                placed_total += self.commit(result, by_id, now)
             waiting: dict[str, int] = {}  # per queue: tasks left waiting and still read (not parked)
             for tid in result.reasons:
                 if tid not in result.never:
@@ -155,6 +156,7 @@ class Scheduling(Part):
                 if len(reads[q]) < batch:  # the last of the queue's ready tasks
                     self._resume.pop(q, None)
                     continue
+                offset[q] += sum(t["kind"] != "run" for t in reads[q])
                 if waiting.get(q):  # some wait: look past them (a few pages a pass)
                     offset[q] += waiting[q]
                     if pages[q] == 0:
@@ -193,7 +195,7 @@ class Scheduling(Part):
         or from down, new labels or capacity), and on this coordinator's first pass (another may have parked
         them against other nodes). A node that leaves cannot make a parked task placeable: that costs no
         unparking (its tasks keep the reason they were parked with)."""
-        seen = {hash(json.dumps([n.get(k) for k in _NODE_SHAPE], sort_keys=True, default=str)) for n in node_rows}
+        seen = {hash(repr([n.get(k) for k in _NODE_SHAPE])) for n in node_rows}
         if self._nodes_seen is None or not seen <= self._nodes_seen:
             with self.store.transaction() as tx:
                 self.coord.fence(tx)

@@ -60,13 +60,17 @@ _JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
 _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
     _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None),
     _T.parent_id.is_(None))
+# ``ready_at + 0``: a condition the index on (state, ready_at) cannot answer, so that SQLite's planner (which
+# takes that range over an ordered read) walks ix_tasks_queue_order, where ready_at is checked in the index.
+_ZERO: Any = sa.literal_column("0")
 # One queue's ready tasks to place, in placement order: read along ix_tasks_queue_order (state, queue,
 # priority DESC, job_seq, position, ready_at), which gives that order without a sort; ``ready_at`` is checked
-# in the index. Composite tasks are opened by the coordinator first (``ready_composites``), not placed.
+# in the index. Composite tasks are opened by the coordinator first (``ready_composites``), not placed: the
+# caller leaves them out (a condition on ``kind`` here would make SQLite read along ix_tasks_kind and sort).
 _READY = (sa.select(_T.id, _T.job_id, _T.job_seq, _T.queue, _T.priority, _T.runtime, _T.attempts, _T.cpu,
-                    _T.memory, _T.disk, _T.gpu, _T.node_selector, _T.reason)
+                    _T.memory, _T.disk, _T.gpu, _T.node_selector, _T.reason, _T.kind)
           .where(_T.state == "pending", _T.queue == sa.bindparam("queue"), _T.parked == sa.false(),
-                 _T.ready_at <= sa.bindparam("now"), _T.kind == "run")
+                 _T.ready_at + _ZERO <= sa.bindparam("now"))
           .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(sa.bindparam("lim"))
           .offset(sa.bindparam("off")))
 # Whether a composite task waits to be opened (ix_tasks_kind).
@@ -83,13 +87,13 @@ _PENDING_QUEUES = sa.text(
     " SELECT name FROM q WHERE name IS NOT NULL LIMIT :lim")
 # The ready tasks of a queue that no ready node serves, not yet parked, parked with that reason: a queue's
 # new tasks only (ix_tasks_queue_order), not its whole backlog on every pass.
+# A composite task parked here is still opened (``ready_composites`` does not look at ``parked``), and
+# opening it clears the flag, as every other change to a task row does.
 _PARK_QUEUE = (sa.update(s.tasks).where(_T.state == "pending", _T.queue == sa.bindparam("b_queue"),
-                                        _T.parked == sa.false(), _T.ready_at <= sa.bindparam("b_now"),
-                                        _T.kind == "run")
+                                        _T.parked == sa.false(), _T.ready_at + _ZERO <= sa.bindparam("b_now"))
                .values(reason=sa.bindparam("v_r"), parked=True))
 _UNPARKED = (sa.select(_T.id).where(_T.state == "pending", _T.queue == sa.bindparam("queue"),
-                                    _T.parked == sa.false(), _T.ready_at <= sa.bindparam("now"), _T.kind == "run")
-             .limit(1))
+                                    _T.parked == sa.false(), _T.ready_at + _ZERO <= sa.bindparam("now")).limit(1))
 _NODES_IN_STATE = (sa.select(s.nodes).where(s.nodes.c.state == sa.bindparam("state"))
                    .order_by(s.nodes.c.name, s.nodes.c.id))
 _PARK = (sa.update(s.tasks).where(_T.id == sa.bindparam("b_id"), _T.state == "pending")
@@ -462,7 +466,8 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             self.c.execute(q, [{"b_id": r["id"], "b_exec": r["_exec"], "v": r["progress"]} for r in rows])
 
     def ready_tasks(self, queue: str, now: float, limit: int, offset: int = 0) -> list[Row]:
-        """One queue's pending tasks to place (kind 'run') whose time has come, by priority then age;
+        """One queue's pending tasks that are not parked and whose time has come, by priority then age (of
+        every kind: the caller places the 'run' ones);
         ``offset``: past that many of them (those that wait, as a scheduling pass looks further)."""
         return _rows(self.c.execute(_READY, {"queue": queue, "now": now, "lim": limit, "off": offset}))
 
