@@ -46,12 +46,17 @@ def _plans(store: Store) -> dict[str, Any]:
     if ready is None:
         return {}
     with store.engine.connect() as c:
-        prefix = "EXPLAIN QUERY PLAN " if c.dialect.name == "sqlite" else "EXPLAIN "
+        pg = c.dialect.name == "postgresql"
+        compiled = ready.compile(dialect=c.dialect)
+        p = compiled.construct_params({"queue": "default", "now": time.time(), "lim": 64, "off": 0})
         try:
-            rows = c.execute(sa.text(prefix + str(ready)),
-                             {"queue": "default", "now": time.time(), "lim": 64, "off": 0}).all()
+            if pg:
+                rows = c.exec_driver_sql("EXPLAIN " + str(compiled), p).all()
+            else:
+                rows = c.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
+                                         tuple(p[k] for k in compiled.positiontup or [])).all()
         except Exception as e:  # another commit's statement may take other parameters
-            return {"error": str(e)}
+            return {"error": str(e).splitlines()[0]}
         return {"ready": [" ".join(str(x) for x in r) for r in rows]}
 
 
@@ -76,7 +81,8 @@ def main() -> None:
                                 runtimes=["process"]))
         t = time.perf_counter()
         _insert_backlog(coord, a.n, a.waiting)
-        print(f"inserted {2 * a.n} waiting jobs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        kind = "waiting" if a.waiting else "unplaceable"
+        print(f"inserted {2 * a.n} {kind} jobs in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         coord.schedule_once()  # the reasons of the backlog are written once
         late = coord.submit(JobSpec.model_validate({"tasks": [{"run": "late", "name": str(uuid.uuid4())}]}))
         c, w = time.process_time(), time.perf_counter()
