@@ -100,3 +100,20 @@ def test_priority_decides_which_waiting_job_runs_first(cluster: Cluster, tmp_pat
     started = {i: cluster.wait_job(i)["tasks"][0]["started_at"] for i in [*low, high]}
     assert started[high] < min(started[i] for i in low), started
     assert started[low[0]] < started[low[1]]  # equal priority: oldest first
+
+
+def test_work_of_a_served_queue_is_not_stuck_behind_unplaceable_work(standalone: Cluster) -> None:
+    """2,000 jobs for a queue no worker serves come first; a job for the served queue submitted after them
+    completes promptly (a pass reads the queues that some node serves, not the oldest ready tasks: before,
+    it looked 256 tasks past the waiting ones per pass, about one pass a second here), and the last of the
+    2,000 is told why it waits."""
+    c = standalone
+    for _ in range(2):
+        r = c.client.post("/v1/jobs/batch", json={"jobs": [{"queue": "nobody", "tasks": [{"run": "true"}]}] * 1000})
+        assert r.status_code == 201, r.text
+    last = r.json()["items"][-1]["id"]
+    late = c.submit({"tasks": [{"run": "echo late"}]})
+    assert c.wait_job(late["id"], timeout=3)["state"] == "completed"
+    wait_until(lambda: c.job(last)["tasks"][0]["reason"] == "no ready worker serves queue 'nobody'", 10,
+               what="the queue's reason on its last task")
+    assert c.job(last)["state"] == "pending"

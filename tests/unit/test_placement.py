@@ -56,6 +56,15 @@ def test_reasons_name_what_is_missing() -> None:
     assert p.reasons["sel"] == "no node matches node_selector zone=eu"
     assert p.reasons["big"] == "needs 64 CPU cores; the largest node has 2"
     assert plan([], [task("x")]).reasons["x"] == "no worker is registered and ready"
+    # None of these could be placed on these nodes even empty: the scheduling pass parks them.
+    assert p.never == {"gpu", "docker", "q", "sel", "big"}
+
+
+def test_only_what_no_node_could_hold_is_never_placeable() -> None:
+    """Waiting for room (a full node) or for a quota is not "never": those are read again on every pass."""
+    p = plan([node("a", cpu=1)], [task("1", seq=1), task("2", seq=2), task("big", cpu=2, seq=3)])
+    assert [pl.task_id for pl in p.placements] == ["1"]
+    assert p.reasons["2"].startswith("waiting for capacity") and p.never == {"big"}
 
 
 def test_gpus_are_whole_and_distinct() -> None:

@@ -15,7 +15,7 @@ from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources
 from corral.domain.states import JobState
 from corral.scheduler import NodeView, TaskView, plan
-from corral.scheduler.placement import Plan
+from corral.scheduler.placement import Plan, unserved_reason
 from corral.store.quotas import quota_of
 from corral.store.sql import Row, Tx
 
@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.coordinator")
 MAX_STEP = 1024  # tasks one step of a scheduling pass reads and places, at most (one write transaction)
-WAITING_PAGES = 4  # steps a pass takes past tasks that cannot be placed now, looking for ones that can
+WAITING_PAGES = 4  # pages of a queue a pass reads past tasks that cannot be placed now, looking for ones that can
+# What of a ready node decides whether a task could ever be placed on it: a change of any of these (or a new
+# ready node) reads the parked tasks again.
+_NODE_SHAPE = ("id", "cpu", "memory", "disk", "gpus", "labels", "runtimes", "queues")
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -56,45 +59,75 @@ class Scheduling(Part):
         super().__init__(coord)
         self._bad_rows_logged: set[str] = set()  # rows a scheduling pass skipped, logged once each
         self._step = self.settings.schedule_batch  # tasks the next step of a pass reads
-        self._resume = 0  # where, past the waiting tasks, the last pass stopped looking (0: it saw them all)
+        # Per queue: where, past the waiting tasks, the last pass stopped looking (absent: it saw them all).
+        self._resume: dict[str, int] = {}
+        self._nodes_seen: set[int] | None = None  # the ready nodes' shapes at the last pass (None: no pass yet)
 
     def schedule_once(self) -> int:
-        """One pass: place what fits, record why the rest waits. Returns how many tasks were placed."""
+        """One pass: place what fits, record why the rest waits. Returns how many tasks were placed.
+
+        Composite and template tasks are opened first. Then each queue that holds pending tasks and that a
+        ready node serves is read in placement order (``Tx.ready_tasks``, an index walk, no sort), a page of
+        each per step, and one ``plan`` places the step's pages together (priority first across queues).
+        Tasks that no ready node could hold even empty are parked (``tasks.parked``) with their reason: the
+        read leaves them out until the ready nodes change, so that they neither hide the work behind them
+        nor cost every pass a read. The tasks of a queue no ready node serves are never read to be placed:
+        they are parked in one statement per queue (``_park_unserved``)."""
         self.stats["schedule_passes"] += 1
-        placed_total = 0
         opened = 0
-        # Each step reads every ready node and what is allocated on it: a step that placed all it read takes
-        # four times as many tasks next (up to MAX_STEP), and so does the next pass's first step, so that a
-        # large backlog on a large cluster is not placed 64 tasks per read of 5,000 nodes. A step that left
-        # tasks waiting sets it back to schedule_batch: a full cluster's passes stay small.
-        # Tasks that cannot be placed now (a queue no node serves, more than any node has) must not hide the
-        # ones behind them: a step that leaves tasks waiting is followed by one past them, up to WAITING_PAGES
-        # per pass; the next pass reads the top again (what frees up goes first), then goes on from where
-        # this one stopped, so that every ready task is looked at within a few passes.
-        batch, offset, waiting_pages = self._step, 0, 0
         while True:
             now = time.time()
             with self.store.read() as tx:
-                ready = tx.ready_tasks(now, batch, offset)
-                if not ready:
-                    if offset:
-                        self._resume = 0  # looked at them all: the next pass starts from the top
-                    return placed_total
-                if opened < 20 and any(t["kind"] != "run" for t in ready):
-                    # Composite and template tasks are opened (or evaluated) first, then the tasks are read
-                    # again. They come in the same read as the tasks to place: plain jobs pay no extra query.
-                    ready = []
+                if opened < 20 and tx.composites_ready(now):
+                    composites = True
                 else:
-                    ready = [t for t in ready if t["kind"] == "run"]
+                    composites = False
                     node_rows = tx.nodes("ready")
-                    alloc = {a["node_id"]: a for a in tx.allocations()}
-                    budgets = self.budgets(tx, {t["job_id"] for t in ready}, ready)
-            if not ready:
-                if opened >= 20:
+                    queues = tx.pending_queues()
+                    served = self._served(node_rows)
+                    unserved = tx.unparked_queues([q for q in queues if q not in served], now)
+            if not composites:
+                break
+            self.open_composites()
+            opened += 1
+        if not queues:
+            self._resume.clear()
+            return 0
+        self._unpark_if_nodes_changed(node_rows)
+        self._park_unserved(unserved, bool(node_rows))
+        return self._place([q for q in queues if q in served], node_rows)
+
+    def _place(self, queues: list[str], node_rows: list[Row]) -> int:
+        """Steps over the served queues. Each step reads the next page of every queue still in play, plans
+        them and commits the plan. A step that placed all it read takes four times as many tasks next (up
+        to MAX_STEP), and so does the next pass's first step, so that a large backlog on a large cluster is
+        not placed 64 tasks per read of 5,000 nodes; a step that left tasks waiting sets it back to
+        schedule_batch: a full cluster's passes stay small. In a queue, tasks that cannot be placed now (a
+        selector no node matches, more than any node has, no room) must not hide the ones behind them: a
+        page that leaves some waiting is followed by one past them, up to WAITING_PAGES per queue and pass;
+        the next pass reads the queue's top again (what frees up goes first), then goes on from where this
+        one stopped, so that every ready task is looked at within a few passes. Parked tasks leave the read
+        with the commit that parks them: they neither count as waiting nor move the offset."""
+        placed_total = 0
+        batch = self._step
+        offset = dict.fromkeys(queues, 0)
+        pages = dict.fromkeys(queues, 0)
+        for q in list(self._resume):
+            if q not in offset:
+                del self._resume[q]
+        active = list(queues)
+        while active:
+            now = time.time()
+            with self.store.read() as tx:
+                reads = {q: tx.ready_tasks(q, now, batch, offset[q]) for q in active}
+                # A composite task not opened yet (more than one pass opens) is stepped over, not placed.
+                ready = [t for rs in reads.values() for t in rs if t["kind"] == "run"]
+                if not ready and all(len(rs) < batch for rs in reads.values()):
+                    for q in active:
+                        self._resume.pop(q, None)  # looked at them all: the next pass starts from the top
                     return placed_total
-                self.open_composites()
-                opened += 1
-                continue
+                alloc = {a["node_id"]: a for a in tx.allocations()}
+                budgets = self.budgets(tx, {t["job_id"] for t in ready}, ready)
             views = self.node_views(node_rows, alloc)
             tviews, bad = [], {}
             for t in ready:
@@ -105,24 +138,71 @@ class Scheduling(Part):
                     bad[t["id"]] = f"cannot be placed: its stored record is malformed ({e})"
             result = plan(views, tviews, self.settings.strategy, budgets)
             result.reasons.update(bad)
-            placed = self.commit(result, {t["id"]: t for t in ready}, now)
-            placed_total += placed
-            if len(ready) < batch:  # the last of the ready tasks
-                self._resume = 0
-                if result.reasons:
-                    self._step = self.settings.schedule_batch
-                return placed_total
-            if result.reasons:  # some wait: look past them (a few steps a pass), in small steps
-                self._step = batch = self.settings.schedule_batch
-                offset += len(ready) - placed
-                if waiting_pages == 0:
-                    offset = max(offset, self._resume)
-                waiting_pages += 1
-                if waiting_pages >= WAITING_PAGES:
-                    self._resume = offset
-                    return placed_total
-                continue
-            self._step = batch = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
+            result.never.update(bad)
+            by_id = {t["id"]: t for t in ready}
+            if result.placements or result.reasons:
+                placed_total += self.commit(result, by_id, now)
+            waiting: dict[str, int] = {}  # per queue: tasks left waiting and still read (not parked)
+            for tid in result.reasons:
+                if tid not in result.never:
+                    q = by_id[tid]["queue"]
+                    waiting[q] = waiting.get(q, 0) + 1
+            if waiting:
+                self._step = self.settings.schedule_batch
+            else:
+                self._step = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
+            still = []
+            for q in active:
+                if len(reads[q]) < batch:  # the last of the queue's ready tasks
+                    self._resume.pop(q, None)
+                    continue
+                offset[q] += sum(t["kind"] != "run" for t in reads[q])
+                if waiting.get(q):  # some wait: look past them (a few pages a pass)
+                    offset[q] += waiting[q]
+                    if pages[q] == 0:
+                        offset[q] = max(offset[q], self._resume.get(q, 0))
+                    pages[q] += 1
+                    if pages[q] >= WAITING_PAGES:
+                        self._resume[q] = offset[q]
+                        continue
+                still.append(q)
+            active, batch = still, self._step
+        return placed_total
+
+    def _served(self, node_rows: list[Row]) -> set[str]:
+        served: set[str] = set()
+        for n in node_rows:
+            try:
+                served.update(_strings(n["queues"], "queues"))
+            except (KeyError, TypeError, ValueError) as e:
+                self._skip_row("node", str(n.get("id")), e)
+        return served
+
+    def _park_unserved(self, queues: list[str], any_nodes: bool) -> None:
+        """The ready tasks of queues that no ready node serves wait for that alone: each such queue's tasks
+        that are not parked yet are parked with that reason, in one statement per queue (its new tasks only:
+        the index leaves the parked ones out)."""
+        if not queues:
+            return
+        now = time.time()
+        with self.store.transaction() as tx:
+            self.coord.fence(tx)
+            for q in queues:
+                tx.park_queue(q, now, unserved_reason(q, any_nodes))
+
+    def _unpark_if_nodes_changed(self, node_rows: list[Row]) -> None:
+        """Parked tasks are read again when a ready node appears or changes (registered, back from a drain
+        or from down, new labels or capacity), and on this coordinator's first pass (another may have parked
+        them against other nodes). A node that leaves cannot make a parked task placeable: that costs no
+        unparking (its tasks keep the reason they were parked with)."""
+        seen = {hash(repr([n.get(k) for k in _NODE_SHAPE])) for n in node_rows}
+        if self._nodes_seen is None or not seen <= self._nodes_seen:
+            with self.store.transaction() as tx:
+                self.coord.fence(tx)
+                n = tx.unpark_tasks()
+            if n:
+                log.info("scheduling pass: %d parked task(s) read again, the ready nodes changed", n)
+        self._nodes_seen = seen
 
     @staticmethod
     def budgets(tx: Tx, job_ids: set[str], ready: list[Row]) -> Budgets | None:
@@ -162,7 +242,10 @@ class Scheduling(Part):
                 woken.add(r["node_id"])
             tx.insert_executions(new_execs)
             tx.jobs_to_state({e["job_id"] for e in new_execs}, ["pending"], state=JobState.SCHEDULED.value)
-            tx.set_reasons({tid: r for tid, r in result.reasons.items() if by_id[tid]["reason"] != r})
+            never = {tid: result.reasons[tid] for tid in result.never}
+            tx.set_reasons({tid: r for tid, r in result.reasons.items()
+                            if tid not in never and by_id[tid]["reason"] != r})
+            tx.park_tasks(never)  # not read again until the ready nodes change
             # The other coordinators hear of it with the commit itself: no thread hop or round trip after it
             # stands between a placement and the long-poll of its worker on another coordinator.
             told = bool(woken) and self.coord.announce(tx, woken)

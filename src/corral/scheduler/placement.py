@@ -61,6 +61,10 @@ class Placement:
 class Plan:
     placements: list[Placement] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
+    # Of the tasks with a reason, those that no node of the snapshot could hold even empty (a queue nobody
+    # serves, a runtime nobody offers, a selector nothing matches, more than the largest node has): they
+    # cannot be placed until the nodes change, whatever finishes.
+    never: set[str] = field(default_factory=set)
 
 
 def _score(node: NodeView, need: Resources, strategy: Strategy) -> float:
@@ -77,12 +81,15 @@ def _score(node: NodeView, need: Resources, strategy: Strategy) -> float:
     return -frac if strategy == "spread" else frac
 
 
+def unserved_reason(queue: str, any_nodes: bool) -> str:
+    """Why a task of a queue that no ready node serves waits."""
+    return f"no ready worker serves queue '{queue}'" if any_nodes else "no worker is registered and ready"
+
+
 def _why_not(task: TaskView, nodes: Sequence[NodeView]) -> str:
-    if not nodes:
-        return "no worker is registered and ready"
     serving = [n for n in nodes if task.queue in n.queues]
     if not serving:
-        return f"no ready worker serves queue '{task.queue}'"
+        return unserved_reason(task.queue, bool(nodes))
     with_runtime = [n for n in serving if task.runtime in n.runtimes]
     if not with_runtime:
         return f"no node offers runtime {task.runtime}" + (
@@ -104,14 +111,26 @@ def _why_not(task: TaskView, nodes: Sequence[NodeView]) -> str:
     if need.disk > max(n.capacity.disk for n in matching):
         top_d = max(n.capacity.disk for n in matching)
         return f"needs {format_size(need.disk)} disk; the largest node has {format_size(top_d)}"
+    return _no_room(need, len(matching))
+
+
+def _why_never(task: TaskView, nodes: Sequence[NodeView]) -> tuple[str, bool]:
+    """Why a task was not placed, and whether no node could hold it even empty."""
+    reason = _why_not(task, nodes)
+    return reason, not reason.startswith(_NO_ROOM)
+
+
+_NO_ROOM = "waiting for capacity: "
+
+
+def _no_room(need: Resources, n: int) -> str:
     # Kept free of changing numbers so that the reason is written once, not on every pass.
     wants = [f"cpu {need.cpu:g}", f"memory {format_size(need.memory)}"]
     if need.disk:
         wants.append(f"disk {format_size(need.disk)}")
     if need.gpu:
         wants.append(f"{need.gpu} GPU")
-    n = len(matching)
-    return (f"waiting for capacity: none of the {n} eligible node{'s' if n != 1 else ''} has "
+    return (f"{_NO_ROOM}none of the {n} eligible node{'s' if n != 1 else ''} has "
             + ", ".join(wants) + " free")
 
 
@@ -369,7 +388,7 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
     heaped = {id(g) for g in sorted((g for g in groups.values() if g.size >= _HEAP_MIN_TASKS),
                                     key=lambda g: -g.size)[:_MAX_HEAPS]}
     pool_of: dict[tuple[object, ...], _Pool] = {}
-    why: dict[int, str] = {}
+    why: dict[int, tuple[str, bool]] = {}
     touched: list[_Slot] = []  # the nodes given work, the first time each is (they leave their buckets)
     # The nodes given work that heaps must push themselves, in order: under bin-pack every placement's node,
     # under spread those that still tie with their bucket.
@@ -395,10 +414,12 @@ def plan(nodes: Iterable[NodeView], tasks: Iterable[TaskView], strategy: Strateg
         best = heap.best(changed) if heap is not None else _scan(pool.slots, need, spread)
         if best is None:
             # Tasks that ask for the same thing wait for the same reason: work it out once per pass.
-            reason = why.get(id(g))
-            if reason is None:
-                reason = why[id(g)] = _why_not(task, views)
-            result.reasons[task.id] = reason
+            known = why.get(id(g))
+            if known is None:
+                known = why[id(g)] = _why_never(task, views)
+            result.reasons[task.id] = known[0]
+            if known[1]:
+                result.never.add(task.id)
             continue
         if not best.version:
             touched.append(best)

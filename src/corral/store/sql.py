@@ -61,11 +61,45 @@ _JOB_SPECS = _by_ids(s.jobs, [s.jobs.c.id, s.jobs.c.spec])
 _WAITING = sa.select(_T.id, _T.job_id, _T.position).where(
     _T.job_id.in_(sa.bindparam("ids", expanding=True)), _T.state == "pending", _T.ready_at.is_(None),
     _T.parent_id.is_(None))
+# ``ready_at + 0``: a condition the index on (state, ready_at) cannot answer, so that SQLite's planner (which
+# takes that range over an ordered read) walks ix_tasks_queue_order, where ready_at is checked in the index.
+_ZERO: Any = sa.literal_column("0")
+# One queue's ready tasks to place, in placement order: read along ix_tasks_queue_order (state, queue,
+# priority DESC, job_seq, position, ready_at), which gives that order without a sort; ``ready_at`` is checked
+# in the index. Composite tasks are opened by the coordinator first (``ready_composites``), not placed: the
+# caller leaves them out (a condition on ``kind`` here would make SQLite read along ix_tasks_kind and sort).
 _READY = (sa.select(_T.id, _T.job_id, _T.job_seq, _T.queue, _T.priority, _T.runtime, _T.attempts, _T.cpu,
                     _T.memory, _T.disk, _T.gpu, _T.node_selector, _T.reason, _T.kind)
-          .where(_T.state == "pending", _T.ready_at <= sa.bindparam("now"))
+          .where(_T.state == "pending", _T.queue == sa.bindparam("queue"), _T.parked == sa.false(),
+                 _T.ready_at + _ZERO <= sa.bindparam("now"))
           .order_by(_T.priority.desc(), _T.job_seq, _T.position).limit(sa.bindparam("lim"))
           .offset(sa.bindparam("off")))
+# Whether a composite task waits to be opened (ix_tasks_kind).
+_COMPOSITE_READY = (sa.select(_T.id).where(_T.kind.in_(COMPOSITE_KINDS), _T.state == "pending",
+                                           _T.ready_at <= sa.bindparam("now")).limit(1))
+# The queues that hold pending tasks: a skip-scan of ix_tasks_queue_order, one index probe per queue (not a
+# read of every pending task), on SQLite and PostgreSQL alike.
+_PENDING_QUEUES = sa.text(
+    "WITH RECURSIVE q(name) AS ("
+    " SELECT (SELECT min(queue) FROM tasks WHERE state = 'pending')"
+    " UNION ALL"
+    " SELECT (SELECT min(queue) FROM tasks WHERE state = 'pending' AND queue > q.name) FROM q"
+    " WHERE q.name IS NOT NULL)"
+    " SELECT name FROM q WHERE name IS NOT NULL LIMIT :lim")
+# The ready tasks of a queue that no ready node serves, not yet parked, parked with that reason: a queue's
+# new tasks only (ix_tasks_queue_order), not its whole backlog on every pass.
+# A composite task parked here is still opened (``ready_composites`` does not look at ``parked``), and
+# opening it clears the flag, as every other change to a task row does.
+_PARK_QUEUE = (sa.update(s.tasks).where(_T.state == "pending", _T.queue == sa.bindparam("b_queue"),
+                                        _T.parked == sa.false(), _T.ready_at + _ZERO <= sa.bindparam("b_now"))
+               .values(reason=sa.bindparam("v_r"), parked=True))
+_UNPARKED = (sa.select(_T.id).where(_T.state == "pending", _T.queue == sa.bindparam("queue"),
+                                    _T.parked == sa.false(), _T.ready_at + _ZERO <= sa.bindparam("now")).limit(1))
+_NODES_IN_STATE = (sa.select(s.nodes).where(s.nodes.c.state == sa.bindparam("state"))
+                   .order_by(s.nodes.c.name, s.nodes.c.id))
+_PARK = (sa.update(s.tasks).where(_T.id == sa.bindparam("b_id"), _T.state == "pending")
+         .values(reason=sa.bindparam("v_r"), parked=True))
+_UNPARK = sa.update(s.tasks).where(_T.state == "pending", _T.parked == sa.true()).values(parked=False)
 # Jobs that need more than a state change when they complete: an output to evaluate, or a parent task.
 _JOB_FOLLOWUP = sa.select(s.jobs.c.id, s.jobs.c.parent_task_id, s.jobs.c.spec, s.jobs.c.name, s.jobs.c.state).where(
     s.jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
@@ -463,10 +497,36 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
                  .values(progress=sa.bindparam("v")))
             self.c.execute(q, [{"b_id": r["id"], "b_exec": r["_exec"], "v": r["progress"]} for r in rows])
 
-    def ready_tasks(self, now: float, limit: int, offset: int = 0) -> list[Row]:
-        """Pending tasks whose time has come, by priority then age: of every kind (see ``kind``); ``offset``:
-        past that many of them (those that wait, as a scheduling pass looks further)."""
-        return _rows(self.c.execute(_READY, {"now": now, "lim": limit, "off": offset}))
+    def ready_tasks(self, queue: str, now: float, limit: int, offset: int = 0) -> list[Row]:
+        """One queue's pending tasks that are not parked and whose time has come, by priority then age (of
+        every kind: the caller places the 'run' ones);
+        ``offset``: past that many of them (those that wait, as a scheduling pass looks further)."""
+        return _rows(self.c.execute(_READY, {"queue": queue, "now": now, "lim": limit, "off": offset}))
+
+    def composites_ready(self, now: float) -> bool:
+        """Whether some composite or template task waits to be opened."""
+        return self.c.execute(_COMPOSITE_READY, {"now": now}).first() is not None
+
+    def pending_queues(self, limit: int = 10_000) -> list[str]:
+        """The queues that hold pending tasks (ready or not), in name order."""
+        return [r[0] for r in self.c.execute(_PENDING_QUEUES, {"lim": limit})]
+
+    def unparked_queues(self, queues: Iterable[str], now: float) -> list[str]:
+        """Those of these queues with a ready task that is not parked (one index probe each)."""
+        return [q for q in queues if self.c.execute(_UNPARKED, {"queue": q, "now": now}).first() is not None]
+
+    def park_queue(self, queue: str, now: float, reason: str) -> int:
+        """Park the queue's ready tasks that are not parked yet, with this reason; how many."""
+        return int(self.c.execute(_PARK_QUEUE, {"b_queue": queue, "b_now": now, "v_r": reason}).rowcount)
+
+    def park_tasks(self, reasons: dict[str, str]) -> None:
+        """Park these tasks (while still pending), each with its reason."""
+        if reasons:
+            self.c.execute(_PARK, [{"b_id": k, "v_r": v} for k, v in reasons.items()])
+
+    def unpark_tasks(self) -> int:
+        """Every parked task is read again by the next scheduling pass; how many."""
+        return int(self.c.execute(_UNPARK).rowcount)
 
     def count_pending_tasks(self) -> int:
         q = sa.select(sa.func.count()).select_from(s.tasks).where(s.tasks.c.state == "pending")
@@ -564,10 +624,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         return dict(r) if r else None
 
     def nodes(self, state: str | None = None) -> list[Row]:
-        q = sa.select(s.nodes).order_by(s.nodes.c.name, s.nodes.c.id)
-        if state:
-            q = q.where(s.nodes.c.state == state)
-        return _rows(self.c.execute(q))
+        if state:  # every scheduling pass reads the ready nodes: a statement built once
+            return _rows(self.c.execute(_NODES_IN_STATE, {"state": state}))
+        return _rows(self.c.execute(sa.select(s.nodes).order_by(s.nodes.c.name, s.nodes.c.id)))
 
     def nodes_by_ids(self, ids: Iterable[str]) -> list[Row]:
         """These nodes only (a view of a few pods need not read every node of a large cluster)."""
