@@ -167,7 +167,7 @@ class Cluster:
                 return self.client.get("/healthz").status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_until(ok, 30, what="the server to answer")
+        wait_until(ok, 60, what="the server to answer")  # a bound, not a check of speed: loaded machines
 
     def up(self, *extra: str, env: dict[str, str] | None = None) -> Cluster:
         grpc = () if "--grpc-port" in extra else ("--grpc-port", "0")  # off (its default port is shared)
