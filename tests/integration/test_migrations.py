@@ -27,8 +27,6 @@ from corral.store.migrate import alembic_config
 from corral.store.sql import Store
 from tests.harness import Cluster
 
-pytestmark = pytest.mark.slow
-
 
 def _earlier_revisions() -> list[str]:
     script = ScriptDirectory.from_config(alembic_config())
@@ -147,6 +145,7 @@ def test_a_database_with_data_upgrades_from_an_earlier_revision(
         store.close()
 
 
+@pytest.mark.slow
 def test_a_server_upgrades_a_database_with_data_from_the_oldest_revision(
         database_url: str, cluster: Cluster,
         written: tuple[dict[str, list[dict[str, Any]]], dict[str, str]]) -> None:
