@@ -107,6 +107,17 @@ def standalone(cluster: Cluster) -> Cluster:
     return cluster.up()
 
 
+@pytest.fixture(scope="module")
+def module_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One `corral up` shared by the tests of a module: a module whose tests each look only at what they made
+    (their own jobs, by id or name) overrides ``standalone`` with it, and saves a server start per test."""
+    c = Cluster(tmp_path_factory.mktemp("standalone"))
+    try:
+        yield c.up()
+    finally:
+        c.close()
+
+
 def _unavailable(reason: str) -> NoReturn:
     """Skip, saying why in capitals; under CI (CI=true) a missing service is a failure instead."""
     if os.environ.get("CI") == "true":

@@ -6,14 +6,18 @@ exactly as a user would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +54,33 @@ def _die_with_parent() -> Callable[[], None] | None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return set_pdeathsig
+
+
+# A server the harness gives an SQLite database of its choosing (`corral up`'s data directory, start_server's
+# default) starts on a copy of one made once per test process by the same code (``Store``: the migrations, up
+# to head), rather than migrating an empty file at each of the suite's hundreds of starts (~1.5 s of CPU each).
+# Upgrading from empty and from every revision is what test_migrations checks, on databases of its own.
+# CORRAL_TEST_TEMPLATE_DB=0: every such start migrates an empty database, as a first start on a new machine.
+TEMPLATE_DB = os.environ.get("CORRAL_TEST_TEMPLATE_DB", "1") != "0"
+_template: list[Path] = []
+_template_lock = threading.Lock()
+
+
+def migrated_sqlite(dest: Path) -> None:
+    """Put an SQLite database already migrated to head at ``dest``, unless there is one (a restart)."""
+    if not TEMPLATE_DB or dest.exists():
+        return
+    with _template_lock:
+        if not _template:
+            from corral.store.sql import Store
+
+            where = Path(tempfile.mkdtemp(prefix="corral-test-template-"))
+            atexit.register(shutil.rmtree, where, True)
+            Store(f"sqlite:///{where / 'head.db'}").close()
+            _template.append(where / "head.db")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(_template[0])) as src, contextlib.closing(sqlite3.connect(dest)) as dst:
+        src.backup(dst)
 
 
 def free_port() -> int:
@@ -136,10 +167,11 @@ class Cluster:
                 return self.client.get("/healthz").status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_until(ok, 30, what="the server to answer")
+        wait_until(ok, 60, what="the server to answer")  # a bound, not a check of speed: loaded machines
 
     def up(self, *extra: str, env: dict[str, str] | None = None) -> Cluster:
         grpc = () if "--grpc-port" in extra else ("--grpc-port", "0")  # off (its default port is shared)
+        migrated_sqlite(self.tmp / "data" / "corral.db")
         self.server = Proc(["up", "--port", str(self.port), "--data-dir", str(self.tmp / "data"),
                             "--log-level", "warning", *grpc, *extra], self.tmp / "server.log", env or {}).start()
         self._wait_ready()
@@ -150,6 +182,8 @@ class Cluster:
 
     def start_server(self, *extra: str, database_url: str | None = None, env: dict[str, str] | None = None
                      ) -> Cluster:
+        if database_url is None:
+            migrated_sqlite(self.tmp / "server.db")
         db = database_url or f"sqlite:///{self.tmp / 'server.db'}"
         self.server = Proc(["server", "--port", str(self.port), "--database-url", db, "--log-level", "warning",
                             *extra], self.tmp / "server.log", env or {}).start()

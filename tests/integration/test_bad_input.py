@@ -9,6 +9,12 @@ from tests.harness import Cluster
 PROBLEM = "application/problem+json"
 
 
+@pytest.fixture
+def standalone(module_standalone: Cluster) -> Cluster:
+    """One `corral up` for the module (tests/conftest.py): these tests only send bad input."""
+    return module_standalone
+
+
 @pytest.mark.parametrize(("body", "ctype", "status", "words"), [
     (b"{not json", "application/json", 400, "not valid JSON"),
     (b"tasks: [unclosed", "application/yaml", 400, "not valid YAML"),

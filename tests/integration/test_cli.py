@@ -24,6 +24,13 @@ COMMANDS = build()
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def standalone(module_standalone: Cluster) -> Cluster:
+    """One `corral up` for the module (tests/conftest.py): each test looks only at its own jobs (the two that
+    look at every job have a server of their own)."""
+    return module_standalone
+
+
 def running(cluster: Cluster, job_id: str) -> dict[str, object]:
     return cluster.wait_job(job_id, {"running"}, timeout=15)
 
@@ -174,7 +181,8 @@ def test_cancel_restart_and_rm(standalone: Cluster) -> None:
     assert gone.returncode == 1 and f"no job with id '{job_id}'" in gone.stderr
 
 
-def test_run_reports_a_cancelled_job_with_130(standalone: Cluster) -> None:
+def test_run_reports_a_cancelled_job_with_130(cluster: Cluster) -> None:
+    standalone = cluster.up()  # the only job that runs is the one `corral run` submits
     proc = subprocess.Popen([sys.executable, "-m", "corral", "run", "--server", standalone.url, "--",
                              "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **token_env(standalone.url)})
@@ -211,7 +219,8 @@ def test_server_flag_wins_over_the_environment(standalone: Cluster) -> None:
     assert r.returncode == 0 and r.stdout.strip() == "flag"
 
 
-def test_a_bad_job_file_exits_2_naming_the_bad_field(standalone: Cluster, tmp_path: Path) -> None:
+def test_a_bad_job_file_exits_2_naming_the_bad_field(cluster: Cluster, tmp_path: Path) -> None:
+    standalone = cluster.up()  # an empty server: no job may be made
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntasks:\n  - run: echo hi\n    resources: {memory: lots}\n    colour: red\n")
     r = corral("submit", str(bad), server=standalone.url)

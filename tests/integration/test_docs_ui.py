@@ -14,7 +14,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_the_api_docs_load_only_from_the_server(standalone: Cluster, page: str) -> None:
+def test_the_api_docs_load_only_from_the_server(module_standalone: Cluster, page: str) -> None:
+    standalone = module_standalone  # one `corral up` for both pages (tests/conftest.py): they only read
     r = standalone.client.get(page)
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     loads = re.findall(r'(?:src|href)="([^"]+)"', r.text) + re.findall(r"url: '([^']+)'", r.text)

@@ -5,8 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.harness import Cluster, wait_until
 from tests.support import stand_in_nvidia_smi
+
+
+@pytest.fixture
+def standalone(module_standalone: Cluster) -> Cluster:
+    """One `corral up` for the module (tests/conftest.py): each test looks only at its own jobs (the listing
+    test, which counts every job, has a server of its own)."""
+    return module_standalone
 
 
 def test_happy_path_runs_tasks_in_order_with_logs(standalone: Cluster) -> None:
@@ -140,7 +149,8 @@ def test_pending_reason_is_visible(cluster: Cluster) -> None:
     assert queues["default"]["workers"] == 1
 
 
-def test_listing_filters_and_cursor_pagination(standalone: Cluster) -> None:
+def test_listing_filters_and_cursor_pagination(cluster: Cluster) -> None:
+    standalone = cluster.up()  # an empty server: the totals are of this test's jobs
     ids = [standalone.submit({"name": f"list-{i}", "tags": ["batch" if i % 2 else "solo"],
                               "tasks": [{"run": "true"}]})["id"] for i in range(5)]
     for i in ids:

@@ -1,9 +1,11 @@
 """Upgrading a database that already holds data, from every earlier schema revision, on SQLite and PostgreSQL.
 
 Rows written by Corral itself (a finished job with its log, a job still waiting, a node, a schedule) are copied
-into a database migrated only to revision R, keeping the columns R has; then a real `corral server` starts on
-it (which upgrades it to head) and the data must be there and work: the finished job reads back with its log,
-the waiting one runs on a new worker, the schedule is listed. New revisions are covered as they are added.
+into a database migrated only to revision R, keeping the columns R has. For every R, the database is upgraded to
+head by the code a starting server runs (``Store``), and the data must be there and work through the real
+coordinator: the finished job reads back with its log, the waiting one is handed to a new node and completes, the
+schedule is listed. From the oldest revision, a real `corral server` starts on such a database (which upgrades
+it) and a real worker runs the waiting job. New revisions are covered as they are added.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from corral.store import schema
 from corral.store.migrate import alembic_config
 from corral.store.sql import Store
 from tests.harness import Cluster
-
-pytestmark = pytest.mark.slow
 
 
 def _earlier_revisions() -> list[str]:
@@ -97,12 +97,62 @@ def _database_at(url: str, revision: str, rows: dict[str, list[dict[str, Any]]])
         engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """The rows (written once for the module: every case copies them into a database of its own) and ids."""
+    return _rows_written_by_corral(tmp_path_factory.mktemp("source"))
+
+
 @pytest.mark.parametrize("revision", _earlier_revisions())
-def test_a_database_with_data_upgrades_from_an_earlier_revision(database_url: str, cluster: Cluster, revision: str,
-                                                                tmp_path: Path) -> None:
-    # database_url first: its database is dropped after the cluster stops, not under it
-    rows, ids = _rows_written_by_corral(tmp_path)
+def test_a_database_with_data_upgrades_from_an_earlier_revision(
+        database_url: str, revision: str, written: tuple[dict[str, list[dict[str, Any]]], dict[str, str]]) -> None:
+    rows, ids = written
     tables = _database_at(database_url, revision, rows)
+    assert {"jobs", "tasks", "executions", "logs", "nodes"} <= tables
+
+    store = Store(database_url)  # upgrades to head, as `corral server` does at start
+    try:
+        coord = Coordinator(store)
+        job, tasks, executions = coord.get_job(ids["done"])
+        assert job["state"] == "completed" and job["name"] == "finished", job
+        assert [t["state"] for t in tasks] == ["completed"]
+        assert [e["exit_code"] for e in executions] == [0]
+        with store.read() as tx:
+            assert [r["line"] for r in tx.logs(ids["done"])] == ["from the old schema"]
+            assert tx.node(ids["node"]) is not None
+
+        node = str(coord.register(NodeInfo(name="new", hostname="new", version="t", cpu=2, memory=2**32, disk=0,
+                                           runtimes=["process"], queues=["later"]))["id"])
+        coord.schedule_once()
+        work, _ = coord.poll(node, [])
+        assert [w["job_id"] for w in work] == [ids["waiting"]], work
+        ex = work[0]["execution_id"]
+        now = time.time()
+        coord.report(node, [Update(ex, "running", now)], [LogLine(ex, "stdout", "ran after the upgrade", now)])
+        coord.report(node, [Update(ex, "completed", now, exit_code=0)], [])
+        assert coord.job_row(ids["waiting"])["state"] == "completed"
+        with store.read() as tx:
+            assert [r["line"] for r in tx.logs(ids["waiting"])] == ["ran after the upgrade"]
+
+        if "schedules" in tables:
+            sched = Schedules(coord).get(ids["schedule"])
+            assert sched["name"] == "yearly" and sched["state"] == "active" and sched["cron"] == "0 0 1 1 *"
+        new = coord.submit(JobSpec.model_validate({"tasks": [{"run": "echo new", "queue": "later"}]}))
+        coord.schedule_once()
+        work, _ = coord.poll(node, [])
+        assert [w["job_id"] for w in work] == [new["id"]], work
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_server_upgrades_a_database_with_data_from_the_oldest_revision(
+        database_url: str, cluster: Cluster,
+        written: tuple[dict[str, list[dict[str, Any]]], dict[str, str]]) -> None:
+    """The real processes, once per store, on the longest walk: every migration runs under a starting server."""
+    # database_url first: its database is dropped after the cluster stops, not under it
+    rows, ids = written
+    tables = _database_at(database_url, _earlier_revisions()[0], rows)
     assert {"jobs", "tasks", "executions", "logs", "nodes"} <= tables
 
     cluster.start_server(database_url=database_url)  # upgrades to head at start

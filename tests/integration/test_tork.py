@@ -132,8 +132,9 @@ def test_jobs_host_processes(standalone: Cluster) -> None:
     ("text/yaml", "name: x\ntasks:\n- name: t\n", "tasks.0: Value error"),  # no image, nothing to run
     ("application/json", "{not json", "the job cannot be parsed"),
 ])
-def test_bad_jobs(standalone: Cluster, ctype: str, body: str, message: str) -> None:
-    r = standalone.client.post("/jobs", content=body, headers={"Content-Type": ctype})
+def test_bad_jobs(module_standalone: Cluster, ctype: str, body: str, message: str) -> None:
+    """One `corral up` for every case (tests/conftest.py): a refused job leaves nothing behind."""
+    r = module_standalone.client.post("/jobs", content=body, headers={"Content-Type": ctype})
     assert r.status_code == (415 if ctype == "text/plain" else 400) and list(r.json()) == ["message"]
     assert r.json()["message"].startswith(message), r.json()
 

@@ -123,11 +123,12 @@ def test_listing_is_newest_first_and_paged(standalone: Cluster) -> None:
     ("application/json", "{not json", "the job cannot be parsed"),
     ("application/json", "[1]", "the job must be a mapping"),
 ])
-def test_bad_scheduled_jobs(standalone: Cluster, ctype: str, body: str, message: str) -> None:
-    r = standalone.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})
+def test_bad_scheduled_jobs(module_standalone: Cluster, ctype: str, body: str, message: str) -> None:
+    """One `corral up` for every case (tests/conftest.py), used by no other test: none leaves a schedule."""
+    r = module_standalone.client.post("/scheduled-jobs", content=body, headers={"Content-Type": ctype})
     assert r.status_code == (415 if ctype == "text/plain" else 400) and list(r.json()) == ["message"]
     assert r.json()["message"].startswith(message), r.json()
-    assert standalone.get("/scheduled-jobs")["totalItems"] == 0
+    assert module_standalone.get("/scheduled-jobs")["totalItems"] == 0
 
 
 def test_secrets_are_redacted(standalone: Cluster) -> None:

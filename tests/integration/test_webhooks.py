@@ -65,10 +65,15 @@ class Receiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def standalone(cluster: Cluster) -> Cluster:
-    """`corral up` whose webhooks may reach the receiver on 127.0.0.1."""
-    return cluster.up(*ALLOW)
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """`corral up` whose webhooks may reach the receiver on 127.0.0.1, shared by the module's tests: each has
+    a receiver of its own (its own port), so it sees only the hooks of its own jobs."""
+    c = Cluster(tmp_path_factory.mktemp("webhooks"))
+    try:
+        yield c.up(*ALLOW)
+    finally:
+        c.close()
 
 
 @pytest.fixture

@@ -7,8 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.harness import Cluster, wait_until
 from tests.support import wait_processes_gone
+
+
+@pytest.fixture
+def standalone(module_standalone: Cluster) -> Cluster:
+    """One `corral up` for the module (tests/conftest.py): each test looks only at its own jobs."""
+    return module_standalone
 
 
 def _intervals(tasks: list[dict[str, Any]]) -> list[tuple[float, float]]:
