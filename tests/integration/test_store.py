@@ -156,6 +156,27 @@ def test_tasks_that_wait_do_not_hide_those_behind_them(coord: Coordinator) -> No
         assert tx.count_pending_tasks() == 300
 
 
+def test_parked_tasks_are_placed_when_a_node_that_can_hold_them_registers(coord: Coordinator) -> None:
+    """Tasks no ready node could hold are parked (not read by later passes) with their reason; a node that
+    can hold them registering makes the next pass read and place them (the write that places them clears
+    the flag, as any write to the row does)."""
+    _node(coord, "plain")
+    eu = coord.submit(JobSpec.model_validate({"tasks": [{"run": "x", "node_selector": {"zone": "eu"}}]}))
+    lost = coord.submit(JobSpec.model_validate({"queue": "gpu", "tasks": [{"run": "x"}]}))
+    assert coord.schedule_once() == 0
+    with coord.store.read() as tx:
+        parked = {t["job_id"]: (t["parked"], t["reason"]) for t in tx.tasks_of_jobs([eu["id"], lost["id"]])}
+    assert parked == {eu["id"]: (True, "no node matches node_selector zone=eu"),
+                      lost["id"]: (True, "no ready worker serves queue 'gpu'")}
+    assert coord.schedule_once() == 0  # nothing changed: still parked
+    coord.register(NodeInfo(name="eu", hostname="eu", version="t", cpu=2, memory=2**32, disk=0,
+                            runtimes=["process"], labels={"zone": "eu"}, queues=["default", "gpu"]))
+    assert coord.schedule_once() == 2
+    assert coord.get_job(eu["id"])[0]["state"] == "scheduled"
+    with coord.store.read() as tx:
+        assert not any(t["parked"] for t in tx.tasks_of_jobs([eu["id"], lost["id"]]))
+
+
 # -- task dependencies (depends_on) ---------------------------------------------------------------
 DIAMOND = {"tasks": [{"name": "a", "run": "a"}, {"name": "b", "run": "b", "depends_on": ["a"]},
                      {"name": "c", "run": "c", "depends_on": ["a"]},
