@@ -108,7 +108,7 @@ tasks = sa.Table(
     sa.Column("output", sa.Text),
     sa.Column("progress", sa.Float),
     sa.Column("subjob_id", ID),
-    # 0022: a pending task that no ready node could hold even empty (a queue nobody serves, a selector nothing
+    # 0020: a pending task that no ready node could hold even empty (a queue nobody serves, a selector nothing
     # matches, more than the largest node has): the scheduling pass does not read it again until the ready
     # nodes change. Any other change to the row (a restart, a retry, a cancel) clears it (onupdate).
     sa.Column("parked", sa.Boolean, nullable=False, default=False, server_default=sa.false(), onupdate=False),
@@ -118,7 +118,7 @@ tasks = sa.Table(
     sa.Index("ix_tasks_ready", "state", "ready_at"),
     sa.Index("ix_tasks_job_seq", "job_id", "seq"),  # 0006: a job's tasks paged in creation order
 )
-# 0022: a scheduling pass reads each queue's ready tasks that are not parked in placement order (and finds the
+# 0020: a scheduling pass reads each queue's ready tasks that are not parked in placement order (and finds the
 # queues that hold pending tasks by skipping through it) without sorting every pending task or reading the
 # parked ones.
 sa.Index("ix_tasks_queue_order", tasks.c.state, tasks.c.queue, tasks.c.parked, tasks.c.priority.desc(),

@@ -1,7 +1,7 @@
 """queue order: a scheduling pass reads each queue's ready tasks in placement order
 
-Revision ID: 0022
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-01 19:30:00
 
 A pass read the oldest ready tasks of every queue together, ``ORDER BY priority DESC, job_seq, position``
@@ -14,8 +14,8 @@ until the ready nodes change.
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0022'
-down_revision = '0018'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
