@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full conformance run of the OpenAPI document (docs/benchmarks.md, "OpenAPI conformance"): Schemathesis,
 # every check, 25 examples per operation, against a fresh `corral up` (docker runtime: what the fuzzer submits
-# is never run, for no image can be pulled). Prints Schemathesis' report; exits non-zero on any failure.
+# is never run, for no image can be pulled), with bench/schemathesis.toml (what no schema can say: Tork's 400 for
+# a user name that is taken). Prints Schemathesis' report; exits non-zero on any failure.
 # Usage: bench/openapi_conformance.sh [extra schemathesis options]   (EXAMPLES=25 PORT=18499 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
