@@ -7,9 +7,10 @@ An attempt outlives its worker (adoption, see docs/operations.md "Worker restart
 of its own (a SIGKILL of the worker, or of the worker's process group, does not reach it); it holds the
 read ends of its own stdout and stderr pipes, so that its writes neither fail nor kill it while no worker
 reads them (they wait once the pipe is full), and a worker started again reopens them through
-/proc/<pid>/fd; and its shell writes its exit status to ``<execution>.status`` in the scratch area when it
-exits (an EXIT trap: ``run`` tasks are already a ``sh -c``, so this costs no extra process; a ``command``
-task runs under a ``sh -c`` that waits for it). :func:`find_held` finds both kinds after a restart.
+/proc/<pid>/fd; and its shell appends ``<execution> <status>`` to the worker's status log (an fd it
+inherits) when it exits (an EXIT trap: ``run`` tasks are already a ``sh -c``, so this costs no extra
+process; a ``command`` task runs under a ``sh -c`` that waits for it). :func:`find_held` finds both the
+running attempts and those that ended after a restart.
 """
 
 from __future__ import annotations
