@@ -62,7 +62,8 @@ def test_a_tick_fires_a_tork_job_that_completes(standalone: Cluster) -> None:
     assert got["lastJobId"] == job_id and TIME_RE.match(got["lastRunAt"])
     assert got["nextRunAt"] > got["lastRunAt"]
     cron_pass_evidence(c)  # another full firing pass: still one job for that tick
-    assert len(_jobs(c, "every minute")) == 1
+    # (the schedule's own next tick, at the next minute, may come meanwhile on a slow run: not that tick)
+    assert len([j for j in _jobs(c, "every minute") if j["createdAt"] < got["nextRunAt"]]) == 1
 
 
 def test_pause_resume_delete(standalone: Cluster) -> None:

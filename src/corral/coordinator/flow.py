@@ -134,7 +134,13 @@ class Flow:
     # -- context --------------------------------------------------------------------------------
     @staticmethod
     def context(tx: Tx, job: Row, scope: dict[str, Any] | None) -> dict[str, Any]:
-        outputs = {sp["var"]: out or "" for sp, out in tx.outputs_of_job(job["id"]) if sp.get("var")}
+        # A task with ``pre``/``post`` opens into a wrapper and its main task, both named by the same ``var``;
+        # the wrapper records no output of its own, so a recorded output wins over none, whatever the order
+        # the store returns the rows in (it has none: the index it reads along decides).
+        outputs: dict[str, str] = {}
+        for sp, out in tx.outputs_of_job(job["id"]):
+            if sp.get("var") and (out is not None or sp["var"] not in outputs):
+                outputs[sp["var"]] = out or ""
         return workflow.context(job["spec"], job, outputs, scope)
 
     # -- opening ready composite and template tasks ---------------------------------------------
