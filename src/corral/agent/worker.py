@@ -553,22 +553,33 @@ class Agent:
                              container_id=container[0], **fields)
             log.info("adopted execution %s ended, exit code %s", ex_id[:12], result.exit_code)
         except asyncio.CancelledError:
-            if ex_id in self._stopped_by_coordinator:
-                self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
-            elif not self._closing:
+            if not self._cancelled(ex_id, container[0]):
                 raise
-            else:
-                self._abandoned.add(ex_id)
         except Exception as e:
             log.exception("adopted execution %s failed in the agent", ex_id)
             self._update(ex_id, "failed", error=f"the worker failed to follow it after a restart: {e}")
         finally:
-            self._progress.pop(ex_id, None)
-            self.running.pop(ex_id, None)
-            self._log_full.discard(ex_id)
-            self._stopped_by_coordinator.discard(ex_id)
+            self._forget(ex_id)
             if not scratch.remove_quick(sc):
                 await asyncio.shield(asyncio.to_thread(scratch.remove, sc))
+
+    def _cancelled(self, ex_id: str, container_id: str | None) -> bool:
+        """An attempt's task was cancelled: recorded as stopped by the coordinator, or left for the next run
+        of the worker when this one is closing; False when the cancellation is neither (it goes on up)."""
+        if ex_id in self._stopped_by_coordinator:
+            self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container_id)
+        elif self._closing:
+            self._abandoned.add(ex_id)
+        else:
+            return False
+        return True
+
+    def _forget(self, ex_id: str) -> None:
+        """What the agent kept about an attempt while it ran."""
+        self._progress.pop(ex_id, None)
+        self.running.pop(ex_id, None)
+        self._log_full.discard(ex_id)
+        self._stopped_by_coordinator.discard(ex_id)
 
     async def _execute(self, w: dict[str, Any]) -> None:
         """Run one execution to its end and buffer its updates.
@@ -677,20 +688,13 @@ class Agent:
             else:
                 ended("completed" if result.exit_code == 0 else "failed", exit_code=result.exit_code)
         except asyncio.CancelledError:
-            if ex_id in self._stopped_by_coordinator:
-                self._update(ex_id, "cancelled", error="stopped by the coordinator", container_id=container[0])
-            elif not self._closing:
+            if not self._cancelled(ex_id, container[0]):
                 raise
-            else:
-                self._abandoned.add(ex_id)
         except Exception as e:
             log.exception("execution %s failed in the agent", ex_id)
             self._update(ex_id, "failed", error=f"the worker failed to run it: {e}")
         finally:
-            self._progress.pop(ex_id, None)
-            self.running.pop(ex_id, None)
-            self._log_full.discard(ex_id)
-            self._stopped_by_coordinator.discard(ex_id)
+            self._forget(ex_id)
             if sc is None:
                 pass
             elif sc.dir is None:

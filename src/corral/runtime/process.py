@@ -247,17 +247,7 @@ async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[byt
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
         return await asyncio.to_thread(proc.wait)
-    done = loop.create_future()
-    def exited() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(pidfd, exited)
-    try:
-        await done
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+    await _readable(loop, pidfd)
     return proc.wait()
 
 
@@ -272,6 +262,11 @@ async def _wait_pid(loop: asyncio.AbstractEventLoop, pid: int) -> None:
         while _alive(pid):
             await asyncio.sleep(0.1)
         return
+    await _readable(loop, pidfd)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
+    """Wait until a pidfd is readable (its process has exited), then close it."""
     done = loop.create_future()
 
     def exited() -> None:
