@@ -121,6 +121,38 @@ def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
     asyncio.run(main())
 
 
+def test_a_silent_endpoint_withdrawn_mid_request_hands_the_request_to_the_next(
+        backends: Backends) -> None:
+    """A killed pod's published port can accept, read, and then say nothing for seconds. Once the
+    coordinator withdraws that endpoint, a request waiting on it is sent to the next one at once."""
+    async def main() -> None:
+        async def accept_and_hang(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.read(1024)
+            await asyncio.sleep(30)
+
+        silent = await asyncio.start_server(accept_and_hang, "127.0.0.1", 0)
+        silent_port = silent.sockets[0].getsockname()[1]
+        fwd = Forwarder("127.0.0.1")
+        node_port = free_port()
+        await fwd.apply(_services(node_port, silent_port, backends["a"][1]))
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                waiting = asyncio.ensure_future(_get(client, node_port))  # the silent one's turn
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                started = time.monotonic()
+                await fwd.apply(_services(node_port, backends["a"][1]))
+                assert await waiting == "a"
+                assert time.monotonic() - started < 2
+                # A request that endpoint had answered is its own: a withdrawal does not move it.
+                assert [await _get(client, node_port) for _ in range(3)] == ["a"] * 3
+        finally:
+            await fwd.close()
+            silent.close()
+
+    asyncio.run(main())
+
+
 def test_a_port_held_by_something_else_is_opened_once_it_is_free(
         backends: Backends) -> None:
     async def main() -> None:

@@ -9,8 +9,10 @@ runs does it in a page. Per node port:
   last); if that endpoint refuses, does not answer within ``connect_timeout``, or closes the connection
   before answering a byte, the next one is tried (with what the client sent so far, up to 64 KiB), so a
   pod that died a moment ago costs a retry, not a failed request;
-- an endpoint that is no longer listed (not ready, or gone) gets no new connection; connections already
-  made to it are left to end by themselves, as kube-proxy does;
+- an endpoint that is no longer listed (not ready, or gone) gets no new connection; a connection made to
+  it that has had no answer yet moves to the next endpoint the same way (a killed pod's published port
+  can accept and then stay silent for seconds); connections it has answered are left to end by
+  themselves, as kube-proxy does;
 - bounds: at most ``max_connections`` at once on the node (more are accepted and closed at once), and a
   connection idle both ways for ``idle_timeout`` seconds is closed; data moves in chunks of 64 KiB, each
   written and drained before the next is read, so a slow side slows the other instead of filling memory.
@@ -48,6 +50,7 @@ class _Port:
     turn: int = 0
     service: str = ""
     failing: bool = False  # the last try to open the port failed (logged once, tried at every apply)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) when backends change
 
     def order(self) -> list[Backend]:
         """The backends to try for a new connection: the next in turn first, then the others."""
@@ -86,6 +89,8 @@ class Forwarder:
             entry.service = service
             if entry.backends != backends:
                 entry.backends = backends
+                entry.changed.set()
+                entry.changed = asyncio.Event()
             if entry.server is None:
                 await self._open(entry)
 
@@ -135,6 +140,8 @@ class Forwarder:
         up: asyncio.StreamWriter | None = None
         try:
             for host, port in entry.order():
+                if (host, port) not in entry.backends:  # withdrawn while an earlier one was tried
+                    continue
                 try:
                     up_r, w = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
                 except (OSError, TimeoutError):
@@ -150,7 +157,7 @@ class Forwarder:
                         w.write_eof()
                     else:
                         to_up = asyncio.create_task(self._pump(reader, w, last, sent))
-                    first = await self._read(up_r, last)
+                    first = await self._first(entry, (host, port), up_r, last)
                 except (ConnectionError, OSError):
                     first = b""
                 if first or sent.buf is None:  # answered (or too far along to replay): this one it is
@@ -172,6 +179,25 @@ class Forwarder:
             writer.transport.abort()
             if up is not None:
                 up.transport.abort()
+
+    async def _first(self, entry: _Port, backend: Backend, src: asyncio.StreamReader, last: list[float]) -> bytes:
+        """The endpoint's first chunk, or b"" (as if it had closed) once it is withdrawn from the port
+        before sending one."""
+        read = asyncio.ensure_future(self._read(src, last))
+        waiter: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                waiter = asyncio.ensure_future(entry.changed.wait())
+                await asyncio.wait((read, waiter), return_when=asyncio.FIRST_COMPLETED)
+                if read.done():
+                    return read.result()
+                if backend not in entry.backends:
+                    return b""
+        finally:
+            for f in (read, waiter):
+                if f is not None and not f.done():
+                    f.cancel()
+            await asyncio.gather(read, *([waiter] if waiter else []), return_exceptions=True)
 
     async def _read(self, src: asyncio.StreamReader, last: list[float]) -> bytes:
         """The next chunk from ``src`` (b"" at its end); TimeoutError once the connection has been idle
