@@ -452,6 +452,7 @@ class ProcessRuntime:
             pid = int(held.handle or 0)
             on_started(str(pid))
             pipes: list[_Lines] = []
+            killed = False
             try:
                 assert held.fds is not None
                 for fd, name in zip(held.fds, ("stdout", "stderr"), strict=True):
@@ -459,15 +460,17 @@ class ProcessRuntime:
                         pipes.append(await _read(loop, os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK),
                                                  name, on_output))
                 await _wait_pid(loop, pid)
+                # Once, at once: what the task left running in its group goes with it. Its group id is not
+                # reused while a member lives; once none does, a later kill could hit a new group.
                 _kill_group(pid)
+                killed = True
                 await asyncio.gather(*(p.done for p in pipes))
-            except asyncio.CancelledError:
-                _kill_group(pid)
+            except BaseException:  # cancelled, or it failed: nothing of it left running
+                if not killed:
+                    _kill_group(pid)
                 for p in pipes:
                     p.abort()
                 raise
-            finally:
-                _kill_group(pid)
             code = parse_statuses(_read_all(log_fd)).get(held.execution_id) if log_fd is not None else None
             if code is None:
                 return RunResult(None, "the task ended while its worker was restarting, and its exit status "
