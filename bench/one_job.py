@@ -10,10 +10,12 @@ not the `sh` processes it starts). Cases:
 - ``tork``, ``nomadlite``, ``cloudai``: the dialects' submit routes, to a queue no worker serves where the
   dialect lets the job name one (Tork) or with the job's default queue otherwise (then the local worker
   runs them: see ``--e2e``);
-- ``e2e`` (``--e2e N``): N ``echo hi`` jobs posted the same way to the served queue, from the first request
-  to the moment all N completed.
+- ``e2e`` (``--e2e N``): N ``echo hi`` jobs posted the same way (``hey -n N``: exactly N requests, which
+  wrk cannot send) to the served queue, from the first request to the moment all N completed; with
+  ``--celery``, Celery's one-``delay()``-per-task rate for the same N beside it, in the same run
+  (bench/celery_side.py: Redis, two prefork workers).
 
-Needs ``wrk`` on PATH (Debian: ``apt-get install wrk``).
+Needs ``wrk`` and, for ``e2e``, ``hey`` on PATH (Debian: ``apt-get install wrk hey``).
 """
 
 from __future__ import annotations
@@ -40,13 +42,6 @@ LUA_POST = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("WRK_BODY")
 """
-LUA_POST_N = LUA_POST + """local left = tonumber(os.getenv("WRK_N"))
-request = function()
-  left = left - 1
-  if left < 0 then wrk.thread:stop() end
-  return wrk.format()
-end
-"""
 
 
 def wrk(url: str, seconds: float, connections: int, script: str | None = None,
@@ -65,6 +60,15 @@ def wrk(url: str, seconds: float, connections: int, script: str | None = None,
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     return {"requests": n, "rate": rate, "non_2xx": int(bad.group(1)) if bad else 0,
             "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan")}
+
+
+def hey_post(url: str, n: int, connections: int, body: str) -> dict[str, float]:
+    """Exactly ``n`` POSTs of ``body`` over ``connections`` keep-alive connections."""
+    out = subprocess.run(["hey", "-n", str(n), "-c", str(connections), "-m", "POST", "-T", "application/json",
+                          "-d", body, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    codes = {int(c): int(k) for c, k in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    return {"requests": sum(codes.values()), "rate": rate, "non_2xx": sum(k for c, k in codes.items() if c >= 300)}
 
 
 def cpu_of(proc: psutil.Process) -> float:
@@ -88,10 +92,12 @@ def main() -> None:
     ap.add_argument("-c", "--connections", type=int, default=16)
     ap.add_argument("--e2e", type=int, default=5000, help="jobs in the end-to-end case (0: skip it)")
     ap.add_argument("--cases", default="accept,healthz,get_job,tork,nomadlite,cloudai,e2e")
+    ap.add_argument("--celery", action="store_true", help="with e2e: Celery's rate for the same jobs beside it")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not on PATH (apt-get install wrk)")
     cases = args.cases.split(",")
+    for tool, needed in (("wrk", set(cases) - {"e2e"}), ("hey", {"e2e"} & set(cases) if args.e2e else set())):
+        if needed and shutil.which(tool) is None:
+            sys.exit(f"{tool} is not on PATH (apt-get install {tool})")
     results: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds, "nproc": os.cpu_count(),
                                "load_before": os.getloadavg()[0]}
     # The dialects' jobs are container tasks (nomad-lite's through CORRAL_NOMADLITE_IMAGE) that the process-only
@@ -127,16 +133,23 @@ def main() -> None:
             client = httpx.Client(base_url=url, timeout=60)
             before = cpu_of(server)
             t0 = time.monotonic()
-            sent = wrk(url + "/v1/jobs", 600, args.connections, LUA_POST_N,
-                       {"WRK_BODY": json.dumps(JOB), "WRK_N": str(args.e2e)})
-            n = count_jobs(client)  # wrk may stop a few late
-            while count_jobs(client, "completed,failed") < n:
+            sent = hey_post(url + "/v1/jobs", args.e2e, args.connections, json.dumps(JOB))
+            n = count_jobs(client)
+            deadline = time.monotonic() + 600
+            while (done := count_jobs(client, "completed,failed")) < n:
+                if time.monotonic() > deadline:
+                    sys.exit(f"e2e: {done} of {n} jobs finished in 600 s")
                 time.sleep(0.05)
             took = time.monotonic() - t0
             results["e2e"] = {"jobs": n, "seconds": round(took, 2), "rate": round(n / took, 1),
-                              "submit_rate": sent["rate"],
+                              "submit_rate": sent["rate"], "non_2xx": sent["non_2xx"],
+                              "failed": count_jobs(client, "failed"),
                               "server_cpu_ms_per_job": round(1000 * (cpu_of(server) - before) / n, 3)}
             print(f"e2e: {results['e2e']}", file=sys.stderr)
+        if args.celery:
+            from bench.celery_side import run_celery
+            results["celery"] = run_celery(args.e2e)
+            print(f"celery: {results['celery']}", file=sys.stderr)
     results["load_after"] = os.getloadavg()[0]
     json.dump(results, sys.stdout, indent=2)
     print()

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
@@ -98,6 +98,17 @@ def test_connection_cap_and_idle_timeout(backends: Backends) -> None:
     asyncio.run(main())
 
 
+async def _odd_endpoint_first(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                              then: int) -> tuple[asyncio.Server, Forwarder, int]:
+    """An endpoint served by ``handler``, listed before the backend on port ``then``, behind a new
+    forwarder: (that endpoint's server, the forwarder, its node port)."""
+    odd = await asyncio.start_server(handler, "127.0.0.1", 0)
+    fwd = Forwarder("127.0.0.1")
+    node_port = free_port()
+    await fwd.apply(_services(node_port, odd.sockets[0].getsockname()[1], then))
+    return odd, fwd, node_port
+
+
 def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
         backends: Backends) -> None:
     """As Docker's proxy does for a container that just died: it accepts, reads, and closes."""
@@ -106,11 +117,7 @@ def test_an_endpoint_that_closes_before_answering_is_retried_on_the_next(
             await r.read(1024)
             w.close()
 
-        closer = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
-        closer_port = closer.sockets[0].getsockname()[1]
-        fwd = Forwarder("127.0.0.1")
-        node_port = free_port()
-        await fwd.apply(_services(node_port, closer_port, backends["a"][1]))
+        closer, fwd, node_port = await _odd_endpoint_first(accept_and_close, backends["a"][1])
         try:
             async with httpx.AsyncClient(timeout=5) as client:
                 assert [await _get(client, node_port) for _ in range(6)] == ["a"] * 6
@@ -130,11 +137,7 @@ def test_a_silent_endpoint_withdrawn_mid_request_hands_the_request_to_the_next(
             await r.read(1024)
             await asyncio.sleep(30)
 
-        silent = await asyncio.start_server(accept_and_hang, "127.0.0.1", 0)
-        silent_port = silent.sockets[0].getsockname()[1]
-        fwd = Forwarder("127.0.0.1")
-        node_port = free_port()
-        await fwd.apply(_services(node_port, silent_port, backends["a"][1]))
+        silent, fwd, node_port = await _odd_endpoint_first(accept_and_hang, backends["a"][1])
         try:
             async with httpx.AsyncClient(timeout=10) as client:
                 waiting = asyncio.ensure_future(_get(client, node_port))  # the silent one's turn
