@@ -45,6 +45,7 @@ from corral.runtime.base import (
 log = logging.getLogger("corral.agent")
 COALESCE_S = 0.005
 PROGRESS_INTERVAL_S = 1.0  # how often a running task's progress file is read
+REGISTER_ANSWER_WAIT_S = 5.0  # a stop during registration waits this long for the answer in flight
 SERVICES_INTERVAL_S = 1.0  # how often the NodePort services to forward are read
 
 
@@ -223,9 +224,18 @@ class Agent:
         info: dict[str, Any] = given if given is not None else await asyncio.to_thread(self._info)
         delay = 0.2
         while True:
+            call = asyncio.ensure_future(self.transport.register(info, sorted(self.known)))
             try:
-                out = await self.transport.register(info, sorted(self.known))
+                out = await asyncio.shield(call)
                 break
+            except asyncio.CancelledError:
+                # Asked to stop while the request was out: the coordinator may have made this node already,
+                # so its answer (the node's id and secret) is still waited for, briefly, and kept; a worker
+                # stopped there would otherwise come back as a new node.
+                with contextlib.suppress(Exception):
+                    done = await asyncio.wait_for(call, REGISTER_ANSWER_WAIT_S)
+                    await asyncio.to_thread(self._save_identity, str(done["node_id"]), done.get("node_secret"))
+                raise
             except Refused:
                 raise  # a wrong token or secret stays wrong: retrying cannot help
             except Exception as e:  # the coordinator is not up yet, or restarting
