@@ -101,6 +101,26 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _trap_of(pid: int) -> re.Match[bytes] | None:
+    """The status trap of a session leader that supervised() started (execution id, status log fd), or
+    None for any other process. Raises OSError when ``pid`` is gone or not readable."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmd = f.read().split(b"\0")
+    if len(cmd) < 3 or cmd[1] != b"-c" or os.getsid(pid) != pid:
+        return None
+    return _TRAP_RE.match(cmd[2])
+
+
+def _is_attempt(pid: int, execution_id: str) -> bool:
+    """Whether ``pid`` is still the session leader of that attempt (as find_held found it), not a process
+    that was given its pid since: checked before its group is killed."""
+    try:
+        m = _trap_of(pid)
+    except OSError:
+        return False
+    return m is not None and m.group(1).decode() == execution_id
+
+
 def find_held(data_dir: str) -> tuple[list[Held], dict[str, int]]:
     """The attempts a previous run of the worker whose data dir is ``data_dir`` left: those still running
     (session leaders whose trap appends to a status log in ``data_dir``, holding their pipes' read ends)
@@ -118,11 +138,7 @@ def find_held(data_dir: str) -> tuple[list[Held], dict[str, int]]:
         if pid == me:
             continue
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().split(b"\0")
-            if len(cmd) < 3 or cmd[1] != b"-c" or os.getsid(pid) != pid:
-                continue
-            m = _TRAP_RE.match(cmd[2])
+            m = _trap_of(pid)
             if m is None or not os.readlink(f"/proc/{pid}/fd/{int(m.group(2))}").startswith(prefix):
                 continue
             ex_id = m.group(1).decode()
@@ -242,12 +258,17 @@ async def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: Outpu
 
 
 async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> int:
-    """The exit status, learnt from a pidfd becoming readable (no thread, no SIGCHLD handler)."""
+    """The exit status, learnt from a pidfd becoming readable (no thread, no SIGCHLD handler). As in a
+    container, the attempt ends with its main process: what it left running in its group is killed, before
+    the main process is reaped, while its pid (the group's id) cannot have been given to another process."""
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
-        return await asyncio.to_thread(proc.wait)
+        code = await asyncio.to_thread(proc.wait)
+        _kill_group(proc.pid)  # at once: a group with no member left may have its id used again later
+        return code
     await _readable(loop, pidfd)
+    _kill_group(proc.pid)
     return proc.wait()
 
 
@@ -378,21 +399,16 @@ class ProcessRuntime:
         on_started(str(proc.pid))
         pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
         try:
-            code = await _wait_exit(loop, proc)
-            # As in a container, the attempt ends with its main process: what it left running in its
-            # group goes too. Output already in the pipes is still read to the end.
-            _kill_group(proc.pid)
-            await asyncio.gather(*(p.done for p in pipes))
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
+            code = await _wait_exit(loop, proc)  # its group killed with it
+            await asyncio.gather(*(p.done for p in pipes))  # output already in the pipes is read to the end
+        except BaseException:  # cancelled, or it failed: nothing of it left running
+            if proc.returncode is None:  # not reaped: its pid is still its own
+                _kill_group(proc.pid)
             for p in pipes:
                 p.abort()
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(proc.wait))
             raise
-        finally:
-            # Whatever the main process left running in its group goes with it.
-            _kill_group(proc.pid)
         return RunResult(code)
 
     def _runnable(self, exe: str) -> bool:
@@ -466,7 +482,7 @@ class ProcessRuntime:
                 killed = True
                 await asyncio.gather(*(p.done for p in pipes))
             except BaseException:  # cancelled, or it failed: nothing of it left running
-                if not killed:
+                if not killed and _is_attempt(pid, held.execution_id):
                     _kill_group(pid)
                 for p in pipes:
                     p.abort()
@@ -486,7 +502,7 @@ class ProcessRuntime:
         scratch area)."""
         gone = [h for h in self._held.values() if h.execution_id not in keep]
         for h in gone:
-            if h.running and h.handle:
+            if h.running and h.handle and _is_attempt(int(h.handle), h.execution_id):
                 _kill_group(int(h.handle))
             self._held.pop(h.execution_id, None)
             fd = self._logs.pop(h.execution_id, None)
