@@ -205,7 +205,7 @@ def test_yaml_and_a_kubernetes_manifest_are_taken(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("body, field", [
     ({"name": "x"}, "containers"),
-    ({"name": "x", "containers": [{"name": "a", "image": "b"}], "hostNetwork": True}, "hostNetwork"),
+    ({"name": "x", "containers": [{"name": "a", "image": "b"}], "hostNetwork": True}, "the host's network"),
     ({"name": "x", "containers": [{"name": "a", "image": "b", "ports": [{"containerPort": 99999}]}]},
      "containers.0.ports.0.containerPort"),
     ({"name": "x", "containers": [{"name": "a", "image": "b"}], "restartPolicy": "Maybe"}, "restartPolicy"),

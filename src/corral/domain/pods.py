@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size, size_schema
-from corral.domain.spec import MAX_PATH, WS, Args, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
+from corral.domain.spec import MAX_PATH, WS, Args, CapName, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
 
 # DNS-1123: a label (container names, namespaces) and a subdomain (pod names).
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -212,6 +212,21 @@ class PortSpec(Strict):
         return v
 
 
+class Capabilities(Strict):
+    add: list[CapName] = Field(default_factory=list, max_length=50,
+                               description="Linux capabilities to add, such as NET_ADMIN (admins only, where the "
+                                           "server allows it: --allow-admin-escalation cap_add).")
+
+
+class SecurityContext(Strict):
+    """What of Kubernetes' container securityContext Corral takes: the escalations an admin may be given
+    (coordinator/policy.py); a container is hardened otherwise."""
+
+    privileged: bool | None = Field(None, description="Run the container privileged (admins only, where the server "
+                                                      "allows it: --allow-admin-escalation privileged).")
+    capabilities: Capabilities | None = None
+
+
 def _env_list(v: Any) -> Any:
     """Kubernetes writes env as a list of {name, value}: take that too."""
     if isinstance(v, list):
@@ -246,6 +261,7 @@ class ContainerSpec(Strict):
     resources: ResourceRequirements = Field(default_factory=lambda: ResourceRequirements())
     livenessProbe: ProbeSpec | None = None
     readinessProbe: ProbeSpec | None = None
+    securityContext: SecurityContext | None = None
 
     @field_validator("name")
     @classmethod
@@ -288,6 +304,14 @@ class PodSpec(Strict):
     terminationGracePeriodSeconds: Annotated[float | None, NoBool] = Field(
         None, ge=0, le=MAX_GRACE, allow_inf_nan=False,
         description="Seconds between SIGTERM and SIGKILL when the pod is stopped (default 10).")
+    # Escalations (coordinator/policy.py), as the container's securityContext: a 400 unless the caller is an
+    # admin and the operator allowed that kind (corral server --allow-admin-escalation).
+    hostNetwork: bool | None = Field(None, description="The host's network (admins only, where the server allows "
+                                                       "it: --allow-admin-escalation host_network).")
+    hostPID: bool | None = Field(None, description="The host's PID namespace (admins only, where the server allows "
+                                                   "it: --allow-admin-escalation host_pid).")
+    hostIPC: bool | None = Field(None, description="The host's IPC namespace (admins only, where the server allows "
+                                                   "it: --allow-admin-escalation host_ipc).")
 
     @field_validator("name")
     @classmethod
@@ -316,6 +340,11 @@ class PodSpec(Strict):
         if len(with_image) > 1:
             raise ValueError("a pod's containers are either all images (docker) or all host processes "
                              "(no image), not a mix")
+        if with_image == {False} and (self.hostNetwork or self.hostPID or self.hostIPC or any(
+                c.securityContext and (c.securityContext.privileged or c.securityContext.capabilities)
+                for c in self.containers)):
+            raise ValueError("securityContext, hostNetwork, hostPID and hostIPC apply to containers with an image, "
+                             "not to host processes")
         # The containers share one network namespace: a port may be listened on once.
         seen: set[tuple[int, str]] = set()
         hosts: set[tuple[int, str]] = set()

@@ -467,9 +467,12 @@ def node_task_logs(node_id: NodeId, task_id: str, svc: NodeAgent, tail: int = 10
 
 
 # -- pods -----------------------------------------------------------------------------------------
-POD_FIELDS = {"name", "namespace", "labels", "annotations", "containers", "restartPolicy"}
+# The escalations (hostNetwork, hostPID, hostIPC; a container's securityContext) in Kubernetes' names, as the
+# core's pods take them: a 400 but for an admin on a server that allows them (--allow-admin-escalation).
+POD_ESCALATIONS = ("hostNetwork", "hostPID", "hostIPC")
+POD_FIELDS = {"name", "namespace", "labels", "annotations", "containers", "restartPolicy", *POD_ESCALATIONS}
 CONTAINER_FIELDS = {"name", "image", "command", "args", "env", "ports", "livenessProbe", "readinessProbe",
-                    "workingDir", "resources"}
+                    "workingDir", "resources", "securityContext"}
 # What a worker fills in on a Podling container: accepted in a request (Go's decoder would) and ignored.
 CONTAINER_RUNTIME_FIELDS = {"containerId", "status", "healthStatus", "startedAt", "finishedAt", "exitCode",
                             "error", "restartCount"}
@@ -538,7 +541,8 @@ def _container(c: Any, i: int) -> dict[str, Any]:
     if not c.get("image"):
         raise DialectError(400, "all containers must have an image")
     ports = _ports(c.get("ports"), f"{w}.ports")
-    out: dict[str, Any] = {k: c[k] for k in ("name", "image", "command", "args", "workingDir") if c.get(k)}
+    out: dict[str, Any] = {k: c[k] for k in ("name", "image", "command", "args", "workingDir", "securityContext")
+                           if c.get(k)}
     out["env"] = c.get("env") or {}
     out["ports"] = [{k: v for k, v in p.items() if v not in (None, "", 0)} for p in ports]
     res = _resources(c.get("resources"), f"{w}.resources")
@@ -569,6 +573,7 @@ def pod_spec(data: dict[str, Any]) -> PodSpec:
             "labels": data.get("labels") or {}, "annotations": data.get("annotations") or {}, "containers": cs}
     if data.get("restartPolicy"):
         body["restartPolicy"] = data["restartPolicy"]
+    body |= {k: data[k] for k in POD_ESCALATIONS if data.get(k) is not None}
     try:
         return PodSpec.model_validate(body)
     except ValidationError as e:
