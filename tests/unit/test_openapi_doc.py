@@ -202,3 +202,31 @@ def test_podling_reads_a_whole_number_as_json_schema_does() -> None:
     assert podling._ports([{"containerPort": 80.0}])[0]["containerPort"] == 80
     with pytest.raises(podling.DialectError):
         podling._int(655.5, "capacity", 1, 1024)
+
+
+def test_the_document_offers_an_escalation_only_where_the_server_allows_it(tmp_path: object) -> None:
+    """The real app's document, on a hardened server and on one that lets admins add capabilities and use the
+    host's PID namespace: each escalation field (tasks and pods) is there only for an allowed kind."""
+    from corral.api.app import ServerConfig, create_app
+    from corral.coordinator.policy import Policy
+    from corral.coordinator.service import Settings
+
+    def schemas(*kinds: str) -> dict[str, Any]:
+        settings = Settings(policy=Policy(escalations=frozenset(kinds)))
+        app = create_app(ServerConfig(database_url=f"sqlite:///{tmp_path}/doc-{len(kinds)}.db", settings=settings))
+        out: dict[str, Any] = app.openapi()["components"]["schemas"]
+        return out
+
+    hardened = schemas()
+    assert not set(doc.ESCALATION_FIELDS["TaskSpec"]) & set(hardened["TaskSpec"]["properties"])
+    assert not set(doc.ESCALATION_FIELDS["PodSpec"]) & set(hardened["PodSpec"]["properties"])
+    assert "securityContext" not in hardened["ContainerSpec"]["properties"] and "SecurityContext" not in hardened
+    assert hardened["TaskSpec"]["additionalProperties"] is False
+    assert hardened["PodSpec"]["additionalProperties"] is False
+    allowing = schemas("cap_add", "host_pid")
+    assert set(doc.ESCALATION_FIELDS["TaskSpec"]) & set(allowing["TaskSpec"]["properties"]) == {"cap_add", "pid"}
+    assert set(doc.ESCALATION_FIELDS["PodSpec"]) & set(allowing["PodSpec"]["properties"]) == {"hostPID"}
+    assert set(allowing["SecurityContext"]["properties"]) == {"capabilities"} and "Capabilities" in allowing
+    assert "securityContext" in allowing["ContainerSpec"]["properties"]
+    # The models' own schemas are copied, not changed: each document has its own.
+    assert "cap_add" not in hardened["TaskSpec"]["properties"] and "cap_add" in job_schemas()["TaskSpec"]["properties"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,18 @@ class DocConfig:
     # networks tasks may join (none: refused).
     bind_roots: Sequence[str] = ()
     networks: Sequence[str] = ()
+    escalations: Collection[str] = ()  # the kinds admins may ask for (--allow-admin-escalation); none: hardened
+
+
+# Each field that asks for an escalation, by the schema that holds it: the kind the operator allows it by
+# (corral.coordinator.policy.ESCALATION_KINDS). Where the server does not allow the kind, the field is not in the
+# document: a request with it is refused (400) whoever sends it.
+ESCALATION_FIELDS: dict[str, dict[str, str]] = {
+    "TaskSpec": {"privileged": "privileged", "cap_add": "cap_add", "network_mode": "host_network",
+                 "pid": "host_pid", "ipc": "host_ipc", "devices": "devices"},
+    "PodSpec": {"hostNetwork": "host_network", "hostPID": "host_pid", "hostIPC": "host_ipc"},
+    "SecurityContext": {"privileged": "privileged", "capabilities": "cap_add"},
+}
 
 
 def _public(method: str, path: str) -> bool:
@@ -257,12 +269,24 @@ def operation_responses(method: str, path: str, tags: Iterable[str], config: Doc
 
 
 def policy_schemas(components: dict[str, Any], config: DocConfig) -> None:
-    """The job model's schemas (MountSpec, TaskSpec) narrowed to what the operator's policy lets a job ask for:
-    bind mounts only from under the allowed directories, only the allowed networks."""
+    """The job and pod models' schemas (MountSpec, TaskSpec, PodSpec, ...) narrowed to what the operator's policy
+    lets a job or a pod ask for: bind mounts only from under the allowed directories, only the allowed networks,
+    only the escalations the server allows (to admins: the field's description says so)."""
     # Copies: the models' schemas may be shared by every app of the process.
-    for name in ("MountSpec", "TaskSpec"):
+    for name in ("MountSpec", "TaskSpec", "ContainerSpec", *ESCALATION_FIELDS):
         if name in components:
             components[name] = copy.deepcopy(components[name])
+    for name, fields in ESCALATION_FIELDS.items():
+        props = components.get(name, {}).get("properties", {})
+        for field, kind in fields.items():
+            if kind not in config.escalations:
+                props.pop(field, None)
+    security = components.get("SecurityContext", {}).get("properties")
+    if security is not None and "capabilities" not in security:
+        components.pop("Capabilities", None)
+    if security is not None and not security:  # nothing of it is allowed: no container takes one
+        del components["SecurityContext"]
+        components.get("ContainerSpec", {}).get("properties", {}).pop("securityContext", None)
     mount, task = components.get("MountSpec"), components.get("TaskSpec")
     if mount is not None:
         binds = [b for b in mount.get("oneOf", []) if b["properties"]["type"].get("const") == "bind"]

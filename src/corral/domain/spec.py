@@ -462,7 +462,9 @@ _EMPTY: dict[str, dict[str, Any]] = {
     **{k: {"type": "array", "maxItems": 0} for k in ("pre", "post", "sidecars", "mounts", "networks", "ports")},
     "files": {"type": "object", "maxProperties": 0}}
 _SIDECAR = {"properties": {"networks": _EMPTY["networks"], "registry": _NULL, "ports": _EMPTY["ports"],
-                           "probe": _NULL}}
+                           "probe": _NULL,  # and no escalation (coordinator/policy.py: never on a sidecar)
+                           "privileged": {"enum": [None, False]}, "network_mode": _NULL, "pid": _NULL, "ipc": _NULL,
+                           **{k: {"anyOf": [_NULL, {"type": "array", "maxItems": 0}]} for k in ("cap_add", "devices")}}}
 
 
 _TASK_RULES: dict[str, Any] = {
@@ -479,7 +481,7 @@ _TASK_RULES: dict[str, Any] = {
 
 
 def _sidecars(schema: dict[str, Any]) -> None:
-    """A sidecar takes no networks, registry, ports or probe (_prepare)."""
+    """A sidecar takes no networks, registry, ports or probe (_prepare), and no escalation."""
     schema["items"] = {"allOf": [schema["items"], _SIDECAR]}
 
 
