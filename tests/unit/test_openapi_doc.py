@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
@@ -230,3 +231,29 @@ def test_the_document_offers_an_escalation_only_where_the_server_allows_it(tmp_p
     assert "securityContext" in allowing["ContainerSpec"]["properties"]
     # The models' own schemas are copied, not changed: each document has its own.
     assert "cap_add" not in hardened["TaskSpec"]["properties"] and "cap_add" in job_schemas()["TaskSpec"]["properties"]
+
+
+def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -> None:
+    """bench/schemathesis_hooks.py: the one rule no schema can say (task names unique in a job), checked
+    against the request; any other refusal of a schema-valid request stays a failure."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("schemathesis")
+    from bench.schemathesis_hooks import filter_failure, repeats
+    from schemathesis.openapi.checks import RejectedPositiveData
+
+    assert repeats({"tasks": [{"name": "task-2"}, {"image": "x"}]}, "task-2")  # the second's own name is task-2
+    assert repeats({"jobs": [{"tasks": [{"name": "a"}]}, {"tasks": [{"name": "b"}, {"name": "b"}]}]}, "b")
+    assert not repeats({"tasks": [{"name": "a"}, {"name": "b"}]}, "a")
+    failure = RejectedPositiveData(operation="POST /v1/jobs", message="", status_code=400, allowed_statuses=["2xx"])
+
+    def kept(body: Any, detail: str, status: int = 400, what: Any = failure) -> bool:
+        answer = SimpleNamespace(status_code=status, content=json.dumps({"detail": detail}).encode())
+        return filter_failure(None, what, SimpleNamespace(body=body), answer)
+
+    dup = "tasks: two tasks are named 'a\"b': task names must be unique in a job"
+    assert not kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup)
+    assert kept({"tasks": [{"name": "a"}, {"name": "c"}]}, dup)  # the request does not repeat it
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, "tasks.0.image: bad")  # refused for another reason
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, status=500)
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, what=SimpleNamespace(code="ST202"))

@@ -678,7 +678,9 @@ class JobSpec(Strict):
                                json_schema_extra={"pattern": NO_EXPR_PATTERN})
     webhooks: list[WebhookSpec] = Field(default_factory=list, max_length=20)
     auto_delete: AutoDeleteSpec | None = Field(None, alias="autoDelete")
-    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000, description=(
+        "Task names are unique in a job (a task without a name is task-N, N its position from 1): two alike are a "
+        "400 'two tasks are named ...'. JSON Schema cannot say this (uniqueItems compares whole tasks)."))
     queue: QueueName = "default"
     priority: Annotated[int, NoBool] = Field(0, ge=0, le=9, description="0-9; higher runs first.")
     tags: list[str] = Field(default_factory=list, max_length=50,
