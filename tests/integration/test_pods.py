@@ -374,5 +374,5 @@ def test_the_openapi_document_describes_the_pod_body(cluster: Cluster) -> None:
     assert doc["paths"]["/v1/pods"]["post"]["requestBody"]["content"]["application/yaml"]["schema"] == {
         "$ref": "#/components/schemas/PodSpec"}
     schemas = doc["components"]["schemas"]
-    assert {"PodSpec", "ContainerSpec", "ProbeSpec", "PortSpec"} <= set(schemas)
+    assert {"PodSpec", "ContainerSpec", "PodProbeSpec", "PortSpec"} <= set(schemas)
     assert schemas["PodSpec"]["properties"]["restartPolicy"]["enum"] == ["Always", "OnFailure", "Never"]

@@ -257,3 +257,14 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, "tasks.0.image: bad")  # refused for another reason
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, status=500)
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, what=SimpleNamespace(code="ST202"))
+
+
+def test_the_models_components_do_not_share_a_name() -> None:
+    """Jobs', pods' and services' schemas go under one components map: a name two of them used (a task's and a
+    pod's ProbeSpec did) made one model's fields refer to the other's schema."""
+    from corral.api.native.pods import pod_schemas
+    from corral.api.native.services import service_schemas
+    parts = [job_schemas(), pod_schemas(), service_schemas()]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            assert [k for k in set(a) & set(b) if a[k] != b[k]] == []

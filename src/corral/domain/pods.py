@@ -175,7 +175,7 @@ class TCPSocketAction(Strict):
         return _probe_port(v)
 
 
-class ProbeSpec(Strict):
+class PodProbeSpec(Strict):
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     tcpSocket: TCPSocketAction | None = None
@@ -186,7 +186,7 @@ class ProbeSpec(Strict):
     successThreshold: Annotated[int, NoBool] = Field(1, ge=1, le=1000)
 
     @model_validator(mode="after")
-    def _one_action(self) -> ProbeSpec:
+    def _one_action(self) -> PodProbeSpec:
         given = [k for k in ("exec", "httpGet", "tcpSocket") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a probe has exactly one of exec, httpGet or tcpSocket"
@@ -259,8 +259,8 @@ class ContainerSpec(Strict):
     workingDir: str | None = Field(None, max_length=MAX_PATH)
     ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS)
     resources: ResourceRequirements = Field(default_factory=lambda: ResourceRequirements())
-    livenessProbe: ProbeSpec | None = None
-    readinessProbe: ProbeSpec | None = None
+    livenessProbe: PodProbeSpec | None = None
+    readinessProbe: PodProbeSpec | None = None
     securityContext: SecurityContext | None = None
 
     @field_validator("name")
