@@ -106,6 +106,19 @@ def test_the_cursor_pattern_is_exactly_the_cursors_the_server_hands_out(cursor: 
     assert re.search(doc.PARAMETERS_BY_NAME["page_token"]["pattern"], "")  # nomad-lite's first page
 
 
+def test_a_cursor_is_read_only_as_the_server_writes_it() -> None:
+    """What the pattern leaves out, the server refuses too: a sequence number past 34 characters' worth (the run
+    found one accepted), as text, unsigned or written otherwise."""
+    import base64
+    for raw in (b'{"s": 6189760102033466441}', b'{"s": "5"}', b'{"s":5}', b'{"s": -1}', b'{"s": 5.0}',
+                b'{"s": true}'):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert not re.search(doc.CURSOR_PATTERN, cursor) or len(cursor) > 34
+        with pytest.raises(ValueError):
+            decode_cursor(cursor)
+    assert decode_cursor(encode_cursor(10**18 - 1)) == 10**18 - 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.from_regex(doc.CRON_PATTERN, fullmatch=True), st.from_regex(doc.TIME_PATTERN, fullmatch=True))
 def test_cron_and_time_patterns_allow_only_what_the_server_reads(expr: str, when: str) -> None:
