@@ -281,3 +281,18 @@ def test_the_models_components_do_not_share_a_name() -> None:
     for i, a in enumerate(parts):
         for b in parts[i + 1:]:
             assert [k for k in set(a) & set(b) if a[k] != b[k]] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.from_regex(doc.PARAMETERS[("/v1/pods", "selector")]["anyOf"][0]["pattern"], fullmatch=True),
+                 st.text(alphabet=" =,a\t", max_size=8)))
+def test_a_pod_selector_the_schema_allows_is_one_the_route_reads(text: str) -> None:
+    from corral.api.errors import BadInput
+    from corral.api.native.pods import _selector
+    allowed = re.search(doc.PARAMETERS[("/v1/pods", "selector")]["anyOf"][0]["pattern"], text) is not None
+    try:
+        _selector(text)
+        read = True
+    except BadInput:
+        read = False
+    assert read == allowed, text

@@ -88,6 +88,7 @@ TIME_PATTERN = (r"^(?:[0-9]{1,10}(?:\.[0-9]{1,6})?|(?:19[7-9][0-9]|2[0-9]{3})-(?
 _CLOUDAI_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled")  # cloudai_views.STATUS_FILTER
 _JOB_STATES = "pending|scheduled|running|completed|failed|cancelled"  # corral.domain.states.JobState
 _NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
+_SELECTOR_PART = f"[^,=]*[^,={spec.WS}][^,=]*=[^,]*"
 PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs", "limit"): {"maximum": 1000},
     ("/api/jobs/{job_id}", "job_id"): _UUID,
@@ -95,14 +96,21 @@ PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
     ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
     ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
-    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "pattern": f"^(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*$"},
+    # An empty value is no filter, as the route reads it.
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string",
+                                       "pattern": f"^(?:(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*)?$"},
                                       {"type": "null"}]},
+    # key=value[,key=value...] (api/native/pods.py _selector): a key of more than spaces, no '=' or ',' in it.
+    ("/v1/pods", "selector"): {"anyOf": [{"type": "string", "pattern": (
+        f"^(?:{_SELECTOR_PART}(?:,{_SELECTOR_PART})*)?$")}, {"type": "null"}]},
     ("/api/tasks", "offset"): {"minimum": 0},
     ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
     ("/api/jobs", "created_after_ms"): {"minimum": 0},
     ("/api/jobs", "created_before_ms"): {"minimum": 0},
-    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
-    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
+    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": f"^(?:{TIME_PATTERN[1:-1]})?$"},
+                                              {"type": "null"}]},
+    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": f"^(?:{TIME_PATTERN[1:-1]})?$"},
+                                               {"type": "null"}]},
 }
 
 
@@ -121,8 +129,9 @@ _CURSOR = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 34,
            "description": "A cursor this server handed out (next_cursor of the page before)"}
 # What a route checks of a parameter by hand, by the parameter's name wherever it appears.
 PARAMETERS_BY_NAME: dict[str, dict[str, Any]] = {
-    "cursor": _CURSOR,
-    "page_token": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},  # or ""
+    # An empty cursor is the first page, as every route reads it (nomad-lite's page_token documents it so).
+    "cursor": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},
+    "page_token": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},
 }
 
 
