@@ -296,3 +296,23 @@ def test_a_pod_selector_the_schema_allows_is_one_the_route_reads(text: str) -> N
     except BadInput:
         read = False
     assert read == allowed, text
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "s", "ports": [{"port": 80, "nodePort": 30080}]},  # a nodePort on a ClusterIP service
+    {"name": "s", "type": "NodePort", "ports": [{"port": 53, "protocol": "UDP"}]},  # a NodePort forwards TCP only
+    {"name": "s", "ports": [{"port": 80}, {"port": 81}]},  # several ports need names, unique: the schema says one
+])
+def test_a_service_the_schema_allows_is_one_the_server_takes(body: dict[str, Any]) -> None:
+    """What ServiceSpec refuses, its schema refuses too (the run found a nodePort on a ClusterIP service
+    schema-valid); what it allows, the model takes."""
+    from pydantic import ValidationError
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    schema = ServiceSpec.model_json_schema()
+    with pytest.raises(ValidationError):
+        ServiceSpec.model_validate(body)
+    assert not jsonschema_rs.validator_for(schema).is_valid(body)
+    for ok in ({"name": "s", "ports": [{"port": 80}]}, {"name": "s", "type": "ClusterIP", "ports": [{"port": 80}]},
+               {"name": "s", "type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}):
+        assert jsonschema_rs.validator_for(schema).is_valid(ok)
+        ServiceSpec.model_validate(ok)
