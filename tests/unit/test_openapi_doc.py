@@ -200,6 +200,12 @@ def test_a_task_in_the_schema_is_one_kind_and_the_policy_narrows_mounts_and_netw
     assert re.search(bind["properties"]["source"]["pattern"], "/data/x")
     assert not re.search(bind["properties"]["source"]["pattern"], "/etc")
     assert components["TaskSpec"]["properties"]["networks"]["items"]["enum"] == ["web"]
+    from corral.api.native.services import service_schemas
+    components = service_schemas()
+    doc.policy_schemas(components, doc.DocConfig(node_ports=(31000, 31002)))
+    node_port = components["ServicePortSpec"]["properties"]["nodePort"]["anyOf"][0]
+    assert (node_port["minimum"], node_port["maximum"]) == (31000, 31002)
+    assert service_schemas()["ServicePortSpec"]["properties"]["nodePort"]["anyOf"][0]["minimum"] == 1  # a copy
 
 
 @settings(max_examples=10, deadline=None)

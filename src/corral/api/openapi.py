@@ -150,6 +150,7 @@ class DocConfig:
     bind_roots: Sequence[str] = ()
     networks: Sequence[str] = ()
     escalations: Collection[str] = ()  # the kinds admins may ask for (--allow-admin-escalation); none: hardened
+    node_ports: tuple[int, int] = (30000, 32767)  # a service's nodePort is one of these (--node-port-range)
 
 
 # Each field that asks for an escalation, by the schema that holds it: the kind the operator allows it by
@@ -278,13 +279,18 @@ def operation_responses(method: str, path: str, tags: Iterable[str], config: Doc
 
 
 def policy_schemas(components: dict[str, Any], config: DocConfig) -> None:
-    """The job and pod models' schemas (MountSpec, TaskSpec, PodSpec, ...) narrowed to what the operator's policy
-    lets a job or a pod ask for: bind mounts only from under the allowed directories, only the allowed networks,
-    only the escalations the server allows (to admins: the field's description says so)."""
+    """The job, pod and service models' schemas (MountSpec, TaskSpec, PodSpec, ...) narrowed to what the operator's
+    policy lets a job or a pod ask for: bind mounts only from under the allowed directories, only the allowed
+    networks, only the escalations the server allows (to admins: the field's description says so), a service's
+    nodePort only in the server's node port range."""
     # Copies: the models' schemas may be shared by every app of the process.
-    for name in ("MountSpec", "TaskSpec", "ContainerSpec", *ESCALATION_FIELDS):
+    for name in ("MountSpec", "TaskSpec", "ContainerSpec", "ServicePortSpec", *ESCALATION_FIELDS):
         if name in components:
             components[name] = copy.deepcopy(components[name])
+    node_port = components.get("ServicePortSpec", {}).get("properties", {}).get("nodePort", {})
+    for alt in node_port.get("anyOf", ()):  # a service's nodePort: in the server's range
+        if alt.get("type") == "integer":
+            alt.update(minimum=config.node_ports[0], maximum=config.node_ports[1])
     for name, fields in ESCALATION_FIELDS.items():
         props = components.get(name, {}).get("properties", {})
         for field, kind in fields.items():
