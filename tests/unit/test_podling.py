@@ -57,3 +57,17 @@ def test_bad_cpu(bad: str) -> None:
 def test_bad_memory(bad: str) -> None:
     with pytest.raises(ValueError):
         pd.parse_memory(bad)
+
+
+@pytest.mark.parametrize(("call", "body", "says"), [
+    ("pod", {"name": "p", "containers": [{"name": [None, None], "image": "x"}]}, "containers[0].name must be a string"),
+    ("pod", {"name": "p", "containers": [{"name": "a", "image": {"x": 1}}]}, "containers[0].image must be a string"),
+    ("task", {"name": "t", "image": "x", "restartPolicy": {}}, "restartPolicy must be one of"),
+])
+def test_bodies_of_the_wrong_type_are_a_400_not_a_500(call: str, body: dict[str, object], says: str) -> None:
+    """Found by the conformance run: a container named by a list was a 500; a restartPolicy of {} was taken."""
+    from corral.api.dialects import podling
+    from corral.api.dialects.base import DialectError
+    with pytest.raises(DialectError) as e:
+        podling.pod_spec(body) if call == "pod" else podling.task_spec(body)
+    assert e.value.status == 400 and says in e.value.message

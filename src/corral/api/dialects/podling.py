@@ -208,7 +208,8 @@ def task_spec(data: dict[str, Any], check_fields: bool = True) -> tuple[JobSpec,
         raise DialectError(400, "name and image are required")
     name, image = _str(data, "name", True), _str(data, "image", True, 1000)
     env = _string_map(data, "env")
-    policy = data.get("restartPolicy") or None
+    policy = data.get("restartPolicy")
+    policy = None if policy in (None, "") else policy
     if policy is not None and policy not in RESTART_POLICIES:
         raise DialectError(400, f"restartPolicy must be one of {', '.join(RESTART_POLICIES)}")
     resources = _resources(data.get("resources"))
@@ -540,6 +541,9 @@ def _container(c: Any, i: int) -> dict[str, Any]:
         raise DialectError(400, "all containers must have a name")
     if not c.get("image"):
         raise DialectError(400, "all containers must have an image")
+    for key in ("name", "image"):
+        if not isinstance(c[key], str):
+            raise DialectError(400, f"{w}.{key} must be a string")
     ports = _ports(c.get("ports"), f"{w}.ports")
     out: dict[str, Any] = {k: c[k] for k in ("name", "image", "command", "args", "workingDir", "securityContext")
                            if c.get(k)}
