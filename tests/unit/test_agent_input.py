@@ -23,10 +23,14 @@ GOOD: dict[str, Any] = {"name": "n", "cpu": 2, "memory": 1 << 30, "gpus": [{"ind
 def test_a_good_registration_passes() -> None:
     body = RegisterBody.model_validate(GOOD)
     assert body.cpu == 2.0 and body.gpus[0].index == 0 and body.labels == {"zone": "a"}
+    # A whole number with a zero fraction is an integer, as the document's JSON Schema counts it.
+    whole = RegisterBody.model_validate({**GOOD, "disk": 0.0, "memory": 1024.0, "gpus": [{"index": 1.0}]})
+    assert (whole.disk, whole.memory, whole.gpus[0].index) == (0, 1024, 1) and type(whole.memory) is int
 
 
 @pytest.mark.parametrize("change", [
     {"cpu": "2"}, {"cpu": True}, {"cpu": math.inf}, {"memory": 2.5}, {"memory": 1 << 62}, {"name": ""},
+    {"memory": "5"}, {"memory": True}, {"disk": 1.5},
     {"gpus": [{"name": "no index"}]}, {"gpus": [{"index": "0"}]}, {"gpus": [{"index": 0}, {"index": 0}]},
     {"gpus": [{"index": i} for i in range(257)]},
     {"labels": {"zone": "\ud800"}}, {"labels": {"\udfff": "a"}}, {"labels": {"zone": 3}},

@@ -322,3 +322,13 @@ def test_a_service_the_schema_allows_is_one_the_server_takes(body: dict[str, Any
                {"name": "s", "type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}):
         assert jsonschema_rs.validator_for(schema).is_valid(ok)
         ServiceSpec.model_validate(ok)
+
+
+def test_a_pod_probe_in_the_schema_has_exactly_one_action() -> None:
+    """Found by the run: a probe of three null actions was schema-valid and refused."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    from corral.domain.pods import PodProbeSpec
+    valid = jsonschema_rs.validator_for(PodProbeSpec.model_json_schema()).is_valid
+    assert valid({"exec": {"command": ["true"]}, "httpGet": None})
+    assert not valid({"exec": None, "httpGet": None, "tcpSocket": None})
+    assert not valid({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})

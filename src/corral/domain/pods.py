@@ -176,6 +176,10 @@ class TCPSocketAction(Strict):
 
 
 class PodProbeSpec(Strict):
+    # What _one_action checks, said in the schema: exactly one action, given as an object.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": [k], "properties": {k: {"type": "object"}}} for k in ("exec", "httpGet", "tcpSocket")]})
+
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     tcpSocket: TCPSocketAction | None = None

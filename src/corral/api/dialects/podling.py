@@ -808,10 +808,11 @@ def _service(svc: Services, service_id: str) -> Row:
 _SELECTOR = {"type": "object", "minProperties": 1, "maxProperties": MAX_LABELS,
              "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
              "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}}
+# A port's null or empty field is absent (_service_ports), as Go's decoder reads a zero value.
 _SERVICE_PORTS = {"type": "array", "minItems": 1, "maxItems": 1, "items": {
     "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
-        "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "protocol": {"enum": ["TCP", "UDP"]},
-        "name": {"type": "string", "pattern": PORT_NAME.pattern}}}}
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "protocol": {"enum": ["TCP", "UDP", "", None]},
+        "name": nullable({"type": "string", "pattern": f"^(?:{PORT_NAME.pattern[1:-1]})?$"})}}}
 SERVICE_BODY = json_body({"type": "object", "required": ["name", "selector", "ports"], "additionalProperties": False,
                           "properties": {"name": {"type": "string", "pattern": DNS_LABEL.pattern},
                                          "selector": _SELECTOR, "ports": _SERVICE_PORTS}})

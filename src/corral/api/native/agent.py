@@ -14,7 +14,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from starlette.types import Scope
 
 from corral.api.body import model_body
@@ -154,10 +154,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
+def _whole(v: Any) -> Any:
+    """A whole number written with a fraction of zero (``655.0``) is that integer, as JSON Schema's "integer"
+    counts it (the document says integer); anything else is left to the strict check."""
+    return int(v) if type(v) is float and v.is_integer() else v
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
 class GpuBody(Strict):
-    index: int = Field(ge=0, le=4095)
+    index: Whole = Field(ge=0, le=4095)
     name: Text200 = ""
-    memory: int = Field(0, ge=0, le=1 << 50)
+    memory: Whole = Field(0, ge=0, le=1 << 50)
     uuid: Text200 = ""
 
 
@@ -167,8 +176,8 @@ class RegisterBody(Strict):
     hostname: Text255 = ""
     version: Text50 = ""
     cpu: float = Field(ge=0, le=100_000)
-    memory: int = Field(ge=0, le=1 << 60)
-    disk: int = Field(0, ge=0, le=1 << 60)
+    memory: Whole = Field(ge=0, le=1 << 60)
+    disk: Whole = Field(0, ge=0, le=1 << 60)
     gpus: list[GpuBody] = Field([], max_length=256)
     labels: Labels = {}
     runtimes: list[RuntimeName] = Field([], max_length=8)
@@ -208,7 +217,7 @@ class UpdateBody(Strict):
     execution_id: ExecutionId
     state: str = Field(pattern="^(running|completed|failed|cancelled)$")
     ts: float = Field(ge=0)
-    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 32)
+    exit_code: Whole | None = Field(None, ge=-(1 << 31), lt=1 << 32)
     error: ErrorText | None = None
     container_id: ContainerId | None = None
     output: LongText | None = None
