@@ -3,7 +3,8 @@
 ``Policy.check`` takes a job specification and ``Policy.check_task`` one task as stored (or as evaluated
 from its expressions); every way a task row comes to exist calls one of them: native single and batch
 submits, every dialect's submit, schedules when created and again when they fire, subjobs when they open,
-restarts, and templates when their expressions have been evaluated. The checks here are pure: no I/O.
+restarts, and templates when their expressions have been evaluated; ``Policy.check_pod`` a pod, however it is
+made (native, Podling, Stacks), with the same escalation check as a task's. The checks here are pure: no I/O.
 
 The coordinator's check cannot see the worker's file system, so the worker checks bind mounts again where
 they are made (``corral.runtime.docker.checked_bind``): the assignment carries the allowed roots and volume
@@ -28,7 +29,8 @@ DEFAULT_CPU = 1.0  # a container's CPU limit (cores) when its task asks for none
 # Containers run unprivileged, with capabilities dropped, no-new-privileges, in namespaces of their own
 # (network, PID, IPC) and with no host device (corral.runtime.docker, corral.runtime.pods_docker). The
 # operator may let admins ask for some of these (``ESCALATION_KINDS``, --allow-admin-escalation), through the
-# task fields of the native API and Tork; every other spelling, and every other caller, is refused (400).
+# task fields of the native API and Tork and a pod's securityContext and host namespaces (native, Podling,
+# Stacks); every other spelling, and every other caller, is refused (400).
 ESCALATIONS: dict[str, str] = {
     "privileged": "privileged mode",
     "cap_add": "added capabilities", "capAdd": "added capabilities", "add_capabilities": "added capabilities",
