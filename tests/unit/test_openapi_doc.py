@@ -266,9 +266,10 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert not repeats({"tasks": [{"name": "a"}, {"name": "b"}]}, "a")
     failure = RejectedPositiveData(operation="POST /v1/jobs", message="", status_code=400, allowed_statuses=["2xx"])
 
-    def kept(body: Any, detail: str, status: int = 400, what: Any = failure) -> bool:
-        answer = SimpleNamespace(status_code=status, content=json.dumps({"detail": detail}).encode())
-        return filter_failure(None, what, SimpleNamespace(body=body), answer)
+    def kept(body: Any, detail: str, status: int = 400, what: Any = failure, op: str = "POST /v1/jobs",
+             key: str = "detail") -> bool:
+        answer = SimpleNamespace(status_code=status, content=json.dumps({key: detail}).encode())
+        return filter_failure(None, what, SimpleNamespace(body=body, operation=SimpleNamespace(label=op)), answer)
 
     dup = "tasks: two tasks are named 'a\"b': task names must be unique in a job"
     assert not kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup)
@@ -276,6 +277,11 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, "tasks.0.image: bad")  # refused for another reason
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, status=500)
     assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, what=SimpleNamespace(code="ST202"))
+    # nomad-lite's documented 400 for cancelling a job that has ended: its state, not its shape.
+    cancel = "DELETE /api/jobs/{job_id}"
+    assert not kept(None, "job is already failed", op=cancel, key="error")
+    assert kept(None, "job is already failed", op="DELETE /v1/jobs/{job_id}", key="error")
+    assert kept(None, "job id is not a UUID", op=cancel, key="error")
 
 
 def test_the_models_components_do_not_share_a_name() -> None:
@@ -332,3 +338,5 @@ def test_a_pod_probe_in_the_schema_has_exactly_one_action() -> None:
     assert valid({"exec": {"command": ["true"]}, "httpGet": None})
     assert not valid({"exec": None, "httpGet": None, "tcpSocket": None})
     assert not valid({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})
+    assert not valid({"tcpSocket": {"port": 0}}) and not valid({"tcpSocket": {"port": "Not A Name"}})
+    assert valid({"tcpSocket": {"port": 65535}}) and valid({"httpGet": {"port": "http"}})

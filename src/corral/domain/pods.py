@@ -134,7 +134,10 @@ class ExecAction(Strict):
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=100)
 
 
-ProbePort = Annotated[int | str, NoBool]
+# _probe_port's input as JSON Schema: a port number, or a port's name.
+ProbePort = Annotated[int | str, NoBool, WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 65535},
+    {"type": "string", "maxLength": 15, "pattern": PORT_NAME_RE.pattern}]})]
 
 
 def _probe_port(v: int | str) -> int | str:

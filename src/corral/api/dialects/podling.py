@@ -573,7 +573,10 @@ def pod_spec(data: dict[str, Any]) -> PodSpec:
     cs = [_container(c, i) for i, c in enumerate(containers)]
     if len({c["name"] for c in cs}) != len(cs):
         raise DialectError(400, "container names must be unique within a pod")
-    body = {"name": data["name"], "namespace": data.get("namespace") or "default",
+    namespace = data.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise DialectError(400, "namespace must be a string")
+    body = {"name": data["name"], "namespace": namespace or "default",
             "labels": data.get("labels") or {}, "annotations": data.get("annotations") or {}, "containers": cs}
     if data.get("restartPolicy"):
         body["restartPolicy"] = data["restartPolicy"]
@@ -773,7 +776,9 @@ def _service_ports(v: Any) -> list[dict[str, Any]]:
     for i, p in enumerate(v):
         if not isinstance(p, dict):
             raise DialectError(400, f"ports[{i}] must be an object")
-        out.append({k: x for k, x in p.items() if x not in (None, "", 0)})
+        # Go's zero values are absent (None, "", the number 0), not a false of the wrong type.
+        out.append({k: x for k, x in p.items() if not (x is None or (isinstance(x, str) and x == "")
+                                                       or (type(x) is int and x == 0))})
     return out
 
 

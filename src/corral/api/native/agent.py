@@ -248,7 +248,7 @@ DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=node_guard))]
 # -- routes ------------------------------------------------------------------------------------------
 @router.post("/register")
 def register(body: RegisterIn, svc: Agent, only: Annotated[str | None, Depends(_register_guard)],
-             x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+             x_corral_node_secret: Secret = None) -> dict[str, Any]:
     """Register a new node (no id: the answer holds its id and, once, its secret) or bring back one that
     restarted (its id and its secret in X-Corral-Node-Secret; without the secret: 403). With a join token
     (corral tokens create --worker) instead of the cluster token: a revoked or expired one only lets a node
