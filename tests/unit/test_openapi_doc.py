@@ -282,6 +282,19 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert not kept(None, "job is already failed", op=cancel, key="error")
     assert kept(None, "job is already failed", op="DELETE /v1/jobs/{job_id}", key="error")
     assert kept(None, "job id is not a UUID", op=cancel, key="error")
+    # A header the operation does not declare, accepted: HTTP lets a request carry one (the coverage phase's).
+    from bench.schemathesis_hooks import unknown_header
+    from schemathesis.core.failures import AcceptedNegativeData
+    accepted = AcceptedNegativeData(operation="POST /v1/agent/register", message="", status_code=200,
+                                    expected_statuses=["400"])
+
+    def coverage(scenario: str, where: str) -> Any:
+        data = SimpleNamespace(scenario=SimpleNamespace(value=scenario),
+                               parameter_location=SimpleNamespace(value=where))
+        return SimpleNamespace(meta=SimpleNamespace(phase=SimpleNamespace(data=data)))
+    assert unknown_header(accepted, coverage("object_unexpected_properties", "header"))
+    assert not unknown_header(accepted, coverage("object_unexpected_properties", "body"))
+    assert not unknown_header(failure, coverage("object_unexpected_properties", "header"))
 
 
 def test_the_models_components_do_not_share_a_name() -> None:
@@ -339,4 +352,4 @@ def test_a_pod_probe_in_the_schema_has_exactly_one_action() -> None:
     assert not valid({"exec": None, "httpGet": None, "tcpSocket": None})
     assert not valid({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})
     assert not valid({"tcpSocket": {"port": 0}}) and not valid({"tcpSocket": {"port": "Not A Name"}})
-    assert valid({"tcpSocket": {"port": 65535}}) and valid({"httpGet": {"port": "http"}})
+    assert valid({"tcpSocket": {"port": 65535}}) and not valid({"httpGet": {"port": "http"}})  # a name: not said

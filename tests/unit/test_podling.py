@@ -78,3 +78,4 @@ def test_a_service_ports_zero_values_are_absent_but_a_false_is_not() -> None:
     from corral.api.dialects import podling
     ports = podling._service_ports([{"name": "", "port": 80, "protocol": None, "nodePort": 0, "targetPort": False}])
     assert ports == [{"port": 80, "targetPort": False}]  # the false is left for the model to refuse
+    assert podling._service_ports([{"name": 0, "port": 80}]) == [{"name": 0, "port": 80}]  # a 0 is no name

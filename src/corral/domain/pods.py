@@ -134,10 +134,11 @@ class ExecAction(Strict):
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=100)
 
 
-# _probe_port's input as JSON Schema: a port number, or a port's name.
-ProbePort = Annotated[int | str, NoBool, WithJsonSchema({"anyOf": [
-    {"type": "integer", "minimum": 1, "maximum": 65535},
-    {"type": "string", "maxLength": 15, "pattern": PORT_NAME_RE.pattern}]})]
+# _probe_port's input as JSON Schema, the nearest stricter: a port number (a port's name must be one of the
+# container's ports' names, which JSON Schema cannot say).
+ProbePort = Annotated[int | str, NoBool, WithJsonSchema({
+    "type": "integer", "minimum": 1, "maximum": 65535,
+    "description": "A port number, or the name of one of the container's ports (not in the schema)"})]
 
 
 def _probe_port(v: int | str) -> int | str:

@@ -769,6 +769,9 @@ def _affinity(data: dict[str, Any]) -> None:
         raise DialectError(400, "sessionAffinity: only None is supported (connections are spread round robin)")
 
 
+_PORT_NUMBERS = ("port", "targetPort", "nodePort")
+
+
 def _service_ports(v: Any) -> list[dict[str, Any]]:
     if not isinstance(v, list) or not v:
         raise DialectError(400, "at least one port is required")
@@ -776,9 +779,9 @@ def _service_ports(v: Any) -> list[dict[str, Any]]:
     for i, p in enumerate(v):
         if not isinstance(p, dict):
             raise DialectError(400, f"ports[{i}] must be an object")
-        # Go's zero values are absent (None, "", the number 0), not a false of the wrong type.
+        # Go's zero values are absent: null, "", and 0 for a number (not a false, nor a 0 where text goes).
         out.append({k: x for k, x in p.items() if not (x is None or (isinstance(x, str) and x == "")
-                                                       or (type(x) is int and x == 0))})
+                                                       or (k in _PORT_NUMBERS and type(x) is int and x == 0))})
     return out
 
 

@@ -178,7 +178,9 @@ class RegisterBody(Strict):
     cpu: float = Field(ge=0, le=100_000)
     memory: Whole = Field(ge=0, le=1 << 60)
     disk: Whole = Field(0, ge=0, le=1 << 60)
-    gpus: list[GpuBody] = Field([], max_length=256)
+    gpus: list[GpuBody] = Field([], max_length=256, json_schema_extra={"maxItems": 1},
+                                description="Up to 256, each index once; the schema says one (the nearest stricter: "
+                                            "JSON Schema cannot say that a field is unique among several).")
     labels: Labels = {}
     runtimes: list[RuntimeName] = Field([], max_length=8)
     queues: list[QueueName] = Field(["default"], max_length=64)
