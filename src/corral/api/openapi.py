@@ -227,6 +227,8 @@ def common_statuses(method: str, path: str, config: DocConfig, own: Iterable[int
     if may_forbid(method, path, config):
         edge.add(403)
     route = {400, 503}
+    if path.startswith("/v1/agent/nodes/"):
+        route.add(403)  # node_guard: a call about a node without that node's secret, in the route's shape
     if _PARAM.search(path):
         route.add(404)
     if method.upper() in UNSAFE:

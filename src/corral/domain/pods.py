@@ -151,7 +151,7 @@ def _probe_port(v: int | str) -> int | str:
 
 
 class HTTPGetAction(Strict):
-    path: str = Field("/", max_length=2048)
+    path: str = Field("/", max_length=2048, json_schema_extra={"pattern": f"^/[^{WS}]*$"})
     port: ProbePort
     host: str | None = Field(None, max_length=255)
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"

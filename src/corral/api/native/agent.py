@@ -197,7 +197,9 @@ class RegisterBody(Strict):
 class Usage(Strict):
     """A node's last measured load (more fields are ignored)."""
 
-    cpu_percent: float = Field(0.0, ge=0, le=409_600, description="0 to 100 per core")
+    cpu_percent: float = Field(0.0, ge=0, le=409_600, json_schema_extra={"maximum": 100},
+                               description="0 to 100 per core of the node; the schema says 100 (the nearest "
+                                           "stricter: a node has one core at least)")
     memory_percent: float = Field(0.0, ge=0, le=100)
 
 
