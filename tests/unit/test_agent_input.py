@@ -100,3 +100,13 @@ def test_a_node_directory_has_one_owner(tmp_path: Path) -> None:
         lock_dir(str(tmp_path / "w"))  # another open file description: refused, even in this process
     unlock(held)
     unlock(lock_dir(str(tmp_path / "w")))  # free again once released
+
+
+def test_what_the_full_conformance_run_found_in_node_bodies() -> None:
+    """A drain's deadline of true was taken as one second; a registration's labels' schema let any value pass."""
+    from corral.api.native.cluster import DrainBody
+    with pytest.raises(ValidationError):
+        DrainBody.model_validate({"deadline": True})
+    assert DrainBody.model_validate({"deadline": "10m"}).deadline == "10m"
+    labels = RegisterBody.model_json_schema()["properties"]["labels"]
+    assert labels["additionalProperties"] == {"type": "string", "maxLength": 256}

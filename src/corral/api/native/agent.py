@@ -14,7 +14,16 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from starlette.types import Scope
 
 from corral.api.body import model_body
@@ -142,7 +151,9 @@ def _labels(v: dict[str, Any]) -> dict[str, str]:
     return v
 
 
-Labels = Annotated[dict[str, Any], AfterValidator(_labels)]
+Labels = Annotated[dict[str, Any], AfterValidator(_labels), WithJsonSchema({
+    "type": "object", "maxProperties": MAX_LABELS, "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}})]
 # An IP address or a host name: what a client puts before ':port' to reach a pod.
 Address = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")]
 ExecutionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
