@@ -265,7 +265,10 @@ class ContainerSpec(Strict):
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")
     env: Annotated[Env, BeforeValidator(_env_list)] = Field(default_factory=dict)
     workingDir: str | None = Field(None, max_length=MAX_PATH)
-    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS)
+    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS, json_schema_extra={"maxItems": 1},
+                                  description=f"At most {MAX_PORTS}, each (containerPort, protocol) and name once; "
+                                              "the schema says one (the nearest stricter: JSON Schema cannot say "
+                                              "that a field is unique among several).")
     resources: ResourceRequirements = Field(default_factory=lambda: ResourceRequirements())
     livenessProbe: PodProbeSpec | None = None
     readinessProbe: PodProbeSpec | None = None

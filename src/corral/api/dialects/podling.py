@@ -426,7 +426,10 @@ def prune(svc: Svc, all: str = "") -> dict[str, int]:
 
 # -- the worker port's calls (agent/podling.py): node-authenticated --------------------------------
 @node_router.post("/tasks/{task_id}/execute", status_code=202,
-                  summary="A worker's Podling port: run this task on the calling node")
+                  summary="A worker's Podling port: run this task on the calling node",
+                  openapi_extra=json_body({"type": "object", "required": ["task"],
+                                           "properties": {"task": TASK_BODY["requestBody"]["content"][
+                                               "application/json"]["schema"]}}))
 async def node_execute(node_id: NodeId, task_id: str, request: Request, svc: NodeAgent) -> dict[str, str]:
     if not 1 <= len(task_id) <= 32 or not all(c.isalnum() or c in "-_." for c in task_id):
         raise DialectError(400, "a task id is 1-32 letters, digits, '-', '_' or '.'")
