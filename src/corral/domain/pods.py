@@ -264,7 +264,7 @@ class ContainerSpec(Strict):
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")
     env: Annotated[Env, BeforeValidator(_env_list)] = Field(default_factory=dict)
-    workingDir: str | None = Field(None, max_length=MAX_PATH)
+    workingDir: str | None = Field(None, max_length=MAX_PATH, json_schema_extra={"pattern": "^/"})
     ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS, json_schema_extra={"maxItems": 1},
                                   description=f"At most {MAX_PORTS}, each (containerPort, protocol) and name once; "
                                               "the schema says one (the nearest stricter: JSON Schema cannot say "
