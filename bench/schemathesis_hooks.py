@@ -2,7 +2,8 @@
 tests/integration/test_openapi_conformance.py, through SCHEMATHESIS_HOOKS): the one rule of the job model that
 no JSON schema can say, checked against the request itself.
 
-Task names are unique in a job (a task without a name is ``task-N``, N its position), and the server refuses a
+Task names are unique in a job (a task without a name is ``task-N``, N its position; a pod's container names
+likewise), and the server refuses a
 job with two alike: ``400 two tasks are named 'x': task names must be unique in a job``. JSON Schema's
 ``uniqueItems`` compares whole tasks, not one of their fields, so a schema-valid job may repeat a name, and
 ``positive_data_acceptance`` would count that refusal. The schema's description of ``tasks`` says it; this hook
@@ -26,6 +27,8 @@ from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.openapi.checks import RejectedPositiveData
 
 _DUPLICATE = re.compile(r"two tasks are named '(.*?)': task names must be unique in a job")
+# The same rule for a pod's containers: 400 "two containers are named 'x': names are unique in a pod".
+_DUPLICATE_CONTAINER = re.compile(r"two containers are named '(.*?)': names are unique in a pod")
 # nomad-lite's cancel of a job that has already ended: 400 {"success": false, "error": "job is already completed"},
 # as its document says; whether it has ended is the job's state, not something the request's schema can say.
 _ENDED = re.compile(r"job is already (?:completed|failed|cancelled)")
@@ -96,4 +99,9 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
             and isinstance(answer, dict) and answer.get("message") == "the default queue can not be deleted"):
         return False
     named = {m.group(1) for text in strings(answer) for m in _DUPLICATE.finditer(text)}
-    return not any(repeats(case.body, name) for name in named)
+    if any(repeats(case.body, name) for name in named):
+        return False
+    containers = case.body.get("containers") if isinstance(case.body, dict) else None
+    names = [c.get("name") for c in containers if isinstance(c, dict)] if isinstance(containers, list) else []
+    twice = {m.group(1) for text in strings(answer) for m in _DUPLICATE_CONTAINER.finditer(text)}
+    return not any(names.count(name) > 1 for name in twice)

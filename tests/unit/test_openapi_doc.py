@@ -282,6 +282,9 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert not kept(None, "job is already failed", op=cancel, key="error")
     assert kept(None, "job is already failed", op="DELETE /v1/jobs/{job_id}", key="error")
     assert kept(None, "job id is not a UUID", op=cancel, key="error")
+    twice = "(body): two containers are named 'a': names are unique in a pod"
+    assert not kept({"containers": [{"name": "a"}, {"name": "a"}]}, twice, op="POST /v1/pods")
+    assert kept({"containers": [{"name": "a"}, {"name": "b"}]}, twice, op="POST /v1/pods")
     # A header the operation does not declare, accepted: HTTP lets a request carry one (the coverage phase's).
     from bench.schemathesis_hooks import unknown_header
     from schemathesis.core.failures import AcceptedNegativeData
