@@ -85,3 +85,71 @@ def test_an_admins_privileged_task_runs_privileged(srv: Cluster, busybox_image: 
     finally:
         probe.remove(force=True)
     assert cap_eff(srv, srv.submit(job(busybox_image, privileged=True))["id"]) & CAP_SYS_ADMIN
+
+
+def pod(image: str, name: str, **asks: Any) -> dict[str, Any]:
+    """A pod that prints its container's effective capabilities and ends; ``sc``: its container's
+    securityContext; other keys: the pod's (hostPID, ...)."""
+    sc = asks.pop("sc", None)
+    return {"name": name, "restartPolicy": "Never", **asks,
+            "containers": [{"name": "app", "image": image, "command": ["grep", "CapEff", "/proc/self/status"],
+                            **({"securityContext": sc} if sc else {})}]}
+
+
+def pod_cap_eff(c: Cluster, pod_id: str) -> int:
+    done = c.wait_for(f"/v1/pods/{pod_id}", {"succeeded", "failed"})
+    assert done["state"] == "succeeded", done
+    text = wait_until(lambda: c.client.get(f"/v1/pods/{pod_id}/logs").text, 10, what="the pod's output")
+    return int(text.split()[-1], 16)
+
+
+def test_pods_and_stacks_follow_the_same_policy(srv: Cluster, busybox_image: str) -> None:
+    """A pod's securityContext and host namespaces: an admin's on a server that allows them (natively and
+    through Podling), granted where the worker allows them; a 400 to anyone else, in each API's shape."""
+    c = srv
+    net_admin = {"capabilities": {"add": ["NET_ADMIN"]}}
+    # An admin's pod with an added capability, beside a hardened one: the capability is in the first only.
+    escalated = c.client.post("/v1/pods", json=pod(busybox_image, "esc-pod", sc=net_admin))
+    assert escalated.status_code == 201, escalated.text
+    plain = c.client.post("/v1/pods", json=pod(busybox_image, "plain-pod"))
+    assert plain.status_code == 201, plain.text
+    # The server allows the host's PID namespace, this worker does not: the container fails there, saying so.
+    host_pid = c.client.post("/v1/pods", json=pod(busybox_image, "pid-pod", hostPID=True))
+    assert host_pid.status_code == 201, host_pid.text
+    assert pod_cap_eff(c, escalated.json()["id"]) & CAP_NET_ADMIN
+    assert not pod_cap_eff(c, plain.json()["id"]) & CAP_NET_ADMIN
+    refused = c.wait_for(f"/v1/pods/{host_pid.json()['id']}", {"succeeded", "failed"})
+    assert refused["state"] == "failed" and "this worker does not allow host_pid" in str(refused), refused
+    # Podling takes the same fields from an admin.
+    r = c.client.post("/api/v1/pods", json=pod(busybox_image, "podling-esc", sc=net_admin))
+    assert r.status_code == 201, r.text
+    assert c.client.delete(f"/api/v1/pods/{r.json()['podId']}").status_code == 200
+
+    # A key of the user role: a 400 natively, through Podling (its {"error"}) and Stacks (its "invalid pod spec").
+    r = c.client.post("/v1/keys", json={"name": "pod-user", "role": "user"})
+    assert r.status_code == 201, r.text
+    user = {"Authorization": f"Bearer {r.json()['key']}"}
+    for path, body in (("/v1/pods", pod(busybox_image, "u1", sc=net_admin)),
+                       ("/api/v1/pods", pod(busybox_image, "u2", sc=net_admin))):
+        r = c.client.post(path, json=body, headers=user)
+        assert r.status_code == 400, r.text
+        assert "not allowed to this caller" in r.text and "--allow-admin-escalation cap_add" in r.text, r.text
+    assert list(r.json()) == ["error"], r.text  # Podling's shape
+    stack = {"target_port": [{"container_port": 80, "protocol": "TCP"}], "pod_spec": (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: s\nspec:\n  containers:\n  - name: app\n"
+        f"    image: {busybox_image}\n    ports:\n    - containerPort: 80\n"
+        "    resources:\n      limits: {{cpu: 100m, memory: 64Mi}}\n{extra}")}
+    r = c.client.post("/stacks", headers=user, json={**stack, "pod_spec": stack["pod_spec"].format(
+        extra="    securityContext:\n      capabilities:\n        add: [NET_ADMIN]\n")})
+    assert r.status_code == 400 and r.json()["error"].startswith("invalid pod spec: "), r.text
+    assert "added capabilities is not allowed to this caller" in r.text, r.text
+    # What the server does not allow, even an admin does not get (Stacks: the host's IPC namespace).
+    r = c.client.post("/stacks", json={**stack, "pod_spec": stack["pod_spec"].format(extra="  hostIPC: true\n")})
+    assert r.status_code == 400 and "the host's IPC namespace is not allowed on this server" in r.text, r.text
+
+    # Each escalated pod is in the audit log as an escalated create.
+    def escalated_pods() -> list[str]:
+        return sorted(e["path"] for e in c.get("/v1/audit?limit=200")["items"]
+                      if e["action"] == "create.escalated" and e["path"] in ("/v1/pods", "/api/v1/pods"))
+    wait_until(lambda: len(escalated_pods()) >= 3, 5, what="the audit entries")
+    assert escalated_pods() == ["/api/v1/pods", "/v1/pods", "/v1/pods"]

@@ -205,7 +205,7 @@ def test_yaml_and_a_kubernetes_manifest_are_taken(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("body, field", [
     ({"name": "x"}, "containers"),
-    ({"name": "x", "containers": [{"name": "a", "image": "b"}], "hostNetwork": True}, "hostNetwork"),
+    ({"name": "x", "containers": [{"name": "a", "image": "b"}], "hostNetwork": True}, "the host's network"),
     ({"name": "x", "containers": [{"name": "a", "image": "b", "ports": [{"containerPort": 99999}]}]},
      "containers.0.ports.0.containerPort"),
     ({"name": "x", "containers": [{"name": "a", "image": "b"}], "restartPolicy": "Maybe"}, "restartPolicy"),
@@ -374,5 +374,5 @@ def test_the_openapi_document_describes_the_pod_body(cluster: Cluster) -> None:
     assert doc["paths"]["/v1/pods"]["post"]["requestBody"]["content"]["application/yaml"]["schema"] == {
         "$ref": "#/components/schemas/PodSpec"}
     schemas = doc["components"]["schemas"]
-    assert {"PodSpec", "ContainerSpec", "ProbeSpec", "PortSpec"} <= set(schemas)
+    assert {"PodSpec", "ContainerSpec", "PodProbeSpec", "PortSpec"} <= set(schemas)
     assert schemas["PodSpec"]["properties"]["restartPolicy"]["enum"] == ["Always", "OnFailure", "Never"]

@@ -23,10 +23,14 @@ GOOD: dict[str, Any] = {"name": "n", "cpu": 2, "memory": 1 << 30, "gpus": [{"ind
 def test_a_good_registration_passes() -> None:
     body = RegisterBody.model_validate(GOOD)
     assert body.cpu == 2.0 and body.gpus[0].index == 0 and body.labels == {"zone": "a"}
+    # A whole number with a zero fraction is an integer, as the document's JSON Schema counts it.
+    whole = RegisterBody.model_validate({**GOOD, "disk": 0.0, "memory": 1024.0, "gpus": [{"index": 1.0}]})
+    assert (whole.disk, whole.memory, whole.gpus[0].index) == (0, 1024, 1) and type(whole.memory) is int
 
 
 @pytest.mark.parametrize("change", [
     {"cpu": "2"}, {"cpu": True}, {"cpu": math.inf}, {"memory": 2.5}, {"memory": 1 << 62}, {"name": ""},
+    {"memory": "5"}, {"memory": True}, {"disk": 1.5},
     {"gpus": [{"name": "no index"}]}, {"gpus": [{"index": "0"}]}, {"gpus": [{"index": 0}, {"index": 0}]},
     {"gpus": [{"index": i} for i in range(257)]},
     {"labels": {"zone": "\ud800"}}, {"labels": {"\udfff": "a"}}, {"labels": {"zone": 3}},
@@ -96,3 +100,13 @@ def test_a_node_directory_has_one_owner(tmp_path: Path) -> None:
         lock_dir(str(tmp_path / "w"))  # another open file description: refused, even in this process
     unlock(held)
     unlock(lock_dir(str(tmp_path / "w")))  # free again once released
+
+
+def test_what_the_full_conformance_run_found_in_node_bodies() -> None:
+    """A drain's deadline of true was taken as one second; a registration's labels' schema let any value pass."""
+    from corral.api.native.cluster import DrainBody
+    with pytest.raises(ValidationError):
+        DrainBody.model_validate({"deadline": True})
+    assert DrainBody.model_validate({"deadline": "10m"}).deadline == "10m"
+    labels = RegisterBody.model_json_schema()["properties"]["labels"]
+    assert labels["additionalProperties"] == {"type": "string", "maxLength": 256}

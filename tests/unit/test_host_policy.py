@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from corral.coordinator.idempotency import check_key, fingerprint
-from corral.coordinator.policy import DEFAULT_MEMORY, Policy, PolicyError
+from corral.coordinator.policy import DEFAULT_MEMORY, Policy, PolicyError, pod_container
 from corral.coordinator.webhooks import Refused, pick_address, refused_address
 from corral.domain.spec import JobSpec
 from corral.runtime.docker import Refused as MountRefused
@@ -182,3 +182,32 @@ def test_the_runtime_applies_exactly_what_was_granted() -> None:
     assert hardening(Escalations(cap_add=("NET_ADMIN",), host_pid=True, devices=("/dev/fuse",))) == {
         "privileged": False, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "cap_add": ["NET_ADMIN"],
         "pid_mode": "host", "devices": ["/dev/fuse"]}
+
+
+def test_a_pods_escalations_go_through_the_same_check_and_grants() -> None:
+    from corral.domain.pods import PodSpec, dump_pod
+    from corral.runtime.base import Escalations
+
+    def pod(**extra: Any) -> dict[str, Any]:
+        sc = extra.pop("sc", None)
+        c = {"name": "app", "image": "x", **({"securityContext": sc} if sc else {}), **extra.pop("container", {})}
+        return dump_pod(PodSpec.model_validate({"name": "p", "containers": [c], **extra}))
+
+    allowing = Policy(escalations=frozenset({"cap_add", "host_pid", "host_network"}))
+    assert allowing.check_pod(pod(), admin=False) == []  # asks for nothing: anyone
+    asks = pod(sc={"capabilities": {"add": ["NET_ADMIN"]}}, hostPID=True)
+    assert allowing.check_pod(asks, admin=True) == ["cap_add", "host_pid"]
+    with pytest.raises(PolicyError, match="pod 'p', container 'app': added capabilities is not allowed to this caller"):
+        allowing.check_pod(asks, admin=False)
+    with pytest.raises(PolicyError, match="privileged mode is not allowed on this server"):
+        allowing.check_pod(pod(sc={"privileged": True}), admin=True)
+    with pytest.raises(PolicyError, match="hostNetwork cannot go with ports"):
+        allowing.check_pod(pod(hostNetwork=True, container={"ports": [{"containerPort": 80}]}), admin=True)
+    assert allowing.check_pod(pod(hostNetwork=True), admin=True) == ["host_network"]
+    # What an assignment is granted, and what a worker gives of it.
+    granted = allowing.grants(pod_container(asks, asks["containers"][0]))
+    assert granted == {"cap_add": ["NET_ADMIN"], "host_pid": True}
+    assert Escalations.granted(granted, {"cap_add", "host_pid"}) == Escalations(cap_add=("NET_ADMIN",), host_pid=True)
+    assert Escalations.granted({}, set()) is None
+    with pytest.raises(ValueError, match="this worker does not allow host_pid"):
+        Escalations.granted(granted, {"cap_add"})

@@ -69,12 +69,8 @@ def test_sanitizing_overrides_what_the_manifest_says() -> None:
 
 
 @pytest.mark.parametrize(("spec", "container", "message"), [
-    ({"hostNetwork": True}, None, "hostNetwork/hostPID/hostIPC are forbidden"),
-    ({"hostPID": True}, None, "hostNetwork/hostPID/hostIPC are forbidden"),
-    ({"hostIPC": True}, None, "hostNetwork/hostPID/hostIPC are forbidden"),
     ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, None, "hostPath volume is forbidden"),
-    (None, {"securityContext": {"privileged": True}}, "privileged containers are forbidden"),
-    (None, {"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}, "adding capabilities is forbidden"),
+    (None, {"securityContext": {"capabilities": {"drop": ["ALL"]}}}, "capabilities.drop is set by the server"),
     (None, {"securityContext": {"allowPrivilegeEscalation": True}}, "privilege escalation is forbidden"),
     (None, {"ports": [{"containerPort": 80, "hostPort": 80}]}, "hostPort/hostIP are forbidden"),
     (None, {"ports": [{"containerPort": 80, "hostIP": "0.0.0.0"}]}, "hostPort/hostIP are forbidden"),
@@ -223,3 +219,24 @@ def test_only_target_ports_and_probed_ports_are_published() -> None:
                                              {"name": "health", "containerPort": 9000, "protocol": "TCP"}]
     # Every port stays in the stored manifest.
     assert len(yaml.safe_load(k8s.parse_manifest(text, TCP80).yaml)["spec"]["containers"][0]["ports"]) == 3
+
+
+def test_escalations_are_left_to_the_policy_and_kept_in_the_manifest() -> None:
+    """privileged, capabilities.add and host namespaces pass the manifest's checks (the coordinator's policy
+    decides who may have them) and reach the native pod."""
+    text = manifest(spec={"hostPID": True, "hostIPC": False},
+                    container={"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}})
+    m = k8s.parse_manifest(text, TCP80)
+    spec = yaml.safe_load(m.yaml)["spec"]
+    assert spec["hostPID"] is True and "hostIPC" not in spec
+    assert spec["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"add": ["NET_ADMIN"]}, "privileged": False,
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    pod = k8s.native_pod(m, "s1")
+    assert pod["hostPID"] is True and "hostIPC" not in pod
+    assert pod["containers"][0]["securityContext"] == {"capabilities": {"add": ["NET_ADMIN"]}}
+    privileged = k8s.parse_manifest(manifest(container={"securityContext": {"privileged": True}}), TCP80)
+    assert yaml.safe_load(privileged.yaml)["spec"]["containers"][0]["securityContext"]["privileged"] is True
+    assert k8s.native_pod(privileged, "s2")["containers"][0]["securityContext"] == {"privileged": True}
+    # What the sanitizing sets stays the server's.
+    assert "securityContext" not in k8s.native_pod(k8s.parse_manifest(manifest(), TCP80), "s3")["containers"][0]

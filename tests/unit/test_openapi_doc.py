@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
@@ -105,6 +106,19 @@ def test_the_cursor_pattern_is_exactly_the_cursors_the_server_hands_out(cursor: 
     assert re.search(doc.PARAMETERS_BY_NAME["page_token"]["pattern"], "")  # nomad-lite's first page
 
 
+def test_a_cursor_is_read_only_as_the_server_writes_it() -> None:
+    """What the pattern leaves out, the server refuses too: a sequence number past 34 characters' worth (the run
+    found one accepted), as text, unsigned or written otherwise."""
+    import base64
+    for raw in (b'{"s": 6189760102033466441}', b'{"s": "5"}', b'{"s":5}', b'{"s": -1}', b'{"s": 5.0}',
+                b'{"s": true}'):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert not re.search(doc.CURSOR_PATTERN, cursor) or len(cursor) > 34
+        with pytest.raises(ValueError):
+            decode_cursor(cursor)
+    assert decode_cursor(encode_cursor(10**18 - 1)) == 10**18 - 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.from_regex(doc.CRON_PATTERN, fullmatch=True), st.from_regex(doc.TIME_PATTERN, fullmatch=True))
 def test_cron_and_time_patterns_allow_only_what_the_server_reads(expr: str, when: str) -> None:
@@ -186,6 +200,12 @@ def test_a_task_in_the_schema_is_one_kind_and_the_policy_narrows_mounts_and_netw
     assert re.search(bind["properties"]["source"]["pattern"], "/data/x")
     assert not re.search(bind["properties"]["source"]["pattern"], "/etc")
     assert components["TaskSpec"]["properties"]["networks"]["items"]["enum"] == ["web"]
+    from corral.api.native.services import service_schemas
+    components = service_schemas()
+    doc.policy_schemas(components, doc.DocConfig(node_ports=(31000, 31002)))
+    node_port = components["ServicePortSpec"]["properties"]["nodePort"]["anyOf"][0]
+    assert (node_port["minimum"], node_port["maximum"]) == (31000, 31002)
+    assert service_schemas()["ServicePortSpec"]["properties"]["nodePort"]["anyOf"][0]["minimum"] == 1  # a copy
 
 
 @settings(max_examples=10, deadline=None)
@@ -202,3 +222,137 @@ def test_podling_reads_a_whole_number_as_json_schema_does() -> None:
     assert podling._ports([{"containerPort": 80.0}])[0]["containerPort"] == 80
     with pytest.raises(podling.DialectError):
         podling._int(655.5, "capacity", 1, 1024)
+
+
+def test_the_document_offers_an_escalation_only_where_the_server_allows_it(tmp_path: object) -> None:
+    """The real app's document, on a hardened server and on one that lets admins add capabilities and use the
+    host's PID namespace: each escalation field (tasks and pods) is there only for an allowed kind."""
+    from corral.api.app import ServerConfig, create_app
+    from corral.coordinator.policy import Policy
+    from corral.coordinator.service import Settings
+
+    def schemas(*kinds: str) -> dict[str, Any]:
+        settings = Settings(policy=Policy(escalations=frozenset(kinds)))
+        app = create_app(ServerConfig(database_url=f"sqlite:///{tmp_path}/doc-{len(kinds)}.db", settings=settings))
+        out: dict[str, Any] = app.openapi()["components"]["schemas"]
+        return out
+
+    hardened = schemas()
+    assert not set(doc.ESCALATION_FIELDS["TaskSpec"]) & set(hardened["TaskSpec"]["properties"])
+    assert not set(doc.ESCALATION_FIELDS["PodSpec"]) & set(hardened["PodSpec"]["properties"])
+    assert "securityContext" not in hardened["ContainerSpec"]["properties"] and "SecurityContext" not in hardened
+    assert hardened["TaskSpec"]["additionalProperties"] is False
+    assert hardened["PodSpec"]["additionalProperties"] is False
+    allowing = schemas("cap_add", "host_pid")
+    assert set(doc.ESCALATION_FIELDS["TaskSpec"]) & set(allowing["TaskSpec"]["properties"]) == {"cap_add", "pid"}
+    assert set(doc.ESCALATION_FIELDS["PodSpec"]) & set(allowing["PodSpec"]["properties"]) == {"hostPID"}
+    assert set(allowing["SecurityContext"]["properties"]) == {"capabilities"} and "Capabilities" in allowing
+    assert "securityContext" in allowing["ContainerSpec"]["properties"]
+    # The models' own schemas are copied, not changed: each document has its own.
+    assert "cap_add" not in hardened["TaskSpec"]["properties"] and "cap_add" in job_schemas()["TaskSpec"]["properties"]
+
+
+def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -> None:
+    """bench/schemathesis_hooks.py: the one rule no schema can say (task names unique in a job), checked
+    against the request; any other refusal of a schema-valid request stays a failure."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("schemathesis")
+    from bench.schemathesis_hooks import filter_failure, repeats
+    from schemathesis.openapi.checks import RejectedPositiveData
+
+    assert repeats({"tasks": [{"name": "task-2"}, {"image": "x"}]}, "task-2")  # the second's own name is task-2
+    assert repeats({"jobs": [{"tasks": [{"name": "a"}]}, {"tasks": [{"name": "b"}, {"name": "b"}]}]}, "b")
+    assert not repeats({"tasks": [{"name": "a"}, {"name": "b"}]}, "a")
+    failure = RejectedPositiveData(operation="POST /v1/jobs", message="", status_code=400, allowed_statuses=["2xx"])
+
+    def kept(body: Any, detail: str, status: int = 400, what: Any = failure, op: str = "POST /v1/jobs",
+             key: str = "detail") -> bool:
+        answer = SimpleNamespace(status_code=status, content=json.dumps({key: detail}).encode())
+        return filter_failure(None, what, SimpleNamespace(body=body, operation=SimpleNamespace(label=op)), answer)
+
+    dup = "tasks: two tasks are named 'a\"b': task names must be unique in a job"
+    assert not kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup)
+    assert kept({"tasks": [{"name": "a"}, {"name": "c"}]}, dup)  # the request does not repeat it
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, "tasks.0.image: bad")  # refused for another reason
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, status=500)
+    assert kept({"tasks": [{"name": 'a"b'}, {"name": 'a"b'}]}, dup, what=SimpleNamespace(code="ST202"))
+    # nomad-lite's documented 400 for cancelling a job that has ended: its state, not its shape.
+    cancel = "DELETE /api/jobs/{job_id}"
+    assert not kept(None, "job is already failed", op=cancel, key="error")
+    assert kept(None, "job is already failed", op="DELETE /v1/jobs/{job_id}", key="error")
+    assert kept(None, "job id is not a UUID", op=cancel, key="error")
+    twice = "(body): two containers are named 'a': names are unique in a pod"
+    assert not kept({"containers": [{"name": "a"}, {"name": "a"}]}, twice, op="POST /v1/pods")
+    assert kept({"containers": [{"name": "a"}, {"name": "b"}]}, twice, op="POST /v1/pods")
+    # A header the operation does not declare, accepted: HTTP lets a request carry one (the coverage phase's).
+    from bench.schemathesis_hooks import unknown_header
+    from schemathesis.core.failures import AcceptedNegativeData
+    accepted = AcceptedNegativeData(operation="POST /v1/agent/register", message="", status_code=200,
+                                    expected_statuses=["400"])
+
+    def coverage(scenario: str, where: str) -> Any:
+        data = SimpleNamespace(scenario=SimpleNamespace(value=scenario),
+                               parameter_location=SimpleNamespace(value=where))
+        return SimpleNamespace(meta=SimpleNamespace(phase=SimpleNamespace(data=data)))
+    assert unknown_header(accepted, coverage("object_unexpected_properties", "header"))
+    assert not unknown_header(accepted, coverage("object_unexpected_properties", "body"))
+    assert not unknown_header(failure, coverage("object_unexpected_properties", "header"))
+
+
+def test_the_models_components_do_not_share_a_name() -> None:
+    """Jobs', pods' and services' schemas go under one components map: a name two of them used (a task's and a
+    pod's ProbeSpec did) made one model's fields refer to the other's schema."""
+    from corral.api.native.pods import pod_schemas
+    from corral.api.native.services import service_schemas
+    parts = [job_schemas(), pod_schemas(), service_schemas()]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            assert [k for k in set(a) & set(b) if a[k] != b[k]] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.from_regex(doc.PARAMETERS[("/v1/pods", "selector")]["anyOf"][0]["pattern"], fullmatch=True),
+                 st.text(alphabet=" =,a\t", max_size=8)))
+def test_a_pod_selector_the_schema_allows_is_one_the_route_reads(text: str) -> None:
+    from corral.api.errors import BadInput
+    from corral.api.native.pods import _selector
+    allowed = re.search(doc.PARAMETERS[("/v1/pods", "selector")]["anyOf"][0]["pattern"], text) is not None
+    try:
+        _selector(text)
+        read = True
+    except BadInput:
+        read = False
+    assert read == allowed, text
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "s", "ports": [{"port": 80, "nodePort": 30080}]},  # a nodePort on a ClusterIP service
+    {"name": "s", "type": "NodePort", "ports": [{"port": 53, "protocol": "UDP"}]},  # a NodePort forwards TCP only
+    {"name": "s", "ports": [{"port": 80}, {"port": 81}]},  # several ports need names, unique: the schema says one
+])
+def test_a_service_the_schema_allows_is_one_the_server_takes(body: dict[str, Any]) -> None:
+    """What ServiceSpec refuses, its schema refuses too (the run found a nodePort on a ClusterIP service
+    schema-valid); what it allows, the model takes."""
+    from pydantic import ValidationError
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    schema = ServiceSpec.model_json_schema()
+    with pytest.raises(ValidationError):
+        ServiceSpec.model_validate(body)
+    assert not jsonschema_rs.validator_for(schema).is_valid(body)
+    for ok in ({"name": "s", "ports": [{"port": 80}]}, {"name": "s", "type": "ClusterIP", "ports": [{"port": 80}]},
+               {"name": "s", "type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}):
+        assert jsonschema_rs.validator_for(schema).is_valid(ok)
+        ServiceSpec.model_validate(ok)
+
+
+def test_a_pod_probe_in_the_schema_has_exactly_one_action() -> None:
+    """Found by the run: a probe of three null actions was schema-valid and refused."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    from corral.domain.pods import PodProbeSpec
+    valid = jsonschema_rs.validator_for(PodProbeSpec.model_json_schema()).is_valid
+    assert valid({"exec": {"command": ["true"]}, "httpGet": None})
+    assert not valid({"exec": None, "httpGet": None, "tcpSocket": None})
+    assert not valid({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}})
+    assert not valid({"tcpSocket": {"port": 0}}) and not valid({"tcpSocket": {"port": "Not A Name"}})
+    assert valid({"tcpSocket": {"port": 65535}}) and not valid({"httpGet": {"port": "http"}})  # a name: not said

@@ -57,3 +57,25 @@ def test_bad_cpu(bad: str) -> None:
 def test_bad_memory(bad: str) -> None:
     with pytest.raises(ValueError):
         pd.parse_memory(bad)
+
+
+@pytest.mark.parametrize(("call", "body", "says"), [
+    ("pod", {"name": "p", "containers": [{"name": [None, None], "image": "x"}]}, "containers[0].name must be a string"),
+    ("pod", {"name": "p", "containers": [{"name": "a", "image": {"x": 1}}]}, "containers[0].image must be a string"),
+    ("task", {"name": "t", "image": "x", "restartPolicy": {}}, "restartPolicy must be one of"),
+    ("pod", {"name": "p", "namespace": {}, "containers": [{"name": "a", "image": "x"}]}, "namespace must be a string"),
+])
+def test_bodies_of_the_wrong_type_are_a_400_not_a_500(call: str, body: dict[str, object], says: str) -> None:
+    """Found by the conformance run: a container named by a list was a 500; a restartPolicy of {} was taken."""
+    from corral.api.dialects import podling
+    from corral.api.dialects.base import DialectError
+    with pytest.raises(DialectError) as e:
+        podling.pod_spec(body) if call == "pod" else podling.task_spec(body)
+    assert e.value.status == 400 and says in e.value.message
+
+
+def test_a_service_ports_zero_values_are_absent_but_a_false_is_not() -> None:
+    from corral.api.dialects import podling
+    ports = podling._service_ports([{"name": "", "port": 80, "protocol": None, "nodePort": 0, "targetPort": False}])
+    assert ports == [{"port": 80, "targetPort": False}]  # the false is left for the model to refuse
+    assert podling._service_ports([{"name": 0, "port": 80}]) == [{"name": 0, "port": 80}]  # a 0 is no name

@@ -70,7 +70,9 @@ def test_kubernetes_spellings_are_taken() -> None:
     (_pod(containers=[{"name": "a", "image": "x", "livenessProbe": {"periodSeconds": 1}}]), "exactly one of exec"),
     (_pod(containers=[{"name": "a", "image": "x", "livenessProbe": {"tcpSocket": {"port": "web"}}}]), "named 'web'"),
     (_pod(containers=[{"name": "a", "image": "x", "env": [{"value": "1"}]}]), "env"),
-    (_pod(hostNetwork=True), "hostNetwork"),
+    (_pod(hostNetwork=True, containers=[{"name": "a", "command": ["sleep", "9"]}]), "not to host processes"),
+    (_pod(hostNetwork="sometimes"), "hostNetwork"),
+    (_pod(containers=[{"name": "a", "image": "x", "securityContext": {"runAsUser": 0}}]), "runAsUser"),
     (_pod(labels={"a": "\ud800"}), "lone surrogate"),
     (_pod(containers=[{"name": f"c{i}", "image": "x"} for i in range(17)]), "containers"),
 ])

@@ -47,7 +47,7 @@ def test_parse_quota() -> None:
     ({"cpu": True}, "cpu"), ({"memory": "16 parsecs"}, "memory"), ({"memory": -5}, "negative"),
     ({"gpus": 1.5}, "whole number"), ({"tasks": -1}, "0 or more"), ({"pods": "3"}, "whole number"),
     ({"tasks": 10**12}, "at most"), ({"cpu": 1e300}, "at most"), ({"cpu": 10**400}, "at most"),
-    ({"memory": True}, "memory"),
+    ({"memory": True}, "memory"), ({"memory": {}}, "memory must be a size"), ({"memory": [1]}, "memory must be a size"),
     ({"cpu": " 1"}, "cpu"), ({"cpu": "8\n"}, "cpu"), ({"memory": "16 GB"}, "memory"), ({"memory": 1.5}, "whole"),
     ({"memory": "9999Ti"}, "memory"),
 ])

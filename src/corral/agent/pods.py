@@ -43,7 +43,7 @@ from corral.agent.logbuf import LogBuffer
 from corral.agent.transport import Refused, Rejected
 from corral.domain.podenv import expand, port_env
 from corral.domain.reconcile import backoff, backoff_reason, next_streak, pod_phase, restart_decision
-from corral.runtime.base import FULL_PAUSE, RunRequest, RunResult
+from corral.runtime.base import FULL_PAUSE, Escalations, RunRequest, RunResult
 from corral.runtime.docker import _in_thread, _Lines
 from corral.runtime.pods_docker import DockerPods, Found, PodImageMissing, short_error
 from corral.runtime.process import ProcessRuntime, base_env
@@ -480,10 +480,12 @@ class PodInstance:
         else:
             if found is not None:  # it ended while the worker was away: that counts as an end
                 c.restart_count = max(c.restart_count, found.restarts)
+            # An admin's escalations, granted by the server: given only if this worker's operator allows them.
+            escalations = Escalations.granted(c.spec.get("escalations"), self.owner.agent.config.escalations)
             creating = _in_thread(lambda: pods.create(
                 node_id=self.owner.node_id, pod_id=self.pod_id, instance_id=self.instance_id, spec=c.spec,
                 ports=self.ports, host_ip=self.owner.host_ip, network=net or None,
-                restarts=c.restart_count))
+                restarts=c.restart_count, escalations=escalations))
             # A stop meanwhile waits for the create to finish before it removes what was made (a create
             # cannot be called back: the container would be left behind).
             self.creating.add(creating)

@@ -672,19 +672,13 @@ class Agent:
             if w.get("ports_error"):
                 self._update(ex_id, "failed", error=str(w["ports_error"]))
                 return
-            granted = dict(w.get("escalations") or {})
-            if granted:
-                refused = sorted(set(granted) - self.config.escalations)
-                if refused:
-                    self._update(ex_id, "failed", error=f"this worker does not allow {', '.join(refused)} "
-                                 "(corral worker --allow-admin-escalation allows it)")
-                    return
-                req = dataclasses.replace(req, escalations=Escalations(
-                    privileged=bool(granted.get("privileged")),
-                    cap_add=tuple(str(c) for c in granted.get("cap_add") or ()),
-                    host_network=bool(granted.get("host_network")), host_pid=bool(granted.get("host_pid")),
-                    host_ipc=bool(granted.get("host_ipc")),
-                    devices=tuple(str(d) for d in granted.get("devices") or ())))
+            try:
+                escalations = Escalations.granted(w.get("escalations"), self.config.escalations)
+            except ValueError as e:
+                self._update(ex_id, "failed", error=str(e))
+                return
+            if escalations is not None:
+                req = dataclasses.replace(req, escalations=escalations)
             timeout = w.get("timeout")
             try:
                 async with asyncio.timeout(timeout):

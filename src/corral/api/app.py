@@ -173,7 +173,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                                    own_auth_prefixes=tuple(config.edge.own_auth_prefixes),
                                    edge_prefixes=edge_prefixes(), auth=auth.enabled,
                                    bind_roots=config.settings.policy.bind_roots,
-                                   networks=config.settings.policy.networks)
+                                   networks=config.settings.policy.networks,
+                                   escalations=config.settings.policy.escalations,
+                                   node_ports=config.settings.node_port_range)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

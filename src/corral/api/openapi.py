@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,7 @@ TIME_PATTERN = (r"^(?:[0-9]{1,10}(?:\.[0-9]{1,6})?|(?:19[7-9][0-9]|2[0-9]{3})-(?
 _CLOUDAI_STATES = ("pending", "queued", "running", "completed", "failed", "cancelled")  # cloudai_views.STATUS_FILTER
 _JOB_STATES = "pending|scheduled|running|completed|failed|cancelled"  # corral.domain.states.JobState
 _NOMAD_STATES = ("pending", "running", "completed", "failed", "cancelled")
+_SELECTOR_PART = f"[^,=]*[^,={spec.WS}][^,=]*=[^,]*"
 PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs", "limit"): {"maximum": 1000},
     ("/api/jobs/{job_id}", "job_id"): _UUID,
@@ -95,14 +96,21 @@ PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/queues/{name}", "name"): {"not": {"const": "default"}},  # the default queue cannot be deleted
     ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
     ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
-    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "pattern": f"^(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*$"},
+    # An empty value is no filter, as the route reads it.
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string",
+                                       "pattern": f"^(?:(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*)?$"},
                                       {"type": "null"}]},
+    # key=value[,key=value...] (api/native/pods.py _selector): a key of more than spaces, no '=' or ',' in it.
+    ("/v1/pods", "selector"): {"anyOf": [{"type": "string", "pattern": (
+        f"^(?:{_SELECTOR_PART}(?:,{_SELECTOR_PART})*)?$")}, {"type": "null"}]},
     ("/api/tasks", "offset"): {"minimum": 0},
     ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
     ("/api/jobs", "created_after_ms"): {"minimum": 0},
     ("/api/jobs", "created_before_ms"): {"minimum": 0},
-    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
-    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": TIME_PATTERN}, {"type": "null"}]},
+    ("/v1/jobs", "created_after"): {"anyOf": [{"type": "string", "pattern": f"^(?:{TIME_PATTERN[1:-1]})?$"},
+                                              {"type": "null"}]},
+    ("/v1/jobs", "created_before"): {"anyOf": [{"type": "string", "pattern": f"^(?:{TIME_PATTERN[1:-1]})?$"},
+                                               {"type": "null"}]},
 }
 
 
@@ -121,8 +129,9 @@ _CURSOR = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": 34,
            "description": "A cursor this server handed out (next_cursor of the page before)"}
 # What a route checks of a parameter by hand, by the parameter's name wherever it appears.
 PARAMETERS_BY_NAME: dict[str, dict[str, Any]] = {
-    "cursor": _CURSOR,
-    "page_token": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},  # or ""
+    # An empty cursor is the first page, as every route reads it (nomad-lite's page_token documents it so).
+    "cursor": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},
+    "page_token": {**_CURSOR, "pattern": CURSOR_PATTERN.replace("^", "^(?:", 1).replace("$", ")?$")},
 }
 
 
@@ -140,6 +149,19 @@ class DocConfig:
     # networks tasks may join (none: refused).
     bind_roots: Sequence[str] = ()
     networks: Sequence[str] = ()
+    escalations: Collection[str] = ()  # the kinds admins may ask for (--allow-admin-escalation); none: hardened
+    node_ports: tuple[int, int] = (30000, 32767)  # a service's nodePort is one of these (--node-port-range)
+
+
+# Each field that asks for an escalation, by the schema that holds it: the kind the operator allows it by
+# (corral.coordinator.policy.ESCALATION_KINDS). Where the server does not allow the kind, the field is not in the
+# document: a request with it is refused (400) whoever sends it.
+ESCALATION_FIELDS: dict[str, dict[str, str]] = {
+    "TaskSpec": {"privileged": "privileged", "cap_add": "cap_add", "network_mode": "host_network",
+                 "pid": "host_pid", "ipc": "host_ipc", "devices": "devices"},
+    "PodSpec": {"hostNetwork": "host_network", "hostPID": "host_pid", "hostIPC": "host_ipc"},
+    "SecurityContext": {"privileged": "privileged", "capabilities": "cap_add"},
+}
 
 
 def _public(method: str, path: str) -> bool:
@@ -205,6 +227,8 @@ def common_statuses(method: str, path: str, config: DocConfig, own: Iterable[int
     if may_forbid(method, path, config):
         edge.add(403)
     route = {400, 503}
+    if path.startswith("/v1/agent/nodes/"):
+        route.add(403)  # node_guard: a call about a node without that node's secret, in the route's shape
     if _PARAM.search(path):
         route.add(404)
     if method.upper() in UNSAFE:
@@ -257,12 +281,29 @@ def operation_responses(method: str, path: str, tags: Iterable[str], config: Doc
 
 
 def policy_schemas(components: dict[str, Any], config: DocConfig) -> None:
-    """The job model's schemas (MountSpec, TaskSpec) narrowed to what the operator's policy lets a job ask for:
-    bind mounts only from under the allowed directories, only the allowed networks."""
+    """The job, pod and service models' schemas (MountSpec, TaskSpec, PodSpec, ...) narrowed to what the operator's
+    policy lets a job or a pod ask for: bind mounts only from under the allowed directories, only the allowed
+    networks, only the escalations the server allows (to admins: the field's description says so), a service's
+    nodePort only in the server's node port range."""
     # Copies: the models' schemas may be shared by every app of the process.
-    for name in ("MountSpec", "TaskSpec"):
+    for name in ("MountSpec", "TaskSpec", "ContainerSpec", "ServicePortSpec", *ESCALATION_FIELDS):
         if name in components:
             components[name] = copy.deepcopy(components[name])
+    node_port = components.get("ServicePortSpec", {}).get("properties", {}).get("nodePort", {})
+    for alt in node_port.get("anyOf", ()):  # a service's nodePort: in the server's range
+        if alt.get("type") == "integer":
+            alt.update(minimum=config.node_ports[0], maximum=config.node_ports[1])
+    for name, fields in ESCALATION_FIELDS.items():
+        props = components.get(name, {}).get("properties", {})
+        for field, kind in fields.items():
+            if kind not in config.escalations:
+                props.pop(field, None)
+    security = components.get("SecurityContext", {}).get("properties")
+    if security is not None and "capabilities" not in security:
+        components.pop("Capabilities", None)
+    if security is not None and not security:  # nothing of it is allowed: no container takes one
+        del components["SecurityContext"]
+        components.get("ContainerSpec", {}).get("properties", {}).pop("securityContext", None)
     mount, task = components.get("MountSpec"), components.get("TaskSpec")
     if mount is not None:
         binds = [b for b in mount.get("oneOf", []) if b["properties"]["type"].get("const") == "bind"]

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from corral.auth import context
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.flow import new_id
+from corral.coordinator.policy import PolicyError, pod_container
 from corral.domain import reconcile
 from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus, cap_lines, truncation_marker
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
@@ -120,6 +122,7 @@ class Pods:
         (a dialect's target ports). Conflict if ``pod_id`` is taken."""
         now = time.time()
         spec = self._with_ports(spec, extra_ports)
+        self.check_policy(spec)
         pid = pod_id or new_id()
         if not 1 <= len(pid) <= 64:
             raise Invalid("a pod id is 1 to 64 characters")
@@ -148,6 +151,16 @@ class Pods:
         created = self.get(pid)  # the answer is the pod as created (pending): read before the pass can place it
         self.coord.kick()
         return created
+
+    def check_policy(self, spec: PodSpec) -> None:
+        """The operator's policy for a pod about to be created (escalations: an admin's, where the server allows
+        them; see policy.py): Invalid if it asks for what this caller may not have."""
+        try:
+            kinds = self.settings.policy.check_pod(dump_pod(spec), context.admin())
+        except PolicyError as e:
+            raise Invalid(str(e)) from None
+        if kinds:
+            context.note_escalation(kinds)
 
     @staticmethod
     def _with_ports(spec: PodSpec, extra: Sequence[Mapping[str, Any]]) -> PodSpec:
@@ -565,7 +578,7 @@ class Pods:
                 return hit[1], hit[2]
         spec = PodSpec.model_validate(p["spec"])
         env = {"CORRAL_POD_ID": p["id"], "CORRAL_POD_NAME": p["name"], "CORRAL_NAMESPACE": p["namespace"]}
-        containers = [_container(c, env, self.settings.policy) for c in spec.containers]
+        containers = [_container(p["spec"], c, env, self.settings.policy) for c in spec.containers]
         declared = [{"container": c.name, "name": port.name, "containerPort": port.containerPort,
                      "protocol": port.protocol, "hostPort": port.hostPort} for c in spec.containers for port in c.ports]
         with self._assigned_lock:
@@ -631,8 +644,10 @@ def _failure(cs: Sequence[ContainerStatus]) -> str:
     return f"container {c.name} " + (c.error or f"exited with code {c.exit_code}")
 
 
-def _container(c: ContainerSpec, env: Mapping[str, str], policy: Any) -> Row:
+def _container(pod: Mapping[str, Any], c: ContainerSpec, env: Mapping[str, str], policy: Any) -> Row:
     d = c.model_dump(mode="json", exclude_none=True)
+    if grants := policy.grants(pod_container(pod, d)):  # an admin's escalations the server still allows
+        d["escalations"] = grants
     d["env"] = {**env, **c.env}
     limits = c.resources.limits
     cpu = limits.cores()

@@ -3,7 +3,8 @@
 ``Policy.check`` takes a job specification and ``Policy.check_task`` one task as stored (or as evaluated
 from its expressions); every way a task row comes to exist calls one of them: native single and batch
 submits, every dialect's submit, schedules when created and again when they fire, subjobs when they open,
-restarts, and templates when their expressions have been evaluated. The checks here are pure: no I/O.
+restarts, and templates when their expressions have been evaluated; ``Policy.check_pod`` a pod, however it is
+made (native, Podling, Stacks), with the same escalation check as a task's. The checks here are pure: no I/O.
 
 The coordinator's check cannot see the worker's file system, so the worker checks bind mounts again where
 they are made (``corral.runtime.docker.checked_bind``): the assignment carries the allowed roots and volume
@@ -28,7 +29,8 @@ DEFAULT_CPU = 1.0  # a container's CPU limit (cores) when its task asks for none
 # Containers run unprivileged, with capabilities dropped, no-new-privileges, in namespaces of their own
 # (network, PID, IPC) and with no host device (corral.runtime.docker, corral.runtime.pods_docker). The
 # operator may let admins ask for some of these (``ESCALATION_KINDS``, --allow-admin-escalation), through the
-# task fields of the native API and Tork; every other spelling, and every other caller, is refused (400).
+# task fields of the native API and Tork and a pod's securityContext and host namespaces (native, Podling,
+# Stacks); every other spelling, and every other caller, is refused (400).
 ESCALATIONS: dict[str, str] = {
     "privileged": "privileged mode",
     "cap_add": "added capabilities", "capAdd": "added capabilities", "add_capabilities": "added capabilities",
@@ -54,7 +56,7 @@ HARDENED = ("containers run unprivileged, with no added capabilities, host names
 def how_to_allow(kind: str) -> str:
     """How the operator lets admins have escalation ``kind``."""
     return (f"only an admin may ask for it, on a server started with --allow-admin-escalation {kind} "
-            "(a task's field in the native API or Tork)")
+            "(a task's field in the native API or Tork; a pod's securityContext, hostNetwork, hostPID or hostIPC)")
 
 
 def escalation_message(field: str) -> str | None:
@@ -89,6 +91,16 @@ def escalations_asked(task: Mapping[str, Any]) -> dict[str, Any]:
     if task.get("devices"):
         out["devices"] = list(task["devices"])
     return out
+
+
+def pod_container(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    """One container of a pod (both as stored: Kubernetes' names, ``securityContext.privileged``,
+    ``capabilities.add``, the pod's ``hostNetwork``/``hostPID``/``hostIPC``) in a task's escalation fields, so
+    that pods and batch tasks go through the same checks and grants."""
+    sc = container.get("securityContext") or {}
+    host = {"network_mode": pod.get("hostNetwork"), "pid": pod.get("hostPID"), "ipc": pod.get("hostIPC")}
+    return {"privileged": sc.get("privileged"), "cap_add": (sc.get("capabilities") or {}).get("add"),
+            **{k: "host" if v else None for k, v in host.items()}}
 
 
 def escalations_of(spec: JobSpec) -> list[str]:
@@ -167,19 +179,39 @@ class Policy:
         for i, c in enumerate((task.get("subjob") or {}).get("tasks") or ()):
             self.check_task(c, f"{name}.subjob.tasks[{i}]", admin)
 
+    # -- pods (native, Podling, Stacks) ----------------------------------------------------------
+    def check_pod(self, pod: Mapping[str, Any], admin: bool | None = None) -> list[str]:
+        """The escalation checks of ``check`` for a pod (as stored: ``dump_pod``), container by container;
+        the kinds it asks for (all allowed, else PolicyError)."""
+        kinds: list[str] = []
+        containers = list(pod.get("containers") or ())
+        for c in containers:
+            asked = escalations_asked(pod_container(pod, c))
+            self.check_escalations(f"pod '{pod.get('name')}', container '{c.get('name')}'", asked, admin)
+            kinds += [k for k in asked if k not in kinds]
+        if pod.get("hostNetwork") and any(c.get("ports") or _network_probe(c) for c in containers):
+            raise PolicyError(f"pod '{pod.get('name')}': hostNetwork cannot go with ports or an httpGet or tcpSocket "
+                              "probe: the pod is on the host's network")
+        return kinds
+
+    def check_escalations(self, where: str, asked: Mapping[str, Any], admin: bool | None) -> None:
+        """PolicyError for the first escalation of ``asked`` (``escalations_asked``'s) that the caller may not
+        have: only an admin (``admin`` None: no caller, checked at the submit), and only a kind this server
+        allows. ``where`` names what asked ("task 'build'")."""
+        for kind in asked:
+            what = ESCALATION_KINDS[kind]
+            if admin is False:
+                raise PolicyError(f"{where}: {what} is not allowed to this caller: {HARDENED}; {how_to_allow(kind)}")
+            if kind not in self.escalations:
+                raise PolicyError(f"{where}: {what} is not allowed on this server: {HARDENED}; "
+                                  f"{how_to_allow(kind)}")
+
     def _escalations(self, name: str, task: Mapping[str, Any], admin: bool | None) -> None:
         asked = escalations_asked(task)
         if "host_network" in asked and any(task.get(k) for k in _SHARED_NETWORK):
             raise PolicyError(f"task '{name}': network_mode 'host' cannot go with sidecars, ports, networks or a "
                               "probe: the container is on the host's network")
-        for kind in asked:
-            what = ESCALATION_KINDS[kind]
-            if admin is False:
-                raise PolicyError(f"task '{name}': {what} is not allowed to this caller: {HARDENED}; "
-                                  f"{how_to_allow(kind)}")
-            if kind not in self.escalations:
-                raise PolicyError(f"task '{name}': {what} is not allowed on this server: {HARDENED}; "
-                                  f"{how_to_allow(kind)}")
+        self.check_escalations(f"task '{name}'", asked, admin)
 
     @staticmethod
     def _no_escalation(name: str, task: Mapping[str, Any]) -> None:
@@ -227,6 +259,10 @@ class Policy:
 
 _ESCALATION_FIELDS = {"privileged", "cap_add", "network_mode", "pid", "ipc", "devices"}
 _SHARED_NETWORK = {"sidecars", "ports", "networks", "probe"}  # what the host's network cannot go with
+
+
+def _network_probe(c: Mapping[str, Any]) -> bool:
+    return any((c.get(k) or {}).get(a) for k in ("livenessProbe", "readinessProbe") for a in ("httpGet", "tcpSocket"))
 
 
 def _asked(t: TaskSpec) -> dict[str, Any]:

@@ -136,6 +136,10 @@ class Stacks:
             where = ".".join(str(p) for p in err.get("loc", ()))
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             raise Invalid(f"invalid pod spec: {where}: {msg}" if where else f"invalid pod spec: {msg}") from None
+        try:  # escalations: an admin's, where the server allows them (checked again as the pod is made)
+            self.pods.check_policy(spec)
+        except Invalid as e:
+            raise Invalid(f"invalid pod spec: {e}") from None
         now = time.time()
         with self.store.transaction() as tx:
             tx.lock_stack_quota()

@@ -3,12 +3,14 @@
 The manifest is read into the Kubernetes Pod schema's own models (``lightkube-models``, generated from
 the Kubernetes OpenAPI specification of the version in its name; their types are checked by ``msgspec``),
 so a field of the wrong type is refused the way the API server would refuse it. On top of that, what a
-shared machine must not run is refused (host namespaces, ``hostPath`` volumes, privileged containers,
-added capabilities, host ports), what Corral cannot honour is refused by name rather than dropped, and
-what is left is sanitized as the Stacks provisioner does: ``restartPolicy: Never``, no service account
-token, no service links, every container unprivileged, without privilege escalation and under the
-runtime's default seccomp profile, and each container's requests and limits made equal (the larger of
-the two). The sanitized manifest is written back as YAML with sorted keys, the shape ``kubectl`` and the
+shared machine must not run is refused (``hostPath`` volumes, host ports), what Corral cannot honour is
+refused by name rather than dropped, and what is left is sanitized as the Stacks provisioner does:
+``restartPolicy: Never``, no service account token, no service links, every container unprivileged,
+without privilege escalation and under the runtime's default seccomp profile, and each container's
+requests and limits made equal (the larger of the two). Host namespaces, privileged containers and added
+capabilities are escalations: kept here, and refused by the coordinator's policy (coordinator/policy.py)
+to everyone but an admin on a server that allows them; a container granted one keeps it in the manifest.
+The sanitized manifest is written back as YAML with sorted keys, the shape ``kubectl`` and the
 provisioner print.
 """
 
@@ -262,12 +264,10 @@ def _security(sc: dict[str, Any] | None, where: str, pod_level: bool) -> None:
     sc = _set(sc)
     if not sc:
         return
-    if sc.get("privileged") is True:
-        raise InvalidPodSpec(f"{where}.privileged: privileged containers are forbidden")
+    # privileged and capabilities.add are escalations: the coordinator's policy decides (an admin's, where the
+    # server allows them; coordinator/policy.py).
     caps = _set(sc.get("capabilities"))
-    if caps.get("add"):
-        raise InvalidPodSpec(f"{where}.capabilities.add: adding capabilities is forbidden")
-    if sc.get("allowPrivilegeEscalation") is True:
+    if sc.get("allowPrivilegeEscalation") is True and sc.get("privileged") is not True:
         raise InvalidPodSpec(f"{where}.allowPrivilegeEscalation: privilege escalation is forbidden")
     seccomp = _set(sc.get("seccompProfile"))
     if seccomp and seccomp.get("type") != "RuntimeDefault":
@@ -337,9 +337,8 @@ def parse_manifest(text: Any, targets: tuple[TargetPort, ...]) -> Manifest:
         raise InvalidPodSpec("spec is required")
     spec = _model(core_v1.PodSpec, doc["spec"], "spec").to_dict()
 
-    # What a shared machine must not run.
-    if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
-        raise InvalidPodSpec("hostNetwork/hostPID/hostIPC are forbidden")
+    # What a shared machine must not run (hostNetwork, hostPID, hostIPC, a privileged container and added
+    # capabilities are escalations, left to the coordinator's policy).
     for i, v in enumerate(spec.get("volumes") or []):
         if v.get("hostPath") is not None:
             raise InvalidPodSpec(f"spec.volumes[{i}]: hostPath volume is forbidden")
@@ -396,12 +395,18 @@ def parse_manifest(text: Any, targets: tuple[TargetPort, ...]) -> Manifest:
     for c, r in zip(containers, requests, strict=True):
         equal = {"cpu": format_cpu(r.cpu_milli), "memory": format_memory(r.memory_bytes)}
         c["resources"] = {"limits": dict(equal), "requests": dict(equal)}
-        c["securityContext"] = {"allowPrivilegeEscalation": False, "privileged": False,
+        asked = _set(c.get("securityContext"))
+        privileged = asked.get("privileged") is True
+        c["securityContext"] = {"allowPrivilegeEscalation": privileged, "privileged": privileged,
                                 "seccompProfile": {"type": "RuntimeDefault"}}
+        if add := _set(asked.get("capabilities")).get("add"):
+            c["securityContext"]["capabilities"] = {"add": list(add)}
     spec["restartPolicy"] = "Never"
     spec["automountServiceAccountToken"] = False
     spec["enableServiceLinks"] = False
-    spec.pop("hostNetwork", None), spec.pop("hostPID", None), spec.pop("hostIPC", None)
+    for k in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(k) is not True:
+            spec.pop(k, None)
     spec["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     meta.pop("namespace", None)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _set(meta), "spec": spec, "status": {}}
@@ -472,6 +477,10 @@ def native_pod(m: Manifest, stack_id: str, ttl_seconds: float | None = None) -> 
                          "protocol": p.get("protocol") or "TCP"} for p in c.get("ports") or []
                         if (p["containerPort"], p.get("protocol") or "TCP") in targets or p.get("name") in named]
         out["resources"] = c["resources"]
+        sc = c["securityContext"]
+        if sc["privileged"] or sc.get("capabilities"):  # an escalation: the policy checks the caller
+            out["securityContext"] = {**({"privileged": True} if sc["privileged"] else {}),
+                                      **({"capabilities": sc["capabilities"]} if sc.get("capabilities") else {})}
         for k in ("livenessProbe", "readinessProbe"):
             probe = _probe_to_native(c.get(k))
             if probe:
@@ -485,6 +494,7 @@ def native_pod(m: Manifest, stack_id: str, ttl_seconds: float | None = None) -> 
         pod["nodeSelector"] = spec["nodeSelector"]
     if spec.get("terminationGracePeriodSeconds") is not None:
         pod["terminationGracePeriodSeconds"] = spec["terminationGracePeriodSeconds"]
+    pod |= {k: True for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)}
     if ttl_seconds is not None:
         pod["ttl"] = f"{ttl_seconds:g}s"
     return pod

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size, size_schema
-from corral.domain.spec import MAX_PATH, WS, Args, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
+from corral.domain.spec import MAX_PATH, WS, Args, CapName, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
 
 # DNS-1123: a label (container names, namespaces) and a subdomain (pod names).
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -134,7 +134,11 @@ class ExecAction(Strict):
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=100)
 
 
-ProbePort = Annotated[int | str, NoBool]
+# _probe_port's input as JSON Schema, the nearest stricter: a port number (a port's name must be one of the
+# container's ports' names, which JSON Schema cannot say).
+ProbePort = Annotated[int | str, NoBool, WithJsonSchema({
+    "type": "integer", "minimum": 1, "maximum": 65535,
+    "description": "A port number, or the name of one of the container's ports (not in the schema)"})]
 
 
 def _probe_port(v: int | str) -> int | str:
@@ -147,7 +151,7 @@ def _probe_port(v: int | str) -> int | str:
 
 
 class HTTPGetAction(Strict):
-    path: str = Field("/", max_length=2048)
+    path: str = Field("/", max_length=2048, json_schema_extra={"pattern": f"^/[^{WS}]*$"})
     port: ProbePort
     host: str | None = Field(None, max_length=255)
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"
@@ -175,7 +179,11 @@ class TCPSocketAction(Strict):
         return _probe_port(v)
 
 
-class ProbeSpec(Strict):
+class PodProbeSpec(Strict):
+    # What _one_action checks, said in the schema: exactly one action, given as an object.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": [k], "properties": {k: {"type": "object"}}} for k in ("exec", "httpGet", "tcpSocket")]})
+
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     tcpSocket: TCPSocketAction | None = None
@@ -186,7 +194,7 @@ class ProbeSpec(Strict):
     successThreshold: Annotated[int, NoBool] = Field(1, ge=1, le=1000)
 
     @model_validator(mode="after")
-    def _one_action(self) -> ProbeSpec:
+    def _one_action(self) -> PodProbeSpec:
         given = [k for k in ("exec", "httpGet", "tcpSocket") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a probe has exactly one of exec, httpGet or tcpSocket"
@@ -210,6 +218,21 @@ class PortSpec(Strict):
         if v is not None and not PORT_NAME_RE.match(v):
             raise ValueError(f"'{v}' is not a valid port name: at most 15 lower-case letters, digits and '-'")
         return v
+
+
+class Capabilities(Strict):
+    add: list[CapName] = Field(default_factory=list, max_length=50,
+                               description="Linux capabilities to add, such as NET_ADMIN (admins only, where the "
+                                           "server allows it: --allow-admin-escalation cap_add).")
+
+
+class SecurityContext(Strict):
+    """What of Kubernetes' container securityContext Corral takes: the escalations an admin may be given
+    (coordinator/policy.py); a container is hardened otherwise."""
+
+    privileged: bool | None = Field(None, description="Run the container privileged (admins only, where the server "
+                                                      "allows it: --allow-admin-escalation privileged).")
+    capabilities: Capabilities | None = None
 
 
 def _env_list(v: Any) -> Any:
@@ -241,11 +264,15 @@ class ContainerSpec(Strict):
     command: Args = Field(None, description="The entrypoint (argv list); omitted: the image's.")
     args: Args = Field(None, description="Arguments to the command; omitted: the image's.")
     env: Annotated[Env, BeforeValidator(_env_list)] = Field(default_factory=dict)
-    workingDir: str | None = Field(None, max_length=MAX_PATH)
-    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS)
+    workingDir: str | None = Field(None, max_length=MAX_PATH, json_schema_extra={"pattern": "^/"})
+    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS, json_schema_extra={"maxItems": 1},
+                                  description=f"At most {MAX_PORTS}, each (containerPort, protocol) and name once; "
+                                              "the schema says one (the nearest stricter: JSON Schema cannot say "
+                                              "that a field is unique among several).")
     resources: ResourceRequirements = Field(default_factory=lambda: ResourceRequirements())
-    livenessProbe: ProbeSpec | None = None
-    readinessProbe: ProbeSpec | None = None
+    livenessProbe: PodProbeSpec | None = None
+    readinessProbe: PodProbeSpec | None = None
+    securityContext: SecurityContext | None = None
 
     @field_validator("name")
     @classmethod
@@ -288,6 +315,14 @@ class PodSpec(Strict):
     terminationGracePeriodSeconds: Annotated[float | None, NoBool] = Field(
         None, ge=0, le=MAX_GRACE, allow_inf_nan=False,
         description="Seconds between SIGTERM and SIGKILL when the pod is stopped (default 10).")
+    # Escalations (coordinator/policy.py), as the container's securityContext: a 400 unless the caller is an
+    # admin and the operator allowed that kind (corral server --allow-admin-escalation).
+    hostNetwork: bool | None = Field(None, description="The host's network (admins only, where the server allows "
+                                                       "it: --allow-admin-escalation host_network).")
+    hostPID: bool | None = Field(None, description="The host's PID namespace (admins only, where the server allows "
+                                                   "it: --allow-admin-escalation host_pid).")
+    hostIPC: bool | None = Field(None, description="The host's IPC namespace (admins only, where the server allows "
+                                                   "it: --allow-admin-escalation host_ipc).")
 
     @field_validator("name")
     @classmethod
@@ -316,6 +351,11 @@ class PodSpec(Strict):
         if len(with_image) > 1:
             raise ValueError("a pod's containers are either all images (docker) or all host processes "
                              "(no image), not a mix")
+        if with_image == {False} and (self.hostNetwork or self.hostPID or self.hostIPC or any(
+                c.securityContext and (c.securityContext.privileged or c.securityContext.capabilities)
+                for c in self.containers)):
+            raise ValueError("securityContext, hostNetwork, hostPID and hostIPC apply to containers with an image, "
+                             "not to host processes")
         # The containers share one network namespace: a port may be listened on once.
         seen: set[tuple[int, str]] = set()
         hosts: set[tuple[int, str]] = set()

@@ -92,7 +92,7 @@ def parse_quota(data: Any) -> Quota:
     if unknown:
         raise ValueError(f"unknown quota field(s) {', '.join(unknown)}: one of {', '.join(FIELDS)}")
     mem = data.get("memory")
-    if isinstance(mem, bool):
+    if isinstance(mem, bool) or not isinstance(mem, str | int | float | None):
         raise ValueError("memory must be a size such as 16GB or 512Mi, or bytes")
     q = Quota(_cpu(data.get("cpu")), None if mem is None else _size(mem), _count("gpus", data.get("gpus")),
               _count("tasks", data.get("tasks")), _count("pods", data.get("pods")))

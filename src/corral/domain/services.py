@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from corral.domain.spec import NoBool, Strict
 
@@ -76,13 +76,27 @@ class ServicePortSpec(Strict):
         return self.port if self.targetPort is None else self.targetPort
 
 
+# What _ports checks, as the schema can say it (the nearest stricter): one port (JSON Schema cannot say that names,
+# and each (port, protocol), are unique among several); a nodePort only on a NodePort service, which forwards TCP.
+_SERVICE_RULES: dict[str, Any] = {"anyOf": [
+    {"required": ["type"], "properties": {"type": {"const": "NodePort"},
+                                          "ports": {"items": {"properties": {"protocol": {"const": "TCP"}}}}}},
+    {"properties": {"type": {"const": "ClusterIP"},
+                    "ports": {"items": {"properties": {"nodePort": {"type": "null"}}}}}}]}
+
+
 class ServiceSpec(Strict):
+    model_config = ConfigDict(json_schema_extra=_SERVICE_RULES)
+
     name: str = Field(json_schema_extra={"pattern": DNS_LABEL.pattern})
     namespace: str = Field("default", json_schema_extra={"pattern": DNS_LABEL.pattern})
     type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
     selector: LabelMap = Field(default_factory=dict,
                                description="Pods with all these labels are the endpoints; empty: none")
-    ports: list[ServicePortSpec] = Field(min_length=1, max_length=MAX_PORTS)
+    ports: list[ServicePortSpec] = Field(min_length=1, max_length=MAX_PORTS, json_schema_extra={"maxItems": 1},
+                                         description=f"1 to {MAX_PORTS} ports, each (port, protocol) once; every "
+                                                     "port named, names unique, when there are several. The schema "
+                                                     "says one: JSON Schema cannot say the rest.")
     labels: LabelMap = Field(default_factory=dict)
     annotations: LabelMap = Field(default_factory=dict)
 

@@ -462,7 +462,9 @@ _EMPTY: dict[str, dict[str, Any]] = {
     **{k: {"type": "array", "maxItems": 0} for k in ("pre", "post", "sidecars", "mounts", "networks", "ports")},
     "files": {"type": "object", "maxProperties": 0}}
 _SIDECAR = {"properties": {"networks": _EMPTY["networks"], "registry": _NULL, "ports": _EMPTY["ports"],
-                           "probe": _NULL}}
+                           "probe": _NULL,  # and no escalation (coordinator/policy.py: never on a sidecar)
+                           "privileged": {"enum": [None, False]}, "network_mode": _NULL, "pid": _NULL, "ipc": _NULL,
+                           **{k: {"anyOf": [_NULL, {"type": "array", "maxItems": 0}]} for k in ("cap_add", "devices")}}}
 
 
 _TASK_RULES: dict[str, Any] = {
@@ -479,7 +481,7 @@ _TASK_RULES: dict[str, Any] = {
 
 
 def _sidecars(schema: dict[str, Any]) -> None:
-    """A sidecar takes no networks, registry, ports or probe (_prepare)."""
+    """A sidecar takes no networks, registry, ports or probe (_prepare), and no escalation."""
     schema["items"] = {"allOf": [schema["items"], _SIDECAR]}
 
 
@@ -676,7 +678,9 @@ class JobSpec(Strict):
                                json_schema_extra={"pattern": NO_EXPR_PATTERN})
     webhooks: list[WebhookSpec] = Field(default_factory=list, max_length=20)
     auto_delete: AutoDeleteSpec | None = Field(None, alias="autoDelete")
-    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000)
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=1000, description=(
+        "Task names are unique in a job (a task without a name is task-N, N its position from 1): two alike are a "
+        "400 'two tasks are named ...'. JSON Schema cannot say this (uniqueItems compares whole tasks)."))
     queue: QueueName = "default"
     priority: Annotated[int, NoBool] = Field(0, ge=0, le=9, description="0-9; higher runs first.")
     tags: list[str] = Field(default_factory=list, max_length=50,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # Called with (stream, line) for each line of output; stream is "stdout" or "stderr".
 # The line has no trailing newline. It returns False when the output comes faster than it can be
@@ -98,6 +98,23 @@ class Escalations:
     host_pid: bool = False
     host_ipc: bool = False
     devices: tuple[str, ...] = ()
+
+    @staticmethod
+    def granted(grants: Mapping[str, Any] | None, allowed: Collection[str]) -> Escalations | None:
+        """What a worker whose operator allows the kinds ``allowed`` (corral worker --allow-admin-escalation)
+        gives an assignment the coordinator granted ``grants`` (kind -> what); None: nothing, hardened.
+        ValueError names the kinds this worker does not allow."""
+        if not grants:
+            return None
+        refused = sorted(set(grants) - set(allowed))
+        if refused:
+            raise ValueError(f"this worker does not allow {', '.join(refused)} "
+                             "(corral worker --allow-admin-escalation allows it)")
+        return Escalations(privileged=bool(grants.get("privileged")),
+                           cap_add=tuple(str(c) for c in grants.get("cap_add") or ()),
+                           host_network=bool(grants.get("host_network")), host_pid=bool(grants.get("host_pid")),
+                           host_ipc=bool(grants.get("host_ipc")),
+                           devices=tuple(str(d) for d in grants.get("devices") or ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ and reach it on localhost.
 
 Every call blocks: the agent runs them off its event loop. Containers keep Docker's default capabilities
 (as Kubernetes does; a server that changes user or binds a port needs them) less NET_RAW, with
-no-new-privileges, a pids limit and a bounded json-file log.
+no-new-privileges, a pids limit and a bounded json-file log, but for what an admin's pod was granted
+(``corral.runtime.docker.hardening``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import docker.errors
 import docker.types
 
 from corral.domain.podenv import expand
+from corral.runtime.base import Escalations
+from corral.runtime.docker import hardening
 
 POD_LABEL = "corral.pod"
 INSTANCE_LABEL = "corral.instance"
@@ -114,9 +117,12 @@ class DockerPods:
         self.pull = pull
 
     def create(self, *, node_id: str, pod_id: str, instance_id: str, spec: dict[str, Any],
-               ports: list[dict[str, Any]], host_ip: str, network: str | None, restarts: int) -> str:
+               ports: list[dict[str, Any]], host_ip: str, network: str | None, restarts: int,
+               escalations: Escalations | None = None) -> str:
         """Create (not start) one container of a pod instance and return its id. ``network``: the
         container whose network namespace it joins (None: it holds the pod's and publishes ``ports``).
+        ``escalations``: what an admin's pod was granted (else hardened; the host's network goes to the
+        container that holds the pod's, the others join it).
         A leftover of the same name is removed first; a missing image is pulled (PodImageMissing)."""
         name = container_name(instance_id, spec["name"])
         api = self.client.api
@@ -131,9 +137,9 @@ class DockerPods:
         cpu = spec.get("cpu_limit")
         host = api.create_host_config(
             nano_cpus=int(float(cpu) * 1e9) if cpu else None, mem_limit=spec.get("memory_limit") or None,
-            privileged=False, cap_drop=["NET_RAW"], security_opt=["no-new-privileges"],
-            pids_limit=PIDS_LIMIT, port_bindings=published or None,
-            network_mode=f"container:{network}" if network else None,
+            **hardening(escalations, cap_drop=("NET_RAW",)), pids_limit=PIDS_LIMIT, port_bindings=published or None,
+            network_mode=f"container:{network}" if network else (
+                "host" if escalations is not None and escalations.host_network else None),
             log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
         env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         command = expand(list(spec["args"]), env) if spec.get("args") else None

@@ -199,12 +199,19 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
 
 
+MAX_CURSOR_SEQ = 10**18 - 1  # a cursor's sequence number at most (api/openapi.py's CURSOR_PATTERN: 34 characters)
+
+
 def decode_cursor(cursor: str) -> int:
+    """The sequence number of a cursor ``encode_cursor`` made (exactly such a cursor: ValueError otherwise)."""
     try:
         pad = "=" * (-len(cursor) % 4)
-        return int(json.loads(base64.urlsafe_b64decode(cursor + pad))["s"])
+        seq = json.loads(base64.urlsafe_b64decode(cursor + pad))["s"]
     except Exception as e:
         raise ValueError("cursor is not one this server handed out") from e
+    if type(seq) is not int or not 0 <= seq <= MAX_CURSOR_SEQ or encode_cursor(seq) != cursor:
+        raise ValueError("cursor is not one this server handed out")
+    return seq
 
 
 class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, QuotaQueries):

@@ -208,7 +208,8 @@ def task_spec(data: dict[str, Any], check_fields: bool = True) -> tuple[JobSpec,
         raise DialectError(400, "name and image are required")
     name, image = _str(data, "name", True), _str(data, "image", True, 1000)
     env = _string_map(data, "env")
-    policy = data.get("restartPolicy") or None
+    policy = data.get("restartPolicy")
+    policy = None if policy in (None, "") else policy
     if policy is not None and policy not in RESTART_POLICIES:
         raise DialectError(400, f"restartPolicy must be one of {', '.join(RESTART_POLICIES)}")
     resources = _resources(data.get("resources"))
@@ -425,7 +426,10 @@ def prune(svc: Svc, all: str = "") -> dict[str, int]:
 
 # -- the worker port's calls (agent/podling.py): node-authenticated --------------------------------
 @node_router.post("/tasks/{task_id}/execute", status_code=202,
-                  summary="A worker's Podling port: run this task on the calling node")
+                  summary="A worker's Podling port: run this task on the calling node",
+                  openapi_extra=json_body({"type": "object", "required": ["task"],
+                                           "properties": {"task": TASK_BODY["requestBody"]["content"][
+                                               "application/json"]["schema"]}}))
 async def node_execute(node_id: NodeId, task_id: str, request: Request, svc: NodeAgent) -> dict[str, str]:
     if not 1 <= len(task_id) <= 32 or not all(c.isalnum() or c in "-_." for c in task_id):
         raise DialectError(400, "a task id is 1-32 letters, digits, '-', '_' or '.'")
@@ -467,9 +471,12 @@ def node_task_logs(node_id: NodeId, task_id: str, svc: NodeAgent, tail: int = 10
 
 
 # -- pods -----------------------------------------------------------------------------------------
-POD_FIELDS = {"name", "namespace", "labels", "annotations", "containers", "restartPolicy"}
+# The escalations (hostNetwork, hostPID, hostIPC; a container's securityContext) in Kubernetes' names, as the
+# core's pods take them: a 400 but for an admin on a server that allows them (--allow-admin-escalation).
+POD_ESCALATIONS = ("hostNetwork", "hostPID", "hostIPC")
+POD_FIELDS = {"name", "namespace", "labels", "annotations", "containers", "restartPolicy", *POD_ESCALATIONS}
 CONTAINER_FIELDS = {"name", "image", "command", "args", "env", "ports", "livenessProbe", "readinessProbe",
-                    "workingDir", "resources"}
+                    "workingDir", "resources", "securityContext"}
 # What a worker fills in on a Podling container: accepted in a request (Go's decoder would) and ignored.
 CONTAINER_RUNTIME_FIELDS = {"containerId", "status", "healthStatus", "startedAt", "finishedAt", "exitCode",
                             "error", "restartCount"}
@@ -537,8 +544,12 @@ def _container(c: Any, i: int) -> dict[str, Any]:
         raise DialectError(400, "all containers must have a name")
     if not c.get("image"):
         raise DialectError(400, "all containers must have an image")
+    for key in ("name", "image"):
+        if not isinstance(c[key], str):
+            raise DialectError(400, f"{w}.{key} must be a string")
     ports = _ports(c.get("ports"), f"{w}.ports")
-    out: dict[str, Any] = {k: c[k] for k in ("name", "image", "command", "args", "workingDir") if c.get(k)}
+    out: dict[str, Any] = {k: c[k] for k in ("name", "image", "command", "args", "workingDir", "securityContext")
+                           if c.get(k)}
     out["env"] = c.get("env") or {}
     out["ports"] = [{k: v for k, v in p.items() if v not in (None, "", 0)} for p in ports]
     res = _resources(c.get("resources"), f"{w}.resources")
@@ -565,10 +576,14 @@ def pod_spec(data: dict[str, Any]) -> PodSpec:
     cs = [_container(c, i) for i, c in enumerate(containers)]
     if len({c["name"] for c in cs}) != len(cs):
         raise DialectError(400, "container names must be unique within a pod")
-    body = {"name": data["name"], "namespace": data.get("namespace") or "default",
+    namespace = data.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise DialectError(400, "namespace must be a string")
+    body = {"name": data["name"], "namespace": namespace or "default",
             "labels": data.get("labels") or {}, "annotations": data.get("annotations") or {}, "containers": cs}
     if data.get("restartPolicy"):
         body["restartPolicy"] = data["restartPolicy"]
+    body |= {k: data[k] for k in POD_ESCALATIONS if data.get(k) is not None}
     try:
         return PodSpec.model_validate(body)
     except ValidationError as e:
@@ -757,6 +772,9 @@ def _affinity(data: dict[str, Any]) -> None:
         raise DialectError(400, "sessionAffinity: only None is supported (connections are spread round robin)")
 
 
+_PORT_NUMBERS = ("port", "targetPort", "nodePort")
+
+
 def _service_ports(v: Any) -> list[dict[str, Any]]:
     if not isinstance(v, list) or not v:
         raise DialectError(400, "at least one port is required")
@@ -764,7 +782,9 @@ def _service_ports(v: Any) -> list[dict[str, Any]]:
     for i, p in enumerate(v):
         if not isinstance(p, dict):
             raise DialectError(400, f"ports[{i}] must be an object")
-        out.append({k: x for k, x in p.items() if x not in (None, "", 0)})
+        # Go's zero values are absent: null, "", and 0 for a number (not a false, nor a 0 where text goes).
+        out.append({k: x for k, x in p.items() if not (x is None or (isinstance(x, str) and x == "")
+                                                       or (k in _PORT_NUMBERS and type(x) is int and x == 0))})
     return out
 
 
@@ -799,10 +819,11 @@ def _service(svc: Services, service_id: str) -> Row:
 _SELECTOR = {"type": "object", "minProperties": 1, "maxProperties": MAX_LABELS,
              "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
              "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}}
+# A port's null or empty field is absent (_service_ports), as Go's decoder reads a zero value.
 _SERVICE_PORTS = {"type": "array", "minItems": 1, "maxItems": 1, "items": {
     "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
-        "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "protocol": {"enum": ["TCP", "UDP"]},
-        "name": {"type": "string", "pattern": PORT_NAME.pattern}}}}
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "protocol": {"enum": ["TCP", "UDP", "", None]},
+        "name": nullable({"type": "string", "pattern": f"^(?:{PORT_NAME.pattern[1:-1]})?$"})}}}
 SERVICE_BODY = json_body({"type": "object", "required": ["name", "selector", "ports"], "additionalProperties": False,
                           "properties": {"name": {"type": "string", "pattern": DNS_LABEL.pattern},
                                          "selector": _SELECTOR, "ports": _SERVICE_PORTS}})

@@ -14,7 +14,16 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from starlette.types import Scope
 
 from corral.api.body import model_body
@@ -142,7 +151,9 @@ def _labels(v: dict[str, Any]) -> dict[str, str]:
     return v
 
 
-Labels = Annotated[dict[str, Any], AfterValidator(_labels)]
+Labels = Annotated[dict[str, Any], AfterValidator(_labels), WithJsonSchema({
+    "type": "object", "maxProperties": MAX_LABELS, "propertyNames": {"minLength": 1, "maxLength": MAX_LABEL_KEY},
+    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE}})]
 # An IP address or a host name: what a client puts before ':port' to reach a pod.
 Address = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\-\[\]]+$")]
 ExecutionId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -154,10 +165,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
+def _whole(v: Any) -> Any:
+    """A whole number written with a fraction of zero (``655.0``) is that integer, as JSON Schema's "integer"
+    counts it (the document says integer); anything else is left to the strict check."""
+    return int(v) if type(v) is float and v.is_integer() else v
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
 class GpuBody(Strict):
-    index: int = Field(ge=0, le=4095)
+    index: Whole = Field(ge=0, le=4095)
     name: Text200 = ""
-    memory: int = Field(0, ge=0, le=1 << 50)
+    memory: Whole = Field(0, ge=0, le=1 << 50)
     uuid: Text200 = ""
 
 
@@ -167,9 +187,11 @@ class RegisterBody(Strict):
     hostname: Text255 = ""
     version: Text50 = ""
     cpu: float = Field(ge=0, le=100_000)
-    memory: int = Field(ge=0, le=1 << 60)
-    disk: int = Field(0, ge=0, le=1 << 60)
-    gpus: list[GpuBody] = Field([], max_length=256)
+    memory: Whole = Field(ge=0, le=1 << 60)
+    disk: Whole = Field(0, ge=0, le=1 << 60)
+    gpus: list[GpuBody] = Field([], max_length=256, json_schema_extra={"maxItems": 1},
+                                description="Up to 256, each index once; the schema says one (the nearest stricter: "
+                                            "JSON Schema cannot say that a field is unique among several).")
     labels: Labels = {}
     runtimes: list[RuntimeName] = Field([], max_length=8)
     queues: list[QueueName] = Field(["default"], max_length=64)
@@ -186,7 +208,9 @@ class RegisterBody(Strict):
 class Usage(Strict):
     """A node's last measured load (more fields are ignored)."""
 
-    cpu_percent: float = Field(0.0, ge=0, le=409_600, description="0 to 100 per core")
+    cpu_percent: float = Field(0.0, ge=0, le=409_600, json_schema_extra={"maximum": 100},
+                               description="0 to 100 per core of the node; the schema says 100 (the nearest "
+                                           "stricter: a node has one core at least)")
     memory_percent: float = Field(0.0, ge=0, le=100)
 
 
@@ -208,7 +232,7 @@ class UpdateBody(Strict):
     execution_id: ExecutionId
     state: str = Field(pattern="^(running|completed|failed|cancelled)$")
     ts: float = Field(ge=0)
-    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 32)
+    exit_code: Whole | None = Field(None, ge=-(1 << 31), lt=1 << 32)
     error: ErrorText | None = None
     container_id: ContainerId | None = None
     output: LongText | None = None
@@ -239,7 +263,7 @@ DrainIn = Annotated[DrainBody, Depends(model_body(DrainBody, guard=node_guard))]
 # -- routes ------------------------------------------------------------------------------------------
 @router.post("/register")
 def register(body: RegisterIn, svc: Agent, only: Annotated[str | None, Depends(_register_guard)],
-             x_corral_node_secret: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+             x_corral_node_secret: Secret = None) -> dict[str, Any]:
     """Register a new node (no id: the answer holds its id and, once, its secret) or bring back one that
     restarted (its id and its secret in X-Corral-Node-Secret; without the secret: 403). With a join token
     (corral tokens create --worker) instead of the cluster token: a revoked or expired one only lets a node

@@ -24,6 +24,7 @@ from corral.api.native.agent import (
     NodeId,
     Strict,
     Text200,
+    Whole,
     node_guard,
 )
 from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus
@@ -42,8 +43,8 @@ class ContainerStatusBody(Strict):
     state: str = Field(pattern="^(waiting|running|terminated)$")
     reason: Text200 | None = None
     container_id: ContainerId | None = None
-    restart_count: int = Field(0, ge=0, le=1 << 31)
-    exit_code: int | None = Field(None, ge=-(1 << 31), lt=1 << 32)
+    restart_count: Whole = Field(0, ge=0, le=1 << 31)
+    exit_code: Whole | None = Field(None, ge=-(1 << 31), lt=1 << 32)
     ready: bool = False
     error: ErrorText | None = None
     started_at: Time | None = None

@@ -15,6 +15,7 @@ from corral.api.native.views import node_view
 from corral.api.openapi import own_errors
 from corral.coordinator.errors import Invalid, NotFound
 from corral.domain.resources import MAX_DURATION, parse_duration
+from corral.domain.spec import NoBool
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 Svc = Annotated[Services, Depends(services)]
@@ -45,7 +46,7 @@ class DrainBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # "10m", or seconds; none: running tasks may take as long as they need. The schema: the nearest stricter
     # (parse_duration takes more forms).
-    deadline: str | float | None = Field(None, json_schema_extra={"anyOf": [
+    deadline: Annotated[str | float | None, NoBool] = Field(None, json_schema_extra={"anyOf": [
         {"type": "string", "pattern": r"^\s*[1-9][0-9]{0,2}(?:ms|s|m|h)\s*$"},
         {"type": "number", "minimum": 0, "maximum": MAX_DURATION}, {"type": "null"}]})
 
