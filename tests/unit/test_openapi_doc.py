@@ -285,6 +285,23 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     twice = "(body): two containers are named 'a': names are unique in a pod"
     assert not kept({"containers": [{"name": "a"}, {"name": "a"}]}, twice, op="POST /v1/pods")
     assert kept({"containers": [{"name": "a"}, {"name": "b"}]}, twice, op="POST /v1/pods")
+    # Podling's worker port: a task whose id is not the path's (a rule between path and body).
+    execute = "POST /v1/agent/nodes/{node_id}/podling/tasks/{task_id}/execute"
+
+    def kept_execute(task_id: str, error: str) -> bool:
+        answer = SimpleNamespace(status_code=400, content=json.dumps({"error": error}).encode())
+        case = SimpleNamespace(body={"task": {"taskId": task_id}}, path_parameters={"task_id": "t1"},
+                               operation=SimpleNamespace(label=execute))
+        return filter_failure(None, failure, case, answer)
+    assert not kept_execute("t2", "task ID mismatch")
+    assert kept_execute("t1", "task ID mismatch")  # they match: that refusal is wrong
+    assert kept_execute("t2", "invalid request")
+    # A worker's poll goes with wait 0 where it would wait; a value the schema refuses goes as it is.
+    from bench.schemathesis_hooks import POLL, before_call
+    for body, sent in (({}, 0), ({"wait": 20}, 0), ({"wait": -1}, -1), ({"wait": "x"}, "x"), ({"wait": True}, True)):
+        case = SimpleNamespace(body=dict(body), operation=SimpleNamespace(label=POLL))
+        before_call(None, case, {})
+        assert case.body["wait"] == sent, body
     # A header the operation does not declare, accepted: HTTP lets a request carry one (the coverage phase's).
     from bench.schemathesis_hooks import unknown_header
     from schemathesis.core.failures import AcceptedNegativeData
