@@ -16,7 +16,6 @@ no-new-privileges, a pids limit and a bounded json-file log, but for what an adm
 from __future__ import annotations
 
 import contextlib
-import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,12 +83,11 @@ def _time(text: str | None) -> float | None:
 class Output:
     """A followed container log (Docker's multiplexed stream: frames of an 8-byte header, the stream
     (1 stdout, 2 stderr) and a big-endian length, then that many bytes) as (stdout, stderr) chunks. close(),
-    from any thread, ends the iteration: it shuts the connection's socket down (closing the response
-    would wait for the reading thread's lock), and the iteration closes the response as it ends."""
+    from any thread, ends the iteration: it shuts the reading side of the connection down (closing the
+    response would wait for the reading thread's lock), and the iteration closes the response as it ends."""
 
-    def __init__(self, response: Any, sock: Any) -> None:
+    def __init__(self, response: Any) -> None:
         self.response = response
-        self.sock = getattr(sock, "_sock", sock)
 
     def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]:
         raw = self.response.raw
@@ -107,8 +105,10 @@ class Output:
             self.response.close()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+        # Through urllib3, which refuses once the response has ended: its connection is then back in the
+        # pool, perhaps carrying another request, which a shutdown of the socket here would break.
+        with contextlib.suppress(OSError, ValueError, RuntimeError, AttributeError):
+            self.response.raw.shutdown()
 
 
 class DockerPods:
@@ -187,7 +187,7 @@ class DockerPods:
         api._raise_for_status(res)
         sock = api._get_raw_response_socket(res)
         api._disable_socket_timeout(sock)  # a quiet container is not an error
-        return Output(res, sock)
+        return Output(res)
 
     def wait(self, cid: str) -> int:
         """Block until the container exits; its exit code."""

@@ -169,6 +169,58 @@ def base_env(home: str) -> dict[str, str]:
     return {"PATH": BASE_PATH, "HOME": home, "LANG": BASE_LANG}
 
 
+READ_CHUNK = 256 * 1024  # bytes read from a pipe per wake-up
+
+
+class _Pipe:
+    """The read end of a pipe, read on the event loop (``add_reader``) into a protocol; its fd is closed
+    once, here. Not ``loop.connect_read_pipe``: uvloop's pipe transport closes the fd through libuv and
+    then closes the file object it was given, a second close of the same number, which in a threaded
+    process can close the socket or pipe another thread has just opened under that number (a Docker
+    request then fails with EBADF)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, protocol: asyncio.Protocol) -> None:
+        self.loop, self.fd, self.protocol = loop, fd, protocol
+        self.reading = False
+        self.closed = False
+        os.set_blocking(fd, False)
+        protocol.connection_made(self)  # type: ignore[arg-type]  # the transport calls _Lines makes
+        self.resume_reading()
+
+    def _ready(self) -> None:
+        try:
+            data = os.read(self.fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close(e)
+            return
+        if data:
+            self.protocol.data_received(data)
+        else:
+            self._close(None)
+
+    def pause_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def resume_reading(self) -> None:
+        if not self.reading and not self.closed:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._ready)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._close(None)
+
+    def _close(self, exc: Exception | None) -> None:
+        self.pause_reading()
+        self.closed = True
+        os.close(self.fd)
+        self.protocol.connection_lost(exc)
+
+
 class _Lines(asyncio.Protocol):
     """Reads one pipe, hands its output on line by line, and resolves ``done`` at end of file.
 
@@ -182,7 +234,7 @@ class _Lines(asyncio.Protocol):
     def __init__(self, name: str, sink: OutputSink, done: asyncio.Future[None]) -> None:
         self.name, self.sink, self.done = name, sink, done
         self.buf = b""
-        self.transport: asyncio.ReadTransport | None = None
+        self.transport: _Pipe | None = None
         self.paused = False
         self.later = False  # a turn is scheduled
         self.behind = False  # the sink said so at the last line
@@ -190,7 +242,7 @@ class _Lines(asyncio.Protocol):
         self.timer: asyncio.Handle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.ReadTransport, transport)  # uvloop's does not subclass it
+        self.transport = cast(_Pipe, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -251,9 +303,10 @@ class _Lines(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> _Lines:
-    done: asyncio.Future[None] = loop.create_future()
-    _, lines = await loop.connect_read_pipe(lambda: _Lines(name, sink, done), os.fdopen(fd, "rb", buffering=0))
+def _read(loop: asyncio.AbstractEventLoop, fd: int, name: str, sink: OutputSink) -> _Lines:
+    """Read the pipe ``fd`` (which it owns from now on) into a new ``_Lines``."""
+    lines = _Lines(name, sink, loop.create_future())
+    _Pipe(loop, fd, lines)
     return lines
 
 
@@ -397,7 +450,7 @@ class ProcessRuntime:
             os.close(out_w)
             os.close(err_w)
         on_started(str(proc.pid))
-        pipes = [await _read(loop, out_r, "stdout", on_output), await _read(loop, err_r, "stderr", on_output)]
+        pipes = [_read(loop, out_r, "stdout", on_output), _read(loop, err_r, "stderr", on_output)]
         try:
             code = await _wait_exit(loop, proc)  # its group killed with it
             await asyncio.gather(*(p.done for p in pipes))  # output already in the pipes is read to the end
@@ -473,8 +526,8 @@ class ProcessRuntime:
                 assert held.fds is not None
                 for fd, name in zip(held.fds, ("stdout", "stderr"), strict=True):
                     with contextlib.suppress(OSError):  # it has ended meanwhile: its status tells
-                        pipes.append(await _read(loop, os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK),
-                                                 name, on_output))
+                        pipes.append(_read(loop, os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK),
+                                           name, on_output))
                 await _wait_pid(loop, pid)
                 # Once, at once: what the task left running in its group goes with it. Its group id is not
                 # reused while a member lives; once none does, a later kill could hit a new group.
