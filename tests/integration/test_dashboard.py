@@ -114,6 +114,11 @@ def test_a_workflow_graph_shows_its_failed_branch_in_the_failed_colour(up: Clust
     page.goto(f"{up.url}/ui/jobs/{job['id']}")
     bad = page.locator("svg.graph g.node[data-task='bad'] rect")
     good = page.locator("svg.graph g.node[data-task='good'] rect")
+    # Once the page has its styles (a loaded machine can paint the graph before the sheet applies).
+    bad.wait_for()
+    page.wait_for_function("() => getComputedStyle(document.documentElement).getPropertyValue('--failed').trim()"
+                           " && getComputedStyle(document.querySelector("
+                           "\"svg.graph g.node[data-task='bad'] rect\")).fill")
     failed_colour = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--failed').trim()")
     fill = bad.evaluate("e => getComputedStyle(e).fill")
     assert _rgb(fill) == _rgb(failed_colour)

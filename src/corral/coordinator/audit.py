@@ -83,6 +83,9 @@ class AuditLog:
         self.config = config or AuditConfig()
         self._buf: list[Row] = []
         self._lock = threading.Lock()
+        # One flush at a time: a reader's flush waits for a batch the writer thread is still committing, so
+        # that what was recorded before a read is in it (not in a transaction beside it).
+        self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
@@ -97,16 +100,17 @@ class AuditLog:
             self._buf.append(entry)
 
     def flush(self) -> int:
-        with self._lock:
-            batch, self._buf = self._buf, []
-        if batch:
-            try:
-                with self.store.transaction() as tx:
-                    tx.insert_audit(batch)
-            except Exception:
-                with self._lock:
-                    self._buf[:0] = batch  # kept for the next flush
-                raise
+        with self._flushing:
+            with self._lock:
+                batch, self._buf = self._buf, []
+            if batch:
+                try:
+                    with self.store.transaction() as tx:
+                        tx.insert_audit(batch)
+                except Exception:
+                    with self._lock:
+                        self._buf[:0] = batch  # kept for the next flush
+                    raise
         now = time.time()
         if now - self._last_prune > 60:
             self._last_prune = now
