@@ -10,7 +10,8 @@ job with two alike: ``400 two tasks are named 'x': task names must be unique in 
 drops exactly that failure, and only where the request really has two tasks of that name. It drops one more, as
 bench/schemathesis.toml does for Tork's taken user names: nomad-lite's documented 400 for cancelling a job that
 has already ended (the job's state, which no schema can say), Podling's worker port refusing a task whose id is
-not the path's (see ``task_id_mismatch``), and Tork's refusal to delete the default queue when
+not the path's (see ``task_id_mismatch``), a pod container whose requests are above its limits (see
+``over_limit``), and Tork's refusal to delete the default queue when
 the stateful phase asks for it against the parameter's schema. And it drops an unknown header accepted (see
 ``unknown_header``). Every other refusal of a schema-valid request, and every other acceptance of a
 schema-violating one, is still a failure.
@@ -33,6 +34,8 @@ _DUPLICATE_CONTAINER = re.compile(r"two containers are named '(.*?)': names are 
 # nomad-lite's cancel of a job that has already ended: 400 {"success": false, "error": "job is already completed"},
 # as its document says; whether it has ended is the job's state, not something the request's schema can say.
 _ENDED = re.compile(r"job is already (?:completed|failed|cancelled)")
+# A pod container's requests above its limits: 400 "containers.N.resources: requests.cpu is more than limits.cpu".
+_OVER_LIMIT = re.compile(r"containers\.(\d+)\.resources: requests\.(cpu|memory) is more than limits\.\2")
 
 
 def task_names(tasks: list[Any]) -> list[str]:
@@ -76,6 +79,24 @@ def unknown_header(failure: Any, case: Any) -> bool:
     return (isinstance(failure, AcceptedNegativeData)
             and str(getattr(getattr(data, "scenario", None), "value", "")) == "object_unexpected_properties"
             and str(getattr(getattr(data, "parameter_location", None), "value", "")) == "header")
+
+
+def over_limit(body: Any, index: int, what: str) -> bool:
+    """Whether container ``index`` of a pod ``body`` really requests more ``what`` than its limit, read as the
+    server reads quantities ('100m', 0.5, '64Mi'): a comparison of two fields that no JSON schema can say."""
+    from corral.domain.pods import Quantities
+
+    containers = body.get("containers") if isinstance(body, dict) else None
+    c = containers[index] if isinstance(containers, list) and index < len(containers) else None
+    resources = c.get("resources") if isinstance(c, dict) else None
+    if not isinstance(resources, dict):
+        return False
+    try:
+        req, lim = (Quantities.model_validate(resources.get(k) or {}) for k in ("requests", "limits"))
+        pair = (req.cores(), lim.cores()) if what == "cpu" else (req.bytes(), lim.bytes())
+    except (AttributeError, ValueError):
+        return False
+    return pair[0] is not None and pair[1] is not None and pair[0] > pair[1]
 
 
 POLL = "POST /v1/agent/nodes/{node_id}/poll"
@@ -124,6 +145,9 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
             and isinstance(answer, dict) and answer.get("message") == "the default queue can not be deleted"):
         return False
     if task_id_mismatch(case, answer):
+        return False
+    if any(over_limit(case.body, int(m.group(1)), m.group(2)) for text in strings(answer)
+           for m in _OVER_LIMIT.finditer(text)):
         return False
     named = {m.group(1) for text in strings(answer) for m in _DUPLICATE.finditer(text)}
     if any(repeats(case.body, name) for name in named):

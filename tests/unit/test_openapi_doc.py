@@ -285,6 +285,15 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     twice = "(body): two containers are named 'a': names are unique in a pod"
     assert not kept({"containers": [{"name": "a"}, {"name": "a"}]}, twice, op="POST /v1/pods")
     assert kept({"containers": [{"name": "a"}, {"name": "b"}]}, twice, op="POST /v1/pods")
+    # A container's requests above its limits (a comparison of two fields), read as the server reads quantities.
+    over = "containers.1.resources: requests.cpu is more than limits.cpu"
+    pod = {"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "2m"},
+                                                                   "limits": {"cpu": 2.2e-308}}}]}
+    assert not kept(pod, over, op="POST /v1/pods")
+    assert kept(pod, over.replace("cpu", "memory"), op="POST /v1/pods")  # its memory is not over
+    assert kept({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": 0.001},
+                                                                        "limits": {"cpu": "1m"}}}]}, over)
+    assert kept({"containers": [{"name": "a"}]}, over, op="POST /v1/pods")  # no such container
     # Podling's worker port: a task whose id is not the path's (a rule between path and body).
     execute = "POST /v1/agent/nodes/{node_id}/podling/tasks/{task_id}/execute"
 
