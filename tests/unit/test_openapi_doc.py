@@ -324,6 +324,15 @@ def test_the_conformance_hook_drops_only_a_job_refused_for_a_name_it_repeats() -
     assert unknown_header(accepted, coverage("object_unexpected_properties", "header"))
     assert not unknown_header(accepted, coverage("object_unexpected_properties", "body"))
     assert not unknown_header(failure, coverage("object_unexpected_properties", "header"))
+    # The Stacks API's documented 503 for a create the cluster cannot take now; any other 5xx stays a failure.
+    from schemathesis.core.failures import ServerError
+    server_error = ServerError(operation="POST /stacks", status_code=503)
+    full = "cluster saturated: waiting for capacity: none of the 1 eligible node has cpu 0.001, memory 1Mi free"
+    for text in (full, "no available nodeport: waiting for ports", "16 stack creates are under way, the most"):
+        assert not kept(None, text, status=503, what=server_error, op="POST /stacks", key="error")
+    assert kept(None, full, status=500, what=server_error, op="POST /stacks", key="error")
+    assert kept(None, "database is locked", status=503, what=server_error, op="POST /stacks", key="error")
+    assert kept(None, full, status=503, what=server_error, op="POST /v1/pods", key="error")
 
 
 def test_the_models_components_do_not_share_a_name() -> None:
