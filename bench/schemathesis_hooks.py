@@ -10,7 +10,9 @@ job with two alike: ``400 two tasks are named 'x': task names must be unique in 
 drops exactly that failure, and only where the request really has two tasks of that name. It drops one more, as
 bench/schemathesis.toml does for Tork's taken user names: nomad-lite's documented 400 for cancelling a job that
 has already ended (the job's state, which no schema can say), Podling's worker port refusing a task whose id is
-not the path's (see ``task_id_mismatch``), and Tork's refusal to delete the default queue when
+not the path's (see ``task_id_mismatch``), a pod container whose requests are above its limits (see
+``over_limit``), the Stacks API's documented 503 for a create the cluster cannot take now (see ``stacks_full``),
+and Tork's refusal to delete the default queue when
 the stateful phase asks for it against the parameter's schema. And it drops an unknown header accepted (see
 ``unknown_header``). Every other refusal of a schema-valid request, and every other acceptance of a
 schema-violating one, is still a failure.
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import schemathesis
-from schemathesis.core.failures import AcceptedNegativeData
+from schemathesis.core.failures import AcceptedNegativeData, ServerError
 from schemathesis.openapi.checks import RejectedPositiveData
 
 _DUPLICATE = re.compile(r"two tasks are named '(.*?)': task names must be unique in a job")
@@ -33,6 +35,8 @@ _DUPLICATE_CONTAINER = re.compile(r"two containers are named '(.*?)': names are 
 # nomad-lite's cancel of a job that has already ended: 400 {"success": false, "error": "job is already completed"},
 # as its document says; whether it has ended is the job's state, not something the request's schema can say.
 _ENDED = re.compile(r"job is already (?:completed|failed|cancelled)")
+# A pod container's requests above its limits: 400 "containers.N.resources: requests.cpu is more than limits.cpu".
+_OVER_LIMIT = re.compile(r"containers\.(\d+)\.resources: requests\.(cpu|memory) is more than limits\.\2")
 
 
 def task_names(tasks: list[Any]) -> list[str]:
@@ -78,6 +82,45 @@ def unknown_header(failure: Any, case: Any) -> bool:
             and str(getattr(getattr(data, "parameter_location", None), "value", "")) == "header")
 
 
+def over_limit(body: Any, index: int, what: str) -> bool:
+    """Whether container ``index`` of a pod ``body`` really requests more ``what`` than its limit, read as the
+    server reads quantities ('100m', 0.5, '64Mi'): a comparison of two fields that no JSON schema can say."""
+    from corral.domain.pods import Quantities
+
+    containers = body.get("containers") if isinstance(body, dict) else None
+    c = containers[index] if isinstance(containers, list) and index < len(containers) else None
+    resources = c.get("resources") if isinstance(c, dict) else None
+    if not isinstance(resources, dict):
+        return False
+    try:
+        req, lim = (Quantities.model_validate(resources.get(k) or {}) for k in ("requests", "limits"))
+        pair = (req.cores(), lim.cores()) if what == "cpu" else (req.bytes(), lim.bytes())
+    except (AttributeError, ValueError):
+        return False
+    return pair[0] is not None and pair[1] is not None and pair[0] > pair[1]
+
+
+# The Stacks document's 503s for a create the cluster cannot take now (docs/api/stacks.md): no node with room or
+# none at all ("cluster saturated: ..."), the ResourceQuota ("cluster saturated: exceeded quota ..."), no free
+# node port, too many creates under way.
+_STACKS_FULL = re.compile(r"cluster saturated: .*|no available nodeport: .*|\d+ stack creates are under way.*",
+                          re.DOTALL)
+
+
+def stacks_full(failure: Any, case: Any, response: Any) -> bool:
+    """Whether ``failure`` is the Stacks API's documented 503 for a create the cluster cannot take now: what the
+    run's other pods hold, which no request's schema can say (the run's pods fill its one node)."""
+    if not (isinstance(failure, ServerError) and case.operation.label == "POST /stacks"
+            and response.status_code == 503):
+        return False
+    try:
+        answer = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(answer, dict) and set(answer) == {"error"}
+            and _STACKS_FULL.fullmatch(str(answer["error"])) is not None)
+
+
 POLL = "POST /v1/agent/nodes/{node_id}/poll"
 
 
@@ -105,9 +148,9 @@ def task_id_mismatch(case: Any, answer: Any) -> bool:
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """Keep every failure but a schema-valid request refused (400) for what its state says, not its shape (a job
-    refused for a task name it really repeats, and nomad-lite's cancel of a job that has already ended), and an
-    unknown header accepted."""
-    if unknown_header(failure, case):
+    refused for a task name it really repeats, and nomad-lite's cancel of a job that has already ended), an
+    unknown header accepted, and the Stacks API's 503 for a create the cluster cannot take now."""
+    if unknown_header(failure, case) or stacks_full(failure, case, response):
         return False
     if not isinstance(failure, RejectedPositiveData) or response.status_code != 400:
         return True
@@ -124,6 +167,9 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
             and isinstance(answer, dict) and answer.get("message") == "the default queue can not be deleted"):
         return False
     if task_id_mismatch(case, answer):
+        return False
+    if any(over_limit(case.body, int(m.group(1)), m.group(2)) for text in strings(answer)
+           for m in _OVER_LIMIT.finditer(text)):
         return False
     named = {m.group(1) for text in strings(answer) for m in _DUPLICATE.finditer(text)}
     if any(repeats(case.body, name) for name in named):

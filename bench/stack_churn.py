@@ -90,12 +90,30 @@ def run(n: int, alive: int) -> dict[str, object]:
             "leaked_pods": len(pods), "leaked_containers": len(containers)}
 
 
+def refused(n: int) -> dict[str, object]:
+    """``--refused N``: the node drained, N creates one after another, each refused (503, no node can take it):
+    how long the answer takes (the create waits for the placement pass's verdict, not longer)."""
+    answer: list[float] = []
+    statuses: dict[int, int] = {}
+    with corral_up("--runtime", "docker", "--grpc-port", "0") as (url, _), httpx.Client(base_url=url, timeout=60) as c:
+        node = c.get("/v1/nodes").json()["items"][0]["id"]
+        c.post(f"/v1/nodes/{node}/drain", json={}).raise_for_status()
+        payload = body()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = c.post("/stacks", json=payload)
+            answer.append(time.perf_counter() - t0)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    return {"refused_creates": n, "statuses": statuses, "create_answer_s": summary(answer, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=200, help="stacks to create and delete")
     ap.add_argument("--alive", type=int, default=50, help="at most this many at once")
+    ap.add_argument("--refused", type=int, metavar="N", help="instead: N creates on a drained node (each a 503)")
     args = ap.parse_args()
-    print(json.dumps(run(args.n, args.alive), indent=2))
+    print(json.dumps(refused(args.refused) if args.refused else run(args.n, args.alive), indent=2))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ FINAL = [s.value for s in FINAL_POD_STATES]
 PLACED = [s.value for s in PLACED_POD_STATES]
 LIVE = [PodState.SCHEDULED.value, PodState.RUNNING.value, PodState.UNKNOWN.value]
 PLACE_BATCH = 64  # pending pods read per step of a placement pass
+UNPLACED = "waiting for a placement pass"  # a new pod's reason, until a pass places it or says why it waits
 PLACE_PAGES = 50  # steps in one pass at most: pods past the first 3,200 waiting ones wait their turn
 MAX_LIST = 1000
 WAIT_CHECK_S = 0.5  # a reader waiting on a pod looks again this often (changes made by another coordinator)
@@ -130,7 +131,7 @@ class Pods:
         need = spec.requests()
         row = {"id": pid, "origin": origin, "name": spec.name, "namespace": spec.namespace,
                "labels": dict(spec.labels), "spec": dump_pod(spec), "state": PodState.PENDING.value,
-               "reason": "waiting for a placement pass", "desired": "run", "restart_policy": spec.restartPolicy,
+               "reason": UNPLACED, "desired": "run", "restart_policy": spec.restartPolicy,
                "runtime": spec.runtime, "cpu": need.cpu, "memory": need.memory, "disk": need.disk,
                "gpu": need.gpu, "node_selector": dict(spec.node_selector), "node_id": None, "instance_id": None,
                "ready": False, "ttl_expires_at": None if life is None else now + life, "grace": spec.grace(),

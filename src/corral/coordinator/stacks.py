@@ -164,7 +164,10 @@ class Stacks:
         return self.get(stack_id)
 
     def _await_placement(self, stack_id: str) -> None:
-        """Until the pod has a node (and so its node ports); Overloaded if none can be had in time."""
+        """Until the placement pass has looked at the pod: placed, it has a node (and so its node ports);
+        not, Overloaded at once with the pass's reason (no node, no room, no node port). ``placement_wait``
+        bounds the wait for that pass (a busy scheduler)."""
+        from corral.coordinator.pods import UNPLACED
         deadline = time.monotonic() + self.config.placement_wait
         delay = 0.005
         while True:
@@ -177,6 +180,8 @@ class Stacks:
             reason = str(pod.get("reason") or "")
             if reason.startswith("waiting for ports"):
                 raise NoNodePort(f"no available nodeport: {reason}")
+            if reason and reason != UNPLACED:  # the pass could not place it: waiting on would not change that
+                raise Overloaded(f"cluster saturated: {reason}")
             if time.monotonic() >= deadline:
                 raise Overloaded(f"cluster saturated: {reason or 'no node could take it'}")
             time.sleep(delay)

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from corral.domain.resources import DEFAULT_TASK_RESOURCES, Resources, parse_duration, parse_size, size_schema
 from corral.domain.spec import MAX_PATH, WS, Args, CapName, Env, ImageRef, Labels, NoBool, PositiveDuration, Strict
@@ -303,7 +304,21 @@ class ContainerSpec(Strict):
         return self
 
 
+_NOT_ESCALATED: JsonDict = {"enum": [False, None]}
+
+
 class PodSpec(Strict):
+    # What _containers checks, said in the schema: every container has an image (docker), or none has (host
+    # processes), and host processes take no escalation (securityContext, hostNetwork, hostPID, hostIPC).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"containers": {"items": {"required": ["image"], "properties": {"image": {"type": "string"}}}}}},
+        {"properties": {
+            "containers": {"items": {"properties": {
+                "image": {"type": "null"},
+                "securityContext": {"anyOf": [{"type": "null"}, {"properties": {
+                    "privileged": _NOT_ESCALATED, "capabilities": {"type": "null"}}}]}}}},
+            "hostNetwork": _NOT_ESCALATED, "hostPID": _NOT_ESCALATED, "hostIPC": _NOT_ESCALATED}}]})
+
     name: Annotated[str, Field(max_length=200, json_schema_extra={"pattern": DNS_NAME_RE.pattern})]
     namespace: Annotated[str, Field(max_length=63, json_schema_extra={"pattern": DNS_LABEL_RE.pattern})] = "default"
     labels: Labels = Field(default_factory=dict)
