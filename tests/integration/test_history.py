@@ -221,6 +221,24 @@ def test_text_filters_answer_the_same_with_and_without_the_index(history: tuple[
             assert answers[0] == (want[:3], len(want), want[3:] if want else []), f
 
 
+def test_a_common_text_with_another_filter_is_read_by_the_other_filter(
+        history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a state (or a queue, a window...), a text held by FTS_PROBE jobs or more is read along the state's
+    index, only counted in jobs_fts; a rarer one along jobs_fts. The answers are the same."""
+    store, jobs = history
+    if not store.is_sqlite:
+        pytest.skip("jobs_fts is SQLite's")
+    monkeypatch.setattr(sql, "FTS_PROBE", 5)
+    with _statements(store) as seen, store.read() as tx:
+        for f, rare in (({"q": "job", "state": "failed"}, False), ({"q": "job 1", "state": "failed"}, False),
+                        ({"q": "job 11", "state": "failed"}, True), ({"q": "job"}, True)):
+            seen.clear()
+            rows, n = tx.list_jobs(**f, limit=3)
+            assert ([r["id"] for r in rows], n) == (_expected(jobs, **f)[:3], len(_expected(jobs, **f))), f
+            joined = [st for st in seen if "jobs.seq = jobs_fts.rowid" in st]
+            assert bool(joined) == rare, (f, seen)
+
+
 def test_tails_of_a_page_match_each_jobs_tail(history: tuple[Store, list[dict[str, Any]]]) -> None:
     """nomad-lite's list reads the last lines of a page of jobs in one statement: the same lines tail_logs
     gives job by job, under a line count and a byte budget (the newest line always)."""

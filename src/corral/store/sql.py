@@ -162,6 +162,9 @@ def _cas_statement(table: str, expected: tuple[str, ...], keys: tuple[str, ...],
 # Lists of jobs count their matches up to this many; past it, the answer says "at least" (docs/api.md):
 # a count costs about COUNT_CAP / selectivity rows read (a tag on one job in 20: 20,000 rows).
 COUNT_CAP = 1_000
+# SQLite: a text filter with another filter reads along jobs_fts only if fewer jobs than this hold the text
+# (counted up to it first; a few ms): past it, the other filter's index, as without jobs_fts.
+FTS_PROBE = 5_000
 
 
 # executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
@@ -322,24 +325,32 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(s.jobs.c.created_at >= created_after)
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
-        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None, texts=texts)
+        others = bool(id_prefix or state or queue or created_after is not None or created_before is not None)
+        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None, texts=texts,
+                                  others=others)
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
-                      ranged: bool = False, texts: Sequence[tuple[str, str]] = ()) -> tuple[list[Row], int]:
+                      ranged: bool = False, texts: Sequence[tuple[str, str]] = (),
+                      others: bool = False) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
         number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page).
         ``texts``: the (column, substring) pairs that ``conds`` search with ``LIKE``; on SQLite, where
-        jobs_fts is whole, those of three characters or more also narrow the jobs by it (the ``LIKE`` stays)."""
+        jobs_fts is whole, those of three characters or more also narrow the jobs by it (the ``LIKE`` stays):
+        always when nothing else filters (``others``: a state, a queue, a time window...), else only when the
+        text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's index,
+        as before: along jobs_fts that read every job with the word)."""
         if (visible := context.visible()) is not None:
             conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
         seq: Any = s.jobs.c.seq
-        match = [textsearch.phrase(col, term) for col, term in texts if textsearch.usable(term)]
-        if match and self.text_index:
+        match = " AND ".join(textsearch.phrase(col, term) for col, term in texts if textsearch.usable(term))
+        fts = textsearch.fts
+        if match and self.text_index and (not others and visible is None or self.c.execute(
+                sa.select(sa.func.count()).select_from(sa.select(fts.c.rowid).where(
+                    fts.c[textsearch.TABLE].match(match)).limit(FTS_PROBE).subquery())).scalar_one() < FTS_PROBE):
             # Read along jobs_fts, newest rowid first (the order FTS5 gives without a sort, which a sort
             # by jobs.seq would not use), each match's job by its primary key; the cursor is a rowid range.
-            fts = textsearch.fts
-            conds = [*conds, fts.c.rowid == s.jobs.c.seq, fts.c[textsearch.TABLE].match(" AND ".join(match))]
+            conds = [*conds, fts.c.rowid == s.jobs.c.seq, fts.c[textsearch.TABLE].match(match)]
             seq = fts.c.rowid
         some = sa.select(s.jobs.c.seq).where(*conds).limit(COUNT_CAP + 1).subquery()
         total = self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
@@ -802,7 +813,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(j.created_at >= created_from)
         if created_to is not None:
             conds.append(j.created_at <= created_to)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts)
+        others = bool(states or node_prefix or created_from is not None or created_to is not None)
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts,
+                                  others=others)
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
