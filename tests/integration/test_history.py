@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 
 from corral.coordinator import retention
 from corral.coordinator.errors import NotFound
 from corral.coordinator.flow import job_rows
 from corral.coordinator.service import Coordinator, NodeInfo
 from corral.domain.spec import JobSpec
-from corral.store import schema, sql
+from corral.store import schema, sql, textsearch
 from corral.store.migrate import alembic_config
 from corral.store.sql import Store
 from tests import pg
@@ -165,6 +167,78 @@ def test_nomad_lite_filters_match_a_plain_filter(history: tuple[Store, list[dict
             assert [r["id"] for r in rest] == want[2:]
 
 
+# Terms for SQLite's text index (0021): shorter than its trigrams, case-differing, LIKE's wildcards, FTS5's query
+# syntax (quotes, operators, column filters, prefixes), a NUL.
+TEXT_TERMS = ["a", "jo", "job", "bravo", "BRAVO", "b 1", "ob 1", "job 1 ", "%", "0%o", "50%OFF", "gam_", "a_", "_ma",
+              '"', 'a"b', '""', "'", "'quoted'", "hello 1", "HELLO", "café", "CAFÉ", "é 1", "alpha OR bravo",
+              "AND", "NEAR(a b)", "bra*", "^job", "search:", "command_search : x", "{search}", "-", "(", "team",
+              "team-2", "prod", "50%off_", "sh -c", "a\x00bc", "nothing"]
+
+
+@contextmanager
+def _statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements the store sends meanwhile."""
+    seen: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+    sa.event.listen(store.engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", note)
+
+
+@pytest.mark.parametrize("term", TEXT_TERMS, ids=[ascii(t) for t in TEXT_TERMS])
+def test_text_filters_answer_the_same_with_and_without_the_index(history: tuple[Store, list[dict[str, Any]]],
+                                                                 term: str) -> None:
+    """On SQLite, q, tag and command are narrowed by jobs_fts where the term has three characters or more, and
+    the answers (page, count, the page after the cursor) are those of the LIKE alone and of a plain filter."""
+    store, jobs = history
+    if not store.is_sqlite:
+        pytest.skip("jobs_fts is SQLite's")
+    assert store.text_index
+    with _statements(store) as seen, store.engine.connect() as conn:
+        for f in ({"q": term}, {"tag": term}, {"q": term, "state": "failed"}, {"command": term},
+                  {"command": term, "tag": "prod"}):
+            searched = [f"\x1f{t}\x1f" if k == "tag" else t for k, t in f.items() if k != "state"]
+            answers = []
+            for indexed in (True, False):
+                tx = sql.Tx(conn, text_index=indexed)
+                seen.clear()
+                if "command" in f:
+                    rows, n = tx.find_jobs(command=f["command"], tag=f.get("tag"), limit=3)
+                    rest = tx.find_jobs(command=f["command"], tag=f.get("tag"), limit=100,
+                                        before_seq=rows[-1]["seq"])[0] if rows else []
+                else:
+                    rows, n = tx.list_jobs(**f, limit=3)
+                    rest = tx.list_jobs(**f, limit=100, before_seq=rows[-1]["seq"])[0] if rows else []
+                used = any("jobs_fts" in s for s in seen)
+                assert used == (indexed and any(textsearch.usable(t) for t in searched)), (f, indexed, seen)
+                answers.append(([r["id"] for r in rows], n, [r["id"] for r in rest]))
+            assert answers[0] == answers[1], f
+            want = _expected(jobs, **f)
+            assert answers[0] == (want[:3], len(want), want[3:] if want else []), f
+
+
+def test_a_common_text_with_another_filter_is_read_by_the_other_filter(
+        history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a state (or a queue, a window...), a text held by FTS_PROBE jobs or more is read along the state's
+    index, only counted in jobs_fts; a rarer one along jobs_fts. The answers are the same."""
+    store, jobs = history
+    if not store.is_sqlite:
+        pytest.skip("jobs_fts is SQLite's")
+    monkeypatch.setattr(sql, "FTS_PROBE", 5)
+    with _statements(store) as seen, store.read() as tx:
+        for f, rare in (({"q": "job", "state": "failed"}, False), ({"q": "job 1", "state": "failed"}, False),
+                        ({"q": "job 11", "state": "failed"}, True), ({"q": "job"}, True)):
+            seen.clear()
+            rows, n = tx.list_jobs(**f, limit=3)
+            assert ([r["id"] for r in rows], n) == (_expected(jobs, **f)[:3], len(_expected(jobs, **f))), f
+            joined = [st for st in seen if "jobs.seq = jobs_fts.rowid" in st]
+            assert bool(joined) == rare, (f, seen)
+
+
 def test_tails_of_a_page_match_each_jobs_tail(history: tuple[Store, list[dict[str, Any]]]) -> None:
     """nomad-lite's list reads the last lines of a page of jobs in one statement: the same lines tail_logs
     gives job by job, under a line count and a byte budget (the newest line always)."""
@@ -276,3 +350,40 @@ def test_migration_0019_fills_the_command_of_existing_jobs(engine: str, request:
             assert [got[i] for i in ids] == ["echo old one", "echo 'two words'", None, "echo three", "echo four"]
             assert [r["id"] for r in tx.find_jobs(command="ECHO")[0]] == [ids[4], ids[3], ids[1], ids[0]]
             assert [r["id"] for r in tx.find_jobs(command="o w")[0]] == [ids[1]]
+
+
+def test_the_text_index_is_rebuilt_at_start_when_a_migration_dropped_its_triggers(tmp_path: Path) -> None:
+    """A later migration that alters jobs in batch mode recreates the table on SQLite, and its triggers go with
+    it; a job written then is not in jobs_fts. The store's check at start rebuilds it: that job and one
+    submitted after are found through the index."""
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+
+    def job(name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return job_rows(JobSpec.model_validate({"name": name, "tasks": [{"name": "t", "run": f"echo {name}"}]}), NOW)
+    store = Store(url)
+    with store.transaction() as tx:
+        tx.insert_jobs([job("before-migration")])
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # what a migration's op.batch_alter_table('jobs') does
+        with Operations(MigrationContext.configure(conn)).batch_alter_table("jobs", recreate="always") as batch:
+            batch.add_column(sa.Column("later", sa.Integer))
+        assert not textsearch.intact(conn)  # the triggers went with the old table
+        sql.Tx(conn).insert_jobs([job("during-migration")])
+    engine.dispose()
+
+    store = Store(url)
+    try:
+        assert store.text_index
+        with store.engine.connect() as conn:
+            assert textsearch.intact(conn)
+        with store.transaction() as tx:
+            tx.insert_jobs([job("after-restart")])
+        with _statements(store) as seen, store.read() as tx:
+            for name in ("before-migration", "during-migration", "after-restart"):
+                assert [r["name"] for r in tx.list_jobs(q=name.upper())[0]] == [name]
+                assert [r["name"] for r in tx.find_jobs(command=f"echo {name}")[0]] == [name]
+            assert [r["name"] for r in tx.list_jobs(q="-migration")[0]] == ["during-migration", "before-migration"]
+            assert sum("jobs_fts" in s for s in seen) >= 7 * 2  # each list read the index (count and page)
+    finally:
+        store.close()

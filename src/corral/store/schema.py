@@ -66,6 +66,8 @@ sa.Index("ix_jobs_search_trgm", jobs.c.search, postgresql_using="gin",
 # 0019, the same for nomad-lite's ?command= (substrings of command_search).
 sa.Index("ix_jobs_command_trgm", jobs.c.command_search, postgresql_using="gin",
          postgresql_ops={"command_search": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+# 0021, SQLite only: jobs_fts, an FTS5 trigram table over jobs.search and jobs.command_search (rowid: jobs.seq),
+# kept by triggers on jobs, for the same filters; outside this metadata (store/textsearch.py makes and checks it).
 
 tasks = sa.Table(
     "tasks", metadata,

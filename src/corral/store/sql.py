@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from corral.auth import context
 from corral.store import schema as s
+from corral.store import textsearch
 from corral.store.audit import AuditQueries
 from corral.store.auth import AuthQueries
 from corral.store.cluster import ClusterQueries
@@ -161,6 +162,9 @@ def _cas_statement(table: str, expected: tuple[str, ...], keys: tuple[str, ...],
 # Lists of jobs count their matches up to this many; past it, the answer says "at least" (docs/api.md):
 # a count costs about COUNT_CAP / selectivity rows read (a tag on one job in 20: 20,000 rows).
 COUNT_CAP = 1_000
+# SQLite: a text filter with another filter reads along jobs_fts only if fewer jobs than this hold the text
+# (counted up to it first; a few ms): past it, the other filter's index, as without jobs_fts.
+FTS_PROBE = 5_000
 
 
 # executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
@@ -219,8 +223,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
     queries about pods are in store/pods.py, those about stacks in store/stacks.py, the audit log and join
     tokens in store/audit.py."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, text_index: bool = False) -> None:
         self.c = conn
+        self.text_index = text_index  # SQLite's jobs_fts can narrow the text filters (store.textsearch)
 
     # -- jobs ---------------------------------------------------------------------------------
     def insert_jobs(self, items: Sequence[tuple[Row, Sequence[Row]]]) -> None:
@@ -310,26 +315,46 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(s.jobs.c.state.in_(list(dict.fromkeys(state.split(",")))))  # each state once
         if queue:
             conds.append(s.jobs.c.queue == queue)
+        texts: list[tuple[str, str]] = []
         if tag:
-            conds.append(s.jobs.c.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
+            texts.append(("search", f"\x1f{tag.lower()}\x1f"))
         if q:
-            conds.append(s.jobs.c.search.contains(q.lower(), autoescape=True))
+            texts.append(("search", q.lower()))
+        conds += [getattr(s.jobs.c, col).contains(term, autoescape=True) for col, term in texts]
         if created_after is not None:
             conds.append(s.jobs.c.created_at >= created_after)
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
-        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None)
+        others = bool(id_prefix or state or queue or created_after is not None or created_before is not None)
+        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None, texts=texts,
+                                  others=others)
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
-                      ranged: bool = False) -> tuple[list[Row], int]:
+                      ranged: bool = False, texts: Sequence[tuple[str, str]] = (),
+                      others: bool = False) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
-        number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page)."""
+        number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page).
+        ``texts``: the (column, substring) pairs that ``conds`` search with ``LIKE``; on SQLite, where
+        jobs_fts is whole, those of three characters or more also narrow the jobs by it (the ``LIKE`` stays):
+        always when nothing else filters (``others``: a state, a queue, a time window...), else only when the
+        text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's index,
+        as before: along jobs_fts that read every job with the word)."""
         if (visible := context.visible()) is not None:
             conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
+        seq: Any = s.jobs.c.seq
+        match = " AND ".join(textsearch.phrase(col, term) for col, term in texts if textsearch.usable(term))
+        fts = textsearch.fts
+        if match and self.text_index and (not others and visible is None or self.c.execute(
+                sa.select(sa.func.count()).select_from(sa.select(fts.c.rowid).where(
+                    fts.c[textsearch.TABLE].match(match)).limit(FTS_PROBE).subquery())).scalar_one() < FTS_PROBE):
+            # Read along jobs_fts, newest rowid first (the order FTS5 gives without a sort, which a sort
+            # by jobs.seq would not use), each match's job by its primary key; the cursor is a rowid range.
+            conds = [*conds, fts.c.rowid == s.jobs.c.seq, fts.c[textsearch.TABLE].match(match)]
+            seq = fts.c.rowid
         some = sa.select(s.jobs.c.seq).where(*conds).limit(COUNT_CAP + 1).subquery()
         total = self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
-        page = [*conds, s.jobs.c.seq < before_seq] if before_seq is not None else conds
+        page = [*conds, seq < before_seq] if before_seq is not None else conds
         # A window that ends in the past (``ranged``): read it by created_at and sort its rows, not the
         # newest jobs backwards until the window is reached (the planners assume its rows are spread
         # evenly; at a million jobs a window two months back scanned 550,000 rows). ``seq + 0`` orders the
@@ -339,7 +364,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
                     .offset(offset).limit(limit).subquery())
             q = sa.select(s.jobs).join(seqs, s.jobs.c.seq == seqs.c.seq).order_by(s.jobs.c.seq.desc())
         else:
-            q = sa.select(s.jobs).where(*page).order_by(s.jobs.c.seq.desc()).offset(offset).limit(limit)
+            q = sa.select(s.jobs).where(*page).order_by(seq.desc()).offset(offset).limit(limit)
         return _rows(self.c.execute(q)), int(total)
 
     def count_jobs_by_state(self, namespaces: Iterable[str] | None = None) -> dict[str, int]:
@@ -774,19 +799,23 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         and ``created_to`` are both inclusive."""
         j, e = s.jobs.c, s.executions.c
         conds: list[Any] = []
+        texts: list[tuple[str, str]] = []
         if states:
             conds.append(j.state.in_(list(dict.fromkeys(states))))
         if tag:
-            conds.append(j.search.contains(f"\x1f{tag.lower()}\x1f", autoescape=True))
+            texts.append(("search", f"\x1f{tag.lower()}\x1f"))
         if node_prefix:
             conds.append(sa.exists().where(e.job_id == j.id, e.node_id.startswith(node_prefix, autoescape=True)))
-        if command:  # jobs.command_search (0019): a trigram index on PostgreSQL
-            conds.append(j.command_search.contains(command.lower(), autoescape=True))
+        if command:  # jobs.command_search (0019): a trigram index on PostgreSQL, jobs_fts on SQLite (0021)
+            texts.append(("command_search", command.lower()))
+        conds += [getattr(j, col).contains(term, autoescape=True) for col, term in texts]
         if created_from is not None:
             conds.append(j.created_at >= created_from)
         if created_to is not None:
             conds.append(j.created_at <= created_to)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None)
+        others = bool(states or node_prefix or created_from is not None or created_to is not None)
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts,
+                                  others=others)
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
@@ -1068,6 +1097,11 @@ class Store:
         if migrate:
             from corral.store.migrate import upgrade
             upgrade(self.engine)
+        # SQLite: the text filters' index (0021), checked (and rebuilt, by the store that migrates) at start
+        self.text_index = False
+        if self.is_sqlite:
+            with self.engine.begin() as conn:
+                self.text_index = textsearch.ensure(conn, repair=migrate)
 
     @contextmanager
     def transaction(self, durable: bool = False) -> Iterator[Tx]:
@@ -1083,22 +1117,22 @@ class Store:
                 conn.commit()
                 try:
                     with conn.begin():
-                        yield Tx(conn)
+                        yield Tx(conn, self.text_index)
                 finally:
                     conn.exec_driver_sql(f"PRAGMA synchronous={self._sync}")
                     conn.commit()
         elif self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
-                yield Tx(conn)
+                yield Tx(conn, self.text_index)
         else:
             with self.engine.begin() as conn:
-                yield Tx(conn)
+                yield Tx(conn, self.text_index)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read-only view; on SQLite it does not wait for writers (WAL)."""
         with self.engine.connect() as conn:
-            yield Tx(conn)
+            yield Tx(conn, self.text_index)
 
     def ping(self) -> bool:
         try:
