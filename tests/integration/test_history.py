@@ -189,15 +189,14 @@ def _statements(store: Store) -> Iterator[list[str]]:
         sa.event.remove(store.engine, "before_cursor_execute", note)
 
 
+@pytest.mark.parametrize("history", ["sqlite"], indirect=True)  # jobs_fts is SQLite's
 @pytest.mark.parametrize("term", TEXT_TERMS, ids=[ascii(t) for t in TEXT_TERMS])
 def test_text_filters_answer_the_same_with_and_without_the_index(history: tuple[Store, list[dict[str, Any]]],
                                                                  term: str) -> None:
     """On SQLite, q, tag and command are narrowed by jobs_fts where the term has three characters or more, and
     the answers (page, count, the page after the cursor) are those of the LIKE alone and of a plain filter."""
     store, jobs = history
-    if not store.is_sqlite:
-        pytest.skip("jobs_fts is SQLite's")
-    assert store.text_index
+    assert store.is_sqlite and store.text_index
     with _statements(store) as seen, store.engine.connect() as conn:
         for f in ({"q": term}, {"tag": term}, {"q": term, "state": "failed"}, {"command": term},
                   {"command": term, "tag": "prod"}):
@@ -221,13 +220,13 @@ def test_text_filters_answer_the_same_with_and_without_the_index(history: tuple[
             assert answers[0] == (want[:3], len(want), want[3:] if want else []), f
 
 
+@pytest.mark.parametrize("history", ["sqlite"], indirect=True)  # jobs_fts is SQLite's
 def test_a_common_text_with_another_filter_is_read_by_the_other_filter(
         history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
     """With a state (or a queue, a window...), a text held by FTS_PROBE jobs or more is read along the state's
     index, only counted in jobs_fts; a rarer one along jobs_fts. The answers are the same."""
     store, jobs = history
-    if not store.is_sqlite:
-        pytest.skip("jobs_fts is SQLite's")
+    assert store.is_sqlite
     monkeypatch.setattr(sql, "FTS_PROBE", 5)
     with _statements(store) as seen, store.read() as tx:
         for f, rare in (({"q": "job", "state": "failed"}, False), ({"q": "job 1", "state": "failed"}, False),
