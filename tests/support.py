@@ -249,6 +249,11 @@ class RecordingTransport:
         p = self.pod(instance_id)
         return next((c for c in p["containers"] if c["name"] == name), None) if p else None
 
+    def container_history(self, instance_id: str, name: str) -> list[dict[str, Any]]:
+        """Every status the node sent of this container, oldest first."""
+        return [dict(c) for body in list(self.syncs) for p in body["pods"] if p["instance_id"] == instance_id
+                for c in p["containers"] if c["name"] == name]
+
     def pod_lines(self, instance_id: str, container: str | None = None) -> list[str]:
         return [ln["line"] for body in list(self.syncs) for ln in body["logs"]
                 if ln["instance_id"] == instance_id and container in (None, ln["container"])]

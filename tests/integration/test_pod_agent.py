@@ -170,13 +170,13 @@ def test_restart_policy_back_off_and_probes(node: Node, busybox_image: str) -> N
         {"name": "joined", "image": busybox_image, "command": ["sh", "-c", "echo joined; exec sleep 3600"]}],
         grace=1))
     t = node.transport
-    seen: list[bool] = []
 
-    def flips() -> bool:
-        c = t.container(probed, "ready")
-        if c and c["state"] == "running" and (not seen or seen[-1] != c["ready"]):
-            seen.append(c["ready"])
-        return seen[-3:] == [False, True, False]
+    def flips() -> bool:  # read from every status the node sent, not only the one there when the test looks
+        seen: list[bool] = []
+        for c in t.container_history(probed, "ready"):
+            if c["state"] == "running" and (not seen or seen[-1] != c["ready"]):
+                seen.append(c["ready"])
+        return any(seen[i:i + 3] == [False, True, False] for i in range(len(seen)))
     wait_until(flips, 30, interval=0.1, what="readiness false, true, false")
     # The crash shows as a back-off.
     c = wait_until(lambda: (lambda c: c if c and "back-off" in (c.get("reason") or "") else None)(

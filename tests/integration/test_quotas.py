@@ -63,6 +63,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e.keys["bob"] = _user(c, "bob", "user", ["team-b"])
     e.keys["olga"] = _user(c, "olga", "operator", None)
     c.add_worker("qnode", "--runtime", "process", "--cpus", "4", "--ca", str(tmp / "ca.pem"))
+    # team-a's quota, which several tests read: set here, since the tests of this module may run on
+    # different xdist workers, each with a server of its own (the first test sets it again, and checks the answer).
+    r = c.client.put("/v1/namespaces/team-a/quota", json={"cpu": 1, "tasks": 10})
+    assert r.status_code == 200, r.text
     yield e
     c.close()
 
