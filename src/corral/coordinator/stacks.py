@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded, ServiceError
+from corral.coordinator.pods import UNPLACED
 from corral.domain import k8s
 from corral.domain.quotas import Quota
 from corral.store.quotas import quota_of
@@ -167,7 +168,6 @@ class Stacks:
         """Until the placement pass has looked at the pod: placed, it has a node (and so its node ports);
         not, Overloaded at once with the pass's reason (no node, no room, no node port). ``placement_wait``
         bounds the wait for that pass (a busy scheduler)."""
-        from corral.coordinator.pods import UNPLACED
         deadline = time.monotonic() + self.config.placement_wait
         delay = 0.005
         while True:

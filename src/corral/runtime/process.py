@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from typing import cast
 
 from corral.runtime import scratch
 from corral.runtime.base import FULL_PAUSE, MAX_LINE, Held, OutputSink, RunRequest, RunResult, StartedSink
@@ -179,12 +178,12 @@ class _Pipe:
     process can close the socket or pipe another thread has just opened under that number (a Docker
     request then fails with EBADF)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, protocol: asyncio.Protocol) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, protocol: _Lines) -> None:
         self.loop, self.fd, self.protocol = loop, fd, protocol
         self.reading = False
         self.closed = False
         os.set_blocking(fd, False)
-        protocol.connection_made(self)  # type: ignore[arg-type]  # the transport calls _Lines makes
+        protocol.connection_made(self)
         self.resume_reading()
 
     def _ready(self) -> None:
@@ -221,10 +220,10 @@ class _Pipe:
         self.protocol.connection_lost(exc)
 
 
-class _Lines(asyncio.Protocol):
+class _Lines:
     """Reads one pipe, hands its output on line by line, and resolves ``done`` at end of file.
 
-    A protocol rather than a StreamReader and a task per pipe: this runs for every line of every task.
+    The protocol of a ``_Pipe`` rather than a StreamReader and a task per pipe: this runs for every line of every task.
     At most SLICE lines are handed on per turn of the loop, and the pipe is not read while more wait.
     While the sink says the output is behind, one line is handed on every FULL_PAUSE until it says
     otherwise: the task waits on its writes until its output has been shipped. So what is held here
@@ -241,8 +240,8 @@ class _Lines(asyncio.Protocol):
         self.eof = False
         self.timer: asyncio.Handle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(_Pipe, transport)
+    def connection_made(self, transport: _Pipe) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
