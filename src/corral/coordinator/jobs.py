@@ -253,13 +253,17 @@ class Jobs(Part):
         """A job with one page of its tasks (``limit`` of them, after the cursor ``after_seq``), their
         executions, how many of its tasks are in each state, and whether more tasks follow."""
         with self.store.read() as tx:
-            job = tx.job(job_id)
-            if job is None:
-                raise NotFound(f"no job with id '{job_id}'")
-            tasks = tx.tasks_page(job_id, after_seq, limit + 1)
-            more = len(tasks) > limit
-            tasks = tasks[:limit]
-            return job, tasks, tx.executions_of_tasks(t["id"] for t in tasks), tx.count_tasks_by_state(job_id), more
+            return job_page(tx, job_id, limit, after_seq)
+
+    async def job_page_soon(self, job_id: str, limit: int, after_seq: int = 0) -> tuple[Row, list[Row], list[Row],
+                                                                                     dict[str, int], bool]:
+        """``get_job_page`` for the event loop, with the published ports of its running tasks attached
+        (Store.read_soon: on SQLite without a thread hop)."""
+        def read(tx: Tx) -> tuple[Row, list[Row], list[Row], dict[str, int], bool]:
+            page = job_page(tx, job_id, limit, after_seq)
+            self.coord.nodes.attach_task_ports(page[1], page[2], tx)
+            return page
+        return await self.store.read_soon(read)
 
     def job_row(self, job_id: str) -> Row:
         with self.store.read() as tx:
@@ -322,3 +326,16 @@ class Jobs(Part):
             if not tx.delete_job(job_id, TERMINAL_JOB):
                 raise Conflict(f"job '{job_id}' is {job['state']}; cancel it or let it finish before "
                                "deleting it")
+
+
+def job_page(tx: Tx, job_id: str, limit: int, after_seq: int) -> tuple[Row, list[Row], list[Row], dict[str, int],
+                                                                      bool]:
+    """A job, ``limit`` of its tasks after ``after_seq``, their executions, its tasks per state, and whether
+    more tasks follow; NotFound for a job that is not there (or not the caller's to see)."""
+    job = tx.job(job_id)
+    if job is None:
+        raise NotFound(f"no job with id '{job_id}'")
+    tasks = tx.tasks_page(job_id, after_seq, limit + 1)
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return job, tasks, tx.executions_of_tasks(t["id"] for t in tasks), tx.count_tasks_by_state(job_id), more

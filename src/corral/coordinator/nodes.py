@@ -478,24 +478,26 @@ class Nodes(Part):
                     continue
                 w["ports"] = [{**p, "node_port": got[(p["port"], p["protocol"])]} for p in ports]
 
-    def attach_task_ports(self, tasks: Iterable[Row], execs: Iterable[Row]) -> None:
+    def attach_task_ports(self, tasks: Iterable[Row], execs: Iterable[Row], tx: Tx | None = None) -> None:
         """Give each running (or scheduled) execution of a task that publishes ports its ``ports`` (see
-        task_ports), for the views; one read, and none when no task publishes any."""
+        task_ports), for the views; one read (in ``tx`` when given), and none when no task publishes any."""
         wanting = {t["id"] for t in tasks if (t.get("spec") or {}).get("ports")}
         live = [e for e in execs if e["task_id"] in wanting and e["state"] in ACTIVE]
-        got = self.task_ports(e["id"] for e in live) if live else {}
+        got = self.task_ports((e["id"] for e in live), tx) if live else {}
         for e in live:
             e["ports"] = got.get(e["id"], [])
 
-    def task_ports(self, execution_ids: Iterable[str]) -> dict[str, list[Row]]:
+    def task_ports(self, execution_ids: Iterable[str], tx: Tx | None = None) -> dict[str, list[Row]]:
         """Per execution: the ports it publishes now, ``{port, protocol, node_port, address}`` (address: the
         node's public address and the node port; None while the node's address is unknown)."""
         ids = list(execution_ids)
         if not ids:
             return {}
-        with self.store.read() as tx:
-            rows = [r for r in tx.pod_ports(ids) if r["kind"] == "task"]
-            nodes = {n["id"]: n for n in tx.nodes_by_ids({r["node_id"] for r in rows})} if rows else {}
+        if tx is None:
+            with self.store.read() as tx:
+                return self.task_ports(ids, tx)
+        rows = [r for r in tx.pod_ports(ids) if r["kind"] == "task"]
+        nodes = {n["id"]: n for n in tx.nodes_by_ids({r["node_id"] for r in rows})} if rows else {}
         out: dict[str, list[Row]] = {}
         for r in rows:
             addr = (nodes.get(r["node_id"]) or {}).get("address")

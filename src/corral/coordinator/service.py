@@ -131,6 +131,10 @@ class Coordinator:
                                                                               dict[str, int], bool]:
         return self.jobs.get_job_page(job_id, limit, after_seq)
 
+    async def job_page_soon(self, job_id: str, limit: int, after_seq: int = 0) -> tuple[
+            Row, list[Row], list[Row], dict[str, int], bool]:
+        return await self.jobs.job_page_soon(job_id, limit, after_seq)
+
     def job_row(self, job_id: str) -> Row:
         return self.jobs.job_row(job_id)
 

@@ -11,11 +11,12 @@ import base64
 import functools
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -1066,6 +1067,12 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         return self.c.execute(q).rowcount == 1
 
 
+T = TypeVar("T")
+# How long a read on the caller's thread (Store.read_soon) waits for SQLite's locks before it goes to a
+# worker thread instead: a WAL reader waits only in rare moments (a checkpoint that resets the log, recovery).
+INLINE_BUSY_MS = 20
+
+
 class DuplicateKey(Exception):
     """Another submission holds this idempotency key (a concurrent duplicate, most likely)."""
 
@@ -1102,6 +1109,9 @@ class Store:
         if self.is_sqlite:
             with self.engine.begin() as conn:
                 self.text_index = textsearch.ensure(conn, repair=migrate)
+        # SQLite: the connection of Store.read_soon, and who holds it
+        self._inline: Connection | None = None
+        self._inline_lock = threading.Lock()
 
     @contextmanager
     def transaction(self, durable: bool = False) -> Iterator[Tx]:
@@ -1134,6 +1144,39 @@ class Store:
         with self.engine.connect() as conn:
             yield Tx(conn, self.text_index)
 
+    async def read_soon(self, fn: Callable[[Tx], T]) -> T:
+        """``fn`` on a read-only view, for a request that reads a few indexed rows (one job's page). On SQLite it
+        runs right here, on the event loop, through a connection kept for that: a WAL reader does not wait
+        for writers, and a hand-over to a worker thread and back costs several times the read itself (the
+        loop and the pool's threads taking turns at the GIL). That connection waits for SQLite's locks
+        ``INLINE_BUSY_MS`` at most; when it is busy, or in use by another thread, ``fn`` runs in a worker
+        thread as any read does. On PostgreSQL (a network round trip per statement) always in a worker
+        thread. ``fn`` must be a read: it may run twice."""
+        if self.is_sqlite and self._inline_lock.acquire(blocking=False):
+            try:
+                return self._read_inline(fn)
+            except sa.exc.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+            finally:
+                self._inline_lock.release()
+        return await anyio.to_thread.run_sync(self._read_with, fn)
+
+    def _read_inline(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._inline
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._inline = self.engine.connect()
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={INLINE_BUSY_MS}")
+            conn.commit()
+        try:
+            return fn(Tx(conn, self.text_index))
+        finally:
+            conn.rollback()  # ends the read: the log's checkpoints are not held back by it
+
+    def _read_with(self, fn: Callable[[Tx], T]) -> T:
+        with self.read() as tx:
+            return fn(tx)
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:
@@ -1143,6 +1186,10 @@ class Store:
             return False
 
     def close(self) -> None:
+        with self._inline_lock:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
         self.engine.dispose()
 
 

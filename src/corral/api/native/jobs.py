@@ -150,11 +150,11 @@ def list_jobs(
 
 @router.get("/{job_id}", summary="A job, how many of its tasks are in each state, and its first tasks",
             response_model=None)
-def get_job(job_id: str, svc: Svc,
-            tasks_limit: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="How many tasks to show")] = TASKS_SHOWN,
-            ) -> Response:
-    job, tasks, execs, summary, more = svc.coord.get_job_page(job_id, tasks_limit)
-    svc.coord.nodes.attach_task_ports(tasks, execs)
+async def get_job(job_id: str, svc: Svc,
+                  tasks_limit: Annotated[int, Query(ge=0, le=MAX_LIMIT,
+                                                    description="How many tasks to show")] = TASKS_SHOWN,
+                  ) -> Response:
+    job, tasks, execs, summary, more = await svc.coord.job_page_soon(job_id, tasks_limit)
     out = job_view(job, tasks, execs)
     out["task_summary"] = {"total": sum(summary.values()), **summary}
     out["tasks_next_cursor"] = encode_cursor(tasks[-1]["seq"] if tasks else 0) if more else None
