@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1084,6 +1085,7 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._sync = "FULL"  # SQLite's synchronous setting outside durable transactions (PostgreSQL: n/a)
+        self._files: tuple[str, ...] = ()  # SQLite: what a durable commit syncs (Store._sync_log)
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -1092,6 +1094,9 @@ class Store:
                                                                       "timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             self._sync = _sqlite_sync()
+            if path and path != ":memory:" and not path.startswith("file:"):
+                # OFF: checkpoints do not sync either, so the database file is synced too
+                self._files = (path + "-wal",) + ((path,) if self._sync == "OFF" else ())
         else:
             # A coordinator cut off by the network in the middle of a transaction keeps its row locks until
             # PostgreSQL notices it is gone (hours, with default TCP keepalives), and every other coordinator
@@ -1118,25 +1123,32 @@ class Store:
         """A write transaction. ``durable``: its commit returns only once it is on disk, through a power
         loss too (what is acknowledged as created: submissions). PostgreSQL syncs every commit already; on
         SQLite, whose other commits survive a crash of the process but may lose their last moments to a
-        power loss (WAL, ``synchronous=NORMAL``), this commit syncs the log (``synchronous=FULL``), and with
-        it every commit before it."""
-        if self._write_lock is not None and durable and self._sync != "FULL":
-            with self._write_lock, self.engine.connect() as conn:
-                # Set outside the transaction (SQLite refuses it inside one), and back after it.
-                conn.exec_driver_sql("PRAGMA synchronous=FULL")
-                conn.commit()
-                try:
-                    with conn.begin():
-                        yield Tx(conn, self.text_index)
-                finally:
-                    conn.exec_driver_sql(f"PRAGMA synchronous={self._sync}")
-                    conn.commit()
-        elif self._write_lock is not None:
+        power loss (WAL, ``synchronous=NORMAL``), the log is synced after this commit, and with it every
+        commit before it; that sync is made after the write lock is released, so that the next writer (a
+        scheduling pass, the next group of submissions) does not wait for the disk."""
+        if self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
                 yield Tx(conn, self.text_index)
+            if durable and self._sync not in ("FULL", "EXTRA"):
+                self._sync_log()  # after the lock: the next writer goes on while this one waits for the disk
         else:
             with self.engine.begin() as conn:
                 yield Tx(conn, self.text_index)
+
+    def _sync_log(self) -> None:
+        """Put SQLite's write-ahead log on disk, and with it every commit written to it so far. A commit no
+        longer in the log is on disk already: SQLite syncs the log before a checkpoint copies it into the
+        database, and the database before the log is reused (WAL mode, ``synchronous=NORMAL``; with OFF
+        the database file is synced here as well)."""
+        for name in self._files:
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:  # the log, checkpointed and removed as the last connection closed
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

@@ -1,0 +1,112 @@
+"""Two short paths of the SQLite store, on a real SQLite file:
+
+- a durable commit (a submission) is on disk before it returns: the write-ahead log is synced after the
+  commit, once the write lock is released (the next writer does not wait for the disk);
+- ``Store.read_soon`` reads on the caller's thread (the event loop) through its own connection, and in a
+  worker thread when that connection is in use or SQLite answers "locked".
+
+``os.fsync`` is watched (not replaced: it still syncs) to see what is synced and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from corral.coordinator.flow import job_rows
+from corral.domain.spec import JobSpec
+from corral.store.sql import Store, Tx
+
+SPEC = JobSpec.model_validate({"name": "w", "tasks": [{"name": "t", "run": "echo hi"}]})
+
+
+def _synced(monkeypatch: pytest.MonkeyPatch, store: Store, db: Path) -> list[tuple[str, bool, int]]:
+    """Every fsync from now on: (the file's path, whether the write lock was held, jobs another
+    connection sees in the database at that moment)."""
+    calls: list[tuple[str, bool, int]] = []
+    real = os.fsync
+
+    def watched(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        with sqlite3.connect(db) as other:
+            seen = other.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        assert store._write_lock is not None
+        calls.append((path, store._write_lock.locked(), seen))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", watched)
+    return calls
+
+
+def test_a_durable_commit_syncs_the_log_after_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_SQLITE_SYNC", raising=False)  # NORMAL, the default
+    db = tmp_path / "corral.db"
+    store = Store(f"sqlite:///{db}")
+    calls = _synced(monkeypatch, store, db)
+    with store.transaction() as tx:  # not durable: nothing synced by the store
+        tx.insert_jobs([job_rows(SPEC, time.time())])
+    assert calls == []
+    with store.transaction(durable=True) as tx:
+        tx.insert_jobs([job_rows(SPEC, time.time())])
+    # the log, once: after the commit (another connection sees both jobs) and with the lock released
+    assert calls == [(f"{db}-wal", False, 2)]
+
+
+def test_with_sync_off_the_database_file_is_synced_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_SQLITE_SYNC", "OFF")  # checkpoints do not sync either
+    db = tmp_path / "corral.db"
+    store = Store(f"sqlite:///{db}")
+    calls = _synced(monkeypatch, store, db)
+    with store.transaction(durable=True) as tx:
+        tx.insert_jobs([job_rows(SPEC, time.time())])
+    assert calls == [(f"{db}-wal", False, 1), (str(db), False, 1)]
+
+
+def test_with_sync_full_sqlite_syncs_its_own_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_SQLITE_SYNC", "FULL")
+    db = tmp_path / "corral.db"
+    store = Store(f"sqlite:///{db}")
+    calls = _synced(monkeypatch, store, db)
+    with store.transaction(durable=True) as tx:
+        tx.insert_jobs([job_rows(SPEC, time.time())])
+    assert calls == []  # SQLite's commit synced the log itself, under the lock
+
+
+def _count(tx: Tx) -> tuple[int, int]:
+    return threading.get_ident(), int(tx.c.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
+
+
+def test_read_soon_reads_on_the_callers_thread(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'corral.db'}")
+    with store.transaction() as tx:
+        tx.insert_jobs([job_rows(SPEC, time.time())])
+
+    async def main() -> None:
+        here = threading.get_ident()
+        assert await store.read_soon(_count) == (here, 1)
+        # its connection in use (by another thread): a worker thread reads instead, and sees the same
+        with store._inline_lock:
+            ident, n = await store.read_soon(_count)
+        assert (ident != here, n) == (True, 1)
+        # SQLite busy on the first try: read again in a worker thread
+        tries: list[int] = []
+
+        def busy_once(tx: Tx) -> tuple[int, int]:
+            tries.append(threading.get_ident())
+            if len(tries) == 1:
+                raise sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+            return _count(tx)
+        ident, n = await store.read_soon(busy_once)
+        assert tries[0] == here and ident != here and n == 1
+        # another error is the caller's
+        with pytest.raises(ZeroDivisionError):
+            await store.read_soon(lambda tx: 1 // 0)
+        assert await store.read_soon(_count) == (here, 1)  # and the connection serves the next read
+    asyncio.run(main())
+    store.close()
