@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 from corral.coordinator.flow import job_rows
 from corral.domain.spec import JobSpec
-from corral.store.sql import Store, Tx
+from corral.store import sealing
+from corral.store.sql import QuickTx, Store, Tx
 
 SPEC = JobSpec.model_validate({"name": "w", "tasks": [{"name": "t", "run": "echo hi"}]})
 
@@ -110,3 +111,40 @@ def test_read_soon_reads_on_the_callers_thread(tmp_path: Path) -> None:
         assert await store.read_soon(_count) == (here, 1)  # and the connection serves the next read
     asyncio.run(main())
     store.close()
+
+
+def test_quick_reads_give_the_rows_tx_gives(tmp_path: Path) -> None:
+    """The job page's reads on the driver's connection (QuickTx) return what Tx returns: every column, JSON
+    decoded, secrets unsealed, booleans; the same order and paging."""
+    sealing.configure([sealing.new_key()])
+    try:
+        store = Store(f"sqlite:///{tmp_path / 'corral.db'}")
+        spec = JobSpec.model_validate({"name": "w", "tags": ["a", "b"], "secrets": {"token": "s3cr3t"},
+                                       "tasks": [{"name": f"t{i}", "run": "echo {{ secrets.token }}",
+                                                  "env": {"A": "1"}} for i in range(5)]})
+        job, tasks = job_rows(spec, time.time())
+        with store.transaction() as tx:
+            tx.insert_jobs([(job, tasks)])
+            tx.insert_executions([{"id": f"e{i}", "task_id": t["id"], "job_id": job["id"], "attempt": 1,
+                                   "node_id": "n1", "state": "running", "cpu": 0.5, "memory": 1 << 20,
+                                   "disk": 0, "gpu": 0, "gpus": [{"index": 0}], "scheduled_at": 100.0 - i}
+                                  for i, t in enumerate(tasks[:3])])
+        with store.engine.connect() as conn:
+            plain, quick = Tx(conn), QuickTx(conn)
+            got = quick.job(job["id"])
+            assert got == plain.job(job["id"]) and got is not None
+            assert "s3cr3t" in repr(got["spec"])  # unsealed, as Tx gives it (the views mask it)
+            assert quick.job("nope") is None
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            stored = raw.execute("SELECT spec FROM jobs").fetchone()[0]
+            assert "s3cr3t" not in stored and sealing.PREFIX in stored  # sealed at rest
+            for after, limit in ((0, 2), (0, 10), (2, 2)):
+                assert quick.tasks_page(job["id"], after, limit) == plain.tasks_page(job["id"], after, limit)
+            ids = [t["id"] for t in plain.tasks_page(job["id"], 0, 10)]
+            assert quick.executions_of_tasks(ids) == plain.executions_of_tasks(ids)
+            assert [e["id"] for e in quick.executions_of_tasks(ids)] == ["e2", "e1", "e0"]
+            assert quick.count_tasks_by_state(job["id"]) == plain.count_tasks_by_state(job["id"])
+        store.close()
+    finally:
+        sealing.configure([])

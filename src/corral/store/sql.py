@@ -25,8 +25,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from corral.auth import context
+from corral.store import quickread, textsearch
 from corral.store import schema as s
-from corral.store import textsearch
 from corral.store.audit import AuditQueries
 from corral.store.auth import AuthQueries
 from corral.store.cluster import ClusterQueries
@@ -1068,6 +1068,30 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         return self.c.execute(q).rowcount == 1
 
 
+class QuickTx(Tx):
+    """A read on SQLite for one job's page (Store.read_soon): the job, a page of its tasks, their
+    executions and its tasks per state are read on the driver's own connection (store/quickread.py);
+    everything else as in ``Tx``."""
+
+    def __init__(self, conn: Connection, text_index: bool = False) -> None:
+        super().__init__(conn, text_index)
+        self._raw: Any = conn.connection.driver_connection
+        self._dialect = conn.dialect
+
+    def job(self, job_id: str) -> Row | None:
+        found = quickread.JOB.rows(self._raw, self._dialect, (job_id,))
+        return found[0] if found and context.sees(found[0]["namespace"]) else None
+
+    def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
+        return quickread.TASKS_PAGE.rows(self._raw, self._dialect, (job_id, after_seq, limit))
+
+    def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
+        return {st: int(n) for st, n in self._raw.execute(quickread.TASK_STATES, (job_id,))}
+
+    def executions_of_tasks(self, task_ids: Iterable[str]) -> list[Row]:
+        return [r for part in chunks(task_ids) for r in quickread.executions_of(self._raw, self._dialect, part)]
+
+
 T = TypeVar("T")
 # How long a read on the caller's thread (Store.read_soon) waits for SQLite's locks before it goes to a
 # worker thread instead: a WAL reader waits only in rare moments (a checkpoint that resets the log, recovery).
@@ -1181,13 +1205,13 @@ class Store:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={INLINE_BUSY_MS}")
             conn.commit()
         try:
-            return fn(Tx(conn, self.text_index))
+            return fn(QuickTx(conn, self.text_index))
         finally:
             conn.rollback()  # ends the read: the log's checkpoints are not held back by it
 
     def _read_with(self, fn: Callable[[Tx], T]) -> T:
-        with self.read() as tx:
-            return fn(tx)
+        with self.engine.connect() as conn:
+            return fn(QuickTx(conn, self.text_index) if self.is_sqlite else Tx(conn, self.text_index))
 
     def ping(self) -> bool:
         try:
