@@ -97,13 +97,13 @@ PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
     ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
     # An empty value is no filter, as the route reads it.
-    ("/v1/jobs", "state"): {"anyOf": [{"type": "string",
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "maxLength": 200,  # api/native/jobs.py MAX_STATES
                                        "pattern": f"^(?:(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*)?$"},
                                       {"type": "null"}]},
     # key=value[,key=value...] (api/native/pods.py _selector): a key of more than spaces, no '=' or ',' in it.
     ("/v1/pods", "selector"): {"anyOf": [{"type": "string", "pattern": (
         f"^(?:{_SELECTOR_PART}(?:,{_SELECTOR_PART})*)?$")}, {"type": "null"}]},
-    ("/api/tasks", "offset"): {"minimum": 0},
+    ("/api/tasks", "offset"): {"minimum": 0, "maximum": 1 << 31},  # api/dialects/cloudai.py MAX_OFFSET
     ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
     ("/api/jobs", "created_after_ms"): {"minimum": 0},
     ("/api/jobs", "created_before_ms"): {"minimum": 0},
