@@ -354,8 +354,8 @@ def list_jobs(svc: Svc, page: int = 1, size: int = 10,
         if text is None:
             rows, total = tx.find_jobs(tag=tags[0] if tags else None, offset=offset, limit=size)
         else:
-            rows, total = tx.list_jobs(q=text, tag=tags[0] if tags else None, limit=offset + size)
-            rows = rows[offset:]
+            # The page alone: reading the pages before it too held up to 2^31 pages of rows in memory
+            rows, total = tx.list_jobs(q=text, tag=tags[0] if tags else None, offset=offset, limit=size)
     total = min(total, COUNT_CAP)  # counted up to COUNT_CAP: a million-job history is not counted per page
     return {"items": [summary(j) for j in rows], "number": page, "size": len(rows),
             "totalPages": math.ceil(total / size), "totalItems": total}
