@@ -47,6 +47,9 @@ BODY_LIMITS: tuple[tuple[str, str, int], ...] = (
     ("POST", "/v1/schedules", 10 * MiB),
 )
 DEFAULT_BODY_LIMIT = 1 * MiB  # the dialects, the agent's other calls, everything else
+# Bytes of a request's path and query string together: every parameter has a bound far below it (the longest,
+# nomad-lite's 1,024-character command filter, is at most 12 KiB percent-encoded); past it, a 414.
+MAX_TARGET = 32 * 1024
 
 
 def body_limit(method: str, path: str) -> int:
@@ -60,7 +63,7 @@ class BodyTooLarge(ServiceError):
 
 def problem(status: int, message: str, headers: dict[str, str]) -> Response:
     titles = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 413: "Payload too large",
-              415: "Unsupported media type"}
+              414: "URI too long", 415: "Unsupported media type"}
     return JSONResponse({"type": "about:blank", "title": titles.get(status, "Error"), "status": status,
                          "detail": message}, status_code=status, headers=headers,
                         media_type="application/problem+json")
@@ -157,6 +160,11 @@ class EdgeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if target > MAX_TARGET:  # before anything reads the query string or looks up the path
+            await self._deny(scope, receive, send, 414, f"the request's path and query string are {target:,} bytes; "
+                             f"at most {MAX_TARGET:,} are accepted")
             return
         cfg = self.config
         headers = Headers(scope=scope)

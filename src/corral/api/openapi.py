@@ -6,7 +6,7 @@ belongs to (problem+json for the native API, each dialect its own: see ``SHAPES`
 
 - from the edge (corral.api.edge) and the rate limiter, in the shape of the API that owns the path prefix
   (``edge_api``): 400 (a ``Host`` that does not name the server), 401 and 403 where a credential is
-  checked (``checks_credentials``: the one place to declare it), 405, 413, 415, 429;
+  checked (``checks_credentials``: the one place to declare it), 405, 413, 414, 415, 429;
 - from the route itself, in its API's shape (``route_api``): 400 (bad parameters or body), 404 where the
   path names an object, 409 where a request changes something, 503 (overloaded, or nothing can take it).
 
@@ -71,6 +71,7 @@ DESCRIPTIONS = {
     405: "Method not allowed: the Allow header lists those the path takes",
     409: "The object is not in a state that allows this, or it conflicts with another",
     413: "The body is over the limit of this route",
+    414: "The path and query string are over 32 KiB",
     415: "The body's content type is not accepted",
     429: "Over a rate limit: try again after Retry-After seconds",
     503: "Overloaded, or nothing can take this now: try again later (Retry-After)",
@@ -97,13 +98,13 @@ PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/tasks", "limit"): {"minimum": 1, "maximum": 1000},
     ("/api/tasks", "status"): {"anyOf": [{"type": "string", "enum": ["", *_CLOUDAI_STATES]}, {"type": "null"}]},
     # An empty value is no filter, as the route reads it.
-    ("/v1/jobs", "state"): {"anyOf": [{"type": "string",
+    ("/v1/jobs", "state"): {"anyOf": [{"type": "string", "maxLength": 200,  # api/native/jobs.py MAX_STATES
                                        "pattern": f"^(?:(?:{_JOB_STATES})(?:,(?:{_JOB_STATES}))*)?$"},
                                       {"type": "null"}]},
     # key=value[,key=value...] (api/native/pods.py _selector): a key of more than spaces, no '=' or ',' in it.
     ("/v1/pods", "selector"): {"anyOf": [{"type": "string", "pattern": (
         f"^(?:{_SELECTOR_PART}(?:,{_SELECTOR_PART})*)?$")}, {"type": "null"}]},
-    ("/api/tasks", "offset"): {"minimum": 0},
+    ("/api/tasks", "offset"): {"minimum": 0, "maximum": 1 << 31},  # api/dialects/cloudai.py MAX_OFFSET
     ("/api/jobs", "page_size"): {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
     ("/api/jobs", "created_after_ms"): {"minimum": 0},
     ("/api/jobs", "created_before_ms"): {"minimum": 0},
@@ -221,7 +222,7 @@ def own_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def common_statuses(method: str, path: str, config: DocConfig, own: Iterable[int] = ()) -> tuple[set[int], set[int]]:
     """(statuses the edge or the rate limiter may answer, statuses the route itself may answer: by rule, and
     ``own``, those it declares with ``own_errors``)."""
-    edge = {400, 405, 413, 415, 429}
+    edge = {400, 405, 413, 414, 415, 429}
     if checks_credentials(method, path, config):
         edge.add(401)
     if may_forbid(method, path, config):

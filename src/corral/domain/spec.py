@@ -50,6 +50,9 @@ MAX_TEXT = 10_000  # descriptions
 MAX_EXPR = 64 * 1024  # if, output, each.list (a literal JSON list may be longer: MAX_MAP)
 MAX_PATH = 4096
 MAX_ARGS = 10_000
+MAX_TAG = 100  # one tag of a job
+MAX_QUEUE = 100  # a queue's name (QUEUE_RE)
+MAX_SEARCH = 256  # a text to find in jobs' names and tags (GET /v1/jobs?q=, Tork's GET /jobs?q=)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -684,7 +687,7 @@ class JobSpec(Strict):
     queue: QueueName = "default"
     priority: Annotated[int, NoBool] = Field(0, ge=0, le=9, description="0-9; higher runs first.")
     tags: list[str] = Field(default_factory=list, max_length=50,
-                            json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 100}})
+                            json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG}})
     env: Env = Field(default_factory=dict)
 
     @field_validator("name")
@@ -698,8 +701,8 @@ class JobSpec(Strict):
     @classmethod
     def _tags(cls, v: list[str]) -> list[str]:
         for t in v:
-            if not t or len(t) > 100:
-                raise ValueError("a tag is 1-100 characters")
+            if not t or len(t) > MAX_TAG:
+                raise ValueError(f"a tag is 1-{MAX_TAG} characters")
         return v
 
     @model_validator(mode="after")

@@ -309,7 +309,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
     def list_jobs(self, *, state: str | None = None, queue: str | None = None, tag: str | None = None,
                   q: str | None = None, created_after: float | None = None,
                   created_before: float | None = None, before_seq: int | None = None,
-                  id_prefix: str | None = None, limit: int = 50) -> tuple[list[Row], int]:
+                  id_prefix: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Row], int]:
         conds: list[Any] = []
         if id_prefix:  # lowercase hex (checked by the caller): a range the unique index on id answers
             conds += [s.jobs.c.id >= id_prefix, s.jobs.c.id < id_prefix + "g"]
@@ -328,7 +328,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
         others = bool(id_prefix or state or queue or created_after is not None or created_before is not None)
-        return self._page_of_jobs(conds, before_seq, 0, limit, ranged=created_before is not None, texts=texts,
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_before is not None, texts=texts,
                                   others=others)
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,

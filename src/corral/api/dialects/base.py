@@ -16,7 +16,7 @@ from corral.coordinator.errors import ServiceError
 
 log = logging.getLogger("corral.api")
 CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
-         413: "INVALID_REQUEST", 415: "INVALID_REQUEST", 503: "SERVICE_UNAVAILABLE"}
+         413: "INVALID_REQUEST", 414: "INVALID_REQUEST", 415: "INVALID_REQUEST", 503: "SERVICE_UNAVAILABLE"}
 
 
 class DialectError(Exception):

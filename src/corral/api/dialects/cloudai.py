@@ -37,11 +37,13 @@ from corral.auth.middleware import identity_of
 from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.policy import ESCALATIONS, escalation_message
 from corral.domain.resources import MAX_SIZE
-from corral.domain.spec import MAX_VALUE, JobSpec, TaskSpec
+from corral.domain.spec import MAX_TAG, MAX_VALUE, JobSpec, TaskSpec
 from corral.store.sql import Row, Tx
 
 MAX_LIMIT = 1000
-MAX_USER_ID = 100 - len(USER_TAG)  # it is kept as a job tag, at most 100 characters
+MAX_USER_ID = MAX_TAG - len(USER_TAG)  # it is kept as a job tag
+MAX_OFFSET = 1 << 31  # an offset past every task answers empty; this keeps it a number the store can hold
+MAX_STATUS = 64  # the list's status filter: 'queued', 'running', ...
 ERROR_PREFIXES = ("/api/tasks", "/api/workers", "/api/cluster/status", "/ws/telemetry")
 # The document's rate limits: bucket -> rate, or connections at once for a WebSocket.
 RATE_LIMITS = {"submit": "10/minute", "read": "60/minute", "websockets": "5"}
@@ -177,7 +179,8 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/api/tasks", summary="CloudAI: list tasks, newest first")
-def list_tasks(svc: Svc, status: str | None = None, user_id: str | None = None,
+def list_tasks(svc: Svc, status: Annotated[str | None, Query(max_length=MAX_STATUS)] = None,
+               user_id: Annotated[str | None, Query(max_length=MAX_USER_ID)] = None,
                limit: Annotated[int, Query()] = 50, offset: Annotated[int, Query()] = 0) -> dict[str, Any]:
     states = None
     if status:
@@ -186,8 +189,8 @@ def list_tasks(svc: Svc, status: str | None = None, user_id: str | None = None,
             raise invalid("status", "must be one of " + ", ".join(STATUS_FILTER))
     if not 1 <= limit <= MAX_LIMIT:
         raise invalid("limit", f"must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise invalid("offset", "cannot be negative")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise invalid("offset", f"must be between 0 and {MAX_OFFSET}")
     with svc.coord.store.read() as tx:
         rows, total = tx.find_jobs(states=states, tag=f"{USER_TAG}{user_id}" if user_id else None,
                                    offset=offset, limit=limit)

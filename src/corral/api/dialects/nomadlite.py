@@ -18,6 +18,10 @@ from corral.api.dialects.base import DialectError, json_object, route_class
 from corral.api.dialects.nomadlite_core import (
     LEADER_ID,
     MAX_COMMAND_BYTES,
+    MAX_MS,
+    MAX_STATUS,
+    MAX_TOKEN,
+    MAX_WORKER,
     JobFacts,
     JobFilter,
     cancel_job,
@@ -107,9 +111,12 @@ async def submit(request: Request, svc: Svc) -> dict[str, Any]:
 @router.get("/api/jobs", summary="nomad-lite: list jobs, newest first, with ListJobs' filters and paging")
 def list_jobs(
     svc: Svc, response: Response,
-    status: str = "", worker_id: str = "", command: str = "",
-    created_after_ms: int = 0, created_before_ms: int = 0,
-    page_size: Annotated[int | None, Query()] = None, page_token: str = "",
+    status: Annotated[str, Query(max_length=MAX_STATUS)] = "",
+    worker_id: Annotated[str, Query(max_length=MAX_WORKER)] = "",
+    command: Annotated[str, Query(max_length=MAX_COMMAND_BYTES)] = "",
+    created_after_ms: Annotated[int, Query(le=MAX_MS)] = 0, created_before_ms: Annotated[int, Query(le=MAX_MS)] = 0,
+    page_size: Annotated[int | None, Query()] = None,
+    page_token: Annotated[str, Query(max_length=MAX_TOKEN)] = "",
 ) -> Any:
     f = JobFilter(status=status, worker=worker_id, command=command, created_after_ms=created_after_ms,
                   created_before_ms=created_before_ms, page_size=page_size, page_token=page_token)

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 MAX_COMMAND_BYTES = 1024
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Bounds on ListJobs' filters (REST query parameters and gRPC fields alike): a longer value is a 400
+# (INVALID_ARGUMENT) naming it. The command filter is at most as long as a command nomad-lite accepts.
+MAX_STATUS = 64  # 'JOB_STATUS_COMPLETED' and the like
+MAX_WORKER = 200  # a worker number, a Corral node id or a node's name (at most 200 characters)
+MAX_TOKEN = 200  # a page token this server handed out is far shorter
+MAX_MS = 10**15  # created_after_ms, created_before_ms: milliseconds since 1970, about the year 33,700
 LEADER_ID = 1  # this coordinator, in the cluster it reports
 OUTPUT_LINES = 1000  # the last lines of output shown per job
 OUTPUT_BYTES = 256 * 1024  # and at most about this much text of them
@@ -159,6 +165,8 @@ def _ms(name: str, value: int, upper: bool = False) -> float | None:
     1000.4 ms is created at 1000 ms, as its ``created_at_ms`` says)."""
     if value < 0:
         raise DialectError(400, f"{name} cannot be negative")
+    if value > MAX_MS:
+        raise DialectError(400, f"{name} is at most {MAX_MS}")
     if not value:
         return None
     return (value + 1) / 1000.0 - 1e-9 if upper else value / 1000.0
@@ -167,7 +175,7 @@ def _ms(name: str, value: int, upper: bool = False) -> float | None:
 def _worker_prefix(tx: Tx, worker_id: str) -> str | None:
     """The worker filter as a node-id prefix: nomad-lite's number, a Corral node id, or a node's name."""
     w = worker_id.strip()
-    if w.isdigit():
+    if w.isascii() and w.isdigit():  # str.isdigit takes '²' too, which int() does not
         return None if int(w) == 0 else format(int(w), "013x")
     if len(w) == 32 and all(c in "0123456789abcdef" for c in w):
         return w
@@ -177,6 +185,10 @@ def _worker_prefix(tx: Tx, worker_id: str) -> str | None:
 
 def find_jobs(tx: Tx, f: JobFilter) -> tuple[list[Row], int, str]:
     """One page of jobs, newest first: (rows, how many match in all, the next page's token or "")."""
+    for name, value, most in (("status", f.status, MAX_STATUS), ("worker_id", f.worker, MAX_WORKER),
+                              ("command", f.command, MAX_COMMAND_BYTES), ("page_token", f.page_token, MAX_TOKEN)):
+        if len(value) > most:
+            raise DialectError(400, f"{name} is at most {most} characters")
     states = None
     if f.status:
         key = f.status.strip().lower().removeprefix("job_status_")

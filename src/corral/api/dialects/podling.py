@@ -18,7 +18,7 @@ import contextlib
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -417,7 +417,7 @@ def list_nodes(svc: Svc) -> list[dict[str, Any]]:
 
 # -- maintenance ----------------------------------------------------------------------------------
 @router.post("/api/v1/prune", summary="Podling: remove finished tasks and pods and offline nodes (?all=true: all)")
-def prune(svc: Svc, all: str = "") -> dict[str, int]:
+def prune(svc: Svc, all: Annotated[str, Query(max_length=16)] = "") -> dict[str, int]:
     everything = all == "true"
     removed = tasks_of(svc).prune(everything)
     return {"podsRemoved": removed["pods"], "nodesRemoved": removed["nodes"],
@@ -852,7 +852,7 @@ async def create_service(request: Request, svc: Svc) -> dict[str, Any]:
 
 
 @router.get("/api/v1/services", summary="Podling: the services (?namespace= for one namespace's)")
-def list_services(svc: Svc, namespace: str = "") -> list[dict[str, Any]]:
+def list_services(svc: Svc, namespace: Annotated[str, Query(max_length=63)] = "") -> list[dict[str, Any]]:
     return [service_view(s) for s in _core_services(svc).list(namespace or None, limit=LIST_LIMIT)]
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -31,7 +31,7 @@ from corral.coordinator.errors import Conflict, NotFound
 from corral.coordinator.policy import escalation_message
 from corral.domain import workflow
 from corral.domain.nodes import safe_node
-from corral.domain.spec import MAX_VALUE, JobSpec
+from corral.domain.spec import MAX_SEARCH, MAX_VALUE, JobSpec
 from corral.store.sql import COUNT_CAP, Row, Tx
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -341,7 +341,8 @@ async def submit(request: Request, svc: Svc, wait: bool = False) -> dict[str, An
 
 
 @router.get("/jobs", summary="Tork: jobs, newest first; q searches names and tags, 'tag:x' filters by tag")
-def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str, Any]:
+def list_jobs(svc: Svc, page: int = 1, size: int = 10,
+              q: Annotated[str, Query(max_length=MAX_SEARCH)] = "") -> dict[str, Any]:
     page, size = page_args(page, size, 20)
     words = q.split()
     tags = [w.removeprefix("tag:") for w in words if w.startswith("tag:")]
@@ -353,8 +354,8 @@ def list_jobs(svc: Svc, page: int = 1, size: int = 10, q: str = "") -> dict[str,
         if text is None:
             rows, total = tx.find_jobs(tag=tags[0] if tags else None, offset=offset, limit=size)
         else:
-            rows, total = tx.list_jobs(q=text, tag=tags[0] if tags else None, limit=offset + size)
-            rows = rows[offset:]
+            # The page alone: reading the pages before it too held up to 2^31 pages of rows in memory
+            rows, total = tx.list_jobs(q=text, tag=tags[0] if tags else None, offset=offset, limit=size)
     total = min(total, COUNT_CAP)  # counted up to COUNT_CAP: a million-job history is not counted per page
     return {"items": [summary(j) for j in rows], "number": page, "size": len(rows),
             "totalPages": math.ceil(total / size), "totalItems": total}

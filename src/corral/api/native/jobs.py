@@ -19,7 +19,7 @@ from corral.api.idempotency import idem_key
 from corral.api.native.views import job_view, tasks_page_view
 from corral.api.timefmt import parse_time, rfc3339
 from corral.coordinator.errors import NotFound
-from corral.domain.spec import JobSpec
+from corral.domain.spec import MAX_QUEUE, MAX_SEARCH, MAX_TAG, JobSpec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState
 from corral.store.sql import COUNT_CAP, decode_cursor, encode_cursor
 
@@ -31,6 +31,10 @@ TASKS_SHOWN = 200  # tasks a job view carries; the rest are paged through /v1/jo
 MAX_LOG_PAGE = 10_000  # lines in one page of a job's log (and its default size)
 LOG_PAGE_BYTES = 8 * 1024 * 1024  # about the most text in one page
 LOG_READ_CHUNK = 1000  # lines read from the store at a time while a page is gathered
+# Bounds on the list's query parameters (each longer value is a 400 naming it; see docs/api.md)
+MAX_STATES = 200  # 'state': the six states, comma-separated, fit several times
+MAX_TIME = 64  # 'created_after', 'created_before': an RFC 3339 time or UNIX seconds
+MAX_CURSOR = 200  # a cursor this server handed out is far shorter
 
 
 def validate_spec(data: Any, where: str = "") -> JobSpec:
@@ -111,16 +115,18 @@ async def submit_batch(request: Request, svc: Svc) -> dict[str, Any]:
 @router.get("", summary="List jobs, newest first")
 def list_jobs(
     svc: Svc,
-    state: Annotated[str | None, Query(description="One state, or several separated by commas")] = None,
-    queue: str | None = None,
-    tag: str | None = None,
-    q: Annotated[str | None, Query(description="Text to find in the name or tags")] = None,
+    state: Annotated[str | None, Query(max_length=MAX_STATES,
+                                       description="One state, or several separated by commas")] = None,
+    queue: Annotated[str | None, Query(max_length=MAX_QUEUE)] = None,
+    tag: Annotated[str | None, Query(max_length=MAX_TAG)] = None,
+    q: Annotated[str | None, Query(max_length=MAX_SEARCH, description="Text to find in the name or tags")] = None,
     id_prefix: Annotated[str | None, Query(pattern="^[0-9a-f]{1,32}$",
                                            description="The start of the job's id (the short ids tables show)")] = None,
-    created_after: Annotated[str | None, Query(description="RFC 3339 time or UNIX seconds")] = None,
-    created_before: str | None = None,
+    created_after: Annotated[str | None, Query(max_length=MAX_TIME,
+                                               description="RFC 3339 time or UNIX seconds")] = None,
+    created_before: Annotated[str | None, Query(max_length=MAX_TIME)] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> dict[str, Any]:
     if limit > MAX_LIMIT:
         raise BadInput(f"limit is at most {MAX_LIMIT}", [{"field": "limit", "message": f"at most {MAX_LIMIT}"}])
@@ -163,7 +169,7 @@ async def get_job(job_id: str, svc: Svc,
 
 @router.get("/{job_id}/tasks", summary="A job's tasks, a page at a time, in the order they were created")
 def get_tasks(job_id: str, svc: Svc, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = TASKS_SHOWN,
-              cursor: str | None = None) -> dict[str, Any]:
+              cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None) -> dict[str, Any]:
     try:
         after = decode_cursor(cursor) if cursor else 0
     except ValueError as e:

@@ -89,8 +89,9 @@ def get(service_id: ServiceId, svc: Svc) -> dict[str, Any]:
 @router.put("/{service_id}", summary="Replace a service's spec (its name and namespace stay)",
             openapi_extra=_SERVICE_BODY)
 async def update(service_id: ServiceId, request: Request, svc: Svc,
-                 version: Annotated[int | None, Query(ge=1, description="Refuse (409) unless the service is "
-                                                                   "still at this version")] = None
+                 version: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                                      description="Refuse (409) unless the service is "
+                                                                  "still at this version")] = None
                  ) -> dict[str, Any]:
     spec = validate_service(await read_body(request))
     return service_view(await asyncio.to_thread(Services(svc.coord).update, service_id, spec, version))
