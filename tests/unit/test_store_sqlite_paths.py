@@ -45,10 +45,12 @@ def _synced(monkeypatch: pytest.MonkeyPatch, store: Store, db: Path) -> list[tup
     return calls
 
 
-def test_a_durable_commit_syncs_the_log_after_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("query", ["", "?timeout=30"])  # a URL's query string is not part of the file's name
+def test_a_durable_commit_syncs_the_log_after_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       query: str) -> None:
     monkeypatch.delenv("CORRAL_SQLITE_SYNC", raising=False)  # NORMAL, the default
     db = tmp_path / "corral.db"
-    store = Store(f"sqlite:///{db}")
+    store = Store(f"sqlite:///{db}{query}")
     calls = _synced(monkeypatch, store, db)
     with store.transaction() as tx:  # not durable: nothing synced by the store
         tx.insert_jobs([job_rows(SPEC, time.time())])

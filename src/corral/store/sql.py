@@ -1111,7 +1111,7 @@ class Store:
         self._sync = "FULL"  # SQLite's synchronous setting outside durable transactions (PostgreSQL: n/a)
         self._files: tuple[str, ...] = ()  # SQLite: what a durable commit syncs (Store._sync_log)
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
+            path = sa.engine.make_url(url).database or ""  # the file, without a query string
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(url, connect_args={"check_same_thread": False,
