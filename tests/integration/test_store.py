@@ -156,6 +156,26 @@ def test_tasks_that_wait_do_not_hide_those_behind_them(coord: Coordinator) -> No
         assert tx.count_pending_tasks() == 300
 
 
+def test_a_full_node_pauses_the_look_past_waiting_tasks(coord: Coordinator) -> None:
+    """A backlog that no longer fits (a full node, tasks alike): after a look past the waiting tasks that
+    placed none, the passes read the queue's first page alone for LOOK_PAST_PAUSE, and then look past again:
+    a small task deep in the queue is placed then, not at every pass's cost."""
+    from corral.coordinator.scheduling import LOOK_PAST_PAUSE
+    node = _node(coord)  # 2 cores
+    coord.submit_many([JobSpec.model_validate({"tasks": [{"run": "big", "resources": {"cpu": 1.5}}]})
+                       for _ in range(100)])
+    assert coord.schedule_once() == 1  # one fits; the next 99 wait, a look past them places none
+    small = coord.submit(JobSpec.model_validate({"tasks": [{"run": "small", "resources": {"cpu": 0.5}}]}))
+    began = time.monotonic()
+    assert coord.schedule_once() == 0  # within the pause: the first page alone; the small task is behind it
+    if time.monotonic() - began < LOOK_PAST_PAUSE:  # (a loaded machine may have taken longer than the pause)
+        assert coord.get_job(small["id"])[0]["state"] == "pending"
+    time.sleep(LOOK_PAST_PAUSE)
+    assert coord.schedule_once() == 1  # the pause over: it looks past the waiting ones again
+    assert coord.get_job(small["id"])[0]["state"] == "scheduled"
+    assert len(_assigned(coord, node)) == 2
+
+
 def test_parked_tasks_are_placed_when_a_node_that_can_hold_them_registers(coord: Coordinator) -> None:
     """Tasks no ready node could hold are parked (not read by later passes) with their reason; a node that
     can hold them registering makes the next pass read and place them (the write that places them clears

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.coordinator")
 MAX_STEP = 1024  # tasks one step of a scheduling pass reads and places, at most (one write transaction)
 WAITING_PAGES = 4  # pages of a queue a pass reads past tasks that cannot be placed now, looking for ones that can
+# After a look past waiting tasks that placed none of the queue's tasks (a full cluster, a backlog of tasks alike),
+# the queue's passes read its first page alone for this long (seconds): then they look past again.
+LOOK_PAST_PAUSE = 0.5
 # What of a ready node decides whether a task could ever be placed on it: a change of any of these (or a new
 # ready node) reads the parked tasks again.
 _NODE_SHAPE = ("id", "cpu", "memory", "disk", "gpus", "labels", "runtimes", "queues")
@@ -62,6 +65,8 @@ class Scheduling(Part):
         # Per queue: where, past the waiting tasks, the last pass stopped looking (absent: it saw them all).
         self._resume: dict[str, int] = {}
         self._nodes_seen: set[int] | None = None  # the ready nodes' shapes at the last pass (None: no pass yet)
+        # Per queue: until when a pass does not look past its waiting tasks (LOOK_PAST_PAUSE)
+        self._look_past_from: dict[str, float] = {}
 
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed.
@@ -106,8 +111,12 @@ class Scheduling(Part):
         selector no node matches, more than any node has, no room) must not hide the ones behind them: a
         page that leaves some waiting is followed by one past them, up to WAITING_PAGES per queue and pass;
         the next pass reads the queue's top again (what frees up goes first), then goes on from where this
-        one stopped, so that every ready task is looked at within a few passes. Parked tasks leave the read
-        with the commit that parks them: they neither count as waiting nor move the offset."""
+        one stopped, so that every ready task is looked at within a few passes. A look past waiting tasks that
+        placed none of them (a full cluster and a backlog of tasks alike) pauses the looking past for that
+        queue for LOOK_PAST_PAUSE: until then its passes read its first page alone (the oldest go first as
+        room frees up), instead of every pass reading and planning pages that cannot fit. Parked tasks leave
+        the read with the commit that parks them: they neither count as waiting nor move the offset. A step
+        whose plan places nothing and changes no reason writes nothing."""
         placed_total = 0
         batch = self._step
         offset = dict.fromkeys(queues, 0)
@@ -147,17 +156,24 @@ class Scheduling(Part):
                 if tid not in result.never:
                     q = by_id[tid]["queue"]
                     waiting[q] = waiting.get(q, 0) + 1
+            placed_in = {by_id[p.task_id]["queue"] for p in result.placements}
             if waiting:
                 self._step = self.settings.schedule_batch
             else:
                 self._step = min(batch * 4, max(MAX_STEP, self.settings.schedule_batch))
             still = []
             for q in active:
+                if pages[q] and q in placed_in:  # this step looked past waiting tasks, and placed some
+                    self._look_past_from.pop(q, None)
+                elif pages[q] and waiting.get(q):  # and none of those fit either
+                    self._look_past_from[q] = now + LOOK_PAST_PAUSE
                 if len(reads[q]) < batch:  # the last of the queue's ready tasks
                     self._resume.pop(q, None)
                     continue
                 offset[q] += sum(t["kind"] != "run" for t in reads[q])
                 if waiting.get(q):  # some wait: look past them (a few pages a pass)
+                    if self._look_past_from.get(q, 0.0) > now:
+                        continue  # a full cluster: the first page only, for a while (the next pass)
                     offset[q] += waiting[q]
                     if pages[q] == 0:
                         offset[q] = max(offset[q], self._resume.get(q, 0))
@@ -224,6 +240,11 @@ class Scheduling(Part):
         is refused (Fenced) if another coordinator has taken the leadership since; the other coordinators are
         told in the same transaction (``Coordinator.announce``), so a refused plan wakes nobody."""
         woken: set[str] = set()
+        never = {tid: result.reasons[tid] for tid in result.never}
+        changed: dict[str, str | None] = {tid: r for tid, r in result.reasons.items()
+                                          if tid not in never and by_id[tid]["reason"] != r}
+        if not result.placements and not never and not changed:
+            return 0  # the same tasks wait for the same reasons: nothing to write
         with self.store.transaction() as tx:
             self.coord.fence(tx)
             rows: list[dict[str, Any]] = [
@@ -242,9 +263,7 @@ class Scheduling(Part):
                 woken.add(r["node_id"])
             tx.insert_executions(new_execs)
             tx.jobs_to_state({e["job_id"] for e in new_execs}, ["pending"], state=JobState.SCHEDULED.value)
-            never = {tid: result.reasons[tid] for tid in result.never}
-            tx.set_reasons({tid: r for tid, r in result.reasons.items()
-                            if tid not in never and by_id[tid]["reason"] != r})
+            tx.set_reasons(changed)
             tx.park_tasks(never)  # not read again until the ready nodes change
             # The other coordinators hear of it with the commit itself: no thread hop or round trip after it
             # stands between a placement and the long-poll of its worker on another coordinator.
