@@ -97,7 +97,9 @@ def test_read_soon_reads_on_the_callers_thread(tmp_path: Path) -> None:
         with store._inline_lock:
             ident, n = await store.read_soon(_count)
         assert (ident != here, n) == (True, 1)
-        # SQLite busy on the first try: read again in a worker thread
+        # SQLite busy on the first try: read again in a worker thread. The read raises SQLite's "locked"
+        # itself: a WAL reader is refused only in rare moments (a checkpoint resetting the log, recovery)
+        # that a test cannot bring about on demand.
         tries: list[int] = []
 
         def busy_once(tx: Tx) -> tuple[int, int]:

@@ -23,29 +23,24 @@ Processor = Callable[[Any], Any]
 
 
 class Query:
-    """A SELECT of all of ``table``'s columns with a fixed ``rest`` (WHERE, ORDER BY, LIMIT; ``?``
-    parameters), and what turns its rows into the store's dicts."""
+    """A SELECT of all of ``table``'s columns, and what turns its rows into the store's dicts; ``rows`` is
+    given the rest of the statement (WHERE, ORDER BY, LIMIT, with ``?`` parameters)."""
 
-    def __init__(self, table: sa.Table, rest: str) -> None:
+    def __init__(self, table: sa.Table) -> None:
         self.table = table
-        self.rest = rest
         self.keys = [c.name for c in table.c]
-        self._sql: str | None = None
+        self._head: str | None = None  # SELECT ... FROM ..., made for the dialect on the first read
         self._procs: list[tuple[int, Processor]] = []
 
     def _prepare(self, dialect: sa.Dialect) -> str:
         quote = dialect.identifier_preparer.quote
         self._procs = [(i, p) for i, c in enumerate(self.table.c)
                        if (p := c.type.result_processor(dialect, None)) is not None]
-        self._sql = f"SELECT {', '.join(quote(k) for k in self.keys)} FROM {quote(self.table.name)} {self.rest}"
-        return self._sql
+        self._head = f"SELECT {', '.join(quote(k) for k in self.keys)} FROM {quote(self.table.name)} "
+        return self._head
 
-    def rows(self, conn: sqlite3.Connection, dialect: sa.Dialect, params: Sequence[Any],
-             rest: str | None = None) -> list[Row]:
-        """The rows for ``params``; ``rest``: another WHERE... for the same columns (an IN list's length)."""
-        sql = self._sql or self._prepare(dialect)
-        if rest is not None:
-            sql = sql[:len(sql) - len(self.rest)] + rest
+    def rows(self, conn: sqlite3.Connection, dialect: sa.Dialect, rest: str, params: Sequence[Any]) -> list[Row]:
+        sql = (self._head or self._prepare(dialect)) + rest
         out = []
         keys, procs = self.keys, self._procs
         for values in conn.execute(sql, params):
@@ -57,12 +52,19 @@ class Query:
         return out
 
 
-JOB = Query(s.jobs, "WHERE id = ?")
-TASKS_PAGE = Query(s.tasks, "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-EXECUTIONS = Query(s.executions, "WHERE task_id IN (?) ORDER BY scheduled_at")
+JOBS, TASKS, EXECUTIONS = Query(s.jobs), Query(s.tasks), Query(s.executions)
 TASK_STATES = "SELECT state, count(*) FROM tasks WHERE job_id = ? GROUP BY state"
+
+
+def job(conn: sqlite3.Connection, dialect: sa.Dialect, job_id: str) -> Row | None:
+    found = JOBS.rows(conn, dialect, "WHERE id = ?", (job_id,))
+    return found[0] if found else None
+
+
+def tasks_page(conn: sqlite3.Connection, dialect: sa.Dialect, job_id: str, after_seq: int, limit: int) -> list[Row]:
+    return TASKS.rows(conn, dialect, "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after_seq, limit))
 
 
 def executions_of(conn: sqlite3.Connection, dialect: sa.Dialect, task_ids: Sequence[str]) -> list[Row]:
     marks = ", ".join("?" * len(task_ids))
-    return EXECUTIONS.rows(conn, dialect, task_ids, f"WHERE task_id IN ({marks}) ORDER BY scheduled_at")
+    return EXECUTIONS.rows(conn, dialect, f"WHERE task_id IN ({marks}) ORDER BY scheduled_at", task_ids)

@@ -322,26 +322,24 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             texts.append(("search", f"\x1f{tag.lower()}\x1f"))
         if q:
             texts.append(("search", q.lower()))
-        conds += [getattr(s.jobs.c, col).contains(term, autoescape=True) for col, term in texts]
         if created_after is not None:
             conds.append(s.jobs.c.created_at >= created_after)
         if created_before is not None:
             conds.append(s.jobs.c.created_at < created_before)
-        others = bool(id_prefix or state or queue or created_after is not None or created_before is not None)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_before is not None, texts=texts,
-                                  others=others)
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_before is not None, texts=texts)
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
-                      ranged: bool = False, texts: Sequence[tuple[str, str]] = (),
-                      others: bool = False) -> tuple[list[Row], int]:
+                      ranged: bool = False, texts: Sequence[tuple[str, str]] = ()) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
         number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page).
-        ``texts``: the (column, substring) pairs that ``conds`` search with ``LIKE``; on SQLite, where
+        ``texts``: (column, substring) pairs the jobs must hold, searched with ``LIKE``; on SQLite, where
         jobs_fts is whole, those of three characters or more also narrow the jobs by it (the ``LIKE`` stays):
-        always when nothing else filters (``others``: a state, a queue, a time window...), else only when the
-        text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's index,
-        as before: along jobs_fts that read every job with the word)."""
+        always when nothing else filters (no other ``conds``: a state, a queue, a time window...), else only
+        when the text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's
+        index, as before: along jobs_fts that read every job with the word)."""
+        others = bool(conds)
+        conds = [*conds, *(getattr(s.jobs.c, col).contains(term, autoescape=True) for col, term in texts)]
         if (visible := context.visible()) is not None:
             conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
         seq: Any = s.jobs.c.seq
@@ -810,14 +808,11 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(sa.exists().where(e.job_id == j.id, e.node_id.startswith(node_prefix, autoescape=True)))
         if command:  # jobs.command_search (0019): a trigram index on PostgreSQL, jobs_fts on SQLite (0021)
             texts.append(("command_search", command.lower()))
-        conds += [getattr(j, col).contains(term, autoescape=True) for col, term in texts]
         if created_from is not None:
             conds.append(j.created_at >= created_from)
         if created_to is not None:
             conds.append(j.created_at <= created_to)
-        others = bool(states or node_prefix or created_from is not None or created_to is not None)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts,
-                                  others=others)
+        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts)
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
@@ -1079,11 +1074,11 @@ class QuickTx(Tx):
         self._dialect = conn.dialect
 
     def job(self, job_id: str) -> Row | None:
-        found = quickread.JOB.rows(self._raw, self._dialect, (job_id,))
-        return found[0] if found and context.sees(found[0]["namespace"]) else None
+        found = quickread.job(self._raw, self._dialect, job_id)
+        return found if found and context.sees(found["namespace"]) else None
 
     def tasks_page(self, job_id: str, after_seq: int, limit: int) -> list[Row]:
-        return quickread.TASKS_PAGE.rows(self._raw, self._dialect, (job_id, after_seq, limit))
+        return quickread.tasks_page(self._raw, self._dialect, job_id, after_seq, limit)
 
     def count_tasks_by_state(self, job_id: str) -> dict[str, int]:
         return {st: int(n) for st, n in self._raw.execute(quickread.TASK_STATES, (job_id,))}

@@ -72,9 +72,7 @@ def intact(conn: sa.Connection) -> bool:
 
 def rebuild(conn: sa.Connection) -> None:
     """(Re)create the table from every job, and its triggers."""
-    for name in TRIGGERS:
-        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {name}"))
-    conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))
+    drop(conn)
     conn.execute(sa.text(f"CREATE VIRTUAL TABLE {TABLE} USING fts5({', '.join(COLUMNS)}, tokenize = 'trigram')"))
     conn.execute(sa.text(f"INSERT INTO {TABLE} (rowid, {', '.join(COLUMNS)}) "
                          f"SELECT seq, {', '.join(COLUMNS)} FROM jobs"))
@@ -87,6 +85,7 @@ def rebuild(conn: sa.Connection) -> None:
 
 
 def drop(conn: sa.Connection) -> None:
+    """The table and its triggers, gone (if there)."""
     for name in TRIGGERS:
         conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {name}"))
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}"))
