@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
 from corral.api.body import BODY_MODELS
-from corral.api.edge import PROBES, UNSAFE
+from corral.api.edge import MAX_TARGET, PROBES, UNSAFE
 from corral.domain import spec
 
 PROBLEM = "application/problem+json"
@@ -71,7 +71,7 @@ DESCRIPTIONS = {
     405: "Method not allowed: the Allow header lists those the path takes",
     409: "The object is not in a state that allows this, or it conflicts with another",
     413: "The body is over the limit of this route",
-    414: "The path and query string are over 32 KiB",
+    414: f"The path and query string are over {MAX_TARGET // 1024} KiB",
     415: "The body's content type is not accepted",
     429: "Over a rate limit: try again after Retry-After seconds",
     503: "Overloaded, or nothing can take this now: try again later (Retry-After)",

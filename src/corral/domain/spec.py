@@ -35,7 +35,8 @@ from corral.domain.resources import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}$")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+MAX_QUEUE = 100  # a queue's name (QUEUE_RE)
+QUEUE_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_QUEUE - 1}}}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Bounds on what one spec may hold. A value is at most what Linux takes as one argument (MAX_ARG_STRLEN:
@@ -51,7 +52,6 @@ MAX_EXPR = 64 * 1024  # if, output, each.list (a literal JSON list may be longer
 MAX_PATH = 4096
 MAX_ARGS = 10_000
 MAX_TAG = 100  # one tag of a job
-MAX_QUEUE = 100  # a queue's name (QUEUE_RE)
 MAX_SEARCH = 256  # a text to find in jobs' names and tags (GET /v1/jobs?q=, Tork's GET /jobs?q=)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
