@@ -65,8 +65,8 @@ class Scheduling(Part):
         # Per queue: where, past the waiting tasks, the last pass stopped looking (absent: it saw them all).
         self._resume: dict[str, int] = {}
         self._nodes_seen: set[int] | None = None  # the ready nodes' shapes at the last pass (None: no pass yet)
-        # Per queue: until when a pass does not look past its waiting tasks (LOOK_PAST_PAUSE)
-        self._look_past_from: dict[str, float] = {}
+        # Per queue: when a look past its waiting tasks last placed none of them (see LOOK_PAST_PAUSE)
+        self._looked_past_in_vain: dict[str, float] = {}
 
     def schedule_once(self) -> int:
         """One pass: place what fits, record why the rest waits. Returns how many tasks were placed.
@@ -164,15 +164,15 @@ class Scheduling(Part):
             still = []
             for q in active:
                 if pages[q] and q in placed_in:  # this step looked past waiting tasks, and placed some
-                    self._look_past_from.pop(q, None)
+                    self._looked_past_in_vain.pop(q, None)
                 elif pages[q] and waiting.get(q):  # and none of those fit either
-                    self._look_past_from[q] = now + LOOK_PAST_PAUSE
+                    self._looked_past_in_vain[q] = now
                 if len(reads[q]) < batch:  # the last of the queue's ready tasks
                     self._resume.pop(q, None)
                     continue
                 offset[q] += sum(t["kind"] != "run" for t in reads[q])
                 if waiting.get(q):  # some wait: look past them (a few pages a pass)
-                    if self._look_past_from.get(q, 0.0) > now:
+                    if now - self._looked_past_in_vain.get(q, -LOOK_PAST_PAUSE) < LOOK_PAST_PAUSE:
                         continue  # a full cluster: the first page only, for a while (the next pass)
                     offset[q] += waiting[q]
                     if pages[q] == 0:
