@@ -120,7 +120,7 @@ def process_gone(pid: int) -> bool:
     """Whether the process has ended (no longer there, or a zombie waiting to be reaped)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
         return True
 
 
