@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from corral.auth import context
 from corral.coordinator.policy import Policy, PolicyError
 from corral.domain import expr, workflow
+from corral.domain.ids import new_id
 from corral.domain.resources import parse_duration
 from corral.domain.spec import JobSpec, TaskSpec, dump_spec
 from corral.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
@@ -38,10 +38,6 @@ TASK_BUDGET = 2.0  # seconds all the expressions of one task may take together (
 # cancelled ("not run: ..."): nothing counts them as waiting work any more. A restart runs them again.
 STOP = ("scheduled", "running")
 UNSTARTED = ("pending",)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now: float, ready: bool,

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.coordinator.errors import Conflict, Forbidden, Invalid, NotFound
-from corral.coordinator.flow import new_id
 from corral.coordinator.part import Part
 from corral.domain import workflow
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs
+from corral.domain.ids import new_id
 from corral.domain.resources import parse_duration
 from corral.domain.services import pick_node_ports
 from corral.domain.spec import TaskSpec, argv_of

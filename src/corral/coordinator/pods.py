@@ -24,10 +24,10 @@ import anyio.to_thread
 
 from corral.auth import context
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
-from corral.coordinator.flow import new_id
 from corral.coordinator.policy import PolicyError, pod_container
 from corral.domain import reconcile
 from corral.domain.agentwire import ContainerStatus, PodLogLine, PodStatus, cap_lines, truncation_marker
+from corral.domain.ids import new_id
 from corral.domain.pods import FINAL_POD_STATES, PLACED_POD_STATES, ContainerSpec, PodSpec, PodState, dump_pod
 from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.auth.identity import DEFAULT_NAMESPACE
-from corral.coordinator.flow import new_id
 from corral.coordinator.part import Part
+from corral.domain.ids import new_id
 from corral.domain.quotas import Budgets
 from corral.domain.resources import Resources
 from corral.domain.states import JobState

@@ -31,6 +31,7 @@ from corral.coordinator.policy import Policy
 from corral.coordinator.reaper import Reaper
 from corral.coordinator.scheduling import Scheduling
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs, truncation_marker
+from corral.domain.ids import new_id
 from corral.domain.spec import JobSpec
 from corral.scheduler import NodeView, TaskView
 from corral.scheduler.placement import Strategy
@@ -39,7 +40,6 @@ from corral.store.sql import Row, Store, Tx
 __all__ = ["MAX_LOST_RESCHEDULES", "NODE_SECRET_HEADER", "Coordinator", "LogLine", "NodeInfo", "Settings", "Update",
            "cap_logs", "job_rows", "new_id", "secret_hash", "truncation_marker"]
 
-new_id = flow.new_id
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
 
 
@@ -203,9 +203,15 @@ class Coordinator:
     def kick_local(self) -> None:
         self._kick.set()
 
-    def wait_for_kick(self, timeout: float) -> None:
-        self._kick.wait(timeout)
+    def kicked(self) -> bool:
+        """Whether a pass was asked for since the last ``wait_for_kick``."""
+        return self._kick.is_set()
+
+    def wait_for_kick(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` for a kick; whether one came."""
+        kicked = self._kick.wait(timeout)
         self._kick.clear()
+        return kicked
 
     def schedule_once(self) -> int:
         return self.scheduling.schedule_once()

@@ -27,9 +27,9 @@ import weakref
 from typing import Any
 
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Unavailable
-from corral.coordinator.flow import new_id
 from corral.coordinator.service import Coordinator
 from corral.domain import services as domain
+from corral.domain.ids import new_id
 from corral.domain.services import ANY_NODE, ServiceSpec
 from corral.domain.spec import dump_spec
 from corral.store.sql import Row, Tx
