@@ -189,6 +189,10 @@ def probes(n: int, now: float, ids: list[str]) -> dict[str, Callable[[random.Ran
         a = start + r.random() * 59 * DAY
         return {"created_after": a, "created_before": a + DAY}
 
+    def window_ms(w: dict[str, Any]) -> dict[str, Any]:  # the same one-day window, as nomad-lite spells it
+        return {"created_after_ms": int(w["created_after"] * 1000),
+                "created_before_ms": int(w["created_before"] * 1000), "page_size": 50}
+
     return {
         "list": lambda r: ("/v1/jobs", {}),
         "list state=failed": lambda r: ("/v1/jobs", {"state": "failed"}),
@@ -205,9 +209,7 @@ def probes(n: int, now: float, ids: list[str]) -> dict[str, Callable[[random.Ran
         "tork q tag": lambda r: ("/jobs", {"q": f"tag:team-{r.randrange(20)}"}),
         "tork page 50": lambda r: ("/jobs", {"page": 50}),
         "nomad-lite status": lambda r: ("/api/jobs", {"status": "failed", "page_size": 50}),
-        "nomad-lite time range": lambda r: ("/api/jobs", {
-            "created_after_ms": int(window(r)["created_after"] * 1000),
-            "created_before_ms": int(window(r)["created_before"] * 1000), "page_size": 50}),
+        "nomad-lite time range": lambda r: ("/api/jobs", window_ms(window(r))),
         "nomad-lite command": lambda r: ("/api/jobs", {"command": "hello", "page_size": 50}),
         "nomad-lite command selective": lambda r: ("/api/jobs", {"command": "needle", "page_size": 50}),
         "get job": lambda r: (f"/v1/jobs/{r.choice(ids)}", {}),

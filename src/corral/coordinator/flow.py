@@ -41,10 +41,12 @@ UNSTARTED = ("pending",)
 
 
 def task_row(job_id: str, pos: int, t: TaskSpec, queue: str, priority: int, now: float, ready: bool,
-             parent_id: str | None = None, scope: dict[str, Any] | None = None) -> Row:
+             parent_id: str | None = None, scope: dict[str, Any] | None = None,
+             spec: dict[str, Any] | None = None) -> Row:
+    """``spec``: the task's stored form when the caller has it already (its job's, dumped whole)."""
     res = t.resources.resolve()
     kind = workflow.kind_of(t)
-    spec = dump_spec(t)
+    spec = dump_spec(t) if spec is None else spec
     return {
         # A name made from its composite's ('outer[3].item[12]') is cut to fit the column.
         "id": new_id(), "job_id": job_id, "position": pos, "name": str(t.name)[:200], "spec": spec,
@@ -88,7 +90,9 @@ def job_rows(spec: JobSpec, now: float, job_id: str | None = None, parent: Row |
     job = job_row(spec, now, job_id, parent, root, owner)
     # A chain: only the first task is ready. A graph (depends_on): every task that waits for none.
     dag = spec.is_dag()
-    return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0)
+    stored = job["spec"]["tasks"]  # each task's stored form, as the job's holds it (not dumped twice)
+    return job, [task_row(job_id, i, t, spec.queue, spec.priority, now, not t.depends_on if dag else i == 0,
+                          spec=stored[i])
                  for i, t in enumerate(spec.tasks)]
 
 
