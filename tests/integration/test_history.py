@@ -261,6 +261,42 @@ def test_counts_stop_at_the_cap(history: tuple[Store, list[dict[str, Any]]], mon
         assert tx.list_jobs(state="failed", limit=3)[1] == 8  # under the cap: exact
 
 
+WINDOWS: list[tuple[dict[str, Any], str]] = [  # a time window, and how it is read (with the caps below)
+    ({"created_after": NOW - 900, "created_before": NOW}, "newest"),  # ends now: along the newest jobs
+    ({"created_after": NOW - 900}, "newest"),  # does not end
+    ({"created_after": NOW - 1000, "created_before": NOW - 800}, "sorted"),  # ends before 20 jobs
+    ({"created_after": NOW - 700, "created_before": NOW - 670}, "sorted"),  # holds 3 jobs: few
+    ({"created_after": NOW - 700, "created_before": NOW - 600, "state": "failed"}, "sorted"),  # 2 of them
+    ({"created_after": NOW - 900, "created_before": NOW, "state": "completed,pending"}, "newest"),
+]
+
+
+@pytest.mark.parametrize(("f", "how"), WINDOWS, ids=[str(sorted(f.items())) for f, _ in WINDOWS])
+def test_a_time_window_is_read_along_the_newest_jobs_or_sorted_and_the_page_is_the_same(
+        history: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, f: dict[str, Any],
+        how: str) -> None:
+    """A window that ends in the past, or holds few jobs, is read by created_at and sorted; one that ends
+    now (or nearly), or does not end, along the newest jobs (its bounds as ``created_at + 0``, which no index
+    answers). The caps are made small so that 40 jobs show both ways; the pages are what a plain filter says."""
+    store, jobs = history
+    monkeypatch.setattr(sql, "COUNT_CAP", 3)
+    monkeypatch.setattr(sql, "WINDOW_WALK", 5)
+    want = _expected(jobs, **f)
+    with store.read() as tx, _statements(store) as seen:
+        rows, total = tx.list_jobs(**f, limit=4)
+        assert [r["id"] for r in rows] == want[:4] and total == min(len(want), 4)
+        rest, _ = tx.list_jobs(**f, before_seq=rows[-1]["seq"], limit=100)
+        assert [r["id"] for r in rest] == want[4:]
+        page = [x for x in seen if "ORDER BY" in x and "LIMIT" in x]
+        assert page and all(("created_at + " in x) == (how == "newest") for x in page), page
+        assert all(("seq + " in x) == (how == "sorted") for x in page), page
+        states = f["state"].split(",") if f.get("state") else None
+        end = f.get("created_before")
+        found, n = tx.find_jobs(states=states, created_from=f.get("created_after"), offset=1, limit=3,
+                                created_to=None if end is None else end - 0.001)
+        assert [r["id"] for r in found] == want[1:4] and n == min(len(want), 4)
+
+
 def test_heartbeats_grouped_in_one_transaction(history: tuple[Store, list[dict[str, Any]]]) -> None:
     store, _ = history
     coord = Coordinator(store)

@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,6 +168,33 @@ COUNT_CAP = 1_000
 # SQLite: a text filter with another filter reads along jobs_fts only if fewer jobs than this hold the text
 # (counted up to it first; a few ms): past it, the other filter's index, as without jobs_fts.
 FTS_PROBE = 5_000
+# Jobs created after a time window from which on its page is read by created_at and sorted, rather than
+# along the newest jobs (Tx._window_in_the_past)
+WINDOW_WALK = 2_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """A filter on the jobs' creation time: from ``start`` (inclusive) to ``end``, inclusive if ``closed``;
+    either may be None (no bound)."""
+
+    start: float | None
+    end: float | None
+    closed: bool
+
+    @property
+    def unbounded(self) -> bool:
+        return self.start is None and self.end is None
+
+    def conds(self, col: Any) -> list[Any]:
+        out: list[Any] = [] if self.start is None else [col >= self.start]
+        if self.end is not None:
+            out.append(col <= self.end if self.closed else col < self.end)
+        return out
+
+    def later(self, col: Any) -> Any:
+        """What holds for the jobs created after the window (it has an end)."""
+        return col > self.end if self.closed else col >= self.end
 
 
 # executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
@@ -322,14 +350,11 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             texts.append(("search", f"\x1f{tag.lower()}\x1f"))
         if q:
             texts.append(("search", q.lower()))
-        if created_after is not None:
-            conds.append(s.jobs.c.created_at >= created_after)
-        if created_before is not None:
-            conds.append(s.jobs.c.created_at < created_before)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_before is not None, texts=texts)
+        return self._page_of_jobs(conds, before_seq, offset, limit, texts=texts,
+                                  window=Window(created_after, created_before, closed=False))
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
-                      ranged: bool = False, texts: Sequence[tuple[str, str]] = ()) -> tuple[list[Row], int]:
+                      texts: Sequence[tuple[str, str]] = (), window: Window | None = None) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
         number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page).
@@ -337,8 +362,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         jobs_fts is whole, those of three characters or more also narrow the jobs by it (the ``LIKE`` stays):
         always when nothing else filters (no other ``conds``: a state, a queue, a time window...), else only
         when the text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's
-        index, as before: along jobs_fts that read every job with the word)."""
-        others = bool(conds)
+        index, as before: along jobs_fts that read every job with the word). ``window``: the jobs' creation
+        time (see ``Window``)."""
+        others = bool(conds) or window is not None and not window.unbounded
         conds = [*conds, *(getattr(s.jobs.c, col).contains(term, autoescape=True) for col, term in texts)]
         if (visible := context.visible()) is not None:
             conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
@@ -352,20 +378,39 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             # by jobs.seq would not use), each match's job by its primary key; the cursor is a rowid range.
             conds = [*conds, fts.c.rowid == s.jobs.c.seq, fts.c[textsearch.TABLE].match(match)]
             seq = fts.c.rowid
-        some = sa.select(s.jobs.c.seq).where(*conds).limit(COUNT_CAP + 1).subquery()
+        created = s.jobs.c.created_at
+        window_conds = window.conds(created) if window is not None else []
+        some = sa.select(s.jobs.c.seq).where(*conds, *window_conds).limit(COUNT_CAP + 1).subquery()
         total = self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
+        # A time window is read one of two ways; the page is the same. A window that ends in the past, or
+        # holds few jobs (COUNT_CAP at most): by created_at, its rows sorted, not along the newest jobs
+        # backwards until the window is reached (the planners assume its rows are spread evenly; at a million
+        # jobs a window two months back scanned 550,000 rows). A window that ends now or nearly (the last 30
+        # days, say), or does not end, and holds many jobs: along the newest jobs, which reaches it at once;
+        # its bounds are then written ``created_at + 0``, which no index answers, else the planners read the
+        # whole window by the created_at index and sort it (735 ms for 30 days of a million jobs on SQLite).
+        if window is not None and not window.unbounded:
+            walk = total > COUNT_CAP and (window.end is None or not self._window_in_the_past(window))
+            window_conds = window.conds(created + 0) if walk else window_conds
+        else:
+            walk = True
+        conds = [*conds, *window_conds]
         page = [*conds, seq < before_seq] if before_seq is not None else conds
-        # A window that ends in the past (``ranged``): read it by created_at and sort its rows, not the
-        # newest jobs backwards until the window is reached (the planners assume its rows are spread
-        # evenly; at a million jobs a window two months back scanned 550,000 rows). ``seq + 0`` orders the
-        # same but no index gives that order, so the created_at index is the way in.
-        if ranged:  # the page's seqs first (index-only on ix_jobs_created_seq where conds allow), then its rows
+        if not walk:  # ``seq + 0`` orders the same but no index gives that order, so the created_at index is
+            # the way in: the page's seqs first (index-only on ix_jobs_created_seq where conds allow), then its rows
             seqs = (sa.select(s.jobs.c.seq).where(*page).order_by((s.jobs.c.seq + 0).desc())
                     .offset(offset).limit(limit).subquery())
             q = sa.select(s.jobs).join(seqs, s.jobs.c.seq == seqs.c.seq).order_by(s.jobs.c.seq.desc())
         else:
             q = sa.select(s.jobs).where(*page).order_by(seq.desc()).offset(offset).limit(limit)
         return _rows(self.c.execute(q)), int(total)
+
+    def _window_in_the_past(self, window: Window) -> bool:
+        """Whether at least ``WINDOW_WALK`` jobs were created after ``window``: then its page is read by
+        created_at and sorted (see ``_page_of_jobs``). Either way the page is the same; this count reads at
+        most ``WINDOW_WALK`` entries of the created_at index."""
+        some = sa.select(s.jobs.c.seq).where(window.later(s.jobs.c.created_at)).limit(WINDOW_WALK).subquery()
+        return int(self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()) >= WINDOW_WALK
 
     def count_jobs_by_state(self, namespaces: Iterable[str] | None = None) -> dict[str, int]:
         """Jobs per state, of ``namespaces`` if given, else of those the current caller sees (a background
@@ -808,11 +853,8 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds.append(sa.exists().where(e.job_id == j.id, e.node_id.startswith(node_prefix, autoescape=True)))
         if command:  # jobs.command_search (0019): a trigram index on PostgreSQL, jobs_fts on SQLite (0021)
             texts.append(("command_search", command.lower()))
-        if created_from is not None:
-            conds.append(j.created_at >= created_from)
-        if created_to is not None:
-            conds.append(j.created_at <= created_to)
-        return self._page_of_jobs(conds, before_seq, offset, limit, ranged=created_to is not None, texts=texts)
+        return self._page_of_jobs(conds, before_seq, offset, limit, texts=texts,
+                                  window=Window(created_from, created_to, closed=True))
 
     def max_job_seq(self) -> int:
         return int(self.c.execute(sa.select(sa.func.coalesce(sa.func.max(s.jobs.c.seq), 0))).scalar_one())
