@@ -56,8 +56,11 @@ jobs = sa.Table(
     sa.Index("ix_jobs_namespace", "namespace", "seq"),
     sa.Index("ix_jobs_parent", "parent_job_id"),
     sa.Index("ix_jobs_root", "root_job_id"),
-    sa.Index("ix_jobs_hooks", "hooks_done"),
-    sa.Index("ix_jobs_autodelete", "auto_delete_after"),
+    # 0022: only the jobs that have webhooks, an autoDelete time (the others' NULLs made the index useless)
+    sa.Index("ix_jobs_hooks", "hooks_done", sqlite_where=sa.text("hooks_done IS NOT NULL"),
+             postgresql_where=sa.text("hooks_done IS NOT NULL")),
+    sa.Index("ix_jobs_autodelete", "auto_delete_after", sqlite_where=sa.text("auto_delete_after IS NOT NULL"),
+             postgresql_where=sa.text("auto_delete_after IS NOT NULL")),
     sa.Index("ix_jobs_created_seq", "created_at", "seq"),  # 0019 (was created_at alone): a window's page of seqs
 )
 # 0018, PostgreSQL only (where pg_trgm can be created): ?q= and ?tag= (substrings of search) by trigrams.
