@@ -201,6 +201,10 @@ def probes(n: int, now: float, ids: list[str]) -> dict[str, Callable[[random.Ran
         "list queue": lambda r: ("/v1/jobs", {"queue": f"q{r.randrange(5)}"}),
         "list tag": lambda r: ("/v1/jobs", {"tag": f"team-{r.randrange(20)}"}),
         "list time range (1 day)": lambda r: ("/v1/jobs", window(r)),
+        # the last 1 to 30 days (read along the newest jobs), and 30 days that ended a month ago (sorted whole)
+        "list last days": lambda r: ("/v1/jobs", {"created_after": now - r.randint(1, 30) * DAY}),
+        "list 30 days, a month back": lambda r: ("/v1/jobs", {"created_after": now - 60 * DAY,
+                                                              "created_before": now - 30 * DAY}),
         "list q common": lambda r: ("/v1/jobs", {"q": r.choice(WORDS.split())}),
         "list q selective": lambda r: ("/v1/jobs", {"q": "needle"}),
         "list q + state": lambda r: ("/v1/jobs", {"q": "kappa", "state": "failed"}),
