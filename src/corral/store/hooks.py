@@ -96,9 +96,7 @@ def retired_jobs(tx: Tx, cutoff: float, terminal: Sequence[str], limit: int) -> 
     q = (sa.select(_J.id)
          .where(_J.finished_at < cutoff, _J.state.in_(list(terminal)),
                 sa.or_(_J.hooks_done.is_(None), _J.hooks_done == sa.true()))
-         # ``+ 0``: read by ix_jobs_autodelete (the jobs with an autoDelete time) and sorted, not along every
-         # finished job's ix_jobs_finished entry for its order (160 ms a pass at 1,000,000 jobs on SQLite).
-         .order_by(_J.finished_at + 0).limit(limit))
+         .order_by(_J.finished_at).limit(limit))  # along ix_jobs_finished, oldest first: no sort
     return [r[0] for r in tx.c.execute(q)]
 
 
