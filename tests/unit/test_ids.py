@@ -4,6 +4,7 @@ the same in a forked child as in its parent."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 
 import pytest
@@ -35,13 +36,16 @@ def test_ids_are_unique_and_the_kernel_is_asked_once_per_batch(monkeypatch: pyte
 
 
 def test_a_forked_child_does_not_hand_out_its_parents_ids() -> None:
+    """Nor waits for the pool's lock, held by another thread of the parent when it forked (here: this one)."""
     ids.new_id()  # the pool holds the rest of a batch
     read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
-        os.close(read)
-        os.write(write, "".join(ids.new_id() for _ in range(8)).encode())
-        os._exit(0)
+    with ids._pool._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: its next ids, to the parent (killed by the alarm if it waits for the lock)
+            signal.alarm(10)
+            os.close(read)
+            os.write(write, "".join(ids.new_id() for _ in range(8)).encode())
+            os._exit(0)
     os.close(write)
     with os.fdopen(read) as f:
         theirs = f.read()

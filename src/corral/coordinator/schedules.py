@@ -18,8 +18,9 @@ from typing import Any
 from corral.auth import context
 from corral.coordinator.errors import Conflict, Invalid, NotFound, Overloaded
 from corral.coordinator.idempotency import HEADER, IdemKey, fingerprint
-from corral.coordinator.service import Coordinator, job_rows, new_id
+from corral.coordinator.service import Coordinator, job_rows
 from corral.domain import schedule as cron
+from corral.domain.ids import new_id
 from corral.domain.spec import JobSpec, dump_spec
 from corral.domain.states import JobState, TaskState
 from corral.store.sql import Row

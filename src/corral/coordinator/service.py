@@ -31,14 +31,13 @@ from corral.coordinator.policy import Policy
 from corral.coordinator.reaper import Reaper
 from corral.coordinator.scheduling import Scheduling
 from corral.domain.agentwire import NODE_SECRET_HEADER, LogLine, NodeInfo, Update, cap_logs, truncation_marker
-from corral.domain.ids import new_id
 from corral.domain.spec import JobSpec
 from corral.scheduler import NodeView, TaskView
 from corral.scheduler.placement import Strategy
 from corral.store.sql import Row, Store, Tx
 
 __all__ = ["MAX_LOST_RESCHEDULES", "NODE_SECRET_HEADER", "Coordinator", "LogLine", "NodeInfo", "Settings", "Update",
-           "cap_logs", "job_rows", "new_id", "secret_hash", "truncation_marker"]
+           "cap_logs", "job_rows", "secret_hash", "truncation_marker"]
 
 job_rows = flow.job_rows  # the rows of a new job and its tasks (used by the schedules too)
 

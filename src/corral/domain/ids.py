@@ -11,39 +11,38 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 
 _BATCH = 256  # ids per call to os.urandom
-_SIZE = 16
+_SIZE = 16  # bytes per id
 
 
 class _Pool:
+    """Random bytes drawn ``_BATCH`` ids at a time, handed out 16 at a time (thread-safe)."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
+        # Also in a forked child: it must not hand out the ids its parent has left here, nor wait for a
+        # lock another thread of the parent held at the fork.
+        self._lock = threading.Lock()
         self._buf = b""
         self._at = 0
 
-    def take(self) -> bytearray:
+    def take(self) -> bytes:
         with self._lock:
             if self._at >= len(self._buf):
                 self._buf = os.urandom(_SIZE * _BATCH)
                 self._at = 0
-            raw = bytearray(self._buf[self._at:self._at + _SIZE])
             self._at += _SIZE
-        return raw
+            return self._buf[self._at - _SIZE:self._at]
 
 
 _pool = _Pool()
-# A forked child must not hand out the ids its parent has left in the pool.
 os.register_at_fork(after_in_child=_pool._reset)
 
 
 def new_id() -> str:
-    """A new random id: 32 lowercase hex digits, laid out as ``uuid.uuid4().hex`` (version 4, RFC 4122
-    variant)."""
-    raw = _pool.take()
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return raw.hex()
+    """A new random id: ``uuid.uuid4().hex``'s form (32 lowercase hex digits, version 4), from the pool."""
+    return uuid.UUID(bytes=_pool.take(), version=4).hex
