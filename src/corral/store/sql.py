@@ -197,6 +197,9 @@ class Window:
         return col > self.end if self.closed else col >= self.end
 
 
+ANY_TIME = Window(None, None, closed=False)
+
+
 # executemany cannot expand IN (...): the live states spelled out, as in _cas_statement.
 _TOUCH = sa.update(s.nodes).where(s.nodes.c.id == sa.bindparam("b_id"),
                                   sa.or_(*(s.nodes.c.state == sa.literal(v) for v in LIVE_NODE)))
@@ -354,7 +357,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
                                   window=Window(created_after, created_before, closed=False))
 
     def _page_of_jobs(self, conds: list[Any], before_seq: int | None, offset: int, limit: int,
-                      texts: Sequence[tuple[str, str]] = (), window: Window | None = None) -> tuple[list[Row], int]:
+                      texts: Sequence[tuple[str, str]] = (), window: Window = ANY_TIME) -> tuple[list[Row], int]:
         """Jobs matching ``conds``, newest first, from ``before_seq`` (a cursor) or ``offset``, and how many
         match in all (of those the current caller may see), counted up to ``COUNT_CAP + 1``: a larger
         number means "more than COUNT_CAP" (counting a million rows for every page costs more than the page).
@@ -364,7 +367,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         when the text is rarer than ``FTS_PROBE`` jobs (a common word and a rare state are read by the state's
         index, as before: along jobs_fts that read every job with the word). ``window``: the jobs' creation
         time (see ``Window``)."""
-        others = bool(conds) or window is not None and not window.unbounded
+        others = bool(conds) or not window.unbounded
         conds = [*conds, *(getattr(s.jobs.c, col).contains(term, autoescape=True) for col, term in texts)]
         if (visible := context.visible()) is not None:
             conds = [*conds, s.jobs.c.namespace.in_(sorted(visible))]
@@ -379,7 +382,7 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
             conds = [*conds, fts.c.rowid == s.jobs.c.seq, fts.c[textsearch.TABLE].match(match)]
             seq = fts.c.rowid
         created = s.jobs.c.created_at
-        window_conds = window.conds(created) if window is not None else []
+        window_conds = window.conds(created)
         some = sa.select(s.jobs.c.seq).where(*conds, *window_conds).limit(COUNT_CAP + 1).subquery()
         total = self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
         # A time window is read one of two ways; the page is the same. A window that ends in the past, or
@@ -389,11 +392,9 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         # days, say), or does not end, and holds many jobs: along the newest jobs, which reaches it at once;
         # its bounds are then written ``created_at + 0``, which no index answers, else the planners read the
         # whole window by the created_at index and sort it (735 ms for 30 days of a million jobs on SQLite).
-        if window is not None and not window.unbounded:
-            walk = total > COUNT_CAP and (window.end is None or not self._window_in_the_past(window))
-            window_conds = window.conds(created + 0) if walk else window_conds
-        else:
-            walk = True
+        walk = window.unbounded or total > COUNT_CAP and not self._window_in_the_past(window)
+        if walk:
+            window_conds = window.conds(created + 0)
         conds = [*conds, *window_conds]
         page = [*conds, seq < before_seq] if before_seq is not None else conds
         if not walk:  # ``seq + 0`` orders the same but no index gives that order, so the created_at index is
@@ -406,9 +407,11 @@ class Tx(PodQueries, StackQueries, AuditQueries, AuthQueries, ClusterQueries, Qu
         return _rows(self.c.execute(q)), int(total)
 
     def _window_in_the_past(self, window: Window) -> bool:
-        """Whether at least ``WINDOW_WALK`` jobs were created after ``window``: then its page is read by
-        created_at and sorted (see ``_page_of_jobs``). Either way the page is the same; this count reads at
-        most ``WINDOW_WALK`` entries of the created_at index."""
+        """Whether ``window`` ends and at least ``WINDOW_WALK`` jobs were created after it: then its page is
+        read by created_at and sorted (see ``_page_of_jobs``). Either way the page is the same; this count
+        reads at most ``WINDOW_WALK`` entries of the created_at index."""
+        if window.end is None:
+            return False
         some = sa.select(s.jobs.c.seq).where(window.later(s.jobs.c.created_at)).limit(WINDOW_WALK).subquery()
         return int(self.c.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()) >= WINDOW_WALK
 
