@@ -16,6 +16,7 @@ from corral.coordinator import loops
 from corral.coordinator.loops import BackgroundLoops
 from corral.coordinator.service import Coordinator
 from corral.store.sql import Store
+from tests.harness import wait_until
 
 
 @pytest.fixture
@@ -35,33 +36,28 @@ def _passes(coord: Coordinator) -> int:
     return int(coord.stats["schedule_passes"])
 
 
-def _wait_for_pass(coord: Coordinator, after: int, within: float) -> float | None:
-    """Seconds until the pass count goes past ``after`` (None: not within ``within`` seconds)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < within:
-        if _passes(coord) > after:
-            return time.monotonic() - t0
-        time.sleep(0.002)
-    return None
+def _a_pass_after(coord: Coordinator, before: int, within: float) -> None:
+    wait_until(lambda: _passes(coord) > before, within, interval=0.002, what=f"a pass after pass {before}")
 
 
 def test_a_lone_kick_is_served_at_once_and_a_second_one_soon_after_waits_out_the_gap(
         monkeypatch: pytest.MonkeyPatch, running: Coordinator) -> None:
     monkeypatch.setattr(loops, "PASS_GAP", 2.0)
-    assert _wait_for_pass(running, 0, 10) is not None  # the first pass, at start
+    _a_pass_after(running, 0, 10)  # the first pass, at start
     time.sleep(0.3)
     before = _passes(running)
     running.kick()  # quiet until now: served at once, though the last pass was well within the gap
-    assert _wait_for_pass(running, before, 1.5) is not None
+    _a_pass_after(running, before, 1.5)
     before = _passes(running)
     running.kick()  # a second kick right after: a stream, so it waits for the gap
-    assert _wait_for_pass(running, before, 1.0) is None
-    assert _wait_for_pass(running, before, 5.0) is not None
+    time.sleep(1.0)
+    assert _passes(running) == before
+    _a_pass_after(running, before, 5.0)
 
 
 def test_a_stream_of_kicks_shares_passes(monkeypatch: pytest.MonkeyPatch, running: Coordinator) -> None:
     monkeypatch.setattr(loops, "PASS_GAP", 0.25)
-    assert _wait_for_pass(running, 0, 10) is not None
+    _a_pass_after(running, 0, 10)
     time.sleep(0.1)
     before = _passes(running)
     t0 = time.monotonic()
@@ -70,7 +66,7 @@ def test_a_stream_of_kicks_shares_passes(monkeypatch: pytest.MonkeyPatch, runnin
         running.kick()
         kicks += 1
         time.sleep(0.003)
-    assert _wait_for_pass(running, _passes(running), 3.0) is not None  # the last kicks' pass
+    _a_pass_after(running, _passes(running), 3.0)  # the last kicks' pass
     passes = _passes(running) - before
     # About one pass per gap (1.5 s / 0.25 s, and the first at once); without pacing, one per kick or two.
     assert kicks > 100
